@@ -1,0 +1,27 @@
+/*
+ * cli — the `omnimoe` command: one program, subcommands, each with --help. main()
+ * owns MPI start-up and shutdown, prints the one error message, and chooses the exit
+ * status (DESIGN.md §6); the subcommands return statuses.
+ */
+#ifndef OMNI_CLI_H
+#define OMNI_CLI_H
+
+#include "base.h"
+
+/* A subcommand: argv[0] is the subcommand's own name. Collective over comm. */
+typedef omni_status (*omni_command_fn)(MPI_Comm comm, int argc, char **argv);
+
+omni_status omni_cmd_train(MPI_Comm comm, int argc, char **argv);
+omni_status omni_cmd_data(MPI_Comm comm, int argc, char **argv);
+omni_status omni_cmd_ckpt(MPI_Comm comm, int argc, char **argv);
+
+/* Usage texts, printed by --help and after a usage error. */
+extern const char omni_usage_main[];
+
+/* A usage error: the one-line message, recorded with the subcommand's usage text to
+ * print after it. */
+omni_status omni_usage_error(const char *usage, const char *fmt, ...) OMNI_PRINTF(2, 3);
+/* The usage text recorded with the last usage error, or NULL. */
+const char *omni_usage_pending(void);
+
+#endif /* OMNI_CLI_H */

@@ -1,0 +1,967 @@
+/*
+ * The experiment loader: libyaml builds a node tree (with line and column marks); a
+ * table of fields drives type checks, ranges, defaults, the key documentation and the
+ * YAML writer, so that each key is described once.
+ */
+#include "experiment.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <yaml.h>
+
+typedef enum {
+    FT_INT,
+    FT_FLOAT,
+    FT_BOOL,
+    FT_STRING,
+    FT_PATH,
+    FT_ATTENTION,
+    FT_THREADS,
+    FT_FILES,
+    FT_TASKS,
+    FT_COUNT
+} field_type;
+
+static const char *const type_names[] = {
+    [FT_INT] = "integer",
+    [FT_FLOAT] = "number",
+    [FT_BOOL] = "boolean (true or false)",
+    [FT_STRING] = "string",
+    [FT_PATH] = "path",
+    [FT_ATTENTION] = "causal or prefix",
+    [FT_THREADS] = "auto or an integer",
+    [FT_FILES] = "list of paths",
+    [FT_TASKS] = "map task: weight or task: {weight, loss_weight}",
+};
+_Static_assert(sizeof type_names / sizeof type_names[0] == FT_COUNT, "a name for every type");
+
+typedef struct {
+    const char *section, *key;
+    field_type type;
+    size_t offset;
+    const char *def; /* default as YAML text; NULL: required */
+    double min, max; /* inclusive range for numbers; max < min: no upper bound */
+    const char *doc;
+} field;
+
+#define OFF(member) offsetof(omni_experiment, member)
+#define NOMAX -1.0, -2.0
+
+static const field fields[] = {
+    {"experiment", "name", FT_STRING, OFF(experiment.name), NULL, 1, OMNI_NAME_MAX - 1,
+     "name of the experiment (letters, digits, '-', '_', '.')"},
+    {"experiment", "out_dir", FT_PATH, OFF(experiment.out_dir), "\"\"", 0, 0,
+     "where checkpoints and metrics go; empty means runs/<name>"},
+    {"experiment", "seed", FT_INT, OFF(experiment.seed), "1", 0, 4294967295.0,
+     "seed of every random stream (initialisation, batch plan, jitter)"},
+    {"model", "d_model", FT_INT, OFF(model.d_model), "256", 8, 65536, "width of the residual stream"},
+    {"model", "n_layers", FT_INT, OFF(model.n_layers), "4", 1, 256, "number of transformer blocks"},
+    {"model", "n_heads", FT_INT, OFF(model.n_heads), "4", 1, 1024,
+     "attention heads; must divide d_model"},
+    {"model", "d_ff", FT_INT, OFF(model.d_ff), "1024", 1, 1048576,
+     "hidden width of the dense SwiGLU FFN"},
+    {"model", "context", FT_INT, OFF(model.context), "256", 2, 65536,
+     "tokens per sequence (context window)"},
+    {"model", "attention", FT_ATTENTION, OFF(model.attention), "causal", 0, 0,
+     "causal, or prefix: a sample's prefix attends both ways (OFA style)"},
+    {"moe", "num_experts", FT_INT, OFF(moe.num_experts), "8", 1, 4096,
+     "routed experts in each MoE layer"},
+    {"moe", "top_k", FT_INT, OFF(moe.top_k), "2", 1, 4096,
+     "experts per token; at most num_experts"},
+    {"moe", "every", FT_INT, OFF(moe.every), "2", 0, 256,
+     "every n-th block has an MoE FFN (blocks n-1, 2n-1, ...); 0: dense model"},
+    {"moe", "expert_ff", FT_INT, OFF(moe.expert_ff), "1024", 1, 1048576,
+     "hidden width of each SwiGLU expert"},
+    {"moe", "capacity_factor", FT_FLOAT, OFF(moe.capacity_factor), "1.25", -1, 64,
+     "expert capacity C = ceil(k * factor * tokens / E) per worker; <= 0: dropless"},
+    {"moe", "normalize_topk", FT_BOOL, OFF(moe.normalize_topk), "true", 0, 0,
+     "renormalise the k selected probabilities to sum to 1"},
+    {"moe", "aux_loss", FT_FLOAT, OFF(moe.aux_loss), "0.01", 0, 100,
+     "coefficient of the Switch load-balancing loss"},
+    {"moe", "z_loss", FT_FLOAT, OFF(moe.z_loss), "0.001", 0, 100,
+     "coefficient of the router z-loss"},
+    {"moe", "bias_rate", FT_FLOAT, OFF(moe.bias_rate), "0.0", 0, 1,
+     "step of auxiliary-loss-free balancing biases; 0: off"},
+    {"moe", "jitter", FT_FLOAT, OFF(moe.jitter), "0.0", 0, 1,
+     "multiplicative router input jitter in training, uniform in [1-j, 1+j]; 0: off"},
+    {"moe", "shared_experts", FT_INT, OFF(moe.shared_experts), "0", 0, 64,
+     "always-on shared experts added to the routed output"},
+    {"data", "files", FT_FILES, OFF(data.files), NULL, 0, 0,
+     "dataset files (omnimoe data build/demo), relative to the working directory"},
+    {"data", "tasks", FT_TASKS, OFF(data.tasks), "{}", 0, 0,
+     "task sampling weights (and loss weights); empty: every task, weight 1"},
+    {"data", "temperature", FT_FLOAT, OFF(data.temperature), "1.0", 0.01, 100,
+     "task probabilities proportional to weight^(1/temperature)"},
+    {"data", "batch", FT_INT, OFF(data.batch), "16", 1, 1048576,
+     "sequences in the global batch (independent of the number of processes)"},
+    {"optim", "steps", FT_INT, OFF(optim.steps), "2000", 1, 1e12, "training steps"},
+    {"optim", "lr", FT_FLOAT, OFF(optim.lr), "3.0e-4", 0, 10, "peak learning rate"},
+    {"optim", "min_lr", FT_FLOAT, OFF(optim.min_lr), "3.0e-5", 0, 10,
+     "learning rate at the end of the cosine decay"},
+    {"optim", "warmup", FT_INT, OFF(optim.warmup), "100", 0, 1e12,
+     "steps of linear warm-up"},
+    {"optim", "beta1", FT_FLOAT, OFF(optim.beta1), "0.9", 0, 0.999999, "AdamW beta1"},
+    {"optim", "beta2", FT_FLOAT, OFF(optim.beta2), "0.95", 0, 0.999999999, "AdamW beta2"},
+    {"optim", "eps", FT_FLOAT, OFF(optim.eps), "1.0e-8", 1e-30, 1, "AdamW epsilon"},
+    {"optim", "weight_decay", FT_FLOAT, OFF(optim.weight_decay), "0.1", 0, 10,
+     "decoupled weight decay, on matrices only"},
+    {"optim", "grad_clip", FT_FLOAT, OFF(optim.grad_clip), "1.0", 0, 1e9,
+     "clip the global gradient norm to this; 0: off"},
+    {"parallel", "threads", FT_THREADS, OFF(parallel.threads), "auto", 1, 1024,
+     "BLAS threads per process; auto: cores of the node / processes on it"},
+    {"checkpoint", "every", FT_INT, OFF(checkpoint.every), "500", 0, 1e12,
+     "steps between checkpoints; 0: only at the end and on SIGTERM/SIGINT"},
+    {"checkpoint", "keep", FT_INT, OFF(checkpoint.keep), "3", 1, 1000,
+     "checkpoints kept; older ones are removed once a new one is complete"},
+    {"log", "every", FT_INT, OFF(log.every), "10", 1, 1e12, "steps between log lines"},
+    {"eval", "every", FT_INT, OFF(eval.every), "200", 0, 1e12,
+     "steps between evaluations; 0: only at the end"},
+    {"eval", "batches", FT_INT, OFF(eval.batches), "8", 1, 1e6,
+     "validation batches per evaluation"},
+};
+#define N_FIELDS ((int)(sizeof fields / sizeof fields[0]))
+
+static const char *const sections[] = {"experiment", "model", "moe",        "data", "optim",
+                                       "parallel",   "checkpoint", "log", "eval"};
+#define N_SECTIONS ((int)(sizeof sections / sizeof sections[0]))
+
+/* Where a value came from, for messages: a place in a file, or a --set flag. */
+typedef struct {
+    const char *source; /* file name, or the whole --set flag */
+    bool is_flag;
+    long line, col; /* 1-based; for a flag, unused */
+} origin;
+
+typedef struct {
+    omni_experiment *x;
+    origin where[N_FIELDS];
+    bool set[N_FIELDS];
+} loader;
+
+static omni_status fail_at(const origin *o, const char *fmt, ...) OMNI_PRINTF(2, 3);
+
+static omni_status fail_at(const origin *o, const char *fmt, ...)
+{
+    char what[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    if (o->is_flag)
+        return omni_fail(OMNI_ERR_CONFIG, "--set %s: %s", o->source, what);
+    return omni_fail(OMNI_ERR_CONFIG, "%s:%ld:%ld: %s", o->source, o->line, o->col, what);
+}
+
+static origin node_origin(const origin *base, const yaml_node_t *n)
+{
+    origin o = *base;
+    if (!o.is_flag) {
+        o.line = (long)n->start_mark.line + 1;
+        o.col = (long)n->start_mark.column + 1;
+    }
+    return o;
+}
+
+/* ---- scalar conversion ------------------------------------------------------- */
+
+static const char *scalar(const yaml_node_t *n)
+{
+    return (const char *)n->data.scalar.value;
+}
+
+static bool is_plain(const yaml_node_t *n)
+{
+    return n->type == YAML_SCALAR_NODE && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+}
+
+static const char *node_kind(const yaml_node_t *n)
+{
+    switch (n->type) {
+    case YAML_MAPPING_NODE:
+        return "a mapping";
+    case YAML_SEQUENCE_NODE:
+        return "a list";
+    default:
+        return is_plain(n) ? "a plain scalar" : "a quoted string";
+    }
+}
+
+static bool parse_int(const char *s, int64_t *v)
+{
+    if (!*s)
+        return false;
+    errno = 0;
+    char *end;
+    long long r = strtoll(s, &end, 10);
+    if (errno || *end)
+        return false;
+    *v = r;
+    return true;
+}
+
+static bool parse_float(const char *s, double *v)
+{
+    if (!*s || isspace((unsigned char)*s))
+        return false;
+    errno = 0;
+    char *end;
+    double r = strtod(s, &end);
+    if (errno || *end || !isfinite(r))
+        return false;
+    /* strtod also reads hex and "inf"/"nan", which YAML does not mean as numbers. */
+    for (const char *p = s; *p; p++)
+        if (isalpha((unsigned char)*p) && *p != 'e' && *p != 'E')
+            return false;
+    *v = r;
+    return true;
+}
+
+static omni_status check_range(const field *f, const origin *o, double v)
+{
+    bool has_max = f->max >= f->min;
+    if (v < f->min || (has_max && v > f->max)) {
+        if (has_max)
+            return fail_at(o, "%s.%s = %.17g is out of range, expected %s in [%.17g, %.17g]",
+                           f->section, f->key, v, type_names[f->type], f->min, f->max);
+        return fail_at(o, "%s.%s = %.17g is out of range, expected %s >= %.17g", f->section,
+                       f->key, v, type_names[f->type], f->min);
+    }
+    return OMNI_OK;
+}
+
+static omni_status expect_scalar(const field *f, const origin *o, const yaml_node_t *n)
+{
+    if (n->type != YAML_SCALAR_NODE)
+        return fail_at(o, "%s.%s is %s, expected %s", f->section, f->key, node_kind(n),
+                       type_names[f->type]);
+    return OMNI_OK;
+}
+
+static bool valid_name(const char *s)
+{
+    if (!*s)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.')
+            return false;
+    return true;
+}
+
+static omni_status set_tasks(omni_experiment *x, const field *f, const origin *base,
+                             yaml_document_t *doc, const yaml_node_t *n)
+{
+    origin o = node_origin(base, n);
+    if (n->type == YAML_SCALAR_NODE && is_plain(n) && !*scalar(n)) {
+        x->data.n_tasks = 0; /* `tasks:` with nothing */
+        return OMNI_OK;
+    }
+    if (n->type != YAML_MAPPING_NODE)
+        return fail_at(&o, "%s.%s is %s, expected %s", f->section, f->key, node_kind(n),
+                       type_names[f->type]);
+    int count = 0;
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = yaml_document_get_node(doc, p->key);
+        yaml_node_t *v = yaml_document_get_node(doc, p->value);
+        origin ko = node_origin(base, k), vo = node_origin(base, v);
+        if (k->type != YAML_SCALAR_NODE || !valid_name(scalar(k)) ||
+            strlen(scalar(k)) >= OMNI_NAME_MAX)
+            return fail_at(&ko, "data.tasks: a task name must be a short name of letters, "
+                                "digits, '-', '_', '.'");
+        if (count == OMNI_MAX_TASKS)
+            return fail_at(&ko, "data.tasks: more than %d tasks", OMNI_MAX_TASKS);
+        for (int i = 0; i < count; i++)
+            if (!strcmp(x->data.tasks[i].name, scalar(k)))
+                return fail_at(&ko, "duplicate key data.tasks.%s, expected each task once",
+                               scalar(k));
+        omni_task_weight *t = &x->data.tasks[count];
+        snprintf(t->name, sizeof t->name, "%s", scalar(k));
+        t->weight = 1.0;
+        t->loss_weight = 1.0;
+        if (v->type == YAML_SCALAR_NODE) {
+            if (!is_plain(v) || !parse_float(scalar(v), &t->weight))
+                return fail_at(&vo, "data.tasks.%s is \"%s\", expected a number (the weight)",
+                               t->name, scalar(v));
+        } else if (v->type == YAML_MAPPING_NODE) {
+            bool seen_w = false, seen_l = false;
+            for (yaml_node_pair_t *q = v->data.mapping.pairs.start; q < v->data.mapping.pairs.top;
+                 q++) {
+                yaml_node_t *kk = yaml_document_get_node(doc, q->key);
+                yaml_node_t *vv = yaml_document_get_node(doc, q->value);
+                origin kko = node_origin(base, kk), vvo = node_origin(base, vv);
+                const char *key = kk->type == YAML_SCALAR_NODE ? scalar(kk) : "";
+                double *dst;
+                bool *seen;
+                if (!strcmp(key, "weight"))
+                    dst = &t->weight, seen = &seen_w;
+                else if (!strcmp(key, "loss_weight"))
+                    dst = &t->loss_weight, seen = &seen_l;
+                else
+                    return fail_at(&kko, "unknown key data.tasks.%s.%s, expected weight or "
+                                         "loss_weight",
+                                   t->name, key);
+                if (*seen)
+                    return fail_at(&kko, "duplicate key data.tasks.%s.%s", t->name, key);
+                *seen = true;
+                if (!is_plain(vv) || !parse_float(scalar(vv), dst))
+                    return fail_at(&vvo, "data.tasks.%s.%s is %s, expected a number", t->name,
+                                   key, node_kind(vv));
+            }
+        } else {
+            return fail_at(&vo, "data.tasks.%s is %s, expected a weight or {weight, loss_weight}",
+                           t->name, node_kind(v));
+        }
+        if (!(t->weight > 0) || t->weight > 1e6)
+            return fail_at(&vo, "data.tasks.%s weight %.17g is out of range, expected (0, 1e6]",
+                           t->name, t->weight);
+        if (t->loss_weight < 0 || t->loss_weight > 1e6)
+            return fail_at(&vo, "data.tasks.%s loss_weight %.17g is out of range, expected "
+                                "[0, 1e6]",
+                           t->name, t->loss_weight);
+        count++;
+    }
+    x->data.n_tasks = count;
+    return OMNI_OK;
+}
+
+static omni_status set_files(omni_experiment *x, const field *f, const origin *base,
+                             yaml_document_t *doc, const yaml_node_t *n)
+{
+    origin o = node_origin(base, n);
+    if (n->type != YAML_SEQUENCE_NODE)
+        return fail_at(&o, "%s.%s is %s, expected %s", f->section, f->key, node_kind(n),
+                       type_names[f->type]);
+    int count = 0;
+    for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+         it++) {
+        yaml_node_t *v = yaml_document_get_node(doc, *it);
+        origin vo = node_origin(base, v);
+        if (v->type != YAML_SCALAR_NODE || !*scalar(v))
+            return fail_at(&vo, "data.files entry is %s, expected a path", node_kind(v));
+        if (count == OMNI_MAX_FILES)
+            return fail_at(&vo, "data.files has more than %d files", OMNI_MAX_FILES);
+        if (strlen(scalar(v)) >= OMNI_PATH_MAX)
+            return fail_at(&vo, "data.files entry is longer than %d bytes", OMNI_PATH_MAX - 1);
+        snprintf(x->data.files[count], OMNI_PATH_MAX, "%s", scalar(v));
+        count++;
+    }
+    if (count == 0)
+        return fail_at(&o, "data.files is empty, expected at least one dataset file");
+    x->data.n_files = count;
+    return OMNI_OK;
+}
+
+/* Set field f from node n. */
+static omni_status set_field(omni_experiment *x, const field *f, const origin *base,
+                             yaml_document_t *doc, const yaml_node_t *n)
+{
+    origin o = node_origin(base, n);
+    char *dst = (char *)x + f->offset;
+    omni_status st;
+    switch (f->type) {
+    case FT_INT: {
+        int64_t v;
+        if ((st = expect_scalar(f, &o, n)))
+            return st;
+        if (!is_plain(n) || !parse_int(scalar(n), &v))
+            return fail_at(&o, "%s.%s is \"%s\", expected an integer", f->section, f->key,
+                           scalar(n));
+        if ((st = check_range(f, &o, (double)v)))
+            return st;
+        memcpy(dst, &v, sizeof v);
+        return OMNI_OK;
+    }
+    case FT_FLOAT: {
+        double v;
+        if ((st = expect_scalar(f, &o, n)))
+            return st;
+        if (!is_plain(n) || !parse_float(scalar(n), &v))
+            return fail_at(&o, "%s.%s is \"%s\", expected a number", f->section, f->key,
+                           scalar(n));
+        if ((st = check_range(f, &o, v)))
+            return st;
+        memcpy(dst, &v, sizeof v);
+        return OMNI_OK;
+    }
+    case FT_BOOL: {
+        if ((st = expect_scalar(f, &o, n)))
+            return st;
+        const char *s = scalar(n);
+        bool v;
+        if (is_plain(n) && (!strcmp(s, "true") || !strcmp(s, "True") || !strcmp(s, "TRUE")))
+            v = true;
+        else if (is_plain(n) &&
+                 (!strcmp(s, "false") || !strcmp(s, "False") || !strcmp(s, "FALSE")))
+            v = false;
+        else
+            return fail_at(&o, "%s.%s is \"%s\", expected true or false", f->section, f->key, s);
+        memcpy(dst, &v, sizeof v);
+        return OMNI_OK;
+    }
+    case FT_STRING:
+    case FT_PATH: {
+        if ((st = expect_scalar(f, &o, n)))
+            return st;
+        const char *s = scalar(n);
+        size_t cap = f->type == FT_STRING ? OMNI_NAME_MAX : OMNI_PATH_MAX;
+        if (strlen(s) >= cap)
+            return fail_at(&o, "%s.%s is longer than %zu bytes", f->section, f->key, cap - 1);
+        if (f->type == FT_STRING && !valid_name(s))
+            return fail_at(&o, "%s.%s is \"%s\", expected a %s", f->section, f->key, s, f->doc);
+        snprintf(dst, cap, "%s", s);
+        return OMNI_OK;
+    }
+    case FT_ATTENTION: {
+        if ((st = expect_scalar(f, &o, n)))
+            return st;
+        omni_attention v;
+        if (!strcmp(scalar(n), "causal"))
+            v = OMNI_ATTN_CAUSAL;
+        else if (!strcmp(scalar(n), "prefix"))
+            v = OMNI_ATTN_PREFIX;
+        else
+            return fail_at(&o, "%s.%s is \"%s\", expected causal or prefix", f->section, f->key,
+                           scalar(n));
+        memcpy(dst, &v, sizeof v);
+        return OMNI_OK;
+    }
+    case FT_THREADS: {
+        int64_t v;
+        if ((st = expect_scalar(f, &o, n)))
+            return st;
+        if (!strcmp(scalar(n), "auto"))
+            v = 0;
+        else if (!is_plain(n) || !parse_int(scalar(n), &v))
+            return fail_at(&o, "%s.%s is \"%s\", expected auto or an integer", f->section,
+                           f->key, scalar(n));
+        else if ((st = check_range(f, &o, (double)v)))
+            return st;
+        memcpy(dst, &v, sizeof v);
+        return OMNI_OK;
+    }
+    case FT_FILES:
+        return set_files(x, f, base, doc, n);
+    case FT_TASKS:
+        return set_tasks(x, f, base, doc, n);
+    default:
+        OMNI_ASSERT(!"unknown field type");
+    }
+}
+
+/* ---- names and suggestions --------------------------------------------------- */
+
+static int edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 63 || lb > 63)
+        return 99;
+    int d[64][64];
+    for (size_t i = 0; i <= la; i++)
+        d[i][0] = (int)i;
+    for (size_t j = 0; j <= lb; j++)
+        d[0][j] = (int)j;
+    for (size_t i = 1; i <= la; i++)
+        for (size_t j = 1; j <= lb; j++) {
+            int c = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            int del = d[i - 1][j] + 1, ins = d[i][j - 1] + 1;
+            d[i][j] = c < del ? (c < ins ? c : ins) : (del < ins ? del : ins);
+        }
+    return d[la][lb];
+}
+
+/* The closest of names[] to s when close enough to be a likely typo, else NULL. */
+static const char *closest(const char *s, const char *const *names, int n)
+{
+    const char *best = NULL;
+    int best_d = 3;
+    for (int i = 0; i < n; i++) {
+        int d = edit_distance(s, names[i]);
+        int limit = strlen(names[i]) <= 4 ? 1 : 2;
+        if (d <= limit && d < best_d)
+            best = names[i], best_d = d;
+    }
+    return best;
+}
+
+static int find_section(const char *s)
+{
+    for (int i = 0; i < N_SECTIONS; i++)
+        if (!strcmp(s, sections[i]))
+            return i;
+    return -1;
+}
+
+static int find_field(const char *section, const char *key)
+{
+    for (int i = 0; i < N_FIELDS; i++)
+        if (!strcmp(fields[i].section, section) && !strcmp(fields[i].key, key))
+            return i;
+    return -1;
+}
+
+static omni_status unknown_key(const origin *o, const char *section, const char *key)
+{
+    const char *names[N_FIELDS];
+    int n = 0;
+    for (int i = 0; i < N_FIELDS; i++)
+        if (!strcmp(fields[i].section, section))
+            names[n++] = fields[i].key;
+    const char *near = closest(key, names, n);
+    if (near)
+        return fail_at(o, "unknown key %s.%s, did you mean %s.%s?", section, key, section, near);
+    char list[1024] = "";
+    for (int i = 0; i < n; i++) {
+        strncat(list, names[i], sizeof list - strlen(list) - 1);
+        if (i + 1 < n)
+            strncat(list, ", ", sizeof list - strlen(list) - 1);
+    }
+    return fail_at(o, "unknown key %s.%s, expected one of: %s", section, key, list);
+}
+
+static omni_status unknown_section(const origin *o, const char *section)
+{
+    const char *near = closest(section, sections, N_SECTIONS);
+    if (near)
+        return fail_at(o, "unknown section %s, did you mean %s?", section, near);
+    return fail_at(o, "unknown section %s, expected one of: experiment, model, moe, data, "
+                      "optim, parallel, checkpoint, log, eval",
+                   section);
+}
+
+/* ---- documents --------------------------------------------------------------- */
+
+static omni_status load_document(yaml_document_t *doc, const char *text, size_t len,
+                                 const origin *o)
+{
+    yaml_parser_t parser;
+    if (!yaml_parser_initialize(&parser))
+        return omni_fail(OMNI_ERR_NOMEM, "cannot initialise the YAML parser");
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    omni_status st = OMNI_OK;
+    if (!yaml_parser_load(&parser, doc)) {
+        origin at = *o;
+        yaml_mark_t m = parser.problem ? parser.problem_mark : parser.context_mark;
+        at.line = (long)m.line + 1;
+        at.col = (long)m.column + 1;
+        st = fail_at(&at, "YAML syntax error: %s%s%s, expected valid YAML",
+                     parser.problem ? parser.problem : "unknown problem",
+                     parser.context ? " " : "", parser.context ? parser.context : "");
+    }
+    yaml_parser_delete(&parser);
+    return st;
+}
+
+/* Apply one `section: {key: value}` mapping of the file. */
+static omni_status apply_section(loader *ld, const origin *base, yaml_document_t *doc,
+                                 const char *section, const yaml_node_t *n)
+{
+    origin o = node_origin(base, n);
+    if (n->type != YAML_MAPPING_NODE)
+        return fail_at(&o, "section %s is %s, expected a mapping of keys", section,
+                       node_kind(n));
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = yaml_document_get_node(doc, p->key);
+        yaml_node_t *v = yaml_document_get_node(doc, p->value);
+        origin ko = node_origin(base, k);
+        const char *key = k->type == YAML_SCALAR_NODE ? scalar(k) : "?";
+        int fi = find_field(section, key);
+        if (fi < 0)
+            return unknown_key(&ko, section, key);
+        for (yaml_node_pair_t *q = n->data.mapping.pairs.start; q < p; q++) {
+            yaml_node_t *kq = yaml_document_get_node(doc, q->key);
+            if (kq->type == YAML_SCALAR_NODE && !strcmp(scalar(kq), key))
+                return fail_at(&ko, "duplicate key %s.%s (first at line %ld), expected each key "
+                                    "once",
+                               section, key, (long)kq->start_mark.line + 1);
+        }
+        omni_status st = set_field(ld->x, &fields[fi], base, doc, v);
+        if (st)
+            return st;
+        ld->set[fi] = true;
+        ld->where[fi] = node_origin(base, v);
+    }
+    return OMNI_OK;
+}
+
+static omni_status apply_file(loader *ld, const char *text, size_t len, const char *source)
+{
+    origin base = {.source = source, .is_flag = false, .line = 1, .col = 1};
+    yaml_document_t doc;
+    omni_status st = load_document(&doc, text, len, &base);
+    if (st)
+        return st;
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    if (!root) {
+        st = fail_at(&base, "the file is empty, expected an experiment (see configs/README.md)");
+        goto out_doc;
+    }
+    if (root->type != YAML_MAPPING_NODE) {
+        origin o = node_origin(&base, root);
+        st = fail_at(&o, "the document is %s, expected a mapping of sections", node_kind(root));
+        goto out_doc;
+    }
+    for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k = yaml_document_get_node(&doc, p->key);
+        origin ko = node_origin(&base, k);
+        const char *name = k->type == YAML_SCALAR_NODE ? scalar(k) : "?";
+        if (find_section(name) < 0) {
+            st = unknown_section(&ko, name);
+            goto out_doc;
+        }
+        for (yaml_node_pair_t *q = root->data.mapping.pairs.start; q < p; q++) {
+            yaml_node_t *kq = yaml_document_get_node(&doc, q->key);
+            if (kq->type == YAML_SCALAR_NODE && !strcmp(scalar(kq), name)) {
+                st = fail_at(&ko, "duplicate section %s (first at line %ld), expected each "
+                                  "section once",
+                             name, (long)kq->start_mark.line + 1);
+                goto out_doc;
+            }
+        }
+        st = apply_section(ld, &base, &doc, name, yaml_document_get_node(&doc, p->value));
+        if (st)
+            goto out_doc;
+    }
+out_doc:
+    yaml_document_delete(&doc);
+    return st;
+}
+
+static omni_status apply_flag(loader *ld, const char *flag)
+{
+    origin o = {.source = flag, .is_flag = true};
+    const char *eq = strchr(flag, '=');
+    const char *dot = strchr(flag, '.');
+    if (!eq || !dot || dot > eq)
+        return fail_at(&o, "expected section.key=value");
+    char section[64], key[64];
+    size_t ls = (size_t)(dot - flag), lk = (size_t)(eq - dot - 1);
+    if (ls == 0 || ls >= sizeof section || lk == 0 || lk >= sizeof key)
+        return fail_at(&o, "expected section.key=value");
+    memcpy(section, flag, ls);
+    section[ls] = '\0';
+    memcpy(key, dot + 1, lk);
+    key[lk] = '\0';
+    if (find_section(section) < 0)
+        return unknown_section(&o, section);
+    int fi = find_field(section, key);
+    if (fi < 0)
+        return unknown_key(&o, section, key);
+    const char *value = eq + 1;
+    yaml_document_t doc;
+    omni_status st = load_document(&doc, value, strlen(value), &o);
+    if (st)
+        return st;
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    if (!root)
+        st = fail_at(&o, "%s.%s has no value, expected %s", section, key,
+                     type_names[fields[fi].type]);
+    else
+        st = set_field(ld->x, &fields[fi], &o, &doc, root);
+    if (!st) {
+        ld->set[fi] = true;
+        ld->where[fi] = o;
+    }
+    yaml_document_delete(&doc);
+    return st;
+}
+
+/* ---- defaults, contradictions ------------------------------------------------ */
+
+void omni_experiment_defaults(omni_experiment *x)
+{
+    memset(x, 0, sizeof *x);
+    origin o = {.source = "(defaults)", .is_flag = false, .line = 0, .col = 0};
+    for (int i = 0; i < N_FIELDS; i++) {
+        if (!fields[i].def)
+            continue;
+        yaml_document_t doc;
+        omni_status st = load_document(&doc, fields[i].def, strlen(fields[i].def), &o);
+        OMNI_ASSERT(st == OMNI_OK);
+        st = set_field(x, &fields[i], &o, &doc, yaml_document_get_root_node(&doc));
+        OMNI_ASSERT(st == OMNI_OK);
+        yaml_document_delete(&doc);
+    }
+}
+
+static int field_index(const char *section, const char *key)
+{
+    int i = find_field(section, key);
+    OMNI_ASSERT(i >= 0);
+    return i;
+}
+
+/* The place to blame for a contradiction: where `a` was set, else where `b` was, else
+ * the top of the file. */
+static const origin *blame(const loader *ld, const char *source, origin *fallback, const char *sa,
+                           const char *ka, const char *sb, const char *kb)
+{
+    int a = field_index(sa, ka), b = field_index(sb, kb);
+    if (ld->set[a])
+        return &ld->where[a];
+    if (ld->set[b])
+        return &ld->where[b];
+    fallback->source = source;
+    fallback->is_flag = false;
+    fallback->line = 1;
+    fallback->col = 1;
+    return fallback;
+}
+
+static omni_status check_consistency(const loader *ld, const char *source)
+{
+    const omni_experiment *x = ld->x;
+    origin fb;
+    for (int i = 0; i < N_FIELDS; i++)
+        if (!fields[i].def && !ld->set[i]) {
+            fb = (origin){.source = source, .is_flag = false, .line = 1, .col = 1};
+            return fail_at(&fb, "missing required key %s.%s, expected %s (%s)",
+                           fields[i].section, fields[i].key, type_names[fields[i].type],
+                           fields[i].doc);
+        }
+    if (x->moe.top_k > x->moe.num_experts)
+        return fail_at(blame(ld, source, &fb, "moe", "top_k", "moe", "num_experts"),
+                       "moe.top_k = %lld exceeds moe.num_experts = %lld, expected top_k <= "
+                       "num_experts",
+                       (long long)x->moe.top_k, (long long)x->moe.num_experts);
+    if (x->model.d_model % x->model.n_heads != 0)
+        return fail_at(blame(ld, source, &fb, "model", "n_heads", "model", "d_model"),
+                       "model.n_heads = %lld does not divide model.d_model = %lld, expected a "
+                       "divisor",
+                       (long long)x->model.n_heads, (long long)x->model.d_model);
+    if (x->moe.every > x->model.n_layers)
+        return fail_at(blame(ld, source, &fb, "moe", "every", "model", "n_layers"),
+                       "moe.every = %lld exceeds model.n_layers = %lld, so no block would be MoE; "
+                       "expected every <= n_layers, or 0 for a dense model",
+                       (long long)x->moe.every, (long long)x->model.n_layers);
+    if (x->optim.min_lr > x->optim.lr)
+        return fail_at(blame(ld, source, &fb, "optim", "min_lr", "optim", "lr"),
+                       "optim.min_lr = %g exceeds optim.lr = %g, expected min_lr <= lr",
+                       x->optim.min_lr, x->optim.lr);
+    if (x->optim.warmup > x->optim.steps)
+        return fail_at(blame(ld, source, &fb, "optim", "warmup", "optim", "steps"),
+                       "optim.warmup = %lld exceeds optim.steps = %lld, expected warmup <= steps",
+                       (long long)x->optim.warmup, (long long)x->optim.steps);
+    return OMNI_OK;
+}
+
+omni_status omni_experiment_parse(omni_experiment *x, const char *text, size_t len,
+                                  const char *source, const char *const *sets, int n_sets)
+{
+    loader ld;
+    memset(&ld, 0, sizeof ld);
+    omni_experiment_defaults(x);
+    ld.x = x;
+    omni_status st = apply_file(&ld, text, len, source);
+    if (st)
+        return st;
+    for (int i = 0; i < n_sets; i++)
+        if ((st = apply_flag(&ld, sets[i])))
+            return st;
+    if ((st = check_consistency(&ld, source)))
+        return st;
+    if (!x->experiment.out_dir[0])
+        snprintf(x->experiment.out_dir, sizeof x->experiment.out_dir, "runs/%s",
+                 x->experiment.name);
+    return OMNI_OK;
+}
+
+omni_status omni_experiment_load(MPI_Comm comm, const char *path, const char *const *sets,
+                                 int n_sets, omni_experiment *x)
+{
+    char *text = NULL;
+    size_t len = 0;
+    omni_status st = omni_mpi_read_file(comm, path, &text, &len);
+    if (st)
+        return st == OMNI_ERR_IO ? OMNI_ERR_CONFIG : st;
+    /* Every rank parses the same bytes: all accept or all reject, no agreement needed. */
+    st = omni_experiment_parse(x, text, len, path, sets, n_sets);
+    free(text);
+    return st;
+}
+
+/* ---- output ------------------------------------------------------------------ */
+
+typedef struct {
+    char *buf;
+    size_t len, cap;
+    bool failed;
+} strbuf;
+
+static void sb_printf(strbuf *b, const char *fmt, ...) OMNI_PRINTF(2, 3);
+
+static void sb_printf(strbuf *b, const char *fmt, ...)
+{
+    if (b->failed)
+        return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->buf + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->failed = true;
+            return;
+        }
+        if ((size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap * 2 + (size_t)n + 64;
+        char *nb = realloc(b->buf, cap);
+        if (!nb) {
+            b->failed = true;
+            return;
+        }
+        b->buf = nb;
+        b->cap = cap;
+    }
+}
+
+/* Shortest decimal that reads back to the same double. */
+static void format_double(char *out, size_t cap, double v)
+{
+    for (int prec = 6; prec <= 17; prec++) {
+        snprintf(out, cap, "%.*g", prec, v);
+        if (strtod(out, NULL) == v)
+            break;
+    }
+    /* Keep it a YAML float-looking number for readers: 1 -> 1.0 */
+    if (!strpbrk(out, ".eEn") && strlen(out) + 3 < cap)
+        strcat(out, ".0");
+}
+
+static void quote(strbuf *b, const char *s)
+{
+    sb_printf(b, "\"");
+    for (const char *p = s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            sb_printf(b, "\\%c", *p);
+        else if ((unsigned char)*p < 0x20)
+            sb_printf(b, "\\x%02x", (unsigned char)*p);
+        else
+            sb_printf(b, "%c", *p);
+    }
+    sb_printf(b, "\"");
+}
+
+static void write_value(strbuf *b, const omni_experiment *x, const field *f)
+{
+    const char *src = (const char *)x + f->offset;
+    char num[64];
+    switch (f->type) {
+    case FT_INT: {
+        int64_t v;
+        memcpy(&v, src, sizeof v);
+        sb_printf(b, "%lld", (long long)v);
+        break;
+    }
+    case FT_FLOAT: {
+        double v;
+        memcpy(&v, src, sizeof v);
+        format_double(num, sizeof num, v);
+        sb_printf(b, "%s", num);
+        break;
+    }
+    case FT_BOOL: {
+        bool v;
+        memcpy(&v, src, sizeof v);
+        sb_printf(b, "%s", v ? "true" : "false");
+        break;
+    }
+    case FT_STRING:
+    case FT_PATH:
+        quote(b, src);
+        break;
+    case FT_ATTENTION:
+        sb_printf(b, "%s", x->model.attention == OMNI_ATTN_PREFIX ? "prefix" : "causal");
+        break;
+    case FT_THREADS:
+        if (x->parallel.threads == 0)
+            sb_printf(b, "auto");
+        else
+            sb_printf(b, "%lld", (long long)x->parallel.threads);
+        break;
+    case FT_FILES:
+        sb_printf(b, "[");
+        for (int i = 0; i < x->data.n_files; i++) {
+            quote(b, x->data.files[i]);
+            sb_printf(b, "%s", i + 1 < x->data.n_files ? ", " : "");
+        }
+        sb_printf(b, "]");
+        break;
+    case FT_TASKS:
+        sb_printf(b, "{");
+        for (int i = 0; i < x->data.n_tasks; i++) {
+            char w[64], l[64];
+            format_double(w, sizeof w, x->data.tasks[i].weight);
+            format_double(l, sizeof l, x->data.tasks[i].loss_weight);
+            sb_printf(b, "%s: {weight: %s, loss_weight: %s}%s", x->data.tasks[i].name, w, l,
+                      i + 1 < x->data.n_tasks ? ", " : "");
+        }
+        sb_printf(b, "}");
+        break;
+    default:
+        OMNI_ASSERT(!"unknown field type");
+    }
+}
+
+omni_status omni_experiment_to_yaml(const omni_experiment *x, char **text)
+{
+    strbuf b = {.buf = malloc(1024), .len = 0, .cap = 1024};
+    if (!b.buf)
+        return omni_fail(OMNI_ERR_NOMEM, "out of memory writing the configuration");
+    b.buf[0] = '\0';
+    const char *section = "";
+    for (int i = 0; i < N_FIELDS; i++) {
+        const field *f = &fields[i];
+        if (strcmp(section, f->section)) {
+            section = f->section;
+            sb_printf(&b, "%s:\n", section);
+        }
+        sb_printf(&b, "  %s: ", f->key);
+        write_value(&b, x, f);
+        sb_printf(&b, "\n");
+    }
+    if (b.failed) {
+        free(b.buf);
+        return omni_fail(OMNI_ERR_NOMEM, "out of memory writing the configuration");
+    }
+    *text = b.buf;
+    return OMNI_OK;
+}
+
+void omni_experiment_describe(FILE *out)
+{
+    fprintf(out, "| key | type | default | range | meaning |\n|---|---|---|---|---|\n");
+    for (int i = 0; i < N_FIELDS; i++) {
+        const field *f = &fields[i];
+        char range[96] = "";
+        if (f->type == FT_INT || f->type == FT_FLOAT || f->type == FT_THREADS) {
+            if (f->max >= f->min)
+                snprintf(range, sizeof range, "%.10g .. %.10g", f->min, f->max);
+            else
+                snprintf(range, sizeof range, ">= %.10g", f->min);
+        }
+        fprintf(out, "| `%s.%s` | %s | %s | %s | %s |\n", f->section, f->key, type_names[f->type],
+                f->def ? f->def : "(required)", range, f->doc);
+    }
+}
+
+int omni_experiment_task(const omni_experiment *x, const char *name)
+{
+    for (int i = 0; i < x->data.n_tasks; i++)
+        if (!strcmp(x->data.tasks[i].name, name))
+            return i;
+    return -1;
+}
+
+bool omni_experiment_is_moe_block(const omni_experiment *x, int64_t layer)
+{
+    return x->moe.every > 0 && (layer + 1) % x->moe.every == 0;
+}
