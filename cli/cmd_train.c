@@ -13,6 +13,8 @@ static const char usage[] =
     "\n"
     "  --set section.key=value  override a key of the experiment (value read as YAML)\n"
     "  --resume auto|CKPT       continue from the latest checkpoint in out_dir, or CKPT\n"
+    "  --check                  check the experiment, print the effective configuration, exit\n"
+    "  --keys                   print the table of experiment keys and exit\n"
     "  --help                   this text\n"
     "\n"
     "Keys, types, defaults and ranges: configs/README.md.\n";
@@ -25,15 +27,18 @@ omni_status omni_cmd_train(MPI_Comm comm, int argc, char **argv)
         {"set", required_argument, NULL, 's'},
         {"resume", required_argument, NULL, 'r'},
         {"help", no_argument, NULL, 'h'},
+        {"keys", no_argument, NULL, 'k'},
+        {"check", no_argument, NULL, 'c'},
         {NULL, 0, NULL, 0},
     };
     const char *sets[MAX_SETS];
     int n_sets = 0;
     const char *resume = NULL;
+    bool check_only = false;
     opterr = 0;
     optind = 0;
     int c;
-    while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 's':
             if (n_sets == MAX_SETS)
@@ -43,6 +48,13 @@ omni_status omni_cmd_train(MPI_Comm comm, int argc, char **argv)
         case 'r':
             resume = optarg;
             break;
+        case 'c':
+            check_only = true;
+            break;
+        case 'k':
+            if (omni_log_rank() == 0)
+                omni_experiment_describe(stdout);
+            return OMNI_OK;
         case 'h':
             if (omni_log_rank() == 0)
                 fputs(usage, stdout);
@@ -70,6 +82,8 @@ omni_status omni_cmd_train(MPI_Comm comm, int argc, char **argv)
     omni_log(OMNI_LOG_INFO, "# omnimoe %s, experiment %s (%s)\n%s", OMNI_VERSION,
              x.experiment.name, path, yaml);
     free(yaml);
+    if (check_only)
+        return OMNI_OK;
     (void)resume;
     return omni_fail(OMNI_ERR_INTERNAL, "train: the model is not built yet in this version");
 }

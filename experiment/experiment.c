@@ -480,6 +480,10 @@ static const char *closest(const char *s, const char *const *names, int n)
     const char *best = NULL;
     int best_d = 3;
     for (int i = 0; i < n; i++) {
+        size_t ls = strlen(s), ln = strlen(names[i]);
+        /* A longer or shorter spelling of the same word: optimizer -> optim. */
+        if (ls >= 4 && ln >= 4 && !strncmp(s, names[i], ls < ln ? ls : ln))
+            return names[i];
         int d = edit_distance(s, names[i]);
         int limit = strlen(names[i]) <= 4 ? 1 : 2;
         if (d <= limit && d < best_d)
