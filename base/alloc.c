@@ -20,8 +20,7 @@ void *omni_alloc(int64_t n, size_t size, const char *what)
 {
     size_t bytes;
     if (!omni_mul_size(n, size, &bytes)) {
-        omni_fail(OMNI_ERR_NOMEM, "%s: size %lld x %zu bytes overflows", what, (long long)n,
-                  size);
+        omni_fail(OMNI_ERR_NOMEM, "%s: size %lld x %zu bytes overflows", what, (long long)n, size);
         return NULL;
     }
     /* aligned_alloc wants a multiple of the alignment, and never 0 bytes. */

@@ -58,10 +58,10 @@ void omni_error_clear(void);
 
 /* An assertion that stays on in release builds, for invariants of our own code, never
  * for input. On failure it prints the place and aborts. */
-#define OMNI_ASSERT(cond)                                                                  \
-    do {                                                                                   \
-        if (!(cond))                                                                       \
-            omni_assert_fail(#cond, __FILE__, __LINE__);                                   \
+#define OMNI_ASSERT(cond)                                                                          \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            omni_assert_fail(#cond, __FILE__, __LINE__);                                           \
     } while (0)
 _Noreturn void omni_assert_fail(const char *cond, const char *file, int line);
 

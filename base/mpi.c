@@ -66,8 +66,7 @@ omni_status omni_mpi_agree(MPI_Comm comm, omni_status local)
         char msg[4096];
         if (rank == first) {
             snprintf(msg, sizeof msg, "[rank %d] %s", rank, omni_error_message());
-            st = omni_mpi_check(MPI_Send(msg, (int)sizeof msg, MPI_CHAR, 0, 77, comm),
-                                "MPI_Send");
+            st = omni_mpi_check(MPI_Send(msg, (int)sizeof msg, MPI_CHAR, 0, 77, comm), "MPI_Send");
         } else if (rank == 0) {
             st = omni_mpi_check(
                 MPI_Recv(msg, (int)sizeof msg, MPI_CHAR, first, 77, comm, MPI_STATUS_IGNORE),

@@ -24,12 +24,9 @@ static const char usage[] =
 omni_status omni_cmd_train(MPI_Comm comm, int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"set", required_argument, NULL, 's'},
-        {"resume", required_argument, NULL, 'r'},
-        {"help", no_argument, NULL, 'h'},
-        {"keys", no_argument, NULL, 'k'},
-        {"check", no_argument, NULL, 'c'},
-        {NULL, 0, NULL, 0},
+        {"set", required_argument, NULL, 's'}, {"resume", required_argument, NULL, 'r'},
+        {"help", no_argument, NULL, 'h'},      {"keys", no_argument, NULL, 'k'},
+        {"check", no_argument, NULL, 'c'},     {NULL, 0, NULL, 0},
     };
     const char *sets[MAX_SETS];
     int n_sets = 0;
@@ -79,8 +76,8 @@ omni_status omni_cmd_train(MPI_Comm comm, int argc, char **argv)
     char *yaml = NULL;
     if ((st = omni_experiment_to_yaml(&x, &yaml)))
         return st;
-    omni_log(OMNI_LOG_INFO, "# omnimoe %s, experiment %s (%s)\n%s", OMNI_VERSION,
-             x.experiment.name, path, yaml);
+    omni_log(OMNI_LOG_INFO, "# omnimoe %s, experiment %s (%s)\n%s", OMNI_VERSION, x.experiment.name,
+             path, yaml);
     free(yaml);
     if (check_only)
         return OMNI_OK;

@@ -110,8 +110,8 @@ int main(int argc, char **argv)
         /* An agreed failure is printed once by rank 0 (which holds the message of the
          * failing rank); a failure on one rank alone is printed by that rank, which then
          * aborts the job so the others do not wait for it in a collective call. */
-        bool agreed = omni_mpi_failure_agreed() || size == 1 || st == OMNI_ERR_USAGE ||
-                      st == OMNI_ERR_CONFIG;
+        bool agreed =
+            omni_mpi_failure_agreed() || size == 1 || st == OMNI_ERR_USAGE || st == OMNI_ERR_CONFIG;
         if (!agreed || rank == 0) {
             if (agreed)
                 fprintf(stderr, "omnimoe: %s\n", omni_error_message());

@@ -51,7 +51,7 @@ typedef struct {
 } field;
 
 #define OFF(member) offsetof(omni_experiment, member)
-#define NOMAX -1.0, -2.0
+#define NOMAX       -1.0, -2.0
 
 static const field fields[] = {
     {"experiment", "name", FT_STRING, OFF(experiment.name), NULL, 1, OMNI_NAME_MAX - 1,
@@ -60,7 +60,8 @@ static const field fields[] = {
      "where checkpoints and metrics go; empty means runs/<name>"},
     {"experiment", "seed", FT_INT, OFF(experiment.seed), "1", 0, 4294967295.0,
      "seed of every random stream (initialisation, batch plan, jitter)"},
-    {"model", "d_model", FT_INT, OFF(model.d_model), "256", 8, 65536, "width of the residual stream"},
+    {"model", "d_model", FT_INT, OFF(model.d_model), "256", 8, 65536,
+     "width of the residual stream"},
     {"model", "n_layers", FT_INT, OFF(model.n_layers), "4", 1, 256, "number of transformer blocks"},
     {"model", "n_heads", FT_INT, OFF(model.n_heads), "4", 1, 1024,
      "attention heads; must divide d_model"},
@@ -104,8 +105,7 @@ static const field fields[] = {
     {"optim", "lr", FT_FLOAT, OFF(optim.lr), "3.0e-4", 0, 10, "peak learning rate"},
     {"optim", "min_lr", FT_FLOAT, OFF(optim.min_lr), "3.0e-5", 0, 10,
      "learning rate at the end of the cosine decay"},
-    {"optim", "warmup", FT_INT, OFF(optim.warmup), "100", 0, 1e12,
-     "steps of linear warm-up"},
+    {"optim", "warmup", FT_INT, OFF(optim.warmup), "100", 0, 1e12, "steps of linear warm-up"},
     {"optim", "beta1", FT_FLOAT, OFF(optim.beta1), "0.9", 0, 0.999999, "AdamW beta1"},
     {"optim", "beta2", FT_FLOAT, OFF(optim.beta2), "0.95", 0, 0.999999999, "AdamW beta2"},
     {"optim", "eps", FT_FLOAT, OFF(optim.eps), "1.0e-8", 1e-30, 1, "AdamW epsilon"},
@@ -127,7 +127,7 @@ static const field fields[] = {
 };
 #define N_FIELDS ((int)(sizeof fields / sizeof fields[0]))
 
-static const char *const sections[] = {"experiment", "model", "moe",        "data", "optim",
+static const char *const sections[] = {"experiment", "model",      "moe", "data", "optim",
                                        "parallel",   "checkpoint", "log", "eval"};
 #define N_SECTIONS ((int)(sizeof sections / sizeof sections[0]))
 
@@ -229,8 +229,8 @@ static omni_status check_range(const field *f, const origin *o, double v)
         if (has_max)
             return fail_at(o, "%s.%s = %.17g is out of range, expected %s in [%.17g, %.17g]",
                            f->section, f->key, v, type_names[f->type], f->min, f->max);
-        return fail_at(o, "%s.%s = %.17g is out of range, expected %s >= %.17g", f->section,
-                       f->key, v, type_names[f->type], f->min);
+        return fail_at(o, "%s.%s = %.17g is out of range, expected %s >= %.17g", f->section, f->key,
+                       v, type_names[f->type], f->min);
     }
     return OMNI_OK;
 }
@@ -302,15 +302,16 @@ static omni_status set_tasks(omni_experiment *x, const field *f, const origin *b
                 else if (!strcmp(key, "loss_weight"))
                     dst = &t->loss_weight, seen = &seen_l;
                 else
-                    return fail_at(&kko, "unknown key data.tasks.%s.%s, expected weight or "
-                                         "loss_weight",
+                    return fail_at(&kko,
+                                   "unknown key data.tasks.%s.%s, expected weight or "
+                                   "loss_weight",
                                    t->name, key);
                 if (*seen)
                     return fail_at(&kko, "duplicate key data.tasks.%s.%s", t->name, key);
                 *seen = true;
                 if (!is_plain(vv) || !parse_float(scalar(vv), dst))
-                    return fail_at(&vvo, "data.tasks.%s.%s is %s, expected a number", t->name,
-                                   key, node_kind(vv));
+                    return fail_at(&vvo, "data.tasks.%s.%s is %s, expected a number", t->name, key,
+                                   node_kind(vv));
             }
         } else {
             return fail_at(&vo, "data.tasks.%s is %s, expected a weight or {weight, loss_weight}",
@@ -320,8 +321,9 @@ static omni_status set_tasks(omni_experiment *x, const field *f, const origin *b
             return fail_at(&vo, "data.tasks.%s weight %.17g is out of range, expected (0, 1e6]",
                            t->name, t->weight);
         if (t->loss_weight < 0 || t->loss_weight > 1e6)
-            return fail_at(&vo, "data.tasks.%s loss_weight %.17g is out of range, expected "
-                                "[0, 1e6]",
+            return fail_at(&vo,
+                           "data.tasks.%s loss_weight %.17g is out of range, expected "
+                           "[0, 1e6]",
                            t->name, t->loss_weight);
         count++;
     }
@@ -381,8 +383,7 @@ static omni_status set_field(omni_experiment *x, const field *f, const origin *b
         if ((st = expect_scalar(f, &o, n)))
             return st;
         if (!is_plain(n) || !parse_float(scalar(n), &v))
-            return fail_at(&o, "%s.%s is \"%s\", expected a number", f->section, f->key,
-                           scalar(n));
+            return fail_at(&o, "%s.%s is \"%s\", expected a number", f->section, f->key, scalar(n));
         if ((st = check_range(f, &o, v)))
             return st;
         memcpy(dst, &v, sizeof v);
@@ -395,8 +396,7 @@ static omni_status set_field(omni_experiment *x, const field *f, const origin *b
         bool v;
         if (is_plain(n) && (!strcmp(s, "true") || !strcmp(s, "True") || !strcmp(s, "TRUE")))
             v = true;
-        else if (is_plain(n) &&
-                 (!strcmp(s, "false") || !strcmp(s, "False") || !strcmp(s, "FALSE")))
+        else if (is_plain(n) && (!strcmp(s, "false") || !strcmp(s, "False") || !strcmp(s, "FALSE")))
             v = false;
         else
             return fail_at(&o, "%s.%s is \"%s\", expected true or false", f->section, f->key, s);
@@ -437,8 +437,8 @@ static omni_status set_field(omni_experiment *x, const field *f, const origin *b
         if (!strcmp(scalar(n), "auto"))
             v = 0;
         else if (!is_plain(n) || !parse_int(scalar(n), &v))
-            return fail_at(&o, "%s.%s is \"%s\", expected auto or an integer", f->section,
-                           f->key, scalar(n));
+            return fail_at(&o, "%s.%s is \"%s\", expected auto or an integer", f->section, f->key,
+                           scalar(n));
         else if ((st = check_range(f, &o, (double)v)))
             return st;
         memcpy(dst, &v, sizeof v);
@@ -532,8 +532,9 @@ static omni_status unknown_section(const origin *o, const char *section)
     const char *near = closest(section, sections, N_SECTIONS);
     if (near)
         return fail_at(o, "unknown section %s, did you mean %s?", section, near);
-    return fail_at(o, "unknown section %s, expected one of: experiment, model, moe, data, "
-                      "optim, parallel, checkpoint, log, eval",
+    return fail_at(o,
+                   "unknown section %s, expected one of: experiment, model, moe, data, "
+                   "optim, parallel, checkpoint, log, eval",
                    section);
 }
 
@@ -553,8 +554,8 @@ static omni_status load_document(yaml_document_t *doc, const char *text, size_t 
         at.line = (long)m.line + 1;
         at.col = (long)m.column + 1;
         st = fail_at(&at, "YAML syntax error: %s%s%s, expected valid YAML",
-                     parser.problem ? parser.problem : "unknown problem",
-                     parser.context ? " " : "", parser.context ? parser.context : "");
+                     parser.problem ? parser.problem : "unknown problem", parser.context ? " " : "",
+                     parser.context ? parser.context : "");
     }
     yaml_parser_delete(&parser);
     return st;
@@ -566,8 +567,7 @@ static omni_status apply_section(loader *ld, const origin *base, yaml_document_t
 {
     origin o = node_origin(base, n);
     if (n->type != YAML_MAPPING_NODE)
-        return fail_at(&o, "section %s is %s, expected a mapping of keys", section,
-                       node_kind(n));
+        return fail_at(&o, "section %s is %s, expected a mapping of keys", section, node_kind(n));
     for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
         yaml_node_t *k = yaml_document_get_node(doc, p->key);
         yaml_node_t *v = yaml_document_get_node(doc, p->value);
@@ -579,8 +579,9 @@ static omni_status apply_section(loader *ld, const origin *base, yaml_document_t
         for (yaml_node_pair_t *q = n->data.mapping.pairs.start; q < p; q++) {
             yaml_node_t *kq = yaml_document_get_node(doc, q->key);
             if (kq->type == YAML_SCALAR_NODE && !strcmp(scalar(kq), key))
-                return fail_at(&ko, "duplicate key %s.%s (first at line %ld), expected each key "
-                                    "once",
+                return fail_at(&ko,
+                               "duplicate key %s.%s (first at line %ld), expected each key "
+                               "once",
                                section, key, (long)kq->start_mark.line + 1);
         }
         omni_status st = set_field(ld->x, &fields[fi], base, doc, v);
@@ -621,8 +622,9 @@ static omni_status apply_file(loader *ld, const char *text, size_t len, const ch
         for (yaml_node_pair_t *q = root->data.mapping.pairs.start; q < p; q++) {
             yaml_node_t *kq = yaml_document_get_node(&doc, q->key);
             if (kq->type == YAML_SCALAR_NODE && !strcmp(scalar(kq), name)) {
-                st = fail_at(&ko, "duplicate section %s (first at line %ld), expected each "
-                                  "section once",
+                st = fail_at(&ko,
+                             "duplicate section %s (first at line %ld), expected each "
+                             "section once",
                              name, (long)kq->start_mark.line + 1);
                 goto out_doc;
             }
@@ -724,9 +726,8 @@ static omni_status check_consistency(const loader *ld, const char *source)
     for (int i = 0; i < N_FIELDS; i++)
         if (!fields[i].def && !ld->set[i]) {
             fb = (origin){.source = source, .is_flag = false, .line = 1, .col = 1};
-            return fail_at(&fb, "missing required key %s.%s, expected %s (%s)",
-                           fields[i].section, fields[i].key, type_names[fields[i].type],
-                           fields[i].doc);
+            return fail_at(&fb, "missing required key %s.%s, expected %s (%s)", fields[i].section,
+                           fields[i].key, type_names[fields[i].type], fields[i].doc);
         }
     if (x->moe.top_k > x->moe.num_experts)
         return fail_at(blame(ld, source, &fb, "moe", "top_k", "moe", "num_experts"),

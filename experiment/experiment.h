@@ -18,8 +18,8 @@
 
 #define OMNI_MAX_FILES 16
 #define OMNI_MAX_TASKS 32
-#define OMNI_NAME_MAX 64
-#define OMNI_PATH_MAX 1024
+#define OMNI_NAME_MAX  64
+#define OMNI_PATH_MAX  1024
 
 typedef enum { OMNI_ATTN_CAUSAL = 0, OMNI_ATTN_PREFIX, OMNI_ATTN_COUNT } omni_attention;
 

@@ -95,8 +95,8 @@ Test(experiment, design_example_parses_with_its_values)
 
 Test(experiment, set_overrides_scalars_and_lists)
 {
-    const char *sets[] = {"model.d_model=128", "data.files=[a.h5, b.h5]", "moe.normalize_topk=false",
-                          "parallel.threads=auto", "data.tasks={x: 2}"};
+    const char *sets[] = {"model.d_model=128", "data.files=[a.h5, b.h5]",
+                          "moe.normalize_topk=false", "parallel.threads=auto", "data.tasks={x: 2}"};
     omni_experiment x;
     cr_assert_eq(parse(&x, MINIMAL, sets, 5), OMNI_OK, "%s", omni_error_message());
     cr_assert_eq(x.model.d_model, 128);
@@ -144,17 +144,23 @@ typedef struct {
 
 static const bad_case bad_cases[] = {
     /* 1 unknown key with a suggestion */
-    {MINIMAL "moe: {topk: 2}\n", NULL, "exp.yaml:3:7: unknown key moe.topk, did you mean moe.top_k?"},
+    {MINIMAL "moe: {topk: 2}\n", NULL,
+     "exp.yaml:3:7: unknown key moe.topk, did you mean moe.top_k?"},
     /* 2 unknown key without a close match lists the keys */
-    {MINIMAL "log: {colour: red}\n", NULL, "exp.yaml:3:7: unknown key log.colour, expected one of: every"},
+    {MINIMAL "log: {colour: red}\n", NULL,
+     "exp.yaml:3:7: unknown key log.colour, expected one of: every"},
     /* 3 unknown section with a suggestion */
-    {MINIMAL "optimizer: {lr: 1}\n", NULL, "exp.yaml:3:1: unknown section optimizer, did you mean optim?"},
+    {MINIMAL "optimizer: {lr: 1}\n", NULL,
+     "exp.yaml:3:1: unknown section optimizer, did you mean optim?"},
     /* 4 wrong type: string for an integer */
-    {MINIMAL "model:\n  d_model: wide\n", NULL, "exp.yaml:4:12: model.d_model is \"wide\", expected an integer"},
+    {MINIMAL "model:\n  d_model: wide\n", NULL,
+     "exp.yaml:4:12: model.d_model is \"wide\", expected an integer"},
     /* 5 wrong type: float for an integer */
-    {MINIMAL "model: {n_layers: 2.5}\n", NULL, "exp.yaml:3:19: model.n_layers is \"2.5\", expected an integer"},
+    {MINIMAL "model: {n_layers: 2.5}\n", NULL,
+     "exp.yaml:3:19: model.n_layers is \"2.5\", expected an integer"},
     /* 6 wrong type: quoted number */
-    {MINIMAL "optim: {lr: \"0.1\"}\n", NULL, "exp.yaml:3:13: optim.lr is \"0.1\", expected a number"},
+    {MINIMAL "optim: {lr: \"0.1\"}\n", NULL,
+     "exp.yaml:3:13: optim.lr is \"0.1\", expected a number"},
     /* 7 wrong type: a list for a number */
     {MINIMAL "optim: {lr: [1, 2]}\n", NULL, "exp.yaml:3:13: optim.lr is a list, expected number"},
     /* 8 wrong type: bool */
@@ -165,7 +171,8 @@ static const bad_case bad_cases[] = {
      "exp.yaml:3:18: model.context = 1 is out of range, expected integer in [2, 65536]"},
     /* 10 out of range above */
     {MINIMAL "optim: {beta1: 1.5}\n", NULL,
-     "exp.yaml:3:16: optim.beta1 = 1.5 is out of range, expected number in [0, 0.99999899999999997]"},
+     "exp.yaml:3:16: optim.beta1 = 1.5 is out of range, expected number in [0, "
+     "0.99999899999999997]"},
     /* 12 duplicate section */
     {"experiment: {name: t}\ndata: {files: [a.h5]}\ndata: {batch: 2}\n", NULL,
      "exp.yaml:3:1: duplicate section data (first at line 2), expected each section once"},
@@ -194,9 +201,11 @@ static const bad_case bad_cases[] = {
     {MINIMAL "model: {n_layers: 2}\nmoe: {every: 3}\n", NULL,
      "exp.yaml:4:14: moe.every = 3 exceeds model.n_layers = 2, so no block would be MoE"},
     /* 21 YAML syntax error carries libyaml's position */
-    {"experiment: {name: t\ndata: [\n", NULL, "exp.yaml:2:5: YAML syntax error: did not find expected ',' or '}'"},
+    {"experiment: {name: t\ndata: [\n", NULL,
+     "exp.yaml:2:5: YAML syntax error: did not find expected ',' or '}'"},
     /* 22 a section that is not a mapping */
-    {MINIMAL "model: 5\n", NULL, "exp.yaml:3:8: section model is a plain scalar, expected a mapping of keys"},
+    {MINIMAL "model: 5\n", NULL,
+     "exp.yaml:3:8: section model is a plain scalar, expected a mapping of keys"},
     /* 23 a document that is a list */
     {"- a\n- b\n", NULL, "exp.yaml:1:1: the document is a list, expected a mapping of sections"},
     /* 24 empty file */
@@ -235,19 +244,23 @@ static const bad_case bad_cases[] = {
     /* 37 flag without a value part */
     {MINIMAL, "optim.steps", "--set optim.steps: expected section.key=value"},
     /* 38 flag with wrong type */
-    {MINIMAL, "optim.steps=many", "--set optim.steps=many: optim.steps is \"many\", expected an integer"},
+    {MINIMAL, "optim.steps=many",
+     "--set optim.steps=many: optim.steps is \"many\", expected an integer"},
     /* 39 flag out of range */
     {MINIMAL, "moe.top_k=0", "--set moe.top_k=0: moe.top_k = 0 is out of range"},
     /* 40 flag creating a contradiction is blamed on the flag */
     {MINIMAL, "moe.top_k=9", "--set moe.top_k=9: moe.top_k = 9 exceeds moe.num_experts = 8"},
     /* 41 flag with unknown section */
-    {MINIMAL, "modle.d_model=8", "--set modle.d_model=8: unknown section modle, did you mean model?"},
+    {MINIMAL, "modle.d_model=8",
+     "--set modle.d_model=8: unknown section modle, did you mean model?"},
     /* 42 flag with empty value */
-    {MINIMAL, "model.d_model=", "--set model.d_model=: model.d_model has no value, expected integer"},
+    {MINIMAL,
+     "model.d_model=", "--set model.d_model=: model.d_model has no value, expected integer"},
     /* 43 flag with a YAML syntax error */
     {MINIMAL, "data.files=[a.h5", "--set data.files=[a.h5: YAML syntax error"},
     /* 44 flag with a list where a scalar is expected */
-    {MINIMAL, "model.d_model=[1,2]", "--set model.d_model=[1,2]: model.d_model is a list, expected integer"},
+    {MINIMAL, "model.d_model=[1,2]",
+     "--set model.d_model=[1,2]: model.d_model is a list, expected integer"},
 };
 
 #define N_BAD ((int)(sizeof bad_cases / sizeof bad_cases[0]))
@@ -280,11 +293,12 @@ Test(experiment, negative_batch_and_bad_task_weight_name_the_key)
     cr_assert_str_eq(omni_error_message(),
                      "exp.yaml:3:16: optim.steps = -4 is out of range, expected integer in [1, "
                      "1000000000000]");
-    cr_assert_eq(parse(&x, "experiment: {name: t}\ndata: {files: [a], tasks: {shapes: heavy}}\n",
-                       NULL, 0),
-                 OMNI_ERR_CONFIG);
-    cr_assert_str_eq(omni_error_message(),
-                     "exp.yaml:2:36: data.tasks.shapes is \"heavy\", expected a number (the weight)");
+    cr_assert_eq(
+        parse(&x, "experiment: {name: t}\ndata: {files: [a], tasks: {shapes: heavy}}\n", NULL, 0),
+        OMNI_ERR_CONFIG);
+    cr_assert_str_eq(
+        omni_error_message(),
+        "exp.yaml:2:36: data.tasks.shapes is \"heavy\", expected a number (the weight)");
 }
 
 Test(experiment, describe_lists_every_key_and_readme_documents_them)

@@ -1,0 +1,109 @@
+/*
+ * coordinator — the control plane (DESIGN.md §1), on rank 0 of the job: it hands each
+ * worker its slice of the global batch plan, reduces the metrics the workers report,
+ * prints them and appends them to OUT_DIR/metrics.jsonl, and decides when to evaluate,
+ * checkpoint and stop (step limit, SIGTERM/SIGINT, non-finite loss). It never holds the
+ * activations of other ranks.
+ *
+ * The plan of step s is the set of slots 0..batch-1; the content of a slot (which task
+ * and which samples fill that window) is a pure function of (seed, split, s, slot) drawn
+ * by the data sampler, so the plan — and the training trajectory — does not depend on the
+ * number of processes. A worker's slice is a contiguous slot range.
+ */
+#ifndef OMNI_COORDINATOR_H
+#define OMNI_COORDINATOR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "base.h"
+#include "experiment.h"
+
+/* ---- the plan ------------------------------------------------------------------ */
+
+/* One worker's part of a step: slots [slot_lo, slot_hi) of the global batch. */
+typedef struct {
+    int64_t step;
+    int64_t slot_lo, slot_hi;
+} omni_slice;
+
+/* The slice of `rank` among `size` for a batch of `batch` slots (pure; balanced to one
+ * slot, possibly empty when batch < size). */
+omni_slice omni_plan_slice(int64_t step, int64_t batch, int rank, int size);
+
+/* Collective: rank 0 draws the plan of `step` and sends every rank its slice. */
+omni_status omni_plan_scatter(MPI_Comm comm, int64_t step, int64_t batch, omni_slice *mine);
+
+/* ---- stopping ------------------------------------------------------------------ */
+
+/* Install SIGTERM/SIGINT handlers that only set a flag (the step in flight finishes). */
+void omni_signals_install(void);
+bool omni_signal_received(void);
+/* The signal number received, 0 if none. */
+int omni_signal_number(void);
+
+/* What the job does after a step; decided on rank 0 and broadcast. */
+typedef enum {
+    OMNI_NEXT_CONTINUE = 0,
+    OMNI_NEXT_STOP_DONE,   /* step limit reached */
+    OMNI_NEXT_STOP_SIGNAL, /* SIGTERM/SIGINT: checkpoint, exit 0 */
+    OMNI_NEXT_COUNT
+} omni_next;
+
+/* Collective: rank 0's decision after `step` (1-based count of steps done) reaches all. */
+omni_status omni_decide_next(MPI_Comm comm, int64_t steps_done, int64_t steps_total,
+                             omni_next *next);
+
+/* ---- metrics ------------------------------------------------------------------- */
+
+/*
+ * What the workers report for one step, as sums over their tokens: reduced with one
+ * MPI_Reduce onto rank 0. Arrays are sized at creation (tasks, MoE layers, experts).
+ */
+typedef struct {
+    int n_tasks, n_moe_layers, n_experts;
+    int64_t n_values;     /* doubles in `v` */
+    double *v;            /* the flat storage of the views below */
+    double *loss;         /* [1] the batch loss (sum of rank parts, each already / loss_norm) */
+    double *aux;          /* [1] weighted aux (load balance) loss, summed over MoE layers */
+    double *z;            /* [1] weighted z-loss, summed over MoE layers */
+    double *tokens;       /* [1] positions that are not padding */
+    double *task_loss;    /* [n_tasks] sum of unweighted CE over loss tokens */
+    double *task_count;   /* [n_tasks] loss tokens */
+    double *task_correct; /* [n_tasks] argmax == target */
+    double *load;         /* [n_moe_layers, n_experts] token assignments kept */
+    double *dropped;      /* [n_moe_layers] assignments dropped over capacity */
+    double *assigned;     /* [n_moe_layers] assignments routed (kept + dropped) */
+} omni_metrics;
+
+omni_status omni_metrics_create(omni_metrics *m, int n_tasks, int n_moe_layers, int n_experts);
+void omni_metrics_free(omni_metrics *m);
+void omni_metrics_zero(omni_metrics *m);
+/* Collective: sum every rank's values onto rank 0 (in place there). */
+omni_status omni_metrics_reduce(MPI_Comm comm, omni_metrics *m);
+/* max / mean expert load of MoE layer l (1.0 when perfectly even; 0 when no tokens). */
+double omni_metrics_load_ratio(const omni_metrics *m, int l);
+
+/* The metrics log of a run: lines on stdout (rank 0) and OUT_DIR/metrics.jsonl. */
+typedef struct {
+    FILE *jsonl;
+    double t_start;
+    int64_t first_step; /* step at start (after a resume), for the rate and ETA */
+    double tokens_since, t_since;
+} omni_metrics_log;
+
+/* Rank 0 only: open OUT_DIR/metrics.jsonl for appending (creating OUT_DIR). */
+omni_status omni_metrics_log_open(omni_metrics_log *log, const omni_experiment *x,
+                                  int64_t first_step);
+void omni_metrics_log_close(omni_metrics_log *log);
+/* Rank 0 only: print one training line and append one JSON object. `sum` holds the
+ * metrics summed over `n_steps` steps since the last line. */
+omni_status omni_metrics_log_train(omni_metrics_log *log, const omni_experiment *x, int64_t step,
+                                   double lr, const omni_metrics *sum, int64_t n_steps);
+/* Rank 0 only: print the evaluation lines (loss and next-token accuracy per task) and
+ * append one JSON object with "eval": true. */
+omni_status omni_metrics_log_eval(omni_metrics_log *log, const omni_experiment *x, int64_t step,
+                                  const omni_metrics *sum);
+
+#endif /* OMNI_COORDINATOR_H */

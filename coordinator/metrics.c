@@ -1,0 +1,241 @@
+/* Metrics: the per-step sums the workers report, their reduction, and the log lines and
+ * JSON objects the coordinator writes. The JSON fields are documented in docs/metrics.md. */
+#include "coordinator.h"
+
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+#include <sys/stat.h>
+
+omni_status omni_metrics_create(omni_metrics *m, int n_tasks, int n_moe_layers, int n_experts)
+{
+    memset(m, 0, sizeof *m);
+    m->n_tasks = n_tasks, m->n_moe_layers = n_moe_layers, m->n_experts = n_experts;
+    int64_t n = 4 + 3 * (int64_t)n_tasks + (int64_t)n_moe_layers * (n_experts + 2);
+    m->v = omni_alloc(n, sizeof *m->v, "metrics");
+    if (!m->v)
+        return OMNI_ERR_NOMEM;
+    m->n_values = n;
+    double *p = m->v;
+    m->loss = p++, m->aux = p++, m->z = p++, m->tokens = p++;
+    m->task_loss = p, p += n_tasks;
+    m->task_count = p, p += n_tasks;
+    m->task_correct = p, p += n_tasks;
+    m->load = p, p += (int64_t)n_moe_layers * n_experts;
+    m->dropped = p, p += n_moe_layers;
+    m->assigned = p, p += n_moe_layers;
+    OMNI_ASSERT(p == m->v + n);
+    return OMNI_OK;
+}
+
+void omni_metrics_free(omni_metrics *m)
+{
+    omni_free(m->v);
+    memset(m, 0, sizeof *m);
+}
+
+void omni_metrics_zero(omni_metrics *m)
+{
+    memset(m->v, 0, (size_t)m->n_values * sizeof *m->v);
+}
+
+omni_status omni_metrics_reduce(MPI_Comm comm, omni_metrics *m)
+{
+    int rank;
+    MPI_Comm_rank(comm, &rank);
+    void *send = rank == 0 ? MPI_IN_PLACE : m->v;
+    return omni_mpi_check(MPI_Reduce(send, m->v, (int)m->n_values, MPI_DOUBLE, MPI_SUM, 0, comm),
+                          "MPI_Reduce of metrics");
+}
+
+double omni_metrics_load_ratio(const omni_metrics *m, int l)
+{
+    const double *load = m->load + (int64_t)l * m->n_experts;
+    double max = 0, sum = 0;
+    for (int e = 0; e < m->n_experts; e++) {
+        sum += load[e];
+        max = load[e] > max ? load[e] : max;
+    }
+    return sum > 0 ? max / (sum / m->n_experts) : 0.0;
+}
+
+static omni_status make_dirs(const char *path)
+{
+    char buf[OMNI_PATH_MAX];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || *p == '\0') {
+            char c = *p;
+            *p = '\0';
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+                return omni_fail(OMNI_ERR_IO, "%s: cannot create directory: %s", buf,
+                                 strerror(errno));
+            *p = c;
+            if (c == '\0')
+                break;
+        }
+    }
+    return OMNI_OK;
+}
+
+omni_status omni_metrics_log_open(omni_metrics_log *log, const omni_experiment *x,
+                                  int64_t first_step)
+{
+    memset(log, 0, sizeof *log);
+    omni_status st = make_dirs(x->experiment.out_dir);
+    if (st)
+        return st;
+    char path[OMNI_PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", x->experiment.out_dir);
+    log->jsonl = fopen(path, "a");
+    if (!log->jsonl)
+        return omni_fail(OMNI_ERR_IO, "%s: cannot open for appending: %s", path, strerror(errno));
+    log->t_start = omni_now();
+    log->t_since = log->t_start;
+    log->first_step = first_step;
+    return OMNI_OK;
+}
+
+void omni_metrics_log_close(omni_metrics_log *log)
+{
+    if (log->jsonl)
+        fclose(log->jsonl);
+    log->jsonl = NULL;
+}
+
+static void hms(char *out, size_t cap, double s)
+{
+    if (!isfinite(s) || s < 0)
+        s = 0;
+    long t = (long)(s + 0.5);
+    snprintf(out, cap, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+}
+
+/* JSON has no NaN or Infinity: write null for them. */
+static void json_num(FILE *f, double v)
+{
+    if (isfinite(v))
+        fprintf(f, "%.6g", v);
+    else
+        fputs("null", f);
+}
+
+omni_status omni_metrics_log_train(omni_metrics_log *log, const omni_experiment *x, int64_t step,
+                                   double lr, const omni_metrics *sum, int64_t n_steps)
+{
+    double now = omni_now();
+    double dt = now - log->t_since;
+    double tok_s = dt > 0 ? *sum->tokens / dt : 0;
+    double elapsed = now - log->t_start;
+    double per_step = step > log->first_step ? elapsed / (double)(step - log->first_step) : 0;
+    double eta = per_step * (double)(x->optim.steps - step);
+    double n = n_steps > 0 ? (double)n_steps : 1;
+    double drop = 0, assigned = 0;
+    for (int l = 0; l < sum->n_moe_layers; l++)
+        drop += sum->dropped[l], assigned += sum->assigned[l];
+    double drop_share = assigned > 0 ? drop / assigned : 0;
+
+    char line[4096], el[32], et[32];
+    int len = snprintf(line, sizeof line, "step %lld/%lld | lr %.3e | loss %.4f |", (long long)step,
+                       (long long)x->optim.steps, lr, *sum->loss / n);
+    for (int t = 0; t < sum->n_tasks && len < (int)sizeof line - 64; t++) {
+        double c = sum->task_count[t];
+        if (c > 0)
+            len += snprintf(line + len, sizeof line - (size_t)len, " %s %.3f",
+                            x->data.tasks[t].name, sum->task_loss[t] / c);
+        else /* no loss token of this task in these steps */
+            len += snprintf(line + len, sizeof line - (size_t)len, " %s -", x->data.tasks[t].name);
+    }
+    if (sum->n_moe_layers > 0 && len < (int)sizeof line - 128) {
+        len += snprintf(line + len, sizeof line - (size_t)len,
+                        " | aux %.4f z %.4f | drop %.1f%% | load", *sum->aux / n, *sum->z / n,
+                        100 * drop_share);
+        for (int l = 0; l < sum->n_moe_layers && len < (int)sizeof line - 32; l++)
+            len += snprintf(line + len, sizeof line - (size_t)len, " %.2f",
+                            omni_metrics_load_ratio(sum, l));
+    }
+    hms(el, sizeof el, elapsed);
+    hms(et, sizeof et, eta);
+    if (len < (int)sizeof line)
+        snprintf(line + len, sizeof line - (size_t)len, " | %.0f tok/s | %s eta %s", tok_s, el, et);
+    omni_log(OMNI_LOG_INFO, "%s", line);
+
+    FILE *f = log->jsonl;
+    fprintf(f, "{\"step\": %lld, \"lr\": ", (long long)step);
+    json_num(f, lr);
+    fputs(", \"loss\": ", f);
+    json_num(f, *sum->loss / n);
+    fputs(", \"task_loss\": {", f);
+    for (int t = 0; t < sum->n_tasks; t++) {
+        double c = sum->task_count[t];
+        fprintf(f, "%s\"%s\": ", t ? ", " : "", x->data.tasks[t].name);
+        json_num(f, c > 0 ? sum->task_loss[t] / c : (double)NAN);
+    }
+    fputs("}, \"aux_loss\": ", f);
+    json_num(f, *sum->aux / n);
+    fputs(", \"z_loss\": ", f);
+    json_num(f, *sum->z / n);
+    fputs(", \"tokens_per_s\": ", f);
+    json_num(f, tok_s);
+    fputs(", \"drop_share\": ", f);
+    json_num(f, drop_share);
+    fputs(", \"load_max_over_mean\": [", f);
+    for (int l = 0; l < sum->n_moe_layers; l++) {
+        fputs(l ? ", " : "", f);
+        json_num(f, omni_metrics_load_ratio(sum, l));
+    }
+    fputs("], \"expert_load\": [", f);
+    for (int l = 0; l < sum->n_moe_layers; l++) {
+        fputs(l ? ", [" : "[", f);
+        for (int e = 0; e < sum->n_experts; e++) {
+            fputs(e ? ", " : "", f);
+            json_num(f, sum->load[(int64_t)l * sum->n_experts + e] / n);
+        }
+        fputs("]", f);
+    }
+    fputs("], \"elapsed_s\": ", f);
+    json_num(f, elapsed);
+    fputs(", \"eta_s\": ", f);
+    json_num(f, eta);
+    fputs("}\n", f);
+    fflush(f);
+    log->t_since = now;
+    if (ferror(f))
+        return omni_fail(OMNI_ERR_IO, "%s/metrics.jsonl: write failed", x->experiment.out_dir);
+    return OMNI_OK;
+}
+
+omni_status omni_metrics_log_eval(omni_metrics_log *log, const omni_experiment *x, int64_t step,
+                                  const omni_metrics *sum)
+{
+    char line[4096];
+    int len = snprintf(line, sizeof line, "eval step %lld |", (long long)step);
+    for (int t = 0; t < sum->n_tasks && len < (int)sizeof line - 96; t++) {
+        double c = sum->task_count[t];
+        if (c > 0)
+            len += snprintf(line + len, sizeof line - (size_t)len, " %s loss %.3f acc %.3f |",
+                            x->data.tasks[t].name, sum->task_loss[t] / c, sum->task_correct[t] / c);
+        else
+            len +=
+                snprintf(line + len, sizeof line - (size_t)len, " %s - |", x->data.tasks[t].name);
+    }
+    omni_log(OMNI_LOG_INFO, "%s", line);
+    FILE *f = log->jsonl;
+    fprintf(f, "{\"eval\": true, \"step\": %lld, \"task_loss\": {", (long long)step);
+    for (int t = 0; t < sum->n_tasks; t++) {
+        double c = sum->task_count[t];
+        fprintf(f, "%s\"%s\": ", t ? ", " : "", x->data.tasks[t].name);
+        json_num(f, c > 0 ? sum->task_loss[t] / c : (double)NAN);
+    }
+    fputs("}, \"task_accuracy\": {", f);
+    for (int t = 0; t < sum->n_tasks; t++) {
+        double c = sum->task_count[t];
+        fprintf(f, "%s\"%s\": ", t ? ", " : "", x->data.tasks[t].name);
+        json_num(f, c > 0 ? sum->task_correct[t] / c : (double)NAN);
+    }
+    fputs("}}\n", f);
+    fflush(f);
+    if (ferror(f))
+        return omni_fail(OMNI_ERR_IO, "%s/metrics.jsonl: write failed", x->experiment.out_dir);
+    return OMNI_OK;
+}
