@@ -1,0 +1,47 @@
+/*
+ * worker — the data plane (DESIGN.md §1), one per rank: it fills its slice of the
+ * global batch, runs the dense layers data-parallel and its shard of the experts of every
+ * MoE layer, exchanges tokens with MPI_Alltoallv, and sums dense gradients with
+ * MPI_Allreduce in buckets started as soon as a layer's backward is done.
+ */
+#ifndef OMNI_WORKER_H
+#define OMNI_WORKER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base.h"
+
+/* ---- dense gradient reduction in buckets --------------------------------------- */
+
+#define OMNI_MAX_BUCKETS 1024
+
+/*
+ * Buckets are contiguous float ranges of gradient buffers (e.g. one per transformer
+ * block) summed over the ranks of `comm` in place with MPI_Iallreduce. A bucket is started
+ * when its gradients are final; omni_grad_reducer_progress lets MPI move them while
+ * backward goes on; omni_grad_reducer_wait completes all. Collective in the order of
+ * starts: every rank starts the same buckets in the same order.
+ */
+typedef struct {
+    MPI_Comm comm;
+    int size;
+    int n_buckets;
+    float *ptr[OMNI_MAX_BUCKETS];
+    int64_t len[OMNI_MAX_BUCKETS];
+    MPI_Request req[OMNI_MAX_BUCKETS];
+    double seconds_waiting; /* time spent inside MPI calls of this reducer */
+} omni_grad_reducer;
+
+void omni_grad_reducer_init(omni_grad_reducer *r, MPI_Comm comm);
+/* Add a bucket; returns its index, or -1 when OMNI_MAX_BUCKETS are in use. Buckets of more
+ * than INT_MAX floats are split. */
+int omni_grad_reducer_add(omni_grad_reducer *r, float *p, int64_t n);
+/* Start summing bucket i (no-op with one rank). */
+omni_status omni_grad_reducer_start(omni_grad_reducer *r, int i);
+/* Give MPI a chance to progress the started buckets (non-blocking). */
+omni_status omni_grad_reducer_progress(omni_grad_reducer *r);
+/* Complete every started bucket. */
+omni_status omni_grad_reducer_wait(omni_grad_reducer *r);
+
+#endif /* OMNI_WORKER_H */
