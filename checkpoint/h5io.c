@@ -234,7 +234,7 @@ omni_status ckpt_attr_write_str(hid_t loc, const char *name, const char *s, cons
     hid_t space = H5Screate(H5S_SCALAR);
     hid_t attr = -1;
     if (type >= 0 && space >= 0 && H5Tset_size(type, len ? len : 1) >= 0 &&
-        H5Tset_strpad(type, H5T_STR_NULLPAD) >= 0)
+        H5Tset_strpad(type, H5T_STR_NULLPAD) >= 0 && H5Tset_cset(type, H5T_CSET_UTF8) >= 0)
         attr = H5Acreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
     if (attr < 0 || H5Awrite(attr, type, len ? s : "") < 0) {
         char why[512];
