@@ -86,7 +86,7 @@ typedef struct {
 
 /*
  * The metadata of a checkpoint. For save, rank 0's copy is what is written (the
- * others' are ignored), and world_size is the size of comm. For load, the fields
+ * others' are ignored and may be NULL), and world_size is the size of comm. For load, the fields
  * point into the open checkpoint and live until omni_ckpt_close.
  */
 typedef struct {
