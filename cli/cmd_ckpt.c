@@ -1,20 +1,172 @@
-/* omnimoe ckpt: info. */
+/* omnimoe ckpt info: what a checkpoint holds, in a few lines and one table. */
 #include "cli.h"
 
+#include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-static const char usage[] = "usage: omnimoe ckpt info CKPT.h5\n";
+#include "checkpoint.h"
+#include "experiment.h"
+
+static const char usage[] = "usage: omnimoe ckpt info CKPT.h5\n"
+                            "\n"
+                            "  info   step, tokens seen, world size, the experiment's model, "
+                            "parameter\n"
+                            "         counts (total and active per token), and the expert load "
+                            "of the\n"
+                            "         last logged steps of each MoE layer\n";
+
+#define EXPERTS_PER_LINE 16
+
+static const char *ordinal_suffix(int64_t n)
+{
+    if (n % 100 >= 11 && n % 100 <= 13)
+        return "th";
+    switch (n % 10) {
+    case 1:
+        return "st";
+    case 2:
+        return "nd";
+    case 3:
+        return "rd";
+    default:
+        return "th";
+    }
+}
+
+/* The expert-load table: per MoE layer, one row per logged step, experts in columns
+ * (EXPERTS_PER_LINE at a time, so a wide layer wraps instead of running off). */
+static void print_loads(const omni_ckpt_meta *m, const omni_experiment *x)
+{
+    if (m->load_rows == 0) {
+        printf("\nexpert load  none logged\n");
+        return;
+    }
+    printf("\nexpert load (fraction of token->expert assignments), last %" PRId64
+           " logged step%s\n",
+           m->load_rows, m->load_rows == 1 ? "" : "s");
+    int64_t block = -1;
+    for (int64_t l = 0; l < m->load_layers; l++) {
+        /* The block of the l-th MoE layer, when the experiment says so. */
+        do
+            block++;
+        while (block < x->model.n_layers && !omni_experiment_is_moe_block(x, block));
+        if (block < x->model.n_layers)
+            printf("  MoE layer %" PRId64 " (block %" PRId64 ")\n", l, block);
+        else
+            printf("  MoE layer %" PRId64 "\n", l);
+        for (int64_t e0 = 0; e0 < m->load_experts; e0 += EXPERTS_PER_LINE) {
+            int64_t e1 =
+                e0 + EXPERTS_PER_LINE < m->load_experts ? e0 + EXPERTS_PER_LINE : m->load_experts;
+            printf("    %10s", "step");
+            for (int64_t e = e0; e < e1; e++) {
+                char head[32];
+                snprintf(head, sizeof head, "e%" PRId64, e);
+                printf(" %7s", head);
+            }
+            printf("\n");
+            for (int64_t r = 0; r < m->load_rows; r++) {
+                printf("    %10" PRId64, m->load_steps[r]);
+                const float *row = m->load + (r * m->load_layers + l) * m->load_experts;
+                for (int64_t e = e0; e < e1; e++)
+                    printf(" %7.3f", (double)row[e]);
+                printf("\n");
+            }
+        }
+    }
+}
+
+static void print_info(const omni_ckpt *c, const omni_experiment *x, int64_t total, double active)
+{
+    const omni_ckpt_meta *m = omni_ckpt_meta_of(c);
+    int64_t n_moe = 0;
+    for (int64_t l = 0; l < x->model.n_layers; l++)
+        n_moe += omni_experiment_is_moe_block(x, l);
+    printf("checkpoint   %s (format %" PRId64 ", written by omnimoe %s)\n", omni_ckpt_path(c),
+           m->format_version, m->omnimoe_version);
+    printf("step         %" PRId64 "\n", m->step);
+    printf("tokens seen  %" PRId64 "\n", m->tokens_seen);
+    printf("world size   %" PRId64 " process%s\n", m->world_size, m->world_size == 1 ? "" : "es");
+    printf("seed         %" PRId64 "\n", m->seed);
+    printf("experiment   %s\n", x->experiment.name);
+    printf("model        d_model %" PRId64 ", %" PRId64 " layers, %" PRId64 " heads, d_ff %" PRId64
+           ", context %" PRId64 ", attention %s\n",
+           x->model.d_model, x->model.n_layers, x->model.n_heads, x->model.d_ff, x->model.context,
+           x->model.attention == OMNI_ATTN_PREFIX ? "prefix" : "causal");
+    if (n_moe > 0)
+        printf("moe          %" PRId64 " experts, top-%" PRId64 ", every %" PRId64
+               "%s block (%" PRId64 " MoE layer%s), expert_ff %" PRId64 ", %" PRId64 " shared\n",
+               x->moe.num_experts, x->moe.top_k, x->moe.every, ordinal_suffix(x->moe.every), n_moe,
+               n_moe == 1 ? "" : "s", x->moe.expert_ff, x->moe.shared_experts);
+    else
+        printf("moe          none (dense model)\n");
+    printf("tasks        ");
+    if (x->data.n_tasks == 0)
+        printf("every task of the data files");
+    for (int i = 0; i < x->data.n_tasks; i++)
+        printf("%s%s", i ? ", " : "", x->data.tasks[i].name);
+    printf("\n");
+    printf("parameters   %" PRId64 " total, %.0f active per token (%.1f%%)\n", total, active,
+           total > 0 ? 100.0 * active / (double)total : 0.0);
+    if (m->n_counters > 0) {
+        printf("counters    ");
+        for (int i = 0; i < m->n_counters; i++)
+            printf(" %s %" PRId64 "%s", m->counters[i].name, m->counters[i].value,
+                   i + 1 < m->n_counters ? "," : "");
+        printf("\n");
+    }
+    print_loads(m, x);
+}
+
+/* Collective: open, check, print on rank 0. */
+static omni_status info(MPI_Comm comm, const char *path)
+{
+    omni_ckpt *c;
+    omni_status st = omni_ckpt_open(comm, path, &c);
+    if (st)
+        return st;
+    omni_experiment *x = malloc(sizeof *x);
+    if (!x) {
+        st = omni_fail(OMNI_ERR_NOMEM, "out of memory");
+    } else {
+        const char *yaml = omni_ckpt_meta_of(c)->experiment_yaml;
+        st = omni_experiment_parse(x, yaml, strlen(yaml), path, NULL, 0);
+        if (st)
+            st = omni_fail_context(OMNI_ERR_CKPT, "%s: its experiment text is invalid: ", path);
+    }
+    st = omni_mpi_agree(comm, st);
+    int64_t total = 0;
+    double active = 0.0;
+    if (!st)
+        st = omni_ckpt_param_counts(c, &total, &active);
+    if (!st && omni_log_rank() == 0)
+        print_info(c, x, total, active);
+    free(x);
+    omni_ckpt_close(c);
+    return st;
+}
 
 omni_status omni_cmd_ckpt(MPI_Comm comm, int argc, char **argv)
 {
-    (void)comm;
     if (argc < 2)
         return omni_usage_error(usage, "ckpt: no subcommand given");
     if (!strcmp(argv[1], "--help")) {
         if (omni_log_rank() == 0)
             fputs(usage, stdout);
         return OMNI_OK;
+    }
+    if (!strcmp(argv[1], "info")) {
+        if (argc == 3 && !strcmp(argv[2], "--help")) {
+            if (omni_log_rank() == 0)
+                fputs(usage, stdout);
+            return OMNI_OK;
+        }
+        if (argc < 3)
+            return omni_usage_error(usage, "ckpt info: no checkpoint file given");
+        if (argc > 3)
+            return omni_usage_error(usage, "ckpt info: unexpected argument '%s'", argv[3]);
+        return info(comm, argv[2]);
     }
     return omni_usage_error(usage, "ckpt: unknown subcommand '%s'", argv[1]);
 }

@@ -1,0 +1,117 @@
+/*
+ * Checkpoint throughput: save (write, flush, close, fsync, rename) and load (open,
+ * check, read) of a state of MoE layers with experts sharded over the ranks.
+ *   mpiexec -n N bench_checkpoint DIR [MiB of experts, default 256] [experts, default 8]
+ * Prints seconds and GB/s (of the whole checkpoint) for each, the best of 3 rounds.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <hdf5.h>
+
+#include "checkpoint.h"
+
+#define N_LAYERS 4
+
+int main(int argc, char **argv)
+{
+    MPI_Comm comm;
+    if (omni_mpi_init(&argc, &argv, &comm)) {
+        fprintf(stderr, "%s\n", omni_error_message());
+        return 1;
+    }
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    int rank, size;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    if (argc < 2) {
+        if (rank == 0)
+            fprintf(stderr, "usage: bench_checkpoint DIR [MiB] [experts]\n");
+        MPI_Finalize();
+        return 2;
+    }
+    const char *dir = argv[1];
+    int64_t mib = argc > 2 ? atoll(argv[2]) : 256, E = argc > 3 ? atoll(argv[3]) : 8;
+    if (mib < 1 || E < size || E % size) {
+        if (rank == 0)
+            fprintf(stderr, "bench_checkpoint: need MiB >= 1 and experts a multiple of ranks\n");
+        MPI_Finalize();
+        return 2;
+    }
+    /* N_LAYERS tensors [E, d, ff] f32 with d * ff chosen for the requested size, plus a
+     * dense [1024, 1024] tensor written by rank 0. */
+    int64_t d = 256, ff = (mib << 20) / (int64_t)sizeof(float) / N_LAYERS / E / d;
+    if (ff < 1)
+        ff = 1;
+    omni_ckpt_tensor t[N_LAYERS + 1];
+    char names[N_LAYERS][64];
+    int64_t lo = rank * E / size, hi = (rank + 1) * E / size;
+    for (int l = 0; l < N_LAYERS; l++) {
+        snprintf(names[l], sizeof names[l], "params/layers/%02d/moe/experts/w1", 2 * l + 1);
+        t[l] = (omni_ckpt_tensor){.name = names[l],
+                                  .rank = 3,
+                                  .dims = {E, d, ff},
+                                  .row_lo = lo,
+                                  .row_hi = hi,
+                                  .writer = true,
+                                  .meaning = "[expert, d_model, expert_ff]"};
+        t[l].data = omni_alloc((hi - lo) * d * ff, sizeof(float), "bench");
+    }
+    t[N_LAYERS] = (omni_ckpt_tensor){.name = "params/embed/tok",
+                                     .rank = 2,
+                                     .dims = {1024, 1024},
+                                     .row_lo = 0,
+                                     .row_hi = 1024,
+                                     .writer = rank == 0,
+                                     .meaning = "[vocab, d_model]"};
+    t[N_LAYERS].data = omni_alloc(1024 * 1024, sizeof(float), "bench");
+    for (int l = 0; l <= N_LAYERS; l++) {
+        if (!t[l].data) {
+            fprintf(stderr, "out of memory\n");
+            MPI_Abort(MPI_COMM_WORLD, 1);
+        }
+        int64_t n = (t[l].row_hi - t[l].row_lo) * t[l].dims[1] * (l < N_LAYERS ? ff : 1);
+        for (int64_t i = 0; i < n; i++)
+            ((float *)t[l].data)[i] = (float)(i % 1000) * 0.001f;
+    }
+    double bytes = 4.0 * ((double)N_LAYERS * (double)(E * d * ff) + 1024.0 * 1024.0);
+    omni_ckpt_meta m = {.step = 1, .experiment_yaml = "experiment: {name: bench}\n"};
+    double best_save = 1e30, best_load = 1e30;
+    for (int round = 0; round < 3; round++) {
+        m.step = round + 1;
+        char path[2048];
+        MPI_Barrier(comm);
+        double t0 = omni_now();
+        omni_status st = omni_ckpt_save(comm, dir, &m, t, N_LAYERS + 1, 1, path, sizeof path);
+        MPI_Barrier(comm);
+        double t1 = omni_now();
+        omni_ckpt *c = NULL;
+        if (!st)
+            st = omni_ckpt_open(comm, path, &c);
+        if (!st)
+            st = omni_ckpt_read(c, t, N_LAYERS + 1);
+        omni_ckpt_close(c);
+        MPI_Barrier(comm);
+        double t2 = omni_now();
+        if (st) {
+            if (rank == 0)
+                fprintf(stderr, "bench_checkpoint: %s\n", omni_error_message());
+            MPI_Abort(MPI_COMM_WORLD, 1);
+        }
+        best_save = t1 - t0 < best_save ? t1 - t0 : best_save;
+        best_load = t2 - t1 < best_load ? t2 - t1 : best_load;
+    }
+    if (rank == 0)
+        printf("checkpoint of %.1f MiB on %d rank%s (%" PRId64
+               " experts): save %.3f s (%.2f GB/s), "
+               "load %.3f s (%.2f GB/s)\n",
+               bytes / 1048576.0, size, size == 1 ? "" : "s", E, best_save, bytes / best_save / 1e9,
+               best_load, bytes / best_load / 1e9);
+    for (int l = 0; l <= N_LAYERS; l++)
+        omni_free(t[l].data);
+    MPI_Comm_free(&comm);
+    MPI_Finalize();
+    return 0;
+}

@@ -1,0 +1,186 @@
+/*
+ * checkpoint — training state in one HDF5 file per checkpoint (DESIGN.md §5), written
+ * in parallel, never half-written, read back on any number of processes.
+ *
+ * The layer knows nothing of the model: the caller describes its state as a list of
+ * named tensors (omni_ckpt_tensor), each with its GLOBAL shape and the rows of dim 0
+ * that this rank holds, plus a little metadata (omni_ckpt_meta). Experts are stored
+ * whole, as [E, ...] with one row per expert, so a checkpoint written by N processes
+ * loads on M: each rank reads the rows it owns in the new layout.
+ *
+ * File layout (format version OMNI_CKPT_FORMAT; docs/checkpoints.md shows it):
+ *   /                       root attributes: format ("omnimoe checkpoint"),
+ *                           format_version, omnimoe_version, step, tokens_seen,
+ *                           world_size, seed, experiment_yaml (effective YAML text)
+ *   /<tensor name>          one dataset per tensor, named by its path, e.g.
+ *                           /params/layers/03/moe/experts/w1 [E, d_model, expert_ff];
+ *                           attribute "meaning" says what its dimensions are
+ *   /state/coordinator/expert_load        [rows, moe layers, E] f32 (when rows > 0)
+ *   /state/coordinator/expert_load_steps  [rows] i64: the step of each row
+ *   /state/counters         group whose int64 attributes are the named counters
+ *
+ * Conventions the lead's wiring relies on (and `omnimoe ckpt info` reads):
+ *   params/...  model parameters; a tensor whose path contains "/moe/experts/" is a
+ *               routed expert tensor with dim 0 = the expert (counts top_k/E of its
+ *               size as active per token); everything else under params/ is dense.
+ *   optim/m/..., optim/v/...  AdamW moments, same names and shapes as params/.
+ *   state/...   everything else (balancing biases, sampler position, statistics).
+ *
+ * Files in a checkpoint directory: ckpt-<step, 8 digits>.h5 (complete checkpoints),
+ * ckpt-<step>.h5.tmp (one being written, or left by a crash: ignored and removed by
+ * the next successful save), and `latest`, a text file holding the name of the newest
+ * complete checkpoint, replaced atomically after each save.
+ *
+ * Every function here is COLLECTIVE over `comm` unless it says otherwise: each rank
+ * calls it, with the same tensor list (names, shapes, types, meanings) in the same
+ * order; failures are agreed across ranks (omni_mpi_agree), so all ranks return the
+ * same status. Bad checkpoints are OMNI_ERR_CKPT with "FILE: what is wrong"; failures
+ * to write are OMNI_ERR_IO naming the file.
+ */
+#ifndef OMNI_CHECKPOINT_H
+#define OMNI_CHECKPOINT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "base.h"
+#include "experiment.h"
+
+#define OMNI_CKPT_FORMAT       1 /* format_version written; the only one read */
+#define OMNI_CKPT_MAX_RANK     4
+#define OMNI_CKPT_MAX_COUNTERS 64
+#define OMNI_CKPT_NAME_MAX     64
+
+/* Element type of a tensor, in memory and in the file (little-endian IEEE / two's
+ * complement). Zero is f32, so a zero-initialised descriptor is a float tensor. */
+typedef enum {
+    OMNI_CKPT_F32 = 0,
+    OMNI_CKPT_F64,
+    OMNI_CKPT_I64,
+    OMNI_CKPT_TYPE_COUNT
+} omni_ckpt_type;
+
+/* One tensor of the training state, as seen by one rank. */
+typedef struct {
+    const char *name;                 /* dataset path without the leading '/': "params/embed/tok" */
+    omni_ckpt_type type;              /* element type (f32 when zero-initialised) */
+    int rank;                         /* 1..OMNI_CKPT_MAX_RANK; a scalar is [1] */
+    int64_t dims[OMNI_CKPT_MAX_RANK]; /* GLOBAL shape, e.g. [E, d_model, expert_ff] */
+    void *data;                       /* this rank's rows [row_lo, row_hi) of dim 0, row-major */
+    int64_t row_lo, row_hi;           /* the whole tensor: 0, dims[0]; none: row_lo == row_hi */
+    bool writer;         /* save: this rank writes its rows. The writers' row ranges of a
+                            tensor must cover dims[0] exactly once (checked): a dense
+                            replica is written by rank 0 only, a replicated expert group
+                            by group 0 only. Ignored by load (every rank reads its rows). */
+    const char *meaning; /* stored as the dataset's "meaning" attribute, e.g.
+                            "[expert, d_model, expert_ff]"; NULL: none */
+} omni_ckpt_tensor;
+
+/* A named int64 (sampler position, random-stream counters, ...). */
+typedef struct {
+    char name[OMNI_CKPT_NAME_MAX]; /* letters, digits, '_', '.', '-' */
+    int64_t value;
+} omni_ckpt_counter;
+
+/*
+ * The metadata of a checkpoint. For save, rank 0's copy is what is written (the
+ * others' are ignored and may be NULL), and world_size is the size of comm. For load, the fields
+ * point into the open checkpoint and live until omni_ckpt_close.
+ */
+typedef struct {
+    int64_t format_version; /* load only */
+    int64_t step, tokens_seen, world_size, seed;
+    const char *experiment_yaml; /* effective experiment (omni_experiment_to_yaml) */
+    const char *omnimoe_version; /* load only: the version that wrote the file */
+    /* Expert loads of the last logged steps, as the coordinator keeps them: row r is
+     * step load_steps[r]; load[(r * load_layers + l) * load_experts + e] is the fraction
+     * of token->expert assignments of MoE layer l that went to expert e. */
+    int64_t load_rows, load_layers, load_experts;
+    const int64_t *load_steps; /* [load_rows] */
+    const float *load;         /* [load_rows, load_layers, load_experts] */
+    int n_counters;
+    omni_ckpt_counter counters[OMNI_CKPT_MAX_COUNTERS];
+} omni_ckpt_meta;
+
+/* The file name of the checkpoint of `step` ("ckpt-00000200.h5"). Not collective. */
+void omni_ckpt_file_name(int64_t step, char *out, size_t len);
+
+/*
+ * Collective. Write a checkpoint of `meta->step` into directory `dir` (created if
+ * missing): as DIR/ckpt-<step>.h5.tmp with parallel HDF5 (each writer rank writes the
+ * hyperslab of its rows, with collective transfers), flushed, closed, fsync'ed,
+ * renamed to DIR/ckpt-<step>.h5, the directory fsync'ed, then `latest` replaced; only
+ * then are checkpoints beyond the newest `keep` (>= 1) and stale .tmp files removed.
+ * On failure the .tmp is removed and the previous checkpoints and `latest` are left
+ * as they were. `path` (may be NULL) receives the final file name.
+ * Errors: OMNI_ERR_IO (cannot write, disk full: names the file), OMNI_ERR_INTERNAL
+ * (tensor lists differ across ranks, writers do not cover a tensor exactly once, a
+ * bad descriptor).
+ */
+omni_status omni_ckpt_save(MPI_Comm comm, const char *dir, const omni_ckpt_meta *meta,
+                           const omni_ckpt_tensor *tensors, int n_tensors, int64_t keep, char *path,
+                           size_t path_len);
+
+/*
+ * Collective. The newest complete checkpoint in `dir`: the file `latest` names, if it
+ * opens as a checkpoint of this format; otherwise (with a warning) the complete
+ * ckpt-<step>.h5 of the highest step that does. .tmp files are never considered.
+ * OMNI_ERR_CKPT "DIR: no complete checkpoint" when there is none.
+ */
+omni_status omni_ckpt_find_latest(MPI_Comm comm, const char *dir, char *path, size_t len);
+
+/* Collective. `--resume ARG`: "auto" is omni_ckpt_find_latest(out_dir), anything else
+ * a checkpoint file name, checked to exist. */
+omni_status omni_ckpt_resolve(MPI_Comm comm, const char *arg, const char *out_dir, char *path,
+                              size_t len);
+
+/* An open checkpoint, for reading. */
+typedef struct omni_ckpt omni_ckpt;
+
+/* Collective. Open `path` read-only and read and check its metadata: an HDF5 file, an
+ * omnimoe checkpoint, format version OMNI_CKPT_FORMAT, sane step/tokens/world size,
+ * an experiment text. OMNI_ERR_CKPT "PATH: fault" otherwise. */
+omni_status omni_ckpt_open(MPI_Comm comm, const char *path, omni_ckpt **out);
+const omni_ckpt_meta *omni_ckpt_meta_of(const omni_ckpt *c);
+const char *omni_ckpt_path(const omni_ckpt *c);
+
+/*
+ * Collective. Read each tensor's rows [row_lo, row_hi) into its data. Every tensor is
+ * first checked to exist with the given type and global shape, before any data is
+ * read, so a mismatch leaves the buffers untouched; then the rows are read, and a
+ * non-finite f32/f64 value fails the load (OMNI_ERR_CKPT naming the tensor and the
+ * element; the buffers then hold what was read).
+ */
+omni_status omni_ckpt_read(omni_ckpt *c, const omni_ckpt_tensor *tensors, int n_tensors);
+
+/* Collective. Whether the checkpoint holds a dataset `name` (for optional state). */
+omni_status omni_ckpt_has(omni_ckpt *c, const char *name, bool *has);
+
+/* Collective. Close and free (NULL is fine). */
+void omni_ckpt_close(omni_ckpt *c);
+
+/* The value of counter `name` of a loaded meta; false when absent. Not collective. */
+bool omni_ckpt_counter_get(const omni_ckpt_meta *m, const char *name, int64_t *value);
+
+/* Collective. Parameter counts: the elements of every dataset under /params, and
+ * those active for one token (routed experts, "/moe/experts/" in the path, count
+ * top_k / num_experts of theirs, from the checkpoint's own experiment). */
+omni_status omni_ckpt_param_counts(omni_ckpt *c, int64_t *total, double *active);
+
+/*
+ * Not collective. Compare the experiment stored in a checkpoint (`ckpt_yaml`, from
+ * file `ckpt_path`) with the current one. When a key that shapes the model differs
+ * (model.*, moe.num_experts, top_k, every, expert_ff, shared_experts, normalize_topk,
+ * the task names and their order) it fails with OMNI_ERR_CKPT
+ * "CKPT: checkpoint of another model: model.d_model is 256 in the checkpoint, 128 in
+ * the experiment". Otherwise it returns OMNI_OK and writes into `changed` (may be
+ * NULL) the training-only keys that differ, "optim.steps 600 -> 800; log.every 20 ->
+ * 10" ("" when none), for the caller to report.
+ */
+omni_status omni_ckpt_check_experiment(const char *ckpt_path, const char *ckpt_yaml,
+                                       const omni_experiment *now, char *changed,
+                                       size_t changed_len);
+
+#endif /* OMNI_CHECKPOINT_H */

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# SIGKILL a process of a 2-process job while it writes a checkpoint, then check that the
+# newest complete checkpoint is the one before, that find-latest returns it, that every
+# value of it loads exactly, and that the next save sweeps the leftover .tmp.
+#   kill_during_save.sh MPIEXEC CKPT_MPI DIR
+set -u
+mpiexec=$1 tool=$2 dir=$3
+flags=(--oversubscribe --bind-to none)
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+rm -rf "$dir" && mkdir -p "$dir" || fail "cannot make $dir"
+"$mpiexec" -n 2 "${flags[@]}" "$tool" loop "$dir" >"$dir/loop.log" 2>&1 &
+job=$!
+
+# Wait for the save of step 3 or later to be writing data (its .tmp past 1 MiB of the
+# 16 MiB), then kill rank 1 at once.
+victim=""
+for _ in $(seq 1 3000); do
+    tmp=$(cd "$dir" && ls ckpt-*.h5.tmp 2>/dev/null | head -n 1)
+    if [[ -n "$tmp" && -f "$dir/pid.1" ]]; then
+        step=$((10#$(echo "$tmp" | sed 's/^ckpt-\([0-9]*\)\.h5\.tmp$/\1/')))
+        size=$(stat -c %s "$dir/$tmp" 2>/dev/null || echo 0)
+        if ((step >= 3 && size > 1048576)); then
+            victim=$(cat "$dir/pid.1")
+            kill -9 "$victim"
+            break
+        fi
+    fi
+    kill -0 "$job" 2>/dev/null || fail "the saving job ended early: $(cat "$dir/loop.log")"
+    sleep 0.005
+done
+[[ -n "$victim" ]] || { kill -9 "$job"; fail "no save in progress seen"; }
+
+# The job must end (Open MPI takes the other rank down); do not let it linger.
+for _ in $(seq 1 200); do
+    kill -0 "$job" 2>/dev/null || break
+    sleep 0.05
+done
+kill -0 "$job" 2>/dev/null && { kill -9 "$job"; sleep 0.5; }
+wait "$job" 2>/dev/null
+ls -l "$dir"
+
+# The killed save left its .tmp (or got no further than it), never a final file of its step.
+killed=$(cd "$dir" && ls ckpt-*.h5.tmp 2>/dev/null | sed -n 's/^ckpt-\([0-9]*\)\.h5\.tmp$/\1/p' | head -n 1)
+[[ -n "$killed" ]] || fail "no .tmp left: the kill came after the save finished"
+killed=$((10#$killed))
+[[ ! -e "$dir/$(printf 'ckpt-%08d.h5' "$killed")" ]] || fail "step $killed appeared complete"
+echo "killed while writing step $killed"
+
+for np in 1 2; do
+    out=$("$mpiexec" -n $np "${flags[@]}" "$tool" verify "$dir" 2>&1) || fail "verify on $np: $out"
+    echo "$out"
+    got=$(echo "$out" | sed -n 's/^verified step \([0-9]*\)$/\1/p')
+    want=$((killed - 1 + np - 1)) # the verify on 1 process saved step killed
+    [[ "$got" == "$want" ]] || fail "verified step '$got', expected $want"
+done
+echo "ok"
