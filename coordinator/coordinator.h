@@ -19,6 +19,7 @@
 
 #include "base.h"
 #include "experiment.h"
+#include "worker.h"
 
 /* ---- the plan ------------------------------------------------------------------ */
 
@@ -56,34 +57,6 @@ omni_status omni_decide_next(MPI_Comm comm, int64_t steps_done, int64_t steps_to
                              omni_next *next);
 
 /* ---- metrics ------------------------------------------------------------------- */
-
-/*
- * What the workers report for one step, as sums over their tokens: reduced with one
- * MPI_Reduce onto rank 0. Arrays are sized at creation (tasks, MoE layers, experts).
- */
-typedef struct {
-    int n_tasks, n_moe_layers, n_experts;
-    int64_t n_values;     /* doubles in `v` */
-    double *v;            /* the flat storage of the views below */
-    double *loss;         /* [1] the batch loss (sum of rank parts, each already / loss_norm) */
-    double *aux;          /* [1] weighted aux (load balance) loss, summed over MoE layers */
-    double *z;            /* [1] weighted z-loss, summed over MoE layers */
-    double *tokens;       /* [1] positions that are not padding */
-    double *task_loss;    /* [n_tasks] sum of unweighted CE over loss tokens */
-    double *task_count;   /* [n_tasks] loss tokens */
-    double *task_correct; /* [n_tasks] argmax == target */
-    double *load;         /* [n_moe_layers, n_experts] token assignments kept */
-    double *dropped;      /* [n_moe_layers] assignments dropped over capacity */
-    double *assigned;     /* [n_moe_layers] assignments routed (kept + dropped) */
-} omni_metrics;
-
-omni_status omni_metrics_create(omni_metrics *m, int n_tasks, int n_moe_layers, int n_experts);
-void omni_metrics_free(omni_metrics *m);
-void omni_metrics_zero(omni_metrics *m);
-/* Collective: sum every rank's values onto rank 0 (in place there). */
-omni_status omni_metrics_reduce(MPI_Comm comm, omni_metrics *m);
-/* max / mean expert load of MoE layer l (1.0 when perfectly even; 0 when no tokens). */
-double omni_metrics_load_ratio(const omni_metrics *m, int l);
 
 /* The metrics log of a run: lines on stdout (rank 0) and OUT_DIR/metrics.jsonl. */
 typedef struct {
