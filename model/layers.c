@@ -186,27 +186,25 @@ void omni_swiglu_forward(float *out, float *h1, float *h3, float *a, const float
 /* silu(z) = z s(z), silu'(z) = s(z) (1 + z (1 - s(z))), s the logistic function. */
 void omni_swiglu_backward(float *dinp, float *dw1, float *dw3, float *dw2, float *scratch_a,
                           float *scratch_d, const float *dout, const float *inp, const float *h1,
-                          const float *h3, const float *w1, const float *w3, const float *w2,
-                          int64_t n, int64_t d, int64_t ff)
+                          const float *h3, const float *a, const float *w1, const float *w3,
+                          const float *w2, int64_t n, int64_t d, int64_t ff)
 {
+    if (n == 0)
+        return;
     int64_t m = n * ff;
-    float *a = scratch_a, *da = scratch_d;
-    for (int64_t i = 0; i < m; i++)
-        a[i] = h1[i] * sigmoidf(h1[i]) * h3[i];
+    float *dh1 = scratch_a, *da = scratch_d;
     /* dw2 += a^T dout; da = dout W2^T */
-    if (n > 0) {
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ff, (int)d, (int)n, 1.0f, a,
-                    (int)ff, dout, (int)d, 1.0f, dw2, (int)d);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)ff, (int)d, 1.0f, dout,
-                    (int)d, w2, (int)d, 0.0f, da, (int)ff);
-    }
-    /* a's buffer now takes dh1 and da's buffer dh3 */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ff, (int)d, (int)n, 1.0f, a, (int)ff,
+                dout, (int)d, 1.0f, dw2, (int)d);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)ff, (int)d, 1.0f, dout,
+                (int)d, w2, (int)d, 0.0f, da, (int)ff);
+    /* da's buffer then takes dh3 */
     for (int64_t i = 0; i < m; i++) {
         float z = h1[i], s = sigmoidf(z), g = da[i];
-        a[i] = g * h3[i] * s * (1.0f + z * (1.0f - s));
+        dh1[i] = g * h3[i] * s * (1.0f + z * (1.0f - s));
         da[i] = g * z * s;
     }
-    omni_matmul_backward(dinp, dw1, a, inp, w1, n, d, ff);
+    omni_matmul_backward(dinp, dw1, dh1, inp, w1, n, d, ff);
     omni_matmul_backward(dinp, dw3, da, inp, w3, n, d, ff);
 }
 
@@ -217,24 +215,29 @@ static float weight_of(const omni_batch *b, const float *loss_weight, int64_t t)
     return b->task[t] >= 0 ? loss_weight[b->task[t]] : 1.0f;
 }
 
-void omni_xent_forward(double *loss, float *lse, const float *logits, const omni_batch *b,
+void omni_xent_forward(double *loss, float *probs, const float *logits, const omni_batch *b,
                        const float *loss_weight, int64_t n, int64_t V, omni_model_metrics *metrics)
 {
     double sum = 0.0;
     for (int64_t t = 0; t < n; t++) {
+        if (!b->loss_mask[t])
+            continue; /* no loss, no metric: skip the softmax */
         const float *z = logits + t * V;
+        float *pr = probs + t * V;
         float mx = z[0];
         int64_t arg = 0;
         for (int64_t v = 1; v < V; v++)
             if (z[v] > mx)
                 mx = z[v], arg = v;
         float se = 0.0f;
+        for (int64_t v = 0; v < V; v++) {
+            pr[v] = expf(z[v] - mx);
+            se += pr[v];
+        }
+        float inv = 1.0f / se;
         for (int64_t v = 0; v < V; v++)
-            se += expf(z[v] - mx);
-        lse[t] = mx + logf(se);
-        if (!b->loss_mask[t])
-            continue;
-        double ce = (double)lse[t] - (double)z[b->target[t]];
+            pr[v] *= inv;
+        double ce = (double)mx + log((double)se) - (double)z[b->target[t]];
         sum += (double)weight_of(b, loss_weight, t) * ce;
         if (metrics && b->task[t] >= 0) {
             int32_t k = b->task[t];
@@ -246,7 +249,7 @@ void omni_xent_forward(double *loss, float *lse, const float *logits, const omni
     *loss = b->loss_norm > 0.0 ? sum / b->loss_norm : 0.0;
 }
 
-void omni_xent_backward(float *dlogits, const float *logits, const float *lse, const omni_batch *b,
+void omni_xent_backward(float *dlogits, const float *probs, const omni_batch *b,
                         const float *loss_weight, int64_t n, int64_t V)
 {
     for (int64_t t = 0; t < n; t++) {
@@ -255,10 +258,10 @@ void omni_xent_backward(float *dlogits, const float *logits, const float *lse, c
             memset(dz, 0, (size_t)V * sizeof(float));
             continue;
         }
-        const float *z = logits + t * V;
+        const float *pr = probs + t * V;
         float scale = (float)((double)weight_of(b, loss_weight, t) / b->loss_norm);
         for (int64_t v = 0; v < V; v++)
-            dz[v] = scale * expf(z[v] - lse[t]);
+            dz[v] = scale * pr[v];
         dz[b->target[t]] -= scale;
     }
 }

@@ -61,7 +61,8 @@ void omni_attention_backward(float *dqkv, float *dscratch, const float *dout, co
 
 /*
  * SwiGLU: out += W2 (silu(W1 x) * (W3 x)) per row x of inp [n, d] (added, so the
- * residual stream can be passed); h1, h3 [n, ff] keep x W1, x W3; a [n, ff] is scratch.
+ * residual stream can be passed); h1, h3, a [n, ff] keep x W1, x W3 and the gated
+ * silu(x W1) * (x W3).
  */
 void omni_swiglu_forward(float *out, float *h1, float *h3, float *a, const float *inp,
                          const float *w1, const float *w3, const float *w2, int64_t n, int64_t d,
@@ -69,18 +70,19 @@ void omni_swiglu_forward(float *out, float *h1, float *h3, float *a, const float
 /* dinp, dw1, dw3, dw2 +=; scratch_a and scratch_d are [n, ff]. */
 void omni_swiglu_backward(float *dinp, float *dw1, float *dw3, float *dw2, float *scratch_a,
                           float *scratch_d, const float *dout, const float *inp, const float *h1,
-                          const float *h3, const float *w1, const float *w3, const float *w2,
-                          int64_t n, int64_t d, int64_t ff);
+                          const float *h3, const float *a, const float *w1, const float *w3,
+                          const float *w2, int64_t n, int64_t d, int64_t ff);
 
 /*
  * Cross-entropy of logits [n, V] against b->target where b->loss_mask is 1, each term
- * times loss_weight[b->task], summed and divided by b->loss_norm into *loss; lse [n]
- * keeps each row's log-sum-exp. metrics (may be NULL) gets the per-task sums.
+ * times loss_weight[b->task], summed and divided by b->loss_norm into *loss. probs
+ * [n, V] keeps the softmax of the loss-bearing rows (other rows are not computed).
+ * metrics (may be NULL) gets the per-task sums.
  */
-void omni_xent_forward(double *loss, float *lse, const float *logits, const omni_batch *b,
+void omni_xent_forward(double *loss, float *probs, const float *logits, const omni_batch *b,
                        const float *loss_weight, int64_t n, int64_t V, omni_model_metrics *metrics);
 /* dlogits [n, V] = d loss / d logits (written, not accumulated). */
-void omni_xent_backward(float *dlogits, const float *logits, const float *lse, const omni_batch *b,
+void omni_xent_backward(float *dlogits, const float *probs, const omni_batch *b,
                         const float *loss_weight, int64_t n, int64_t V);
 
 #endif /* OMNI_MODEL_LAYERS_H */

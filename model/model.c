@@ -201,8 +201,9 @@ omni_status omni_model_create(omni_model **out, const omni_experiment *x,
         !(m->h1 = take(m, L * N * ff, "FFN activations")) ||
         !(m->h3 = take(m, L * N * ff, "FFN activations")) ||
         !(m->lnf = take(m, N * d, "activations")) || !(m->rstdf = take(m, N, "activations")) ||
-        !(m->logits = take(m, N * V, "logits")) || !(m->lse = take(m, N, "activations")) ||
-        !(m->ffa = take(m, N * ff, "scratch")) || !(m->ffd = take(m, N * ff, "scratch")) ||
+        !(m->ffa = take(m, L * N * ff, "FFN activations")) ||
+        !(m->logits = take(m, N * V, "logits")) || !(m->probs = take(m, N * V, "probabilities")) ||
+        !(m->ffs = take(m, N * ff, "scratch")) || !(m->ffd = take(m, N * ff, "scratch")) ||
         !(m->moe_out = take(m, N * d, "scratch")) || !(m->dlogits = take(m, N * V, "scratch")) ||
         !(m->dres = take(m, N * d, "scratch")) || !(m->dln = take(m, N * d, "scratch")) ||
         !(m->datty = take(m, N * d, "scratch")) || !(m->dqkv = take(m, N * 3 * d, "scratch")) ||
@@ -410,8 +411,8 @@ omni_status omni_model_forward(omni_model *m, const omni_batch *b, omni_model_me
         omni_rmsnorm_forward(ln2, m->rstd2 + l * NM, mid, w->ffn_norm, N, d);
         memcpy(hn, mid, (size_t)(N * d) * sizeof(float));
         if (w->w1) {
-            omni_swiglu_forward(hn, m->h1 + l * NM * ff, m->h3 + l * NM * ff, m->ffa, ln2, w->w1,
-                                w->w3, w->w2, N, d, ff);
+            omni_swiglu_forward(hn, m->h1 + l * NM * ff, m->h3 + l * NM * ff, m->ffa + l * NM * ff,
+                                ln2, w->w1, w->w3, w->w2, N, d, ff);
         } else {
             if ((st = m->moe.forward(m->moe.ctx, l, m->moe_out, ln2, b, N)))
                 return st;
@@ -422,7 +423,7 @@ omni_status omni_model_forward(omni_model *m, const omni_batch *b, omni_model_me
     omni_rmsnorm_forward(m->lnf, m->rstdf, m->res + m->L * NM * d, m->pv.out_norm, N, d);
     omni_matmul_forward(m->logits, m->lnf, m->pv.out_w, N, d, V, 0.0f);
     double loss = 0.0;
-    omni_xent_forward(&loss, m->lse, m->logits, b, m->loss_weight, N, V, metrics);
+    omni_xent_forward(&loss, m->probs, m->logits, b, m->loss_weight, N, V, metrics);
     if (metrics)
         metrics->loss = loss;
     m->last_n_seq = ns;
@@ -438,7 +439,7 @@ omni_status omni_model_backward(omni_model *m, const omni_batch *b)
     const int64_t NM = m->max_seq * m->T;
     const omni_param_view *p = &m->pv, *g = &m->gv;
 
-    omni_xent_backward(m->dlogits, m->logits, m->lse, b, m->loss_weight, N, V);
+    omni_xent_backward(m->dlogits, m->probs, b, m->loss_weight, N, V);
     memset(m->dln, 0, (size_t)(N * d) * sizeof(float));
     omni_matmul_backward(m->dln, g->out_w, m->dlogits, m->lnf, p->out_w, N, d, V);
     memset(m->dres, 0, (size_t)(N * d) * sizeof(float));
@@ -453,9 +454,9 @@ omni_status omni_model_backward(omni_model *m, const omni_batch *b)
         /* FFN: dres is d/d(h_{l+1}) and passes through the residual unchanged. */
         memset(m->dln, 0, (size_t)(N * d) * sizeof(float));
         if (w->w1) {
-            omni_swiglu_backward(m->dln, gw->w1, gw->w3, gw->w2, m->ffa, m->ffd, m->dres, ln2,
-                                 m->h1 + l * NM * ff, m->h3 + l * NM * ff, w->w1, w->w3, w->w2, N,
-                                 d, ff);
+            omni_swiglu_backward(m->dln, gw->w1, gw->w3, gw->w2, m->ffs, m->ffd, m->dres, ln2,
+                                 m->h1 + l * NM * ff, m->h3 + l * NM * ff, m->ffa + l * NM * ff,
+                                 w->w1, w->w3, w->w2, N, d, ff);
         } else if ((st = m->moe.backward(m->moe.ctx, l, m->dln, m->dres, b, N))) {
             return st;
         }

@@ -40,12 +40,13 @@ struct omni_model {
     float *rstd2;  /* [L, N] */
     float *h1;     /* [L, N, ff]  x W1 (dense blocks) */
     float *h3;     /* [L, N, ff]  x W3 */
+    float *ffa;    /* [L, N, ff]  silu(x W1) * (x W3) */
     float *lnf;    /* [N, d] */
     float *rstdf;  /* [N] */
     float *logits; /* [N, V] */
-    float *lse;    /* [N] */
+    float *probs;  /* [N, V] softmax at the loss-bearing positions */
     /* Scratch. */
-    float *ffa, *ffd; /* [N, ff] */
+    float *ffs, *ffd; /* [N, ff] */
     float *moe_out;   /* [N, d] */
     float *dlogits;   /* [N, V] */
     float *dres;      /* [N, d] gradient of the residual stream */

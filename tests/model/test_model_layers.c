@@ -86,8 +86,8 @@ Test(model, swiglu_backward_matches_finite_differences)
     fill(c.x, nd, "x", 1.0f), fill(c.r, nd, "r", 1.0f);
     fill(c.w1, df, "w1", 0.5f), fill(c.w3, df, "w3", 0.5f), fill(c.w2, df, "w2", 0.5f);
     ffn_f(&c);
-    omni_swiglu_backward(dx, dw1, dw3, dw2, sa, sd, c.r, c.x, c.h1, c.h3, c.w1, c.w3, c.w2, c.n,
-                         c.d, c.ff);
+    omni_swiglu_backward(dx, dw1, dw3, dw2, sa, sd, c.r, c.x, c.h1, c.h3, c.a, c.w1, c.w3, c.w2,
+                         c.n, c.d, c.ff);
     fixture_check_grad("swiglu dx", c.x, dx, nd, 1, ffn_f, &c, 1e-2f, 1e-3, 2e-2);
     fixture_check_grad("swiglu dw1", c.w1, dw1, df, 1, ffn_f, &c, 1e-2f, 1e-3, 2e-2);
     fixture_check_grad("swiglu dw3", c.w3, dw3, df, 1, ffn_f, &c, 1e-2f, 1e-3, 2e-2);
@@ -238,7 +238,7 @@ Test(model, embeddings_backward_matches_finite_differences)
 typedef struct {
     const omni_batch *b;
     int64_t V;
-    float *logits, *lse;
+    float *logits, *probs;
     float w[OMNI_MAX_TASKS];
 } xent_case;
 
@@ -246,7 +246,7 @@ static double xent_f(void *ctx)
 {
     xent_case *c = ctx;
     double loss;
-    omni_xent_forward(&loss, c->lse, c->logits, c->b, c->w, c->b->n_seq * c->b->context, c->V,
+    omni_xent_forward(&loss, c->probs, c->logits, c->b, c->w, c->b->n_seq * c->b->context, c->V,
                       NULL);
     return loss;
 }
@@ -257,17 +257,17 @@ Test(model, cross_entropy_with_loss_weights_matches_finite_differences)
     const int64_t n = b.n_seq * b.context, V = fixture_dims().vocab;
     xent_case c = {.b = &b, .V = V, .w = {1.0f, 0.5f}};
     c.logits = calloc((size_t)(n * V), sizeof(float));
-    c.lse = calloc((size_t)n, sizeof(float));
+    c.probs = calloc((size_t)(n * V), sizeof(float));
     float *dl = calloc((size_t)(n * V), sizeof(float));
     fill(c.logits, n * V, "logits", 2.0f);
     omni_model_metrics met;
     memset(&met, 0, sizeof met);
     double loss;
-    omni_xent_forward(&loss, c.lse, c.logits, &b, c.w, n, V, &met);
+    omni_xent_forward(&loss, c.probs, c.logits, &b, c.w, n, V, &met);
     cr_assert_eq(met.tokens[0], 3);
     cr_assert_eq(met.tokens[1], 4);
     cr_assert_float_eq(loss, (met.ce_sum[0] + 0.5 * met.ce_sum[1]) / 7.0, 1e-9);
-    omni_xent_backward(dl, c.logits, c.lse, &b, c.w, n, V);
+    omni_xent_backward(dl, c.probs, &b, c.w, n, V);
     /* Positions without loss have no gradient; check the loss rows densely around the
      * target and sparsely elsewhere (V is 1285). */
     for (int64_t p = 0; p < n; p++) {
@@ -282,6 +282,6 @@ Test(model, cross_entropy_with_loss_weights_matches_finite_differences)
         fixture_check_grad("xent dlogits[target]", row + tgt, dl + p * V + tgt, 1, 1, xent_f, &c,
                            1e-2f, 1e-5, 2e-2);
     }
-    free(c.logits), free(c.lse), free(dl);
+    free(c.logits), free(c.probs), free(dl);
     fixture_batch_free(&b);
 }
