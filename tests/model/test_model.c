@@ -340,3 +340,13 @@ Test(model, learns_to_copy_the_first_half_of_a_window)
     fixture_batch_free(&b);
     omni_model_free(m);
 }
+
+Test(model, blas_threads_follow_an_explicit_setting)
+{
+    omni_experiment x;
+    omni_experiment_defaults(&x);
+    x.parallel.threads = 1;
+    int n = 0;
+    cr_assert_eq(omni_blas_set_threads(&x, MPI_COMM_NULL, &n), OMNI_OK); /* no MPI needed */
+    cr_assert_eq(n, 1);
+}
