@@ -143,7 +143,7 @@ omni_status omni_model_create(omni_model **out, const omni_experiment *x,
                          "model: d_model %lld must be a positive multiple of n_heads %lld, "
                          "and n_layers, d_ff, context positive",
                          (long long)d, (long long)H);
-    if (dims->vocab <= OMNI_TOK_TASK0 - 1 || dims->vocab < OMNI_TOK_TASK0 + dims->n_tasks ||
+    if (dims->n_tasks < 0 || dims->vocab < OMNI_TOK_TASK0 + dims->n_tasks ||
         dims->image_patch_dim < 0 || dims->audio_patch_dim < 0 ||
         ((dims->image_patch_dim > 0 || dims->audio_patch_dim > 0) &&
          (dims->max_rows <= 0 || dims->max_cols <= 0)))
