@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "base.h"
+#include "experiment.h"
 
 /*
  * Vocabulary layout (DESIGN.md §3.1): text bytes 0..255, then OMNI_BINS value bins,
@@ -19,12 +20,12 @@
  * order of the experiment's task list.
  */
 #define OMNI_TEXT_VOCAB 256
-#define OMNI_BINS 1024
-#define OMNI_TOK_BIN0 OMNI_TEXT_VOCAB
-#define OMNI_TOK_PAD (OMNI_TOK_BIN0 + OMNI_BINS)
-#define OMNI_TOK_EOS (OMNI_TOK_PAD + 1)
-#define OMNI_TOK_SEP (OMNI_TOK_PAD + 2)
-#define OMNI_TOK_TASK0 (OMNI_TOK_PAD + 3)
+#define OMNI_BINS       1024
+#define OMNI_TOK_BIN0   OMNI_TEXT_VOCAB
+#define OMNI_TOK_PAD    (OMNI_TOK_BIN0 + OMNI_BINS)
+#define OMNI_TOK_EOS    (OMNI_TOK_PAD + 1)
+#define OMNI_TOK_SEP    (OMNI_TOK_PAD + 2)
+#define OMNI_TOK_TASK0  (OMNI_TOK_PAD + 3)
 
 /* What the model needs to know of the data: set from the dataset files. */
 typedef struct {
@@ -52,23 +53,162 @@ typedef enum {
  */
 typedef struct {
     int64_t n_seq, context;
-    int64_t patch_dim;   /* row length of `patch`: max(image_patch_dim, audio_patch_dim) */
-    uint8_t *kind;       /* omni_pos_kind */
-    int32_t *token;      /* token id at OMNI_POS_TOKEN positions, OMNI_TOK_PAD elsewhere */
-    float *patch;        /* [n_seq * context, patch_dim]: normalised patch values at patch
-                            positions (first image/audio_patch_dim entries), 0 elsewhere */
-    int32_t *patch_row;  /* place of a patch in its image or spectrogram, 0 elsewhere */
+    int64_t patch_dim;  /* row length of `patch`: max(image_patch_dim, audio_patch_dim) */
+    uint8_t *kind;      /* omni_pos_kind */
+    int32_t *token;     /* token id at OMNI_POS_TOKEN positions, OMNI_TOK_PAD elsewhere */
+    float *patch;       /* [n_seq * context, patch_dim]: normalised patch values at patch
+                           positions (first image/audio_patch_dim entries), 0 elsewhere */
+    int32_t *patch_row; /* place of a patch in its image or spectrogram, 0 elsewhere */
     int32_t *patch_col;
-    int32_t *pos;        /* position inside its sample: restarts at 0 in each packed sample */
-    int32_t *segment;    /* sample number inside the window (0, 1, ...): attention never
-                            crosses segments; -1 at padding */
-    uint8_t *in_prefix;  /* 1 where the position is in its sample's prefix (before its first
-                            loss-bearing token): bidirectional under attention: prefix */
-    int32_t *target;     /* next-token target id at this position, -1 where none */
-    uint8_t *loss_mask;  /* 1 where target[p] carries loss */
-    int32_t *task;       /* task index of the sample at this position, -1 at padding */
-    double loss_norm;    /* loss-bearing tokens in the whole global batch (the mean's
-                            denominator), the same on every rank */
+    int32_t *pos;       /* position inside its sample: restarts at 0 in each packed sample */
+    int32_t *segment;   /* sample number inside the window (0, 1, ...): attention never
+                           crosses segments; -1 at padding */
+    uint8_t *in_prefix; /* 1 where the position is in its sample's prefix (before its first
+                           loss-bearing token): bidirectional under attention: prefix */
+    int32_t *target;    /* next-token target id at this position, -1 where none */
+    uint8_t *loss_mask; /* 1 where target[p] carries loss */
+    int32_t *task;      /* task index of the sample at this position, -1 at padding */
+    double loss_norm;   /* loss-bearing tokens in the whole global batch (the mean's
+                           denominator), the same on every rank */
 } omni_batch;
+
+/* ---- the model ----------------------------------------------------------------- */
+
+#define OMNI_MAX_TENSORS     256
+#define OMNI_TENSOR_NAME_MAX 64
+
+/*
+ * One parameter tensor: its checkpoint path ("params/layers/03/attn/wqkv"), where it
+ * lives in the flat buffers (the same offset in params, grads, AdamW m and v), its
+ * shape (row-major, dims[0] slowest) and whether AdamW's weight decay applies to it.
+ * Offsets are multiples of 16 floats, so every tensor starts 64-byte aligned.
+ */
+typedef struct {
+    char name[OMNI_TENSOR_NAME_MAX];
+    int64_t offset; /* in floats from the start of the flat buffer */
+    int64_t numel;
+    int rank;
+    int64_t dims[4];
+    bool decay; /* linear maps decay; embedding tables, norm gains and biases do not */
+} omni_tensor_info;
+
+/*
+ * Named views into one flat buffer (parameters, gradients, m or v: the same layout).
+ * A matrix W [in, out] maps a row vector x [in] to x W [out]. Views of absent parts
+ * (no images, no audio, an MoE block's dense FFN) are NULL.
+ */
+typedef struct {
+    float *attn_norm; /* [d]       RMSNorm gain before attention */
+    float *wqkv;      /* [d, 3d]   fused Q | K | V, head h in columns h*hd .. (h+1)*hd-1 */
+    float *wo;        /* [d, d]    attention output projection */
+    float *ffn_norm;  /* [d]       RMSNorm gain before the FFN (dense or MoE) */
+    float *w1;        /* [d, ff]   SwiGLU gate; NULL in an MoE block */
+    float *w3;        /* [d, ff]   SwiGLU up; NULL in an MoE block */
+    float *w2;        /* [ff, d]   SwiGLU down; NULL in an MoE block */
+} omni_block_view;
+
+typedef struct {
+    float *tok;              /* [vocab, d] token embedding */
+    float *img_w;            /* [image_patch_dim, d] */
+    float *img_b;            /* [d] */
+    float *aud_w;            /* [audio_patch_dim, d] */
+    float *aud_b;            /* [d] */
+    float *row;              /* [max_rows, d] patch row embedding (NULL without patches) */
+    float *col;              /* [max_cols, d] patch column embedding */
+    float *pos;              /* [context, d] position-in-sample embedding */
+    omni_block_view *layers; /* [n_layers] */
+    float *out_norm;         /* [d] final RMSNorm gain */
+    float *out_w;            /* [d, vocab] untied head */
+} omni_param_view;
+
+/*
+ * The FFN of an MoE block, supplied by the MoE part (gating/, experts/); the model does
+ * not own its parameters. `in` is the block's RMSNorm output [n_tokens, d], kept by the
+ * model until backward. forward writes out = F(in) [n_tokens, d]; backward adds
+ * dF/din^T dout to din (and accumulates its own parameter gradients).
+ */
+typedef struct {
+    void *ctx;
+    omni_status (*forward)(void *ctx, int64_t layer, float *out, const float *in,
+                           const omni_batch *b, int64_t n_tokens);
+    omni_status (*backward)(void *ctx, int64_t layer, float *din, const float *dout,
+                            const omni_batch *b, int64_t n_tokens);
+} omni_ffn_hook;
+
+/* What one forward pass reports, per task index of the batch (sums over this rank's
+ * part; the caller reduces them over ranks). */
+typedef struct {
+    double loss;                     /* sum of weighted CE / b->loss_norm */
+    double ce_sum[OMNI_MAX_TASKS];   /* unweighted CE summed over loss tokens */
+    int64_t tokens[OMNI_MAX_TASKS];  /* loss-bearing tokens */
+    int64_t correct[OMNI_MAX_TASKS]; /* loss tokens whose argmax is the target */
+} omni_model_metrics;
+
+typedef struct omni_model omni_model; /* opaque: sizes, buffers, activations */
+
+/*
+ * Create a model for experiment x and data dims, with activation buffers for up to
+ * max_seq windows of x->model.context positions per forward. Parameters start at 0
+ * (call omni_model_init_params or load them). Not collective.
+ */
+omni_status omni_model_create(omni_model **m, const omni_experiment *x, const omni_data_dims *dims,
+                              int64_t max_seq);
+void omni_model_free(omni_model *m);
+
+/* DESIGN.md §2 initialisation: each tensor from the stream (experiment.seed, its name,
+ * 0): normal(0, 0.02), the residual projections (attn wo, ffn w2) scaled by
+ * 1/sqrt(2 n_layers), norm gains 1, biases 0. Clears gradients and AdamW moments. */
+void omni_model_init_params(omni_model *m);
+
+/* Attach the FFN of the MoE blocks (copied). Required before forward when the
+ * experiment has MoE blocks. */
+void omni_model_set_moe(omni_model *m, const omni_ffn_hook *hook);
+
+/* Forward pass over batch b (checked: ids, places and sizes out of range are
+ * OMNI_ERR_DATA). Keeps the activations for backward. metrics may be NULL. */
+omni_status omni_model_forward(omni_model *m, const omni_batch *b, omni_model_metrics *metrics);
+/* Backward pass of the last forward (same batch): gradients accumulate (+=). */
+omni_status omni_model_backward(omni_model *m, const omni_batch *b);
+void omni_model_zero_grad(omni_model *m);
+
+/* Sum of squares of this model's gradient buffer (double accumulation). The caller adds
+ * other ranks' or parts' squares and passes sqrt of the total to omni_model_step. */
+double omni_model_grad_sumsq(const omni_model *m);
+/*
+ * One optimizer step number `step` (0-based): scale gradients by
+ * min(1, grad_clip / (global_norm + 1e-6)), then AdamW with the learning rate
+ * omni_lr_at(x, step), bias correction for step + 1 updates, and decoupled decay
+ * p -= lr * weight_decay * p on tensors with decay. A non-finite global_norm is
+ * OMNI_ERR_NUMERIC and leaves the parameters unchanged.
+ */
+omni_status omni_model_step(omni_model *m, int64_t step, double global_norm);
+/* The clipping scale that omni_model_step applies for a global norm. */
+double omni_clip_scale(const omni_experiment *x, double global_norm);
+/* Linear warm-up lr * (step + 1) / warmup for step < warmup, then cosine from lr to
+ * min_lr reached at step = steps (and kept after). */
+double omni_lr_at(const omni_experiment *x, int64_t step);
+
+/* The tensor table and the flat buffers (each n_params floats, 64-byte aligned). */
+int omni_model_n_tensors(const omni_model *m);
+const omni_tensor_info *omni_model_tensor(const omni_model *m, int i);
+/* Index of the tensor named `name`, or -1. */
+int omni_model_find_tensor(const omni_model *m, const char *name);
+int64_t omni_model_n_params(const omni_model *m);
+float *omni_model_params(omni_model *m);
+float *omni_model_grads(omni_model *m);
+float *omni_model_adam_m(omni_model *m);
+float *omni_model_adam_v(omni_model *m);
+const omni_param_view *omni_model_param_view(const omni_model *m);
+const omni_param_view *omni_model_grad_view(const omni_model *m);
+/* The logits [n_seq * context, vocab] of the last forward. */
+const float *omni_model_logits(const omni_model *m);
+int64_t omni_model_vocab(const omni_model *m);
+
+/*
+ * Collective over comm: set the OpenBLAS threads of this process from
+ * parallel.threads; 0 (auto) = online cores / processes on this node (ranks sharing
+ * memory, MPI_Comm_split_type SHARED), at least 1. *threads (may be NULL) gets it.
+ */
+omni_status omni_blas_set_threads(const omni_experiment *x, MPI_Comm comm, int *threads);
 
 #endif /* OMNI_MODEL_H */

@@ -1,0 +1,267 @@
+/*
+ * The layers of the transformer other than attention: matrix products, embeddings,
+ * RMSNorm, the SwiGLU FFN and the cross-entropy loss. See layers.h for the conventions.
+ */
+#include "layers.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+void omni_matmul_forward(float *out, const float *inp, const float *w, int64_t n, int64_t in,
+                         int64_t k, float beta)
+{
+    if (n == 0)
+        return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)k, (int)in, 1.0f, inp,
+                (int)in, w, (int)k, beta, out, (int)k);
+}
+
+void omni_matmul_backward(float *dinp, float *dw, const float *dout, const float *inp,
+                          const float *w, int64_t n, int64_t in, int64_t k)
+{
+    if (n == 0)
+        return;
+    if (dinp)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)in, (int)k, 1.0f, dout,
+                    (int)k, w, (int)k, 1.0f, dinp, (int)in);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)in, (int)k, (int)n, 1.0f, inp,
+                (int)in, dout, (int)k, 1.0f, dw, (int)k);
+}
+
+/* ---- embeddings -------------------------------------------------------------- */
+
+/* Positions of one patch kind, and their patch rows gathered into s->xg [m, dim]. */
+static int64_t gather_patches(omni_embed_scratch *s, const omni_batch *b, int64_t n, uint8_t kind,
+                              int64_t dim)
+{
+    int64_t m = 0;
+    for (int64_t p = 0; p < n; p++) {
+        if (b->kind[p] != kind)
+            continue;
+        s->idx[m] = p;
+        memcpy(s->xg + m * dim, b->patch + p * b->patch_dim, (size_t)dim * sizeof(float));
+        m++;
+    }
+    return m;
+}
+
+static void add_row(float *out, const float *row, int64_t d)
+{
+    for (int64_t i = 0; i < d; i++)
+        out[i] += row[i];
+}
+
+static void embed_patches(float *out, const omni_batch *b, const float *w, const float *bias,
+                          int64_t n, int64_t d, int64_t dim, uint8_t kind, omni_embed_scratch *s)
+{
+    int64_t m = gather_patches(s, b, n, kind, dim);
+    omni_matmul_forward(s->yg, s->xg, w, m, dim, d, 0.0f);
+    for (int64_t i = 0; i < m; i++) {
+        float *o = out + s->idx[i] * d;
+        const float *y = s->yg + i * d;
+        for (int64_t c = 0; c < d; c++)
+            o[c] += y[c] + bias[c];
+    }
+}
+
+void omni_embed_forward(float *out, const omni_batch *b, const omni_param_view *p, int64_t n,
+                        int64_t d, int64_t img_dim, int64_t aud_dim, omni_embed_scratch *s)
+{
+    for (int64_t t = 0; t < n; t++) {
+        float *o = out + t * d;
+        const float *pe = p->pos + (int64_t)b->pos[t] * d;
+        uint8_t kind = b->kind[t];
+        if (kind == OMNI_POS_TOKEN || kind == OMNI_POS_PAD) {
+            int64_t id = kind == OMNI_POS_TOKEN ? b->token[t] : OMNI_TOK_PAD;
+            const float *te = p->tok + id * d;
+            for (int64_t c = 0; c < d; c++)
+                o[c] = te[c] + pe[c];
+        } else {
+            const float *re = p->row + (int64_t)b->patch_row[t] * d;
+            const float *ce = p->col + (int64_t)b->patch_col[t] * d;
+            for (int64_t c = 0; c < d; c++)
+                o[c] = pe[c] + re[c] + ce[c];
+        }
+    }
+    if (img_dim > 0)
+        embed_patches(out, b, p->img_w, p->img_b, n, d, img_dim, OMNI_POS_IMAGE, s);
+    if (aud_dim > 0)
+        embed_patches(out, b, p->aud_w, p->aud_b, n, d, aud_dim, OMNI_POS_AUDIO, s);
+}
+
+static void embed_patches_backward(float *dw, float *dbias, const float *dout, const omni_batch *b,
+                                   int64_t n, int64_t d, int64_t dim, uint8_t kind,
+                                   omni_embed_scratch *s)
+{
+    int64_t m = gather_patches(s, b, n, kind, dim);
+    for (int64_t i = 0; i < m; i++) {
+        const float *g = dout + s->idx[i] * d;
+        memcpy(s->yg + i * d, g, (size_t)d * sizeof(float));
+        add_row(dbias, g, d);
+    }
+    omni_matmul_backward(NULL, dw, s->yg, s->xg, NULL, m, dim, d);
+}
+
+void omni_embed_backward(const omni_param_view *dp, const float *dout, const omni_batch *b,
+                         int64_t n, int64_t d, int64_t img_dim, int64_t aud_dim,
+                         omni_embed_scratch *s)
+{
+    for (int64_t t = 0; t < n; t++) {
+        const float *g = dout + t * d;
+        add_row(dp->pos + (int64_t)b->pos[t] * d, g, d);
+        uint8_t kind = b->kind[t];
+        if (kind == OMNI_POS_TOKEN || kind == OMNI_POS_PAD) {
+            int64_t id = kind == OMNI_POS_TOKEN ? b->token[t] : OMNI_TOK_PAD;
+            add_row(dp->tok + id * d, g, d);
+        } else {
+            add_row(dp->row + (int64_t)b->patch_row[t] * d, g, d);
+            add_row(dp->col + (int64_t)b->patch_col[t] * d, g, d);
+        }
+    }
+    if (img_dim > 0)
+        embed_patches_backward(dp->img_w, dp->img_b, dout, b, n, d, img_dim, OMNI_POS_IMAGE, s);
+    if (aud_dim > 0)
+        embed_patches_backward(dp->aud_w, dp->aud_b, dout, b, n, d, aud_dim, OMNI_POS_AUDIO, s);
+}
+
+/* ---- RMSNorm ----------------------------------------------------------------- */
+
+void omni_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *g, int64_t n,
+                          int64_t d)
+{
+    for (int64_t t = 0; t < n; t++) {
+        const float *x = inp + t * d;
+        float *o = out + t * d;
+        float ss = 0.0f;
+        for (int64_t i = 0; i < d; i++)
+            ss += x[i] * x[i];
+        float r = 1.0f / sqrtf(ss / (float)d + OMNI_RMS_EPS);
+        for (int64_t i = 0; i < d; i++)
+            o[i] = x[i] * r * g[i];
+        rstd[t] = r;
+    }
+}
+
+/* With y = g x r, r = (mean(x^2) + eps)^-1/2:
+ * dx_j = r (g_j dy_j - x_j r^2 mean_i(g_i dy_i x_i)), dg_i += dy_i x_i r. */
+void omni_rmsnorm_backward(float *dinp, float *dg, const float *dout, const float *inp,
+                           const float *g, const float *rstd, int64_t n, int64_t d)
+{
+    for (int64_t t = 0; t < n; t++) {
+        const float *x = inp + t * d;
+        const float *dy = dout + t * d;
+        float *dx = dinp + t * d;
+        float r = rstd[t];
+        float dot = 0.0f;
+        for (int64_t i = 0; i < d; i++)
+            dot += g[i] * dy[i] * x[i];
+        float c = r * r * dot / (float)d;
+        for (int64_t i = 0; i < d; i++) {
+            dx[i] += r * (g[i] * dy[i] - x[i] * c);
+            dg[i] += dy[i] * x[i] * r;
+        }
+    }
+}
+
+/* ---- SwiGLU ------------------------------------------------------------------ */
+
+static float sigmoidf(float z)
+{
+    return 1.0f / (1.0f + expf(-z));
+}
+
+void omni_swiglu_forward(float *out, float *h1, float *h3, float *a, const float *inp,
+                         const float *w1, const float *w3, const float *w2, int64_t n, int64_t d,
+                         int64_t ff)
+{
+    omni_matmul_forward(h1, inp, w1, n, d, ff, 0.0f);
+    omni_matmul_forward(h3, inp, w3, n, d, ff, 0.0f);
+    int64_t m = n * ff;
+    for (int64_t i = 0; i < m; i++)
+        a[i] = h1[i] * sigmoidf(h1[i]) * h3[i];
+    omni_matmul_forward(out, a, w2, n, ff, d, 1.0f);
+}
+
+/* silu(z) = z s(z), silu'(z) = s(z) (1 + z (1 - s(z))), s the logistic function. */
+void omni_swiglu_backward(float *dinp, float *dw1, float *dw3, float *dw2, float *scratch_a,
+                          float *scratch_d, const float *dout, const float *inp, const float *h1,
+                          const float *h3, const float *a, const float *w1, const float *w3,
+                          const float *w2, int64_t n, int64_t d, int64_t ff)
+{
+    if (n == 0)
+        return;
+    int64_t m = n * ff;
+    float *dh1 = scratch_a, *da = scratch_d;
+    /* dw2 += a^T dout; da = dout W2^T */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ff, (int)d, (int)n, 1.0f, a, (int)ff,
+                dout, (int)d, 1.0f, dw2, (int)d);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)ff, (int)d, 1.0f, dout,
+                (int)d, w2, (int)d, 0.0f, da, (int)ff);
+    /* da's buffer then takes dh3 */
+    for (int64_t i = 0; i < m; i++) {
+        float z = h1[i], s = sigmoidf(z), g = da[i];
+        dh1[i] = g * h3[i] * s * (1.0f + z * (1.0f - s));
+        da[i] = g * z * s;
+    }
+    omni_matmul_backward(dinp, dw1, dh1, inp, w1, n, d, ff);
+    omni_matmul_backward(dinp, dw3, da, inp, w3, n, d, ff);
+}
+
+/* ---- cross-entropy ------------------------------------------------------------- */
+
+static float weight_of(const omni_batch *b, const float *loss_weight, int64_t t)
+{
+    return b->task[t] >= 0 ? loss_weight[b->task[t]] : 1.0f;
+}
+
+void omni_xent_forward(double *loss, float *probs, const float *logits, const omni_batch *b,
+                       const float *loss_weight, int64_t n, int64_t V, omni_model_metrics *metrics)
+{
+    double sum = 0.0;
+    for (int64_t t = 0; t < n; t++) {
+        if (!b->loss_mask[t])
+            continue; /* no loss, no metric: skip the softmax */
+        const float *z = logits + t * V;
+        float *pr = probs + t * V;
+        float mx = z[0];
+        int64_t arg = 0;
+        for (int64_t v = 1; v < V; v++)
+            if (z[v] > mx)
+                mx = z[v], arg = v;
+        float se = 0.0f;
+        for (int64_t v = 0; v < V; v++) {
+            pr[v] = expf(z[v] - mx);
+            se += pr[v];
+        }
+        float inv = 1.0f / se;
+        for (int64_t v = 0; v < V; v++)
+            pr[v] *= inv;
+        double ce = (double)mx + log((double)se) - (double)z[b->target[t]];
+        sum += (double)weight_of(b, loss_weight, t) * ce;
+        if (metrics && b->task[t] >= 0) {
+            int32_t k = b->task[t];
+            metrics->ce_sum[k] += ce;
+            metrics->tokens[k]++;
+            metrics->correct[k] += arg == b->target[t];
+        }
+    }
+    *loss = b->loss_norm > 0.0 ? sum / b->loss_norm : 0.0;
+}
+
+void omni_xent_backward(float *dlogits, const float *probs, const omni_batch *b,
+                        const float *loss_weight, int64_t n, int64_t V)
+{
+    for (int64_t t = 0; t < n; t++) {
+        float *dz = dlogits + t * V;
+        if (!b->loss_mask[t] || b->loss_norm <= 0.0) {
+            memset(dz, 0, (size_t)V * sizeof(float));
+            continue;
+        }
+        const float *pr = probs + t * V;
+        float scale = (float)((double)weight_of(b, loss_weight, t) / b->loss_norm);
+        for (int64_t v = 0; v < V; v++)
+            dz[v] = scale * pr[v];
+        dz[b->target[t]] -= scale;
+    }
+}

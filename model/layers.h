@@ -1,0 +1,88 @@
+/*
+ * Private to model/ and its tests: the layers of the transformer, each a pair of free
+ * functions in the manner of llm.c. Arguments run outputs, inputs, saved statistics,
+ * sizes. Backward functions accumulate (+=) into every gradient they are given, except
+ * omni_xent_backward, which writes dlogits. n is the number of positions (n_seq * T);
+ * every [n, k] array is row-major, position-major. Nothing here allocates.
+ */
+#ifndef OMNI_MODEL_LAYERS_H
+#define OMNI_MODEL_LAYERS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "model.h"
+
+#define OMNI_RMS_EPS 1e-5f
+
+/* out = beta * out + inp W, with inp [n, in], W [in, k], out [n, k] (cblas_sgemm). */
+void omni_matmul_forward(float *out, const float *inp, const float *w, int64_t n, int64_t in,
+                         int64_t k, float beta);
+/* dinp += dout W^T (skipped when dinp is NULL); dw += inp^T dout. */
+void omni_matmul_backward(float *dinp, float *dw, const float *dout, const float *inp,
+                          const float *w, int64_t n, int64_t in, int64_t k);
+
+/* Scratch of the embedding: gathered patch rows and their outputs. */
+typedef struct {
+    int64_t *idx; /* [n] positions of one patch kind */
+    float *xg;    /* [n, patch_dim] their patch rows */
+    float *yg;    /* [n, d] their projections / gradients */
+} omni_embed_scratch;
+
+/* out [n, d] = token or patch embedding (+ row/col at patches) + E_pos[pos], see
+ * DESIGN.md §2. Padding embeds as the token OMNI_TOK_PAD. Ids must be checked before. */
+void omni_embed_forward(float *out, const omni_batch *b, const omni_param_view *p, int64_t n,
+                        int64_t d, int64_t img_dim, int64_t aud_dim, omni_embed_scratch *s);
+void omni_embed_backward(const omni_param_view *dp, const float *dout, const omni_batch *b,
+                         int64_t n, int64_t d, int64_t img_dim, int64_t aud_dim,
+                         omni_embed_scratch *s);
+
+/* out = inp / sqrt(mean(inp^2) + 1e-5) * g per row; rstd [n] keeps 1/sqrt(...). */
+void omni_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *g, int64_t n,
+                          int64_t d);
+void omni_rmsnorm_backward(float *dinp, float *dg, const float *dout, const float *inp,
+                           const float *g, const float *rstd, int64_t n, int64_t d);
+
+/* May position j be seen from position i of window s of batch b? Causal within a
+ * segment; with prefix, both ways inside a segment's prefix; padding sees itself. */
+bool omni_attention_allowed(const omni_batch *b, int64_t s, int64_t i, int64_t j, bool prefix);
+
+/*
+ * Multi-head attention core over qkv [n_seq * T, 3d] (per position Q | K | V, head h
+ * at columns h*hd..): out [n_seq * T, d] = softmax(Q K^T / sqrt(hd) + mask) V per
+ * window and head; att [n_seq, H, T, T] keeps the probabilities (0 where masked).
+ */
+void omni_attention_forward(float *out, float *att, const float *qkv, const omni_batch *b,
+                            int64_t n_seq, int64_t T, int64_t d, int64_t n_heads, bool prefix);
+/* dqkv += ...; dscratch is [T, T]. The mask is implied by att's zeros. */
+void omni_attention_backward(float *dqkv, float *dscratch, const float *dout, const float *qkv,
+                             const float *att, int64_t n_seq, int64_t T, int64_t d,
+                             int64_t n_heads);
+
+/*
+ * SwiGLU: out += W2 (silu(W1 x) * (W3 x)) per row x of inp [n, d] (added, so the
+ * residual stream can be passed); h1, h3, a [n, ff] keep x W1, x W3 and the gated
+ * silu(x W1) * (x W3).
+ */
+void omni_swiglu_forward(float *out, float *h1, float *h3, float *a, const float *inp,
+                         const float *w1, const float *w3, const float *w2, int64_t n, int64_t d,
+                         int64_t ff);
+/* dinp, dw1, dw3, dw2 +=; scratch_a and scratch_d are [n, ff]. */
+void omni_swiglu_backward(float *dinp, float *dw1, float *dw3, float *dw2, float *scratch_a,
+                          float *scratch_d, const float *dout, const float *inp, const float *h1,
+                          const float *h3, const float *a, const float *w1, const float *w3,
+                          const float *w2, int64_t n, int64_t d, int64_t ff);
+
+/*
+ * Cross-entropy of logits [n, V] against b->target where b->loss_mask is 1, each term
+ * times loss_weight[b->task], summed and divided by b->loss_norm into *loss. probs
+ * [n, V] keeps the softmax of the loss-bearing rows (other rows are not computed).
+ * metrics (may be NULL) gets the per-task sums.
+ */
+void omni_xent_forward(double *loss, float *probs, const float *logits, const omni_batch *b,
+                       const float *loss_weight, int64_t n, int64_t V, omni_model_metrics *metrics);
+/* dlogits [n, V] = d loss / d logits (written, not accumulated). */
+void omni_xent_backward(float *dlogits, const float *probs, const omni_batch *b,
+                        const float *loss_weight, int64_t n, int64_t V);
+
+#endif /* OMNI_MODEL_LAYERS_H */

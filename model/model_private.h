@@ -1,0 +1,65 @@
+/* Private to model/: the model struct shared by model.c (layout, forward, backward) and
+ * optim.c (AdamW). */
+#ifndef OMNI_MODEL_PRIVATE_H
+#define OMNI_MODEL_PRIVATE_H
+
+#include "layers.h"
+#include "model.h"
+
+#define OMNI_MODEL_MAX_BUFS 64
+
+typedef enum { INIT_NORMAL = 0, INIT_RESIDUAL, INIT_ONES, INIT_ZEROS, INIT_COUNT } init_kind;
+
+struct omni_model {
+    omni_experiment x;
+    omni_data_dims dims;
+    int64_t d, L, H, ff, T, V, max_seq, img_dim, aud_dim, patch_dim;
+    bool prefix;
+
+    int n_tensors;
+    omni_tensor_info tensors[OMNI_MAX_TENSORS];
+    init_kind init[OMNI_MAX_TENSORS];
+    int64_t n_params;
+    float *params, *grads, *adam_m, *adam_v; /* [n_params] each, the same layout */
+    omni_param_view pv, gv;                  /* views into params and grads */
+    omni_block_view *pl, *gl;                /* [L] block views behind pv.layers, gv.layers */
+    float loss_weight[OMNI_MAX_TASKS];
+
+    omni_ffn_hook moe;
+    bool has_moe_hook, any_moe;
+
+    /* Activations of the last forward, N = max_seq * T rows at most. */
+    float *res;    /* [L+1, N, d] residual stream entering each block, and after the last */
+    float *mid;    /* [L, N, d]   residual after attention */
+    float *ln1;    /* [L, N, d]   RMSNorm output before attention */
+    float *rstd1;  /* [L, N] */
+    float *qkv;    /* [L, N, 3d] */
+    float *att;    /* [L, max_seq, H, T, T] attention probabilities */
+    float *atty;   /* [L, N, d]   attention output before the projection */
+    float *ln2;    /* [L, N, d]   RMSNorm output before the FFN (the MoE input) */
+    float *rstd2;  /* [L, N] */
+    float *h1;     /* [L, N, ff]  x W1 (dense blocks) */
+    float *h3;     /* [L, N, ff]  x W3 */
+    float *ffa;    /* [L, N, ff]  silu(x W1) * (x W3) */
+    float *lnf;    /* [N, d] */
+    float *rstdf;  /* [N] */
+    float *logits; /* [N, V] */
+    float *probs;  /* [N, V] softmax at the loss-bearing positions */
+    /* Scratch. */
+    float *ffs, *ffd; /* [N, ff] */
+    float *moe_out;   /* [N, d] */
+    float *dlogits;   /* [N, V] */
+    float *dres;      /* [N, d] gradient of the residual stream */
+    float *dln;       /* [N, d] */
+    float *datty;     /* [N, d] */
+    float *dqkv;      /* [N, 3d] */
+    float *dscratch;  /* [T, T] */
+    omni_embed_scratch es;
+
+    int64_t last_n_seq, last_T; /* shape of the last forward; -1: none */
+
+    int n_bufs;
+    void *bufs[OMNI_MODEL_MAX_BUFS];
+};
+
+#endif /* OMNI_MODEL_PRIVATE_H */

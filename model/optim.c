@@ -1,0 +1,94 @@
+/*
+ * The optimizer: AdamW with decoupled weight decay on the tensors marked `decay`, a
+ * linear warm-up then cosine learning-rate schedule, and clipping by a global gradient
+ * norm that the caller computes (so the distributed part can add other ranks' squares).
+ * Also the BLAS thread setting.
+ */
+#include "model_private.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <unistd.h>
+
+double omni_model_grad_sumsq(const omni_model *m)
+{
+    double s = 0.0;
+    const float *g = m->grads;
+    for (int64_t i = 0; i < m->n_params; i++)
+        s += (double)g[i] * (double)g[i];
+    return s;
+}
+
+double omni_lr_at(const omni_experiment *x, int64_t step)
+{
+    const double lr = x->optim.lr, min_lr = x->optim.min_lr;
+    const int64_t warm = x->optim.warmup, total = x->optim.steps;
+    if (step < warm)
+        return lr * (double)(step + 1) / (double)warm;
+    if (step >= total || total <= warm)
+        return step >= total ? min_lr : lr;
+    double progress = (double)(step - warm) / (double)(total - warm);
+    return min_lr + 0.5 * (lr - min_lr) * (1.0 + cos(3.14159265358979323846 * progress));
+}
+
+double omni_clip_scale(const omni_experiment *x, double global_norm)
+{
+    if (x->optim.grad_clip <= 0.0)
+        return 1.0;
+    double c = x->optim.grad_clip / (global_norm + 1e-6);
+    return c < 1.0 ? c : 1.0;
+}
+
+omni_status omni_model_step(omni_model *m, int64_t step, double global_norm)
+{
+    if (!isfinite(global_norm))
+        return omni_fail(OMNI_ERR_NUMERIC, "model: step %lld: the gradient norm is %g",
+                         (long long)step, global_norm);
+    const omni_experiment *x = &m->x;
+    const float clip = (float)omni_clip_scale(x, global_norm);
+    const float lr = (float)omni_lr_at(x, step);
+    const float b1 = (float)x->optim.beta1, b2 = (float)x->optim.beta2;
+    const float eps = (float)x->optim.eps;
+    const float bc1 = (float)(1.0 - pow(x->optim.beta1, (double)(step + 1)));
+    const float bc2 = (float)(1.0 - pow(x->optim.beta2, (double)(step + 1)));
+    const float step_size = lr / bc1, inv_sqrt_bc2 = 1.0f / sqrtf(bc2);
+    for (int i = 0; i < m->n_tensors; i++) {
+        const omni_tensor_info *t = &m->tensors[i];
+        float *p = m->params + t->offset, *g = m->grads + t->offset;
+        float *mm = m->adam_m + t->offset, *vv = m->adam_v + t->offset;
+        const float keep = t->decay ? 1.0f - lr * (float)x->optim.weight_decay : 1.0f;
+        for (int64_t j = 0; j < t->numel; j++) {
+            float gj = g[j] * clip;
+            mm[j] = b1 * mm[j] + (1.0f - b1) * gj;
+            vv[j] = b2 * vv[j] + (1.0f - b2) * gj * gj;
+            p[j] = p[j] * keep - step_size * mm[j] / (sqrtf(vv[j]) * inv_sqrt_bc2 + eps);
+        }
+    }
+    return OMNI_OK;
+}
+
+omni_status omni_blas_set_threads(const omni_experiment *x, MPI_Comm comm, int *threads)
+{
+    int n = (int)x->parallel.threads;
+    if (n <= 0) {
+        MPI_Comm node;
+        int local = 1;
+        omni_status st =
+            omni_mpi_check(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node),
+                           "splitting the communicator by node");
+        if (st)
+            return st;
+        st = omni_mpi_check(MPI_Comm_size(node, &local), "sizing the node communicator");
+        MPI_Comm_free(&node);
+        if (st)
+            return st;
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        n = cores > 0 ? (int)(cores / local) : 1;
+        if (n < 1)
+            n = 1;
+    }
+    openblas_set_num_threads(n);
+    if (threads)
+        *threads = n;
+    return OMNI_OK;
+}
