@@ -14,4 +14,11 @@ trap 'rm -rf "$dir"' EXIT
 grep -q 'echo *text_to_text *1283 *2 *16 *1 *7' "$dir/info.txt"
 grep -q '<task:echo> "hi" <sep> | "hi" <eos>' "$dir/info.txt"
 grep -q '\[4 image patches 2x2 of 4 values\] <sep> | "ramp" <eos>' "$dir/info.txt"
-echo "ok: a file written by h5py reads back"
+# The example of docs/datasets.md, run as printed.
+"$py" - "$OMNI_SOURCE_DIR/docs/datasets.md" > "$dir/example.py" <<'PY'
+import re, sys
+print(re.search(r"```python\n(.*?)```", open(sys.argv[1]).read(), re.S).group(1))
+PY
+(cd "$dir" && "$py" example.py && "$OMNIMOE" data info mine.h5 > docs.txt)
+grep -q 'echo *text_to_text *1283 *2 *16 *1 *7' "$dir/docs.txt"
+echo "ok: files written by h5py (the test script and the docs' example) read back"

@@ -478,10 +478,11 @@ static int64_t check_window(const omni_sampler *s, const omni_batch *b, int64_t 
         if (b->kind[p] == OMNI_POS_TOKEN) {
             cr_assert(b->token[p] >= 0 && b->token[p] < d.vocab && b->token[p] != OMNI_TOK_PAD);
         } else {
-            cr_assert_eq(b->kind[p], OMNI_POS_IMAGE);
+            cr_assert(b->kind[p] == OMNI_POS_IMAGE || b->kind[p] == OMNI_POS_AUDIO);
             cr_assert(b->patch_row[p] >= 0 && b->patch_row[p] < d.max_rows);
             cr_assert(b->patch_col[p] >= 0 && b->patch_col[p] < d.max_cols);
-            for (int64_t k = 0; k < d.image_patch_dim; k++)
+            int64_t dim = b->kind[p] == OMNI_POS_IMAGE ? d.image_patch_dim : d.audio_patch_dim;
+            for (int64_t k = 0; k < dim; k++)
                 cr_assert(fabsf(b->patch[p * b->patch_dim + k]) <= 1.0f / sqrtf(2.0f) + 1e-6f);
         }
         bool next_same = q + 1 < b->context && b->segment[p + 1] == b->segment[p] &&
@@ -675,4 +676,85 @@ Test(datasets, reads_the_file_written_by_h5py)
     cr_assert_eq(f.tasks[1].kind, OMNI_KIND_IMAGE_TO_TEXT);
     cr_assert_eq(f.tasks[1].patch_dim, 4);
     ds_file_free(&f);
+}
+
+/* ---- the demo, through the demo experiment ----------------------------------- */
+
+Test(datasets, demo_feeds_the_demo_experiment, .timeout = 60)
+{
+    char dir[64], out[128], cfg[1024], set[256];
+    temp_dir(dir, sizeof dir);
+    snprintf(out, sizeof out, "%s/demo.h5", dir);
+    cr_assert_eq(omni_data_demo(out, 1, NULL), OMNI_OK, "%s", omni_error_message());
+    snprintf(cfg, sizeof cfg, "%s/configs/demo.yaml", source_dir());
+    char *text;
+    size_t len;
+    cr_assert_eq(omni_read_file(cfg, &text, &len), OMNI_OK);
+    snprintf(set, sizeof set, "data.files=[%s]", out);
+    const char *sets[] = {set};
+    omni_experiment x;
+    cr_assert_eq(omni_experiment_parse(&x, text, len, cfg, sets, 1), OMNI_OK, "%s",
+                 omni_error_message());
+    free(text);
+    omni_sampler *s;
+    cr_assert_eq(omni_sampler_open(&s, &x), OMNI_OK, "%s", omni_error_message());
+    omni_data_dims d = omni_sampler_dims(s);
+    cr_assert_eq(d.n_tasks, 4);
+    cr_assert_eq(d.vocab, OMNI_TOK_TASK0 + 4);
+    cr_assert_eq(d.image_patch_dim, 8 * 8 * 3);
+    cr_assert_eq(d.audio_patch_dim, 8 * 8);
+    cr_assert_eq(d.max_rows, 4);
+    cr_assert_eq(d.max_cols, 8);
+    cr_assert_str_eq(omni_sampler_task(s, 3)->name, "cartpole");
+    omni_batch b;
+    cr_assert_eq(omni_batch_alloc(&b, x.data.batch, x.model.context, d.image_patch_dim), OMNI_OK);
+    double loss_norm = 0;
+    for (int64_t slot = 0; slot < b.n_seq; slot++)
+        loss_norm += (double)omni_sampler_fill(s, OMNI_SPLIT_TRAIN, 1, 0, slot, &b, slot);
+    for (int64_t slot = 0; slot < b.n_seq; slot++)
+        check_window(s, &b, slot);
+    cr_assert(loss_norm > 0);
+    for (int t = 0; t < 4; t++) {
+        const omni_task_info *ti = omni_sampler_task(s, t);
+        cr_assert(ti->n_val_windows > 0);
+        omni_sampler_fill_val(s, t, ti->n_val_windows - 1, &b, 0);
+        check_window(s, &b, 0);
+    }
+    omni_batch_free(&b);
+    omni_sampler_close(s);
+    remove(out);
+    rmdir(dir);
+}
+
+Test(datasets, sampler_takes_tasks_from_several_files)
+{
+    char dir[64], fx[128], yaml[1024], spec[1024];
+    temp_dir(dir, sizeof dir);
+    omni_sampler_close(open_synthetic(dir, "{}", 32, 1.0)); /* writes dir/syn.h5 */
+    snprintf(fx, sizeof fx, "%s/fx.h5", dir);
+    snprintf(spec, sizeof spec, "%s/tests/data/spec.yaml", source_dir());
+    cr_assert_eq(omni_data_build(spec, fx, NULL), OMNI_OK, "%s", omni_error_message());
+    snprintf(yaml, sizeof yaml,
+             "experiment: {name: t}\nmodel: {context: 32}\n"
+             "data: {files: [%s/syn.h5, %s], tasks: {qa: 1, a: 1, ctrl: 1}}\n",
+             dir, fx);
+    omni_experiment x;
+    cr_assert_eq(omni_experiment_parse(&x, yaml, strlen(yaml), "t.yaml", NULL, 0), OMNI_OK);
+    omni_sampler *s;
+    cr_assert_eq(omni_sampler_open(&s, &x), OMNI_OK, "%s", omni_error_message());
+    cr_assert_eq(omni_sampler_n_tasks(s), 3);
+    cr_assert_str_eq(omni_sampler_task(s, 1)->name, "a");
+    cr_assert_str_eq(omni_sampler_task(s, 0)->file, fx);
+    omni_sampler_close(s);
+    /* A task in none of the files, and an ambiguous selection, are data errors. */
+    snprintf(yaml, sizeof yaml,
+             "experiment: {name: t}\ndata: {files: [%s/syn.h5], tasks: {nope: 1}}\n", dir);
+    cr_assert_eq(omni_experiment_parse(&x, yaml, strlen(yaml), "t.yaml", NULL, 0), OMNI_OK);
+    cr_assert_eq(omni_sampler_open(&s, &x), OMNI_ERR_DATA);
+    cr_assert(strstr(omni_error_message(), "task nope of data.tasks is in none"));
+    snprintf(yaml, sizeof yaml, "experiment: {name: t}\ndata: {files: [%s/syn.h5, %s/syn.h5]}\n",
+             dir, dir);
+    cr_assert_eq(omni_experiment_parse(&x, yaml, strlen(yaml), "t.yaml", NULL, 0), OMNI_OK);
+    cr_assert_eq(omni_sampler_open(&s, &x), OMNI_ERR_DATA);
+    cr_assert(strstr(omni_error_message(), "is in both"), "%s", omni_error_message());
 }
