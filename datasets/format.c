@@ -305,10 +305,18 @@ static omni_status r_data(hid_t g, const char *where, const char *name, hid_t mt
         st = bad(path, "dataset %s%s has rank %d, expected %d", where, name, r, rank);
         goto out;
     }
+    /* Bytes (loss flags, patches) must be stored as uint8: a wider type would be
+     * clipped silently by HDF5's conversion. */
+    if (mtype == H5T_NATIVE_UINT8 && (H5Tget_size(t) != 1 || H5Tget_sign(t) != H5T_SGN_NONE)) {
+        st = bad(path, "dataset %s%s is a %zu-byte %s integer, expected uint8", where, name,
+                 H5Tget_size(t), H5Tget_sign(t) == H5T_SGN_NONE ? "unsigned" : "signed");
+        goto out;
+    }
     H5Sget_simple_extent_dims(sp, dims, NULL);
     int64_t n = 1;
     for (int i = 0; i < rank; i++) {
-        if (dims[i] > (hsize_t)1 << 40) {
+        if (dims[i] > (hsize_t)1 << 40 ||
+            (dims[i] > 0 && n > ((int64_t)1 << 40) / (int64_t)dims[i])) {
             st = bad(path, "dataset %s%s is implausibly large", where, name);
             goto out;
         }

@@ -350,6 +350,7 @@ int64_t omni_sampler_fill(const omni_sampler *s, omni_split split, uint64_t seed
                           int64_t slot, omni_batch *b, int64_t row)
 {
     OMNI_ASSERT(b->context == s->context && row >= 0 && row < b->n_seq);
+    OMNI_ASSERT(b->patch_dim >= s->dims.image_patch_dim && b->patch_dim >= s->dims.audio_patch_dim);
     clear_window(b, row);
     if (s->n_tasks == 0 || s->cum[split][s->n_tasks - 1] <= 0)
         return 0;
@@ -392,6 +393,7 @@ int64_t omni_sampler_fill_val(const omni_sampler *s, int task, int64_t i, omni_b
     OMNI_ASSERT(task >= 0 && task < s->n_tasks);
     const s_task *st = &s->tasks[task];
     OMNI_ASSERT(i >= 0 && i < st->info.n_val_windows && b->context == s->context);
+    OMNI_ASSERT(b->patch_dim >= s->dims.image_patch_dim && b->patch_dim >= s->dims.audio_patch_dim);
     clear_window(b, row);
     const ds_pool *pool = &st->t->split[OMNI_SPLIT_VAL];
     int64_t at = 0, losses = 0;

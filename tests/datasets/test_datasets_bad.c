@@ -421,6 +421,26 @@ Test(datasets, file_wrong_vocabulary_layout)
     expect_info_fails("data.h5", "attribute /bins = 512, expected 1024");
 }
 
+Test(datasets, file_loss_flags_stored_wider_than_uint8)
+{
+    good_dataset();
+    char path[256];
+    snprintf(path, sizeof path, "%s/data.h5", dir);
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert(H5Ldelete(f, "tasks/corpus/train/loss", H5P_DEFAULT) >= 0);
+    hsize_t n = 5;
+    int64_t loss[5] = {0, 1, 1, 1, -1};
+    hid_t sp = H5Screate_simple(1, &n, NULL);
+    hid_t d = H5Dcreate2(f, "tasks/corpus/train/loss", H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT,
+                         H5P_DEFAULT);
+    H5Dwrite(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, loss);
+    H5Dclose(d);
+    H5Sclose(sp);
+    H5Fclose(f);
+    expect_info_fails("data.h5",
+                      "/tasks/corpus/train/loss is a 8-byte signed integer, expected uint8");
+}
+
 Test(datasets, file_that_is_not_hdf5)
 {
     put_text("data.h5", "just text\n");
