@@ -23,6 +23,8 @@ omni_status ds_csv_parse(const char *path, const char *text, size_t len, ds_csv_
     omni_status st = OMNI_OK;
     size_t i = 0;
     int64_t line = 1;
+    if (len >= 3 && !memcmp(text, "\xef\xbb\xbf", 3))
+        i = 3; /* a UTF-8 byte order mark */
     while (i < len && !st) {
         char *fields[CSV_MAX_FIELDS];
         int nf = 0;

@@ -16,12 +16,12 @@ void omni_image_free(omni_image *img)
     memset(img, 0, sizeof *img);
 }
 
-static omni_status load_png(omni_image *img, const char *path)
+static omni_status load_png(omni_image *img, const char *path, const uint8_t *b, size_t len)
 {
     png_image pi;
     memset(&pi, 0, sizeof pi);
     pi.version = PNG_IMAGE_VERSION;
-    if (!png_image_begin_read_from_file(&pi, path))
+    if (!png_image_begin_read_from_memory(&pi, b, len))
         return omni_fail(OMNI_ERR_DATA, "%s: not a readable PNG (%s)", path, pi.message);
     if (pi.format & PNG_FORMAT_FLAG_LINEAR) {
         png_image_free(&pi);
@@ -122,7 +122,7 @@ omni_status omni_image_load(omni_image *img, const char *path)
     const uint8_t *b = (const uint8_t *)bytes;
     static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     if (len >= 8 && !memcmp(b, png_sig, 8))
-        st = load_png(img, path);
+        st = load_png(img, path, b, len);
     else if (len >= 3 && b[0] == 'P' && (b[1] == '5' || b[1] == '6'))
         st = load_pnm(img, path, b, len);
     else
