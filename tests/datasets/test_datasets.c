@@ -758,3 +758,42 @@ Test(datasets, sampler_takes_tasks_from_several_files)
     cr_assert_eq(omni_sampler_open(&s, &x), OMNI_ERR_DATA);
     cr_assert(strstr(omni_error_message(), "is in both"), "%s", omni_error_message());
 }
+
+/* ---- CSV ---------------------------------------------------------------------- */
+
+typedef struct {
+    char got[8][2][32];
+    int64_t lines[8];
+    int n;
+} csv_rows;
+
+static omni_status collect(void *ctx, char **f, int nf, int64_t line)
+{
+    csv_rows *r = ctx;
+    cr_assert_eq(nf, 2);
+    snprintf(r->got[r->n][0], 32, "%s", f[0]);
+    snprintf(r->got[r->n][1], 32, "%s", f[1]);
+    r->lines[r->n++] = line;
+    return OMNI_OK;
+}
+
+Test(datasets, csv_follows_rfc4180)
+{
+    const char text[] = "\xef\xbb\xbfpath,text\r\n"
+                        "a.png,\"two\nlines\"\r\n"
+                        "\r\n"
+                        "\"q\"\"uote\",\"x,y\"\n"
+                        "last,row";
+    csv_rows r = {0};
+    cr_assert_eq(ds_csv_parse("m.csv", text, sizeof text - 1, collect, &r), OMNI_OK, "%s",
+                 omni_error_message());
+    cr_assert_eq(r.n, 4);
+    cr_assert_str_eq(r.got[0][0], "path", "the byte order mark is skipped");
+    cr_assert_str_eq(r.got[1][1], "two\nlines");
+    cr_assert_str_eq(r.got[2][0], "q\"uote");
+    cr_assert_str_eq(r.got[2][1], "x,y");
+    cr_assert_str_eq(r.got[3][1], "row");
+    cr_assert_eq(r.lines[2], 5, "line numbers count the newline inside quotes");
+    cr_assert_eq(ds_csv_parse("m.csv", "a,\"b\n", 5, collect, &r), OMNI_ERR_DATA);
+    cr_assert(strstr(omni_error_message(), "m.csv:1: unterminated quoted field"));
+}
