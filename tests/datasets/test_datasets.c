@@ -20,12 +20,28 @@ static const char *source_dir(void)
     return d;
 }
 
-/* A fresh temporary directory for one test. */
+/* A fresh temporary directory for one test, removed when the test ends (each test
+ * runs in its own process, so one static name suffices). */
+static char made_dir[64];
+
 static void temp_dir(char *out, size_t cap)
 {
     snprintf(out, cap, "/tmp/omni-ds-XXXXXX");
     cr_assert_not_null(mkdtemp(out));
+    snprintf(made_dir, sizeof made_dir, "%s", out);
 }
+
+static void remove_temp_dir(void)
+{
+    if (!made_dir[0])
+        return;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", made_dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", made_dir);
+}
+
+TestSuite(datasets, .fini = remove_temp_dir);
 
 /* ---- values ------------------------------------------------------------------- */
 
