@@ -1,16 +1,89 @@
-/* omnimoe data: demo, build, info. */
+/* omnimoe data: demo, build, info. The work runs on rank 0; every rank agrees on the
+ * status, so an mpirun'ed command fails or succeeds as one. */
 #include "cli.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-static const char usage[] = "usage: omnimoe data demo --out FILE.h5\n"
+#include "datasets.h"
+
+static const char usage[] = "usage: omnimoe data demo --out FILE.h5 [--seed N]\n"
                             "       omnimoe data build SPEC.yaml --out FILE.h5\n"
-                            "       omnimoe data info FILE.h5\n";
+                            "       omnimoe data info FILE.h5\n"
+                            "\n"
+                            "demo   make the demo dataset (shapes, tones, arith, cartpole)\n"
+                            "build  build a dataset from raw files listed in a spec\n"
+                            "info   check a dataset file and describe it\n"
+                            "The file format and the spec are described in docs/datasets.md.\n";
+
+/* Parse [POSITIONAL] --out FILE [--seed N] after the subcommand. */
+static omni_status parse_args(int argc, char **argv, bool want_pos, const char **pos,
+                              const char **out, long long *seed)
+{
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--out") || !strcmp(argv[i], "--seed")) {
+            if (i + 1 >= argc)
+                return omni_usage_error(usage, "data %s: %s needs a value", argv[1], argv[i]);
+            if (!strcmp(argv[i], "--out")) {
+                *out = argv[++i];
+            } else {
+                char *end;
+                *seed = strtoll(argv[++i], &end, 10);
+                if (*end || *seed < 0 || *seed > 4294967295LL || !argv[i][0])
+                    return omni_usage_error(usage,
+                                            "data %s: --seed %s, expected an integer in "
+                                            "[0, 4294967295]",
+                                            argv[1], argv[i]);
+            }
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            return omni_usage_error(usage, "data %s: unknown option %s", argv[1], argv[i]);
+        } else if (want_pos && !*pos) {
+            *pos = argv[i];
+        } else {
+            return omni_usage_error(usage, "data %s: unexpected argument %s", argv[1], argv[i]);
+        }
+    }
+    return OMNI_OK;
+}
+
+static omni_status run(int argc, char **argv)
+{
+    const char *sub = argv[1], *pos = NULL, *out = NULL;
+    long long seed = 1;
+    omni_status st;
+    if (!strcmp(sub, "demo")) {
+        if ((st = parse_args(argc, argv, false, &pos, &out, &seed)))
+            return st;
+        if (!out)
+            return omni_usage_error(usage, "data demo: --out FILE.h5 is required");
+        st = omni_data_demo(out, (uint64_t)seed, stdout);
+        if (!st)
+            printf("wrote %s\n", out);
+        return st;
+    }
+    if (!strcmp(sub, "build")) {
+        if ((st = parse_args(argc, argv, true, &pos, &out, &seed)))
+            return st;
+        if (!pos || !out)
+            return omni_usage_error(usage, "data build: SPEC.yaml and --out FILE.h5 are required");
+        st = omni_data_build(pos, out, stdout);
+        if (!st)
+            printf("wrote %s\n", out);
+        return st;
+    }
+    if (!strcmp(sub, "info")) {
+        if ((st = parse_args(argc, argv, true, &pos, &out, &seed)))
+            return st;
+        if (!pos || out)
+            return omni_usage_error(usage, "data info: expected one FILE.h5");
+        return omni_data_info(pos, stdout);
+    }
+    return omni_usage_error(usage, "data: unknown subcommand '%s'", sub);
+}
 
 omni_status omni_cmd_data(MPI_Comm comm, int argc, char **argv)
 {
-    (void)comm;
     if (argc < 2)
         return omni_usage_error(usage, "data: no subcommand given");
     if (!strcmp(argv[1], "--help")) {
@@ -18,5 +91,17 @@ omni_status omni_cmd_data(MPI_Comm comm, int argc, char **argv)
             fputs(usage, stdout);
         return OMNI_OK;
     }
-    return omni_usage_error(usage, "data: unknown subcommand '%s'", argv[1]);
+    for (int i = 2; i < argc; i++)
+        if (!strcmp(argv[i], "--help")) {
+            if (omni_log_rank() == 0)
+                fputs(usage, stdout);
+            return OMNI_OK;
+        }
+    omni_status st = OMNI_OK;
+    if (omni_log_rank() == 0)
+        st = run(argc, argv);
+    fflush(stdout);
+    int size = 1;
+    MPI_Comm_size(comm, &size);
+    return size > 1 ? omni_mpi_agree(comm, st) : st;
 }

@@ -1,0 +1,473 @@
+/*
+ * `omnimoe data build`: raw files of each task kind to serialized samples, split into
+ * train and validation, written as one dataset file. Also the RFC 4180 CSV reader of
+ * the manifests.
+ */
+#include "internal.h"
+
+#include <hdf5.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- CSV ---------------------------------------------------------------------- */
+
+#define CSV_MAX_FIELDS 16
+
+omni_status ds_csv_parse(const char *path, const char *text, size_t len, ds_csv_row_fn row,
+                         void *ctx)
+{
+    char *buf = malloc(len + 1);
+    if (!buf)
+        return omni_fail(OMNI_ERR_NOMEM, "%s: cannot allocate the CSV buffer", path);
+    omni_status st = OMNI_OK;
+    size_t i = 0;
+    int64_t line = 1;
+    if (len >= 3 && !memcmp(text, "\xef\xbb\xbf", 3))
+        i = 3; /* a UTF-8 byte order mark */
+    while (i < len && !st) {
+        char *fields[CSV_MAX_FIELDS];
+        int nf = 0;
+        size_t o = 0;
+        int64_t start_line = line;
+        bool blank = true;
+        for (;;) {
+            /* One field, starting at text[i]. */
+            if (nf == CSV_MAX_FIELDS) {
+                st = omni_fail(OMNI_ERR_DATA, "%s:%lld: more than %d columns", path,
+                               (long long)start_line, CSV_MAX_FIELDS);
+                break;
+            }
+            fields[nf++] = buf + o;
+            if (i < len && text[i] == '"') {
+                blank = false;
+                i++;
+                for (;;) {
+                    if (i >= len) {
+                        st = omni_fail(OMNI_ERR_DATA, "%s:%lld: unterminated quoted field", path,
+                                       (long long)start_line);
+                        break;
+                    }
+                    if (text[i] == '"') {
+                        if (i + 1 < len && text[i + 1] == '"') {
+                            buf[o++] = '"';
+                            i += 2;
+                            continue;
+                        }
+                        i++;
+                        break;
+                    }
+                    if (text[i] == '\n')
+                        line++;
+                    buf[o++] = text[i++];
+                }
+                if (st)
+                    break;
+                if (i < len && text[i] != ',' && text[i] != '\n' && text[i] != '\r') {
+                    st = omni_fail(OMNI_ERR_DATA, "%s:%lld: text after a closing quote", path,
+                                   (long long)line);
+                    break;
+                }
+            } else {
+                while (i < len && text[i] != ',' && text[i] != '\n' && text[i] != '\r') {
+                    if (text[i] == '"') {
+                        st = omni_fail(OMNI_ERR_DATA,
+                                       "%s:%lld: a quote inside an unquoted "
+                                       "field",
+                                       path, (long long)line);
+                        break;
+                    }
+                    blank = false;
+                    buf[o++] = text[i++];
+                }
+                if (st)
+                    break;
+            }
+            buf[o++] = '\0';
+            if (i < len && text[i] == ',') {
+                blank = false;
+                i++;
+                continue;
+            }
+            if (i < len && text[i] == '\r')
+                i++;
+            if (i < len && text[i] == '\n')
+                i++;
+            line++;
+            break;
+        }
+        if (!st && !blank)
+            st = row(ctx, fields, nf, start_line);
+        o = 0;
+    }
+    free(buf);
+    return st;
+}
+
+/* ---- building ----------------------------------------------------------------- */
+
+typedef struct {
+    const ds_spec *spec;
+    const ds_spec_task *st;
+    ds_task *task;
+    ds_pool *all;
+    const char *manifest;
+    omni_logmel *lm;
+    float *db;
+    uint8_t *spec_bytes, *patches;
+    int64_t rows, done;
+    ds_progress *progress;
+} builder;
+
+static bool is_header(char **f, const char *a, const char *b)
+{
+    return !strcmp(f[0], a) && !strcmp(f[1], b);
+}
+
+static omni_status row_text_to_text(void *vctx, char **f, int nf, int64_t line)
+{
+    builder *b = vctx;
+    if (nf != 2)
+        return omni_fail(OMNI_ERR_DATA, "%s:%lld: %d columns, expected 2 (input,target)",
+                         b->manifest, (long long)line, nf);
+    if (line == 1 && is_header(f, "input", "target"))
+        return OMNI_OK;
+    ds_progress_update(b->progress, ++b->done, b->rows);
+    return ds_emit_text_to_text(b->all, OMNI_TOK_TASK0 + b->task->index, (const uint8_t *)f[0],
+                                (int64_t)strlen(f[0]), (const uint8_t *)f[1],
+                                (int64_t)strlen(f[1]));
+}
+
+static omni_status image_patches_of(builder *b, const char *path)
+{
+    omni_image img, rs;
+    omni_status st = omni_image_load(&img, path);
+    if (st)
+        return st;
+    st = omni_image_resize(&img, b->spec->image_size, b->spec->image_channels, &rs);
+    omni_image_free(&img);
+    if (st)
+        return st;
+    omni_image_patches(&rs, b->spec->image_patch, b->patches);
+    omni_image_free(&rs);
+    return OMNI_OK;
+}
+
+static omni_status audio_patches_of(builder *b, const char *path)
+{
+    float *x = NULL, *y = NULL;
+    int64_t n = 0, m = 0;
+    int32_t rate = 0;
+    omni_status st = omni_wav_load(path, &x, &n, &rate);
+    if (st)
+        return st;
+    st = omni_resample(x, n, rate, b->spec->audio.sample_rate, &y, &m);
+    omni_free(x);
+    if (st)
+        return st;
+    const omni_audio_cfg *a = &b->spec->audio;
+    omni_logmel_db(b->lm, y, m, b->db);
+    omni_free(y);
+    omni_logmel_quantize(a, b->db, b->spec_bytes);
+    omni_image sp = {.h = a->mels, .w = a->frames, .c = 1, .px = b->spec_bytes};
+    omni_image_patches(&sp, a->patch, b->patches);
+    return OMNI_OK;
+}
+
+static omni_status row_media(void *vctx, char **f, int nf, int64_t line)
+{
+    builder *b = vctx;
+    if (nf != 2)
+        return omni_fail(OMNI_ERR_DATA, "%s:%lld: %d columns, expected 2 (path,text)", b->manifest,
+                         (long long)line, nf);
+    if (line == 1 && is_header(f, "path", "text"))
+        return OMNI_OK;
+    char path[OMNI_PATH_MAX];
+    omni_status st = ds_path_join(b->manifest, f[0], path, sizeof path);
+    if (st)
+        return st;
+    st = b->task->kind == OMNI_KIND_IMAGE_TO_TEXT ? image_patches_of(b, path)
+                                                  : audio_patches_of(b, path);
+    if (st)
+        return omni_fail_context(st, "%s:%lld: ", b->manifest, (long long)line);
+    ds_progress_update(b->progress, ++b->done, b->rows);
+    int64_t np = (int64_t)b->task->rows * b->task->cols;
+    return ds_emit_patches_to_text(b->all, OMNI_TOK_TASK0 + b->task->index, b->patches, np,
+                                   b->task->patch_dim, (const uint8_t *)f[1],
+                                   (int64_t)strlen(f[1]));
+}
+
+static int64_t count_lines(const char *text, size_t len)
+{
+    int64_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += text[i] == '\n';
+    return n;
+}
+
+static omni_status build_manifest(builder *b)
+{
+    char *text = NULL;
+    size_t len = 0;
+    if (omni_read_file(b->manifest, &text, &len))
+        return omni_fail(OMNI_ERR_DATA, "%s: cannot read the manifest (missing or unreadable)",
+                         b->manifest);
+    b->rows = count_lines(text, len);
+    omni_status st;
+    if (b->task->kind == OMNI_KIND_TEXT_TO_TEXT) {
+        st = ds_csv_parse(b->manifest, text, len, row_text_to_text, b);
+    } else {
+        const omni_audio_cfg *a = &b->spec->audio;
+        int64_t np = (int64_t)b->task->rows * b->task->cols;
+        b->patches = omni_alloc(np * b->task->patch_dim, 1, "patches");
+        b->db = omni_alloc((int64_t)a->mels * a->frames, sizeof *b->db, "spectrogram");
+        b->spec_bytes = omni_alloc((int64_t)a->mels * a->frames, 1, "spectrogram bytes");
+        st = b->patches && b->db && b->spec_bytes ? OMNI_OK : OMNI_ERR_NOMEM;
+        if (!st && b->task->kind == OMNI_KIND_AUDIO_TO_TEXT)
+            st = omni_logmel_create(&b->lm, a);
+        if (!st)
+            st = ds_csv_parse(b->manifest, text, len, row_media, b);
+        omni_free(b->patches);
+        omni_free(b->db);
+        omni_free(b->spec_bytes);
+        omni_logmel_free(b->lm);
+        b->lm = NULL;
+    }
+    free(text);
+    return st;
+}
+
+static omni_status build_text(builder *b)
+{
+    omni_status st = OMNI_OK;
+    for (int i = 0; i < b->st->n_files && !st; i++) {
+        const char *path = b->st->files[i];
+        char *text = NULL;
+        size_t len = 0;
+        if (omni_read_file(path, &text, &len))
+            return omni_fail(OMNI_ERR_DATA,
+                             "%s: cannot read the text file (missing or "
+                             "unreadable)",
+                             path);
+        size_t at = 0;
+        while (at < len && !st) {
+            size_t n = len - at;
+            if (n > (size_t)b->st->chunk) {
+                n = (size_t)b->st->chunk;
+                /* End the chunk after its last newline when that keeps half of it. */
+                for (size_t k = n; k > n / 2; k--)
+                    if (text[at + k - 1] == '\n') {
+                        n = k;
+                        break;
+                    }
+            }
+            st = ds_emit_text(b->all, OMNI_TOK_TASK0 + b->task->index, (const uint8_t *)text + at,
+                              (int64_t)n, at + n == len);
+            at += n;
+        }
+        free(text);
+        ds_progress_update(b->progress, i + 1, b->st->n_files);
+    }
+    return st;
+}
+
+/* Read a dataset of the episodes file as floats (or ints), with its shape. */
+static omni_status read_episode_array(hid_t f, const char *path, const char *name, bool as_int,
+                                      void **buf, hsize_t dims[2], int *rank, bool *is_int)
+{
+    *buf = NULL;
+    if (H5Lexists(f, name, H5P_DEFAULT) <= 0)
+        return omni_fail(OMNI_ERR_DATA, "%s: missing dataset %s", path, name);
+    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+    if (d < 0)
+        return omni_fail(OMNI_ERR_DATA, "%s: %s is not a dataset", path, name);
+    hid_t sp = H5Dget_space(d), t = H5Dget_type(d);
+    omni_status st = OMNI_OK;
+    *rank = H5Sget_simple_extent_ndims(sp);
+    H5T_class_t cls = H5Tget_class(t);
+    if (*rank < 1 || *rank > 2 || (cls != H5T_FLOAT && cls != H5T_INTEGER)) {
+        st = omni_fail(OMNI_ERR_DATA, "%s: %s must be a 1-D or 2-D numeric array", path, name);
+        goto out;
+    }
+    dims[1] = 1;
+    H5Sget_simple_extent_dims(sp, dims, NULL);
+    if (is_int)
+        *is_int = cls == H5T_INTEGER;
+    bool ints = as_int || (is_int && *is_int);
+    int64_t n = (int64_t)dims[0] * (int64_t)dims[1];
+    *buf = omni_alloc(n ? n : 1, ints ? 8 : 4, name);
+    if (!*buf) {
+        st = OMNI_ERR_NOMEM;
+        goto out;
+    }
+    hid_t mt = as_int ? H5T_NATIVE_INT64 : (ints ? H5T_NATIVE_INT64 : H5T_NATIVE_FLOAT);
+    if (n > 0 && H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, *buf) < 0) {
+        st = omni_fail(OMNI_ERR_DATA, "%s: cannot read %s", path, name);
+        omni_free(*buf);
+        *buf = NULL;
+    }
+out:
+    H5Tclose(t);
+    H5Sclose(sp);
+    H5Dclose(d);
+    return st;
+}
+
+static omni_status build_control(builder *b)
+{
+    const char *path = b->st->input;
+    if (H5Fis_hdf5(path) <= 0)
+        return omni_fail(OMNI_ERR_DATA, "%s: missing, unreadable or not an HDF5 episodes file",
+                         path);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0)
+        return omni_fail(OMNI_ERR_DATA, "%s: cannot open the episodes file", path);
+    float *obs = NULL;
+    void *act = NULL;
+    int64_t *off = NULL;
+    hsize_t od[2], ad[2], fd[2];
+    int orank, arank, frank;
+    bool act_int = false;
+    int32_t *act_i = NULL;
+    float *act_f = NULL;
+    omni_status st;
+    if ((st =
+             read_episode_array(f, path, "observations", false, (void **)&obs, od, &orank, NULL)) ||
+        (st = read_episode_array(f, path, "actions", false, &act, ad, &arank, &act_int)) ||
+        (st =
+             read_episode_array(f, path, "episode_offsets", true, (void **)&off, fd, &frank, NULL)))
+        goto out;
+    int64_t T = (int64_t)od[0], obs_dim = (int64_t)od[1], act_dim = (int64_t)ad[1];
+    int64_t n_ep = (int64_t)fd[0] - 1;
+    if (frank != 1 || n_ep < 1) {
+        st = omni_fail(OMNI_ERR_DATA, "%s: episode_offsets must be 1-D with n + 1 >= 2 entries",
+                       path);
+        goto out;
+    }
+    if ((int64_t)ad[0] != T) {
+        st = omni_fail(OMNI_ERR_DATA, "%s: observations has %lld steps but actions has %lld", path,
+                       (long long)T, (long long)ad[0]);
+        goto out;
+    }
+    if (off[0] != 0 || off[n_ep] != T) {
+        st = omni_fail(OMNI_ERR_DATA,
+                       "%s: episode_offsets runs from %lld to %lld, expected 0 to "
+                       "%lld (the number of steps)",
+                       path, (long long)off[0], (long long)off[n_ep], (long long)T);
+        goto out;
+    }
+    for (int64_t e = 0; e < n_ep; e++)
+        if (off[e + 1] <= off[e]) {
+            st = omni_fail(OMNI_ERR_DATA,
+                           "%s: episode_offsets[%lld..%lld] = %lld, %lld: "
+                           "episodes must be non-empty and in order",
+                           path, (long long)e, (long long)e + 1, (long long)off[e],
+                           (long long)off[e + 1]);
+            goto out;
+        }
+    for (int64_t i = 0; i < T * obs_dim; i++)
+        if (!isfinite(obs[i])) {
+            st = omni_fail(OMNI_ERR_DATA, "%s: observations[%lld][%lld] is not finite", path,
+                           (long long)(i / obs_dim), (long long)(i % obs_dim));
+            goto out;
+        }
+    act_f = act_int ? NULL : act;
+    if (act_int) {
+        const int64_t *a64 = act;
+        act_i = omni_alloc(T * act_dim > 0 ? T * act_dim : 1, sizeof *act_i, "actions");
+        if (!act_i) {
+            st = OMNI_ERR_NOMEM;
+            goto out;
+        }
+        for (int64_t i = 0; i < T * act_dim; i++) {
+            if (a64[i] < 0 || a64[i] >= OMNI_BINS) {
+                st = omni_fail(OMNI_ERR_DATA,
+                               "%s: actions[%lld][%lld] = %lld, a discrete action "
+                               "must be in [0, %d)",
+                               path, (long long)(i / act_dim), (long long)(i % act_dim),
+                               (long long)a64[i], OMNI_BINS);
+                goto out;
+            }
+            act_i[i] = (int32_t)a64[i];
+        }
+    } else {
+        for (int64_t i = 0; i < T * act_dim; i++)
+            if (!isfinite(act_f[i])) {
+                st = omni_fail(OMNI_ERR_DATA, "%s: actions[%lld][%lld] is not finite", path,
+                               (long long)(i / act_dim), (long long)(i % act_dim));
+                goto out;
+            }
+    }
+    b->task->obs_dim = (int32_t)obs_dim;
+    b->task->act_dim = (int32_t)act_dim;
+    b->task->discrete = act_int;
+    for (int64_t e = 0; e < n_ep && !st; e++) {
+        int64_t a = off[e], len = off[e + 1] - off[e];
+        st =
+            ds_emit_control(b->all, OMNI_TOK_TASK0 + b->task->index, len, (int32_t)obs_dim,
+                            obs + a * obs_dim, (int32_t)act_dim, act_f ? act_f + a * act_dim : NULL,
+                            act_i ? act_i + a * act_dim : NULL);
+        ds_progress_update(b->progress, e + 1, n_ep);
+    }
+out:
+    omni_free(obs);
+    omni_free(act);
+    omni_free(off);
+    omni_free(act_i);
+    H5Fclose(f);
+    return st;
+}
+
+omni_status omni_data_build(const char *spec_path, const char *out_path, FILE *progress)
+{
+    ds_spec spec;
+    omni_status st = ds_spec_parse(&spec, spec_path);
+    if (st)
+        return st;
+    ds_file *df = calloc(1, sizeof *df);
+    if (!df) {
+        ds_spec_free(&spec);
+        return omni_fail(OMNI_ERR_NOMEM, "cannot allocate the dataset");
+    }
+    df->seed = spec.seed;
+    df->image_size = spec.image_size;
+    df->image_channels = spec.image_channels;
+    df->image_patch = spec.image_patch;
+    df->audio = spec.audio;
+    for (int i = 0; i < spec.n_tasks && !st; i++) {
+        const ds_spec_task *s = &spec.tasks[i];
+        ds_task *t = &df->tasks[i];
+        snprintf(t->name, sizeof t->name, "%s", s->name);
+        t->kind = s->kind;
+        t->index = i;
+        t->val_fraction = s->val_fraction;
+        ds_task_geometry(df, t);
+        df->n_tasks++;
+        ds_pool all = {0};
+        ds_progress pr;
+        ds_progress_start(&pr, progress, t->name);
+        builder b = {
+            .spec = &spec, .st = s, .task = t, .all = &all, .manifest = s->input, .progress = &pr};
+        if (s->kind == OMNI_KIND_TEXT)
+            st = build_text(&b);
+        else if (s->kind == OMNI_KIND_CONTROL)
+            st = build_control(&b);
+        else
+            st = build_manifest(&b);
+        if (!st && all.n == 0)
+            st = omni_fail(OMNI_ERR_DATA, "%s:%ld: task %s is empty (no samples in %s)", spec_path,
+                           s->line, t->name, s->kind == OMNI_KIND_TEXT ? s->files[0] : s->input);
+        if (st) {
+            ds_pool_free(&all);
+            break;
+        }
+        ds_progress_end(&pr, all.n);
+        st = ds_split(t, &all, spec.seed, t->patch_dim);
+    }
+    if (!st)
+        st = ds_write(df, out_path);
+    ds_file_free(df);
+    free(df);
+    ds_spec_free(&spec);
+    return st;
+}

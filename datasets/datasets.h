@@ -1,0 +1,212 @@
+/*
+ * datasets — from raw images, text, audio and control episodes to one token stream
+ * (DESIGN.md §3): the builder (`omnimoe data build|demo`), the dataset file (its
+ * format is docs/datasets.md), a reader that checks every offset, id and size before
+ * training starts, the sampler that packs context windows of the batch plan, and the
+ * built-in cart-pole environment of the demo's control task.
+ *
+ * Serialized samples. A sample is a sequence of elements: a token id (text bytes,
+ * value bins, <eos>, <sep>, its task's <task> token) or a patch (OMNI_DS_PATCH in the
+ * token array: the sample's next patch, in order). Each element carries a loss flag:
+ * 1 when the model must predict it. Every sample starts with its task's <task> token.
+ *
+ * Errors: bad input is OMNI_ERR_DATA with a message naming the file and the fault (and
+ * the row, sample or byte offset where it applies).
+ */
+#ifndef OMNI_DATASETS_H
+#define OMNI_DATASETS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "base.h"
+#include "experiment.h"
+#include "model.h"
+
+#define OMNI_DS_FORMAT         "omnimoe-dataset"
+#define OMNI_DS_FORMAT_VERSION 1
+#define OMNI_DS_PATCH          (-1) /* token-array marker of a patch element */
+#define OMNI_MULAW_MU          100.0f
+#define OMNI_MULAW_M           256.0f
+
+typedef enum {
+    OMNI_KIND_TEXT = 0,
+    OMNI_KIND_TEXT_TO_TEXT,
+    OMNI_KIND_IMAGE_TO_TEXT,
+    OMNI_KIND_AUDIO_TO_TEXT,
+    OMNI_KIND_CONTROL,
+    OMNI_KIND_COUNT
+} omni_task_kind;
+
+/* "text", "text_to_text", ...; and back (-1 when unknown). */
+const char *omni_task_kind_name(omni_task_kind k);
+int omni_task_kind_parse(const char *name);
+
+typedef enum { OMNI_SPLIT_TRAIN = 0, OMNI_SPLIT_VAL, OMNI_SPLIT_COUNT } omni_split;
+
+/* ---- values: mu-law and bins ------------------------------------------------- */
+
+/* Gato's mu-law: sgn(x) log(|x| mu + 1) / log(M mu + 1), mu = 100, M = 256. */
+float omni_mulaw(float x);
+float omni_mulaw_inverse(float y);
+/* Bin (0..OMNI_BINS-1) of a continuous value: mu-law, clipped to [-1, 1], 1024 uniform
+ * bins; NaN goes to the middle bin (callers reject NaN before). Token id = BIN0 + bin. */
+int32_t omni_value_bin(float x);
+/* The value at the centre of a bin (the decoding of omni_value_bin). */
+float omni_bin_value(int32_t bin);
+
+/* ---- images ------------------------------------------------------------------ */
+
+/* An 8-bit image, h x w x c (c = 1 grey or 3 RGB), row-major, channels interleaved. */
+typedef struct {
+    int32_t h, w, c;
+    uint8_t *px;
+} omni_image;
+
+/* Load a PNG or binary PGM/PPM (P5/P6), 8-bit grey or RGB (alpha is dropped). */
+omni_status omni_image_load(omni_image *img, const char *path);
+void omni_image_free(omni_image *img);
+/* Resize to size x size with `channels` channels (area average when shrinking,
+ * bilinear when enlarging; RGB -> grey by ITU-R BT.601 luma, grey -> RGB by copy). */
+omni_status omni_image_resize(const omni_image *src, int32_t size, int32_t channels,
+                              omni_image *dst);
+/* Cut an image (h, w multiples of patch) into patches in raster order; patch k holds
+ * rows of its pixels, channels interleaved: out[k * patch*patch*c + (y*patch + x)*c + ch]. */
+void omni_image_patches(const omni_image *img, int32_t patch, uint8_t *out);
+/* Write an 8-bit PNG (used by tests and benchmarks to make inputs). */
+omni_status omni_png_write(const char *path, const omni_image *img);
+
+/* The load-time normalisation of a stored patch byte: (v / 255 * 2 - 1) / sqrt(patch). */
+float omni_patch_value(uint8_t v, int32_t patch);
+
+/* ---- audio ------------------------------------------------------------------- */
+
+typedef struct {
+    int32_t sample_rate, mels, frames, patch;
+    int32_t n_fft, hop; /* STFT window (Hann) and hop, in samples */
+    float top_db;       /* dynamic range kept below the loudest bin (80 dB) */
+} omni_audio_cfg;
+
+/* Read a RIFF/WAVE file, PCM 16-bit, any channel count (mixed to mono) and any rate;
+ * samples scaled to [-1, 1). Free *samples with omni_free. */
+omni_status omni_wav_load(const char *path, float **samples, int64_t *n, int32_t *rate);
+/* Write a mono PCM 16-bit WAV (tests, benchmarks). */
+omni_status omni_wav_write(const char *path, const float *samples, int64_t n, int32_t rate,
+                           int32_t channels);
+/* Band-limited resampling (Hann-windowed sinc, cut-off at the lower Nyquist rate).
+ * *n_out = ceil(n * to / from); out is allocated with omni_alloc. */
+omni_status omni_resample(const float *in, int64_t n, int32_t from, int32_t to, float **out,
+                          int64_t *n_out);
+
+/* A reusable log-mel transform (FFTW plan, window, filter bank). */
+typedef struct omni_logmel omni_logmel;
+omni_status omni_logmel_create(omni_logmel **lm, const omni_audio_cfg *cfg);
+void omni_logmel_free(omni_logmel *lm);
+/* Mel power spectrogram in dB, out[m * frames + t] for mel band m (0 lowest) and frame
+ * t (frame t starts at sample t * hop; past the end is silence). */
+void omni_logmel_db(omni_logmel *lm, const float *x, int64_t n, float *out);
+/* dB to bytes: the loudest bin (or -60 dB if all are quieter) maps to 255, top_db below
+ * it to 0; power is scaled so a full-scale sine's band is near -3 dB. */
+void omni_logmel_quantize(const omni_audio_cfg *cfg, const float *db, uint8_t *out);
+/* Centre frequency in Hz of mel band m (HTK mel scale, 0 .. sample_rate / 2). */
+float omni_mel_band_hz(const omni_audio_cfg *cfg, int32_t m);
+
+/* ---- the cart-pole environment ----------------------------------------------- */
+
+/*
+ * Barto, Sutton & Anderson's cart-pole (as in OpenAI Gym's CartPole-v1): a pole on a
+ * cart pushed left (action 0) or right (action 1) with 10 N, Euler steps of 20 ms; an
+ * episode ends when |x| > 2.4 m, |theta| > 12 degrees, or after max_steps. Start states
+ * are uniform in [-0.05, 0.05]^4 from omni_rng keyed by (seed, "cartpole", episode).
+ */
+#define OMNI_CARTPOLE_OBS     4
+#define OMNI_CARTPOLE_ACTIONS 2
+
+typedef struct {
+    double x, x_dot, theta, theta_dot;
+    int64_t t;
+    bool done;
+} omni_cartpole;
+
+void omni_cartpole_reset(omni_cartpole *env, uint64_t seed, uint64_t episode);
+/* The observation: (x, x_dot, theta, theta_dot) as floats. */
+void omni_cartpole_observe(const omni_cartpole *env, float obs[OMNI_CARTPOLE_OBS]);
+/* Apply an action (0 or 1); returns true when the episode has ended. */
+bool omni_cartpole_step(omni_cartpole *env, int32_t action);
+/* The expert: a linear state-feedback controller that balances the pole indefinitely. */
+int32_t omni_cartpole_expert(const float obs[OMNI_CARTPOLE_OBS]);
+
+/* A policy for rollouts: the action for an observation at step t. */
+typedef int32_t (*omni_policy_fn)(void *ctx, const float *obs, int64_t t);
+/* Run one episode of at most max_steps with `policy`; returns the steps survived (the
+ * return). When obs/act are not NULL they receive [steps, OBS] and [steps]. */
+int64_t omni_cartpole_rollout(uint64_t seed, uint64_t episode, int64_t max_steps,
+                              omni_policy_fn policy, void *ctx, float *obs, int32_t *act);
+
+/* ---- building ---------------------------------------------------------------- */
+
+/* Build a dataset file from a spec (DESIGN.md §3.1). Written to a temporary name and
+ * renamed at the end: on failure no output file exists. Progress goes to `progress`
+ * (a bar on a terminal, periodic lines otherwise; NULL: quiet). Not collective. */
+omni_status omni_data_build(const char *spec_path, const char *out_path, FILE *progress);
+/* The demo dataset (shapes, tones, arith, cartpole), deterministic from `seed`. */
+omni_status omni_data_demo(const char *out_path, uint64_t seed, FILE *progress);
+/* Describe a dataset file (after checking all of it): tasks, counts, vocabulary, and
+ * one decoded example per task. */
+omni_status omni_data_info(const char *path, FILE *out);
+
+/* ---- reading and sampling ---------------------------------------------------- */
+
+/* One task as the sampler sees it (read-only view). */
+typedef struct {
+    char name[OMNI_NAME_MAX];
+    omni_task_kind kind;
+    const char *file;   /* the dataset file it came from */
+    double weight;      /* sampling weight from the experiment (before temperature) */
+    double loss_weight; /* from the experiment */
+    int64_t n_samples[OMNI_SPLIT_COUNT];
+    int64_t n_elements[OMNI_SPLIT_COUNT];
+    int64_t n_val_windows; /* fixed validation windows (omni_sampler_fill_val) */
+} omni_task_info;
+
+typedef struct omni_sampler omni_sampler;
+
+/*
+ * Open the dataset files of an experiment (data.files) and select its tasks
+ * (data.tasks, in that order; all tasks of the files when empty). Every file is read
+ * whole and checked (attributes, offsets, ids, sizes) before this returns:
+ * OMNI_ERR_DATA naming the file and fault. Not collective: each rank opens the files
+ * itself; callers agree on the status (omni_mpi_agree).
+ */
+omni_status omni_sampler_open(omni_sampler **s, const omni_experiment *x);
+void omni_sampler_close(omni_sampler *s);
+
+omni_data_dims omni_sampler_dims(const omni_sampler *s);
+int omni_sampler_n_tasks(const omni_sampler *s);
+const omni_task_info *omni_sampler_task(const omni_sampler *s, int task);
+
+/* Allocate the arrays of a batch of n_seq windows of `context` positions. */
+omni_status omni_batch_alloc(omni_batch *b, int64_t n_seq, int64_t context, int64_t patch_dim);
+void omni_batch_free(omni_batch *b);
+
+/*
+ * Fill window `row` of `b` for slot `slot` of the global batch of step `step`: a pure
+ * function of (sampler's data, experiment weights and temperature, seed, split, step,
+ * slot), so the plan does not depend on the number of processes. Draws come from the
+ * omni_rng stream (seed, "plan/train" or "plan/val", step) at offset slot << 24: a task
+ * with probability proportional to weight^(1/temperature), a sample uniform in its
+ * split, and the sample packed whole, or cut when it would not fit: a sample longer than
+ * the window starts at a random offset (a random step boundary for control) with its
+ * <task> token in front, and the last sample is cut at the window's end. Returns the
+ * loss-bearing positions of the window (sum over slots = batch->loss_norm).
+ */
+int64_t omni_sampler_fill(const omni_sampler *s, omni_split split, uint64_t seed, int64_t step,
+                          int64_t slot, omni_batch *b, int64_t row);
+/* Fill window `row` with the i-th fixed validation window of `task` (0 <= i <
+ * n_val_windows): the task's validation samples packed in file order, each window
+ * starting at a sample, a long sample cut at its start. Returns loss positions. */
+int64_t omni_sampler_fill_val(const omni_sampler *s, int task, int64_t i, omni_batch *b,
+                              int64_t row);
+
+#endif /* OMNI_DATASETS_H */

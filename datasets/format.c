@@ -1,0 +1,718 @@
+/*
+ * The dataset file (docs/datasets.md): writing it (to a temporary name, renamed when
+ * complete) and reading it back with every attribute, offset, id and size checked.
+ * The reader trusts nothing: a file may come from anyone's h5py script.
+ */
+#include "internal.h"
+
+#include <ctype.h>
+#include <hdf5.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- writing ------------------------------------------------------------------ */
+
+static omni_status w_attr(hid_t obj, const char *name, hid_t type, const void *v, const char *path)
+{
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(obj, name, type, sp, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = a < 0 ? -1 : H5Awrite(a, type, v);
+    if (a >= 0)
+        H5Aclose(a);
+    H5Sclose(sp);
+    if (rc < 0)
+        return omni_fail(OMNI_ERR_IO, "%s: cannot write attribute %s", path, name);
+    return OMNI_OK;
+}
+
+static omni_status w_i32(hid_t obj, const char *name, int32_t v, const char *path)
+{
+    return w_attr(obj, name, H5T_NATIVE_INT32, &v, path);
+}
+
+static omni_status w_f64(hid_t obj, const char *name, double v, const char *path)
+{
+    return w_attr(obj, name, H5T_NATIVE_DOUBLE, &v, path);
+}
+
+static omni_status w_str(hid_t obj, const char *name, const char *v, const char *path)
+{
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, strlen(v) + 1);
+    H5Tset_strpad(t, H5T_STR_NULLTERM);
+    omni_status st = w_attr(obj, name, t, v, path);
+    H5Tclose(t);
+    return st;
+}
+
+static omni_status w_data(hid_t g, const char *name, hid_t type, int rank, const hsize_t *dims,
+                          const void *buf, const char *path)
+{
+    hid_t sp = H5Screate_simple(rank, dims, NULL);
+    hid_t d = H5Dcreate2(g, name, type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hsize_t total = 1;
+    for (int i = 0; i < rank; i++)
+        total *= dims[i];
+    herr_t rc = d < 0 ? -1 : 0;
+    if (rc == 0 && total > 0)
+        rc = H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
+    if (d >= 0)
+        H5Dclose(d);
+    H5Sclose(sp);
+    if (rc < 0)
+        return omni_fail(OMNI_ERR_IO, "%s: cannot write dataset %s", path, name);
+    return OMNI_OK;
+}
+
+static omni_status write_pool(hid_t g, const ds_task *t, const ds_pool *p, const char *path)
+{
+    int64_t zero = 0;
+    const int64_t *off = p->n ? p->off : &zero;
+    const int64_t *poff = p->n ? p->poff : &zero;
+    hsize_t d1 = (hsize_t)p->n + 1, ne = (hsize_t)off[p->n];
+    omni_status st;
+    if ((st = w_data(g, "offsets", H5T_STD_I64LE, 1, &d1, off, path)) ||
+        (st = w_data(g, "tokens", H5T_STD_I32LE, 1, &ne, p->tok, path)) ||
+        (st = w_data(g, "loss", H5T_STD_U8LE, 1, &ne, p->loss, path)))
+        return st;
+    if (t->patch_dim > 0) {
+        hsize_t pd[2] = {(hsize_t)poff[p->n], (hsize_t)t->patch_dim};
+        if ((st = w_data(g, "patch_offsets", H5T_STD_I64LE, 1, &d1, poff, path)) ||
+            (st = w_data(g, "patches", H5T_STD_U8LE, 2, pd, p->patch, path)))
+            return st;
+    }
+    return OMNI_OK;
+}
+
+static omni_status write_all(hid_t f, const ds_file *df, const char *path)
+{
+    omni_status st;
+    bool image = false, audio = false;
+    for (int t = 0; t < df->n_tasks; t++) {
+        image |= df->tasks[t].kind == OMNI_KIND_IMAGE_TO_TEXT;
+        audio |= df->tasks[t].kind == OMNI_KIND_AUDIO_TO_TEXT;
+    }
+    if ((st = w_str(f, "format", OMNI_DS_FORMAT, path)) ||
+        (st = w_i32(f, "format_version", OMNI_DS_FORMAT_VERSION, path)) ||
+        (st = w_i32(f, "text_vocab", OMNI_TEXT_VOCAB, path)) ||
+        (st = w_i32(f, "bins", OMNI_BINS, path)) ||
+        (st = w_i32(f, "tok_bin0", OMNI_TOK_BIN0, path)) ||
+        (st = w_i32(f, "tok_pad", OMNI_TOK_PAD, path)) ||
+        (st = w_i32(f, "tok_eos", OMNI_TOK_EOS, path)) ||
+        (st = w_i32(f, "tok_sep", OMNI_TOK_SEP, path)) ||
+        (st = w_i32(f, "tok_task0", OMNI_TOK_TASK0, path)) ||
+        (st = w_i32(f, "n_tasks", df->n_tasks, path)) ||
+        (st = w_f64(f, "mulaw_mu", OMNI_MULAW_MU, path)) ||
+        (st = w_f64(f, "mulaw_m", OMNI_MULAW_M, path)) ||
+        (st = w_attr(f, "seed", H5T_NATIVE_UINT64, &df->seed, path)))
+        return st;
+    if (image && ((st = w_i32(f, "image_size", df->image_size, path)) ||
+                  (st = w_i32(f, "image_channels", df->image_channels, path)) ||
+                  (st = w_i32(f, "image_patch", df->image_patch, path))))
+        return st;
+    if (audio && ((st = w_i32(f, "audio_sample_rate", df->audio.sample_rate, path)) ||
+                  (st = w_i32(f, "audio_mels", df->audio.mels, path)) ||
+                  (st = w_i32(f, "audio_frames", df->audio.frames, path)) ||
+                  (st = w_i32(f, "audio_patch", df->audio.patch, path)) ||
+                  (st = w_i32(f, "audio_n_fft", df->audio.n_fft, path)) ||
+                  (st = w_i32(f, "audio_hop", df->audio.hop, path)) ||
+                  (st = w_f64(f, "audio_top_db", df->audio.top_db, path))))
+        return st;
+    hid_t tasks = H5Gcreate2(f, "tasks", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (tasks < 0)
+        return omni_fail(OMNI_ERR_IO, "%s: cannot create group /tasks", path);
+    for (int i = 0; i < df->n_tasks && !st; i++) {
+        const ds_task *t = &df->tasks[i];
+        hid_t g = H5Gcreate2(tasks, t->name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        if (g < 0) {
+            st = omni_fail(OMNI_ERR_IO, "%s: cannot create group /tasks/%s", path, t->name);
+            break;
+        }
+        st = w_str(g, "kind", omni_task_kind_name(t->kind), path);
+        if (!st)
+            st = w_i32(g, "index", t->index, path);
+        if (!st)
+            st = w_f64(g, "val_fraction", t->val_fraction, path);
+        if (!st && t->kind == OMNI_KIND_CONTROL) {
+            if (!(st = w_i32(g, "obs_dim", t->obs_dim, path)) &&
+                !(st = w_i32(g, "act_dim", t->act_dim, path)))
+                st = w_i32(g, "discrete", t->discrete, path);
+        }
+        static const char *const split_names[OMNI_SPLIT_COUNT] = {"train", "val"};
+        for (int s = 0; s < OMNI_SPLIT_COUNT && !st; s++) {
+            hid_t sg = H5Gcreate2(g, split_names[s], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+            if (sg < 0) {
+                st = omni_fail(OMNI_ERR_IO, "%s: cannot create /tasks/%s/%s", path, t->name,
+                               split_names[s]);
+                break;
+            }
+            st = write_pool(sg, t, &t->split[s], path);
+            H5Gclose(sg);
+        }
+        H5Gclose(g);
+    }
+    H5Gclose(tasks);
+    return st;
+}
+
+omni_status ds_write(const ds_file *df, const char *path)
+{
+    char tmp[OMNI_PATH_MAX + 32];
+    int n = snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid());
+    if (n < 0 || (size_t)n >= sizeof tmp)
+        return omni_fail(OMNI_ERR_USAGE, "%s: output path too long", path);
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0)
+        return omni_fail(OMNI_ERR_IO,
+                         "%s: cannot create the file (is the directory there "
+                         "and writable?)",
+                         path);
+    omni_status st = write_all(f, df, path);
+    if (H5Fclose(f) < 0 && !st)
+        st = omni_fail(OMNI_ERR_IO, "%s: cannot close the file", path);
+    if (!st && rename(tmp, path) != 0)
+        st = omni_fail(OMNI_ERR_IO, "%s: cannot rename %s into place", path, tmp);
+    if (st)
+        remove(tmp);
+    return st;
+}
+
+/* ---- reading ------------------------------------------------------------------ */
+
+static omni_status bad(const char *path, const char *fmt, ...) OMNI_PRINTF(2, 3);
+
+static omni_status bad(const char *path, const char *fmt, ...)
+{
+    char what[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    return omni_fail(OMNI_ERR_DATA, "%s: %s", path, what);
+}
+
+/* An integer or float scalar attribute, converted to double; `required` or not. */
+static omni_status r_num(hid_t obj, const char *where, const char *name, bool required, double *v,
+                         bool *present, const char *path)
+{
+    if (present)
+        *present = false;
+    htri_t ex = H5Aexists(obj, name);
+    if (ex <= 0) {
+        if (required)
+            return bad(path, "missing attribute %s%s", where, name);
+        return OMNI_OK;
+    }
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    hid_t t = a >= 0 ? H5Aget_type(a) : -1;
+    hid_t sp = a >= 0 ? H5Aget_space(a) : -1;
+    H5T_class_t cls = t >= 0 ? H5Tget_class(t) : H5T_NO_CLASS;
+    hssize_t npts = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
+    omni_status st = OMNI_OK;
+    if (a < 0 || (cls != H5T_INTEGER && cls != H5T_FLOAT) || npts != 1)
+        st = bad(path, "attribute %s%s is not a number", where, name);
+    else if (H5Aread(a, H5T_NATIVE_DOUBLE, v) < 0 || !isfinite(*v))
+        st = bad(path, "attribute %s%s cannot be read as a finite number", where, name);
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (t >= 0)
+        H5Tclose(t);
+    if (a >= 0)
+        H5Aclose(a);
+    if (!st && present)
+        *present = true;
+    return st;
+}
+
+static omni_status r_int(hid_t obj, const char *where, const char *name, int64_t lo, int64_t hi,
+                         int32_t *v, const char *path)
+{
+    double d;
+    omni_status st = r_num(obj, where, name, true, &d, NULL, path);
+    if (st)
+        return st;
+    if (d != floor(d) || d < (double)lo || d > (double)hi)
+        return bad(path, "attribute %s%s = %g, expected an integer in [%lld, %lld]", where, name, d,
+                   (long long)lo, (long long)hi);
+    *v = (int32_t)d;
+    return OMNI_OK;
+}
+
+static omni_status r_str(hid_t obj, const char *where, const char *name, char *out, size_t cap,
+                         const char *path)
+{
+    if (H5Aexists(obj, name) <= 0)
+        return bad(path, "missing attribute %s%s", where, name);
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    hid_t t = a >= 0 ? H5Aget_type(a) : -1;
+    omni_status st = OMNI_OK;
+    if (t < 0 || H5Tget_class(t) != H5T_STRING) {
+        st = bad(path, "attribute %s%s is not a string", where, name);
+    } else if (H5Tis_variable_str(t) > 0) {
+        char *s = NULL;
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mt, H5T_VARIABLE);
+        H5Tset_cset(mt, H5Tget_cset(t));
+        if (H5Aread(a, mt, &s) < 0 || !s)
+            st = bad(path, "attribute %s%s cannot be read", where, name);
+        else if (strlen(s) >= cap)
+            st = bad(path, "attribute %s%s is too long", where, name);
+        else
+            snprintf(out, cap, "%s", s);
+        if (s)
+            H5free_memory(s);
+        H5Tclose(mt);
+    } else {
+        size_t sz = H5Tget_size(t);
+        if (sz >= cap) {
+            st = bad(path, "attribute %s%s is too long", where, name);
+        } else {
+            memset(out, 0, cap);
+            if (H5Aread(a, t, out) < 0)
+                st = bad(path, "attribute %s%s cannot be read", where, name);
+            out[sz] = '\0';
+        }
+    }
+    if (t >= 0)
+        H5Tclose(t);
+    if (a >= 0)
+        H5Aclose(a);
+    return st;
+}
+
+/* Read a whole 1-D (rank 1) or 2-D integer dataset into a new buffer of `mtype`. */
+static omni_status r_data(hid_t g, const char *where, const char *name, hid_t mtype, int rank,
+                          hsize_t *dims, void **buf, const char *path)
+{
+    *buf = NULL;
+    if (H5Lexists(g, name, H5P_DEFAULT) <= 0)
+        return bad(path, "missing dataset %s%s", where, name);
+    hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
+    if (d < 0)
+        return bad(path, "%s%s is not a dataset", where, name);
+    hid_t t = H5Dget_type(d), sp = H5Dget_space(d);
+    omni_status st = OMNI_OK;
+    int r = H5Sget_simple_extent_ndims(sp);
+    if (H5Tget_class(t) != H5T_INTEGER) {
+        st = bad(path, "dataset %s%s is not of an integer type", where, name);
+        goto out;
+    }
+    if (r != rank) {
+        st = bad(path, "dataset %s%s has rank %d, expected %d", where, name, r, rank);
+        goto out;
+    }
+    /* Bytes (loss flags, patches) must be stored as uint8: a wider type would be
+     * clipped silently by HDF5's conversion. */
+    if (mtype == H5T_NATIVE_UINT8 && (H5Tget_size(t) != 1 || H5Tget_sign(t) != H5T_SGN_NONE)) {
+        st = bad(path, "dataset %s%s is a %zu-byte %s integer, expected uint8", where, name,
+                 H5Tget_size(t), H5Tget_sign(t) == H5T_SGN_NONE ? "unsigned" : "signed");
+        goto out;
+    }
+    H5Sget_simple_extent_dims(sp, dims, NULL);
+    int64_t n = 1;
+    for (int i = 0; i < rank; i++) {
+        if (dims[i] > (hsize_t)1 << 40 ||
+            (dims[i] > 0 && n > ((int64_t)1 << 40) / (int64_t)dims[i])) {
+            st = bad(path, "dataset %s%s is implausibly large", where, name);
+            goto out;
+        }
+        n *= (int64_t)dims[i];
+    }
+    size_t bytes;
+    if (!omni_mul_size(n ? n : 1, H5Tget_size(mtype), &bytes) || !(*buf = malloc(bytes))) {
+        st = omni_fail(OMNI_ERR_NOMEM, "%s: cannot allocate %s%s", path, where, name);
+        goto out;
+    }
+    if (n > 0 && H5Dread(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, *buf) < 0) {
+        st = bad(path, "dataset %s%s cannot be read (values out of range of %s?)", where, name,
+                 mtype == H5T_NATIVE_UINT8 ? "uint8" : "its type");
+        free(*buf);
+        *buf = NULL;
+    }
+out:
+    H5Sclose(sp);
+    H5Tclose(t);
+    H5Dclose(d);
+    return st;
+}
+
+static omni_status check_offsets(const int64_t *off, int64_t n, int64_t total, const char *what,
+                                 const char *where, const char *path)
+{
+    if (off[0] != 0)
+        return bad(path, "%s%s[0] = %lld, expected 0", where, what, (long long)off[0]);
+    for (int64_t i = 0; i < n; i++)
+        if (off[i + 1] < off[i])
+            return bad(path, "%s%s decreases at sample %lld (%lld then %lld)", where, what,
+                       (long long)i, (long long)off[i], (long long)off[i + 1]);
+    if (off[n] != total)
+        return bad(path, "%s%s ends at %lld, but the array it indexes has %lld entries", where,
+                   what, (long long)off[n], (long long)total);
+    return OMNI_OK;
+}
+
+/* Check the samples of one split against the rules of its kind (docs/datasets.md). */
+static omni_status check_pool(const ds_task *t, const ds_pool *p, const char *where,
+                              const char *path)
+{
+    int32_t task_tok = OMNI_TOK_TASK0 + t->index;
+    int32_t step = t->obs_dim + 1 + t->act_dim;
+    for (int64_t i = 0; i < p->n; i++) {
+        int64_t a = p->off[i], b = p->off[i + 1];
+        if (b - a < 2)
+            return bad(path,
+                       "%ssample %lld has %lld elements, expected at least 2 (<task> and "
+                       "more)",
+                       where, (long long)i, (long long)(b - a));
+        if (p->tok[a] != task_tok)
+            return bad(path, "%ssample %lld starts with token %d, expected its task token %d",
+                       where, (long long)i, p->tok[a], task_tok);
+        int64_t patches = 0, losses = 0;
+        for (int64_t j = a; j < b; j++) {
+            int32_t v = p->tok[j];
+            uint8_t l = p->loss[j];
+            if (l > 1)
+                return bad(path, "%sloss[%lld] = %u, expected 0 or 1", where, (long long)j, l);
+            if (j == a) {
+                if (l)
+                    return bad(path, "%ssample %lld: loss on its <task> token", where,
+                               (long long)i);
+                continue;
+            }
+            if (v == OMNI_DS_PATCH) {
+                if (t->patch_dim == 0)
+                    return bad(path, "%stokens[%lld] is a patch (-1) in a %s task", where,
+                               (long long)j, omni_task_kind_name(t->kind));
+                if (l)
+                    return bad(path, "%sloss[%lld] = 1 on a patch, expected 0", where,
+                               (long long)j);
+                patches++;
+            } else if (v < 0 || v >= OMNI_TOK_TASK0 || v == OMNI_TOK_PAD) {
+                return bad(path,
+                           "%stokens[%lld] = %d is outside the vocabulary (0..%d, or -1 for "
+                           "a patch; <pad> and <task> tokens only where documented)",
+                           where, (long long)j, v, OMNI_TOK_TASK0 - 1);
+            }
+            losses += l;
+        }
+        if (losses == 0)
+            return bad(path, "%ssample %lld has no loss-bearing element", where, (long long)i);
+        if (t->patch_dim > 0) {
+            int64_t np = p->poff[i + 1] - p->poff[i];
+            if (np != patches || np != (int64_t)t->rows * t->cols)
+                return bad(path,
+                           "%ssample %lld has %lld patch tokens and %lld patches, expected "
+                           "%d (%d x %d)",
+                           where, (long long)i, (long long)patches, (long long)np,
+                           t->rows * t->cols, t->rows, t->cols);
+        }
+        if (t->kind == OMNI_KIND_CONTROL) {
+            if ((b - a - 1) % step != 0)
+                return bad(path,
+                           "%ssample %lld: %lld elements after <task> are not whole steps "
+                           "of %d (obs_dim + 1 + act_dim)",
+                           where, (long long)i, (long long)(b - a - 1), step);
+            for (int64_t j = a + 1; j < b; j++) {
+                int64_t k = (j - a - 1) % step;
+                int32_t v = p->tok[j];
+                bool is_act = k > t->obs_dim, is_sep = k == t->obs_dim;
+                if (is_sep ? v != OMNI_TOK_SEP
+                           : (v < OMNI_TOK_BIN0 || v >= OMNI_TOK_BIN0 + OMNI_BINS))
+                    return bad(path, "%stokens[%lld] = %d, expected %s in a control step", where,
+                               (long long)j, v, is_sep ? "<sep>" : "a value bin");
+                if (p->loss[j] != (is_act ? 1 : 0))
+                    return bad(path, "%sloss[%lld] = %u, expected loss on action tokens only",
+                               where, (long long)j, p->loss[j]);
+            }
+        }
+    }
+    return OMNI_OK;
+}
+
+static omni_status read_pool(hid_t g, const char *where, ds_task *t, ds_pool *p, const char *path)
+{
+    hsize_t d_off[1], d_tok[1], d_loss[1], d_poff[1], d_patch[2];
+    omni_status st;
+    char w[OMNI_NAME_MAX + 32];
+    if ((st = r_data(g, where, "offsets", H5T_NATIVE_INT64, 1, d_off, (void **)&p->off, path)) ||
+        (st = r_data(g, where, "tokens", H5T_NATIVE_INT32, 1, d_tok, (void **)&p->tok, path)) ||
+        (st = r_data(g, where, "loss", H5T_NATIVE_UINT8, 1, d_loss, (void **)&p->loss, path)))
+        return st;
+    if (d_off[0] < 1)
+        return bad(path, "%soffsets is empty, expected n + 1 entries", where);
+    p->n = (int64_t)d_off[0] - 1;
+    if (d_tok[0] != d_loss[0])
+        return bad(path, "%stokens has %llu entries but loss has %llu", where,
+                   (unsigned long long)d_tok[0], (unsigned long long)d_loss[0]);
+    if ((st = check_offsets(p->off, p->n, (int64_t)d_tok[0], "offsets", where, path)))
+        return st;
+    if (t->patch_dim > 0) {
+        if ((st = r_data(g, where, "patch_offsets", H5T_NATIVE_INT64, 1, d_poff, (void **)&p->poff,
+                         path)) ||
+            (st = r_data(g, where, "patches", H5T_NATIVE_UINT8, 2, d_patch, (void **)&p->patch,
+                         path)))
+            return st;
+        if (d_poff[0] != d_off[0])
+            return bad(path, "%spatch_offsets has %llu entries, expected %lld (like offsets)",
+                       where, (unsigned long long)d_poff[0], (long long)(p->n + 1));
+        if (d_patch[1] != (hsize_t)t->patch_dim)
+            return bad(path, "%spatches rows have %llu values, expected %d", where,
+                       (unsigned long long)d_patch[1], t->patch_dim);
+        if ((st = check_offsets(p->poff, p->n, (int64_t)d_patch[0], "patch_offsets", where, path)))
+            return st;
+    }
+    snprintf(w, sizeof w, "%s", where);
+    return check_pool(t, p, w, path);
+}
+
+static bool valid_name(const char *s)
+{
+    if (!*s)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.')
+            return false;
+    return true;
+}
+
+typedef struct {
+    char names[OMNI_MAX_TASKS + 1][OMNI_NAME_MAX];
+    int n;
+    bool overflow, bad_name;
+} name_list;
+
+static herr_t list_cb(hid_t g, const char *name, const H5L_info_t *info, void *data)
+{
+    (void)g;
+    (void)info;
+    name_list *l = data;
+    if (l->n == OMNI_MAX_TASKS) {
+        l->overflow = true;
+        return 1;
+    }
+    if (strlen(name) >= OMNI_NAME_MAX || !valid_name(name)) {
+        l->bad_name = true;
+        snprintf(l->names[OMNI_MAX_TASKS], OMNI_NAME_MAX, "%.60s", name);
+        return 1;
+    }
+    snprintf(l->names[l->n++], OMNI_NAME_MAX, "%s", name);
+    return 0;
+}
+
+static omni_status read_root(hid_t f, ds_file *df, bool image, bool audio, const char *path)
+{
+    omni_status st;
+    int32_t v;
+    char fmt[64];
+    if ((st = r_str(f, "/", "format", fmt, sizeof fmt, path)))
+        return st;
+    if (strcmp(fmt, OMNI_DS_FORMAT))
+        return bad(path, "attribute /format is \"%s\", expected \"%s\"", fmt, OMNI_DS_FORMAT);
+    if ((st = r_int(f, "/", "format_version", 0, INT32_MAX, &v, path)))
+        return st;
+    if (v != OMNI_DS_FORMAT_VERSION)
+        return bad(path, "format_version %d is not supported, expected %d", v,
+                   OMNI_DS_FORMAT_VERSION);
+    static const struct {
+        const char *name;
+        int32_t value;
+    } layout[] = {
+        {"text_vocab", OMNI_TEXT_VOCAB}, {"bins", OMNI_BINS},       {"tok_bin0", OMNI_TOK_BIN0},
+        {"tok_pad", OMNI_TOK_PAD},       {"tok_eos", OMNI_TOK_EOS}, {"tok_sep", OMNI_TOK_SEP},
+        {"tok_task0", OMNI_TOK_TASK0},
+    };
+    for (size_t i = 0; i < sizeof layout / sizeof layout[0]; i++) {
+        if ((st = r_int(f, "/", layout[i].name, INT32_MIN, INT32_MAX, &v, path)))
+            return st;
+        if (v != layout[i].value)
+            return bad(path, "attribute /%s = %d, expected %d (the vocabulary layout)",
+                       layout[i].name, v, layout[i].value);
+    }
+    double mu, m, seed = 0;
+    bool has_seed;
+    if ((st = r_num(f, "/", "mulaw_mu", true, &mu, NULL, path)) ||
+        (st = r_num(f, "/", "mulaw_m", true, &m, NULL, path)) ||
+        (st = r_num(f, "/", "seed", false, &seed, &has_seed, path)))
+        return st;
+    if (mu != (double)OMNI_MULAW_MU || m != (double)OMNI_MULAW_M)
+        return bad(path, "mu-law constants mu = %g, M = %g, expected %g and %g", mu, m,
+                   (double)OMNI_MULAW_MU, (double)OMNI_MULAW_M);
+    df->seed = seed >= 0 ? (uint64_t)seed : 0;
+    if (image) {
+        if ((st = r_int(f, "/", "image_size", 1, 4096, &df->image_size, path)) ||
+            (st = r_int(f, "/", "image_channels", 1, 3, &df->image_channels, path)) ||
+            (st = r_int(f, "/", "image_patch", 1, 256, &df->image_patch, path)))
+            return st;
+        if (df->image_channels == 2)
+            return bad(path, "attribute /image_channels = 2, expected 1 or 3");
+        if (df->image_size % df->image_patch)
+            return bad(path, "image_size %d is not a multiple of image_patch %d", df->image_size,
+                       df->image_patch);
+    }
+    if (audio) {
+        omni_audio_cfg *a = &df->audio;
+        double top = 80;
+        if ((st = r_int(f, "/", "audio_sample_rate", 1, 1000000, &a->sample_rate, path)) ||
+            (st = r_int(f, "/", "audio_mels", 1, 4096, &a->mels, path)) ||
+            (st = r_int(f, "/", "audio_frames", 1, 65536, &a->frames, path)) ||
+            (st = r_int(f, "/", "audio_patch", 1, 256, &a->patch, path)) ||
+            (st = r_num(f, "/", "audio_top_db", false, &top, NULL, path)))
+            return st;
+        /* STFT parameters are informative for the reader; missing ones read as 0. */
+        double d;
+        bool has;
+        if (!r_num(f, "/", "audio_n_fft", false, &d, &has, path) && has)
+            a->n_fft = (int32_t)d;
+        if (!r_num(f, "/", "audio_hop", false, &d, &has, path) && has)
+            a->hop = (int32_t)d;
+        a->top_db = (float)top;
+        if (a->mels % a->patch || a->frames % a->patch)
+            return bad(path,
+                       "audio_mels %d and audio_frames %d must be multiples of audio_patch "
+                       "%d",
+                       a->mels, a->frames, a->patch);
+    }
+    return OMNI_OK;
+}
+
+void ds_task_geometry(const ds_file *f, ds_task *t)
+{
+    t->patch = t->patch_dim = t->rows = t->cols = 0;
+    if (t->kind == OMNI_KIND_IMAGE_TO_TEXT) {
+        t->patch = f->image_patch;
+        t->rows = t->cols = f->image_size / f->image_patch;
+        t->patch_dim = f->image_patch * f->image_patch * f->image_channels;
+    } else if (t->kind == OMNI_KIND_AUDIO_TO_TEXT) {
+        t->patch = f->audio.patch;
+        t->rows = f->audio.mels / f->audio.patch;
+        t->cols = f->audio.frames / f->audio.patch;
+        t->patch_dim = f->audio.patch * f->audio.patch;
+    }
+}
+
+static omni_status read_tasks(hid_t f, ds_file *df, const char *path)
+{
+    omni_status st;
+    int32_t n_tasks;
+    if ((st = r_int(f, "/", "n_tasks", 1, OMNI_MAX_TASKS, &n_tasks, path)))
+        return st;
+    if (H5Lexists(f, "tasks", H5P_DEFAULT) <= 0)
+        return bad(path, "missing group /tasks");
+    hid_t tg = H5Gopen2(f, "tasks", H5P_DEFAULT);
+    if (tg < 0)
+        return bad(path, "/tasks is not a group");
+    name_list names = {0};
+    if (H5Literate(tg, H5_INDEX_NAME, H5_ITER_INC, NULL, list_cb, &names) < 0) {
+        H5Gclose(tg);
+        return bad(path, "cannot list /tasks");
+    }
+    if (names.bad_name) {
+        H5Gclose(tg);
+        return bad(path, "/tasks/%s: a task name must be letters, digits, '-', '_', '.'",
+                   names.names[OMNI_MAX_TASKS]);
+    }
+    if (names.overflow || names.n != n_tasks) {
+        H5Gclose(tg);
+        return bad(path, "/tasks has %s%d groups, but attribute /n_tasks = %d",
+                   names.overflow ? "more than " : "", names.n, n_tasks);
+    }
+    /* Kinds first: the root attributes needed depend on them. */
+    ds_task tmp[OMNI_MAX_TASKS];
+    memset(tmp, 0, sizeof tmp);
+    bool seen[OMNI_MAX_TASKS] = {false}, image = false, audio = false;
+    for (int i = 0; i < n_tasks && !st; i++) {
+        char where[OMNI_NAME_MAX + 16], kind[32];
+        snprintf(where, sizeof where, "/tasks/%s/", names.names[i]);
+        hid_t g = H5Gopen2(tg, names.names[i], H5P_DEFAULT);
+        if (g < 0) {
+            st = bad(path, "%s is not a group", where);
+            break;
+        }
+        ds_task *t = &tmp[i];
+        snprintf(t->name, sizeof t->name, "%s", names.names[i]);
+        int32_t idx = 0;
+        if (!(st = r_str(g, where, "kind", kind, sizeof kind, path)) &&
+            !(st = r_int(g, where, "index", 0, n_tasks - 1, &idx, path))) {
+            int k = omni_task_kind_parse(kind);
+            if (k < 0)
+                st = bad(path,
+                         "%skind is \"%s\", expected text, text_to_text, image_to_text, "
+                         "audio_to_text or control",
+                         where, kind);
+            else if (seen[idx])
+                st = bad(path, "%sindex %d is used by two tasks", where, idx);
+            t->kind = (omni_task_kind)k;
+            t->index = idx;
+            seen[idx] = true;
+            image |= t->kind == OMNI_KIND_IMAGE_TO_TEXT;
+            audio |= t->kind == OMNI_KIND_AUDIO_TO_TEXT;
+        }
+        double vf;
+        bool has;
+        if (!st && !(st = r_num(g, where, "val_fraction", false, &vf, &has, path)))
+            t->val_fraction = has ? vf : 0.0;
+        if (!st && t->kind == OMNI_KIND_CONTROL) {
+            if (!(st = r_int(g, where, "obs_dim", 1, 65536, &t->obs_dim, path)) &&
+                !(st = r_int(g, where, "act_dim", 1, 65536, &t->act_dim, path)))
+                st = r_int(g, where, "discrete", 0, 1, &t->discrete, path);
+        }
+        H5Gclose(g);
+    }
+    if (!st)
+        st = read_root(f, df, image, audio, path);
+    /* Samples: in index order, so df->tasks[i].index == i. */
+    for (int i = 0; i < n_tasks && !st; i++) {
+        ds_task *t = &df->tasks[tmp[i].index];
+        *t = tmp[i];
+        df->n_tasks++;
+        ds_task_geometry(df, t);
+    }
+    for (int i = 0; i < n_tasks && !st; i++) {
+        ds_task *t = &df->tasks[i];
+        static const char *const split_names[OMNI_SPLIT_COUNT] = {"train", "val"};
+        for (int s = 0; s < OMNI_SPLIT_COUNT && !st; s++) {
+            char where[OMNI_NAME_MAX + 24];
+            snprintf(where, sizeof where, "/tasks/%s/%s/", t->name, split_names[s]);
+            char gname[OMNI_NAME_MAX + 16];
+            snprintf(gname, sizeof gname, "%s/%s", t->name, split_names[s]);
+            if (H5Lexists(tg, t->name, H5P_DEFAULT) <= 0 ||
+                H5Lexists(tg, gname, H5P_DEFAULT) <= 0) {
+                st = bad(path, "missing group %.*s", (int)strlen(where) - 1, where);
+                break;
+            }
+            hid_t g = H5Gopen2(tg, gname, H5P_DEFAULT);
+            if (g < 0) {
+                st = bad(path, "%s is not a group", where);
+                break;
+            }
+            st = read_pool(g, where, t, &t->split[s], path);
+            H5Gclose(g);
+        }
+        if (!st && t->split[OMNI_SPLIT_TRAIN].n == 0)
+            st = bad(path, "task %s has no training samples", t->name);
+    }
+    H5Gclose(tg);
+    return st;
+}
+
+omni_status ds_read(const char *path, ds_file *df)
+{
+    memset(df, 0, sizeof *df);
+    if (access(path, R_OK) != 0)
+        return bad(path, "cannot open the file (missing or unreadable)");
+    htri_t is = H5Fis_hdf5(path);
+    if (is <= 0)
+        return bad(path, "not an HDF5 file");
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0)
+        return bad(path, "cannot open the HDF5 file");
+    omni_status st = read_tasks(f, df, path);
+    H5Fclose(f);
+    if (st)
+        ds_file_free(df);
+    return st;
+}

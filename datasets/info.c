@@ -1,0 +1,116 @@
+/* `omnimoe data info`: a dataset file described, after the reader has checked it. */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Print one sample's elements in a readable form: text as text, bins as b<n>, runs of
+ * patches as their count, and a '|' where the loss-bearing part starts. */
+static void print_sample(FILE *out, const ds_task *t, const ds_pool *p, int64_t i)
+{
+    int64_t a = p->off[i], e = p->off[i + 1];
+    bool in_text = false, loss = false;
+    int64_t shown = 0;
+    fprintf(out, "    ");
+    for (int64_t j = a; j < e; j++) {
+        int32_t v = p->tok[j];
+        if (p->loss[j] && !loss) {
+            fputs(in_text ? "\"|" : " |", out);
+            in_text = false;
+            loss = true;
+        }
+        if (shown > 120 && j + 1 < e) {
+            fprintf(out, "%s ... (%lld more)", in_text ? "\"" : "", (long long)(e - j));
+            in_text = false;
+            break;
+        }
+        if (v >= 0 && v < OMNI_TEXT_VOCAB) {
+            if (!in_text)
+                fputs(" \"", out);
+            in_text = true;
+            if (v >= 32 && v < 127 && v != '"' && v != '\\')
+                fputc(v, out);
+            else
+                fprintf(out, "\\x%02x", v);
+            shown++;
+            continue;
+        }
+        if (in_text)
+            fputc('"', out);
+        in_text = false;
+        shown++;
+        if (v == OMNI_DS_PATCH) {
+            int64_t k = j;
+            while (k < e && p->tok[k] == OMNI_DS_PATCH)
+                k++;
+            fprintf(out, " [%lld %s patches %dx%d of %d values]", (long long)(k - j),
+                    t->kind == OMNI_KIND_IMAGE_TO_TEXT ? "image" : "audio", t->patch, t->patch,
+                    t->patch_dim);
+            j = k - 1;
+        } else if (v >= OMNI_TOK_BIN0 && v < OMNI_TOK_BIN0 + OMNI_BINS) {
+            fprintf(out, " b%d", v - OMNI_TOK_BIN0);
+        } else if (v == OMNI_TOK_EOS) {
+            fputs(" <eos>", out);
+        } else if (v == OMNI_TOK_SEP) {
+            fputs(" <sep>", out);
+        } else if (v == OMNI_TOK_PAD) {
+            fputs(" <pad>", out);
+        } else {
+            fprintf(out, " <task:%s>", t->name);
+        }
+    }
+    if (in_text)
+        fputc('"', out);
+    fputc('\n', out);
+}
+
+omni_status omni_data_info(const char *path, FILE *out)
+{
+    ds_file *f = calloc(1, sizeof *f);
+    if (!f)
+        return omni_fail(OMNI_ERR_NOMEM, "cannot allocate the dataset");
+    omni_status st = ds_read(path, f);
+    if (st) {
+        free(f);
+        return st;
+    }
+    fprintf(out, "%s: %s version %d, %d task%s, seed %llu\n", path, OMNI_DS_FORMAT,
+            OMNI_DS_FORMAT_VERSION, f->n_tasks, f->n_tasks == 1 ? "" : "s",
+            (unsigned long long)f->seed);
+    fprintf(out,
+            "vocabulary: text 0..%d, value bins %d..%d (mu-law mu %g, M %g), <pad> %d, "
+            "<eos> %d, <sep> %d, <task> %d..%d\n",
+            OMNI_TEXT_VOCAB - 1, OMNI_TOK_BIN0, OMNI_TOK_BIN0 + OMNI_BINS - 1,
+            (double)OMNI_MULAW_MU, (double)OMNI_MULAW_M, OMNI_TOK_PAD, OMNI_TOK_EOS, OMNI_TOK_SEP,
+            OMNI_TOK_TASK0, OMNI_TOK_TASK0 + f->n_tasks - 1);
+    if (f->image_size)
+        fprintf(out, "images: %dx%d, %d channel%s, patch %d\n", f->image_size, f->image_size,
+                f->image_channels, f->image_channels == 1 ? "" : "s", f->image_patch);
+    if (f->audio.mels)
+        fprintf(out, "audio: %d Hz, %d mels x %d frames (n_fft %d, hop %d), patch %d\n",
+                f->audio.sample_rate, f->audio.mels, f->audio.frames, f->audio.n_fft, f->audio.hop,
+                f->audio.patch);
+    fprintf(out, "\n%-16s %-14s %6s %10s %12s %10s %12s\n", "task", "kind", "token", "train",
+            "train elems", "val", "val elems");
+    for (int i = 0; i < f->n_tasks; i++) {
+        const ds_task *t = &f->tasks[i];
+        const ds_pool *tr = &t->split[OMNI_SPLIT_TRAIN], *va = &t->split[OMNI_SPLIT_VAL];
+        fprintf(out, "%-16s %-14s %6d %10lld %12lld %10lld %12lld\n", t->name,
+                omni_task_kind_name(t->kind), OMNI_TOK_TASK0 + t->index, (long long)tr->n,
+                (long long)tr->off[tr->n], (long long)va->n,
+                (long long)(va->n ? va->off[va->n] : 0));
+    }
+    for (int i = 0; i < f->n_tasks; i++) {
+        const ds_task *t = &f->tasks[i];
+        fprintf(out, "\nexample of %s (train sample 0", t->name);
+        if (t->kind == OMNI_KIND_CONTROL)
+            fprintf(out, "; steps of %d observation bins, <sep>, %d %s action bin%s", t->obs_dim,
+                    t->act_dim, t->discrete ? "discrete" : "continuous",
+                    t->act_dim == 1 ? "" : "s");
+        fprintf(out, "):\n");
+        print_sample(out, t, &t->split[OMNI_SPLIT_TRAIN], 0);
+    }
+    ds_file_free(f);
+    free(f);
+    return OMNI_OK;
+}

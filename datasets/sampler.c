@@ -1,0 +1,404 @@
+/*
+ * The sampler: the dataset files of an experiment, checked whole at open, and the
+ * packing of context windows for the batch plan. Filling a window is a pure function
+ * of (data, weights, seed, split, step, slot), so any process can fill any slot and
+ * the global batch does not depend on the number of processes.
+ */
+#include "internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    omni_task_info info;
+    const ds_task *t;
+    int32_t token;      /* the experiment's <task> token: OMNI_TOK_TASK0 + index */
+    uint8_t pos_kind;   /* OMNI_POS_IMAGE or OMNI_POS_AUDIO for patch kinds */
+    float lut[256];     /* stored patch byte -> normalised value */
+    int64_t *val_start; /* [n_val_windows + 1] first validation sample of each window */
+} s_task;
+
+struct omni_sampler {
+    int n_files;
+    ds_file *files;
+    char (*paths)[OMNI_PATH_MAX];
+    int n_tasks;
+    s_task tasks[OMNI_MAX_TASKS];
+    double cum[OMNI_SPLIT_COUNT][OMNI_MAX_TASKS]; /* cumulative task probabilities */
+    omni_data_dims dims;
+    int64_t context;
+};
+
+void omni_sampler_close(omni_sampler *s)
+{
+    if (!s)
+        return;
+    for (int i = 0; i < s->n_tasks; i++)
+        free(s->tasks[i].val_start);
+    for (int f = 0; f < s->n_files; f++)
+        ds_file_free(&s->files[f]);
+    free(s->files);
+    free(s->paths);
+    free(s);
+}
+
+omni_data_dims omni_sampler_dims(const omni_sampler *s)
+{
+    return s->dims;
+}
+
+int omni_sampler_n_tasks(const omni_sampler *s)
+{
+    return s->n_tasks;
+}
+
+const omni_task_info *omni_sampler_task(const omni_sampler *s, int task)
+{
+    OMNI_ASSERT(task >= 0 && task < s->n_tasks);
+    return &s->tasks[task].info;
+}
+
+static omni_status add_task(omni_sampler *s, int file, const ds_task *t, double weight,
+                            double loss_weight)
+{
+    s_task *st = &s->tasks[s->n_tasks];
+    memset(st, 0, sizeof *st);
+    st->t = t;
+    st->token = OMNI_TOK_TASK0 + s->n_tasks;
+    snprintf(st->info.name, sizeof st->info.name, "%s", t->name);
+    st->info.kind = t->kind;
+    st->info.file = s->paths[file];
+    st->info.weight = weight;
+    st->info.loss_weight = loss_weight;
+    for (int sp = 0; sp < OMNI_SPLIT_COUNT; sp++) {
+        st->info.n_samples[sp] = t->split[sp].n;
+        st->info.n_elements[sp] = t->split[sp].n ? t->split[sp].off[t->split[sp].n] : 0;
+    }
+    if (t->patch_dim > 0) {
+        st->pos_kind = t->kind == OMNI_KIND_IMAGE_TO_TEXT ? OMNI_POS_IMAGE : OMNI_POS_AUDIO;
+        for (int v = 0; v < 256; v++)
+            st->lut[v] = omni_patch_value((uint8_t)v, t->patch);
+        int32_t *dim =
+            st->pos_kind == OMNI_POS_IMAGE ? &s->dims.image_patch_dim : &s->dims.audio_patch_dim;
+        if (*dim && *dim != t->patch_dim)
+            return omni_fail(OMNI_ERR_DATA,
+                             "%s: task %s has patches of %d values, but another "
+                             "file's %s patches have %d; expected the same",
+                             s->paths[file], t->name, t->patch_dim,
+                             st->pos_kind == OMNI_POS_IMAGE ? "image" : "audio", *dim);
+        *dim = t->patch_dim;
+        if (t->rows > s->dims.max_rows)
+            s->dims.max_rows = t->rows;
+        if (t->cols > s->dims.max_cols)
+            s->dims.max_cols = t->cols;
+    }
+    /* Fixed validation windows: whole samples packed greedily in file order. */
+    const ds_pool *v = &t->split[OMNI_SPLIT_VAL];
+    st->val_start = malloc(sizeof *st->val_start * (size_t)(v->n + 1));
+    if (!st->val_start)
+        return omni_fail(OMNI_ERR_NOMEM, "cannot allocate validation windows");
+    int64_t w = 0, i = 0;
+    while (i < v->n) {
+        st->val_start[w++] = i;
+        int64_t used = 0;
+        do {
+            used += v->off[i + 1] - v->off[i];
+            i++;
+        } while (i < v->n && used + (v->off[i + 1] - v->off[i]) <= s->context);
+    }
+    st->val_start[w] = v->n;
+    st->info.n_val_windows = w;
+    s->n_tasks++;
+    return OMNI_OK;
+}
+
+omni_status omni_sampler_open(omni_sampler **out, const omni_experiment *x)
+{
+    *out = NULL;
+    omni_status st = OMNI_OK;
+    omni_sampler *s = calloc(1, sizeof *s);
+    if (!s)
+        return omni_fail(OMNI_ERR_NOMEM, "cannot allocate the sampler");
+    s->context = x->model.context;
+    s->files = calloc((size_t)(x->data.n_files ? x->data.n_files : 1), sizeof *s->files);
+    s->paths = calloc((size_t)(x->data.n_files ? x->data.n_files : 1), sizeof *s->paths);
+    if (!s->files || !s->paths) {
+        st = omni_fail(OMNI_ERR_NOMEM, "cannot allocate the sampler");
+        goto fail;
+    }
+    if (x->data.n_files < 1) {
+        st = omni_fail(OMNI_ERR_CONFIG, "data.files is empty, expected dataset files");
+        goto fail;
+    }
+    for (int f = 0; f < x->data.n_files; f++) {
+        snprintf(s->paths[f], OMNI_PATH_MAX, "%s", x->data.files[f]);
+        if ((st = ds_read(s->paths[f], &s->files[f])))
+            goto fail;
+        s->n_files++;
+    }
+    if (x->data.n_tasks == 0) {
+        for (int f = 0; f < s->n_files; f++)
+            for (int t = 0; t < s->files[f].n_tasks; t++) {
+                const ds_task *dt = &s->files[f].tasks[t];
+                for (int k = 0; k < s->n_tasks; k++)
+                    if (!strcmp(s->tasks[k].info.name, dt->name)) {
+                        st = omni_fail(OMNI_ERR_DATA,
+                                       "task %s is in both %s and %s; name the "
+                                       "tasks to use in data.tasks",
+                                       dt->name, s->tasks[k].info.file, s->paths[f]);
+                        goto fail;
+                    }
+                if (s->n_tasks == OMNI_MAX_TASKS) {
+                    st = omni_fail(OMNI_ERR_DATA, "the data files hold more than %d tasks",
+                                   OMNI_MAX_TASKS);
+                    goto fail;
+                }
+                if ((st = add_task(s, f, dt, 1.0, 1.0)))
+                    goto fail;
+            }
+    } else {
+        for (int k = 0; k < x->data.n_tasks; k++) {
+            const omni_task_weight *w = &x->data.tasks[k];
+            int found_f = -1, found_t = -1;
+            for (int f = 0; f < s->n_files; f++)
+                for (int t = 0; t < s->files[f].n_tasks; t++)
+                    if (!strcmp(s->files[f].tasks[t].name, w->name)) {
+                        if (found_f >= 0) {
+                            st = omni_fail(OMNI_ERR_DATA,
+                                           "task %s of data.tasks is in both %s "
+                                           "and %s, expected one file",
+                                           w->name, s->paths[found_f], s->paths[f]);
+                            goto fail;
+                        }
+                        found_f = f, found_t = t;
+                    }
+            if (found_f < 0) {
+                st = omni_fail(OMNI_ERR_DATA,
+                               "task %s of data.tasks is in none of the data "
+                               "files (%s%s)",
+                               w->name, s->paths[0], s->n_files > 1 ? ", ..." : "");
+                goto fail;
+            }
+            if ((st = add_task(s, found_f, &s->files[found_f].tasks[found_t], w->weight,
+                               w->loss_weight)))
+                goto fail;
+        }
+    }
+    s->dims.n_tasks = s->n_tasks;
+    s->dims.vocab = OMNI_TOK_TASK0 + s->n_tasks;
+    for (int sp = 0; sp < OMNI_SPLIT_COUNT; sp++) {
+        double total = 0, acc = 0;
+        double p[OMNI_MAX_TASKS];
+        for (int k = 0; k < s->n_tasks; k++) {
+            p[k] = s->tasks[k].info.n_samples[sp] > 0
+                       ? pow(s->tasks[k].info.weight, 1.0 / x->data.temperature)
+                       : 0.0;
+            total += p[k];
+        }
+        for (int k = 0; k < s->n_tasks; k++) {
+            acc += total > 0 ? p[k] / total : 0.0;
+            s->cum[sp][k] = acc;
+        }
+    }
+    *out = s;
+    return OMNI_OK;
+fail:
+    omni_sampler_close(s);
+    return st;
+}
+
+/* ---- batches ------------------------------------------------------------------ */
+
+omni_status omni_batch_alloc(omni_batch *b, int64_t n_seq, int64_t context, int64_t patch_dim)
+{
+    memset(b, 0, sizeof *b);
+    int64_t n = n_seq * context;
+    b->n_seq = n_seq;
+    b->context = context;
+    b->patch_dim = patch_dim;
+    b->kind = omni_alloc(n, 1, "batch kind");
+    b->token = omni_alloc(n, sizeof *b->token, "batch tokens");
+    b->patch = omni_alloc(n * (patch_dim ? patch_dim : 1), sizeof *b->patch, "batch patches");
+    b->patch_row = omni_alloc(n, sizeof *b->patch_row, "batch patch rows");
+    b->patch_col = omni_alloc(n, sizeof *b->patch_col, "batch patch cols");
+    b->pos = omni_alloc(n, sizeof *b->pos, "batch positions");
+    b->segment = omni_alloc(n, sizeof *b->segment, "batch segments");
+    b->in_prefix = omni_alloc(n, 1, "batch prefix flags");
+    b->target = omni_alloc(n, sizeof *b->target, "batch targets");
+    b->loss_mask = omni_alloc(n, 1, "batch loss mask");
+    b->task = omni_alloc(n, sizeof *b->task, "batch tasks");
+    if (!b->kind || !b->token || !b->patch || !b->patch_row || !b->patch_col || !b->pos ||
+        !b->segment || !b->in_prefix || !b->target || !b->loss_mask || !b->task) {
+        omni_batch_free(b);
+        return OMNI_ERR_NOMEM;
+    }
+    return OMNI_OK;
+}
+
+void omni_batch_free(omni_batch *b)
+{
+    omni_free(b->kind);
+    omni_free(b->token);
+    omni_free(b->patch);
+    omni_free(b->patch_row);
+    omni_free(b->patch_col);
+    omni_free(b->pos);
+    omni_free(b->segment);
+    omni_free(b->in_prefix);
+    omni_free(b->target);
+    omni_free(b->loss_mask);
+    omni_free(b->task);
+    memset(b, 0, sizeof *b);
+}
+
+static void clear_window(omni_batch *b, int64_t row)
+{
+    int64_t p0 = row * b->context, n = b->context;
+    memset(b->kind + p0, OMNI_POS_PAD, (size_t)n);
+    for (int64_t p = p0; p < p0 + n; p++) {
+        b->token[p] = OMNI_TOK_PAD;
+        b->segment[p] = -1;
+        b->target[p] = -1;
+        b->task[p] = -1;
+    }
+    memset(b->patch + p0 * b->patch_dim, 0, (size_t)(n * b->patch_dim) * sizeof *b->patch);
+    memset(b->patch_row + p0, 0, (size_t)n * sizeof *b->patch_row);
+    memset(b->patch_col + p0, 0, (size_t)n * sizeof *b->patch_col);
+    memset(b->pos + p0, 0, (size_t)n * sizeof *b->pos);
+    memset(b->in_prefix + p0, 0, (size_t)n);
+    memset(b->loss_mask + p0, 0, (size_t)n);
+}
+
+/*
+ * Put sample i of a task's split at window position *at: its <task> token, then its
+ * elements from body element `skip` on (0: the whole sample), as many as fit in the
+ * window. Returns the loss-bearing positions written.
+ */
+static int64_t put_sample(const omni_sampler *s, int task, const ds_pool *pool, int64_t i,
+                          int64_t skip, int32_t segment, omni_batch *b, int64_t row, int64_t *at)
+{
+    const s_task *st = &s->tasks[task];
+    const ds_task *t = st->t;
+    int64_t a = pool->off[i], e = pool->off[i + 1];
+    int64_t body = a + 1 + skip; /* first element after the task token */
+    int64_t room = b->context - *at;
+    int64_t n = 1 + (e - body);
+    if (n > room)
+        n = room;
+    int64_t p0 = row * b->context + *at;
+    /* The patch index of the first emitted body element. */
+    int64_t patch = 0;
+    if (t->patch_dim > 0) {
+        patch = pool->poff[i];
+        for (int64_t j = a + 1; j < body; j++)
+            patch += pool->tok[j] == OMNI_DS_PATCH;
+    }
+    /* The prefix ends at the first loss-bearing element emitted. */
+    int64_t first_loss = n;
+    for (int64_t q = 1; q < n; q++)
+        if (pool->loss[body + q - 1]) {
+            first_loss = q;
+            break;
+        }
+    int64_t losses = 0;
+    for (int64_t q = 0; q < n; q++) {
+        int64_t p = p0 + q;
+        int32_t v = q == 0 ? st->token : pool->tok[body + q - 1];
+        b->pos[p] = (int32_t)q;
+        b->segment[p] = segment;
+        b->task[p] = task;
+        b->in_prefix[p] = q < first_loss;
+        if (v == OMNI_DS_PATCH) {
+            int64_t k = patch - pool->poff[i]; /* index in the sample's grid */
+            b->kind[p] = st->pos_kind;
+            b->token[p] = OMNI_TOK_PAD;
+            b->patch_row[p] = (int32_t)(k / t->cols);
+            b->patch_col[p] = (int32_t)(k % t->cols);
+            const uint8_t *src = pool->patch + patch * t->patch_dim;
+            float *dst = b->patch + p * b->patch_dim;
+            for (int32_t d = 0; d < t->patch_dim; d++)
+                dst[d] = st->lut[src[d]];
+            patch++;
+        } else {
+            b->kind[p] = OMNI_POS_TOKEN;
+            b->token[p] = v;
+        }
+        b->target[p] = -1;
+        b->loss_mask[p] = 0;
+        if (q + 1 < n) {
+            int32_t next = pool->tok[body + q];
+            if (next != OMNI_DS_PATCH) {
+                b->target[p] = next;
+                b->loss_mask[p] = pool->loss[body + q];
+                losses += b->loss_mask[p];
+            }
+        }
+    }
+    *at += n;
+    return losses;
+}
+
+/* A uniform integer in [0, n) from two stream words. */
+static int64_t draw_index(const omni_rng *r, uint64_t w, int64_t n)
+{
+    uint64_t v = (uint64_t)omni_rng_u32(r, w) << 32 | omni_rng_u32(r, w + 1);
+    return (int64_t)(v % (uint64_t)n);
+}
+
+int64_t omni_sampler_fill(const omni_sampler *s, omni_split split, uint64_t seed, int64_t step,
+                          int64_t slot, omni_batch *b, int64_t row)
+{
+    OMNI_ASSERT(b->context == s->context && row >= 0 && row < b->n_seq);
+    OMNI_ASSERT(b->patch_dim >= s->dims.image_patch_dim && b->patch_dim >= s->dims.audio_patch_dim);
+    clear_window(b, row);
+    if (s->n_tasks == 0 || s->cum[split][s->n_tasks - 1] <= 0)
+        return 0;
+    omni_rng r;
+    omni_rng_init(&r, seed, split == OMNI_SPLIT_TRAIN ? "plan/train" : "plan/val", (uint64_t)step);
+    uint64_t w = (uint64_t)slot << 24;
+    int64_t at = 0, losses = 0;
+    int32_t segment = 0;
+    while (at < b->context) {
+        double u = omni_rng_u32(&r, w) * (1.0 / 4294967296.0);
+        int task = 0;
+        while (task < s->n_tasks - 1 &&
+               (u >= s->cum[split][task] || s->tasks[task].info.n_samples[split] == 0))
+            task++;
+        while (s->tasks[task].info.n_samples[split] == 0) /* rounding at the top end */
+            task--;
+        const s_task *st = &s->tasks[task];
+        const ds_pool *pool = &st->t->split[split];
+        int64_t i = draw_index(&r, w + 1, pool->n);
+        int64_t len = pool->off[i + 1] - pool->off[i];
+        int64_t skip = 0;
+        if (len > b->context) {
+            /* A long sample: a random window of it (at a step boundary for control). */
+            if (st->info.kind == OMNI_KIND_CONTROL) {
+                int64_t step_len = st->t->obs_dim + 1 + st->t->act_dim;
+                skip = draw_index(&r, w + 3, (len - 1) / step_len) * step_len;
+            } else {
+                skip = draw_index(&r, w + 3, len - b->context + 1);
+            }
+        }
+        w += 5;
+        losses += put_sample(s, task, pool, i, skip, segment++, b, row, &at);
+    }
+    return losses;
+}
+
+int64_t omni_sampler_fill_val(const omni_sampler *s, int task, int64_t i, omni_batch *b,
+                              int64_t row)
+{
+    OMNI_ASSERT(task >= 0 && task < s->n_tasks);
+    const s_task *st = &s->tasks[task];
+    OMNI_ASSERT(i >= 0 && i < st->info.n_val_windows && b->context == s->context);
+    OMNI_ASSERT(b->patch_dim >= s->dims.image_patch_dim && b->patch_dim >= s->dims.audio_patch_dim);
+    clear_window(b, row);
+    const ds_pool *pool = &st->t->split[OMNI_SPLIT_VAL];
+    int64_t at = 0, losses = 0;
+    int32_t segment = 0;
+    for (int64_t k = st->val_start[i]; k < st->val_start[i + 1] && at < b->context; k++)
+        losses += put_sample(s, task, pool, k, 0, segment++, b, row, &at);
+    return losses;
+}

@@ -1,0 +1,815 @@
+/*
+ * datasets: known answers (mu-law and bins, patching and normalisation, WAV and
+ * resampling, log-mel of a pure tone), the exact serialization of each task kind from
+ * the fixtures of tests/data, the sampler's packing and task frequencies, the cart-pole
+ * expert, and a file written by h5py.
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static const char *source_dir(void)
+{
+    const char *d = getenv("OMNI_SOURCE_DIR");
+    cr_assert_not_null(d, "OMNI_SOURCE_DIR must be set (CTest sets it)");
+    return d;
+}
+
+/* A fresh temporary directory for one test, removed when the test ends (each test
+ * runs in its own process, so one static name suffices). */
+static char made_dir[64];
+
+static void temp_dir(char *out, size_t cap)
+{
+    snprintf(out, cap, "/tmp/omni-ds-XXXXXX");
+    cr_assert_not_null(mkdtemp(out));
+    snprintf(made_dir, sizeof made_dir, "%s", out);
+}
+
+static void remove_temp_dir(void)
+{
+    if (!made_dir[0])
+        return;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", made_dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", made_dir);
+}
+
+TestSuite(datasets, .fini = remove_temp_dir);
+
+/* ---- values ------------------------------------------------------------------- */
+
+Test(datasets, mulaw_known_values_and_bins)
+{
+    cr_assert_float_eq(omni_mulaw(0.0f), 0.0f, 1e-7f);
+    /* F(1) = log(101) / log(25601) */
+    cr_assert_float_eq(omni_mulaw(1.0f), 0.454672f, 1e-5f);
+    cr_assert_float_eq(omni_mulaw(-1.0f), -0.454672f, 1e-5f);
+    cr_assert_float_eq(omni_mulaw(256.0f), 1.0f, 1e-5f);
+    cr_assert_eq(omni_value_bin(0.0f), 512);
+    cr_assert_eq(omni_value_bin(1.0f), 744);
+    cr_assert_eq(omni_value_bin(0.5f), 710);
+    cr_assert_eq(omni_value_bin(-0.5f), 313);
+    cr_assert_eq(omni_value_bin(1e9f), OMNI_BINS - 1, "clipped at the top");
+    cr_assert_eq(omni_value_bin(-1e9f), 0, "clipped at the bottom");
+    for (float x = -300.0f; x <= 300.0f; x += 0.37f)
+        cr_assert(omni_value_bin(x) <= omni_value_bin(x + 0.37f), "bins are monotone");
+}
+
+Test(datasets, mulaw_round_trip_error_is_within_half_a_bin)
+{
+    /* Decoding returns the bin centre; in mu-law space the error is at most half a bin
+     * (1/1024); in value space that is at most (1/1024) * dx/dF at the far edge, where
+     * dx/dF = ln(M mu + 1) (mu |x| + 1) / mu. */
+    const double lnk = log(256.0 * 100.0 + 1.0);
+    for (int i = -20000; i <= 20000; i++) {
+        float x = (float)i * 0.0125f; /* [-250, 250] */
+        float y = omni_bin_value(omni_value_bin(x));
+        double edge = fabs((double)x) > fabs((double)y) ? fabs((double)x) : fabs((double)y);
+        double bound = (1.0 / 1024.0) * lnk * (100.0 * edge + 1.0) / 100.0 * 1.01 + 1e-6;
+        cr_assert(fabs((double)(x - y)) <= bound, "x = %g decoded as %g (bound %g)", (double)x,
+                  (double)y, bound);
+    }
+    cr_assert(fabsf(omni_bin_value(omni_value_bin(0.01f)) - 0.01f) < 2e-4f);
+}
+
+/* ---- images ------------------------------------------------------------------- */
+
+Test(datasets, patches_are_raster_order_and_normalised)
+{
+    uint8_t px[16];
+    for (int i = 0; i < 16; i++)
+        px[i] = (uint8_t)i;
+    omni_image img = {.h = 4, .w = 4, .c = 1, .px = px};
+    uint8_t out[16];
+    omni_image_patches(&img, 2, out);
+    static const uint8_t want[16] = {0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15};
+    cr_assert_arr_eq(out, want, 16);
+    /* RGB: channels stay interleaved inside a patch. */
+    uint8_t rgb[2 * 2 * 3];
+    for (int i = 0; i < 12; i++)
+        rgb[i] = (uint8_t)(10 * i);
+    omni_image c = {.h = 2, .w = 2, .c = 3, .px = rgb};
+    uint8_t o3[12];
+    omni_image_patches(&c, 2, o3);
+    cr_assert_arr_eq(o3, rgb, 12);
+    cr_assert_float_eq(omni_patch_value(0, 8), -1.0f / sqrtf(8.0f), 1e-7f);
+    cr_assert_float_eq(omni_patch_value(255, 8), 1.0f / sqrtf(8.0f), 1e-7f);
+    cr_assert_float_eq(omni_patch_value(255, 16), 0.25f, 1e-7f);
+}
+
+Test(datasets, resize_averages_areas_and_converts_channels)
+{
+    uint8_t px[4 * 4 * 3];
+    for (int y = 0; y < 4; y++)
+        for (int x = 0; x < 4; x++)
+            for (int ch = 0; ch < 3; ch++)
+                px[(y * 4 + x) * 3 + ch] = (uint8_t)(ch == 0 ? 40 * (y / 2 * 2 + x / 2) : 0);
+    omni_image src = {.h = 4, .w = 4, .c = 3, .px = px}, dst;
+    cr_assert_eq(omni_image_resize(&src, 2, 3, &dst), OMNI_OK);
+    cr_assert_eq(dst.px[0], 0);
+    cr_assert_eq(dst.px[3], 40, "block (0,1) averaged");
+    cr_assert_eq(dst.px[6], 80);
+    cr_assert_eq(dst.px[9], 120);
+    omni_image_free(&dst);
+    /* To grey by BT.601 luma: a pure red 200 becomes round(0.299 * 200) = 60. */
+    for (int i = 0; i < 16; i++)
+        px[3 * i] = 200;
+    cr_assert_eq(omni_image_resize(&src, 4, 1, &dst), OMNI_OK);
+    cr_assert_eq(dst.c, 1);
+    cr_assert_eq(dst.px[5], 60);
+    omni_image_free(&dst);
+}
+
+Test(datasets, png_and_pgm_fixtures_load_exactly)
+{
+    char path[1024];
+    omni_image img;
+    snprintf(path, sizeof path, "%s/tests/data/img/ramp.pgm", source_dir());
+    cr_assert_eq(omni_image_load(&img, path), OMNI_OK, "%s", omni_error_message());
+    cr_assert(img.h == 4 && img.w == 4 && img.c == 1);
+    for (int i = 0; i < 16; i++)
+        cr_assert_eq(img.px[i], 16 * i);
+    omni_image_free(&img);
+    snprintf(path, sizeof path, "%s/tests/data/img/inverse.png", source_dir());
+    cr_assert_eq(omni_image_load(&img, path), OMNI_OK, "%s", omni_error_message());
+    for (int i = 0; i < 16; i++)
+        cr_assert_eq(img.px[i], 255 - 16 * i);
+    omni_image_free(&img);
+}
+
+/* ---- audio -------------------------------------------------------------------- */
+
+Test(datasets, wav_parsing_mixes_channels_and_scales)
+{
+    char dir[64], path[128];
+    temp_dir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/st.wav", dir);
+    /* A stereo 16-bit file written byte by byte: frames (16384, 0), (-32768, -32768). */
+    static const uint8_t wav[] = {'R',  'I',  'F', 'F', 44,   0,    0, 0, 'W',  'A',  'V',  'E',
+                                  'f',  'm',  't', ' ', 16,   0,    0, 0, 1,    0,    2,    0,
+                                  0x40, 0x1f, 0,   0,   0,    0x7d, 0, 0, 4,    0,    16,   0,
+                                  'L',  'I',  'S', 'T', 0,    0,    0, 0, 'd',  'a',  't',  'a',
+                                  8,    0,    0,   0,   0x00, 0x40, 0, 0, 0x00, 0x80, 0x00, 0x80};
+    FILE *f = fopen(path, "wb");
+    fwrite(wav, 1, sizeof wav, f);
+    fclose(f);
+    float *x;
+    int64_t n;
+    int32_t rate;
+    cr_assert_eq(omni_wav_load(path, &x, &n, &rate), OMNI_OK, "%s", omni_error_message());
+    cr_assert_eq(n, 2);
+    cr_assert_eq(rate, 8000);
+    cr_assert_float_eq(x[0], 0.25f, 1e-7f, "(0.5 + 0) / 2");
+    cr_assert_float_eq(x[1], -1.0f, 1e-7f);
+    omni_free(x);
+    remove(path);
+    rmdir(dir);
+}
+
+Test(datasets, resampling_keeps_a_tone_and_removes_what_is_above_nyquist)
+{
+    const int64_t n = 16000;
+    float *in = malloc(sizeof *in * (size_t)n), *out;
+    int64_t m;
+    for (int64_t i = 0; i < n; i++)
+        in[i] = sinf(2.0f * 3.14159265f * 440.0f * (float)i / 16000.0f);
+    cr_assert_eq(omni_resample(in, n, 16000, 8000, &out, &m), OMNI_OK);
+    cr_assert_eq(m, 8000);
+    for (int64_t j = 200; j < m - 200; j++) {
+        float want = sinf(2.0f * 3.14159265f * 440.0f * (float)j / 8000.0f);
+        cr_assert(fabsf(out[j] - want) < 0.01f, "sample %lld: %g vs %g", (long long)j,
+                  (double)out[j], (double)want);
+    }
+    omni_free(out);
+    /* 6 kHz is above the new Nyquist rate (4 kHz): it must nearly vanish. */
+    for (int64_t i = 0; i < n; i++)
+        in[i] = sinf(2.0f * 3.14159265f * 6000.0f * (float)i / 16000.0f);
+    cr_assert_eq(omni_resample(in, n, 16000, 8000, &out, &m), OMNI_OK);
+    double e = 0;
+    for (int64_t j = 200; j < m - 200; j++)
+        e += (double)(out[j] * out[j]);
+    cr_assert(e / (double)(m - 400) < 1e-3, "aliased power %g", e / (double)(m - 400));
+    omni_free(out);
+    /* Upsampling 8k -> 11025 keeps length ceil(n * to / from). */
+    cr_assert_eq(omni_resample(in, 1000, 8000, 11025, &out, &m), OMNI_OK);
+    cr_assert_eq(m, 1379);
+    omni_free(out);
+    free(in);
+}
+
+Test(datasets, logmel_of_a_pure_tone_peaks_in_its_band)
+{
+    omni_audio_cfg c = {.sample_rate = 16000,
+                        .mels = 32,
+                        .frames = 20,
+                        .patch = 4,
+                        .n_fft = 512,
+                        .hop = 160,
+                        .top_db = 80.0f};
+    omni_logmel *lm;
+    cr_assert_eq(omni_logmel_create(&lm, &c), OMNI_OK);
+    const float hz[] = {300.0f, 1000.0f, 3000.0f};
+    float *x = malloc(sizeof *x * 4000), *db = malloc(sizeof *db * 32 * 20);
+    for (int k = 0; k < 3; k++) {
+        for (int i = 0; i < 4000; i++)
+            x[i] = 0.5f * sinf(2.0f * 3.14159265f * hz[k] * (float)i / 16000.0f);
+        omni_logmel_db(lm, x, 4000, db);
+        int best = 0;
+        for (int m = 0; m < 32; m++)
+            if (db[m * 20 + 5] > db[best * 20 + 5])
+                best = m;
+        /* The band whose centre is closest to the tone holds the most energy. */
+        int closest = 0;
+        for (int m = 0; m < 32; m++)
+            if (fabsf(omni_mel_band_hz(&c, m) - hz[k]) <
+                fabsf(omni_mel_band_hz(&c, closest) - hz[k]))
+                closest = m;
+        cr_assert(abs(best - closest) <= 1, "tone %g Hz peaks in band %d, centre band %d",
+                  (double)hz[k], best, closest);
+        /* Far bands are at least 40 dB quieter. */
+        int far = best < 16 ? 31 : 0;
+        cr_assert(db[best * 20 + 5] - db[far * 20 + 5] > 40.0f);
+        /* Amplitude 0.5: power in its band near A^2 / 2 = -9 dB (window spread aside). */
+        cr_assert(db[best * 20 + 5] > -16.0f && db[best * 20 + 5] < -6.0f, "%g dB",
+                  (double)db[best * 20 + 5]);
+    }
+    uint8_t q[32 * 20];
+    omni_logmel_quantize(&c, db, q);
+    int hi = 0;
+    for (int i = 0; i < 32 * 20; i++)
+        hi = q[i] > hi ? q[i] : hi;
+    cr_assert_eq(hi, 255, "the loudest bin maps to 255");
+    /* Frames past the end of the signal are silence: all quantized to 0. */
+    omni_logmel_db(lm, x, 1000, db);
+    omni_logmel_quantize(&c, db, q);
+    cr_assert_eq(q[0 * 20 + 19], 0);
+    free(x);
+    free(db);
+    omni_logmel_free(lm);
+}
+
+/* ---- serialization of the fixtures ------------------------------------------- */
+
+static void build_fixtures(char *dir, size_t cap, char *out, size_t out_cap, ds_file *f)
+{
+    temp_dir(dir, cap);
+    snprintf(out, out_cap, "%s/fx.h5", dir);
+    char spec[1024];
+    snprintf(spec, sizeof spec, "%s/tests/data/spec.yaml", source_dir());
+    cr_assert_eq(omni_data_build(spec, out, NULL), OMNI_OK, "%s", omni_error_message());
+    cr_assert_eq(ds_read(out, f), OMNI_OK, "%s", omni_error_message());
+}
+
+static void expect_sample(const ds_pool *p, int64_t i, const int32_t *tok, const uint8_t *loss,
+                          int64_t n)
+{
+    cr_assert_eq(p->off[i + 1] - p->off[i], n, "sample %lld has %lld elements, expected %lld",
+                 (long long)i, (long long)(p->off[i + 1] - p->off[i]), (long long)n);
+    for (int64_t j = 0; j < n; j++) {
+        cr_assert_eq(p->tok[p->off[i] + j], tok[j], "element %lld: %d, expected %d", (long long)j,
+                     p->tok[p->off[i] + j], tok[j]);
+        cr_assert_eq(p->loss[p->off[i] + j], loss[j], "loss of element %lld", (long long)j);
+    }
+}
+
+#define T0   OMNI_TOK_TASK0
+#define SEP  OMNI_TOK_SEP
+#define EOS  OMNI_TOK_EOS
+#define P    OMNI_DS_PATCH
+#define B(x) (OMNI_TOK_BIN0 + (x))
+
+Test(datasets, each_kind_serializes_to_the_documented_tokens)
+{
+    char dir[64], out[128];
+    ds_file f;
+    build_fixtures(dir, sizeof dir, out, sizeof out, &f);
+    cr_assert_eq(f.n_tasks, 5);
+    {
+        const int32_t t[] = {T0 + 0, 'h', 'i', '\n', EOS};
+        const uint8_t l[] = {0, 1, 1, 1, 1};
+        expect_sample(&f.tasks[0].split[0], 0, t, l, 5);
+    }
+    {
+        const int32_t t[] = {T0 + 1, '1', '+', '1', SEP, '2', EOS};
+        const uint8_t l[] = {0, 0, 0, 0, 0, 1, 1};
+        expect_sample(&f.tasks[1].split[0], 0, t, l, 7);
+        /* An RFC 4180 quoted field with a comma and doubled quotes. */
+        const int32_t t2[] = {T0 + 1, 'a', ',', '"', 'b', '"', SEP, 'c', EOS};
+        const uint8_t l2[] = {0, 0, 0, 0, 0, 0, 0, 1, 1};
+        expect_sample(&f.tasks[1].split[0], 1, t2, l2, 9);
+    }
+    {
+        const int32_t t[] = {T0 + 2, P, P, P, P, SEP, 'u', 'p', EOS};
+        const uint8_t l[] = {0, 0, 0, 0, 0, 0, 1, 1, EOS ? 1 : 0};
+        expect_sample(&f.tasks[2].split[0], 0, t, l, 9);
+        /* ramp.pgm is already 4x4: its patches are its pixels in patch raster order. */
+        static const uint8_t want[16] = {0,   16,  64,  80,  32,  48,  96,  112,
+                                         128, 144, 192, 208, 160, 176, 224, 240};
+        cr_assert_arr_eq(f.tasks[2].split[0].patch, want, 16);
+        cr_assert_eq(f.tasks[2].split[0].patch[16], 255, "inverse.png starts at 255");
+    }
+    {
+        const int32_t t[] = {T0 + 3, P, P, P, P, SEP, 'k', EOS};
+        const uint8_t l[] = {0, 0, 0, 0, 0, 0, 1, 1};
+        expect_sample(&f.tasks[3].split[0], 0, t, l, 8);
+    }
+    {
+        /* Episode 0: obs 0 -> bin 512, action 0.5 -> 710; obs 1 -> 744, action -0.5 -> 313. */
+        const int32_t t[] = {T0 + 4, B(512), SEP, B(710), B(744), SEP, B(313)};
+        const uint8_t l[] = {0, 0, 0, 1, 0, 0, 1};
+        expect_sample(&f.tasks[4].split[0], 0, t, l, 7);
+        const int32_t t2[] = {T0 + 4, B(omni_value_bin(-1.0f)), SEP, B(512)};
+        const uint8_t l2[] = {0, 0, 0, 1};
+        expect_sample(&f.tasks[4].split[0], 1, t2, l2, 4);
+        cr_assert_eq(f.tasks[4].obs_dim, 1);
+        cr_assert_eq(f.tasks[4].discrete, 0);
+    }
+    ds_file_free(&f);
+    remove(out);
+    rmdir(dir);
+}
+
+Test(datasets, audio_fixture_spectrogram_has_the_tone_in_its_band)
+{
+    char dir[64], out[128];
+    ds_file f;
+    build_fixtures(dir, sizeof dir, out, sizeof out, &f);
+    /* 4 mels at 8 kHz: centres ~ 370, 820, 1380, 2100 Hz (HTK); a 1 kHz tone is loudest in
+     * band 1. Patch layout: patch (r, c) holds mels 2r..2r+1, frames 2c..2c+1. */
+    const uint8_t *pt = f.tasks[3].split[0].patch;
+    int band_val[4];
+    for (int m = 0; m < 4; m++) {
+        int r = m / 2, y = m % 2;
+        band_val[m] = pt[(r * 2 + 0) * 4 + y * 2 + 0]; /* frame 0 */
+    }
+    cr_assert(band_val[1] == 255, "1 kHz band at full scale, got %d", band_val[1]);
+    cr_assert(band_val[3] < band_val[1]);
+    ds_file_free(&f);
+    remove(out);
+    rmdir(dir);
+}
+
+Test(datasets, split_is_deterministic_and_has_the_requested_fraction)
+{
+    ds_task t = {.val_fraction = 0.25};
+    snprintf(t.name, sizeof t.name, "x");
+    ds_pool all = {0};
+    for (int i = 0; i < 100; i++) {
+        int32_t tok[2] = {T0, i};
+        uint8_t l[2] = {0, 1};
+        cr_assert_eq(ds_pool_append(&all, tok, l, 2, NULL, 0, 0), OMNI_OK);
+    }
+    cr_assert_eq(ds_split(&t, &all, 3, 0), OMNI_OK);
+    cr_assert_eq(t.split[OMNI_SPLIT_VAL].n, 25);
+    cr_assert_eq(t.split[OMNI_SPLIT_TRAIN].n, 75);
+    /* Order inside a split is input order. */
+    for (int64_t i = 1; i < 75; i++)
+        cr_assert(t.split[0].tok[2 * i + 1] > t.split[0].tok[2 * i - 1]);
+    int32_t first_val = t.split[1].tok[1];
+    for (int s = 0; s < 2; s++)
+        ds_pool_free(&t.split[s]);
+    for (int i = 0; i < 100; i++) {
+        int32_t tok[2] = {T0, i};
+        uint8_t l[2] = {0, 1};
+        ds_pool_append(&all, tok, l, 2, NULL, 0, 0);
+    }
+    cr_assert_eq(ds_split(&t, &all, 3, 0), OMNI_OK);
+    cr_assert_eq(t.split[1].tok[1], first_val, "same seed, same split");
+    for (int s = 0; s < 2; s++)
+        ds_pool_free(&t.split[s]);
+}
+
+/* ---- the sampler -------------------------------------------------------------- */
+
+/* A synthetic dataset: text samples of 3..80 bytes, text_to_text, images (4x4 grey, patch
+ * 2), and control episodes of 20 steps (obs 2, act 1: 81 elements > a 32 context). */
+static void write_synthetic(const char *path)
+{
+    ds_file *f = calloc(1, sizeof *f);
+    f->seed = 5;
+    f->image_size = 4, f->image_channels = 1, f->image_patch = 2;
+    const char *names[] = {"a", "b", "c", "d"};
+    omni_task_kind kinds[] = {OMNI_KIND_TEXT, OMNI_KIND_TEXT_TO_TEXT, OMNI_KIND_IMAGE_TO_TEXT,
+                              OMNI_KIND_CONTROL};
+    omni_rng r;
+    omni_rng_init(&r, 9, "synthetic", 0);
+    for (int k = 0; k < 4; k++) {
+        ds_task *t = &f->tasks[k];
+        snprintf(t->name, sizeof t->name, "%s", names[k]);
+        t->kind = kinds[k];
+        t->index = k;
+        t->val_fraction = 0.2;
+        if (t->kind == OMNI_KIND_CONTROL)
+            t->obs_dim = 2, t->act_dim = 1, t->discrete = 1;
+        ds_task_geometry(f, t);
+        f->n_tasks++;
+        ds_pool all = {0};
+        for (int i = 0; i < 50; i++) {
+            uint8_t bytes[80];
+            int len = 3 + (int)(omni_rng_u32(&r, (uint64_t)(k * 1000 + i)) % 78);
+            for (int j = 0; j < len; j++)
+                bytes[j] = (uint8_t)('a' + (i + j) % 26);
+            if (k == 0) {
+                ds_emit_text(&all, T0 + k, bytes, len, true);
+            } else if (k == 1) {
+                ds_emit_text_to_text(&all, T0 + k, bytes, len % 7 + 1, bytes + 1, len % 5 + 1);
+            } else if (k == 2) {
+                uint8_t patches[16];
+                for (int j = 0; j < 16; j++)
+                    patches[j] = (uint8_t)(i * 16 + j);
+                ds_emit_patches_to_text(&all, T0 + k, patches, 4, 4, bytes, 3);
+            } else {
+                float obs[40];
+                int32_t act[20];
+                for (int j = 0; j < 40; j++)
+                    obs[j] = (float)(j - 20) * 0.01f;
+                for (int j = 0; j < 20; j++)
+                    act[j] = (i + j) % 2;
+                ds_emit_control(&all, T0 + k, 20, 2, obs, 1, NULL, act);
+            }
+        }
+        cr_assert_eq(ds_split(t, &all, f->seed, t->patch_dim), OMNI_OK);
+    }
+    cr_assert_eq(ds_write(f, path), OMNI_OK, "%s", omni_error_message());
+    ds_file_free(f);
+    free(f);
+}
+
+static omni_sampler *open_synthetic(const char *dir, const char *tasks, int64_t context,
+                                    double temperature)
+{
+    char path[256], yaml[1024];
+    snprintf(path, sizeof path, "%s/syn.h5", dir);
+    if (access(path, F_OK) != 0)
+        write_synthetic(path);
+    snprintf(yaml, sizeof yaml,
+             "experiment: {name: t}\nmodel: {context: %lld}\n"
+             "data: {files: [%s], tasks: %s, temperature: %g}\n",
+             (long long)context, path, tasks, temperature);
+    omni_experiment x;
+    cr_assert_eq(omni_experiment_parse(&x, yaml, strlen(yaml), "test.yaml", NULL, 0), OMNI_OK, "%s",
+                 omni_error_message());
+    omni_sampler *s;
+    cr_assert_eq(omni_sampler_open(&s, &x), OMNI_OK, "%s", omni_error_message());
+    return s;
+}
+
+/* Check every invariant of a filled window; returns its loss positions. */
+static int64_t check_window(const omni_sampler *s, const omni_batch *b, int64_t row)
+{
+    omni_data_dims d = omni_sampler_dims(s);
+    int64_t p0 = row * b->context, losses = 0;
+    bool padding = false;
+    for (int64_t q = 0; q < b->context; q++) {
+        int64_t p = p0 + q;
+        if (b->kind[p] == OMNI_POS_PAD) {
+            padding = true;
+            cr_assert(b->segment[p] == -1 && b->task[p] == -1 && b->target[p] == -1 &&
+                      !b->loss_mask[p] && b->token[p] == OMNI_TOK_PAD);
+            continue;
+        }
+        cr_assert(!padding, "padding only at the end of a window");
+        bool starts = q == 0 || b->segment[p] != b->segment[p - 1];
+        cr_assert(b->task[p] >= 0 && b->task[p] < d.n_tasks);
+        if (starts) {
+            cr_assert_eq(b->segment[p], q == 0 ? 0 : b->segment[p - 1] + 1);
+            cr_assert_eq(b->pos[p], 0);
+            cr_assert_eq(b->kind[p], OMNI_POS_TOKEN);
+            cr_assert_eq(b->token[p], OMNI_TOK_TASK0 + b->task[p], "a sample starts with <task>");
+            cr_assert(b->in_prefix[p]);
+        } else {
+            cr_assert_eq(b->pos[p], b->pos[p - 1] + 1, "positions count up in a sample");
+            cr_assert_eq(b->task[p], b->task[p - 1]);
+            cr_assert(b->in_prefix[p] <= b->in_prefix[p - 1], "the prefix is a head");
+            if (b->loss_mask[p - 1])
+                cr_assert(!b->in_prefix[p], "a loss-bearing token is not in the prefix");
+        }
+        if (b->kind[p] == OMNI_POS_TOKEN) {
+            cr_assert(b->token[p] >= 0 && b->token[p] < d.vocab && b->token[p] != OMNI_TOK_PAD);
+        } else {
+            cr_assert(b->kind[p] == OMNI_POS_IMAGE || b->kind[p] == OMNI_POS_AUDIO);
+            cr_assert(b->patch_row[p] >= 0 && b->patch_row[p] < d.max_rows);
+            cr_assert(b->patch_col[p] >= 0 && b->patch_col[p] < d.max_cols);
+            int64_t dim = b->kind[p] == OMNI_POS_IMAGE ? d.image_patch_dim : d.audio_patch_dim;
+            for (int64_t k = 0; k < dim; k++)
+                cr_assert(fabsf(b->patch[p * b->patch_dim + k]) <= 1.0f / sqrtf(2.0f) + 1e-6f);
+        }
+        bool next_same = q + 1 < b->context && b->segment[p + 1] == b->segment[p] &&
+                         b->kind[p + 1] != OMNI_POS_PAD;
+        if (next_same && b->kind[p + 1] == OMNI_POS_TOKEN)
+            cr_assert_eq(b->target[p], b->token[p + 1], "target is the next token");
+        else
+            cr_assert(b->target[p] == -1 && !b->loss_mask[p]);
+        losses += b->loss_mask[p];
+    }
+    return losses;
+}
+
+Test(datasets, sampler_windows_are_valid_and_counted)
+{
+    char dir[64];
+    temp_dir(dir, sizeof dir);
+    omni_sampler *s = open_synthetic(dir, "{}", 32, 1.0);
+    omni_data_dims d = omni_sampler_dims(s);
+    cr_assert_eq(d.n_tasks, 4);
+    cr_assert_eq(d.vocab, OMNI_TOK_TASK0 + 4);
+    cr_assert_eq(d.image_patch_dim, 4);
+    cr_assert_eq(d.max_rows, 2);
+    omni_batch b;
+    cr_assert_eq(omni_batch_alloc(&b, 4, 32, d.image_patch_dim), OMNI_OK);
+    int64_t total = 0;
+    for (int64_t step = 0; step < 200; step++)
+        for (int64_t row = 0; row < 4; row++) {
+            int64_t n = omni_sampler_fill(s, OMNI_SPLIT_TRAIN, 1, step, row, &b, row);
+            cr_assert_eq(n, check_window(s, &b, row), "returned loss count matches the mask");
+            total += n;
+        }
+    cr_assert(total > 0);
+    for (int t = 0; t < 4; t++) {
+        const omni_task_info *ti = omni_sampler_task(s, t);
+        int64_t covered = 0;
+        for (int64_t i = 0; i < ti->n_val_windows; i++) {
+            omni_sampler_fill_val(s, t, i, &b, 0);
+            check_window(s, &b, 0);
+            for (int64_t q = 0; q < 32; q++)
+                covered += b.pos[q] == 0 && b.segment[q] >= 0;
+        }
+        cr_assert_eq(covered, ti->n_samples[OMNI_SPLIT_VAL], "each val sample once (task %d)", t);
+    }
+    omni_batch_free(&b);
+    omni_sampler_close(s);
+}
+
+Test(datasets, sampler_plan_is_a_pure_function_of_step_and_slot)
+{
+    char dir[64];
+    temp_dir(dir, sizeof dir);
+    omni_sampler *s = open_synthetic(dir, "{}", 32, 1.0);
+    omni_batch a, b;
+    omni_data_dims d = omni_sampler_dims(s);
+    cr_assert_eq(omni_batch_alloc(&a, 8, 32, d.image_patch_dim), OMNI_OK);
+    cr_assert_eq(omni_batch_alloc(&b, 8, 32, d.image_patch_dim), OMNI_OK);
+    /* "One process" fills slots 0..7 into rows 0..7; "two processes" fill slots 4..7 into
+     * rows 0..3 of their own batch: the same windows. */
+    for (int64_t slot = 0; slot < 8; slot++)
+        omni_sampler_fill(s, OMNI_SPLIT_TRAIN, 11, 42, slot, &a, slot);
+    for (int64_t slot = 4; slot < 8; slot++)
+        omni_sampler_fill(s, OMNI_SPLIT_TRAIN, 11, 42, slot, &b, slot - 4);
+    for (int64_t slot = 4; slot < 8; slot++) {
+        int64_t pa = slot * 32, pb = (slot - 4) * 32;
+        cr_assert_arr_eq(a.token + pa, b.token + pb, 32 * sizeof(int32_t));
+        cr_assert_arr_eq(a.target + pa, b.target + pb, 32 * sizeof(int32_t));
+        cr_assert_arr_eq(a.patch + pa * a.patch_dim, b.patch + pb * b.patch_dim,
+                         32 * (size_t)a.patch_dim * sizeof(float));
+    }
+    cr_assert(memcmp(a.token, a.token + 32, 32 * sizeof(int32_t)) != 0, "slots differ");
+    omni_sampler_fill(s, OMNI_SPLIT_TRAIN, 11, 43, 0, &b, 0);
+    cr_assert(memcmp(a.token, b.token, 32 * sizeof(int32_t)) != 0, "steps differ");
+    omni_batch_free(&a);
+    omni_batch_free(&b);
+    omni_sampler_close(s);
+}
+
+/* Over many draws each task's share of samples is within 4 standard deviations of
+ * weight^(1/T) / sum (binomial: sqrt(p (1 - p) / N)); N here is about 9,000. */
+static void check_frequencies(const char *tasks, double temperature, const double *want)
+{
+    char dir[64];
+    temp_dir(dir, sizeof dir);
+    omni_sampler *s = open_synthetic(dir, tasks, 32, temperature);
+    omni_batch b;
+    cr_assert_eq(omni_batch_alloc(&b, 1, 32, omni_sampler_dims(s).image_patch_dim), OMNI_OK);
+    int64_t count[4] = {0}, n = 0;
+    for (int64_t step = 0; step < 4000; step++) {
+        omni_sampler_fill(s, OMNI_SPLIT_TRAIN, 3, step, 0, &b, 0);
+        for (int64_t q = 0; q < 32; q++)
+            if (b.segment[q] >= 0 && b.pos[q] == 0)
+                count[b.task[q]]++, n++;
+    }
+    cr_assert(n > 5000, "%lld draws", (long long)n);
+    for (int t = 0; t < 4; t++) {
+        double f = (double)count[t] / (double)n;
+        double tol = 4.0 * sqrt(want[t] * (1.0 - want[t]) / (double)n);
+        cr_assert(fabs(f - want[t]) <= tol, "task %d: frequency %.4f, expected %.4f +- %.4f", t, f,
+                  want[t], tol);
+    }
+    omni_batch_free(&b);
+    omni_sampler_close(s);
+}
+
+Test(datasets, sampler_task_frequencies_follow_weights)
+{
+    /* Draw frequencies are per sample, so long samples (d: control) do not crowd out
+     * short ones. */
+    const double want[4] = {0.1, 0.2, 0.3, 0.4};
+    check_frequencies("{a: 1, b: 2, c: 3, d: 4}", 1.0, want);
+}
+
+Test(datasets, sampler_temperature_flattens_weights)
+{
+    /* weights 1, 4, 9, 16 at T = 2 -> 1, 2, 3, 4. */
+    const double want[4] = {0.1, 0.2, 0.3, 0.4};
+    check_frequencies("{a: 1, b: 4, c: 9, d: 16}", 2.0, want);
+}
+
+Test(datasets, sampler_remaps_task_tokens_to_experiment_order)
+{
+    char dir[64];
+    temp_dir(dir, sizeof dir);
+    omni_sampler *s = open_synthetic(dir, "{d: 1, a: 1}", 32, 1.0);
+    cr_assert_eq(omni_sampler_n_tasks(s), 2);
+    cr_assert_str_eq(omni_sampler_task(s, 0)->name, "d");
+    omni_batch b;
+    cr_assert_eq(omni_batch_alloc(&b, 1, 32, 4), OMNI_OK);
+    bool saw[2] = {false, false};
+    for (int64_t step = 0; step < 50; step++) {
+        omni_sampler_fill(s, OMNI_SPLIT_TRAIN, 1, step, 0, &b, 0);
+        check_window(s, &b, 0);
+        for (int64_t q = 0; q < 32; q++)
+            if (b.segment[q] >= 0 && b.pos[q] == 0) {
+                cr_assert_eq(b.token[q], OMNI_TOK_TASK0 + b.task[q]);
+                saw[b.task[q]] = true;
+                /* Control windows start at step boundaries: position 1 is an
+                 * observation bin, and every 4th after it a <sep>. */
+                if (b.task[q] == 0 && q + 3 < 32 && b.segment[q + 3] == b.segment[q])
+                    cr_assert_eq(b.token[q + 3], OMNI_TOK_SEP);
+            }
+    }
+    cr_assert(saw[0] && saw[1]);
+    omni_batch_free(&b);
+    omni_sampler_close(s);
+}
+
+/* ---- cart-pole ---------------------------------------------------------------- */
+
+static int32_t expert(void *ctx, const float *obs, int64_t t)
+{
+    (void)ctx, (void)t;
+    return omni_cartpole_expert(obs);
+}
+
+static int32_t always_left(void *ctx, const float *obs, int64_t t)
+{
+    (void)ctx, (void)obs, (void)t;
+    return 0;
+}
+
+Test(datasets, cartpole_expert_balances_and_a_bad_policy_falls)
+{
+    for (uint64_t e = 0; e < 20; e++)
+        cr_assert_eq(omni_cartpole_rollout(1, e, 500, expert, NULL, NULL, NULL), 500,
+                     "episode %llu", (unsigned long long)e);
+    int64_t t = omni_cartpole_rollout(1, 0, 500, always_left, NULL, NULL, NULL);
+    cr_assert(t < 50, "always-left lasted %lld steps", (long long)t);
+    omni_cartpole a, b;
+    omni_cartpole_reset(&a, 1, 3);
+    omni_cartpole_reset(&b, 1, 3);
+    cr_assert(a.x == b.x && a.theta_dot == b.theta_dot, "resets are deterministic");
+    cr_assert(fabs(a.x) <= 0.05 && fabs(a.theta) <= 0.05);
+}
+
+/* ---- a file written by h5py --------------------------------------------------- */
+
+Test(datasets, reads_the_file_written_by_h5py)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tests/data/h5py_written.h5", source_dir());
+    ds_file f;
+    cr_assert_eq(ds_read(path, &f), OMNI_OK, "%s", omni_error_message());
+    cr_assert_eq(f.n_tasks, 2);
+    cr_assert_str_eq(f.tasks[0].name, "echo");
+    cr_assert_eq(f.tasks[0].kind, OMNI_KIND_TEXT_TO_TEXT);
+    const int32_t t[] = {T0, 'h', 'i', SEP, 'h', 'i', EOS};
+    const uint8_t l[] = {0, 0, 0, 0, 1, 1, 1};
+    expect_sample(&f.tasks[0].split[OMNI_SPLIT_TRAIN], 0, t, l, 7);
+    cr_assert_eq(f.tasks[1].kind, OMNI_KIND_IMAGE_TO_TEXT);
+    cr_assert_eq(f.tasks[1].patch_dim, 4);
+    ds_file_free(&f);
+}
+
+/* ---- the demo, through the demo experiment ----------------------------------- */
+
+Test(datasets, demo_feeds_the_demo_experiment, .timeout = 60)
+{
+    char dir[64], out[128], cfg[1024], set[256];
+    temp_dir(dir, sizeof dir);
+    snprintf(out, sizeof out, "%s/demo.h5", dir);
+    cr_assert_eq(omni_data_demo(out, 1, NULL), OMNI_OK, "%s", omni_error_message());
+    snprintf(cfg, sizeof cfg, "%s/configs/demo.yaml", source_dir());
+    char *text;
+    size_t len;
+    cr_assert_eq(omni_read_file(cfg, &text, &len), OMNI_OK);
+    snprintf(set, sizeof set, "data.files=[%s]", out);
+    const char *sets[] = {set};
+    omni_experiment x;
+    cr_assert_eq(omni_experiment_parse(&x, text, len, cfg, sets, 1), OMNI_OK, "%s",
+                 omni_error_message());
+    free(text);
+    omni_sampler *s;
+    cr_assert_eq(omni_sampler_open(&s, &x), OMNI_OK, "%s", omni_error_message());
+    omni_data_dims d = omni_sampler_dims(s);
+    cr_assert_eq(d.n_tasks, 4);
+    cr_assert_eq(d.vocab, OMNI_TOK_TASK0 + 4);
+    cr_assert_eq(d.image_patch_dim, 8 * 8 * 3);
+    cr_assert_eq(d.audio_patch_dim, 8 * 8);
+    cr_assert_eq(d.max_rows, 4);
+    cr_assert_eq(d.max_cols, 8);
+    cr_assert_str_eq(omni_sampler_task(s, 3)->name, "cartpole");
+    omni_batch b;
+    cr_assert_eq(omni_batch_alloc(&b, x.data.batch, x.model.context, d.image_patch_dim), OMNI_OK);
+    double loss_norm = 0;
+    for (int64_t slot = 0; slot < b.n_seq; slot++)
+        loss_norm += (double)omni_sampler_fill(s, OMNI_SPLIT_TRAIN, 1, 0, slot, &b, slot);
+    for (int64_t slot = 0; slot < b.n_seq; slot++)
+        check_window(s, &b, slot);
+    cr_assert(loss_norm > 0);
+    for (int t = 0; t < 4; t++) {
+        const omni_task_info *ti = omni_sampler_task(s, t);
+        cr_assert(ti->n_val_windows > 0);
+        omni_sampler_fill_val(s, t, ti->n_val_windows - 1, &b, 0);
+        check_window(s, &b, 0);
+    }
+    omni_batch_free(&b);
+    omni_sampler_close(s);
+    remove(out);
+    rmdir(dir);
+}
+
+Test(datasets, sampler_takes_tasks_from_several_files)
+{
+    char dir[64], fx[128], yaml[1024], spec[1024];
+    temp_dir(dir, sizeof dir);
+    omni_sampler_close(open_synthetic(dir, "{}", 32, 1.0)); /* writes dir/syn.h5 */
+    snprintf(fx, sizeof fx, "%s/fx.h5", dir);
+    snprintf(spec, sizeof spec, "%s/tests/data/spec.yaml", source_dir());
+    cr_assert_eq(omni_data_build(spec, fx, NULL), OMNI_OK, "%s", omni_error_message());
+    snprintf(yaml, sizeof yaml,
+             "experiment: {name: t}\nmodel: {context: 32}\n"
+             "data: {files: [%s/syn.h5, %s], tasks: {qa: 1, a: 1, ctrl: 1}}\n",
+             dir, fx);
+    omni_experiment x;
+    cr_assert_eq(omni_experiment_parse(&x, yaml, strlen(yaml), "t.yaml", NULL, 0), OMNI_OK);
+    omni_sampler *s;
+    cr_assert_eq(omni_sampler_open(&s, &x), OMNI_OK, "%s", omni_error_message());
+    cr_assert_eq(omni_sampler_n_tasks(s), 3);
+    cr_assert_str_eq(omni_sampler_task(s, 1)->name, "a");
+    cr_assert_str_eq(omni_sampler_task(s, 0)->file, fx);
+    omni_sampler_close(s);
+    /* A task in none of the files, and an ambiguous selection, are data errors. */
+    snprintf(yaml, sizeof yaml,
+             "experiment: {name: t}\ndata: {files: [%s/syn.h5], tasks: {nope: 1}}\n", dir);
+    cr_assert_eq(omni_experiment_parse(&x, yaml, strlen(yaml), "t.yaml", NULL, 0), OMNI_OK);
+    cr_assert_eq(omni_sampler_open(&s, &x), OMNI_ERR_DATA);
+    cr_assert(strstr(omni_error_message(), "task nope of data.tasks is in none"));
+    snprintf(yaml, sizeof yaml, "experiment: {name: t}\ndata: {files: [%s/syn.h5, %s/syn.h5]}\n",
+             dir, dir);
+    cr_assert_eq(omni_experiment_parse(&x, yaml, strlen(yaml), "t.yaml", NULL, 0), OMNI_OK);
+    cr_assert_eq(omni_sampler_open(&s, &x), OMNI_ERR_DATA);
+    cr_assert(strstr(omni_error_message(), "is in both"), "%s", omni_error_message());
+}
+
+/* ---- CSV ---------------------------------------------------------------------- */
+
+typedef struct {
+    char got[8][2][32];
+    int64_t lines[8];
+    int n;
+} csv_rows;
+
+static omni_status collect(void *ctx, char **f, int nf, int64_t line)
+{
+    csv_rows *r = ctx;
+    cr_assert_eq(nf, 2);
+    snprintf(r->got[r->n][0], 32, "%s", f[0]);
+    snprintf(r->got[r->n][1], 32, "%s", f[1]);
+    r->lines[r->n++] = line;
+    return OMNI_OK;
+}
+
+Test(datasets, csv_follows_rfc4180)
+{
+    const char text[] = "\xef\xbb\xbfpath,text\r\n"
+                        "a.png,\"two\nlines\"\r\n"
+                        "\r\n"
+                        "\"q\"\"uote\",\"x,y\"\n"
+                        "last,row";
+    csv_rows r = {0};
+    cr_assert_eq(ds_csv_parse("m.csv", text, sizeof text - 1, collect, &r), OMNI_OK, "%s",
+                 omni_error_message());
+    cr_assert_eq(r.n, 4);
+    cr_assert_str_eq(r.got[0][0], "path", "the byte order mark is skipped");
+    cr_assert_str_eq(r.got[1][1], "two\nlines");
+    cr_assert_str_eq(r.got[2][0], "q\"uote");
+    cr_assert_str_eq(r.got[2][1], "x,y");
+    cr_assert_str_eq(r.got[3][1], "row");
+    cr_assert_eq(r.lines[2], 5, "line numbers count the newline inside quotes");
+    cr_assert_eq(ds_csv_parse("m.csv", "a,\"b\n", 5, collect, &r), OMNI_ERR_DATA);
+    cr_assert(strstr(omni_error_message(), "m.csv:1: unterminated quoted field"));
+}

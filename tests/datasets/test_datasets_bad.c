@@ -1,0 +1,469 @@
+/*
+ * datasets, bad input: each corrupted raw input or dataset file is run through the
+ * omnimoe binary ($OMNIMOE); the command must exit with status 2, print a message that
+ * names the file and the fault, and leave no output file (nor its temporary).
+ */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <hdf5.h>
+#include <math.h>
+#include <png.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "datasets.h"
+
+static char dir[64];
+
+static void setup(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/omni-bad-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+}
+
+static void teardown(void)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+static void put(const char *name, const void *bytes, size_t len)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f, "cannot write %s", path);
+    cr_assert_eq(fwrite(bytes, 1, len, f), len);
+    fclose(f);
+}
+
+static void put_text(const char *name, const char *text)
+{
+    put(name, text, strlen(text));
+}
+
+/* Run `omnimoe ARGS` in dir; return its exit status, stderr in *err (static). */
+static int run(const char *args, const char **err)
+{
+    static char out[8192];
+    const char *bin = getenv("OMNIMOE");
+    cr_assert_not_null(bin, "OMNIMOE must be set (CTest sets it)");
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s >stdout.txt 2>stderr.txt", dir, bin, args);
+    int rc = system(cmd);
+    char path[256];
+    snprintf(path, sizeof path, "%s/stderr.txt", dir);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(out, 1, sizeof out - 1, f) : 0;
+    out[n] = '\0';
+    if (f)
+        fclose(f);
+    *err = out;
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static bool no_output_left(void)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    bool clean = true;
+    while ((e = readdir(d)))
+        if (!strncmp(e->d_name, "out.h5", 6))
+            clean = false;
+    closedir(d);
+    return clean;
+}
+
+/* Build spec.yaml (with `tasks` as its task list) and expect failure naming want1, want2. */
+static void expect_build_fails(const char *spec, const char *want1, const char *want2)
+{
+    put_text("spec.yaml", spec);
+    const char *err;
+    int rc = run("data build spec.yaml --out out.h5", &err);
+    cr_assert_eq(rc, 2, "exit status %d, expected 2; stderr: %s", rc, err);
+    cr_assert(strstr(err, want1), "message lacks \"%s\": %s", want1, err);
+    cr_assert(!want2 || strstr(err, want2), "message lacks \"%s\": %s", want2, err);
+    cr_assert(no_output_left(), "an output file was left behind");
+}
+
+#define QA_SPEC "tasks:\n  - {name: qa, kind: text_to_text, manifest: qa.csv, val_fraction: 0.1}\n"
+#define IMG_SPEC                                                                                   \
+    "image: {size: 4, channels: 1, patch: 2}\n"                                                    \
+    "tasks:\n  - {name: pics, kind: image_to_text, manifest: images.csv, val_fraction: 0}\n"
+#define WAV_SPEC                                                                                   \
+    "audio: {sample_rate: 8000, mels: 4, frames: 4, patch: 2, n_fft: 64, hop: 32}\n"               \
+    "tasks:\n  - {name: snd, kind: audio_to_text, manifest: audio.csv, val_fraction: 0}\n"
+#define CTRL_SPEC "tasks:\n  - {name: ctrl, kind: control, episodes: ep.h5, val_fraction: 0}\n"
+
+TestSuite(datasets, .init = setup, .fini = teardown);
+
+Test(datasets, build_missing_manifest)
+{
+    expect_build_fails(QA_SPEC, "qa.csv", "cannot read the manifest");
+}
+
+Test(datasets, build_manifest_row_with_wrong_column_count)
+{
+    put_text("qa.csv", "1+1,2\n2+2,4,extra\n");
+    expect_build_fails(QA_SPEC, "qa.csv:2:", "3 columns, expected 2");
+}
+
+Test(datasets, build_manifest_unterminated_quote)
+{
+    put_text("qa.csv", "1+1,2\n\"2+2,4\n3+3,6\n");
+    expect_build_fails(QA_SPEC, "qa.csv:2:", "unterminated quoted field");
+}
+
+Test(datasets, build_empty_task)
+{
+    put_text("qa.csv", "input,target\n");
+    expect_build_fails(QA_SPEC, "task qa is empty", "qa.csv");
+}
+
+Test(datasets, build_image_that_is_not_an_image)
+{
+    put_text("x.png", "hello, I am text\n");
+    put_text("images.csv", "x.png,a cat\n");
+    expect_build_fails(IMG_SPEC, "x.png", "not a PNG or binary PGM/PPM");
+}
+
+Test(datasets, build_image_missing)
+{
+    put_text("images.csv", "path,text\nnowhere.png,a cat\n");
+    expect_build_fails(IMG_SPEC, "images.csv:2:", "nowhere.png: cannot read the image");
+}
+
+Test(datasets, build_pgm_that_is_16_bit)
+{
+    const char hdr[] = "P5\n2 2\n65535\n";
+    char buf[64];
+    memcpy(buf, hdr, sizeof hdr - 1);
+    memset(buf + sizeof hdr - 1, 0x7f, 8);
+    put("deep.pgm", buf, sizeof hdr - 1 + 8);
+    put_text("images.csv", "deep.pgm,deep\n");
+    expect_build_fails(IMG_SPEC, "deep.pgm", "expected 8-bit");
+}
+
+Test(datasets, build_png_that_is_16_bit)
+{
+    png_image pi;
+    memset(&pi, 0, sizeof pi);
+    pi.version = PNG_IMAGE_VERSION;
+    pi.width = pi.height = 2;
+    pi.format = PNG_FORMAT_LINEAR_Y;
+    uint16_t px[4] = {0, 1000, 20000, 65535};
+    char path[256];
+    snprintf(path, sizeof path, "%s/deep.png", dir);
+    cr_assert(png_image_write_to_file(&pi, path, 0, px, 0, NULL));
+    put_text("images.csv", "deep.png,deep\n");
+    expect_build_fails(IMG_SPEC, "deep.png", "16-bit PNG");
+}
+
+Test(datasets, build_truncated_pgm)
+{
+    put_text("short.pgm", "P5\n4 4\n255\nabc");
+    put_text("images.csv", "short.pgm,short\n");
+    expect_build_fails(IMG_SPEC, "short.pgm", "truncated");
+}
+
+/* A WAV header with the given format tag and bits per sample, and 8 data bytes. */
+static void put_wav(const char *name, uint16_t format, uint16_t bits, uint32_t data_len)
+{
+    uint8_t h[52] = {'R',  'I',  'F', 'F', 44, 0, 0, 0, 'W', 'A', 'V',  'E',  'f', 'm',
+                     't',  ' ',  16,  0,   0,  0, 0, 0, 1,   0,   0x40, 0x1f, 0,   0,
+                     0x80, 0x3e, 0,   0,   2,  0, 0, 0, 'd', 'a', 't',  'a'};
+    h[20] = (uint8_t)format, h[21] = (uint8_t)(format >> 8);
+    h[34] = (uint8_t)bits;
+    h[40] = (uint8_t)data_len, h[41] = (uint8_t)(data_len >> 8);
+    put(name, h, sizeof h);
+}
+
+Test(datasets, build_wav_that_is_8_bit)
+{
+    put_wav("b8.wav", 1, 8, 8);
+    put_text("audio.csv", "b8.wav,x\n");
+    expect_build_fails(WAV_SPEC, "b8.wav", "expected PCM (1) 16-bit");
+}
+
+Test(datasets, build_wav_that_is_float)
+{
+    put_wav("f32.wav", 3, 32, 8);
+    put_text("audio.csv", "f32.wav,x\n");
+    expect_build_fails(WAV_SPEC, "f32.wav", "WAV format 3");
+}
+
+Test(datasets, build_wav_truncated)
+{
+    put_wav("cut.wav", 1, 16, 4000);
+    put_text("audio.csv", "cut.wav,x\n");
+    expect_build_fails(WAV_SPEC, "cut.wav", "truncated");
+}
+
+Test(datasets, build_wav_that_is_not_riff)
+{
+    put_text("no.wav", "ID3 this is an mp3, honest");
+    put_text("audio.csv", "no.wav,x\n");
+    expect_build_fails(WAV_SPEC, "no.wav", "not a RIFF/WAVE file");
+}
+
+/* An episodes file: obs [T, 1], actions [T, 1] float, offsets as given. */
+static void put_episodes(const float *obs, int64_t T, const int64_t *off, int64_t n_off)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/ep.h5", dir);
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hsize_t d2[2] = {(hsize_t)T, 1}, d1 = (hsize_t)n_off;
+    hid_t s2 = H5Screate_simple(2, d2, NULL), s1 = H5Screate_simple(1, &d1, NULL);
+    hid_t a =
+        H5Dcreate2(f, "observations", H5T_IEEE_F32LE, s2, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dwrite(a, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, obs);
+    H5Dclose(a);
+    a = H5Dcreate2(f, "actions", H5T_IEEE_F32LE, s2, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dwrite(a, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, obs);
+    H5Dclose(a);
+    a = H5Dcreate2(f, "episode_offsets", H5T_STD_I64LE, s1, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dwrite(a, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, off);
+    H5Dclose(a);
+    H5Sclose(s1);
+    H5Sclose(s2);
+    H5Fclose(f);
+}
+
+Test(datasets, build_episode_with_nan)
+{
+    float obs[3] = {0.1f, NAN, 0.2f};
+    int64_t off[2] = {0, 3};
+    put_episodes(obs, 3, off, 2);
+    expect_build_fails(CTRL_SPEC, "ep.h5", "observations[1][0] is not finite");
+}
+
+Test(datasets, build_episode_with_infinity)
+{
+    float obs[3] = {0.1f, 0.2f, -INFINITY};
+    int64_t off[2] = {0, 3};
+    put_episodes(obs, 3, off, 2);
+    expect_build_fails(CTRL_SPEC, "ep.h5", "observations[2][0] is not finite");
+}
+
+Test(datasets, build_episode_offsets_that_do_not_match_the_arrays)
+{
+    float obs[3] = {0.1f, 0.2f, 0.3f};
+    int64_t off[3] = {0, 2, 5};
+    put_episodes(obs, 3, off, 3);
+    expect_build_fails(CTRL_SPEC, "ep.h5", "episode_offsets runs from 0 to 5, expected 0 to 3");
+}
+
+Test(datasets, build_spec_with_unknown_key)
+{
+    put_text("qa.csv", "1+1,2\n");
+    expect_build_fails("seed: 1\ntasks:\n  - {name: qa, kind: text_to_text, manifest: qa.csv, "
+                       "val_fraction: 0.1, shuffle: true}\n",
+                       "spec.yaml:3:", "unknown key shuffle");
+}
+
+Test(datasets, build_spec_with_unknown_kind)
+{
+    expect_build_fails("tasks:\n  - {name: v, kind: video, manifest: v.csv, val_fraction: 0}\n",
+                       "spec.yaml:2:", "kind is \"video\"");
+}
+
+Test(datasets, build_spec_with_bad_yaml)
+{
+    expect_build_fails("tasks: [\n", "spec.yaml:", "YAML syntax error");
+}
+
+/* ---- dataset files ------------------------------------------------------------ */
+
+/* A good dataset file (from the fixtures of tests/data) at dir/data.h5. */
+static void good_dataset(void)
+{
+    char spec[1024], out[256];
+    snprintf(spec, sizeof spec, "%s/tests/data/spec.yaml", getenv("OMNI_SOURCE_DIR"));
+    snprintf(out, sizeof out, "%s/data.h5", dir);
+    cr_assert_eq(omni_data_build(spec, out, NULL), OMNI_OK, "%s", omni_error_message());
+}
+
+static void poke(const char *dset, hid_t mtype, int64_t index, const void *value)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/data.h5", dir);
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t d = H5Dopen2(f, dset, H5P_DEFAULT);
+    cr_assert(d >= 0, "no dataset %s", dset);
+    hid_t fs = H5Dget_space(d);
+    hsize_t at = (hsize_t)index, one = 1;
+    H5Sselect_elements(fs, H5S_SELECT_SET, 1, &at);
+    hid_t ms = H5Screate_simple(1, &one, NULL);
+    cr_assert(H5Dwrite(d, mtype, ms, fs, H5P_DEFAULT, value) >= 0);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    H5Dclose(d);
+    H5Fclose(f);
+}
+
+static void expect_info_fails(const char *want1, const char *want2)
+{
+    const char *err;
+    int rc = run("data info data.h5", &err);
+    cr_assert_eq(rc, 2, "exit status %d, expected 2; stderr: %s", rc, err);
+    cr_assert(strstr(err, want1), "message lacks \"%s\": %s", want1, err);
+    cr_assert(!want2 || strstr(err, want2), "message lacks \"%s\": %s", want2, err);
+}
+
+Test(datasets, file_good_one_is_accepted)
+{
+    good_dataset();
+    const char *err;
+    cr_assert_eq(run("data info data.h5", &err), 0, "%s", err);
+}
+
+Test(datasets, file_token_outside_the_vocabulary)
+{
+    good_dataset();
+    int32_t v = 99999;
+    poke("/tasks/qa/train/tokens", H5T_NATIVE_INT32, 2, &v);
+    expect_info_fails("data.h5", "/tasks/qa/train/tokens[2] = 99999 is outside the vocabulary");
+}
+
+Test(datasets, file_negative_token_in_a_text_task)
+{
+    good_dataset();
+    int32_t v = -1;
+    poke("/tasks/qa/train/tokens", H5T_NATIVE_INT32, 2, &v);
+    expect_info_fails("data.h5", "is a patch (-1) in a text_to_text task");
+}
+
+Test(datasets, file_sample_without_its_task_token)
+{
+    good_dataset();
+    int32_t v = 'x';
+    poke("/tasks/qa/train/tokens", H5T_NATIVE_INT32, 0, &v);
+    expect_info_fails("data.h5", "sample 0 starts with token 120, expected its task token");
+}
+
+Test(datasets, file_decreasing_offsets)
+{
+    good_dataset();
+    int64_t v = 17;
+    poke("/tasks/qa/train/offsets", H5T_NATIVE_INT64, 1, &v);
+    expect_info_fails("data.h5", "/tasks/qa/train/offsets decreases at sample 1");
+}
+
+Test(datasets, file_offsets_beyond_the_arrays)
+{
+    good_dataset();
+    int64_t v = 1000;
+    poke("/tasks/qa/train/offsets", H5T_NATIVE_INT64, 2, &v);
+    expect_info_fails("data.h5", "offsets ends at 1000, but the array it indexes has 16");
+}
+
+Test(datasets, file_patch_offsets_that_disagree_with_the_tokens)
+{
+    good_dataset();
+    int64_t v = 3;
+    poke("/tasks/pics/train/patch_offsets", H5T_NATIVE_INT64, 1, &v);
+    expect_info_fails("data.h5", "sample 0 has 4 patch tokens and 3 patches");
+}
+
+Test(datasets, file_loss_flag_not_0_or_1)
+{
+    good_dataset();
+    uint8_t v = 7;
+    poke("/tasks/corpus/train/loss", H5T_NATIVE_UINT8, 1, &v);
+    expect_info_fails("data.h5", "loss[1] = 7, expected 0 or 1");
+}
+
+Test(datasets, file_control_loss_on_an_observation)
+{
+    good_dataset();
+    uint8_t v = 1;
+    poke("/tasks/ctrl/train/loss", H5T_NATIVE_UINT8, 1, &v);
+    expect_info_fails("data.h5", "expected loss on action tokens only");
+}
+
+Test(datasets, file_missing_attribute)
+{
+    good_dataset();
+    char path[256];
+    snprintf(path, sizeof path, "%s/data.h5", dir);
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert(H5Adelete(f, "tok_sep") >= 0);
+    H5Fclose(f);
+    expect_info_fails("data.h5", "missing attribute /tok_sep");
+}
+
+Test(datasets, file_missing_task_kind)
+{
+    good_dataset();
+    char path[256];
+    snprintf(path, sizeof path, "%s/data.h5", dir);
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert(H5Adelete_by_name(f, "tasks/qa", "kind", H5P_DEFAULT) >= 0);
+    H5Fclose(f);
+    expect_info_fails("data.h5", "missing attribute /tasks/qa/kind");
+}
+
+Test(datasets, file_wrong_vocabulary_layout)
+{
+    good_dataset();
+    char path[256];
+    snprintf(path, sizeof path, "%s/data.h5", dir);
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t a = H5Aopen(f, "bins", H5P_DEFAULT);
+    int32_t v = 512;
+    H5Awrite(a, H5T_NATIVE_INT32, &v);
+    H5Aclose(a);
+    H5Fclose(f);
+    expect_info_fails("data.h5", "attribute /bins = 512, expected 1024");
+}
+
+Test(datasets, file_loss_flags_stored_wider_than_uint8)
+{
+    good_dataset();
+    char path[256];
+    snprintf(path, sizeof path, "%s/data.h5", dir);
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert(H5Ldelete(f, "tasks/corpus/train/loss", H5P_DEFAULT) >= 0);
+    hsize_t n = 5;
+    int64_t loss[5] = {0, 1, 1, 1, -1};
+    hid_t sp = H5Screate_simple(1, &n, NULL);
+    hid_t d = H5Dcreate2(f, "tasks/corpus/train/loss", H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT,
+                         H5P_DEFAULT);
+    H5Dwrite(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, loss);
+    H5Dclose(d);
+    H5Sclose(sp);
+    H5Fclose(f);
+    expect_info_fails("data.h5",
+                      "/tasks/corpus/train/loss is a 8-byte signed integer, expected uint8");
+}
+
+Test(datasets, file_that_is_not_hdf5)
+{
+    put_text("data.h5", "just text\n");
+    expect_info_fails("data.h5", "not an HDF5 file");
+}
+
+Test(datasets, file_missing)
+{
+    expect_info_fails("data.h5", "cannot open the file");
+}
+
+Test(datasets, file_bad_one_stops_the_experiment_before_training)
+{
+    good_dataset();
+    int32_t v = 5000;
+    poke("/tasks/ctrl/train/tokens", H5T_NATIVE_INT32, 1, &v);
+    char yaml[512];
+    snprintf(yaml, sizeof yaml, "experiment: {name: t}\ndata: {files: [%s/data.h5]}\n", dir);
+    omni_experiment x;
+    cr_assert_eq(omni_experiment_parse(&x, yaml, strlen(yaml), "t.yaml", NULL, 0), OMNI_OK);
+    omni_sampler *s = NULL;
+    cr_assert_eq(omni_sampler_open(&s, &x), OMNI_ERR_DATA);
+    cr_assert_null(s);
+    cr_assert(strstr(omni_error_message(), "data.h5: /tasks/ctrl/train/tokens[1] = 5000"), "%s",
+              omni_error_message());
+}
