@@ -189,6 +189,11 @@ double omni_moe_loss(const omni_moe *m);
 void omni_moe_layer_losses(const omni_moe *m, int64_t index, double *aux, double *z);
 /* The global routing statistics of one MoE layer's last forward. */
 const omni_router_sums *omni_moe_layer_stats(const omni_moe *m, int64_t index);
+/* The routing of one MoE layer's last forward: expert and slot [n, k] (see gating.h), n. */
+void omni_moe_layer_routing(const omni_moe *m, int64_t index, const int32_t **expert,
+                            const int32_t **slot, int64_t *n);
+/* The balancing bias [E] of one MoE layer (state: read, or set when resuming). */
+float *omni_moe_layer_bias(omni_moe *m, int64_t index);
 /* After a step: nudge every layer's bias from its last global loads (moe.bias_rate; a no-op
  * when it is 0). Deterministic and identical on every rank. */
 void omni_moe_update_bias(omni_moe *m);

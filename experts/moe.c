@@ -540,6 +540,19 @@ const omni_router_sums *omni_moe_layer_stats(const omni_moe *m, int64_t index)
     return &m->layers[index].sums;
 }
 
+void omni_moe_layer_routing(const omni_moe *m, int64_t index, const int32_t **expert,
+                            const int32_t **slot, int64_t *n)
+{
+    *expert = m->layers[index].expert;
+    *slot = m->layers[index].slot;
+    *n = m->layers[index].n;
+}
+
+float *omni_moe_layer_bias(omni_moe *m, int64_t index)
+{
+    return m->layers[index].bias;
+}
+
 void omni_moe_update_bias(omni_moe *m)
 {
     if (m->x.moe.bias_rate <= 0.0)
