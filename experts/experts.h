@@ -198,6 +198,18 @@ float *omni_moe_layer_bias(omni_moe *m, int64_t index);
  * when it is 0). Deterministic and identical on every rank. */
 void omni_moe_update_bias(omni_moe *m);
 
+/* Where the time of forward/backward goes, accumulated since the last reset (seconds). */
+typedef enum {
+    OMNI_MOE_T_ROUTE = 0, /* router forward: jitter, logits, softmax, top-k, capacity, sums */
+    OMNI_MOE_T_MOVE,      /* gathering, permuting, exchanging and combining rows */
+    OMNI_MOE_T_EXPERTS,   /* routed experts forward and backward (the sgemms) */
+    OMNI_MOE_T_SHARED,    /* shared experts forward and backward */
+    OMNI_MOE_T_ROUTER_BW, /* router backward: gates, losses, softmax, W_r */
+    OMNI_MOE_T_COUNT
+} omni_moe_timer;
+void omni_moe_timers(const omni_moe *m, double out[OMNI_MOE_T_COUNT]);
+void omni_moe_timers_reset(omni_moe *m);
+
 /* Tensor table (parameters then biases). */
 int64_t omni_moe_n_tensors(const omni_moe *m);
 const omni_moe_tensor *omni_moe_tensor_at(const omni_moe *m, int64_t i);

@@ -61,7 +61,26 @@ struct omni_moe {
     int64_t *assign_scratch;
     int64_t step, token_offset;
     bool training;
+    double timer[OMNI_MOE_T_COUNT];
 };
+
+/* Add the time since *t0 to timer `which` and restart the clock. */
+static void lap(omni_moe *m, omni_moe_timer which, double *t0)
+{
+    double t = omni_now();
+    m->timer[which] += t - *t0;
+    *t0 = t;
+}
+
+void omni_moe_timers(const omni_moe *m, double out[OMNI_MOE_T_COUNT])
+{
+    memcpy(out, m->timer, sizeof m->timer);
+}
+
+void omni_moe_timers_reset(omni_moe *m)
+{
+    memset(m->timer, 0, sizeof m->timer);
+}
 
 static int64_t max64(int64_t a, int64_t b)
 {
@@ -374,6 +393,7 @@ omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *
     omni_dispatch_plan *p = &L->plan;
     omni_status st;
 
+    double t0 = omni_now();
     /* route */
     memcpy(L->x, in, (size_t)(n * d) * sizeof(float));
     L->jittered = m->training && m->x.moe.jitter > 0.0;
@@ -398,6 +418,7 @@ omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *
     if (st != OMNI_OK)
         return st;
     omni_router_losses(&L->sums, k, &L->aux, &L->z);
+    lap(m, OMNI_MOE_T_ROUTE, &t0);
 
     /* dispatch, experts, combine */
     omni_dispatch_plan_send(p, L->expert, L->slot, L->kept, n);
@@ -411,8 +432,10 @@ omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *
     if (st != OMNI_OK)
         return st;
     omni_dispatch_to_expert(L->xe, m->recv, p, d);
+    lap(m, OMNI_MOE_T_MOVE, &t0);
     omni_experts_forward(m->ye, L->h1, L->h3, m->act, L->xe, L->w1, L->w3, L->w2, p->expert_off,
                          m->e_count, d, ff, false);
+    lap(m, OMNI_MOE_T_EXPERTS, &t0);
     omni_dispatch_from_expert(m->recv, m->ye, p, d);
     st = exchange(m, m->recv, p->recv_count, p->recv_displ, L->ret, p->send_count, p->send_displ);
     if (st != OMNI_OK)
@@ -430,11 +453,13 @@ omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *
                 o[i] += g * r[i];
         }
     }
+    lap(m, OMNI_MOE_T_MOVE, &t0);
     const int64_t off[2] = {0, n};
     for (int64_t s = 0; s < m->S; s++)
         omni_experts_forward(out, L->sh1 + s * m->max_tokens * ff, L->sh3 + s * m->max_tokens * ff,
                              m->act, L->x, L->sw1 + s * d * ff, L->sw3 + s * d * ff,
                              L->sw2 + s * ff * d, off, 1, d, ff, true);
+    lap(m, OMNI_MOE_T_SHARED, &t0);
     L->n = n;
     return OMNI_OK;
 }
@@ -456,6 +481,7 @@ omni_status omni_moe_backward(void *ctx, int64_t layer, float *din, const float 
     omni_dispatch_plan *p = &L->plan;
     omni_status st;
 
+    double t0 = omni_now();
     /* gate gradients, and the rows of dy = g dout in send order */
     for (int64_t a = 0; a < n * k; a++) {
         int32_t pos = p->pos[a];
@@ -476,8 +502,10 @@ omni_status omni_moe_backward(void *ctx, int64_t layer, float *din, const float 
     if (st != OMNI_OK)
         return st;
     omni_dispatch_to_expert(m->ye, m->recv, p, d);
+    lap(m, OMNI_MOE_T_MOVE, &t0);
     omni_experts_backward(L->xe, L->dw1, L->dw3, L->dw2, L->h1, L->h3, m->act, m->ye, L->xe, L->w1,
                           L->w3, L->w2, p->expert_off, m->e_count, d, ff);
+    lap(m, OMNI_MOE_T_EXPERTS, &t0);
     omni_dispatch_from_expert(m->recv, L->xe, p, d);
     st = exchange(m, m->recv, p->recv_count, p->recv_displ, m->send, p->send_count, p->send_displ);
     if (st != OMNI_OK)
@@ -492,6 +520,7 @@ omni_status omni_moe_backward(void *ctx, int64_t layer, float *din, const float 
             dx[i] += r[i];
     }
 
+    lap(m, OMNI_MOE_T_MOVE, &t0);
     /* shared experts */
     const int64_t off[2] = {0, n};
     for (int64_t s = 0; s < m->S; s++) {
@@ -503,6 +532,7 @@ omni_status omni_moe_backward(void *ctx, int64_t layer, float *din, const float 
             din[i] += m->dxr[i];
     }
 
+    lap(m, OMNI_MOE_T_SHARED, &t0);
     /* router: gates, load-balance and z-losses, softmax, logits = xr W_r */
     memset(m->dprobs, 0, (size_t)(n * E) * sizeof(float));
     omni_router_gate_backward(m->dprobs, m->dgate, L->expert, L->prob, n, E, k,
@@ -518,6 +548,7 @@ omni_status omni_moe_backward(void *ctx, int64_t layer, float *din, const float 
     else
         for (int64_t i = 0; i < n * d; i++)
             din[i] += m->dxr[i];
+    lap(m, OMNI_MOE_T_ROUTER_BW, &t0);
     return OMNI_OK;
 }
 
