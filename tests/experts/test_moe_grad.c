@@ -4,6 +4,7 @@
  * L = sum(out * R) + aux_loss * aux + z_loss * z, against omni_moe_backward.
  *
  * Central differences with step h = 2e-3 on float32 code, the loss summed in double.
+ * Router jitter (training) is covered with its noise fixed by the step.
  * Tolerance per coordinate: |fd - analytic| <= 2e-3 + 2e-2 * max(|fd|, |analytic|).
  * A coordinate whose perturbation changes any routing decision (top-k choice or drop) is
  * not differentiable there; such coordinates are skipped and must stay rare (< 2%).
@@ -23,6 +24,7 @@ typedef struct {
     bool normalize;
     int64_t shared;
     int64_t experts;
+    double jitter; /* training with router jitter (fixed step, so the noise is fixed) */
 } grad_case;
 
 static omni_moe *make(const grad_case *gc, omni_experiment *x)
@@ -40,6 +42,7 @@ static omni_moe *make(const grad_case *gc, omni_experiment *x)
     x->moe.aux_loss = 0.3;
     x->moe.z_loss = 0.05;
     x->moe.shared_experts = gc->shared;
+    x->moe.jitter = gc->jitter;
     omni_moe_comm comm;
     omni_moe_comm_local(&comm);
     omni_moe *m;
@@ -51,6 +54,7 @@ static omni_moe *make(const grad_case *gc, omni_experiment *x)
     omni_rng r;
     omni_rng_init(&r, 11, "test/params", 0);
     omni_rng_fill_normal(&r, 0, np, 0.0f, 0.5f, p);
+    omni_moe_set_step(m, 7, 100, gc->jitter > 0.0);
     return m;
 }
 
@@ -169,5 +173,11 @@ Test(experts, moe_gradient_top1_dropless_with_shared_experts)
 Test(experts, moe_gradient_top2_drops_with_shared_expert)
 {
     grad_case gc = {.k = 2, .cf = 0.75, .normalize = true, .shared = 1, .experts = 4};
+    check(&gc);
+}
+
+Test(experts, moe_gradient_top2_with_router_jitter)
+{
+    grad_case gc = {.k = 2, .cf = 1.0, .normalize = true, .experts = 4, .jitter = 0.2};
     check(&gc);
 }
