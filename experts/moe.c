@@ -21,8 +21,9 @@ typedef struct {
     float *w1, *w3, *w2; /* [E_local, d, ff], ..., [E_local, ff, d] */
     float *dw1, *dw3, *dw2;
     float *bias; /* [E] balancing bias (state) */
-    /* the cache of the last forward */
-    int64_t n;
+    /* the cache of the last forward: na routed rows of n positions */
+    int64_t n, na;
+    int64_t *tok; /* [na] position of routed row i (padding is not routed) */
     bool jittered;
     int64_t step, token_offset;
     float *x;               /* [n, d] layer input */
@@ -58,6 +59,8 @@ struct omni_moe {
     float *dprobs, *dlogits; /* [n, E] */
     float *dgate;            /* [n k] */
     float *dxr;              /* [n, d] */
+    float *yc, *dxc;         /* [n, d] compact outputs or output gradients; input gradients */
+    int32_t *task_c;         /* [n] task of routed row i */
     int64_t *assign_scratch;
     int64_t step, token_offset;
     bool training;
@@ -246,6 +249,7 @@ omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t ma
     for (int64_t i = 0; i < m->n_moe; i++) {
         moe_layer *L = &m->layers[i];
         L->x = grab(&ok, n * d, sizeof(float), "moe cache");
+        L->tok = grab(&ok, n, sizeof(int64_t), "moe cache");
         if (x->moe.jitter > 0.0)
             L->xr = grab(&ok, n * d, sizeof(float), "moe cache");
         L->logits = grab(&ok, n * E, sizeof(float), "moe cache");
@@ -279,6 +283,9 @@ omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t ma
     m->dlogits = grab(&ok, n * E, sizeof(float), "moe router scratch");
     m->dgate = grab(&ok, n * k, sizeof(float), "moe router scratch");
     m->dxr = grab(&ok, n * d, sizeof(float), "moe router scratch");
+    m->yc = grab(&ok, n * d, sizeof(float), "moe scratch");
+    m->dxc = grab(&ok, n * d, sizeof(float), "moe scratch");
+    m->task_c = grab(&ok, n, sizeof(int32_t), "moe scratch");
     m->assign_scratch =
         grab(&ok, omni_router_assign_scratch(n, E, k), sizeof(int64_t), "moe router scratch");
     if (!ok)
@@ -304,6 +311,7 @@ void omni_moe_free(omni_moe *m)
             for (size_t j = 0; j < sizeof fl / sizeof fl[0]; j++)
                 omni_free(fl[j]);
             omni_free(L->expert);
+            omni_free(L->tok);
             omni_free(L->slot);
             omni_free(L->kept);
             if (L->plan.pos)
@@ -316,6 +324,9 @@ void omni_moe_free(omni_moe *m)
     for (size_t j = 0; j < sizeof fl / sizeof fl[0]; j++)
         omni_free(fl[j]);
     omni_free(m->assign_scratch);
+    omni_free(m->yc);
+    omni_free(m->dxc);
+    omni_free(m->task_c);
     omni_free(m->tensors);
     omni_free(m->layers);
     omni_free(m->block_to_moe);
@@ -377,6 +388,12 @@ static omni_status exchange(omni_moe *m, const float *send, const int64_t *scoun
     return m->comm.alltoallv_rows(m->comm.ctx, send, scount, sdispl, recv, rcount, rdispl, m->d);
 }
 
+/* Whether position t of the batch is routed: every position but padding. */
+static bool routed(const omni_batch *b, int64_t t)
+{
+    return !b || !b->kind || b->kind[t] != OMNI_POS_PAD;
+}
+
 omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *in,
                              const omni_batch *b, int64_t n)
 {
@@ -394,26 +411,38 @@ omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *
     omni_status st;
 
     double t0 = omni_now();
+    /* the routed rows: every position but padding, compacted (L->tok maps row -> position) */
+    int64_t na = 0;
+    for (int64_t t = 0; t < n; t++) {
+        if (!routed(b, t))
+            continue;
+        L->tok[na] = t;
+        m->task_c[na] = b && b->task ? b->task[t] : -1;
+        memcpy(L->x + na * d, in + t * d, (size_t)d * sizeof(float));
+        na++;
+    }
+    L->n = n;
+    L->na = na;
+
     /* route */
-    memcpy(L->x, in, (size_t)(n * d) * sizeof(float));
     L->jittered = m->training && m->x.moe.jitter > 0.0;
     L->step = m->step;
     L->token_offset = m->token_offset;
     const float *xr = L->x;
     if (L->jittered) {
         omni_router_jitter(L->xr, L->x, (float)m->x.moe.jitter, (uint64_t)m->x.experiment.seed,
-                           L->block, L->step, L->token_offset, n, d);
+                           L->block, L->step, L->token_offset, L->tok, na, d);
         xr = L->xr;
     }
-    omni_router_forward(L->logits, L->probs, L->lse, xr, L->wr, n, d, E);
-    omni_router_topk(L->expert, L->prob, L->gate, L->logits, L->probs, L->bias, n, E, k,
+    omni_router_forward(L->logits, L->probs, L->lse, xr, L->wr, na, d, E);
+    omni_router_topk(L->expert, L->prob, L->gate, L->logits, L->probs, L->bias, na, E, k,
                      m->x.moe.normalize_topk);
-    int64_t cap = omni_moe_capacity(k, m->x.moe.capacity_factor, n, E);
-    omni_router_assign(L->slot, L->kept, L->expert, L->prob, n, E, k, cap, m->assign_scratch);
+    int64_t cap = omni_moe_capacity(k, m->x.moe.capacity_factor, na, E);
+    omni_router_assign(L->slot, L->kept, L->expert, L->prob, na, E, k, cap, m->assign_scratch);
 
     /* statistics and losses over the global batch */
     omni_router_sums_zero(&L->sums);
-    omni_router_sums_add(&L->sums, L->probs, L->lse, L->expert, L->slot, b ? b->task : NULL, n, k);
+    omni_router_sums_add(&L->sums, L->probs, L->lse, L->expert, L->slot, m->task_c, na, k);
     st = m->comm.allreduce_sum(m->comm.ctx, L->sums.buf, L->sums.len);
     if (st != OMNI_OK)
         return st;
@@ -421,8 +450,8 @@ omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *
     lap(m, OMNI_MOE_T_ROUTE, &t0);
 
     /* dispatch, experts, combine */
-    omni_dispatch_plan_send(p, L->expert, L->slot, L->kept, n);
-    omni_dispatch_gather(m->send, L->x, p, n, d);
+    omni_dispatch_plan_send(p, L->expert, L->slot, L->kept, na);
+    omni_dispatch_gather(m->send, L->x, p, na, d);
     st = m->comm.alltoall_counts(m->comm.ctx, p->count_msg, p->recv_counts, E);
     if (st != OMNI_OK)
         return st;
@@ -440,8 +469,8 @@ omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *
     st = exchange(m, m->recv, p->recv_count, p->recv_displ, L->ret, p->send_count, p->send_displ);
     if (st != OMNI_OK)
         return st;
-    for (int64_t t = 0; t < n; t++) {
-        float *o = out + t * d;
+    for (int64_t t = 0; t < na; t++) {
+        float *o = m->yc + t * d;
         memset(o, 0, (size_t)d * sizeof(float));
         for (int64_t c = 0; c < k; c++) {
             int32_t pos = p->pos[t * k + c];
@@ -454,13 +483,18 @@ omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *
         }
     }
     lap(m, OMNI_MOE_T_MOVE, &t0);
-    const int64_t off[2] = {0, n};
+    const int64_t off[2] = {0, na};
     for (int64_t s = 0; s < m->S; s++)
-        omni_experts_forward(out, L->sh1 + s * m->max_tokens * ff, L->sh3 + s * m->max_tokens * ff,
-                             m->act, L->x, L->sw1 + s * d * ff, L->sw3 + s * d * ff,
-                             L->sw2 + s * ff * d, off, 1, d, ff, true);
+        omni_experts_forward(m->yc, L->sh1 + s * m->max_tokens * ff,
+                             L->sh3 + s * m->max_tokens * ff, m->act, L->x, L->sw1 + s * d * ff,
+                             L->sw3 + s * d * ff, L->sw2 + s * ff * d, off, 1, d, ff, true);
     lap(m, OMNI_MOE_T_SHARED, &t0);
-    L->n = n;
+    /* padding positions output 0 */
+    if (na < n)
+        memset(out, 0, (size_t)(n * d) * sizeof(float));
+    for (int64_t t = 0; t < na; t++)
+        memcpy(out + L->tok[t] * d, m->yc + t * d, (size_t)d * sizeof(float));
+    lap(m, OMNI_MOE_T_MOVE, &t0);
     return OMNI_OK;
 }
 
@@ -469,7 +503,7 @@ omni_status omni_moe_backward(void *ctx, int64_t layer, float *din, const float 
 {
     omni_moe *m = ctx;
     const int64_t d = m->d, E = m->E, k = m->k, ff = m->ff;
-    (void)b;
+    (void)b; /* the routed positions are those of the forward */
     int64_t li = omni_moe_layer_index(m, layer);
     if (li < 0)
         return omni_fail(OMNI_ERR_INTERNAL, "moe: block %lld is not an MoE block",
@@ -479,22 +513,27 @@ omni_status omni_moe_backward(void *ctx, int64_t layer, float *din, const float 
         return omni_fail(OMNI_ERR_INTERNAL, "moe: backward of %lld tokens after a forward of %lld",
                          (long long)n, (long long)L->n);
     omni_dispatch_plan *p = &L->plan;
+    const int64_t na = L->na;
+    float *dy = m->yc, *dx = m->dxc; /* compact [na, d] */
     omni_status st;
 
     double t0 = omni_now();
-    /* gate gradients, and the rows of dy = g dout in send order */
-    for (int64_t a = 0; a < n * k; a++) {
+    for (int64_t t = 0; t < na; t++)
+        memcpy(dy + t * d, dout + L->tok[t] * d, (size_t)d * sizeof(float));
+    memset(dx, 0, (size_t)(na * d) * sizeof(float));
+    /* gate gradients, and the rows of g dy in send order */
+    for (int64_t a = 0; a < na * k; a++) {
         int32_t pos = p->pos[a];
         if (pos < 0) {
             m->dgate[a] = 0.0f;
             continue;
         }
-        const float *dy = dout + (a / k) * d, *r = L->ret + (int64_t)pos * d;
+        const float *dyt = dy + (a / k) * d, *r = L->ret + (int64_t)pos * d;
         float *s = m->send + (int64_t)pos * d, g = L->gate[a];
         double dot = 0.0;
         for (int64_t i = 0; i < d; i++) {
-            dot += (double)dy[i] * (double)r[i];
-            s[i] = g * dy[i];
+            dot += (double)dyt[i] * (double)r[i];
+            s[i] = g * dyt[i];
         }
         m->dgate[a] = (float)dot;
     }
@@ -510,45 +549,52 @@ omni_status omni_moe_backward(void *ctx, int64_t layer, float *din, const float 
     st = exchange(m, m->recv, p->recv_count, p->recv_displ, m->send, p->send_count, p->send_displ);
     if (st != OMNI_OK)
         return st;
-    for (int64_t a = 0; a < n * k; a++) {
+    for (int64_t a = 0; a < na * k; a++) {
         int32_t pos = p->pos[a];
         if (pos < 0)
             continue;
-        float *dx = din + (a / k) * d;
+        float *dxt = dx + (a / k) * d;
         const float *r = m->send + (int64_t)pos * d;
         for (int64_t i = 0; i < d; i++)
-            dx[i] += r[i];
+            dxt[i] += r[i];
     }
-
     lap(m, OMNI_MOE_T_MOVE, &t0);
+
     /* shared experts */
-    const int64_t off[2] = {0, n};
+    const int64_t off[2] = {0, na};
     for (int64_t s = 0; s < m->S; s++) {
         omni_experts_backward(
             m->dxr, L->dsw1 + s * d * ff, L->dsw3 + s * d * ff, L->dsw2 + s * ff * d,
-            L->sh1 + s * m->max_tokens * ff, L->sh3 + s * m->max_tokens * ff, m->act, dout, L->x,
+            L->sh1 + s * m->max_tokens * ff, L->sh3 + s * m->max_tokens * ff, m->act, dy, L->x,
             L->sw1 + s * d * ff, L->sw3 + s * d * ff, L->sw2 + s * ff * d, off, 1, d, ff);
-        for (int64_t i = 0; i < n * d; i++)
-            din[i] += m->dxr[i];
+        for (int64_t i = 0; i < na * d; i++)
+            dx[i] += m->dxr[i];
     }
-
     lap(m, OMNI_MOE_T_SHARED, &t0);
+
     /* router: gates, load-balance and z-losses, softmax, logits = xr W_r */
-    memset(m->dprobs, 0, (size_t)(n * E) * sizeof(float));
-    omni_router_gate_backward(m->dprobs, m->dgate, L->expert, L->prob, n, E, k,
+    memset(m->dprobs, 0, (size_t)(na * E) * sizeof(float));
+    omni_router_gate_backward(m->dprobs, m->dgate, L->expert, L->prob, na, E, k,
                               m->x.moe.normalize_topk);
-    omni_router_aux_backward(m->dprobs, &L->sums, m->x.moe.aux_loss, k, n);
-    omni_router_softmax_backward(m->dlogits, m->dprobs, L->probs, n, E);
-    omni_router_z_backward(m->dlogits, L->probs, L->lse, &L->sums, m->x.moe.z_loss, n);
-    omni_router_backward(m->dxr, L->dwr, m->dlogits, L->jittered ? L->xr : L->x, L->wr, n, d, E);
+    omni_router_aux_backward(m->dprobs, &L->sums, m->x.moe.aux_loss, k, na);
+    omni_router_softmax_backward(m->dlogits, m->dprobs, L->probs, na, E);
+    omni_router_z_backward(m->dlogits, L->probs, L->lse, &L->sums, m->x.moe.z_loss, na);
+    omni_router_backward(m->dxr, L->dwr, m->dlogits, L->jittered ? L->xr : L->x, L->wr, na, d, E);
     if (L->jittered)
-        omni_router_jitter_backward(din, m->dxr, (float)m->x.moe.jitter,
+        omni_router_jitter_backward(dx, m->dxr, (float)m->x.moe.jitter,
                                     (uint64_t)m->x.experiment.seed, L->block, L->step,
-                                    L->token_offset, n, d);
+                                    L->token_offset, L->tok, na, d);
     else
-        for (int64_t i = 0; i < n * d; i++)
-            din[i] += m->dxr[i];
+        for (int64_t i = 0; i < na * d; i++)
+            dx[i] += m->dxr[i];
     lap(m, OMNI_MOE_T_ROUTER_BW, &t0);
+    for (int64_t t = 0; t < na; t++) {
+        float *o = din + L->tok[t] * d;
+        const float *r = dx + t * d;
+        for (int64_t i = 0; i < d; i++)
+            o[i] += r[i];
+    }
+    lap(m, OMNI_MOE_T_MOVE, &t0);
     return OMNI_OK;
 }
 

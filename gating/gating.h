@@ -27,15 +27,17 @@ int64_t omni_moe_capacity(int64_t k, double capacity_factor, int64_t n, int64_t 
 
 /*
  * Multiplicative router jitter: xr[t, i] = x[t, i] * u, u uniform in [1 - jitter, 1 + jitter]
- * from the stream (seed, "jitter/<layer>", step), element (token_offset + t) * d + i, where
- * token_offset is the global position of this worker's first token, so the noise of a token
- * does not depend on the number of processes. jitter_backward adds dxr * u to dx.
+ * from the stream (seed, "jitter/<layer>", step), element (token_offset + row_t) * d + i, where
+ * token_offset is the global position of this worker's first token and row_t = rows[t] the
+ * worker-local position of row t (rows NULL: row_t = t), so the noise of a token does not
+ * depend on the number of processes. jitter_backward adds dxr * u to dx.
  */
 void omni_router_jitter(float *xr, const float *x, float jitter, uint64_t seed, int64_t layer,
-                        int64_t step, int64_t token_offset, int64_t n, int64_t d);
+                        int64_t step, int64_t token_offset, const int64_t *rows, int64_t n,
+                        int64_t d);
 void omni_router_jitter_backward(float *dx, const float *dxr, float jitter, uint64_t seed,
-                                 int64_t layer, int64_t step, int64_t token_offset, int64_t n,
-                                 int64_t d);
+                                 int64_t layer, int64_t step, int64_t token_offset,
+                                 const int64_t *rows, int64_t n, int64_t d);
 
 /* logits = x W_r (sgemm), probs = softmax(logits), lse = logsumexp(logits), per token. */
 void omni_router_forward(float *logits, float *probs, float *lse, const float *x, const float *w,

@@ -21,27 +21,28 @@ static void jitter_stream(omni_rng *r, uint64_t seed, int64_t layer, int64_t ste
 }
 
 void omni_router_jitter(float *xr, const float *x, float jitter, uint64_t seed, int64_t layer,
-                        int64_t step, int64_t token_offset, int64_t n, int64_t d)
+                        int64_t step, int64_t token_offset, const int64_t *rows, int64_t n,
+                        int64_t d)
 {
     omni_rng r;
     jitter_stream(&r, seed, layer, step);
     for (int64_t t = 0; t < n; t++)
         for (int64_t i = 0; i < d; i++) {
-            uint64_t e = (uint64_t)((token_offset + t) * d + i);
+            uint64_t e = (uint64_t)((token_offset + (rows ? rows[t] : t)) * d + i);
             float u = 1.0f - jitter + 2.0f * jitter * omni_rng_uniform(&r, e);
             xr[t * d + i] = x[t * d + i] * u;
         }
 }
 
 void omni_router_jitter_backward(float *dx, const float *dxr, float jitter, uint64_t seed,
-                                 int64_t layer, int64_t step, int64_t token_offset, int64_t n,
-                                 int64_t d)
+                                 int64_t layer, int64_t step, int64_t token_offset,
+                                 const int64_t *rows, int64_t n, int64_t d)
 {
     omni_rng r;
     jitter_stream(&r, seed, layer, step);
     for (int64_t t = 0; t < n; t++)
         for (int64_t i = 0; i < d; i++) {
-            uint64_t e = (uint64_t)((token_offset + t) * d + i);
+            uint64_t e = (uint64_t)((token_offset + (rows ? rows[t] : t)) * d + i);
             float u = 1.0f - jitter + 2.0f * jitter * omni_rng_uniform(&r, e);
             dx[t * d + i] += dxr[t * d + i] * u;
         }

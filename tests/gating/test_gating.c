@@ -245,9 +245,9 @@ Test(gating, jitter_is_bounded_and_independent_of_how_tokens_are_split)
     float x[N * D], whole[N * D], part[N * D];
     for (int i = 0; i < N * D; i++)
         x[i] = 1.0f + 0.1f * (float)i;
-    omni_router_jitter(whole, x, 0.1f, 7, 1, 3, 100, N, D);
-    omni_router_jitter(part, x, 0.1f, 7, 1, 3, 100, 2, D);
-    omni_router_jitter(part + 2 * D, x + 2 * D, 0.1f, 7, 1, 3, 102, N - 2, D);
+    omni_router_jitter(whole, x, 0.1f, 7, 1, 3, 100, NULL, N, D);
+    omni_router_jitter(part, x, 0.1f, 7, 1, 3, 100, NULL, 2, D);
+    omni_router_jitter(part + 2 * D, x + 2 * D, 0.1f, 7, 1, 3, 102, NULL, N - 2, D);
     bool differs = false;
     for (int i = 0; i < N * D; i++) {
         cr_assert_eq(whole[i], part[i]);
@@ -256,7 +256,15 @@ Test(gating, jitter_is_bounded_and_independent_of_how_tokens_are_split)
         differs |= fabsf(u - 1.0f) > 1e-3f;
     }
     cr_assert(differs);
+    /* a row map: rows 1 and 4 alone, at their own positions */
+    const int64_t rows[2] = {1, 4};
+    float xs[2 * D], sel[2 * D];
+    memcpy(xs, x + 1 * D, D * sizeof(float));
+    memcpy(xs + D, x + 4 * D, D * sizeof(float));
+    omni_router_jitter(sel, xs, 0.1f, 7, 1, 3, 100, rows, 2, D);
+    cr_assert_eq(memcmp(sel, whole + 1 * D, D * sizeof(float)), 0);
+    cr_assert_eq(memcmp(sel + D, whole + 4 * D, D * sizeof(float)), 0);
     /* another step draws other noise */
-    omni_router_jitter(part, x, 0.1f, 7, 1, 4, 100, N, D);
+    omni_router_jitter(part, x, 0.1f, 7, 1, 4, 100, NULL, N, D);
     cr_assert_neq(memcmp(part, whole, sizeof whole), 0);
 }
