@@ -1,0 +1,234 @@
+/*
+ * experts — the expert side of an MoE layer and the layer itself (DESIGN.md §1, §2):
+ *
+ *  - the placement of experts on ranks and the DISPATCH PLAN: pure functions, no MPI, that
+ *    say from one worker's routing which (token, choice) row goes to which expert on which
+ *    rank, in which order, so that one all-to-all carries the rows and its mirror brings the
+ *    results back;
+ *  - SwiGLU experts W2 (silu(W1 x) * (W3 x)) over rows that are contiguous per expert,
+ *    through sgemm, forward and backward;
+ *  - omni_moe: every MoE layer of a model (router + routed experts + optional shared
+ *    experts), their parameters, gradients and AdamW moments, forward and backward behind
+ *    the model's FFN hook, with the token exchange behind omni_moe_comm so the distributed
+ *    part only supplies an MPI implementation of three calls.
+ *
+ * Row order, fixed and tested: a worker's send buffer holds its kept assignments by expert
+ * ascending (so by destination rank ascending), within an expert by token ascending. An
+ * expert's input block on its owner holds the rows by source rank ascending, then in the
+ * source's order.
+ */
+#ifndef OMNI_EXPERTS_H
+#define OMNI_EXPERTS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base.h"
+#include "experiment.h"
+#include "gating.h"
+#include "model.h"
+
+/* ---- the token exchange ------------------------------------------------------ */
+
+/*
+ * What an MoE layer needs from the job. All three calls are collective over the ranks of
+ * the expert-parallel group (every rank calls them in the same order). Counts and
+ * displacements are in rows; rank q's part of a send buffer starts at send_displ[q].
+ */
+typedef struct {
+    void *ctx;
+    int rank, size;
+    /* Each rank sends per_rank int64 to every rank: send[q * per_rank ...] goes to rank q,
+     * recv[s * per_rank ...] came from rank s. */
+    omni_status (*alltoall_counts)(void *ctx, const int64_t *send, int64_t *recv, int64_t per_rank);
+    /* Rows of row_len floats: an MPI_Alltoallv. */
+    omni_status (*alltoallv_rows)(void *ctx, const float *send, const int64_t *send_count,
+                                  const int64_t *send_displ, float *recv, const int64_t *recv_count,
+                                  const int64_t *recv_displ, int64_t row_len);
+    /* buf[i] = sum over ranks of buf[i], in place. */
+    omni_status (*allreduce_sum)(void *ctx, double *buf, int64_t n);
+} omni_moe_comm;
+
+/* The single-process exchange (rank 0 of 1): every call is the identity. */
+void omni_moe_comm_local(omni_moe_comm *c);
+
+/* ---- placement ----------------------------------------------------------------- */
+
+/*
+ * Experts of `rank` among n_ranks: with E >= N the experts e with e * N / E == rank; with
+ * N > E (N % E == 0, checked by omni_moe_placement_check) the expert rank % E, one replica
+ * per group of E ranks.
+ */
+void omni_expert_shard(int64_t n_experts, int n_ranks, int rank, int64_t *first, int64_t *count);
+/* The rank that `rank` sends expert e's rows to: the owner of e, or with replication the
+ * replica in the sender's own group, (rank / E) * E + e. */
+int omni_expert_dest(int64_t e, int64_t n_experts, int n_ranks, int rank);
+/* OMNI_ERR_CONFIG unless E >= N or N % E == 0. */
+omni_status omni_moe_placement_check(int64_t n_experts, int n_ranks);
+
+/* ---- the dispatch plan ------------------------------------------------------- */
+
+typedef struct {
+    int n_ranks, rank;
+    int64_t n_experts, k, e_first, e_count; /* this rank's experts [e_first, +e_count) */
+    int64_t max_tokens, max_recv;
+    /* sender side: from this worker's routing */
+    int64_t n_send;        /* rows sent (kept assignments) */
+    int32_t *pos;          /* [max_tokens * k] row of assignment (t, c) in the send buffer, -1 */
+    int64_t *expert_start; /* [E] first send row of expert e */
+    int64_t *send_count;   /* [N] rows to rank q */
+    int64_t *send_displ;   /* [N] */
+    int64_t *count_msg;    /* [N, E] rows for expert e on rank q (the counts message) */
+    /* receiver side: from the counts every rank sent here */
+    int64_t n_recv;       /* rows received */
+    int64_t *recv_counts; /* [N, E] as received: rows from source s for expert e */
+    int64_t *recv_count;  /* [N] rows from source s */
+    int64_t *recv_displ;  /* [N] */
+    int64_t *expert_off;  /* [e_count + 1] expert blocks of the expert-major buffer */
+    int64_t *recv_to_exp; /* [max_recv] row i of the receive buffer -> expert-major row */
+} omni_dispatch_plan;
+
+/* Buffers for n_ranks ranks, up to max_tokens tokens of k choices sent and max_recv rows
+ * received by this rank. */
+omni_status omni_dispatch_plan_create(omni_dispatch_plan *p, int64_t n_experts, int64_t k,
+                                      int n_ranks, int rank, int64_t max_tokens, int64_t max_recv);
+void omni_dispatch_plan_free(omni_dispatch_plan *p);
+/* Sender side from the routing of n tokens: expert/slot [n * k] and kept [E] as given by
+ * omni_router_topk / omni_router_assign. Fills pos, send counts and count_msg. */
+void omni_dispatch_plan_send(omni_dispatch_plan *p, const int32_t *expert, const int32_t *slot,
+                             const int64_t *kept, int64_t n);
+/* Receiver side from recv_counts (which the caller filled by exchanging count_msg with
+ * alltoall_counts, E per rank). OMNI_ERR_INTERNAL when a row arrives for an expert that
+ * this rank does not hold or more than max_recv rows arrive. */
+omni_status omni_dispatch_plan_recv(omni_dispatch_plan *p);
+
+/* send[pos(t, c)] = x[t] for every kept assignment. */
+void omni_dispatch_gather(float *send, const float *x, const omni_dispatch_plan *p, int64_t n,
+                          int64_t d);
+/* to_expert: dst[recv_to_exp[i]] = src[i]; from_expert: dst[i] = src[recv_to_exp[i]]. */
+void omni_dispatch_to_expert(float *dst, const float *src, const omni_dispatch_plan *p, int64_t d);
+void omni_dispatch_from_expert(float *dst, const float *src, const omni_dispatch_plan *p,
+                               int64_t d);
+
+/* ---- SwiGLU experts -------------------------------------------------------------- */
+
+/*
+ * Expert j of n_local transforms rows [off[j], off[j+1]) of x [rows, d]:
+ *   h1 = x W1_j, h3 = x W3_j, a = silu(h1) * h3, y = a W2_j
+ * with W1, W3 [n_local, d, ff] and W2 [n_local, ff, d]; h1, h3 [rows, ff] are kept for the
+ * backward pass, act [rows, ff] is scratch. y is overwritten, or accumulated when accumulate.
+ */
+void omni_experts_forward(float *y, float *h1, float *h3, float *act, const float *x,
+                          const float *w1, const float *w3, const float *w2, const int64_t *off,
+                          int64_t n_local, int64_t d, int64_t ff, bool accumulate);
+/*
+ * Backward of omni_experts_forward given dy: dw1, dw3, dw2 accumulate (+=); dx is
+ * overwritten and may alias x (each block of x is read before its dx is written); h1 and
+ * h3 are destroyed; act is scratch [rows, ff].
+ */
+void omni_experts_backward(float *dx, float *dw1, float *dw3, float *dw2, float *h1, float *h3,
+                           float *act, const float *dy, const float *x, const float *w1,
+                           const float *w3, const float *w2, const int64_t *off, int64_t n_local,
+                           int64_t d, int64_t ff);
+
+/* ---- the MoE layers of a model ------------------------------------------------- */
+
+typedef struct omni_moe omni_moe;
+
+/* One entry of the tensor table: every parameter tensor and the balancing bias. */
+typedef struct {
+    char name[96]; /* checkpoint path, e.g. "params/layers/03/moe/experts/w1" */
+    int ndim;
+    int64_t dims[3];                  /* GLOBAL shape: experts stored whole, [E, d, ff] */
+    bool sharded;                     /* split over ranks along dims[0] (routed experts) */
+    int64_t shard_first, shard_count; /* this rank's range of dims[0] */
+    bool trainable;                   /* false for the bias: state, no gradient or moments */
+    bool decay;                       /* AdamW weight decay applies (matrices) */
+    int64_t offset;                   /* trainable: offset in the params/grads/m/v buffers */
+    int64_t numel;                    /* elements held by this rank */
+    float *data;                      /* this rank's values */
+} omni_moe_tensor;
+
+/*
+ * The MoE layers of experiment x (blocks with omni_experiment_is_moe_block), for up to
+ * max_tokens tokens per call on this worker, exchanging tokens through comm (copied;
+ * comm->ctx must outlive the object). n_tasks sizes the task-by-expert table. Buffers for
+ * every forward/backward are allocated here. Not collective.
+ */
+omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t max_tokens,
+                            int64_t n_tasks, const omni_moe_comm *comm);
+void omni_moe_free(omni_moe *m);
+/* Parameters from the (seed, tensor name, expert index) streams: router and experts
+ * normal(0, 0.02), the experts' W2 scaled by 1/sqrt(2 n_layers); bias 0. */
+void omni_moe_init_params(omni_moe *m);
+
+int64_t omni_moe_n_layers(const omni_moe *m);
+/* The MoE index of model block `layer`, or -1 when it is dense. */
+int64_t omni_moe_layer_index(const omni_moe *m, int64_t layer);
+
+/* Set before a forward: the optimizer step (keys the jitter), the global index of this
+ * worker's first token, and whether this is training (jitter on). */
+void omni_moe_set_step(omni_moe *m, int64_t step, int64_t token_offset, bool training);
+
+/*
+ * The model's FFN hook (ctx is the omni_moe). forward: out[n, d] = F(in) of block `layer`,
+ * caching what backward needs, and the layer's aux/z losses. backward: din += dF^T dout,
+ * including the gradients of the aux/z losses (scaled by their coefficients), gradients
+ * accumulated (+=). Collective over the comm (exchanges and one all-reduce of sums).
+ * n <= max_tokens; b may be NULL (no per-task statistics). One backward per forward.
+ */
+omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *in,
+                             const omni_batch *b, int64_t n);
+omni_status omni_moe_backward(void *ctx, int64_t layer, float *din, const float *dout,
+                              const omni_batch *b, int64_t n);
+
+/* Sum over MoE layers of aux_loss * aux + z_loss * z from the last forward: the value to add
+ * to the total loss. It is already global (identical on every rank): do not sum it over
+ * ranks. aux/z of one MoE layer, unscaled: omni_moe_layer_losses. */
+double omni_moe_loss(const omni_moe *m);
+void omni_moe_layer_losses(const omni_moe *m, int64_t index, double *aux, double *z);
+/* The global routing statistics of one MoE layer's last forward. */
+const omni_router_sums *omni_moe_layer_stats(const omni_moe *m, int64_t index);
+/* The routing of one MoE layer's last forward: expert and slot [n, k] (see gating.h), n. */
+void omni_moe_layer_routing(const omni_moe *m, int64_t index, const int32_t **expert,
+                            const int32_t **slot, int64_t *n);
+/* The balancing bias [E] of one MoE layer (state: read, or set when resuming). */
+float *omni_moe_layer_bias(omni_moe *m, int64_t index);
+/* After a step: nudge every layer's bias from its last global loads (moe.bias_rate; a no-op
+ * when it is 0). Deterministic and identical on every rank. */
+void omni_moe_update_bias(omni_moe *m);
+
+/* Where the time of forward/backward goes, accumulated since the last reset (seconds). */
+typedef enum {
+    OMNI_MOE_T_ROUTE = 0, /* router forward: jitter, logits, softmax, top-k, capacity, sums */
+    OMNI_MOE_T_MOVE,      /* gathering, permuting, exchanging and combining rows */
+    OMNI_MOE_T_EXPERTS,   /* routed experts forward and backward (the sgemms) */
+    OMNI_MOE_T_SHARED,    /* shared experts forward and backward */
+    OMNI_MOE_T_ROUTER_BW, /* router backward: gates, losses, softmax, W_r */
+    OMNI_MOE_T_COUNT
+} omni_moe_timer;
+void omni_moe_timers(const omni_moe *m, double out[OMNI_MOE_T_COUNT]);
+void omni_moe_timers_reset(omni_moe *m);
+
+/* Tensor table (parameters then biases). */
+int64_t omni_moe_n_tensors(const omni_moe *m);
+const omni_moe_tensor *omni_moe_tensor_at(const omni_moe *m, int64_t i);
+/*
+ * The flat buffers (one allocation each, the same layout): n_params elements, of which the
+ * first n_dense are replicated (routers, shared experts: their gradients must be
+ * all-reduced) and the rest this rank's experts (gradients stay local).
+ */
+void omni_moe_buffers(omni_moe *m, float **params, float **grads, float **adam_m, float **adam_v,
+                      int64_t *n_params, int64_t *n_dense);
+void omni_moe_zero_grad(omni_moe *m);
+/* Sums of squared gradients: of the replicated part (the same on every rank, count it
+ * once) and of this rank's experts (add over ranks). */
+void omni_moe_grad_sumsq(const omni_moe *m, double *dense, double *experts);
+/*
+ * AdamW step t (1-based) with learning rate lr and gradient scale clip_scale (from global
+ * norm clipping), moments and decay from x->optim. A local flat loop until the model's
+ * optimizer is shared.
+ */
+void omni_moe_step(omni_moe *m, int64_t t, double lr, double clip_scale);
+
+#endif /* OMNI_EXPERTS_H */

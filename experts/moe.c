@@ -1,0 +1,706 @@
+/*
+ * omni_moe: the MoE layers of a model. Per layer: router (replicated), optional shared
+ * experts (replicated), this rank's routed experts (sharded), the balancing bias (state),
+ * and the cache of the last forward. One flat allocation each for parameters, gradients
+ * and the two AdamW moments, replicated tensors first, so the distributed part all-reduces
+ * one prefix of the gradient buffer. The data flow of one forward and backward is written
+ * out in docs/moe.md.
+ */
+#include "experts.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct {
+    int64_t block; /* the model block this layer replaces the FFN of */
+    /* parameters and gradients (views into the flat buffers) */
+    float *wr, *dwr;        /* [d, E] router */
+    float *sw1, *sw3, *sw2; /* [S, d, ff], [S, d, ff], [S, ff, d] shared experts */
+    float *dsw1, *dsw3, *dsw2;
+    float *w1, *w3, *w2; /* [E_local, d, ff], ..., [E_local, ff, d] */
+    float *dw1, *dw3, *dw2;
+    float *bias; /* [E] balancing bias (state) */
+    /* the cache of the last forward: na routed rows of n positions */
+    int64_t n, na;
+    int64_t *tok; /* [na] position of routed row i (padding is not routed) */
+    bool jittered;
+    int64_t step, token_offset;
+    float *x;               /* [n, d] layer input */
+    float *xr;              /* [n, d] jittered router input (jitter > 0 only) */
+    float *logits, *probs;  /* [n, E] */
+    float *lse;             /* [n] */
+    int32_t *expert, *slot; /* [n, k] */
+    float *prob, *gate;     /* [n, k] */
+    int64_t *kept;          /* [E] */
+    omni_dispatch_plan plan;
+    float *xe, *h1, *h3;   /* [R, d], [R, ff], [R, ff] expert-major rows on this rank */
+    float *ret;            /* [n k, d] expert outputs back in send order */
+    float *sh1, *sh3;      /* [S, n, ff] shared experts */
+    omni_router_sums sums; /* global after forward */
+    double aux, z;
+} moe_layer;
+
+struct omni_moe {
+    omni_experiment x;
+    omni_moe_comm comm;
+    int64_t d, E, k, ff, S, n_blocks, n_moe, max_tokens, max_recv, e_first, e_count;
+    int64_t *block_to_moe; /* [n_blocks] */
+    moe_layer *layers;     /* [n_moe] */
+    float *params, *grads, *adam_m, *adam_v;
+    int64_t n_params, n_dense;
+    float *state; /* [n_moe, E] biases */
+    omni_moe_tensor *tensors;
+    int64_t n_tensors;
+    /* scratch shared by the layers */
+    float *send;             /* [n k, d] */
+    float *recv, *ye;        /* [R, d] */
+    float *act;              /* [max(R, n), ff] */
+    float *dprobs, *dlogits; /* [n, E] */
+    float *dgate;            /* [n k] */
+    float *dxr;              /* [n, d] */
+    float *yc, *dxc;         /* [n, d] compact outputs or output gradients; input gradients */
+    int32_t *task_c;         /* [n] task of routed row i */
+    int64_t *assign_scratch;
+    int64_t step, token_offset;
+    bool training;
+    double timer[OMNI_MOE_T_COUNT];
+};
+
+/* Add the time since *t0 to timer `which` and restart the clock. */
+static void lap(omni_moe *m, omni_moe_timer which, double *t0)
+{
+    double t = omni_now();
+    m->timer[which] += t - *t0;
+    *t0 = t;
+}
+
+void omni_moe_timers(const omni_moe *m, double out[OMNI_MOE_T_COUNT])
+{
+    memcpy(out, m->timer, sizeof m->timer);
+}
+
+void omni_moe_timers_reset(omni_moe *m)
+{
+    memset(m->timer, 0, sizeof m->timer);
+}
+
+static int64_t max64(int64_t a, int64_t b)
+{
+    return a > b ? a : b;
+}
+
+static int64_t min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+static omni_moe_tensor *add_tensor(omni_moe *m, const char *fmt, int64_t block, const char *what,
+                                   int ndim, int64_t d0, int64_t d1, int64_t d2)
+{
+    omni_moe_tensor *t = &m->tensors[m->n_tensors++];
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, fmt, (long long)block, what);
+    t->ndim = ndim;
+    t->dims[0] = d0, t->dims[1] = d1, t->dims[2] = d2;
+    t->shard_first = 0;
+    t->shard_count = d0;
+    t->trainable = true;
+    t->decay = ndim >= 2;
+    return t;
+}
+
+/* Lay out the tensors: replicated ones of every layer, then experts, then biases. */
+static void build_table(omni_moe *m)
+{
+    const int64_t d = m->d, E = m->E, ff = m->ff, S = m->S, El = m->e_count;
+    const char *pfmt = "params/layers/%02lld/moe/%s";
+    int64_t off = 0;
+    m->n_tensors = 0;
+    for (int64_t i = 0; i < m->n_moe; i++) {
+        int64_t b = m->layers[i].block;
+        omni_moe_tensor *t = add_tensor(m, pfmt, b, "router/w", 2, d, E, 1);
+        t->numel = d * E, t->offset = off, off += t->numel;
+        if (S > 0) {
+            const char *nm[3] = {"shared/w1", "shared/w3", "shared/w2"};
+            for (int q = 0; q < 3; q++) {
+                t = q < 2 ? add_tensor(m, pfmt, b, nm[q], 3, S, d, ff)
+                          : add_tensor(m, pfmt, b, nm[q], 3, S, ff, d);
+                t->numel = S * d * ff, t->offset = off, off += t->numel;
+            }
+        }
+    }
+    m->n_dense = off;
+    for (int64_t i = 0; i < m->n_moe; i++) {
+        int64_t b = m->layers[i].block;
+        const char *nm[3] = {"experts/w1", "experts/w3", "experts/w2"};
+        for (int q = 0; q < 3; q++) {
+            omni_moe_tensor *t = q < 2 ? add_tensor(m, pfmt, b, nm[q], 3, E, d, ff)
+                                       : add_tensor(m, pfmt, b, nm[q], 3, E, ff, d);
+            t->sharded = true;
+            t->shard_first = m->e_first;
+            t->shard_count = El;
+            t->numel = El * d * ff, t->offset = off, off += t->numel;
+        }
+    }
+    m->n_params = off;
+    for (int64_t i = 0; i < m->n_moe; i++) {
+        omni_moe_tensor *t = add_tensor(m, pfmt, m->layers[i].block, "router/bias", 1, E, 1, 1);
+        t->trainable = false;
+        t->decay = false;
+        t->numel = E;
+        t->offset = -1;
+    }
+}
+
+/* Point the layer views at the buffers, in the order of build_table. */
+static void bind_views(omni_moe *m)
+{
+    int64_t ti = 0;
+    for (int64_t i = 0; i < m->n_moe; i++) {
+        moe_layer *L = &m->layers[i];
+        float **pv[4] = {&L->wr, &L->sw1, &L->sw3, &L->sw2};
+        float **gv[4] = {&L->dwr, &L->dsw1, &L->dsw3, &L->dsw2};
+        int nq = m->S > 0 ? 4 : 1;
+        for (int q = 0; q < nq; q++, ti++) {
+            omni_moe_tensor *t = &m->tensors[ti];
+            t->data = *pv[q] = m->params + t->offset;
+            *gv[q] = m->grads + t->offset;
+        }
+    }
+    for (int64_t i = 0; i < m->n_moe; i++) {
+        moe_layer *L = &m->layers[i];
+        float **pv[3] = {&L->w1, &L->w3, &L->w2};
+        float **gv[3] = {&L->dw1, &L->dw3, &L->dw2};
+        for (int q = 0; q < 3; q++, ti++) {
+            omni_moe_tensor *t = &m->tensors[ti];
+            t->data = *pv[q] = m->params + t->offset;
+            *gv[q] = m->grads + t->offset;
+        }
+    }
+    for (int64_t i = 0; i < m->n_moe; i++, ti++)
+        m->tensors[ti].data = m->layers[i].bias = m->state + i * m->E;
+    OMNI_ASSERT(ti == m->n_tensors);
+}
+
+/* omni_alloc that clears *ok on failure, so a run of allocations is checked once. */
+static void *grab(bool *ok, int64_t n, size_t size, const char *what)
+{
+    void *p = omni_alloc(n, size, what);
+    if (!p)
+        *ok = false;
+    return p;
+}
+
+omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t max_tokens,
+                            int64_t n_tasks, const omni_moe_comm *comm)
+{
+    *out = NULL;
+    omni_status st = omni_moe_placement_check(x->moe.num_experts, comm->size);
+    if (st != OMNI_OK)
+        return st;
+    omni_moe *m = omni_alloc(1, sizeof *m, "moe");
+    if (!m)
+        return OMNI_ERR_NOMEM;
+    m->x = *x;
+    m->comm = *comm;
+    m->d = x->model.d_model;
+    m->E = x->moe.num_experts;
+    m->k = x->moe.top_k;
+    m->ff = x->moe.expert_ff;
+    m->S = x->moe.shared_experts;
+    m->n_blocks = x->model.n_layers;
+    m->max_tokens = max_tokens;
+    const int64_t d = m->d, E = m->E, k = m->k, ff = m->ff, S = m->S, n = max_tokens;
+    omni_expert_shard(E, comm->size, comm->rank, &m->e_first, &m->e_count);
+
+    /* Rows that can reach this rank: from each source at most one row per token and local
+     * expert, at most the capacity per local expert. */
+    int64_t cap = omni_moe_capacity(k, x->moe.capacity_factor, n, E);
+    int64_t per_src = min64(n * min64(k, m->e_count), m->e_count * min64(cap, n));
+    int64_t n_src = comm->size > E ? E : comm->size;
+    m->max_recv = max64(1, n_src * per_src);
+    const int64_t R = m->max_recv;
+    bool ok = true;
+
+    m->block_to_moe = grab(&ok, m->n_blocks, sizeof(int64_t), "moe layer map");
+    if (!ok)
+        goto out_nomem;
+    for (int64_t b = 0; b < m->n_blocks; b++)
+        m->block_to_moe[b] = omni_experiment_is_moe_block(x, b) ? m->n_moe++ : -1;
+    m->layers = grab(&ok, max64(1, m->n_moe), sizeof(moe_layer), "moe layers");
+    m->tensors = grab(&ok, max64(1, m->n_moe * 8), sizeof(omni_moe_tensor), "moe tensor table");
+    if (!ok)
+        goto out_nomem;
+    for (int64_t b = 0; b < m->n_blocks; b++)
+        if (m->block_to_moe[b] >= 0)
+            m->layers[m->block_to_moe[b]].block = b;
+
+    build_table(m);
+    m->params = grab(&ok, max64(1, m->n_params), sizeof(float), "moe parameters");
+    m->grads = grab(&ok, max64(1, m->n_params), sizeof(float), "moe gradients");
+    m->adam_m = grab(&ok, max64(1, m->n_params), sizeof(float), "moe AdamW moments");
+    m->adam_v = grab(&ok, max64(1, m->n_params), sizeof(float), "moe AdamW moments");
+    m->state = grab(&ok, max64(1, m->n_moe * E), sizeof(float), "moe balancing bias");
+    if (!ok)
+        goto out_nomem;
+    bind_views(m);
+
+    for (int64_t i = 0; i < m->n_moe; i++) {
+        moe_layer *L = &m->layers[i];
+        L->x = grab(&ok, n * d, sizeof(float), "moe cache");
+        L->tok = grab(&ok, n, sizeof(int64_t), "moe cache");
+        if (x->moe.jitter > 0.0)
+            L->xr = grab(&ok, n * d, sizeof(float), "moe cache");
+        L->logits = grab(&ok, n * E, sizeof(float), "moe cache");
+        L->probs = grab(&ok, n * E, sizeof(float), "moe cache");
+        L->lse = grab(&ok, n, sizeof(float), "moe cache");
+        L->expert = grab(&ok, n * k, sizeof(int32_t), "moe cache");
+        L->slot = grab(&ok, n * k, sizeof(int32_t), "moe cache");
+        L->prob = grab(&ok, n * k, sizeof(float), "moe cache");
+        L->gate = grab(&ok, n * k, sizeof(float), "moe cache");
+        L->kept = grab(&ok, E, sizeof(int64_t), "moe cache");
+        L->xe = grab(&ok, R * d, sizeof(float), "moe expert rows");
+        L->h1 = grab(&ok, R * ff, sizeof(float), "moe expert activations");
+        L->h3 = grab(&ok, R * ff, sizeof(float), "moe expert activations");
+        L->ret = grab(&ok, n * k * d, sizeof(float), "moe expert outputs");
+        if (S > 0) {
+            L->sh1 = grab(&ok, S * n * ff, sizeof(float), "moe shared activations");
+            L->sh3 = grab(&ok, S * n * ff, sizeof(float), "moe shared activations");
+        }
+        st = omni_dispatch_plan_create(&L->plan, E, k, comm->size, comm->rank, n, R);
+        if (st != OMNI_OK)
+            goto out_fail;
+        st = omni_router_sums_create(&L->sums, E, n_tasks);
+        if (st != OMNI_OK)
+            goto out_fail;
+    }
+    m->send = grab(&ok, n * k * d, sizeof(float), "moe dispatch buffer");
+    m->recv = grab(&ok, R * d, sizeof(float), "moe dispatch buffer");
+    m->ye = grab(&ok, R * d, sizeof(float), "moe dispatch buffer");
+    m->act = grab(&ok, max64(R, n) * ff, sizeof(float), "moe expert scratch");
+    m->dprobs = grab(&ok, n * E, sizeof(float), "moe router scratch");
+    m->dlogits = grab(&ok, n * E, sizeof(float), "moe router scratch");
+    m->dgate = grab(&ok, n * k, sizeof(float), "moe router scratch");
+    m->dxr = grab(&ok, n * d, sizeof(float), "moe router scratch");
+    m->yc = grab(&ok, n * d, sizeof(float), "moe scratch");
+    m->dxc = grab(&ok, n * d, sizeof(float), "moe scratch");
+    m->task_c = grab(&ok, n, sizeof(int32_t), "moe scratch");
+    m->assign_scratch =
+        grab(&ok, omni_router_assign_scratch(n, E, k), sizeof(int64_t), "moe router scratch");
+    if (!ok)
+        goto out_nomem;
+    *out = m;
+    return OMNI_OK;
+out_nomem:
+    st = OMNI_ERR_NOMEM;
+out_fail:
+    omni_moe_free(m);
+    return st;
+}
+
+void omni_moe_free(omni_moe *m)
+{
+    if (!m)
+        return;
+    if (m->layers)
+        for (int64_t i = 0; i < m->n_moe; i++) {
+            moe_layer *L = &m->layers[i];
+            float *fl[] = {L->x,  L->xr, L->logits, L->probs, L->lse, L->prob, L->gate,
+                           L->xe, L->h1, L->h3,     L->ret,   L->sh1, L->sh3};
+            for (size_t j = 0; j < sizeof fl / sizeof fl[0]; j++)
+                omni_free(fl[j]);
+            omni_free(L->expert);
+            omni_free(L->tok);
+            omni_free(L->slot);
+            omni_free(L->kept);
+            if (L->plan.pos)
+                omni_dispatch_plan_free(&L->plan);
+            if (L->sums.buf)
+                omni_router_sums_free(&L->sums);
+        }
+    float *fl[] = {m->params, m->grads, m->adam_m, m->adam_v,  m->state, m->send, m->recv,
+                   m->ye,     m->act,   m->dprobs, m->dlogits, m->dgate, m->dxr};
+    for (size_t j = 0; j < sizeof fl / sizeof fl[0]; j++)
+        omni_free(fl[j]);
+    omni_free(m->assign_scratch);
+    omni_free(m->yc);
+    omni_free(m->dxc);
+    omni_free(m->task_c);
+    omni_free(m->tensors);
+    omni_free(m->layers);
+    omni_free(m->block_to_moe);
+    omni_free(m);
+}
+
+void omni_moe_init_params(omni_moe *m)
+{
+    const float std = 0.02f;
+    const float out_scale = 1.0f / sqrtf(2.0f * (float)m->n_blocks);
+    for (int64_t i = 0; i < m->n_tensors; i++) {
+        omni_moe_tensor *t = &m->tensors[i];
+        if (!t->trainable) {
+            memset(t->data, 0, (size_t)t->numel * sizeof(float));
+            continue;
+        }
+        bool is_w2 = strstr(t->name, "/w2") != NULL;
+        float s = is_w2 ? std * out_scale : std;
+        if (t->ndim == 2) { /* the router: one stream */
+            omni_rng r;
+            omni_rng_init(&r, (uint64_t)m->x.experiment.seed, t->name, 0);
+            omni_rng_fill_normal(&r, 0, t->numel, 0.0f, s, t->data);
+            continue;
+        }
+        /* one stream per expert, indexed by its global number */
+        int64_t per = t->dims[1] * t->dims[2];
+        for (int64_t j = 0; j < t->shard_count; j++) {
+            omni_rng r;
+            omni_rng_init(&r, (uint64_t)m->x.experiment.seed, t->name,
+                          (uint64_t)(t->shard_first + j));
+            omni_rng_fill_normal(&r, 0, per, 0.0f, s, t->data + j * per);
+        }
+    }
+}
+
+int64_t omni_moe_n_layers(const omni_moe *m)
+{
+    return m->n_moe;
+}
+
+int64_t omni_moe_layer_index(const omni_moe *m, int64_t layer)
+{
+    if (layer < 0 || layer >= m->n_blocks)
+        return -1;
+    return m->block_to_moe[layer];
+}
+
+void omni_moe_set_step(omni_moe *m, int64_t step, int64_t token_offset, bool training)
+{
+    m->step = step;
+    m->token_offset = token_offset;
+    m->training = training;
+}
+
+static omni_status exchange(omni_moe *m, const float *send, const int64_t *scount,
+                            const int64_t *sdispl, float *recv, const int64_t *rcount,
+                            const int64_t *rdispl)
+{
+    return m->comm.alltoallv_rows(m->comm.ctx, send, scount, sdispl, recv, rcount, rdispl, m->d);
+}
+
+/* Whether position t of the batch is routed: every position but padding. */
+static bool routed(const omni_batch *b, int64_t t)
+{
+    return !b || !b->kind || b->kind[t] != OMNI_POS_PAD;
+}
+
+omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *in,
+                             const omni_batch *b, int64_t n)
+{
+    omni_moe *m = ctx;
+    const int64_t d = m->d, E = m->E, k = m->k, ff = m->ff;
+    int64_t li = omni_moe_layer_index(m, layer);
+    if (li < 0)
+        return omni_fail(OMNI_ERR_INTERNAL, "moe: block %lld is not an MoE block",
+                         (long long)layer);
+    if (n < 0 || n > m->max_tokens)
+        return omni_fail(OMNI_ERR_INTERNAL, "moe: %lld tokens, buffers hold %lld", (long long)n,
+                         (long long)m->max_tokens);
+    moe_layer *L = &m->layers[li];
+    omni_dispatch_plan *p = &L->plan;
+    omni_status st;
+
+    double t0 = omni_now();
+    /* the routed rows: every position but padding, compacted (L->tok maps row -> position) */
+    int64_t na = 0;
+    for (int64_t t = 0; t < n; t++) {
+        if (!routed(b, t))
+            continue;
+        L->tok[na] = t;
+        m->task_c[na] = b && b->task ? b->task[t] : -1;
+        memcpy(L->x + na * d, in + t * d, (size_t)d * sizeof(float));
+        na++;
+    }
+    L->n = n;
+    L->na = na;
+
+    /* route */
+    L->jittered = m->training && m->x.moe.jitter > 0.0;
+    L->step = m->step;
+    L->token_offset = m->token_offset;
+    const float *xr = L->x;
+    if (L->jittered) {
+        omni_router_jitter(L->xr, L->x, (float)m->x.moe.jitter, (uint64_t)m->x.experiment.seed,
+                           L->block, L->step, L->token_offset, L->tok, na, d);
+        xr = L->xr;
+    }
+    omni_router_forward(L->logits, L->probs, L->lse, xr, L->wr, na, d, E);
+    omni_router_topk(L->expert, L->prob, L->gate, L->logits, L->probs, L->bias, na, E, k,
+                     m->x.moe.normalize_topk);
+    int64_t cap = omni_moe_capacity(k, m->x.moe.capacity_factor, na, E);
+    omni_router_assign(L->slot, L->kept, L->expert, L->prob, na, E, k, cap, m->assign_scratch);
+
+    /* statistics and losses over the global batch */
+    omni_router_sums_zero(&L->sums);
+    omni_router_sums_add(&L->sums, L->probs, L->lse, L->expert, L->slot, m->task_c, na, k);
+    st = m->comm.allreduce_sum(m->comm.ctx, L->sums.buf, L->sums.len);
+    if (st != OMNI_OK)
+        return st;
+    omni_router_losses(&L->sums, k, &L->aux, &L->z);
+    lap(m, OMNI_MOE_T_ROUTE, &t0);
+
+    /* dispatch, experts, combine */
+    omni_dispatch_plan_send(p, L->expert, L->slot, L->kept, na);
+    omni_dispatch_gather(m->send, L->x, p, na, d);
+    st = m->comm.alltoall_counts(m->comm.ctx, p->count_msg, p->recv_counts, E);
+    if (st != OMNI_OK)
+        return st;
+    if ((st = omni_dispatch_plan_recv(p)) != OMNI_OK)
+        return st;
+    st = exchange(m, m->send, p->send_count, p->send_displ, m->recv, p->recv_count, p->recv_displ);
+    if (st != OMNI_OK)
+        return st;
+    omni_dispatch_to_expert(L->xe, m->recv, p, d);
+    lap(m, OMNI_MOE_T_MOVE, &t0);
+    omni_experts_forward(m->ye, L->h1, L->h3, m->act, L->xe, L->w1, L->w3, L->w2, p->expert_off,
+                         m->e_count, d, ff, false);
+    lap(m, OMNI_MOE_T_EXPERTS, &t0);
+    omni_dispatch_from_expert(m->recv, m->ye, p, d);
+    st = exchange(m, m->recv, p->recv_count, p->recv_displ, L->ret, p->send_count, p->send_displ);
+    if (st != OMNI_OK)
+        return st;
+    for (int64_t t = 0; t < na; t++) {
+        float *o = m->yc + t * d;
+        memset(o, 0, (size_t)d * sizeof(float));
+        for (int64_t c = 0; c < k; c++) {
+            int32_t pos = p->pos[t * k + c];
+            if (pos < 0)
+                continue;
+            float g = L->gate[t * k + c];
+            const float *r = L->ret + (int64_t)pos * d;
+            for (int64_t i = 0; i < d; i++)
+                o[i] += g * r[i];
+        }
+    }
+    lap(m, OMNI_MOE_T_MOVE, &t0);
+    const int64_t off[2] = {0, na};
+    for (int64_t s = 0; s < m->S; s++)
+        omni_experts_forward(m->yc, L->sh1 + s * m->max_tokens * ff,
+                             L->sh3 + s * m->max_tokens * ff, m->act, L->x, L->sw1 + s * d * ff,
+                             L->sw3 + s * d * ff, L->sw2 + s * ff * d, off, 1, d, ff, true);
+    lap(m, OMNI_MOE_T_SHARED, &t0);
+    /* padding positions output 0 */
+    if (na < n)
+        memset(out, 0, (size_t)(n * d) * sizeof(float));
+    for (int64_t t = 0; t < na; t++)
+        memcpy(out + L->tok[t] * d, m->yc + t * d, (size_t)d * sizeof(float));
+    lap(m, OMNI_MOE_T_MOVE, &t0);
+    return OMNI_OK;
+}
+
+omni_status omni_moe_backward(void *ctx, int64_t layer, float *din, const float *dout,
+                              const omni_batch *b, int64_t n)
+{
+    omni_moe *m = ctx;
+    const int64_t d = m->d, E = m->E, k = m->k, ff = m->ff;
+    (void)b; /* the routed positions are those of the forward */
+    int64_t li = omni_moe_layer_index(m, layer);
+    if (li < 0)
+        return omni_fail(OMNI_ERR_INTERNAL, "moe: block %lld is not an MoE block",
+                         (long long)layer);
+    moe_layer *L = &m->layers[li];
+    if (n != L->n)
+        return omni_fail(OMNI_ERR_INTERNAL, "moe: backward of %lld tokens after a forward of %lld",
+                         (long long)n, (long long)L->n);
+    omni_dispatch_plan *p = &L->plan;
+    const int64_t na = L->na;
+    float *dy = m->yc, *dx = m->dxc; /* compact [na, d] */
+    omni_status st;
+
+    double t0 = omni_now();
+    for (int64_t t = 0; t < na; t++)
+        memcpy(dy + t * d, dout + L->tok[t] * d, (size_t)d * sizeof(float));
+    memset(dx, 0, (size_t)(na * d) * sizeof(float));
+    /* gate gradients, and the rows of g dy in send order */
+    for (int64_t a = 0; a < na * k; a++) {
+        int32_t pos = p->pos[a];
+        if (pos < 0) {
+            m->dgate[a] = 0.0f;
+            continue;
+        }
+        const float *dyt = dy + (a / k) * d, *r = L->ret + (int64_t)pos * d;
+        float *s = m->send + (int64_t)pos * d, g = L->gate[a];
+        double dot = 0.0;
+        for (int64_t i = 0; i < d; i++) {
+            dot += (double)dyt[i] * (double)r[i];
+            s[i] = g * dyt[i];
+        }
+        m->dgate[a] = (float)dot;
+    }
+    st = exchange(m, m->send, p->send_count, p->send_displ, m->recv, p->recv_count, p->recv_displ);
+    if (st != OMNI_OK)
+        return st;
+    omni_dispatch_to_expert(m->ye, m->recv, p, d);
+    lap(m, OMNI_MOE_T_MOVE, &t0);
+    omni_experts_backward(L->xe, L->dw1, L->dw3, L->dw2, L->h1, L->h3, m->act, m->ye, L->xe, L->w1,
+                          L->w3, L->w2, p->expert_off, m->e_count, d, ff);
+    lap(m, OMNI_MOE_T_EXPERTS, &t0);
+    omni_dispatch_from_expert(m->recv, L->xe, p, d);
+    st = exchange(m, m->recv, p->recv_count, p->recv_displ, m->send, p->send_count, p->send_displ);
+    if (st != OMNI_OK)
+        return st;
+    for (int64_t a = 0; a < na * k; a++) {
+        int32_t pos = p->pos[a];
+        if (pos < 0)
+            continue;
+        float *dxt = dx + (a / k) * d;
+        const float *r = m->send + (int64_t)pos * d;
+        for (int64_t i = 0; i < d; i++)
+            dxt[i] += r[i];
+    }
+    lap(m, OMNI_MOE_T_MOVE, &t0);
+
+    /* shared experts */
+    const int64_t off[2] = {0, na};
+    for (int64_t s = 0; s < m->S; s++) {
+        omni_experts_backward(
+            m->dxr, L->dsw1 + s * d * ff, L->dsw3 + s * d * ff, L->dsw2 + s * ff * d,
+            L->sh1 + s * m->max_tokens * ff, L->sh3 + s * m->max_tokens * ff, m->act, dy, L->x,
+            L->sw1 + s * d * ff, L->sw3 + s * d * ff, L->sw2 + s * ff * d, off, 1, d, ff);
+        for (int64_t i = 0; i < na * d; i++)
+            dx[i] += m->dxr[i];
+    }
+    lap(m, OMNI_MOE_T_SHARED, &t0);
+
+    /* router: gates, load-balance and z-losses, softmax, logits = xr W_r */
+    memset(m->dprobs, 0, (size_t)(na * E) * sizeof(float));
+    omni_router_gate_backward(m->dprobs, m->dgate, L->expert, L->prob, na, E, k,
+                              m->x.moe.normalize_topk);
+    omni_router_aux_backward(m->dprobs, &L->sums, m->x.moe.aux_loss, k, na);
+    omni_router_softmax_backward(m->dlogits, m->dprobs, L->probs, na, E);
+    omni_router_z_backward(m->dlogits, L->probs, L->lse, &L->sums, m->x.moe.z_loss, na);
+    omni_router_backward(m->dxr, L->dwr, m->dlogits, L->jittered ? L->xr : L->x, L->wr, na, d, E);
+    if (L->jittered)
+        omni_router_jitter_backward(dx, m->dxr, (float)m->x.moe.jitter,
+                                    (uint64_t)m->x.experiment.seed, L->block, L->step,
+                                    L->token_offset, L->tok, na, d);
+    else
+        for (int64_t i = 0; i < na * d; i++)
+            dx[i] += m->dxr[i];
+    lap(m, OMNI_MOE_T_ROUTER_BW, &t0);
+    for (int64_t t = 0; t < na; t++) {
+        float *o = din + L->tok[t] * d;
+        const float *r = dx + t * d;
+        for (int64_t i = 0; i < d; i++)
+            o[i] += r[i];
+    }
+    lap(m, OMNI_MOE_T_MOVE, &t0);
+    return OMNI_OK;
+}
+
+double omni_moe_loss(const omni_moe *m)
+{
+    double sum = 0.0;
+    for (int64_t i = 0; i < m->n_moe; i++)
+        sum += m->x.moe.aux_loss * m->layers[i].aux + m->x.moe.z_loss * m->layers[i].z;
+    return sum;
+}
+
+void omni_moe_layer_losses(const omni_moe *m, int64_t index, double *aux, double *z)
+{
+    *aux = m->layers[index].aux;
+    *z = m->layers[index].z;
+}
+
+const omni_router_sums *omni_moe_layer_stats(const omni_moe *m, int64_t index)
+{
+    return &m->layers[index].sums;
+}
+
+void omni_moe_layer_routing(const omni_moe *m, int64_t index, const int32_t **expert,
+                            const int32_t **slot, int64_t *n)
+{
+    *expert = m->layers[index].expert;
+    *slot = m->layers[index].slot;
+    *n = m->layers[index].n;
+}
+
+float *omni_moe_layer_bias(omni_moe *m, int64_t index)
+{
+    return m->layers[index].bias;
+}
+
+void omni_moe_update_bias(omni_moe *m)
+{
+    if (m->x.moe.bias_rate <= 0.0)
+        return;
+    for (int64_t i = 0; i < m->n_moe; i++)
+        omni_router_bias_update(m->layers[i].bias, m->layers[i].sums.assigned, m->E,
+                                m->x.moe.bias_rate);
+}
+
+int64_t omni_moe_n_tensors(const omni_moe *m)
+{
+    return m->n_tensors;
+}
+
+const omni_moe_tensor *omni_moe_tensor_at(const omni_moe *m, int64_t i)
+{
+    return &m->tensors[i];
+}
+
+void omni_moe_buffers(omni_moe *m, float **params, float **grads, float **adam_m, float **adam_v,
+                      int64_t *n_params, int64_t *n_dense)
+{
+    *params = m->params;
+    *grads = m->grads;
+    *adam_m = m->adam_m;
+    *adam_v = m->adam_v;
+    *n_params = m->n_params;
+    *n_dense = m->n_dense;
+}
+
+void omni_moe_zero_grad(omni_moe *m)
+{
+    memset(m->grads, 0, (size_t)m->n_params * sizeof(float));
+}
+
+void omni_moe_grad_sumsq(const omni_moe *m, double *dense, double *experts)
+{
+    double a = 0.0, b = 0.0;
+    for (int64_t i = 0; i < m->n_dense; i++)
+        a += (double)m->grads[i] * (double)m->grads[i];
+    for (int64_t i = m->n_dense; i < m->n_params; i++)
+        b += (double)m->grads[i] * (double)m->grads[i];
+    *dense = a;
+    *experts = b;
+}
+
+/* One AdamW update of n elements (decoupled weight decay wd, bias-corrected moments). To be
+ * replaced by the model's shared optimizer loop. */
+static void adamw(float *p, const float *g, float *mo, float *v, int64_t n, float lr, float b1,
+                  float b2, float eps, float wd, float c1, float c2, float scale)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i] * scale;
+        mo[i] = b1 * mo[i] + (1.0f - b1) * gi;
+        v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
+        float mh = mo[i] / c1, vh = v[i] / c2;
+        p[i] -= lr * (mh / (sqrtf(vh) + eps) + wd * p[i]);
+    }
+}
+
+void omni_moe_step(omni_moe *m, int64_t t, double lr, double clip_scale)
+{
+    const double b1 = m->x.optim.beta1, b2 = m->x.optim.beta2;
+    float c1 = (float)(1.0 - pow(b1, (double)t)), c2 = (float)(1.0 - pow(b2, (double)t));
+    for (int64_t i = 0; i < m->n_tensors; i++) {
+        const omni_moe_tensor *tt = &m->tensors[i];
+        if (!tt->trainable)
+            continue;
+        int64_t o = tt->offset;
+        adamw(m->params + o, m->grads + o, m->adam_m + o, m->adam_v + o, tt->numel, (float)lr,
+              (float)b1, (float)b2, (float)m->x.optim.eps,
+              tt->decay ? (float)m->x.optim.weight_decay : 0.0f, c1, c2, (float)clip_scale);
+    }
+}

@@ -1,0 +1,131 @@
+/*
+ * gating — the router of an MoE layer (DESIGN.md §2, "MoE layer", "Auxiliary losses"):
+ * logits = x W_r in fp32, softmax, top-k choice (optionally through a per-expert balancing
+ * bias), gates, the capacity limit with batch-priority drops, the Switch load-balance and
+ * z-losses with their gradients, auxiliary-loss-free bias updates, and routing statistics.
+ *
+ * Everything here is local to one worker and free of MPI. The statistics that the losses
+ * need are SUMS over tokens (omni_router_sums), so the distributed part all-reduces one
+ * array of doubles and every rank then sees the loss of the global batch; the gradients
+ * are taken with those global sums, so the per-rank gradients add up to the gradient of the
+ * global loss. The math is written out in docs/moe.md.
+ *
+ * Layouts: x [n, d], W_r [d, E], logits/probs [n, E] row-major; a token's k choices are
+ * stored at [t * k + c], c = 0 the first choice.
+ */
+#ifndef OMNI_GATING_H
+#define OMNI_GATING_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base.h"
+
+/* Capacity per expert for the n tokens of one worker: ceil(k * capacity_factor * n / E);
+ * capacity_factor <= 0 is dropless and gives n (a token picks an expert at most once). */
+int64_t omni_moe_capacity(int64_t k, double capacity_factor, int64_t n, int64_t n_experts);
+
+/*
+ * Multiplicative router jitter: xr[t, i] = x[t, i] * u, u uniform in [1 - jitter, 1 + jitter]
+ * from the stream (seed, "jitter/<layer>", step), element (token_offset + row_t) * d + i, where
+ * token_offset is the global position of this worker's first token and row_t = rows[t] the
+ * worker-local position of row t (rows NULL: row_t = t), so the noise of a token does not
+ * depend on the number of processes. jitter_backward adds dxr * u to dx.
+ */
+void omni_router_jitter(float *xr, const float *x, float jitter, uint64_t seed, int64_t layer,
+                        int64_t step, int64_t token_offset, const int64_t *rows, int64_t n,
+                        int64_t d);
+void omni_router_jitter_backward(float *dx, const float *dxr, float jitter, uint64_t seed,
+                                 int64_t layer, int64_t step, int64_t token_offset,
+                                 const int64_t *rows, int64_t n, int64_t d);
+
+/* logits = x W_r (sgemm), probs = softmax(logits), lse = logsumexp(logits), per token. */
+void omni_router_forward(float *logits, float *probs, float *lse, const float *x, const float *w,
+                         int64_t n, int64_t d, int64_t n_experts);
+
+/*
+ * Top-k choice: per token the k experts with the largest logits + bias (bias may be NULL),
+ * in descending order (ties: lower expert index first). prob[t*k+c] = probs[t, expert]
+ * (the UNBIASED probability); gate = prob, divided by the sum over the k when normalize.
+ */
+void omni_router_topk(int32_t *expert, float *prob, float *gate, const float *logits,
+                      const float *probs, const float *bias, int64_t n, int64_t n_experts,
+                      int64_t k, bool normalize);
+
+/* int64 words of scratch that omni_router_assign needs. */
+int64_t omni_router_assign_scratch(int64_t n, int64_t n_experts, int64_t k);
+
+/*
+ * Capacity and drops. An expert chosen by more than `capacity` assignments keeps them by
+ * priority: every first choice before any second choice (c ascending), within one choice by
+ * router probability descending, ties by token index ascending. slot[t*k+c] = the place of
+ * the assignment among the kept rows of its expert, which are in token order, or -1 when
+ * dropped; kept[e] = rows kept by expert e. No allocation: `scratch` holds
+ * omni_router_assign_scratch(n, E, k) words.
+ */
+void omni_router_assign(int32_t *slot, int64_t *kept, const int32_t *expert, const float *prob,
+                        int64_t n, int64_t n_experts, int64_t k, int64_t capacity,
+                        int64_t *scratch);
+
+/*
+ * Sums over tokens: one array of doubles (`buf`, `len` entries) with named views, so one
+ * all-reduce makes them global. Counted per layer and per step.
+ */
+typedef struct {
+    int64_t n_experts, n_tasks, len;
+    double *buf;
+    double *assigned;      /* [E] token->expert assignments, k per token, BEFORE drops */
+    double *prob;          /* [E] sum over tokens of the router probability */
+    double *kept;          /* [E] assignments kept after the capacity limit */
+    double *zsum;          /* [1] sum over tokens of logsumexp(logits)^2 */
+    double *tokens;        /* [1] tokens routed */
+    double *entropy;       /* [1] sum over tokens of the router entropy (nats) */
+    double *dropped;       /* [1] assignments dropped by the capacity limit */
+    double *task_assigned; /* [n_tasks, E] assignments by the task of the token */
+} omni_router_sums;
+
+omni_status omni_router_sums_create(omni_router_sums *s, int64_t n_experts, int64_t n_tasks);
+void omni_router_sums_free(omni_router_sums *s);
+void omni_router_sums_zero(omni_router_sums *s);
+/* Add the statistics of n routed tokens; task may be NULL (not counted in the table), a
+ * task < 0 or >= n_tasks is not counted in the table either. */
+void omni_router_sums_add(omni_router_sums *s, const float *probs, const float *lse,
+                          const int32_t *expert, const int32_t *slot, const int32_t *task,
+                          int64_t n, int64_t k);
+
+/*
+ * The losses from (global) sums, T = tokens, A = k T assignments:
+ *   aux = E * sum_i f_i P_i,  f_i = assigned_i / (k T),  P_i = prob_i / T
+ *   z   = zsum / T
+ * Unscaled: the layer multiplies by moe.aux_loss and moe.z_loss.
+ */
+void omni_router_losses(const omni_router_sums *s, int64_t k, double *aux, double *z);
+/* max over experts of assigned_i divided by their mean (1 = perfect balance). */
+double omni_router_load_ratio(const omni_router_sums *s);
+
+/*
+ * Backward pieces, for n local tokens with GLOBAL sums s:
+ * gate_backward: dprobs[t, e] += d(gates)/d(probs) dgate (through the renormalisation).
+ * aux_backward:  dprobs[t, i] += coef * E * f_i / T   (f_i held constant: counts are not
+ *                differentiable, as in Switch).
+ * softmax_backward: dlogits[t, j] = p_j (dprobs_j - sum_i p_i dprobs_i)   (overwrites).
+ * z_backward:    dlogits[t, j] += coef * 2 lse_t p_j / T.
+ * backward:      dw += xr^T dlogits, dxr = dlogits W_r^T (overwrites dxr).
+ */
+void omni_router_gate_backward(float *dprobs, const float *dgate, const int32_t *expert,
+                               const float *prob, int64_t n, int64_t n_experts, int64_t k,
+                               bool normalize);
+void omni_router_aux_backward(float *dprobs, const omni_router_sums *s, double coef, int64_t k,
+                              int64_t n);
+void omni_router_softmax_backward(float *dlogits, const float *dprobs, const float *probs,
+                                  int64_t n, int64_t n_experts);
+void omni_router_z_backward(float *dlogits, const float *probs, const float *lse,
+                            const omni_router_sums *s, double coef, int64_t n);
+void omni_router_backward(float *dxr, float *dw, const float *dlogits, const float *xr,
+                          const float *w, int64_t n, int64_t d, int64_t n_experts);
+
+/* Auxiliary-loss-free balancing: bias_i += rate * sign(mean_j load_j - load_i), from the
+ * global loads (assignments per expert). */
+void omni_router_bias_update(float *bias, const double *load, int64_t n_experts, double rate);
+
+#endif /* OMNI_GATING_H */

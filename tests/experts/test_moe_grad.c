@@ -1,0 +1,183 @@
+/*
+ * experts: finite-difference gradient checks of the whole MoE layer — router, gates,
+ * renormalisation, routed and shared experts, load-balance and z-losses — on
+ * L = sum(out * R) + aux_loss * aux + z_loss * z, against omni_moe_backward.
+ *
+ * Central differences with step h = 2e-3 on float32 code, the loss summed in double.
+ * Router jitter (training) is covered with its noise fixed by the step.
+ * Tolerance per coordinate: |fd - analytic| <= 2e-3 + 2e-2 * max(|fd|, |analytic|).
+ * A coordinate whose perturbation changes any routing decision (top-k choice or drop) is
+ * not differentiable there; such coordinates are skipped and must stay rare (< 2%).
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "experts.h"
+
+enum { NT = 12, D = 8, FF = 6 };
+
+typedef struct {
+    int64_t k;
+    double cf;
+    bool normalize;
+    int64_t shared;
+    int64_t experts;
+    double jitter; /* training with router jitter (fixed step, so the noise is fixed) */
+} grad_case;
+
+static omni_moe *make(const grad_case *gc, omni_experiment *x)
+{
+    omni_experiment_defaults(x);
+    x->experiment.seed = 3;
+    x->model.d_model = D;
+    x->model.n_layers = 1;
+    x->moe.every = 1;
+    x->moe.num_experts = gc->experts;
+    x->moe.top_k = gc->k;
+    x->moe.expert_ff = FF;
+    x->moe.capacity_factor = gc->cf;
+    x->moe.normalize_topk = gc->normalize;
+    x->moe.aux_loss = 0.3;
+    x->moe.z_loss = 0.05;
+    x->moe.shared_experts = gc->shared;
+    x->moe.jitter = gc->jitter;
+    omni_moe_comm comm;
+    omni_moe_comm_local(&comm);
+    omni_moe *m;
+    cr_assert_eq(omni_moe_create(&m, x, NT, 2, &comm), OMNI_OK, "%s", omni_error_message());
+    /* weights large enough that the router is decisive and outputs are O(1) */
+    float *p, *g, *am, *av;
+    int64_t np, nd;
+    omni_moe_buffers(m, &p, &g, &am, &av, &np, &nd);
+    omni_rng r;
+    omni_rng_init(&r, 11, "test/params", 0);
+    omni_rng_fill_normal(&r, 0, np, 0.0f, 0.5f, p);
+    omni_moe_set_step(m, 7, 100, gc->jitter > 0.0);
+    return m;
+}
+
+static double loss_of(omni_moe *m, const float *x, const float *R, float *out)
+{
+    cr_assert_eq(omni_moe_forward(m, 0, out, x, NULL, NT), OMNI_OK, "%s", omni_error_message());
+    double L = omni_moe_loss(m);
+    for (int i = 0; i < NT * D; i++)
+        L += (double)out[i] * (double)R[i];
+    return L;
+}
+
+/* Routing decisions of the last forward, to detect a perturbation that flips one. */
+static void routing(omni_moe *m, int32_t *buf, int64_t k)
+{
+    const int32_t *ex, *sl;
+    int64_t n;
+    omni_moe_layer_routing(m, 0, &ex, &sl, &n);
+    for (int64_t a = 0; a < n * k; a++)
+        buf[a] = ex[a] * 2 + (sl[a] >= 0);
+}
+
+static bool close_enough(double fd, double an)
+{
+    double mag = fabs(fd) > fabs(an) ? fabs(fd) : fabs(an);
+    return fabs(fd - an) <= 2e-3 + 2e-2 * mag;
+}
+
+static void check(const grad_case *gc)
+{
+    omni_experiment xp;
+    omni_moe *m = make(gc, &xp);
+    const int64_t k = gc->k;
+    float x[NT * D], R[NT * D], out[NT * D], din[NT * D] = {0};
+    omni_rng r;
+    omni_rng_init(&r, 5, "test/input", 0);
+    omni_rng_fill_normal(&r, 0, NT * D, 0.0f, 1.0f, x);
+    omni_rng_fill_normal(&r, NT * D, NT * D, 0.0f, 1.0f, R);
+    int32_t base[NT * 3], now[NT * 3];
+
+    loss_of(m, x, R, out);
+    routing(m, base, k);
+    const omni_router_sums *s = omni_moe_layer_stats(m, 0);
+    double dropped = *s->dropped;
+    if (gc->cf > 0.0)
+        cr_assert_gt(dropped, 0.0, "the capacity case must drop assignments");
+    else
+        cr_assert_eq(dropped, 0.0);
+    omni_moe_zero_grad(m);
+    cr_assert_eq(omni_moe_backward(m, 0, din, R, NULL, NT), OMNI_OK);
+
+    float *p, *g, *am, *av;
+    int64_t np, nd;
+    omni_moe_buffers(m, &p, &g, &am, &av, &np, &nd);
+    float *grad = malloc((size_t)np * sizeof(float));
+    memcpy(grad, g, (size_t)np * sizeof(float));
+    const float h = 2e-3f;
+    int checked = 0, skipped = 0, bad = 0;
+    /* every input coordinate, then every parameter */
+    for (int64_t i = 0; i < NT * D + np; i++) {
+        float *v = i < NT * D ? &x[i] : &p[i - NT * D];
+        double an = i < NT * D ? (double)din[i] : (double)grad[i - NT * D];
+        float keep = *v;
+        *v = keep + h;
+        double lp = loss_of(m, x, R, out);
+        routing(m, now, k);
+        bool flipped = memcmp(now, base, (size_t)(NT * k) * sizeof(int32_t)) != 0;
+        *v = keep - h;
+        double lm = loss_of(m, x, R, out);
+        routing(m, now, k);
+        flipped |= memcmp(now, base, (size_t)(NT * k) * sizeof(int32_t)) != 0;
+        *v = keep;
+        if (flipped) {
+            skipped++;
+            continue;
+        }
+        double fd = (lp - lm) / (2.0 * (double)h);
+        checked++;
+        if (!close_enough(fd, an)) {
+            bad++;
+            cr_log_error("coordinate %lld (%s): fd %.6g analytic %.6g", (long long)i,
+                         i < NT * D ? "input" : "param", fd, an);
+        }
+    }
+    cr_log_info("%d checked, %d skipped", checked, skipped);
+    cr_assert_eq(bad, 0, "%d of %d coordinates off", bad, checked);
+    cr_assert_lt(skipped * 50, checked, "%d coordinates flip the routing", skipped);
+    free(grad);
+    omni_moe_free(m);
+}
+
+Test(experts, moe_gradient_top1_with_drops)
+{
+    grad_case gc = {.k = 1, .cf = 1.0, .normalize = false, .shared = 0, .experts = 4};
+    check(&gc);
+}
+
+Test(experts, moe_gradient_top2_with_drops_normalized)
+{
+    grad_case gc = {.k = 2, .cf = 1.0, .normalize = true, .shared = 0, .experts = 4};
+    check(&gc);
+}
+
+Test(experts, moe_gradient_top2_dropless_unnormalized)
+{
+    grad_case gc = {.k = 2, .cf = 0.0, .normalize = false, .shared = 0, .experts = 4};
+    check(&gc);
+}
+
+Test(experts, moe_gradient_top1_dropless_with_shared_experts)
+{
+    grad_case gc = {.k = 1, .cf = 0.0, .normalize = false, .shared = 2, .experts = 3};
+    check(&gc);
+}
+
+Test(experts, moe_gradient_top2_drops_with_shared_expert)
+{
+    grad_case gc = {.k = 2, .cf = 0.75, .normalize = true, .shared = 1, .experts = 4};
+    check(&gc);
+}
+
+Test(experts, moe_gradient_top2_with_router_jitter)
+{
+    grad_case gc = {.k = 2, .cf = 1.0, .normalize = true, .experts = 4, .jitter = 0.2};
+    check(&gc);
+}

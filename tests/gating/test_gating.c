@@ -1,0 +1,270 @@
+/* gating: capacity, top-k, the batch-priority drop order, loss values, the bias update and
+ * the jitter, as known answers on hand-made router outputs. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <string.h>
+
+#include "gating.h"
+
+Test(gating, capacity_rounds_up_and_dropless_is_unbounded)
+{
+    cr_assert_eq(omni_moe_capacity(2, 1.25, 10, 4), 7); /* ceil(6.25) */
+    cr_assert_eq(omni_moe_capacity(1, 1.0, 8, 4), 2);
+    cr_assert_eq(omni_moe_capacity(2, 1.25, 4096, 8), 1280);
+    cr_assert_eq(omni_moe_capacity(2, 0.0, 10, 4), 10);
+    cr_assert_eq(omni_moe_capacity(2, -1.0, 10, 4), 10);
+}
+
+Test(gating, topk_orders_choices_breaks_ties_low_and_bias_only_changes_the_choice)
+{
+    /* token 0: logits (1, 3, 3, 0): experts 1 then 2 (tie -> lower index) */
+    const float w[4] = {1.0f, 3.0f, 3.0f, 0.0f};
+    float logits[4], probs[4], lse[1];
+    float x[1] = {1.0f};
+    /* softmax through the forward with d = 1 and W_r = logits */
+    omni_router_forward(logits, probs, lse, x, w, 1, 1, 4);
+    int32_t ex[2];
+    float prob[2], gate[2];
+    omni_router_topk(ex, prob, gate, logits, probs, NULL, 1, 4, 2, true);
+    cr_assert_eq(ex[0], 1);
+    cr_assert_eq(ex[1], 2);
+    cr_assert_float_eq(gate[0], 0.5f, 1e-6f);
+    cr_assert_float_eq(prob[0], probs[1], 0.0f);
+    /* a bias of +5 on expert 3 makes it the first choice; its gate is its UNBIASED prob */
+    float bias[4] = {0.0f, 0.0f, 0.0f, 5.0f};
+    omni_router_topk(ex, prob, gate, logits, probs, bias, 1, 4, 2, false);
+    cr_assert_eq(ex[0], 3);
+    cr_assert_eq(ex[1], 1);
+    cr_assert_float_eq(gate[0], probs[3], 0.0f);
+    cr_assert_float_eq(gate[1], probs[1], 0.0f);
+    double sum = 0.0;
+    for (int e = 0; e < 4; e++)
+        sum += (double)probs[e];
+    cr_assert_float_eq(sum, 1.0, 1e-6);
+    cr_assert_float_eq(lse[0], logf(expf(1) + 2 * expf(3) + 1), 1e-5f);
+}
+
+/*
+ * Five tokens, three experts, k = 2, capacity 2:
+ *   t0: e0 .50, e1 .30    t1: e1 .60, e0 .30    t2: e0 .70, e2 .20
+ *   t3: e0 .50, e1 .40    t4: e2 .50, e0 .45
+ * Expert 0 is chosen 5 times: it keeps the first choices t2 (.7) and t0 (.5, tied with t3:
+ * the lower token wins); the second choices t4 (.45) and t1 (.3) come after every first
+ * choice. Expert 1 keeps t1 (a first choice), then t3 (.4) over t0 (.3). Expert 2 keeps both.
+ */
+Test(gating, over_full_expert_keeps_first_choices_then_probability_then_token)
+{
+    const int32_t expert[10] = {0, 1, 1, 0, 0, 2, 0, 1, 2, 0};
+    const float prob[10] = {.5f, .3f, .6f, .3f, .7f, .2f, .5f, .4f, .5f, .45f};
+    int32_t slot[10];
+    int64_t kept[3];
+    int64_t scratch[2 * 10 + 4];
+    cr_assert_eq(omni_router_assign_scratch(5, 3, 2), 24);
+    omni_router_assign(slot, kept, expert, prob, 5, 3, 2, 2, scratch);
+    /* kept rows are placed in token order within their expert */
+    const int32_t want[10] = {0, -1, 0, -1, 1, 0, -1, 1, 1, -1};
+    for (int a = 0; a < 10; a++)
+        cr_assert_eq(slot[a], want[a], "assignment %d (token %d choice %d): slot %d, want %d", a,
+                     a / 2, a % 2, slot[a], want[a]);
+    cr_assert_eq(kept[0], 2);
+    cr_assert_eq(kept[1], 2);
+    cr_assert_eq(kept[2], 2);
+    /* dropless keeps everything, in token order */
+    omni_router_assign(slot, kept, expert, prob, 5, 3, 2, 5, scratch);
+    const int32_t all[10] = {0, 0, 1, 1, 2, 0, 3, 2, 1, 4};
+    for (int a = 0; a < 10; a++)
+        cr_assert_eq(slot[a], all[a]);
+    cr_assert_eq(kept[0], 5);
+}
+
+Test(gating, second_choice_with_high_probability_loses_to_any_first_choice)
+{
+    /* expert 0: t0 first choice with .1, t1 second choice with .9; capacity 1 */
+    const int32_t expert[4] = {0, 1, 1, 0};
+    const float prob[4] = {.1f, .05f, .95f, .9f};
+    int32_t slot[4];
+    int64_t kept[2], scratch[16];
+    omni_router_assign(slot, kept, expert, prob, 2, 2, 2, 1, scratch);
+    cr_assert_eq(slot[0], 0);
+    cr_assert_eq(slot[3], -1);
+    cr_assert_eq(slot[2], 0); /* expert 1: t1's first choice beats t0's second */
+    cr_assert_eq(slot[1], -1);
+}
+
+static void sums_of(omni_router_sums *s, const float *probs, const float *lse,
+                    const int32_t *expert, const int32_t *slot, const int32_t *task, int64_t n,
+                    int64_t k)
+{
+    omni_router_sums_zero(s);
+    omni_router_sums_add(s, probs, lse, expert, slot, task, n, k);
+}
+
+Test(gating, losses_match_hand_computed_values)
+{
+    omni_router_sums s;
+    cr_assert_eq(omni_router_sums_create(&s, 2, 2), OMNI_OK);
+    const float probs[4] = {0.8f, 0.2f, 0.4f, 0.6f};
+    const float lse[2] = {1.0f, 2.0f};
+    const int32_t slot[2] = {0, 0}, task[2] = {1, 0};
+    /* balanced choices: f = (.5, .5), P = (.6, .4): aux = 2 (.5 .6 + .5 .4) = 1 */
+    const int32_t ex_bal[2] = {0, 1};
+    sums_of(&s, probs, lse, ex_bal, slot, task, 2, 1);
+    double aux, z;
+    omni_router_losses(&s, 1, &aux, &z);
+    cr_assert_float_eq(aux, 1.0, 1e-6);
+    cr_assert_float_eq(z, 2.5, 1e-9); /* (1 + 4) / 2 */
+    cr_assert_float_eq(omni_router_load_ratio(&s), 1.0, 1e-12);
+    cr_assert_eq(s.task_assigned[1 * 2 + 0], 1.0);
+    cr_assert_eq(s.task_assigned[0 * 2 + 1], 1.0);
+    double h = -(0.8 * log(0.8) + 0.2 * log(0.2) + 0.4 * log(0.4) + 0.6 * log(0.6));
+    cr_assert_float_eq(*s.entropy, h, 1e-6);
+    /* collapsed: f = (1, 0): aux = 2 * .6 = 1.2, load ratio 2 */
+    const int32_t ex_col[2] = {0, 0};
+    sums_of(&s, probs, lse, ex_col, slot, task, 2, 1);
+    omni_router_losses(&s, 1, &aux, &z);
+    cr_assert_float_eq(aux, 1.2, 1e-6);
+    cr_assert_float_eq(omni_router_load_ratio(&s), 2.0, 1e-12);
+    /* a dropped assignment still counts in f (counted before the capacity limit) */
+    const int32_t slot_drop[2] = {0, -1};
+    sums_of(&s, probs, lse, ex_col, slot_drop, NULL, 2, 1);
+    omni_router_losses(&s, 1, &aux, &z);
+    cr_assert_float_eq(aux, 1.2, 1e-6);
+    cr_assert_eq(*s.dropped, 1.0);
+    cr_assert_eq(s.kept[0], 1.0);
+    omni_router_sums_free(&s);
+}
+
+Test(gating, uniform_router_gives_aux_loss_one_and_sums_split_exactly)
+{
+    /* 6 tokens, 3 experts, k = 1, round-robin choices, uniform probs: aux = 1. Splitting the
+     * tokens into two "ranks" and adding their sums gives the same loss. */
+    enum { N = 6, E = 3 };
+    float probs[N * E], lse[N];
+    int32_t ex[N], slot[N];
+    for (int t = 0; t < N; t++) {
+        for (int e = 0; e < E; e++)
+            probs[t * E + e] = 1.0f / 3.0f;
+        lse[t] = 0.1f * (float)t;
+        ex[t] = t % E;
+        slot[t] = 0;
+    }
+    omni_router_sums all, a, b;
+    cr_assert_eq(omni_router_sums_create(&all, E, 0), OMNI_OK);
+    cr_assert_eq(omni_router_sums_create(&a, E, 0), OMNI_OK);
+    cr_assert_eq(omni_router_sums_create(&b, E, 0), OMNI_OK);
+    sums_of(&all, probs, lse, ex, slot, NULL, N, 1);
+    sums_of(&a, probs, lse, ex, slot, NULL, 2, 1);
+    sums_of(&b, probs + 2 * E, lse + 2, ex + 2, slot + 2, NULL, N - 2, 1);
+    for (int64_t i = 0; i < a.len; i++)
+        a.buf[i] += b.buf[i];
+    double aux, z, aux2, z2;
+    omni_router_losses(&all, 1, &aux, &z);
+    omni_router_losses(&a, 1, &aux2, &z2);
+    cr_assert_float_eq(aux, 1.0, 1e-6);
+    cr_assert_float_eq(aux2, aux, 1e-12);
+    cr_assert_float_eq(z2, z, 1e-12);
+    omni_router_sums_free(&all);
+    omni_router_sums_free(&a);
+    omni_router_sums_free(&b);
+}
+
+Test(gating, loss_gradients_match_finite_differences_of_the_losses)
+{
+    /* aux + z as a function of the logits of 3 tokens, with the counts held fixed */
+    enum { N = 3, E = 4, K = 2 };
+    const float logits0[N * E] = {0.3f, -0.2f, 1.1f, 0.4f, -0.7f, 0.2f,
+                                  0.5f, 0.9f,  1.3f, 0.1f, -0.4f, 0.0f};
+    const int32_t ex[N * K] = {2, 3, 3, 2, 0, 3};
+    const int32_t slot[N * K] = {0, 0, 0, 0, 0, 0};
+    const double ca = 0.7, cz = 0.3;
+    omni_router_sums s;
+    cr_assert_eq(omni_router_sums_create(&s, E, 0), OMNI_OK);
+    float probs[N * E], lse[N], dprobs[N * E] = {0}, dlogits[N * E];
+    /* forward through d = N "features" with x = identity rows: logits = W_r rows */
+    float eye[N * N] = {1, 0, 0, 0, 1, 0, 0, 0, 1};
+    float logits[N * E];
+    omni_router_forward(logits, probs, lse, eye, logits0, N, N, E);
+    sums_of(&s, probs, lse, ex, slot, NULL, N, K);
+    omni_router_aux_backward(dprobs, &s, ca, K, N);
+    omni_router_softmax_backward(dlogits, dprobs, probs, N, E);
+    omni_router_z_backward(dlogits, probs, lse, &s, cz, N);
+    for (int i = 0; i < N * E; i++) {
+        double f[2];
+        for (int sgn = 0; sgn < 2; sgn++) {
+            float w[N * E];
+            memcpy(w, logits0, sizeof w);
+            w[i] += sgn ? -1e-3f : 1e-3f;
+            omni_router_forward(logits, probs, lse, eye, w, N, N, E);
+            sums_of(&s, probs, lse, ex, slot, NULL, N, K);
+            double aux, z;
+            omni_router_losses(&s, K, &aux, &z);
+            f[sgn] = ca * aux + cz * z;
+        }
+        double fd = (f[0] - f[1]) / 2e-3;
+        cr_assert(fabs(fd - (double)dlogits[i]) < 1e-3 + 1e-2 * fabs(fd), "logit %d: fd %g, %g", i,
+                  fd, (double)dlogits[i]);
+    }
+    omni_router_sums_free(&s);
+}
+
+Test(gating, gate_backward_through_renormalisation_matches_finite_differences)
+{
+    const float p0[3] = {0.5f, 0.2f, 0.3f};
+    const int32_t ex[2] = {2, 0};
+    const float dg[2] = {0.7f, -1.3f};
+    float dprobs[3] = {0};
+    float prob[2] = {p0[2], p0[0]};
+    omni_router_gate_backward(dprobs, dg, ex, prob, 1, 3, 2, true);
+    for (int e = 0; e < 3; e++) {
+        double f[2];
+        for (int sgn = 0; sgn < 2; sgn++) {
+            double p[3] = {p0[0], p0[1], p0[2]};
+            p[e] += sgn ? -1e-4 : 1e-4;
+            double S = p[2] + p[0];
+            f[sgn] = (double)dg[0] * p[2] / S + (double)dg[1] * p[0] / S;
+        }
+        double fd = (f[0] - f[1]) / 2e-4;
+        cr_assert_float_eq((double)dprobs[e], fd, 1e-4);
+    }
+}
+
+Test(gating, bias_update_moves_toward_underloaded_experts)
+{
+    float bias[4] = {0.0f, 0.5f, 0.0f, -0.25f};
+    const double load[4] = {10.0, 2.0, 6.0, 6.0}; /* mean 6 */
+    omni_router_bias_update(bias, load, 4, 0.01);
+    cr_assert_float_eq(bias[0], -0.01f, 1e-7f);
+    cr_assert_float_eq(bias[1], 0.51f, 1e-7f);
+    cr_assert_float_eq(bias[2], 0.0f, 0.0f);
+    cr_assert_float_eq(bias[3], -0.25f, 0.0f);
+}
+
+Test(gating, jitter_is_bounded_and_independent_of_how_tokens_are_split)
+{
+    enum { N = 6, D = 5 };
+    float x[N * D], whole[N * D], part[N * D];
+    for (int i = 0; i < N * D; i++)
+        x[i] = 1.0f + 0.1f * (float)i;
+    omni_router_jitter(whole, x, 0.1f, 7, 1, 3, 100, NULL, N, D);
+    omni_router_jitter(part, x, 0.1f, 7, 1, 3, 100, NULL, 2, D);
+    omni_router_jitter(part + 2 * D, x + 2 * D, 0.1f, 7, 1, 3, 102, NULL, N - 2, D);
+    bool differs = false;
+    for (int i = 0; i < N * D; i++) {
+        cr_assert_eq(whole[i], part[i]);
+        float u = whole[i] / x[i];
+        cr_assert(u >= 0.9f - 1e-6f && u <= 1.1f + 1e-6f);
+        differs |= fabsf(u - 1.0f) > 1e-3f;
+    }
+    cr_assert(differs);
+    /* a row map: rows 1 and 4 alone, at their own positions */
+    const int64_t rows[2] = {1, 4};
+    float xs[2 * D], sel[2 * D];
+    memcpy(xs, x + 1 * D, D * sizeof(float));
+    memcpy(xs + D, x + 4 * D, D * sizeof(float));
+    omni_router_jitter(sel, xs, 0.1f, 7, 1, 3, 100, rows, 2, D);
+    cr_assert_eq(memcmp(sel, whole + 1 * D, D * sizeof(float)), 0);
+    cr_assert_eq(memcmp(sel + D, whole + 4 * D, D * sizeof(float)), 0);
+    /* another step draws other noise */
+    omni_router_jitter(part, x, 0.1f, 7, 1, 4, 100, NULL, N, D);
+    cr_assert_neq(memcmp(part, whole, sizeof whole), 0);
+}
