@@ -1,6 +1,7 @@
 /* omnimoe train: load the experiment (strictly), print the effective configuration,
  * and train. */
 #include "cli.h"
+#include "coordinator.h"
 #include "experiment.h"
 
 #include <getopt.h>
@@ -81,6 +82,5 @@ omni_status omni_cmd_train(MPI_Comm comm, int argc, char **argv)
     free(yaml);
     if (check_only)
         return OMNI_OK;
-    (void)resume;
-    return omni_fail(OMNI_ERR_INTERNAL, "train: the model is not built yet in this version");
+    return omni_train(comm, &x, resume);
 }

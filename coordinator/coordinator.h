@@ -79,4 +79,14 @@ omni_status omni_metrics_log_train(omni_metrics_log *log, const omni_experiment 
 omni_status omni_metrics_log_eval(omni_metrics_log *log, const omni_experiment *x, int64_t step,
                                   const omni_metrics *sum);
 
+/* ---- the run ----------------------------------------------------------------- */
+
+/*
+ * Collective: train experiment x on the ranks of comm, from scratch or from a checkpoint
+ * (`resume`: "auto", a file, or NULL): the loop of plan, worker step, metrics, log,
+ * evaluation, checkpoints, and the stop decisions. A SIGTERM/SIGINT ends it after the
+ * step in flight with a checkpoint and OMNI_OK; a non-finite loss with OMNI_ERR_NUMERIC.
+ */
+omni_status omni_train(MPI_Comm comm, const omni_experiment *x, const char *resume);
+
 #endif /* OMNI_COORDINATOR_H */

@@ -11,7 +11,9 @@
 #include <stdint.h>
 
 #include "base.h"
+#include "checkpoint.h"
 #include "experiment.h"
+#include "experts.h"
 
 /* ---- dense gradient reduction in buckets --------------------------------------- */
 
@@ -74,5 +76,64 @@ void omni_metrics_zero(omni_metrics *m);
 omni_status omni_metrics_reduce(MPI_Comm comm, omni_metrics *m);
 /* max / mean expert load of MoE layer l (1.0 when perfectly even; 0 when no tokens). */
 double omni_metrics_load_ratio(const omni_metrics *m, int l);
+
+/* ---- the MoE token exchange over MPI ---------------------------------------- */
+
+/* The MPI implementation of the MoE exchange interface (experts.h omni_moe_comm). */
+typedef struct {
+    MPI_Comm comm;
+    int rank, size;
+    int *sc, *sd, *rc, *rd; /* [size] int counts and displacements, sized once */
+    double seconds;         /* time inside the exchange's MPI calls */
+    double bytes_sent;      /* token bytes sent to other ranks */
+} omni_mpi_moe_comm;
+
+/* Fill `ops` with the MPI exchange over comm, its state in c (which must outlive ops). */
+omni_status omni_mpi_moe_comm_init(omni_mpi_moe_comm *c, MPI_Comm comm, omni_moe_comm *ops);
+void omni_mpi_moe_comm_free(omni_mpi_moe_comm *c);
+
+/* ---- the worker of a training job ------------------------------------------- */
+
+typedef struct omni_worker omni_worker;
+
+/*
+ * Collective: open the experiment's data (every rank checks every file; failures agreed),
+ * check the expert placement for this number of processes, create the model and its MoE
+ * layers for this rank's largest slice, and initialise parameters from the seed.
+ */
+omni_status omni_worker_create(omni_worker **w, MPI_Comm comm, const omni_experiment *x);
+void omni_worker_free(omni_worker *w);
+
+/* Sizes for the coordinator's metrics: tasks, MoE layers, experts per layer. */
+void omni_worker_shape(const omni_worker *w, int *n_tasks, int *n_moe_layers, int *n_experts);
+
+/*
+ * Collective: one training step on slots [slot_lo, slot_hi) of step `step`: fill, forward,
+ * backward, gradient reduction (dense summed over all ranks, replicated experts within
+ * their group), global-norm clipping, AdamW, balancing-bias update. Adds this rank's part
+ * of the step's metrics into `m` (global router statistics on rank 0 only). A non-finite
+ * loss or gradient norm is OMNI_ERR_NUMERIC on every rank, with the step and the task
+ * named, and leaves the parameters as they were.
+ */
+omni_status omni_worker_train_step(omni_worker *w, int64_t step, int64_t slot_lo, int64_t slot_hi,
+                                   omni_metrics *m);
+
+/* Collective: forward passes over the fixed validation windows of every task (at most
+ * eval.batches batches of data.batch windows per task), adding per-task loss, token
+ * and correct counts into `m` (this rank's part). */
+omni_status omni_worker_eval(omni_worker *w, omni_metrics *m);
+
+/*
+ * The training state as checkpoint tensors (params/, optim/m/, optim/v/, state/): up to
+ * max entries written to t, returning the count (or -1 if max is too small). The
+ * descriptors point into the worker's buffers (valid until it is freed).
+ */
+int omni_worker_state(omni_worker *w, omni_ckpt_tensor *t, int max);
+
+/* Seconds spent inside MPI calls by this worker (token exchange, reductions) since the
+ * last call, which resets it. */
+double omni_worker_mpi_seconds(omni_worker *w);
+/* Token bytes sent to other ranks by the MoE exchange since the last call (resets). */
+double omni_worker_exchange_bytes(omni_worker *w);
 
 #endif /* OMNI_WORKER_H */

@@ -1,0 +1,403 @@
+/*
+ * The worker of a training job: its slice of every batch, the dense model data-parallel,
+ * its shard of the experts, and the reductions that make the step that of the global
+ * batch (DESIGN.md §1).
+ */
+#include "worker.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "datasets.h"
+#include "experts.h"
+#include "model.h"
+
+#define MAX_STATE 4096
+
+struct omni_worker {
+    MPI_Comm comm;
+    int rank, size;
+    const omni_experiment *x;
+    omni_sampler *sampler;
+    omni_data_dims dims;
+    int n_tasks;
+    int64_t max_seq; /* the largest slice: ceil(batch / size) windows */
+    omni_batch batch;
+    omni_model *model;
+    omni_moe *moe; /* NULL for a dense model */
+    omni_moe_comm ops;
+    omni_mpi_moe_comm mpi;
+    MPI_Comm expert_group; /* ranks holding replicas of the same experts (N > E), else NULL */
+    omni_grad_reducer dense_grads;
+    double *scratch; /* [2 + n_tasks] the step's small all-reduce */
+    char names[MAX_STATE][128];
+    double mpi_seconds;
+};
+
+static omni_status open_parts(omni_worker *w)
+{
+    const omni_experiment *x = w->x;
+    omni_status st = omni_sampler_open(&w->sampler, x);
+    st = omni_mpi_agree(w->comm, st);
+    if (st)
+        return st;
+    w->dims = omni_sampler_dims(w->sampler);
+    w->n_tasks = omni_sampler_n_tasks(w->sampler);
+    bool has_moe = x->moe.every > 0;
+    if (has_moe) {
+        st = omni_moe_placement_check(x->moe.num_experts, w->size);
+        if (st)
+            return omni_fail(OMNI_ERR_CONFIG,
+                             "moe.num_experts = %lld on %d processes: expected num_experts to be "
+                             "a multiple of the number of processes, or the number of processes "
+                             "a multiple of num_experts",
+                             (long long)x->moe.num_experts, w->size);
+    }
+    w->max_seq = (x->data.batch + w->size - 1) / w->size;
+    int64_t patch_dim = w->dims.image_patch_dim > w->dims.audio_patch_dim ? w->dims.image_patch_dim
+                                                                          : w->dims.audio_patch_dim;
+    st = omni_batch_alloc(&w->batch, w->max_seq, x->model.context, patch_dim);
+    if (!st)
+        st = omni_model_create(&w->model, x, &w->dims, w->max_seq);
+    if (!st && has_moe) {
+        st = omni_mpi_moe_comm_init(&w->mpi, w->comm, &w->ops);
+        if (!st)
+            st = omni_moe_create(&w->moe, x, w->max_seq * x->model.context, w->n_tasks, &w->ops);
+        if (!st) {
+            omni_ffn_hook hook = {
+                .ctx = w->moe, .forward = omni_moe_forward, .backward = omni_moe_backward};
+            omni_model_set_moe(w->model, &hook);
+        }
+    }
+    if (!st) {
+        w->scratch = omni_alloc(2 + w->n_tasks, sizeof *w->scratch, "worker scratch");
+        if (!w->scratch)
+            st = OMNI_ERR_NOMEM;
+    }
+    st = omni_mpi_agree(w->comm, st);
+    if (st)
+        return st;
+    if (has_moe && w->size > x->moe.num_experts) {
+        /* Replicas of an expert: ranks with the same rank % E. */
+        st = omni_mpi_check(
+            MPI_Comm_split(w->comm, (int)(w->rank % x->moe.num_experts), w->rank, &w->expert_group),
+            "MPI_Comm_split of expert groups");
+        if (st)
+            return st;
+    }
+    omni_model_init_params(w->model);
+    if (w->moe)
+        omni_moe_init_params(w->moe);
+    omni_grad_reducer_init(&w->dense_grads, w->comm);
+    omni_grad_reducer_add(&w->dense_grads, omni_model_grads(w->model),
+                          omni_model_n_params(w->model));
+    if (w->moe) {
+        float *p, *g, *m, *v;
+        int64_t n, n_dense;
+        omni_moe_buffers(w->moe, &p, &g, &m, &v, &n, &n_dense);
+        omni_grad_reducer_add(&w->dense_grads, g, n_dense);
+    }
+    return OMNI_OK;
+}
+
+omni_status omni_worker_create(omni_worker **out, MPI_Comm comm, const omni_experiment *x)
+{
+    omni_worker *w = omni_alloc(1, sizeof *w, "worker");
+    omni_status st = omni_mpi_agree(comm, w ? OMNI_OK : OMNI_ERR_NOMEM);
+    if (st) {
+        omni_free(w);
+        return st;
+    }
+    w->comm = comm;
+    w->x = x;
+    w->expert_group = MPI_COMM_NULL;
+    MPI_Comm_rank(comm, &w->rank);
+    MPI_Comm_size(comm, &w->size);
+    st = open_parts(w);
+    if (st) {
+        omni_worker_free(w);
+        return st;
+    }
+    *out = w;
+    return OMNI_OK;
+}
+
+void omni_worker_free(omni_worker *w)
+{
+    if (!w)
+        return;
+    if (w->expert_group != MPI_COMM_NULL)
+        MPI_Comm_free(&w->expert_group);
+    omni_moe_free(w->moe);
+    if (w->mpi.sc)
+        omni_mpi_moe_comm_free(&w->mpi);
+    omni_model_free(w->model);
+    omni_batch_free(&w->batch);
+    omni_sampler_close(w->sampler);
+    omni_free(w->scratch);
+    omni_free(w);
+}
+
+void omni_worker_shape(const omni_worker *w, int *n_tasks, int *n_moe_layers, int *n_experts)
+{
+    *n_tasks = w->n_tasks;
+    *n_moe_layers = w->moe ? (int)omni_moe_n_layers(w->moe) : 0;
+    *n_experts = w->moe ? (int)w->x->moe.num_experts : 0;
+}
+
+/* Add this rank's model metrics, and on rank 0 the (already global) router statistics. */
+static void add_metrics(omni_worker *w, const omni_model_metrics *mm, omni_metrics *m,
+                        bool training)
+{
+    const omni_batch *b = &w->batch;
+    *m->loss += mm->loss;
+    for (int t = 0; t < w->n_tasks; t++) {
+        m->task_loss[t] += mm->ce_sum[t];
+        m->task_count[t] += (double)mm->tokens[t];
+        m->task_correct[t] += (double)mm->correct[t];
+    }
+    int64_t n = b->n_seq * b->context, tokens = 0;
+    for (int64_t p = 0; p < n; p++)
+        tokens += b->kind[p] != OMNI_POS_PAD;
+    *m->tokens += (double)tokens;
+    if (!training || !w->moe || w->rank != 0)
+        return;
+    for (int64_t l = 0; l < omni_moe_n_layers(w->moe); l++) {
+        double aux, z;
+        omni_moe_layer_losses(w->moe, l, &aux, &z);
+        *m->aux += w->x->moe.aux_loss * aux;
+        *m->z += w->x->moe.z_loss * z;
+        const omni_router_sums *s = omni_moe_layer_stats(w->moe, l);
+        for (int e = 0; e < m->n_experts; e++)
+            m->load[l * m->n_experts + e] += s->kept[e];
+        m->dropped[l] += *s->dropped;
+        for (int e = 0; e < m->n_experts; e++)
+            m->assigned[l] += s->assigned[e];
+    }
+}
+
+static omni_status fill_slice(omni_worker *w, omni_split split, int64_t step, int64_t lo,
+                              int64_t hi, double *loss_tokens)
+{
+    omni_batch *b = &w->batch;
+    b->n_seq = hi - lo;
+    int64_t count = 0;
+    for (int64_t slot = lo; slot < hi; slot++)
+        count += omni_sampler_fill(w->sampler, split, (uint64_t)w->x->experiment.seed, step, slot,
+                                   b, slot - lo);
+    double c = (double)count, total = 0;
+    omni_status st = omni_mpi_check(MPI_Allreduce(&c, &total, 1, MPI_DOUBLE, MPI_SUM, w->comm),
+                                    "MPI_Allreduce of loss tokens");
+    *loss_tokens = total;
+    b->loss_norm = total > 0 ? total : 1.0;
+    return st;
+}
+
+static omni_status reduce_gradients(omni_worker *w, double *sumsq)
+{
+    double t = omni_now();
+    omni_status st = OMNI_OK;
+    for (int i = 0; i < w->dense_grads.n_buckets && !st; i++)
+        st = omni_grad_reducer_start(&w->dense_grads, i);
+    if (!st)
+        st = omni_grad_reducer_wait(&w->dense_grads);
+    double dense = omni_model_grad_sumsq(w->model), experts = 0;
+    if (!st && w->moe) {
+        float *p, *g, *m, *v;
+        int64_t n, n_dense;
+        omni_moe_buffers(w->moe, &p, &g, &m, &v, &n, &n_dense);
+        if (w->expert_group != MPI_COMM_NULL && n > n_dense)
+            st = omni_mpi_check(MPI_Allreduce(MPI_IN_PLACE, g + n_dense, (int)(n - n_dense),
+                                              MPI_FLOAT, MPI_SUM, w->expert_group),
+                                "MPI_Allreduce of replicated expert gradients");
+        double md, me;
+        omni_moe_grad_sumsq(w->moe, &md, &me);
+        dense += md;
+        /* A replicated expert counts once: only its replica in group 0 adds it. */
+        experts = w->rank < w->x->moe.num_experts ? me : 0.0;
+    }
+    *sumsq = dense;
+    w->scratch[0] = experts;
+    w->mpi_seconds += omni_now() - t;
+    return st;
+}
+
+static const char *first_bad_task(const omni_worker *w, const double *task_loss)
+{
+    for (int t = 0; t < w->n_tasks; t++)
+        if (!isfinite(task_loss[t]))
+            return omni_sampler_task(w->sampler, t)->name;
+    return "(none: the gradient norm)";
+}
+
+omni_status omni_worker_train_step(omni_worker *w, int64_t step, int64_t slot_lo, int64_t slot_hi,
+                                   omni_metrics *m)
+{
+    const omni_experiment *x = w->x;
+    double loss_tokens;
+    omni_status st = fill_slice(w, OMNI_SPLIT_TRAIN, step, slot_lo, slot_hi, &loss_tokens);
+    if (st)
+        return st;
+    omni_model_zero_grad(w->model);
+    if (w->moe) {
+        omni_moe_zero_grad(w->moe);
+        omni_moe_set_step(w->moe, step, slot_lo * x->model.context, true);
+    }
+    omni_model_metrics mm;
+    memset(&mm, 0, sizeof mm);
+    if ((st = omni_model_forward(w->model, &w->batch, &mm)))
+        return st;
+    if ((st = omni_model_backward(w->model, &w->batch)))
+        return st;
+    double dense_sumsq;
+    if ((st = reduce_gradients(w, &dense_sumsq)))
+        return st;
+    /* One small all-reduce: expert squares, the loss, and per-task CE to name a bad task. */
+    w->scratch[1] = mm.loss;
+    for (int t = 0; t < w->n_tasks; t++)
+        w->scratch[2 + t] = mm.ce_sum[t];
+    double t0 = omni_now();
+    st = omni_mpi_check(
+        MPI_Allreduce(MPI_IN_PLACE, w->scratch, 2 + w->n_tasks, MPI_DOUBLE, MPI_SUM, w->comm),
+        "MPI_Allreduce of the gradient norm");
+    w->mpi_seconds += omni_now() - t0;
+    if (st)
+        return st;
+    double norm = sqrt(dense_sumsq + w->scratch[0]);
+    double loss = w->scratch[1] + (w->moe ? omni_moe_loss(w->moe) : 0.0);
+    if (!isfinite(loss) || !isfinite(norm)) {
+        /* Every rank holds the same sums, so every rank fails alike: agreed. */
+        omni_fail(OMNI_ERR_NUMERIC,
+                  "step %lld: the loss is not finite (loss %g, gradient norm %g, task %s); "
+                  "stopping without applying this step",
+                  (long long)step + 1, loss, norm, first_bad_task(w, w->scratch + 2));
+        return omni_mpi_agree(w->comm, OMNI_ERR_NUMERIC);
+    }
+    if ((st = omni_model_step(w->model, step, norm)))
+        return st;
+    if (w->moe) {
+        omni_moe_step(w->moe, step + 1, omni_lr_at(x, step), omni_clip_scale(x, norm));
+        omni_moe_update_bias(w->moe);
+    }
+    add_metrics(w, &mm, m, true);
+    return OMNI_OK;
+}
+
+omni_status omni_worker_eval(omni_worker *w, omni_metrics *m)
+{
+    const omni_experiment *x = w->x;
+    omni_status st = OMNI_OK;
+    omni_batch *b = &w->batch;
+    for (int task = 0; task < w->n_tasks && !st; task++) {
+        int64_t n_win = omni_sampler_task(w->sampler, task)->n_val_windows;
+        int64_t cap = x->eval.batches * x->data.batch;
+        if (n_win > cap)
+            n_win = cap;
+        /* Chunks of data.batch windows, each split over the ranks like a training batch,
+         * so that every rank makes the same number of forward calls. */
+        for (int64_t c0 = 0; c0 < n_win && !st; c0 += x->data.batch) {
+            int64_t len = n_win - c0 < x->data.batch ? n_win - c0 : x->data.batch;
+            int64_t lo = c0 + len * w->rank / w->size, hi = c0 + len * (w->rank + 1) / w->size;
+            b->n_seq = hi - lo;
+            int64_t count = 0;
+            for (int64_t i = lo; i < hi; i++)
+                count += omni_sampler_fill_val(w->sampler, task, i, b, i - lo);
+            b->loss_norm = count > 0 ? (double)count : 1.0;
+            if (w->moe)
+                omni_moe_set_step(w->moe, 0, lo * x->model.context, false);
+            omni_model_metrics mm;
+            memset(&mm, 0, sizeof mm);
+            st = omni_model_forward(w->model, b, &mm);
+            if (!st) {
+                mm.loss = 0; /* eval reports per-task means only */
+                add_metrics(w, &mm, m, false);
+            }
+        }
+    }
+    return st;
+}
+
+static void add_tensor(omni_ckpt_tensor *t, const char *name, int rank, const int64_t *dims,
+                       void *data, int64_t lo, int64_t hi, bool writer, const char *meaning)
+{
+    memset(t, 0, sizeof *t);
+    t->name = name;
+    t->type = OMNI_CKPT_F32;
+    t->rank = rank;
+    for (int i = 0; i < rank; i++)
+        t->dims[i] = dims[i];
+    t->data = data;
+    t->row_lo = lo;
+    t->row_hi = hi;
+    t->writer = writer;
+    t->meaning = meaning;
+}
+
+int omni_worker_state(omni_worker *w, omni_ckpt_tensor *t, int max)
+{
+    static const char *const prefix[3] = {"", "optim/m/", "optim/v/"};
+    int n = 0;
+    float *buf[3] = {omni_model_params(w->model), omni_model_adam_m(w->model),
+                     omni_model_adam_v(w->model)};
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < omni_model_n_tensors(w->model); i++) {
+            const omni_tensor_info *ti = omni_model_tensor(w->model, i);
+            if (n == max || n == MAX_STATE)
+                return -1;
+            snprintf(w->names[n], sizeof w->names[n], "%s%s", prefix[k], ti->name);
+            add_tensor(&t[n], w->names[n], ti->rank, ti->dims, buf[k] + ti->offset, 0, ti->dims[0],
+                       w->rank == 0, NULL);
+            n++;
+        }
+    if (!w->moe)
+        return n;
+    float *p, *g, *m, *v;
+    int64_t np, n_dense;
+    omni_moe_buffers(w->moe, &p, &g, &m, &v, &np, &n_dense);
+    float *mbuf[3] = {p, m, v};
+    /* A replicated expert is written by its replica in group 0 (ranks < E). */
+    bool expert_writer = w->rank < w->x->moe.num_experts;
+    for (int k = 0; k < 3; k++)
+        for (int64_t i = 0; i < omni_moe_n_tensors(w->moe); i++) {
+            const omni_moe_tensor *mt = omni_moe_tensor_at(w->moe, i);
+            if (n == max || n == MAX_STATE)
+                return -1;
+            if (!mt->trainable) {
+                /* The balancing bias: model state, not a parameter; no moments. */
+                if (k != 0)
+                    continue;
+                const char *rest = strncmp(mt->name, "params/", 7) ? mt->name : mt->name + 7;
+                snprintf(w->names[n], sizeof w->names[n], "state/%s", rest);
+                add_tensor(&t[n], w->names[n], mt->ndim, mt->dims, mt->data, 0, mt->dims[0],
+                           w->rank == 0, "[expert]: auxiliary-loss-free balancing bias");
+                n++;
+                continue;
+            }
+            snprintf(w->names[n], sizeof w->names[n], "%s%s", prefix[k], mt->name);
+            if (mt->sharded)
+                add_tensor(&t[n], w->names[n], mt->ndim, mt->dims, mbuf[k] + mt->offset,
+                           mt->shard_first, mt->shard_first + mt->shard_count, expert_writer,
+                           "[expert, ...]: experts stored whole");
+            else
+                add_tensor(&t[n], w->names[n], mt->ndim, mt->dims, mbuf[k] + mt->offset, 0,
+                           mt->dims[0], w->rank == 0, NULL);
+            n++;
+        }
+    return n;
+}
+
+double omni_worker_mpi_seconds(omni_worker *w)
+{
+    double s = w->mpi_seconds + (w->moe ? w->mpi.seconds : 0.0);
+    w->mpi_seconds = 0;
+    w->mpi.seconds = 0;
+    return s;
+}
+
+double omni_worker_exchange_bytes(omni_worker *w)
+{
+    double b = w->moe ? w->mpi.bytes_sent : 0.0;
+    w->mpi.bytes_sent = 0;
+    return b;
+}
