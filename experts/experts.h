@@ -224,11 +224,8 @@ void omni_moe_zero_grad(omni_moe *m);
 /* Sums of squared gradients: of the replicated part (the same on every rank, count it
  * once) and of this rank's experts (add over ranks). */
 void omni_moe_grad_sumsq(const omni_moe *m, double *dense, double *experts);
-/*
- * AdamW step t (1-based) with learning rate lr and gradient scale clip_scale (from global
- * norm clipping), moments and decay from x->optim. A local flat loop until the model's
- * optimizer is shared.
- */
-void omni_moe_step(omni_moe *m, int64_t t, double lr, double clip_scale);
+/* One AdamW update of every trainable tensor (model.h omni_adamw, the optimizer shared
+ * with the dense model). */
+void omni_moe_step(omni_moe *m, const omni_adamw *a);
 
 #endif /* OMNI_EXPERTS_H */

@@ -676,31 +676,14 @@ void omni_moe_grad_sumsq(const omni_moe *m, double *dense, double *experts)
     *experts = b;
 }
 
-/* One AdamW update of n elements (decoupled weight decay wd, bias-corrected moments). To be
- * replaced by the model's shared optimizer loop. */
-static void adamw(float *p, const float *g, float *mo, float *v, int64_t n, float lr, float b1,
-                  float b2, float eps, float wd, float c1, float c2, float scale)
+void omni_moe_step(omni_moe *m, const omni_adamw *a)
 {
-    for (int64_t i = 0; i < n; i++) {
-        float gi = g[i] * scale;
-        mo[i] = b1 * mo[i] + (1.0f - b1) * gi;
-        v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
-        float mh = mo[i] / c1, vh = v[i] / c2;
-        p[i] -= lr * (mh / (sqrtf(vh) + eps) + wd * p[i]);
-    }
-}
-
-void omni_moe_step(omni_moe *m, int64_t t, double lr, double clip_scale)
-{
-    const double b1 = m->x.optim.beta1, b2 = m->x.optim.beta2;
-    float c1 = (float)(1.0 - pow(b1, (double)t)), c2 = (float)(1.0 - pow(b2, (double)t));
     for (int64_t i = 0; i < m->n_tensors; i++) {
-        const omni_moe_tensor *tt = &m->tensors[i];
-        if (!tt->trainable)
+        const omni_moe_tensor *t = &m->tensors[i];
+        if (!t->trainable)
             continue;
-        int64_t o = tt->offset;
-        adamw(m->params + o, m->grads + o, m->adam_m + o, m->adam_v + o, tt->numel, (float)lr,
-              (float)b1, (float)b2, (float)m->x.optim.eps,
-              tt->decay ? (float)m->x.optim.weight_decay : 0.0f, c1, c2, (float)clip_scale);
+        int64_t o = t->offset;
+        omni_adamw_update(a, m->params + o, m->grads + o, m->adam_m + o, m->adam_v + o, t->numel,
+                          t->decay);
     }
 }

@@ -182,6 +182,22 @@ double omni_model_grad_sumsq(const omni_model *m);
  * OMNI_ERR_NUMERIC and leaves the parameters unchanged.
  */
 omni_status omni_model_step(omni_model *m, int64_t step, double global_norm);
+/*
+ * One AdamW update, shared by every part that owns parameters (the dense model here, the
+ * MoE layers in experts/): the constants of optimizer step `step` (0-based) with learning
+ * rate lr and gradient scale clip (from global-norm clipping), then the flat loop
+ *   g' = clip g;  m = b1 m + (1-b1) g';  v = b2 v + (1-b2) g'^2;
+ *   p = p (1 - lr wd [decay]) - lr/(1-b1^t) m / (sqrt(v/(1-b2^t)) + eps),  t = step + 1.
+ */
+typedef struct {
+    float lr, b1, b2, eps, weight_decay, clip;
+    float step_size;    /* lr / (1 - b1^t) */
+    float inv_sqrt_bc2; /* 1 / sqrt(1 - b2^t) */
+} omni_adamw;
+omni_adamw omni_adamw_at(const omni_experiment *x, int64_t step, double lr, double clip);
+void omni_adamw_update(const omni_adamw *a, float *p, const float *g, float *m, float *v, int64_t n,
+                       bool decay);
+
 /* The clipping scale that omni_model_step applies for a global norm. */
 double omni_clip_scale(const omni_experiment *x, double global_norm);
 /* Linear warm-up lr * (step + 1) / warmup for step < warmup, then cosine from lr to

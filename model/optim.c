@@ -45,26 +45,43 @@ omni_status omni_model_step(omni_model *m, int64_t step, double global_norm)
         return omni_fail(OMNI_ERR_NUMERIC, "model: step %lld: the gradient norm is %g",
                          (long long)step, global_norm);
     const omni_experiment *x = &m->x;
-    const float clip = (float)omni_clip_scale(x, global_norm);
-    const float lr = (float)omni_lr_at(x, step);
-    const float b1 = (float)x->optim.beta1, b2 = (float)x->optim.beta2;
-    const float eps = (float)x->optim.eps;
-    const float bc1 = (float)(1.0 - pow(x->optim.beta1, (double)(step + 1)));
-    const float bc2 = (float)(1.0 - pow(x->optim.beta2, (double)(step + 1)));
-    const float step_size = lr / bc1, inv_sqrt_bc2 = 1.0f / sqrtf(bc2);
+    omni_adamw a = omni_adamw_at(x, step, omni_lr_at(x, step), omni_clip_scale(x, global_norm));
     for (int i = 0; i < m->n_tensors; i++) {
         const omni_tensor_info *t = &m->tensors[i];
-        float *p = m->params + t->offset, *g = m->grads + t->offset;
-        float *mm = m->adam_m + t->offset, *vv = m->adam_v + t->offset;
-        const float keep = t->decay ? 1.0f - lr * (float)x->optim.weight_decay : 1.0f;
-        for (int64_t j = 0; j < t->numel; j++) {
-            float gj = g[j] * clip;
-            mm[j] = b1 * mm[j] + (1.0f - b1) * gj;
-            vv[j] = b2 * vv[j] + (1.0f - b2) * gj * gj;
-            p[j] = p[j] * keep - step_size * mm[j] / (sqrtf(vv[j]) * inv_sqrt_bc2 + eps);
-        }
+        omni_adamw_update(&a, m->params + t->offset, m->grads + t->offset, m->adam_m + t->offset,
+                          m->adam_v + t->offset, t->numel, t->decay);
     }
     return OMNI_OK;
+}
+
+omni_adamw omni_adamw_at(const omni_experiment *x, int64_t step, double lr, double clip)
+{
+    omni_adamw a;
+    a.lr = (float)lr;
+    a.b1 = (float)x->optim.beta1;
+    a.b2 = (float)x->optim.beta2;
+    a.eps = (float)x->optim.eps;
+    a.weight_decay = (float)x->optim.weight_decay;
+    a.clip = (float)clip;
+    const float bc1 = (float)(1.0 - pow(x->optim.beta1, (double)(step + 1)));
+    const float bc2 = (float)(1.0 - pow(x->optim.beta2, (double)(step + 1)));
+    a.step_size = a.lr / bc1;
+    a.inv_sqrt_bc2 = 1.0f / sqrtf(bc2);
+    return a;
+}
+
+void omni_adamw_update(const omni_adamw *a, float *p, const float *g, float *m, float *v, int64_t n,
+                       bool decay)
+{
+    const float b1 = a->b1, b2 = a->b2, eps = a->eps, clip = a->clip;
+    const float step_size = a->step_size, inv_sqrt_bc2 = a->inv_sqrt_bc2;
+    const float keep = decay ? 1.0f - a->lr * a->weight_decay : 1.0f;
+    for (int64_t j = 0; j < n; j++) {
+        float gj = g[j] * clip;
+        m[j] = b1 * m[j] + (1.0f - b1) * gj;
+        v[j] = b2 * v[j] + (1.0f - b2) * gj * gj;
+        p[j] = p[j] * keep - step_size * m[j] / (sqrtf(v[j]) * inv_sqrt_bc2 + eps);
+    }
 }
 
 omni_status omni_blas_set_threads(const omni_experiment *x, MPI_Comm comm, int *threads)

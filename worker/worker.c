@@ -277,7 +277,8 @@ omni_status omni_worker_train_step(omni_worker *w, int64_t step, int64_t slot_lo
     if ((st = omni_model_step(w->model, step, norm)))
         return st;
     if (w->moe) {
-        omni_moe_step(w->moe, step + 1, omni_lr_at(x, step), omni_clip_scale(x, norm));
+        omni_adamw a = omni_adamw_at(x, step, omni_lr_at(x, step), omni_clip_scale(x, norm));
+        omni_moe_step(w->moe, &a);
         omni_moe_update_bias(w->moe);
     }
     add_metrics(w, &mm, m, true);

@@ -186,7 +186,8 @@ Test(experts, adamw_step_moves_parameters_against_the_gradient)
     omni_moe_zero_grad(m);
     g[0] = 2.0f;
     g[nd] = -3.0f;
-    omni_moe_step(m, 1, 0.1, 1.0);
+    omni_adamw a = omni_adamw_at(&x, 0, 0.1, 1.0);
+    omni_moe_step(m, &a);
     /* the first bias-corrected Adam step is lr * sign(g) */
     cr_assert_float_eq(p[0], p0 - 0.1f, 1e-5f);
     cr_assert_float_eq(p[nd], p1 + 0.1f, 1e-5f);

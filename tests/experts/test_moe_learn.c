@@ -98,7 +98,8 @@ static learn_result train(double aux, double bias_rate)
         omni_moe_zero_grad(m);
         memset(din, 0, sizeof din);
         cr_assert_eq(omni_moe_backward(m, 0, din, dout, NULL, NT), OMNI_OK);
-        omni_moe_step(m, step + 1, 1e-2, 1.0);
+        omni_adamw a = omni_adamw_at(&x, step, 1e-2, 1.0);
+        omni_moe_step(m, &a);
         omni_moe_update_bias(m);
     }
     res.load_ratio = ratio_sum / ratio_n;
