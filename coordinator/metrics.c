@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -59,13 +60,22 @@ static void hms(char *out, size_t cap, double s)
     snprintf(out, cap, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
 }
 
-/* JSON has no NaN or Infinity: write null for them. */
+/* JSON has no NaN or Infinity: write null for them. A finite value is written with the
+ * fewest significant digits (up to 17) that read back as the same double, so runs can be
+ * compared to the bit from their metrics.jsonl (resume exactness) and the text stays short. */
 static void json_num(FILE *f, double v)
 {
-    if (isfinite(v))
-        fprintf(f, "%.6g", v);
-    else
+    if (!isfinite(v)) {
         fputs("null", f);
+        return;
+    }
+    char buf[32];
+    for (int digits = 6; digits <= 17; digits++) {
+        snprintf(buf, sizeof buf, "%.*g", digits, v);
+        if (strtod(buf, NULL) == v)
+            break;
+    }
+    fputs(buf, f);
 }
 
 omni_status omni_metrics_log_train(omni_metrics_log *log, const omni_experiment *x, int64_t step,
