@@ -38,7 +38,8 @@ omni_status omni_plan_scatter(MPI_Comm comm, int64_t step, int64_t batch, omni_s
 
 /* ---- stopping ------------------------------------------------------------------ */
 
-/* Install SIGTERM/SIGINT handlers that only set a flag (the step in flight finishes). */
+/* Install SIGTERM/SIGINT/SIGUSR1 handlers that only set a flag (the step in flight
+ * finishes; SIGUSR1 is the one mpirun forwards to the ranks). */
 void omni_signals_install(void);
 bool omni_signal_received(void);
 /* The signal number received, 0 if none. */
@@ -48,7 +49,7 @@ int omni_signal_number(void);
 typedef enum {
     OMNI_NEXT_CONTINUE = 0,
     OMNI_NEXT_STOP_DONE,   /* step limit reached */
-    OMNI_NEXT_STOP_SIGNAL, /* SIGTERM/SIGINT: checkpoint, exit 0 */
+    OMNI_NEXT_STOP_SIGNAL, /* SIGTERM/SIGINT/SIGUSR1: checkpoint, exit 0 */
     OMNI_NEXT_COUNT
 } omni_next;
 

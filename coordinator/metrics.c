@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -59,13 +60,33 @@ static void hms(char *out, size_t cap, double s)
     snprintf(out, cap, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
 }
 
-/* JSON has no NaN or Infinity: write null for them. */
+/* Push the object just written to the file: a failure (a full disk) names the file and
+ * the system's reason. */
+static omni_status flush_jsonl(FILE *f, const omni_experiment *x)
+{
+    errno = 0;
+    if (fflush(f) != 0 || ferror(f))
+        return omni_fail(OMNI_ERR_IO, "%s/metrics.jsonl: write failed: %s", x->experiment.out_dir,
+                         errno ? strerror(errno) : "stream error");
+    return OMNI_OK;
+}
+
+/* JSON has no NaN or Infinity: write null for them. A finite value is written with the
+ * fewest significant digits (up to 17) that read back as the same double, so runs can be
+ * compared to the bit from their metrics.jsonl (resume exactness) and the text stays short. */
 static void json_num(FILE *f, double v)
 {
-    if (isfinite(v))
-        fprintf(f, "%.6g", v);
-    else
+    if (!isfinite(v)) {
         fputs("null", f);
+        return;
+    }
+    char buf[32];
+    for (int digits = 6; digits <= 17; digits++) {
+        snprintf(buf, sizeof buf, "%.*g", digits, v);
+        if (strtod(buf, NULL) == v)
+            break;
+    }
+    fputs(buf, f);
 }
 
 omni_status omni_metrics_log_train(omni_metrics_log *log, const omni_experiment *x, int64_t step,
@@ -146,11 +167,8 @@ omni_status omni_metrics_log_train(omni_metrics_log *log, const omni_experiment 
     fputs(", \"eta_s\": ", f);
     json_num(f, eta);
     fputs("}\n", f);
-    fflush(f);
     log->t_since = now;
-    if (ferror(f))
-        return omni_fail(OMNI_ERR_IO, "%s/metrics.jsonl: write failed", x->experiment.out_dir);
-    return OMNI_OK;
+    return flush_jsonl(f, x);
 }
 
 omni_status omni_metrics_log_eval(omni_metrics_log *log, const omni_experiment *x, int64_t step,
@@ -182,8 +200,5 @@ omni_status omni_metrics_log_eval(omni_metrics_log *log, const omni_experiment *
         json_num(f, c > 0 ? sum->task_correct[t] / c : (double)NAN);
     }
     fputs("}}\n", f);
-    fflush(f);
-    if (ferror(f))
-        return omni_fail(OMNI_ERR_IO, "%s/metrics.jsonl: write failed", x->experiment.out_dir);
-    return OMNI_OK;
+    return flush_jsonl(f, x);
 }

@@ -51,6 +51,10 @@ void omni_signals_install(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    /* Open MPI's mpirun turns a SIGTERM/SIGINT of its own into killing the job (SIGTERM to
+     * the ranks, SIGKILL one second later), but forwards SIGUSR1 to every rank: so
+     * `kill -USR1 <mpirun>` is how a user stops an mpirun job with a checkpoint. */
+    sigaction(SIGUSR1, &sa, NULL);
 }
 
 bool omni_signal_received(void)

@@ -74,6 +74,9 @@ static omni_status resume(trainer *t, const char *arg)
         st = omni_fail(OMNI_ERR_CKPT,
                        "%s: written with experiment.seed %lld, the experiment has %lld", path,
                        (long long)meta->seed, (long long)t->x->experiment.seed);
+    /* Every rank reached the same verdict; agreeing on it makes it one failure of the job,
+     * printed once by rank 0, rather than one per rank and an MPI_Abort. */
+    st = omni_mpi_agree(t->comm, st);
     if (!st)
         st = omni_ckpt_read(c, t->state, t->n_state);
     if (!st) {
@@ -92,8 +95,9 @@ static omni_status resume(trainer *t, const char *arg)
                    (size_t)rows * sizeof *t->load_steps);
             t->load_rows = rows;
         }
-        omni_log(OMNI_LOG_INFO, "resumed from %s at step %lld (written by %lld processes)", path,
-                 (long long)meta->step, (long long)meta->world_size);
+        omni_log(OMNI_LOG_INFO, "resumed from %s at step %lld (written by %lld process%s)", path,
+                 (long long)meta->step, (long long)meta->world_size,
+                 meta->world_size == 1 ? "" : "es");
         if (changed[0])
             omni_log(OMNI_LOG_INFO, "training keys changed since the checkpoint: %s", changed);
     }

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Bad resume inputs through the binary (issue 7), on 2 processes: a checkpoint of another
+# model, a truncated checkpoint, a missing file, --resume auto with no checkpoint: each is
+# exit 2 with one message naming the file and the fault, and nothing in the output
+# directory is written. Changed training-only keys are accepted and reported.
+. "$(dirname "$0")/lib.sh"
+
+must_train 2 run --set optim.steps=10
+snapshot() { (cd run && ls -l --time-style=+%s.%N && cat latest && md5sum ./*); }
+before=$(snapshot)
+
+# expect_bad NAME PATTERN [flags...]: training into run/ fails with exit 2, the one
+# message matches PATTERN, and run/ is as it was.
+expect_bad() {
+    local name=$1 pattern=$2
+    shift 2
+    cmdline 2 run "$@"
+    "${cmd[@]}" >$name.log 2>&1
+    local rc=$?
+    [[ $rc -eq 2 ]] || fail "$name: exit $rc, expected 2: $(tail -n 5 $name.log)"
+    [[ $(grep -c '^omnimoe:' $name.log) -eq 1 ]] || fail "$name: not exactly one message"
+    grep -qE "^omnimoe: $pattern" $name.log ||
+        fail "$name: message '$(grep '^omnimoe:' $name.log)' does not match '$pattern'"
+    ! grep -q '^step ' $name.log || fail "$name: it trained"
+    [[ "$(snapshot)" == "$before" ]] || fail "$name: run/ changed"
+    echo "$name: $(grep '^omnimoe:' $name.log)"
+}
+
+expect_bad other-model 'run/ckpt-00000010.h5: checkpoint of another model: model.d_model is 32 in the checkpoint, 64 in the experiment' \
+    --set model.d_model=64 --resume auto
+expect_bad other-experts 'run/ckpt-00000010.h5: .*moe.num_experts is 4 in the checkpoint, 8 in the experiment' \
+    --set moe.num_experts=8 --resume run/ckpt-00000010.h5
+head -c 100000 run/ckpt-00000010.h5 >trunc.h5
+expect_bad truncated 'trunc.h5: ' --resume trunc.h5
+expect_bad missing 'nope.h5: ' --resume nope.h5
+mkdir -p empty
+cmdline 2 empty --resume auto
+"${cmd[@]}" >none.log 2>&1
+rc=$?
+[[ $rc -eq 2 ]] || fail "resume auto without checkpoint: exit $rc, expected 2"
+grep -q '^omnimoe: empty: no complete checkpoint' none.log || fail "none: $(grep omnimoe: none.log)"
+[[ -z $(ls empty) ]] || fail "resume auto without checkpoint wrote into empty/"
+echo "none: $(grep '^omnimoe:' none.log)"
+
+# Training-only keys may change: accepted, reported, and the run continues.
+must_train 2 run --resume auto --set optim.steps=12 --set log.every=2
+grep -q "training keys changed since the checkpoint: optim.steps 10 -> 12; log.every 1 -> 2" run.log ||
+    fail "changed keys not reported: $(grep 'changed' run.log)"
+grep -q '^done: 12 steps' run.log || fail "did not continue to step 12"
+echo "ok: bad resume inputs are exit 2 with their message, nothing overwritten"
