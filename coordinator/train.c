@@ -6,6 +6,7 @@
  */
 #include "coordinator.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,9 +58,37 @@ static omni_status save(trainer *t)
     return OMNI_OK;
 }
 
+/* Rank 0: whether `dir` holds anything a checkpoint leaves (ckpt-*.h5 or `latest`). */
+static bool has_checkpoint_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return false;
+    bool found = false;
+    for (struct dirent *e; !found && (e = readdir(d));) {
+        size_t n = strlen(e->d_name);
+        found = !strcmp(e->d_name, "latest") ||
+                (!strncmp(e->d_name, "ckpt-", 5) && n > 3 && !strcmp(e->d_name + n - 3, ".h5"));
+    }
+    closedir(d);
+    return found;
+}
+
 static omni_status resume(trainer *t, const char *arg)
 {
     char path[OMNI_PATH_MAX + 64];
+    if (!strcmp(arg, "auto")) {
+        /* A job script may always pass --resume auto: the first run of an experiment
+         * starts from step 0. A directory with checkpoint files of which none is complete
+         * is an error below, never a silent restart. */
+        int any = t->rank == 0 && has_checkpoint_files(t->x->experiment.out_dir);
+        MPI_Bcast(&any, 1, MPI_INT, 0, t->comm);
+        if (!any) {
+            omni_log(OMNI_LOG_INFO, "--resume auto: no checkpoint in %s yet, starting at step 0",
+                     t->x->experiment.out_dir);
+            return OMNI_OK;
+        }
+    }
     omni_status st = omni_ckpt_resolve(t->comm, arg, t->x->experiment.out_dir, path, sizeof path);
     if (st)
         return st;

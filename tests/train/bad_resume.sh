@@ -33,14 +33,22 @@ expect_bad other-experts 'run/ckpt-00000010.h5: .*moe.num_experts is 4 in the ch
 head -c 100000 run/ckpt-00000010.h5 >trunc.h5
 expect_bad truncated 'trunc.h5: ' --resume trunc.h5
 expect_bad missing 'nope.h5: ' --resume nope.h5
-mkdir -p empty
-cmdline 2 empty --resume auto
+# A directory whose only checkpoint is broken: an error, never a silent restart.
+mkdir -p broken
+head -c 5000 run/ckpt-00000010.h5 >broken/ckpt-00000010.h5
+cmdline 2 broken --resume auto
 "${cmd[@]}" >none.log 2>&1
 rc=$?
-[[ $rc -eq 2 ]] || fail "resume auto without checkpoint: exit $rc, expected 2"
-grep -q '^omnimoe: empty: no complete checkpoint' none.log || fail "none: $(grep omnimoe: none.log)"
-[[ -z $(ls empty) ]] || fail "resume auto without checkpoint wrote into empty/"
+[[ $rc -eq 2 ]] || fail "resume auto with only a broken checkpoint: exit $rc, expected 2"
+grep -q '^omnimoe: broken: no complete checkpoint' none.log || fail "none: $(grep omnimoe: none.log)"
+[[ $(ls broken) == "ckpt-00000010.h5" ]] || fail "resume auto with a broken checkpoint wrote into broken/"
 echo "none: $(grep '^omnimoe:' none.log)"
+# An experiment's first run with --resume auto starts at step 0.
+mkdir -p fresh
+cmdline 2 fresh --resume auto --set optim.steps=2
+"${cmd[@]}" >fresh.log 2>&1 || fail "resume auto in a new directory: exit $?"
+grep -q 'no checkpoint in fresh yet, starting at step 0' fresh.log || fail "fresh: $(tail -3 fresh.log)"
+grep -q '^done: 2 steps' fresh.log || fail "fresh run did not train"
 
 # Training-only keys may change: accepted, reported, and the run continues.
 must_train 2 run --resume auto --set optim.steps=12 --set log.every=2
