@@ -335,6 +335,48 @@ static void add_tensor(omni_ckpt_tensor *t, const char *name, int rank, const in
     t->meaning = meaning;
 }
 
+/* What the dimensions of a tensor mean, from the last parts of its name (the "meaning"
+ * attribute of its checkpoint dataset). */
+static const char *tensor_meaning(const char *name)
+{
+    static const struct {
+        const char *suffix, *meaning;
+    } table[] = {
+        {"embed/tok", "[vocab, d_model]: token embedding"},
+        {"embed/img_w", "[image_patch_dim, d_model]: image patch projection"},
+        {"embed/img_b", "[d_model]: image patch projection bias"},
+        {"embed/aud_w", "[audio_patch_dim, d_model]: audio patch projection"},
+        {"embed/aud_b", "[d_model]: audio patch projection bias"},
+        {"embed/row", "[max_rows, d_model]: patch row embedding"},
+        {"embed/col", "[max_cols, d_model]: patch column embedding"},
+        {"embed/pos", "[context, d_model]: position-in-sample embedding"},
+        {"attn/norm", "[d_model]: RMSNorm gain before attention"},
+        {"attn/wqkv", "[d_model, 3 d_model]: fused Q | K | V projection"},
+        {"attn/wo", "[d_model, d_model]: attention output projection"},
+        {"ffn/norm", "[d_model]: RMSNorm gain before the FFN"},
+        {"ffn/w1", "[d_model, d_ff]: SwiGLU gate"},
+        {"ffn/w3", "[d_model, d_ff]: SwiGLU up"},
+        {"ffn/w2", "[d_ff, d_model]: SwiGLU down"},
+        {"moe/router/w", "[d_model, num_experts]: router"},
+        {"moe/router/bias", "[num_experts]: auxiliary-loss-free balancing bias"},
+        {"moe/experts/w1", "[expert, d_model, expert_ff]: SwiGLU gate of each expert"},
+        {"moe/experts/w3", "[expert, d_model, expert_ff]: SwiGLU up of each expert"},
+        {"moe/experts/w2", "[expert, expert_ff, d_model]: SwiGLU down of each expert"},
+        {"moe/shared/w1", "[shared, d_model, expert_ff]: SwiGLU gate of each shared expert"},
+        {"moe/shared/w3", "[shared, d_model, expert_ff]: SwiGLU up of each shared expert"},
+        {"moe/shared/w2", "[shared, expert_ff, d_model]: SwiGLU down of each shared expert"},
+        {"head/norm", "[d_model]: final RMSNorm gain"},
+        {"head/w", "[d_model, vocab]: output head"},
+    };
+    size_t n = strlen(name);
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+        size_t k = strlen(table[i].suffix);
+        if (n >= k && !strcmp(name + n - k, table[i].suffix))
+            return table[i].meaning;
+    }
+    return NULL;
+}
+
 int omni_worker_state(omni_worker *w, omni_ckpt_tensor *t, int max)
 {
     static const char *const prefix[3] = {"", "optim/m/", "optim/v/"};
@@ -348,7 +390,7 @@ int omni_worker_state(omni_worker *w, omni_ckpt_tensor *t, int max)
                 return -1;
             snprintf(w->names[n], sizeof w->names[n], "%s%s", prefix[k], ti->name);
             add_tensor(&t[n], w->names[n], ti->rank, ti->dims, buf[k] + ti->offset, 0, ti->dims[0],
-                       w->rank == 0, NULL);
+                       w->rank == 0, tensor_meaning(ti->name));
             n++;
         }
     if (!w->moe)
@@ -371,7 +413,7 @@ int omni_worker_state(omni_worker *w, omni_ckpt_tensor *t, int max)
                 const char *rest = strncmp(mt->name, "params/", 7) ? mt->name : mt->name + 7;
                 snprintf(w->names[n], sizeof w->names[n], "state/%s", rest);
                 add_tensor(&t[n], w->names[n], mt->ndim, mt->dims, mt->data, 0, mt->dims[0],
-                           w->rank == 0, "[expert]: auxiliary-loss-free balancing bias");
+                           w->rank == 0, tensor_meaning(mt->name));
                 n++;
                 continue;
             }
@@ -379,10 +421,10 @@ int omni_worker_state(omni_worker *w, omni_ckpt_tensor *t, int max)
             if (mt->sharded)
                 add_tensor(&t[n], w->names[n], mt->ndim, mt->dims, mbuf[k] + mt->offset,
                            mt->shard_first, mt->shard_first + mt->shard_count, expert_writer,
-                           "[expert, ...]: experts stored whole");
+                           tensor_meaning(mt->name));
             else
                 add_tensor(&t[n], w->names[n], mt->ndim, mt->dims, mbuf[k] + mt->offset, 0,
-                           mt->dims[0], w->rank == 0, NULL);
+                           mt->dims[0], w->rank == 0, tensor_meaning(mt->name));
             n++;
         }
     return n;
