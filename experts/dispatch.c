@@ -31,11 +31,12 @@ int omni_expert_dest(int64_t e, int64_t n_experts, int n_ranks, int rank)
 
 omni_status omni_moe_placement_check(int64_t n_experts, int n_ranks)
 {
-    if (n_ranks <= n_experts || n_ranks % n_experts == 0)
+    if (n_experts % n_ranks == 0 || n_ranks % n_experts == 0)
         return OMNI_OK;
     return omni_fail(OMNI_ERR_CONFIG,
-                     "moe.num_experts = %lld with %d processes: expected num_experts >= "
-                     "processes, or processes a multiple of num_experts (replicated experts)",
+                     "moe.num_experts = %lld on %d processes: expected num_experts to be a "
+                     "multiple of the number of processes, or the number of processes a "
+                     "multiple of num_experts (replicated experts)",
                      (long long)n_experts, n_ranks);
 }
 

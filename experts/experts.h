@@ -63,7 +63,10 @@ void omni_expert_shard(int64_t n_experts, int n_ranks, int rank, int64_t *first,
 /* The rank that `rank` sends expert e's rows to: the owner of e, or with replication the
  * replica in the sender's own group, (rank / E) * E + e. */
 int omni_expert_dest(int64_t e, int64_t n_experts, int n_ranks, int rank);
-/* OMNI_ERR_CONFIG unless E >= N or N % E == 0. */
+/* The placements a job may use: OMNI_ERR_CONFIG unless E % N == 0 (each rank owns E/N
+ * experts) or N % E == 0 (experts replicated over N/E groups). The functions above also
+ * handle uneven shards (E > N, E % N != 0), which the job refuses so that every rank
+ * carries the same expert work. */
 omni_status omni_moe_placement_check(int64_t n_experts, int n_ranks);
 
 /* ---- the dispatch plan ------------------------------------------------------- */

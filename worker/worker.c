@@ -48,11 +48,7 @@ static omni_status open_parts(omni_worker *w)
     if (has_moe) {
         st = omni_moe_placement_check(x->moe.num_experts, w->size);
         if (st)
-            return omni_fail(OMNI_ERR_CONFIG,
-                             "moe.num_experts = %lld on %d processes: expected num_experts to be "
-                             "a multiple of the number of processes, or the number of processes "
-                             "a multiple of num_experts",
-                             (long long)x->moe.num_experts, w->size);
+            return st; /* the same on every rank */
     }
     w->max_seq = (x->data.batch + w->size - 1) / w->size;
     int64_t patch_dim = w->dims.image_patch_dim > w->dims.audio_patch_dim ? w->dims.image_patch_dim

@@ -172,6 +172,9 @@ Test(experts, placement_follows_the_design)
     cr_assert_eq(count, 1);
     cr_assert_eq(omni_moe_placement_check(4, 8), OMNI_OK);
     cr_assert_eq(omni_moe_placement_check(4, 6), OMNI_ERR_CONFIG);
+    cr_assert_eq(omni_moe_placement_check(8, 2), OMNI_OK);
+    cr_assert_eq(omni_moe_placement_check(8, 3), OMNI_ERR_CONFIG);
+    cr_assert_eq(omni_moe_placement_check(3, 3), OMNI_OK);
 }
 
 Test(experts, dispatch_one_rank_capacity_and_dropless)

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Expert placement (issue 6): E experts on N processes need E % N == 0 or N % E == 0;
+# anything else stops before any work with a configuration error (exit 2), the message
+# printed once, and nothing written into out_dir.
+source "$(dirname "$0")/lib.sh"
+
+cmdline 3 run3 --set moe.num_experts=4
+"${cmd[@]}" >bad.log 2>&1
+rc=$?
+[[ $rc -eq 2 ]] || fail "4 experts on 3 processes: exit $rc, expected 2: $(tail -3 bad.log)"
+want='moe.num_experts = 4 on 3 processes: expected num_experts to be a multiple of the number of processes, or the number of processes a multiple of num_experts (replicated experts)'
+[[ $(grep -cxF "omnimoe: $want" bad.log) -eq 1 ]] || fail "message: $(grep omnimoe: bad.log)"
+[[ ! -e run3 ]] || fail "run3/ was created"
+echo "bad: $(grep '^omnimoe:' bad.log)"
+# The two accepted shapes: 4 experts on 2 processes, 2 experts on 4 processes.
+train 2 ok2 --set moe.num_experts=4 --set optim.steps=2 || fail "4 experts on 2 processes: $(tail -3 ok2.log)"
+train 4 ok4 --set moe.num_experts=2 --set optim.steps=2 || fail "2 experts on 4 processes: $(tail -3 ok4.log)"
+echo "ok: placement checked before start"
