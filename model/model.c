@@ -445,6 +445,8 @@ omni_status omni_model_backward(omni_model *m, const omni_batch *b)
     memset(m->dres, 0, (size_t)(N * d) * sizeof(float));
     omni_rmsnorm_backward(m->dres, g->out_norm, m->dln, m->res + m->L * NM * d, p->out_norm,
                           m->rstdf, N, d);
+    if (m->grads_ready && (st = m->grads_ready(m->grads_ready_ctx, OMNI_GRADS_HEAD)))
+        return st;
     for (int64_t l = m->L - 1; l >= 0; l--) {
         const omni_block_view *w = &m->pl[l], *gw = &m->gl[l];
         float *h = m->res + l * NM * d, *mid = m->mid + l * NM * d;
@@ -471,7 +473,40 @@ omni_status omni_model_backward(omni_model *m, const omni_batch *b)
         omni_matmul_backward(m->dln, gw->wqkv, m->dqkv, ln1, w->wqkv, N, d, 3 * d);
         omni_rmsnorm_backward(m->dres, gw->attn_norm, m->dln, h, w->attn_norm, m->rstd1 + l * NM, N,
                               d);
+        if (m->grads_ready && (st = m->grads_ready(m->grads_ready_ctx, l)))
+            return st;
     }
     omni_embed_backward(g, m->dres, b, N, d, m->img_dim, m->aud_dim, &m->es);
+    if (m->grads_ready && (st = m->grads_ready(m->grads_ready_ctx, OMNI_GRADS_EMBED)))
+        return st;
     return OMNI_OK;
+}
+
+void omni_model_set_grads_ready(omni_model *m, omni_grads_ready_fn fn, void *ctx)
+{
+    m->grads_ready = fn;
+    m->grads_ready_ctx = ctx;
+}
+
+void omni_model_group_range(const omni_model *m, int64_t group, int64_t *first, int64_t *count)
+{
+    char prefix[32];
+    if (group == OMNI_GRADS_HEAD)
+        snprintf(prefix, sizeof prefix, "params/head/");
+    else if (group == OMNI_GRADS_EMBED)
+        snprintf(prefix, sizeof prefix, "params/embed/");
+    else
+        snprintf(prefix, sizeof prefix, "params/layers/%02lld/", (long long)group);
+    int64_t lo = -1, hi = -1;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const omni_tensor_info *t = &m->tensors[i];
+        if (strncmp(t->name, prefix, strlen(prefix)))
+            continue;
+        if (lo < 0 || t->offset < lo)
+            lo = t->offset;
+        if (t->offset + t->numel > hi)
+            hi = t->offset + t->numel;
+    }
+    *first = lo < 0 ? 0 : lo;
+    *count = lo < 0 ? 0 : hi - lo;
 }

@@ -164,6 +164,21 @@ void omni_model_init_params(omni_model *m);
  * experiment has MoE blocks. */
 void omni_model_set_moe(omni_model *m, const omni_ffn_hook *hook);
 
+/*
+ * Called by omni_model_backward as soon as a group of parameter gradients is final, so
+ * the distributed part can start summing it across ranks while backward goes on: first
+ * with OMNI_GRADS_HEAD (final norm and head), then with each block l from the last to the
+ * first (its attention, norms and FFN, and for an MoE block whatever the FFN hook's
+ * backward accumulated), then with OMNI_GRADS_EMBED (the embeddings).
+ */
+#define OMNI_GRADS_HEAD  (-1)
+#define OMNI_GRADS_EMBED (-2)
+typedef omni_status (*omni_grads_ready_fn)(void *ctx, int64_t group);
+void omni_model_set_grads_ready(omni_model *m, omni_grads_ready_fn fn, void *ctx);
+/* The range of the flat gradient buffer [*first, *first + *count) that holds the tensors
+ * of a group (a block index, OMNI_GRADS_HEAD or OMNI_GRADS_EMBED). */
+void omni_model_group_range(const omni_model *m, int64_t group, int64_t *first, int64_t *count);
+
 /* Forward pass over batch b (checked: ids, places and sizes out of range are
  * OMNI_ERR_DATA). Keeps the activations for backward. metrics may be NULL. */
 omni_status omni_model_forward(omni_model *m, const omni_batch *b, omni_model_metrics *metrics);

@@ -26,6 +26,8 @@ struct omni_model {
     float loss_weight[OMNI_MAX_TASKS];
 
     omni_ffn_hook moe;
+    omni_grads_ready_fn grads_ready; /* NULL: nobody waits for gradient groups */
+    void *grads_ready_ctx;
     bool has_moe_hook, any_moe;
 
     /* Activations of the last forward, N = max_seq * T rows at most. */

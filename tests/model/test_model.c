@@ -350,3 +350,64 @@ Test(model, blas_threads_follow_an_explicit_setting)
     cr_assert_eq(omni_blas_set_threads(&x, MPI_COMM_NULL, &n), OMNI_OK); /* no MPI needed */
     cr_assert_eq(n, 1);
 }
+
+/* Records the gradient groups backward announces, and checks each is final then. */
+typedef struct {
+    omni_model *m;
+    int64_t groups[64];
+    int n;
+    float *snapshot; /* the gradient buffer at the first announcement of each group */
+} grads_log;
+
+static omni_status on_grads(void *ctx, int64_t group)
+{
+    grads_log *log = ctx;
+    int64_t first, count;
+    omni_model_group_range(log->m, group, &first, &count);
+    memcpy(log->snapshot + first, omni_model_grads(log->m) + first, (size_t)count * sizeof(float));
+    log->groups[log->n++] = group;
+    return OMNI_OK;
+}
+
+Test(model, backward_announces_each_gradient_group_once_when_final)
+{
+    omni_experiment x;
+    omni_model *m = make(&x, OMNI_ATTN_CAUSAL, 2);
+    omni_model_init_params(m);
+    omni_batch b = fixture_mixed_batch();
+    int64_t n = omni_model_n_params(m);
+    grads_log log = {.m = m, .n = 0, .snapshot = calloc((size_t)n, sizeof(float))};
+    omni_model_set_grads_ready(m, on_grads, &log);
+    omni_model_zero_grad(m);
+    cr_assert_eq(omni_model_forward(m, &b, NULL), OMNI_OK);
+    cr_assert_eq(omni_model_backward(m, &b), OMNI_OK);
+    /* Head first, blocks from the last, embeddings last. */
+    int64_t L = x.model.n_layers;
+    cr_assert_eq(log.n, L + 2);
+    cr_assert_eq(log.groups[0], OMNI_GRADS_HEAD);
+    for (int64_t l = 0; l < L; l++)
+        cr_assert_eq(log.groups[1 + l], L - 1 - l);
+    cr_assert_eq(log.groups[L + 1], OMNI_GRADS_EMBED);
+    /* The groups tile every tensor, and each was final when announced. */
+    char *covered = calloc((size_t)n, 1);
+    for (int i = 0; i < log.n; i++) {
+        int64_t first, count;
+        omni_model_group_range(m, log.groups[i], &first, &count);
+        cr_assert_gt(count, 0);
+        for (int64_t j = first; j < first + count; j++) {
+            cr_assert_eq(covered[j], 0, "element %lld in two groups", (long long)j);
+            covered[j] = 1;
+        }
+    }
+    for (int i = 0; i < omni_model_n_tensors(m); i++) {
+        const omni_tensor_info *t = omni_model_tensor(m, i);
+        for (int64_t j = t->offset; j < t->offset + t->numel; j++)
+            cr_assert_eq(covered[j], 1, "%s not in any group", t->name);
+    }
+    cr_assert_eq(memcmp(log.snapshot, omni_model_grads(m), (size_t)n * sizeof(float)), 0,
+                 "a gradient changed after its group was announced");
+    free(covered);
+    free(log.snapshot);
+    fixture_batch_free(&b);
+    omni_model_free(m);
+}
