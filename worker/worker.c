@@ -401,3 +401,8 @@ double omni_worker_exchange_bytes(omni_worker *w)
     w->mpi.bytes_sent = 0;
     return b;
 }
+
+omni_moe *omni_worker_moe(omni_worker *w)
+{
+    return w->moe;
+}

@@ -135,5 +135,7 @@ int omni_worker_state(omni_worker *w, omni_ckpt_tensor *t, int max);
 double omni_worker_mpi_seconds(omni_worker *w);
 /* Token bytes sent to other ranks by the MoE exchange since the last call (resets). */
 double omni_worker_exchange_bytes(omni_worker *w);
+/* The MoE layers of this worker (routing, statistics, timers), NULL for a dense model. */
+omni_moe *omni_worker_moe(omni_worker *w);
 
 #endif /* OMNI_WORKER_H */
