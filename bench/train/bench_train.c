@@ -45,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "coordinator.h"
@@ -146,7 +147,7 @@ static double dense_flops(const omni_experiment *x, int64_t vocab)
 /* Per MoE layer, after a step: this rank's routed rows, kept rows sent off-rank (r_out),
  * kept rows other ranks sent here (r_in), dropped and local assignments. */
 typedef struct {
-    double tokens, dropped, local, r_out, r_in;
+    double tokens, dropped, local, r_out, r_in, rows_here;
 } layer_traffic;
 
 static omni_status traffic(MPI_Comm comm, const omni_moe *moe, int rank, int size,
@@ -178,9 +179,19 @@ static omni_status traffic(MPI_Comm comm, const omni_moe *moe, int rank, int siz
         st = omni_mpi_check(MPI_Allreduce(cnt, tot, size, MPI_DOUBLE, MPI_SUM, comm),
                             "MPI_Allreduce of bench counts");
         t->r_in = tot[rank] - cnt[rank];
+        t->rows_here = tot[rank]; /* rows this rank's experts transform */
     }
     omni_free(cnt);
     return st;
+}
+
+/* CPU seconds of this process (all its threads): against wall time it shows how much of a
+ * step the process had a core for, on a machine shared with other jobs. */
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* Sum (op MPI_SUM) or max of one double over the ranks, the result on every rank. */
@@ -277,6 +288,7 @@ static omni_status bench_one(bench *B, const char *path, const char *data)
     double t_best = 1e30, t_sum = 0.0, mpi_sum = 0.0, mpi_max_share = 0.0, bytes_sum = 0.0;
     double formula_sum = 0.0, kept_sum = 0.0, kept_best = 0.0, tokens_sum = 0.0;
     double dropped_sum = 0.0, local_sum = 0.0, routed_sum = 0.0;
+    double cpu_share_mean = 0.0, cpu_share_min = 1e30, rows_max = 0.0, rows_mean = 0.0;
     double gross_layer[MAX_LAYERS] = {0}, formula_layer[MAX_LAYERS] = {0};
     double tm[OMNI_MOE_T_COUNT] = {0};
     int mismatches = 0;
@@ -288,12 +300,12 @@ static omni_status bench_one(bench *B, const char *path, const char *data)
         omni_worker_exchange_bytes(w);
         omni_moe_timers_reset(moe);
         MPI_Barrier(comm);
-        double t0 = omni_now();
+        double t0 = omni_now(), c0 = cpu_now();
         st = omni_worker_train_step(w, s, sl.slot_lo, sl.slot_hi, &m);
         double t1 = omni_now();
         if (!st)
             st = omni_metrics_reduce(comm, &m);
-        double t_rank = omni_now() - t0, t_reduce = omni_now() - t1;
+        double t_rank = omni_now() - t0, t_reduce = omni_now() - t1, c_rank = cpu_now() - c0;
         if ((st = omni_mpi_agree(comm, st)))
             break;
         double dt = all(comm, t_rank, MPI_MAX);
@@ -346,6 +358,13 @@ static omni_status bench_one(bench *B, const char *path, const char *data)
         formula_sum += formula;
         for (int i = 0; i < OMNI_MOE_T_COUNT; i++)
             tm[i] += all(comm, tmr[i], MPI_SUM) / size;
+        cpu_share_mean += all(comm, c_rank / t_rank, MPI_SUM) / size;
+        cpu_share_min = fmin(cpu_share_min, -all(comm, -c_rank / t_rank, MPI_MAX));
+        double rows = 0.0;
+        for (int l = 0; l < n_layers; l++)
+            rows += tr[l].rows_here;
+        rows_max += all(comm, rows, MPI_MAX);
+        rows_mean += all(comm, rows, MPI_SUM) / size;
     }
     if (st)
         goto out;
@@ -390,6 +409,11 @@ static omni_status bench_one(bench *B, const char *path, const char *data)
         printf("  ratio           %.1f%% of sgemm\n", 100.0 * rate_proc / gemm);
         printf("  MPI share       %.1f%% of step time (mean over ranks; max rank %.1f%%)\n",
                100.0 * mpi_sum / t_sum, 100.0 * mpi_max_share);
+        printf("  CPU/wall        %.0f%% of each step on a core (mean over ranks; lowest %.0f%%; "
+               "MPI waits spin, so they count as CPU)\n",
+               100.0 * cpu_share_mean / S, 100.0 * cpu_share_min);
+        printf("  expert rows     %.0f per rank per step, max rank %.0f (imbalance %.2f)\n",
+               rows_mean / S, rows_max / S, rows_mean > 0 ? rows_max / rows_mean : 0.0);
         printf("  MoE layers      %.2f GFLOP/s per process over routed FLOPs = %.1f%% of sgemm "
                "(target >= 55%%); experts alone %.2f GFLOP/s = %.1f%%\n",
                moe_rate, 100.0 * moe_rate / gemm, exp_rate, 100.0 * exp_rate / gemm);
