@@ -290,7 +290,7 @@ static omni_status bench_one(bench *B, const char *path, const char *data)
     double dropped_sum = 0.0, local_sum = 0.0, routed_sum = 0.0;
     double cpu_share_mean = 0.0, cpu_share_min = 1e30, rows_max = 0.0, rows_mean = 0.0;
     double gross_layer[MAX_LAYERS] = {0}, formula_layer[MAX_LAYERS] = {0};
-    double tm[OMNI_MOE_T_COUNT] = {0};
+    double tm[OMNI_MOE_T_COUNT] = {0}, tw[OMNI_WORKER_T_COUNT] = {0};
     int mismatches = 0;
     for (int s = 0; s < n_steps && !st; s++) {
         bool timed = s >= B->o->warmup;
@@ -299,6 +299,7 @@ static omni_status bench_one(bench *B, const char *path, const char *data)
         omni_worker_mpi_seconds(w); /* reset the counters */
         omni_worker_exchange_bytes(w);
         omni_moe_timers_reset(moe);
+        omni_worker_timers_reset(w);
         MPI_Barrier(comm);
         double t0 = omni_now(), c0 = cpu_now();
         st = omni_worker_train_step(w, s, sl.slot_lo, sl.slot_hi, &m);
@@ -311,8 +312,9 @@ static omni_status bench_one(bench *B, const char *path, const char *data)
         double dt = all(comm, t_rank, MPI_MAX);
         double mpi_s = omni_worker_mpi_seconds(w) + t_reduce;
         double bytes = all(comm, omni_worker_exchange_bytes(w), MPI_SUM);
-        double tmr[OMNI_MOE_T_COUNT];
+        double tmr[OMNI_MOE_T_COUNT], twr[OMNI_WORKER_T_COUNT];
         omni_moe_timers(moe, tmr);
+        omni_worker_timers(w, twr);
         if ((st = traffic(comm, moe, rank, size, E, k, tr, n_layers)))
             break;
         /* kept rows from the global statistics on rank 0, sent to all */
@@ -358,6 +360,8 @@ static omni_status bench_one(bench *B, const char *path, const char *data)
         formula_sum += formula;
         for (int i = 0; i < OMNI_MOE_T_COUNT; i++)
             tm[i] += all(comm, tmr[i], MPI_SUM) / size;
+        for (int i = 0; i < OMNI_WORKER_T_COUNT; i++)
+            tw[i] += all(comm, twr[i], MPI_SUM) / size;
         cpu_share_mean += all(comm, c_rank / t_rank, MPI_SUM) / size;
         cpu_share_min = fmin(cpu_share_min, -all(comm, -c_rank / t_rank, MPI_MAX));
         double rows = 0.0;
@@ -397,6 +401,11 @@ static omni_status bench_one(bench *B, const char *path, const char *data)
                n_layers, n_experts, (long long)k, (long long)ff, x.moe.capacity_factor);
         printf("  step            %.3f s best, %.3f s mean of %d (+%d warm-up)\n", t_best, t_mean,
                S, B->o->warmup);
+        printf("  phases/step     %.1f ms per process: fill %.1f, forward %.1f, backward %.1f, "
+               "gradient reduction and norm %.1f, AdamW and bias %.1f\n",
+               1e3 * (tw[0] + tw[1] + tw[2] + tw[3] + tw[4]) / S, 1e3 * tw[OMNI_WORKER_T_FILL] / S,
+               1e3 * tw[OMNI_WORKER_T_FORWARD] / S, 1e3 * tw[OMNI_WORKER_T_BACKWARD] / S,
+               1e3 * tw[OMNI_WORKER_T_REDUCE] / S, 1e3 * tw[OMNI_WORKER_T_UPDATE] / S);
         printf("  tokens/s        %.0f positions/s (%.0f non-padding tokens/s)\n", train_pos,
                tokens_sum / S / t_mean);
         printf("  FLOPs per step  %.2f GFLOP: dense %.2f + routed experts %.2f (%.0f kept rows) "
