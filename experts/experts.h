@@ -192,7 +192,8 @@ double omni_moe_loss(const omni_moe *m);
 void omni_moe_layer_losses(const omni_moe *m, int64_t index, double *aux, double *z);
 /* The global routing statistics of one MoE layer's last forward. */
 const omni_router_sums *omni_moe_layer_stats(const omni_moe *m, int64_t index);
-/* The routing of one MoE layer's last forward: expert and slot [n, k] (see gating.h), n. */
+/* The routing of one MoE layer's last forward: expert and slot [n, k] (see gating.h) of its
+ * n routed rows, which are the non-padding positions in order (padding is not routed). */
 void omni_moe_layer_routing(const omni_moe *m, int64_t index, const int32_t **expert,
                             const int32_t **slot, int64_t *n);
 /* The balancing bias [E] of one MoE layer (state: read, or set when resuming). */

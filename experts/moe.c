@@ -622,7 +622,7 @@ void omni_moe_layer_routing(const omni_moe *m, int64_t index, const int32_t **ex
 {
     *expert = m->layers[index].expert;
     *slot = m->layers[index].slot;
-    *n = m->layers[index].n;
+    *n = m->layers[index].na; /* routed rows: padding positions are not routed */
 }
 
 float *omni_moe_layer_bias(omni_moe *m, int64_t index)

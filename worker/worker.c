@@ -33,7 +33,16 @@ struct omni_worker {
     double *scratch; /* [2 + n_tasks] the step's small all-reduce */
     char names[MAX_STATE][128];
     double mpi_seconds;
+    double timer[OMNI_WORKER_T_COUNT];
 };
+
+/* Add the time since *t0 to timer `which` and restart the clock. */
+static void lap(omni_worker *w, omni_worker_timer which, double *t0)
+{
+    double t = omni_now();
+    w->timer[which] += t - *t0;
+    *t0 = t;
+}
 
 static omni_status open_parts(omni_worker *w)
 {
@@ -231,10 +240,11 @@ omni_status omni_worker_train_step(omni_worker *w, int64_t step, int64_t slot_lo
                                    omni_metrics *m)
 {
     const omni_experiment *x = w->x;
-    double loss_tokens;
+    double loss_tokens, t0 = omni_now();
     omni_status st = fill_slice(w, OMNI_SPLIT_TRAIN, step, slot_lo, slot_hi, &loss_tokens);
     if (st)
         return st;
+    lap(w, OMNI_WORKER_T_FILL, &t0);
     omni_model_zero_grad(w->model);
     if (w->moe) {
         omni_moe_zero_grad(w->moe);
@@ -244,8 +254,10 @@ omni_status omni_worker_train_step(omni_worker *w, int64_t step, int64_t slot_lo
     memset(&mm, 0, sizeof mm);
     if ((st = omni_model_forward(w->model, &w->batch, &mm)))
         return st;
+    lap(w, OMNI_WORKER_T_FORWARD, &t0);
     if ((st = omni_model_backward(w->model, &w->batch)))
         return st;
+    lap(w, OMNI_WORKER_T_BACKWARD, &t0);
     double dense_sumsq;
     if ((st = reduce_gradients(w, &dense_sumsq)))
         return st;
@@ -253,13 +265,14 @@ omni_status omni_worker_train_step(omni_worker *w, int64_t step, int64_t slot_lo
     w->scratch[1] = mm.loss;
     for (int t = 0; t < w->n_tasks; t++)
         w->scratch[2 + t] = mm.ce_sum[t];
-    double t0 = omni_now();
+    double t1 = omni_now();
     st = omni_mpi_check(
         MPI_Allreduce(MPI_IN_PLACE, w->scratch, 2 + w->n_tasks, MPI_DOUBLE, MPI_SUM, w->comm),
         "MPI_Allreduce of the gradient norm");
-    w->mpi_seconds += omni_now() - t0;
+    w->mpi_seconds += omni_now() - t1;
     if (st)
         return st;
+    lap(w, OMNI_WORKER_T_REDUCE, &t0);
     double norm = sqrt(dense_sumsq + w->scratch[0]);
     double loss = w->scratch[1] + (w->moe ? omni_moe_loss(w->moe) : 0.0);
     if (!isfinite(loss) || !isfinite(norm)) {
@@ -277,6 +290,7 @@ omni_status omni_worker_train_step(omni_worker *w, int64_t step, int64_t slot_lo
         omni_moe_step(w->moe, &a);
         omni_moe_update_bias(w->moe);
     }
+    lap(w, OMNI_WORKER_T_UPDATE, &t0);
     add_metrics(w, &mm, m, true);
     return OMNI_OK;
 }
@@ -439,4 +453,19 @@ double omni_worker_exchange_bytes(omni_worker *w)
     double b = w->moe ? w->mpi.bytes_sent : 0.0;
     w->mpi.bytes_sent = 0;
     return b;
+}
+
+omni_moe *omni_worker_moe(omni_worker *w)
+{
+    return w->moe;
+}
+
+void omni_worker_timers(const omni_worker *w, double out[OMNI_WORKER_T_COUNT])
+{
+    memcpy(out, w->timer, sizeof w->timer);
+}
+
+void omni_worker_timers_reset(omni_worker *w)
+{
+    memset(w->timer, 0, sizeof w->timer);
 }

@@ -135,5 +135,18 @@ int omni_worker_state(omni_worker *w, omni_ckpt_tensor *t, int max);
 double omni_worker_mpi_seconds(omni_worker *w);
 /* Token bytes sent to other ranks by the MoE exchange since the last call (resets). */
 double omni_worker_exchange_bytes(omni_worker *w);
+/* Where a training step's time goes on this rank, accumulated since the last reset (s). */
+typedef enum {
+    OMNI_WORKER_T_FILL = 0, /* sampling the slice's windows, and the loss-token all-reduce */
+    OMNI_WORKER_T_FORWARD,  /* model forward (MoE layers and their exchanges included) */
+    OMNI_WORKER_T_BACKWARD, /* model backward (likewise) */
+    OMNI_WORKER_T_REDUCE,   /* gradient all-reduces, squared norms, the norm all-reduce */
+    OMNI_WORKER_T_UPDATE,   /* AdamW of dense parameters and experts, balancing bias */
+    OMNI_WORKER_T_COUNT
+} omni_worker_timer;
+void omni_worker_timers(const omni_worker *w, double out[OMNI_WORKER_T_COUNT]);
+void omni_worker_timers_reset(omni_worker *w);
+/* The MoE layers of this worker (routing, statistics, timers), NULL for a dense model. */
+omni_moe *omni_worker_moe(omni_worker *w);
 
 #endif /* OMNI_WORKER_H */
