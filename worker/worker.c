@@ -30,7 +30,12 @@ struct omni_worker {
     omni_mpi_moe_comm mpi;
     MPI_Comm expert_group; /* ranks holding replicas of the same experts (N > E), else NULL */
     omni_grad_reducer dense_grads;
-    double *scratch; /* [2 + n_tasks] the step's small all-reduce */
+    /* Buckets of dense gradients, started as backward finishes each group: the head's,
+     * each block's (its model tensors, and its MoE router and shared experts), the
+     * embeddings'. -1: an empty group. */
+    int bucket_head, bucket_embed;
+    int bucket_block[2][256]; /* [model, moe][block] */
+    double *scratch;          /* [2 + n_tasks] the step's small all-reduce */
     char names[MAX_STATE][128];
     double mpi_seconds;
     double timer[OMNI_WORKER_T_COUNT];
@@ -42,6 +47,74 @@ static void lap(omni_worker *w, omni_worker_timer which, double *t0)
     double t = omni_now();
     w->timer[which] += t - *t0;
     *t0 = t;
+}
+
+static int model_bucket(omni_worker *w, int64_t group)
+{
+    int64_t first, count;
+    omni_model_group_range(w->model, group, &first, &count);
+    return count > 0
+               ? omni_grad_reducer_add(&w->dense_grads, omni_model_grads(w->model) + first, count)
+               : -1;
+}
+
+/* The replicated MoE tensors of block l (router, shared experts) are contiguous in the MoE
+ * layers' gradient buffer: one bucket. */
+static int moe_bucket(omni_worker *w, int64_t l)
+{
+    if (!w->moe)
+        return -1;
+    float *p, *g, *m, *v;
+    int64_t n, n_dense, lo = -1, hi = -1;
+    omni_moe_buffers(w->moe, &p, &g, &m, &v, &n, &n_dense);
+    char prefix[48];
+    snprintf(prefix, sizeof prefix, "params/layers/%02lld/moe/", (long long)l);
+    for (int64_t i = 0; i < omni_moe_n_tensors(w->moe); i++) {
+        const omni_moe_tensor *t = omni_moe_tensor_at(w->moe, i);
+        if (!t->trainable || t->sharded || strncmp(t->name, prefix, strlen(prefix)))
+            continue;
+        lo = lo < 0 || t->offset < lo ? t->offset : lo;
+        hi = t->offset + t->numel > hi ? t->offset + t->numel : hi;
+    }
+    return lo < 0 ? -1 : omni_grad_reducer_add(&w->dense_grads, g + lo, hi - lo);
+}
+
+static omni_status start_bucket(omni_worker *w, int b)
+{
+    return b < 0 ? OMNI_OK : omni_grad_reducer_start(&w->dense_grads, b);
+}
+
+/* omni_model's gradient-group callback: start summing what is final, let MPI progress. */
+static omni_status on_grads_ready(void *ctx, int64_t group)
+{
+    omni_worker *w = ctx;
+    double t = omni_now();
+    omni_status st;
+    if (group == OMNI_GRADS_HEAD)
+        st = start_bucket(w, w->bucket_head);
+    else if (group == OMNI_GRADS_EMBED)
+        st = start_bucket(w, w->bucket_embed);
+    else if (!(st = start_bucket(w, w->bucket_block[0][group])))
+        st = start_bucket(w, w->bucket_block[1][group]);
+    if (!st)
+        st = omni_grad_reducer_progress(&w->dense_grads);
+    w->mpi_seconds += omni_now() - t;
+    return st;
+}
+
+static omni_status add_buckets(omni_worker *w)
+{
+    int64_t L = w->x->model.n_layers;
+    OMNI_ASSERT(L <= 256); /* the range of model.n_layers */
+    omni_grad_reducer_init(&w->dense_grads, w->comm);
+    w->bucket_head = model_bucket(w, OMNI_GRADS_HEAD);
+    for (int64_t l = L - 1; l >= 0; l--) {
+        w->bucket_block[0][l] = model_bucket(w, l);
+        w->bucket_block[1][l] = moe_bucket(w, l);
+    }
+    w->bucket_embed = model_bucket(w, OMNI_GRADS_EMBED);
+    omni_model_set_grads_ready(w->model, on_grads_ready, w);
+    return OMNI_OK;
 }
 
 static omni_status open_parts(omni_worker *w)
@@ -94,16 +167,7 @@ static omni_status open_parts(omni_worker *w)
     omni_model_init_params(w->model);
     if (w->moe)
         omni_moe_init_params(w->moe);
-    omni_grad_reducer_init(&w->dense_grads, w->comm);
-    omni_grad_reducer_add(&w->dense_grads, omni_model_grads(w->model),
-                          omni_model_n_params(w->model));
-    if (w->moe) {
-        float *p, *g, *m, *v;
-        int64_t n, n_dense;
-        omni_moe_buffers(w->moe, &p, &g, &m, &v, &n, &n_dense);
-        omni_grad_reducer_add(&w->dense_grads, g, n_dense);
-    }
-    return OMNI_OK;
+    return add_buckets(w);
 }
 
 omni_status omni_worker_create(omni_worker **out, MPI_Comm comm, const omni_experiment *x)
@@ -202,11 +266,8 @@ static omni_status fill_slice(omni_worker *w, omni_split split, int64_t step, in
 static omni_status reduce_gradients(omni_worker *w, double *sumsq)
 {
     double t = omni_now();
-    omni_status st = OMNI_OK;
-    for (int i = 0; i < w->dense_grads.n_buckets && !st; i++)
-        st = omni_grad_reducer_start(&w->dense_grads, i);
-    if (!st)
-        st = omni_grad_reducer_wait(&w->dense_grads);
+    /* Every bucket was started by on_grads_ready during backward. */
+    omni_status st = omni_grad_reducer_wait(&w->dense_grads);
     double dense = omni_model_grad_sumsq(w->model), experts = 0;
     if (!st && w->moe) {
         float *p, *g, *m, *v;
