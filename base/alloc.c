@@ -1,10 +1,12 @@
-/* Checked, aligned, zeroed allocation and whole-file reading. */
+/* Checked, aligned, zeroed allocation, and the small file-system helpers of base.h. */
 #include "base.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 bool omni_mul_size(int64_t n, size_t size, size_t *bytes)
 {
@@ -88,4 +90,34 @@ out_free:
 out_close:
     fclose(f);
     return st;
+}
+
+omni_status omni_make_dirs(const char *path)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return omni_fail(OMNI_ERR_IO, "%s: directory name too long", path);
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || *p == '\0') {
+            char c = *p;
+            *p = '\0';
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+                return omni_fail(OMNI_ERR_IO, "%s: cannot create directory: %s", buf,
+                                 strerror(errno));
+            if (c == '\0')
+                break;
+            *p = c;
+        }
+    }
+    return OMNI_OK;
+}
+
+bool omni_valid_name(const char *s)
+{
+    if (!*s)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.')
+            return false;
+    return true;
 }

@@ -141,6 +141,14 @@ bool omni_mpi_failure_agreed(void);
  * terminated). On failure every rank gets the same status. */
 omni_status omni_mpi_read_file(MPI_Comm comm, const char *path, char **bytes, size_t *len);
 
+/* Create directory `path` and its missing parents (mkdir -p); OMNI_ERR_IO naming the one
+ * that cannot be made. Not collective. */
+omni_status omni_make_dirs(const char *path);
+
+/* Whether s is a short name of letters, digits, '-', '_' and '.' (task and experiment
+ * names: safe in file names, HDF5 paths and log lines). */
+bool omni_valid_name(const char *s);
+
 /* Read a whole file (not collective). The buffer is NUL terminated; free with free(). */
 omni_status omni_read_file(const char *path, char **bytes, size_t *len);
 

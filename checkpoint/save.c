@@ -243,29 +243,6 @@ out_free:
 
 /* ---- file system steps (rank 0) ------------------------------------------------ */
 
-static omni_status make_dir(const char *dir)
-{
-    char buf[OMNI_PATH_MAX];
-    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf)
-        return omni_fail(OMNI_ERR_IO, "%s: directory name too long", dir);
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || *p == '\0') {
-            char c = *p;
-            *p = '\0';
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-                return omni_fail(OMNI_ERR_IO, "%s: cannot create directory: %s", buf,
-                                 strerror(errno));
-            if (c == '\0')
-                break;
-            *p = c;
-        }
-    }
-    struct stat sb;
-    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return omni_fail(OMNI_ERR_IO, "%s: not a directory", dir);
-    return OMNI_OK;
-}
-
 static omni_status fsync_path(const char *path, bool dir)
 {
     int fd = open(path, O_RDONLY | (dir ? O_DIRECTORY : 0));
@@ -599,7 +576,7 @@ omni_status omni_ckpt_save(MPI_Comm comm, const char *dir, const omni_ckpt_meta 
     if (strlen(dir) >= OMNI_PATH_MAX)
         st = omni_fail(OMNI_ERR_IO, "%s: directory name too long", dir);
     else if (rank == 0)
-        st = make_dir(dir);
+        st = omni_make_dirs(dir);
     if (!st)
         st = preflight(dir, tmp, estimate_bytes(tensors, n_tensors, &mc), rank);
     st = omni_mpi_agree(comm, st);

@@ -8,30 +8,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static omni_status make_dirs(const char *path)
-{
-    char buf[OMNI_PATH_MAX];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || *p == '\0') {
-            char c = *p;
-            *p = '\0';
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-                return omni_fail(OMNI_ERR_IO, "%s: cannot create directory: %s", buf,
-                                 strerror(errno));
-            *p = c;
-            if (c == '\0')
-                break;
-        }
-    }
-    return OMNI_OK;
-}
-
 omni_status omni_metrics_log_open(omni_metrics_log *log, const omni_experiment *x,
                                   int64_t first_step)
 {
     memset(log, 0, sizeof *log);
-    omni_status st = make_dirs(x->experiment.out_dir);
+    omni_status st = omni_make_dirs(x->experiment.out_dir);
     if (st)
         return st;
     char path[OMNI_PATH_MAX + 32];

@@ -469,16 +469,6 @@ static omni_status read_pool(hid_t g, const char *where, ds_task *t, ds_pool *p,
     return check_pool(t, p, w, path);
 }
 
-static bool valid_name(const char *s)
-{
-    if (!*s)
-        return false;
-    for (const char *p = s; *p; p++)
-        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.')
-            return false;
-    return true;
-}
-
 typedef struct {
     char names[OMNI_MAX_TASKS + 1][OMNI_NAME_MAX];
     int n;
@@ -494,7 +484,7 @@ static herr_t list_cb(hid_t g, const char *name, const H5L_info_t *info, void *d
         l->overflow = true;
         return 1;
     }
-    if (strlen(name) >= OMNI_NAME_MAX || !valid_name(name)) {
+    if (strlen(name) >= OMNI_NAME_MAX || !omni_valid_name(name)) {
         l->bad_name = true;
         snprintf(l->names[OMNI_MAX_TASKS], OMNI_NAME_MAX, "%.60s", name);
         return 1;

@@ -176,16 +176,6 @@ typedef struct {
     bool has_name, has_kind, has_val;
 } task_ctx;
 
-static bool valid_name(const char *s)
-{
-    if (!*s)
-        return false;
-    for (const char *p = s; *p; p++)
-        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.')
-            return false;
-    return true;
-}
-
 static omni_status task_key(const ctx *c, void *dst, const char *key, const yaml_node_t *k,
                             const yaml_node_t *v)
 {
@@ -193,7 +183,7 @@ static omni_status task_key(const ctx *c, void *dst, const char *key, const yaml
     task_ctx *tc = dst;
     ds_spec_task *t = tc->t;
     if (!strcmp(key, "name")) {
-        if (v->type != YAML_SCALAR_NODE || !valid_name(scalar(v)) ||
+        if (v->type != YAML_SCALAR_NODE || !omni_valid_name(scalar(v)) ||
             strlen(scalar(v)) >= OMNI_NAME_MAX)
             return fail_at(c, v,
                            "task name must be a short name of letters, digits, '-', '_', "

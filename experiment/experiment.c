@@ -243,16 +243,6 @@ static omni_status expect_scalar(const field *f, const origin *o, const yaml_nod
     return OMNI_OK;
 }
 
-static bool valid_name(const char *s)
-{
-    if (!*s)
-        return false;
-    for (const char *p = s; *p; p++)
-        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.')
-            return false;
-    return true;
-}
-
 static omni_status set_tasks(omni_experiment *x, const field *f, const origin *base,
                              yaml_document_t *doc, const yaml_node_t *n)
 {
@@ -269,7 +259,7 @@ static omni_status set_tasks(omni_experiment *x, const field *f, const origin *b
         yaml_node_t *k = yaml_document_get_node(doc, p->key);
         yaml_node_t *v = yaml_document_get_node(doc, p->value);
         origin ko = node_origin(base, k), vo = node_origin(base, v);
-        if (k->type != YAML_SCALAR_NODE || !valid_name(scalar(k)) ||
+        if (k->type != YAML_SCALAR_NODE || !omni_valid_name(scalar(k)) ||
             strlen(scalar(k)) >= OMNI_NAME_MAX)
             return fail_at(&ko, "data.tasks: a task name must be a short name of letters, "
                                 "digits, '-', '_', '.'");
@@ -411,7 +401,7 @@ static omni_status set_field(omni_experiment *x, const field *f, const origin *b
         size_t cap = f->type == FT_STRING ? OMNI_NAME_MAX : OMNI_PATH_MAX;
         if (strlen(s) >= cap)
             return fail_at(&o, "%s.%s is longer than %zu bytes", f->section, f->key, cap - 1);
-        if (f->type == FT_STRING && !valid_name(s))
+        if (f->type == FT_STRING && !omni_valid_name(s))
             return fail_at(&o, "%s.%s is \"%s\", expected a %s", f->section, f->key, s, f->doc);
         snprintf(dst, cap, "%s", s);
         return OMNI_OK;
