@@ -267,6 +267,18 @@ void omni_model_set_moe(omni_model *m, const omni_ffn_hook *hook)
     m->has_moe_hook = hook->forward && hook->backward;
 }
 
+void omni_model_set_grad_ready(omni_model *m, omni_grad_ready_fn fn, void *ctx)
+{
+    m->grad_ready = fn;
+    m->grad_ready_ctx = ctx;
+}
+
+/* Tell the listener, if any, that the gradients of `part` are final. */
+static omni_status grad_ready(omni_model *m, int64_t part)
+{
+    return m->grad_ready ? m->grad_ready(m->grad_ready_ctx, part) : OMNI_OK;
+}
+
 void omni_model_zero_grad(omni_model *m)
 {
     memset(m->grads, 0, (size_t)m->n_params * sizeof(float));
@@ -445,6 +457,8 @@ omni_status omni_model_backward(omni_model *m, const omni_batch *b)
     memset(m->dres, 0, (size_t)(N * d) * sizeof(float));
     omni_rmsnorm_backward(m->dres, g->out_norm, m->dln, m->res + m->L * NM * d, p->out_norm,
                           m->rstdf, N, d);
+    if ((st = grad_ready(m, m->L)))
+        return st;
     for (int64_t l = m->L - 1; l >= 0; l--) {
         const omni_block_view *w = &m->pl[l], *gw = &m->gl[l];
         float *h = m->res + l * NM * d, *mid = m->mid + l * NM * d;
@@ -471,7 +485,9 @@ omni_status omni_model_backward(omni_model *m, const omni_batch *b)
         omni_matmul_backward(m->dln, gw->wqkv, m->dqkv, ln1, w->wqkv, N, d, 3 * d);
         omni_rmsnorm_backward(m->dres, gw->attn_norm, m->dln, h, w->attn_norm, m->rstd1 + l * NM, N,
                               d);
+        if ((st = grad_ready(m, l)))
+            return st;
     }
     omni_embed_backward(g, m->dres, b, N, d, m->img_dim, m->aud_dim, &m->es);
-    return OMNI_OK;
+    return grad_ready(m, -1);
 }

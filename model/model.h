@@ -164,6 +164,15 @@ void omni_model_init_params(omni_model *m);
  * experiment has MoE blocks. */
 void omni_model_set_moe(omni_model *m, const omni_ffn_hook *hook);
 
+/*
+ * Told by omni_model_backward when gradients are final, so the caller can start summing
+ * them over ranks while backward goes on: part = n_layers for the head and final norm
+ * (first), l for block l right after its backward, -1 for the embeddings (last). A
+ * failure stops backward with that status.
+ */
+typedef omni_status (*omni_grad_ready_fn)(void *ctx, int64_t part);
+void omni_model_set_grad_ready(omni_model *m, omni_grad_ready_fn fn, void *ctx);
+
 /* Forward pass over batch b (checked: ids, places and sizes out of range are
  * OMNI_ERR_DATA). Keeps the activations for backward. metrics may be NULL. */
 omni_status omni_model_forward(omni_model *m, const omni_batch *b, omni_model_metrics *metrics);

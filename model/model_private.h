@@ -27,6 +27,8 @@ struct omni_model {
 
     omni_ffn_hook moe;
     bool has_moe_hook, any_moe;
+    omni_grad_ready_fn grad_ready; /* NULL: nobody listens */
+    void *grad_ready_ctx;
 
     /* Activations of the last forward, N = max_seq * T rows at most. */
     float *res;    /* [L+1, N, d] residual stream entering each block, and after the last */

@@ -30,6 +30,14 @@ struct omni_worker {
     omni_mpi_moe_comm mpi;
     MPI_Comm expert_group; /* ranks holding replicas of the same experts (N > E), else NULL */
     omni_grad_reducer dense_grads;
+    /* Buckets of the model's gradients, one per part that backward reports final (head,
+     * blocks, embeddings), started from the model's grad-ready hook so that summing them
+     * overlaps the rest of backward; part_bucket[part + 1] (part -1 .. n_layers), -1 when
+     * the part has no bucket of its own. range_first lists every range added (the MoE
+     * replicated part last); started marks those already started this step. */
+    int *part_bucket;
+    int n_ranges, range_first[OMNI_MAX_BUCKETS];
+    bool started[OMNI_MAX_BUCKETS];
     double *scratch; /* [2 + n_tasks] the step's small all-reduce */
     char names[MAX_STATE][128];
     double mpi_seconds;
@@ -42,6 +50,83 @@ static void lap(omni_worker *w, omni_worker_timer which, double *t0)
     double t = omni_now();
     w->timer[which] += t - *t0;
     *t0 = t;
+}
+
+/* The model part a tensor belongs to, as omni_model_backward reports them: block l, the
+ * head (n_layers), or the embeddings (-1). */
+static int64_t part_of(const char *name, int64_t n_layers)
+{
+    long long l;
+    if (sscanf(name, "params/layers/%lld/", &l) == 1)
+        return (int64_t)l;
+    return strncmp(name, "params/head/", 12) ? -1 : n_layers;
+}
+
+/* Hook of omni_model_backward: the gradients of `part` are final; start summing them. */
+static omni_status on_grad_ready(void *ctx, int64_t part)
+{
+    omni_worker *w = ctx;
+    int b = w->part_bucket[part + 1];
+    if (b < 0)
+        return OMNI_OK;
+    double t = omni_now();
+    omni_status st = omni_grad_reducer_start(&w->dense_grads, b);
+    if (!st)
+        st = omni_grad_reducer_progress(&w->dense_grads);
+    w->started[b] = true;
+    w->mpi_seconds += omni_now() - t;
+    return st;
+}
+
+/*
+ * One bucket per model part whose tensors are contiguous in the gradient buffer, in the
+ * order backward finishes them, and the grad-ready hook to start each. When a part's
+ * tensors are interleaved with another's (or parts outnumber OMNI_MAX_BUCKETS), one bucket
+ * for the whole buffer, started after backward (no overlap, the same sums).
+ */
+static omni_status add_model_buckets(omni_worker *w)
+{
+    const int64_t L = w->x->model.n_layers;
+    float *g = omni_model_grads(w->model);
+    w->part_bucket = omni_alloc(L + 2, sizeof *w->part_bucket, "gradient buckets");
+    if (!w->part_bucket)
+        return OMNI_ERR_NOMEM;
+    bool contiguous = true;
+    for (int64_t part = L; part >= -1; part--) {
+        int64_t count = 0, lo = INT64_MAX, hi = -1;
+        for (int i = 0; i < omni_model_n_tensors(w->model); i++) {
+            const omni_tensor_info *ti = omni_model_tensor(w->model, i);
+            if (part_of(ti->name, L) != part)
+                continue;
+            int64_t end = ti->offset + ti->numel;
+            lo = ti->offset < lo ? ti->offset : lo;
+            hi = end > hi ? end : hi;
+            count += ti->numel;
+        }
+        w->part_bucket[part + 1] = -1;
+        if (count > 0 && hi - lo != count)
+            contiguous = false;
+        if (count == 0 || !contiguous)
+            continue;
+        int b = omni_grad_reducer_add(&w->dense_grads, g + lo, count);
+        if (b < 0) { /* more parts than buckets: one bucket for all, below */
+            contiguous = false;
+            continue;
+        }
+        w->part_bucket[part + 1] = b;
+        w->range_first[w->n_ranges++] = b;
+    }
+    if (!contiguous) {
+        omni_grad_reducer_init(&w->dense_grads, w->comm);
+        w->n_ranges = 0;
+        for (int64_t part = -1; part <= L; part++)
+            w->part_bucket[part + 1] = -1;
+        w->range_first[w->n_ranges++] =
+            omni_grad_reducer_add(&w->dense_grads, g, omni_model_n_params(w->model));
+        return OMNI_OK;
+    }
+    omni_model_set_grad_ready(w->model, on_grad_ready, w);
+    return OMNI_OK;
 }
 
 static omni_status open_parts(omni_worker *w)
@@ -99,13 +184,13 @@ static omni_status open_parts(omni_worker *w)
     if (w->moe)
         omni_moe_init_params(w->moe);
     omni_grad_reducer_init(&w->dense_grads, w->comm);
-    omni_grad_reducer_add(&w->dense_grads, omni_model_grads(w->model),
-                          omni_model_n_params(w->model));
+    if ((st = add_model_buckets(w)))
+        return st;
     if (w->moe) {
         float *p, *g, *m, *v;
         int64_t n, n_dense;
         omni_moe_buffers(w->moe, &p, &g, &m, &v, &n, &n_dense);
-        omni_grad_reducer_add(&w->dense_grads, g, n_dense);
+        w->range_first[w->n_ranges++] = omni_grad_reducer_add(&w->dense_grads, g, n_dense);
     }
     return OMNI_OK;
 }
@@ -145,6 +230,7 @@ void omni_worker_free(omni_worker *w)
     omni_batch_free(&w->batch);
     omni_sampler_close(w->sampler);
     omni_free(w->scratch);
+    omni_free(w->part_bucket);
     omni_free(w);
 }
 
@@ -207,10 +293,13 @@ static omni_status reduce_gradients(omni_worker *w, double *sumsq)
 {
     double t = omni_now();
     omni_status st = OMNI_OK;
-    for (int i = 0; i < w->dense_grads.n_buckets && !st; i++)
-        st = omni_grad_reducer_start(&w->dense_grads, i);
+    /* the buckets backward did not start (the MoE routers', or all without the hook) */
+    for (int i = 0; i < w->n_ranges && !st; i++)
+        if (!w->started[w->range_first[i]])
+            st = omni_grad_reducer_start(&w->dense_grads, w->range_first[i]);
     if (!st)
         st = omni_grad_reducer_wait(&w->dense_grads);
+    memset(w->started, 0, sizeof w->started);
     double dense = omni_model_grad_sumsq(w->model), experts = 0;
     if (!st && w->moe) {
         float *p, *g, *m, *v;
