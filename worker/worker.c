@@ -300,15 +300,18 @@ static omni_status reduce_gradients(omni_worker *w, double *sumsq)
     if (!st)
         st = omni_grad_reducer_wait(&w->dense_grads);
     memset(w->started, 0, sizeof w->started);
+    w->mpi_seconds += omni_now() - t; /* MPI time only: the squared norms are compute */
     double dense = omni_model_grad_sumsq(w->model), experts = 0;
     if (!st && w->moe) {
         float *p, *g, *m, *v;
         int64_t n, n_dense;
         omni_moe_buffers(w->moe, &p, &g, &m, &v, &n, &n_dense);
+        t = omni_now();
         if (w->expert_group != MPI_COMM_NULL && n > n_dense)
             st = omni_mpi_check(MPI_Allreduce(MPI_IN_PLACE, g + n_dense, (int)(n - n_dense),
                                               MPI_FLOAT, MPI_SUM, w->expert_group),
                                 "MPI_Allreduce of replicated expert gradients");
+        w->mpi_seconds += omni_now() - t;
         double md, me;
         omni_moe_grad_sumsq(w->moe, &md, &me);
         dense += md;
@@ -317,7 +320,6 @@ static omni_status reduce_gradients(omni_worker *w, double *sumsq)
     }
     *sumsq = dense;
     w->scratch[0] = experts;
-    w->mpi_seconds += omni_now() - t;
     return st;
 }
 
