@@ -265,18 +265,21 @@ static omni_status fill_slice(omni_worker *w, omni_split split, int64_t step, in
 
 static omni_status reduce_gradients(omni_worker *w, double *sumsq)
 {
-    double t = omni_now();
     /* Every bucket was started by on_grads_ready during backward. */
+    double t = omni_now();
     omni_status st = omni_grad_reducer_wait(&w->dense_grads);
-    double dense = omni_model_grad_sumsq(w->model), experts = 0;
+    float *p, *g, *m, *v;
+    int64_t n = 0, n_dense = 0;
     if (!st && w->moe) {
-        float *p, *g, *m, *v;
-        int64_t n, n_dense;
         omni_moe_buffers(w->moe, &p, &g, &m, &v, &n, &n_dense);
         if (w->expert_group != MPI_COMM_NULL && n > n_dense)
             st = omni_mpi_check(MPI_Allreduce(MPI_IN_PLACE, g + n_dense, (int)(n - n_dense),
                                               MPI_FLOAT, MPI_SUM, w->expert_group),
                                 "MPI_Allreduce of replicated expert gradients");
+    }
+    w->mpi_seconds += omni_now() - t;
+    double dense = omni_model_grad_sumsq(w->model), experts = 0;
+    if (!st && w->moe) {
         double md, me;
         omni_moe_grad_sumsq(w->moe, &md, &me);
         dense += md;
@@ -285,7 +288,6 @@ static omni_status reduce_gradients(omni_worker *w, double *sumsq)
     }
     *sumsq = dense;
     w->scratch[0] = experts;
-    w->mpi_seconds += omni_now() - t;
     return st;
 }
 

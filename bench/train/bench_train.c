@@ -58,6 +58,7 @@
 #define MAX_SETS    32
 #define MAX_CONFIGS 8
 #define MAX_LAYERS  64
+#define MAX_STEPS   256
 
 typedef struct {
     const char *configs[MAX_CONFIGS];
@@ -288,6 +289,7 @@ static omni_status bench_one(bench *B, const char *path, const char *data)
 
     /* the steps */
     const int n_steps = B->o->warmup + B->o->steps;
+    double step_t[MAX_STEPS], step_cpu[MAX_STEPS]; /* timed steps: time, lowest CPU/wall */
     double t_best = 1e30, t_sum = 0.0, mpi_sum = 0.0, mpi_max_share = 0.0, bytes_sum = 0.0;
     double formula_sum = 0.0, kept_sum = 0.0, kept_best = 0.0, tokens_sum = 0.0;
     double dropped_sum = 0.0, local_sum = 0.0, routed_sum = 0.0;
@@ -352,6 +354,8 @@ static omni_status bench_one(bench *B, const char *path, const char *data)
             mismatches++;
         if (!timed)
             continue;
+        step_t[s - B->o->warmup] = dt;
+        step_cpu[s - B->o->warmup] = -all(comm, -c_rank / t_rank, MPI_MAX);
         t_sum += dt;
         if (dt < t_best)
             t_best = dt, kept_best = kept;
@@ -451,9 +455,15 @@ static omni_status bench_one(bench *B, const char *path, const char *data)
                "ratio %.1f (target >= 10)\n",
                sample_rate, train_pos, sample_rate / train_pos);
         printf("RESULT config=%s np=%d step_best=%.4f step_mean=%.4f gflops=%.3f sgemm=%.3f "
-               "mpi_share=%.4f bytes_ok=%d\n",
+               "mpi_share=%.4f bytes_ok=%d steps=",
                x.experiment.name, size, t_best, t_mean, rate, gemm, mpi_sum / t_sum,
                mismatches == 0);
+        for (int i = 0; i < S; i++)
+            printf("%s%.4f", i ? "," : "", step_t[i]);
+        printf(" cpu=");
+        for (int i = 0; i < S; i++)
+            printf("%s%.2f", i ? "," : "", step_cpu[i]);
+        printf("\n");
         fflush(stdout);
     }
     if (mismatches)
