@@ -21,9 +21,18 @@ for _ in $(seq 1 3000); do
         step=$((10#$(echo "$tmp" | sed 's/^ckpt-\([0-9]*\)\.h5\.tmp$/\1/')))
         size=$(stat -c %s "$dir/$tmp" 2>/dev/null || echo 0)
         if ((step >= 3 && size > 1048576)); then
+            # Freeze both ranks, then kill rank 1 only if that save is still unfinished
+            # (on an idle machine it can complete between the look and the kill).
             victim=$(cat "$dir/pid.1")
-            kill -9 "$victim"
-            break
+            other=$(cat "$dir/pid.0" 2>/dev/null || true)
+            kill -STOP "$victim" $other
+            if [[ -e "$dir/$tmp" ]]; then
+                kill -9 "$victim"
+                [[ -n "$other" ]] && kill -CONT "$other"
+                break
+            fi
+            kill -CONT "$victim" $other
+            victim=""
         fi
     fi
     kill -0 "$job" 2>/dev/null || fail "the saving job ended early: $(cat "$dir/loop.log")"

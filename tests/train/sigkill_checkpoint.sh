@@ -3,7 +3,8 @@
 # previous checkpoint complete, and --resume auto uses it. A wider model (44 MB
 # checkpoints, parameters and moments) checkpoints every step, so a write is in progress
 # for most of the run; rank 0 (the rank that renames the file and updates `latest`) is
-# killed once a .tmp of step 2 or later has more than 4 MiB in it. The storage-level
+# killed once a .tmp of step 2 or later has more than 4 MiB in it (stopped first, and
+# killed only if that save is still unfinished). The storage-level
 # twin of this test is tests/checkpoint/kill_during_save.sh.
 . "$(dirname "$0")/lib.sh"
 wide=(--set model.d_model=128 --set moe.num_experts=8 --set moe.expert_ff=512
@@ -17,8 +18,17 @@ for _ in $(seq 1 6000); do
         step=$((10#$(echo "$tmp" | sed 's/^ckpt-\([0-9]*\)\.h5\.tmp$/\1/')))
         size=$(stat -c %s "run/$tmp" 2>/dev/null || echo 0)
         if ((step >= 2 && size > 4194304)); then
-            victim=$(rank_pid $job 0) && kill -9 "$victim"
-            break
+            # Freeze rank 0 first, then make sure the save is still unfinished (on an idle
+            # machine a 44 MB save can complete between the look and the kill); if it
+            # finished, let it go on and wait for the next one.
+            victim=$(rank_pid $job 0) || fail "no rank 0 process"
+            kill -STOP "$victim"
+            if [[ -e run/$tmp ]]; then
+                kill -9 "$victim"
+                break
+            fi
+            kill -CONT "$victim"
+            victim=""
         fi
     fi
     kill -0 $job 2>/dev/null || fail "the job ended before a save was seen: $(tail -n 5 run.log)"
