@@ -126,6 +126,19 @@ static omni_status open_parts(omni_worker *w)
         return st;
     w->dims = omni_sampler_dims(w->sampler);
     w->n_tasks = omni_sampler_n_tasks(w->sampler);
+    for (int t = 0; t < w->n_tasks; t++) {
+        /* Samples longer than the window are cut: their targets may never be seen. */
+        const omni_task_info *ti = omni_sampler_task(w->sampler, t);
+        int64_t n = ti->n_samples[OMNI_SPLIT_TRAIN];
+        double mean = n > 0 ? (double)ti->n_elements[OMNI_SPLIT_TRAIN] / (double)n : 0.0;
+        if (ti->kind != OMNI_KIND_TEXT && ti->kind != OMNI_KIND_CONTROL &&
+            mean > (double)x->model.context)
+            omni_log(OMNI_LOG_WARN,
+                     "task %s: its samples average %.0f positions, more than model.context = "
+                     "%lld; windows cut them, so many of their targets are never trained or "
+                     "evaluated",
+                     ti->name, mean, (long long)x->model.context);
+    }
     bool has_moe = x->moe.every > 0;
     if (has_moe) {
         st = omni_moe_placement_check(x->moe.num_experts, w->size);

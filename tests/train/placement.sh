@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Expert placement (issue 6): E experts on N processes need E % N == 0 or N % E == 0;
-# anything else stops before any work with a configuration error (exit 2), the message
-# printed once, and nothing written into out_dir.
+# Checks at start. Expert placement (issue 6): E experts on N processes need E % N == 0 or
+# N % E == 0; anything else stops before any work with a configuration error (exit 2), the
+# message printed once, and nothing written into out_dir. Tasks whose samples are longer
+# than the context are named in a warning.
 source "$(dirname "$0")/lib.sh"
 
 cmdline 3 run3 --set moe.num_experts=4
@@ -15,4 +16,9 @@ echo "bad: $(grep '^omnimoe:' bad.log)"
 # The two accepted shapes: 4 experts on 2 processes, 2 experts on 4 processes.
 train 2 ok2 --set moe.num_experts=4 --set optim.steps=2 || fail "4 experts on 2 processes: $(tail -3 ok2.log)"
 train 4 ok4 --set moe.num_experts=2 --set optim.steps=2 || fail "2 experts on 4 processes: $(tail -3 ok4.log)"
-echo "ok: placement checked before start"
+# A task whose samples do not fit the context is named at start (tiny.yaml: context 32).
+grep -q "^omnimoe: warning: task shapes: its samples average 41 positions, more than model.context = 32" ok2.log ||
+    fail "no warning for samples longer than the context: $(grep warning ok2.log)"
+train 1 ctx64 --set model.context=64 --set optim.steps=1 --set optim.warmup=0 || fail "context 64: $(tail -3 ctx64.log)"
+! grep -q "warning: task" ctx64.log || fail "a warning at context 64: $(grep warning ctx64.log)"
+echo "ok: placement checked before start; long samples named"
