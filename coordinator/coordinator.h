@@ -33,8 +33,10 @@ typedef struct {
  * slot, possibly empty when batch < size). */
 omni_slice omni_plan_slice(int64_t step, int64_t batch, int rank, int size);
 
-/* Collective: rank 0 draws the plan of `step` and sends every rank its slice. */
-omni_status omni_plan_scatter(MPI_Comm comm, int64_t step, int64_t batch, omni_slice *mine);
+/* Collective: rank 0 draws the plan of `step` and sends every rank its slice. `scratch`
+ * holds 3 * size int64 on rank 0 (allocated once by the caller; may be NULL elsewhere). */
+omni_status omni_plan_scatter(MPI_Comm comm, int64_t step, int64_t batch, int64_t *scratch,
+                              omni_slice *mine);
 
 /* ---- stopping ------------------------------------------------------------------ */
 

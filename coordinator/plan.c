@@ -11,25 +11,20 @@ omni_slice omni_plan_slice(int64_t step, int64_t batch, int rank, int size)
     return s;
 }
 
-omni_status omni_plan_scatter(MPI_Comm comm, int64_t step, int64_t batch, omni_slice *mine)
+omni_status omni_plan_scatter(MPI_Comm comm, int64_t step, int64_t batch, int64_t *scratch,
+                              omni_slice *mine)
 {
     int rank, size;
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &size);
-    int64_t *all = NULL;
-    if (rank == 0) {
-        all = omni_alloc((int64_t)size * 3, sizeof *all, "batch plan");
-        if (!all)
-            return OMNI_ERR_NOMEM; /* unagreed: main aborts the job */
+    if (rank == 0)
         for (int r = 0; r < size; r++) {
             omni_slice s = omni_plan_slice(step, batch, r, size);
-            all[3 * r] = s.step, all[3 * r + 1] = s.slot_lo, all[3 * r + 2] = s.slot_hi;
+            scratch[3 * r] = s.step, scratch[3 * r + 1] = s.slot_lo, scratch[3 * r + 2] = s.slot_hi;
         }
-    }
     int64_t v[3];
-    omni_status st =
-        omni_mpi_check(MPI_Scatter(all, 3, MPI_INT64_T, v, 3, MPI_INT64_T, 0, comm), "MPI_Scatter");
-    omni_free(all);
+    omni_status st = omni_mpi_check(
+        MPI_Scatter(scratch, 3, MPI_INT64_T, v, 3, MPI_INT64_T, 0, comm), "MPI_Scatter");
     if (st)
         return st;
     mine->step = v[0], mine->slot_lo = v[1], mine->slot_hi = v[2];

@@ -28,10 +28,12 @@ typedef struct {
     omni_ckpt_tensor *state;
     int n_state;
     char *yaml;
-    int64_t step, tokens_seen, last_saved, last_eval, steps_in_sum;
+    int64_t step, last_saved, last_eval, steps_in_sum;
+    int64_t tokens_seen; /* kept on rank 0, whose meta a checkpoint writes */
     /* the coordinator's running statistics: recent expert-load fractions */
     int64_t load_rows, load_steps[LOAD_ROWS];
-    float *load; /* [LOAD_ROWS, moe layers, E] */
+    float *load;   /* [LOAD_ROWS, moe layers, E] */
+    int64_t *plan; /* [3 * size] rank 0's scratch for the batch plan */
 } trainer;
 
 static omni_status save(trainer *t)
@@ -186,7 +188,7 @@ static omni_status loop(trainer *t)
         if (next == OMNI_NEXT_STOP_DONE)
             break;
         omni_slice slice;
-        if ((st = omni_plan_scatter(t->comm, t->step, x->data.batch, &slice)))
+        if ((st = omni_plan_scatter(t->comm, t->step, x->data.batch, t->plan, &slice)))
             return st;
         omni_metrics_zero(&t->step_m);
         if ((st = omni_worker_train_step(t->w, t->step, slice.slot_lo, slice.slot_hi, &t->step_m)))
@@ -194,11 +196,9 @@ static omni_status loop(trainer *t)
         if ((st = omni_metrics_reduce(t->comm, &t->step_m)))
             return st;
         t->step++;
-        /* Every rank keeps the count of tokens seen (checkpoint metadata) from rank 0's sum. */
-        double tokens = *t->step_m.tokens;
-        MPI_Bcast(&tokens, 1, MPI_DOUBLE, 0, t->comm);
-        t->tokens_seen += (int64_t)tokens;
         if (t->rank == 0) {
+            /* Tokens seen: rank 0's count is the one checkpoints record and logs print. */
+            t->tokens_seen += (int64_t)*t->step_m.tokens;
             for (int64_t i = 0; i < t->sum_m.n_values; i++)
                 t->sum_m.v[i] += t->step_m.v[i];
             t->steps_in_sum++;
@@ -257,7 +257,8 @@ omni_status omni_train(MPI_Comm comm, const omni_experiment *x, const char *resu
         t.state = omni_alloc(MAX_TENSORS, sizeof *t.state, "checkpoint tensor list");
         t.load = omni_alloc((int64_t)LOAD_ROWS * n_layers * (n_experts ? n_experts : 1),
                             sizeof *t.load, "expert load history");
-        if (!t.state || !t.load)
+        t.plan = omni_alloc(3 * (int64_t)t.size, sizeof *t.plan, "batch plan");
+        if (!t.state || !t.load || !t.plan)
             st = OMNI_ERR_NOMEM;
     }
     if (!st) {
@@ -288,6 +289,7 @@ out:
         omni_metrics_log_close(&t.log);
     omni_free(t.state);
     omni_free(t.load);
+    omni_free(t.plan);
     omni_metrics_free(&t.step_m);
     omni_metrics_free(&t.sum_m);
     omni_metrics_free(&t.eval_m);

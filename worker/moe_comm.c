@@ -42,14 +42,22 @@ static omni_status alltoallv_rows(void *ctx, const float *send, const int64_t *s
         (st = to_int(recv_displ, c->rd, n, "token dispatch")))
         return st;
     double t = omni_now();
-    MPI_Datatype row;
-    st = omni_mpi_check(MPI_Type_contiguous((int)row_len, MPI_FLOAT, &row), "MPI_Type_contiguous");
-    if (st)
-        return st;
-    MPI_Type_commit(&row);
-    st = omni_mpi_check(MPI_Alltoallv(send, c->sc, c->sd, row, recv, c->rc, c->rd, row, c->comm),
-                        "MPI_Alltoallv of tokens");
-    MPI_Type_free(&row);
+    if (c->row_len != row_len) {
+        /* One row type per row length, made on first use (rows are d_model floats). */
+        if (c->row_len)
+            MPI_Type_free(&c->row);
+        c->row_len = 0;
+        st = omni_mpi_check(MPI_Type_contiguous((int)row_len, MPI_FLOAT, &c->row),
+                            "MPI_Type_contiguous");
+        if (!st)
+            st = omni_mpi_check(MPI_Type_commit(&c->row), "MPI_Type_commit");
+        if (st)
+            return st;
+        c->row_len = row_len;
+    }
+    st = omni_mpi_check(
+        MPI_Alltoallv(send, c->sc, c->sd, c->row, recv, c->rc, c->rd, c->row, c->comm),
+        "MPI_Alltoallv of tokens");
     int64_t sent = 0;
     for (int q = 0; q < n; q++)
         if (q != c->rank)
@@ -79,6 +87,7 @@ omni_status omni_mpi_moe_comm_init(omni_mpi_moe_comm *c, MPI_Comm comm, omni_moe
     MPI_Comm_size(comm, &c->size);
     c->seconds = 0;
     c->bytes_sent = 0;
+    c->row_len = 0;
     c->sc = omni_alloc(4 * (int64_t)c->size, sizeof(int), "MPI counts");
     if (!c->sc)
         return OMNI_ERR_NOMEM;
@@ -96,4 +105,7 @@ void omni_mpi_moe_comm_free(omni_mpi_moe_comm *c)
 {
     omni_free(c->sc);
     c->sc = NULL;
+    if (c->row_len)
+        MPI_Type_free(&c->row);
+    c->row_len = 0;
 }

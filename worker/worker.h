@@ -84,6 +84,8 @@ typedef struct {
     MPI_Comm comm;
     int rank, size;
     int *sc, *sd, *rc, *rd; /* [size] int counts and displacements, sized once */
+    MPI_Datatype row;       /* row_len contiguous floats, committed once */
+    int64_t row_len;        /* 0: no type made yet */
     double seconds;         /* time inside the exchange's MPI calls */
     double bytes_sent;      /* token bytes sent to other ranks */
 } omni_mpi_moe_comm;
