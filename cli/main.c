@@ -109,7 +109,11 @@ int main(int argc, char **argv)
     if (st) {
         /* An agreed failure is printed once by rank 0 (which holds the message of the
          * failing rank); a failure on one rank alone is printed by that rank, which then
-         * aborts the job so the others do not wait for it in a collective call. */
+         * aborts the job so the others do not wait for it in a collective call. Usage and
+         * config errors count as agreed by construction: they come only from the command
+         * line and the experiment bytes, which are the same on every rank (rank 0 reads
+         * the file and broadcasts it), and from checks of those alone (expert placement);
+         * a check that depends on anything rank-local must go through omni_mpi_agree. */
         bool agreed =
             omni_mpi_failure_agreed() || size == 1 || st == OMNI_ERR_USAGE || st == OMNI_ERR_CONFIG;
         if (!agreed || rank == 0) {
