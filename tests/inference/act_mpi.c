@@ -103,7 +103,7 @@ static omni_act_options options(const char *env, int64_t episodes, int64_t max_s
                               .episodes = episodes,
                               .max_steps = max_steps,
                               .seed = 100,
-                              .timeout = 10.0,
+                              .timeout = 10.0, /* python may take seconds to start */
                               .progress = NULL};
 }
 
@@ -208,7 +208,6 @@ static void child(MPI_Comm comm, const char *source)
         snprintf(cmd, sizeof cmd, "python3 '%s/tests/inference/fault_env.py' %s", source,
                  faults[i].mode);
         opt = options(cmd, 2, 100);
-        opt.timeout = 3.0;
         omni_error_clear();
         st = omni_act_run(comm, &task, &opt, &pol, &res);
         CHECK(st == OMNI_ERR_DATA, "%s: status %d", faults[i].mode, (int)st);

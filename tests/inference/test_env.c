@@ -201,12 +201,14 @@ Test(inference_env, child_closes_its_output, .timeout = 30)
     expect_fault("close_mid", 10.0, "closed its output");
 }
 
-Test(inference_env, child_stops_answering, .timeout = 30)
+Test(inference_env, child_stops_answering, .timeout = 60)
 {
     double t0 = omni_now();
-    expect_fault("hang", 4.0, "did not answer within 4 s");
+    /* Long enough for python to start on a loaded machine (the first reply has the same
+     * timeout); the test costs that much waiting. */
+    expect_fault("hang", 10.0, "did not answer within 10 s");
     double took = omni_now() - t0;
-    cr_assert(took >= 4.0 && took < 15.0, "the timeout took %.2f s", took);
+    cr_assert(took >= 10.0 && took < 25.0, "the timeout took %.2f s", took);
 }
 
 Test(inference_env, command_that_does_not_start, .timeout = 30)
