@@ -32,6 +32,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "base.h"
 #include "datasets.h"
@@ -53,6 +54,9 @@ typedef struct omni_infer omni_infer;
 omni_status omni_infer_open(MPI_Comm comm, const char *path, int64_t max_batch, omni_infer **out);
 void omni_infer_close(omni_infer *s);
 
+/* The tokenization the model was trained with (vocabulary, image and audio settings, task
+ * table with control dimensions), as the checkpoint holds it. */
+const omni_tokenization *omni_infer_tokenization(const omni_infer *s);
 /* The experiment the model was trained with, and its sizes. */
 const omni_experiment *omni_infer_experiment(const omni_infer *s);
 int64_t omni_infer_vocab(const omni_infer *s);
@@ -117,5 +121,49 @@ omni_status omni_infer_generate(omni_infer *s, const omni_prompt *prompts, int64
 omni_status omni_infer_score(omni_infer *s, const omni_prompt *prompts, int64_t n,
                              const uint8_t *const *loss, double *const *logp,
                              uint8_t *const *correct);
+
+/* ---- evaluation ---------------------------------------------------------------- */
+
+/* What `omnimoe eval` measures of one task (DESIGN.md §8). */
+typedef struct {
+    char name[OMNI_NAME_MAX];
+    omni_task_kind kind;
+    int64_t samples;
+    double loss;     /* mean next-token cross-entropy over the loss-bearing tokens (nats) */
+    double accuracy; /* share of loss-bearing tokens whose argmax is the target */
+    bool has_generation;
+    double exact_match; /* *_to_text: share of samples whose greedy caption from the input
+                           alone equals the reference */
+    double cer;         /* edit distance (bytes) / reference bytes, summed over samples */
+    bool has_bpb;
+    double bits_per_byte; /* text: -log2 p summed over the text bytes / their count */
+    bool has_action;
+    double action_accuracy; /* control: share of steps whose action tokens are all the
+                               argmax under teacher forcing */
+} omni_eval_task;
+
+typedef struct {
+    const char *tasks; /* "A,B": the tasks to evaluate; NULL: every task of the data that
+                          the model knows */
+    omni_split split;  /* OMNI_SPLIT_VAL by default */
+    int64_t limit;     /* the first `limit` samples of each task; 0: all */
+    int64_t generate;  /* generate captions of at most this many samples per to-text task
+                          (-1: every evaluated sample; 0: none) */
+} omni_eval_opts;
+
+/*
+ * Collective. Evaluate the session's model on a dataset file: the samples of each task are
+ * split over the ranks in contiguous ranges and the per-sample results gathered on rank 0
+ * in sample order, so the numbers do not depend on the number of processes. Long samples
+ * are scored in windows of the context (control windows at step boundaries), each with
+ * its <task> token in front, as training cuts them. A task of the data that the model has
+ * with another kind, or an unknown task named in opts->tasks, is OMNI_ERR_DATA.
+ * out[n_tasks] and *n_out are valid on rank 0 (every rank gets *n_out).
+ */
+omni_status omni_infer_eval(omni_infer *s, const char *data_path, const omni_eval_opts *o,
+                            omni_eval_task *out, int *n_out);
+/* Rank 0: print the table of results, and write them as JSON (DESIGN.md §8 shape). */
+void omni_eval_print(FILE *f, const omni_eval_task *r, int n);
+omni_status omni_eval_write_json(const char *path, const omni_eval_task *r, int n);
 
 #endif /* OMNI_INFERENCE_H */

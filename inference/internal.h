@@ -22,7 +22,8 @@ typedef struct {
 struct omni_infer {
     MPI_Comm comm;
     int rank, size;
-    omni_experiment x; /* as trained, but dropless */
+    omni_experiment x;              /* as trained, but dropless */
+    omni_tokenization tokenization; /* from the checkpoint (zeros for omni_infer_create) */
     omni_data_dims dims;
     int n_tasks;
     infer_task tasks[OMNI_MAX_TASKS];
@@ -60,5 +61,10 @@ struct omni_infer {
 omni_status omni_infer_create(MPI_Comm comm, const omni_experiment *x, const omni_data_dims *dims,
                               int n_tasks, const infer_task *tasks, int64_t max_batch,
                               omni_infer **out);
+
+/* Collective: omni_infer_eval over an open sampler; model_task[k] is the model's task for
+ * the sampler's task k (-1: skip it); out[k] gets task k's results (rank 0). */
+omni_status omni_infer_eval_sampler(omni_infer *s, const omni_sampler *sp, const int *model_task,
+                                    int n, const omni_eval_opts *o, omni_eval_task *out);
 
 #endif /* OMNI_INFERENCE_INTERNAL_H */

@@ -5,6 +5,9 @@
  */
 #include "internal.h"
 
+#include "checkpoint.h"
+#include "ops.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -152,11 +155,140 @@ omni_task_kind omni_infer_task_kind(const omni_infer *s, int task)
     return s->tasks[task].kind;
 }
 
+/* The model's data dims and the decoder's task table from a tokenization (the sampler's
+ * rule: a patch kind's grid is size / patch square for images, mels / patch by frames /
+ * patch for spectrograms). */
+static void from_tokenization(const omni_tokenization *tk, omni_data_dims *dims, infer_task *tasks)
+{
+    memset(dims, 0, sizeof *dims);
+    dims->n_tasks = tk->n_tasks;
+    dims->vocab = tk->vocab;
+    int32_t ip = tk->image_patch, ap = tk->audio.patch;
+    if (ip > 0) {
+        dims->image_patch_dim = ip * ip * tk->image_channels;
+        dims->max_rows = dims->max_cols = tk->image_size / ip;
+    }
+    if (ap > 0) {
+        dims->audio_patch_dim = ap * ap;
+        if (tk->audio.mels / ap > dims->max_rows)
+            dims->max_rows = tk->audio.mels / ap;
+        if (tk->audio.frames / ap > dims->max_cols)
+            dims->max_cols = tk->audio.frames / ap;
+    }
+    for (int i = 0; i < tk->n_tasks; i++) {
+        const omni_tokenization_task *t = &tk->tasks[i];
+        infer_task *it = &tasks[i];
+        memset(it, 0, sizeof *it);
+        snprintf(it->name, sizeof it->name, "%s", t->name);
+        it->kind = t->kind;
+        it->obs_dim = t->obs_dim, it->act_dim = t->act_dim, it->discrete = t->discrete;
+        if (t->kind == OMNI_KIND_IMAGE_TO_TEXT && ip > 0) {
+            it->patch = ip, it->patch_dim = dims->image_patch_dim, it->cols = tk->image_size / ip;
+        } else if (t->kind == OMNI_KIND_AUDIO_TO_TEXT && ap > 0) {
+            it->patch = ap, it->patch_dim = dims->audio_patch_dim, it->cols = tk->audio.frames / ap;
+        }
+    }
+}
+
+#define MAX_PARAMS 2048
+
+/* Collective: the parameters (and balancing biases) of the session's model from an open
+ * checkpoint, each rank reading its own experts. */
+static omni_status read_params(omni_infer *s, omni_ckpt *c)
+{
+    omni_ckpt_tensor *t = omni_alloc(MAX_PARAMS, sizeof *t, "checkpoint tensor list");
+    char(*names)[128] = omni_alloc(MAX_PARAMS, sizeof *names, "checkpoint tensor names");
+    omni_status st = t && names ? OMNI_OK : OMNI_ERR_NOMEM;
+    int n = 0;
+    float *params = omni_model_params(s->model);
+    for (int i = 0; !st && i < omni_model_n_tensors(s->model); i++) {
+        const omni_tensor_info *ti = omni_model_tensor(s->model, i);
+        if (n == MAX_PARAMS)
+            break;
+        t[n] = (omni_ckpt_tensor){.name = ti->name,
+                                  .type = OMNI_CKPT_F32,
+                                  .rank = ti->rank,
+                                  .data = params + ti->offset,
+                                  .row_lo = 0,
+                                  .row_hi = ti->dims[0]};
+        memcpy(t[n].dims, ti->dims, sizeof ti->dims);
+        n++;
+    }
+    for (int64_t i = 0; !st && s->moe && i < omni_moe_n_tensors(s->moe) && n < MAX_PARAMS; i++) {
+        const omni_moe_tensor *mt = omni_moe_tensor_at(s->moe, i);
+        if (mt->trainable)
+            snprintf(names[n], sizeof names[n], "%s", mt->name);
+        else /* the balancing bias is state: state/layers/.../moe/router/bias */
+            snprintf(names[n], sizeof names[n], "state/%s",
+                     strncmp(mt->name, "params/", 7) ? mt->name : mt->name + 7);
+        t[n] = (omni_ckpt_tensor){.name = names[n],
+                                  .type = OMNI_CKPT_F32,
+                                  .rank = mt->ndim,
+                                  .data = mt->data,
+                                  .row_lo = mt->sharded ? mt->shard_first : 0,
+                                  .row_hi = mt->sharded ? mt->shard_first + mt->shard_count
+                                                        : mt->dims[0]};
+        for (int k = 0; k < mt->ndim; k++)
+            t[n].dims[k] = mt->dims[k];
+        n++;
+    }
+    if (n == MAX_PARAMS)
+        st = omni_fail(OMNI_ERR_INTERNAL, "inference: more than %d parameter tensors", MAX_PARAMS);
+    st = omni_mpi_agree(s->comm, st);
+    if (!st)
+        st = omni_ckpt_read(c, t, n);
+    omni_free(t);
+    omni_free(names);
+    return st;
+}
+
 omni_status omni_infer_open(MPI_Comm comm, const char *path, int64_t max_batch, omni_infer **out)
 {
-    (void)max_batch;
     *out = NULL;
-    omni_status st = omni_fail(
-        OMNI_ERR_CKPT, "%s: checkpoints do not carry their tokenization yet (issue 10)", path);
-    return omni_mpi_agree(comm, st);
+    omni_ckpt *c = NULL;
+    omni_status st = omni_ckpt_open(comm, path, &c);
+    if (st)
+        return st;
+    const omni_ckpt_meta *meta = omni_ckpt_meta_of(c);
+    omni_experiment x;
+    omni_tokenization tk;
+    omni_data_dims dims;
+    infer_task tasks[OMNI_MAX_TASKS];
+    omni_infer *s = NULL;
+    /* The same text on every rank: the same verdict. */
+    st = omni_experiment_parse(&x, meta->experiment_yaml, strlen(meta->experiment_yaml), path, NULL,
+                               0);
+    if (st)
+        st = omni_fail_context(OMNI_ERR_CKPT, "%s: its experiment text: ", path);
+    if (!st)
+        st = omni_ckpt_read_tokenization(c, &tk);
+    if (!st && (tk.vocab != OMNI_TOK_TASK0 + tk.n_tasks || tk.tok_eos != OMNI_TOK_EOS ||
+                tk.tok_sep != OMNI_TOK_SEP || tk.tok_bin0 != OMNI_TOK_BIN0))
+        st = omni_fail(OMNI_ERR_CKPT,
+                       "%s: a vocabulary layout this program does not decode (vocab %d, "
+                       "%d tasks)",
+                       path, tk.vocab, tk.n_tasks);
+    st = omni_mpi_agree(comm, st);
+    if (!st) {
+        from_tokenization(&tk, &dims, tasks);
+        st = omni_infer_create(comm, &x, &dims, tk.n_tasks, tasks, max_batch, &s);
+        st = omni_mpi_agree(comm, st);
+    }
+    if (!st)
+        st = omni_blas_set_threads(&x, comm, NULL);
+    if (!st)
+        st = read_params(s, c);
+    omni_ckpt_close(c);
+    if (st) {
+        omni_infer_close(s);
+        return st;
+    }
+    s->tokenization = tk;
+    *out = s;
+    return OMNI_OK;
+}
+
+const omni_tokenization *omni_infer_tokenization(const omni_infer *s)
+{
+    return &s->tokenization;
 }
