@@ -93,6 +93,12 @@ void omni_image_patches(const omni_image *img, int32_t patch, uint8_t *out);
 /* Write an 8-bit PNG (used by tests and benchmarks to make inputs). */
 omni_status omni_png_write(const char *path, const omni_image *img);
 
+/* The patch bytes `data build` stores for the image file at `path`: loaded, resized to
+ * size x size x channels, cut into patch x patch patches (out: (size / patch)^2 patches
+ * of patch * patch * channels bytes). The same code builds datasets and serves generate. */
+omni_status omni_image_file_patches(const char *path, int32_t size, int32_t channels, int32_t patch,
+                                    uint8_t *out);
+
 /* The load-time normalisation of a stored patch byte: (v / 255 * 2 - 1) / sqrt(patch). */
 float omni_patch_value(uint8_t v, int32_t patch);
 
@@ -125,6 +131,12 @@ void omni_logmel_db(omni_logmel *lm, const float *x, int64_t n, float *out);
 /* dB to bytes: the loudest bin (or -60 dB if all are quieter) maps to 255, top_db below
  * it to 0; power is scaled so a full-scale sine's band is near -3 dB. */
 void omni_logmel_quantize(const omni_audio_cfg *cfg, const float *db, uint8_t *out);
+/* The patch bytes `data build` stores for the WAV file at `path`: resampled to the rate of
+ * `a`, log-mel (lm made for `a`), quantised and cut into patches (out: (mels / patch) *
+ * (frames / patch) patches of patch * patch bytes); db [mels * frames] and spec_bytes
+ * [mels * frames] are scratch. The same code builds datasets and serves generate. */
+omni_status omni_audio_file_patches(const char *path, const omni_audio_cfg *a, omni_logmel *lm,
+                                    float *db, uint8_t *spec_bytes, uint8_t *out);
 /* Centre frequency in Hz of mel band m (HTK mel scale, 0 .. sample_rate / 2). */
 float omni_mel_band_hz(const omni_audio_cfg *cfg, int32_t m);
 
@@ -172,6 +184,50 @@ omni_status omni_data_demo(const char *out_path, uint64_t seed, FILE *progress);
  * one decoded example per task. */
 omni_status omni_data_info(const char *path, FILE *out);
 
+/* ---- the tokenization of a trained model -------------------------------------- */
+
+/*
+ * Everything needed to turn raw inputs into the token stream a model was trained on, and
+ * its outputs back (DESIGN.md §8): the vocabulary layout, the value binning, the image
+ * and audio settings, and the task table. The sampler makes it from the dataset files it
+ * opened (omni_sampler_tokenization); a checkpoint stores it under /tokenization
+ * (docs/checkpoints.md), so a checkpoint alone is enough to generate, eval or act.
+ *
+ * Task i of the table is the model's task i: its <task> token is tok_task0 + i, and every
+ * per-task number (metrics, logs, checkpoints) is keyed by its name and index.
+ */
+typedef struct {
+    char name[OMNI_NAME_MAX];
+    omni_task_kind kind;
+    int32_t index;                      /* the model's task index: 0..n_tasks-1 */
+    int32_t token;                      /* its <task> token: tok_task0 + index */
+    int32_t obs_dim, act_dim, discrete; /* control tasks; 0 for other kinds */
+} omni_tokenization_task;
+
+typedef struct {
+    int32_t text_vocab, bins;                        /* 256 byte ids, 1024 value bins */
+    int32_t tok_bin0, tok_pad, tok_eos, tok_sep;     /* special ids (OMNI_TOK_*) */
+    int32_t tok_task0, vocab;                        /* vocab = tok_task0 + n_tasks */
+    double mulaw_mu, mulaw_m;                        /* 100 and 256 */
+    int32_t image_size, image_channels, image_patch; /* 0 when no task has images */
+    omni_audio_cfg audio;                            /* all 0 when no task has audio */
+    int32_t n_tasks;
+    omni_tokenization_task tasks[OMNI_MAX_TASKS]; /* by index: tasks[i].index == i */
+} omni_tokenization;
+
+/* Task `name` of t, or NULL. */
+const omni_tokenization_task *omni_tokenization_find(const omni_tokenization *t, const char *name);
+/*
+ * Compare the tokenization a model was trained with (`then`, a checkpoint's) with that of
+ * the data at hand (`now`): true when they are the same (layout, values, image/audio
+ * settings, and the task table: the same names with the same kind, index and control
+ * dimensions). Otherwise false, and `why` (may be NULL) says what differs, naming the
+ * tasks: "task shapes has index 0 in the checkpoint, 1 in the data; task qa (index 4) is
+ * not in the checkpoint".
+ */
+bool omni_tokenization_same(const omni_tokenization *then, const omni_tokenization *now, char *why,
+                            size_t why_len);
+
 /* ---- reading and sampling ---------------------------------------------------- */
 
 /* One task as the sampler sees it (read-only view). */
@@ -201,6 +257,9 @@ void omni_sampler_close(omni_sampler *s);
 omni_data_dims omni_sampler_dims(const omni_sampler *s);
 int omni_sampler_n_tasks(const omni_sampler *s);
 const omni_task_info *omni_sampler_task(const omni_sampler *s, int task);
+/* The tokenization of the opened files: the task table in the sampler's task order
+ * (task i is omni_sampler_task(s, i)). Lives as long as the sampler. */
+const omni_tokenization *omni_sampler_tokenization(const omni_sampler *s);
 
 /* Allocate the arrays of a batch of n_seq windows of `context` positions. */
 omni_status omni_batch_alloc(omni_batch *b, int64_t n_seq, int64_t context, int64_t patch_dim);
@@ -219,6 +278,18 @@ void omni_batch_free(omni_batch *b);
  */
 int64_t omni_sampler_fill(const omni_sampler *s, omni_split split, uint64_t seed, int64_t step,
                           int64_t slot, omni_batch *b, int64_t row);
+/* Sample i (0 <= i < n_samples[split]) of task `task` as stored, after its <task> token:
+ * its n elements (token ids, OMNI_DS_PATCH for the next patch), their loss flags, and its
+ * patches (patch bytes in order, NULL for kinds without). Views into the sampler. */
+typedef struct {
+    int64_t n;
+    const int32_t *tok;
+    const uint8_t *loss;
+    const uint8_t *patches;
+} omni_sample;
+void omni_sampler_sample(const omni_sampler *s, int task, omni_split split, int64_t i,
+                         omni_sample *out);
+
 /* Fill window `row` with the i-th fixed validation window of `task` (0 <= i <
  * n_val_windows): the task's validation samples packed in file order, each window
  * starting at a sample, a long sample cut at its start. Returns loss positions. */
