@@ -1,0 +1,234 @@
+/* omnimoe act: a checkpoint's policy in an environment, Gato's way (DESIGN.md §8). */
+#include "cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "env.h"
+#include "inference.h"
+
+static const char usage[] =
+    "usage: omnimoe act CKPT --task NAME --env cartpole|\"COMMAND\" [options]\n"
+    "\n"
+    "  --task NAME          a control task of the checkpoint\n"
+    "  --env cartpole       the built-in cart-pole (4 observations, 1 discrete action)\n"
+    "  --env \"COMMAND\"      any program, started with /bin/sh -c and spoken to in JSON\n"
+    "                       lines on its stdin/stdout (docs/act.md)\n"
+    "  --episodes N         episodes to play (default 10)\n"
+    "  --seed S             episode e starts from seed S + e (default 1); also keys sampling\n"
+    "  --max-steps N        end an episode after N steps (default 500)\n"
+    "  --env-timeout SEC    seconds to wait for each reply of a COMMAND (default 30)\n"
+    "  --temperature T      0: greedy, the default; > 0: sample the action bins\n"
+    "  --top-k K            with --temperature: sample among the K likeliest bins\n"
+    "  --json FILE          write {\"episodes\": [{\"return\", \"steps\"}..], \"mean_return\"}\n"
+    "  --help               this text\n"
+    "\n"
+    "Prints each episode's return and steps, then the mean return.\n";
+
+/* A whole-string number in [lo, hi], or a usage error naming the option. */
+static omni_status parse_int(const char *opt, const char *s, int64_t lo, int64_t hi, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return omni_usage_error(usage,
+                                "act: --%s '%s' is not an integer in [%" PRId64 ", %" PRId64 "]",
+                                opt, s, lo, hi);
+    *out = v;
+    return OMNI_OK;
+}
+
+static omni_status parse_real(const char *opt, const char *s, double lo, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < lo)
+        return omni_usage_error(usage, "act: --%s '%s' is not a number >= %g", opt, s, lo);
+    *out = v;
+    return OMNI_OK;
+}
+
+/* The policy: the session decodes the action tokens; rank 0 brings the prompt, the
+ * others join the collective call with none. */
+typedef struct {
+    omni_infer *s;
+    int task;
+    omni_decode_opts o;
+    uint8_t *legal; /* [vocab] */
+    int32_t lo, hi; /* the bins legal now */
+    uint64_t calls;
+} act_policy;
+
+static omni_status policy_act(void *ctx, const int32_t *prompt, int64_t n, int64_t n_prefix,
+                              int32_t n_act, int32_t tok_lo, int32_t tok_hi, int32_t *out)
+{
+    act_policy *p = ctx;
+    (void)n_prefix; /* the session knows a control sample's prefix */
+    if (tok_lo != p->lo || tok_hi != p->hi) {
+        memset(p->legal, 0, (size_t)omni_infer_vocab(p->s));
+        memset(p->legal + tok_lo, 1, (size_t)(tok_hi - tok_lo));
+        p->lo = tok_lo, p->hi = tok_hi;
+    }
+    p->o.max_new = n_act;
+    /* The session puts the <task> token in front itself. */
+    omni_prompt pr = {.task = p->task, .id = p->calls++, .n = n - 1, .tok = prompt + 1};
+    int64_t n_out = 0;
+    bool mine = omni_log_rank() == 0;
+    omni_status st = omni_infer_generate(p->s, &pr, mine ? 1 : 0, &p->o, out, n_act, &n_out);
+    if (!st && mine && n_out != n_act)
+        st = omni_fail(OMNI_ERR_INTERNAL, "act: the decoder gave %" PRId64 " of %d action tokens",
+                       n_out, (int)n_act);
+    return st;
+}
+
+static omni_status act(MPI_Comm comm, const char *ckpt, const char *task_name,
+                       omni_act_options *opt, double temperature, int64_t top_k,
+                       const char *json_path)
+{
+    omni_infer *s = NULL;
+    omni_status st = omni_infer_open(comm, ckpt, 1, &s);
+    if (st)
+        return st;
+    const omni_tokenization *tk = omni_infer_tokenization(s);
+    const omni_tokenization_task *t = omni_tokenization_find(tk, task_name);
+    if (!t) {
+        char names[1024] = "";
+        size_t used = 0;
+        for (int i = 0; i < tk->n_tasks && used < sizeof names; i++)
+            used += (size_t)snprintf(names + used, sizeof names - used, "%s%s", i ? ", " : "",
+                                     tk->tasks[i].name);
+        st = omni_fail(OMNI_ERR_USAGE, "act: %s has no task '%s' (its tasks: %s)", ckpt, task_name,
+                       names);
+        goto out;
+    }
+    if (t->kind != OMNI_KIND_CONTROL) {
+        st = omni_fail(OMNI_ERR_USAGE, "act: task '%s' of %s is of kind %s, not control", task_name,
+                       ckpt, omni_task_kind_name(t->kind));
+        goto out;
+    }
+    act_policy p = {.s = s, .task = t->index, .lo = -1, .hi = -1};
+    p.legal = calloc((size_t)omni_infer_vocab(s), 1);
+    if (!p.legal) {
+        st = omni_fail(OMNI_ERR_NOMEM, "act: out of memory");
+        goto out;
+    }
+    omni_decode_defaults(&p.o);
+    p.o.temperature = temperature;
+    p.o.top_k = top_k;
+    p.o.seed = opt->seed;
+    p.o.legal = p.legal;
+    p.o.stop_at_eos = false;
+    const omni_act_task task = {.name = t->name,
+                                .token = t->token,
+                                .obs_dim = t->obs_dim,
+                                .act_dim = t->act_dim,
+                                .discrete = t->discrete != 0,
+                                .context = omni_infer_context(s)};
+    const omni_act_policy pol = {.ctx = &p, .act = policy_act};
+    omni_act_result res;
+    opt->progress = omni_log_rank() == 0 ? stdout : NULL;
+    st = omni_act_run(comm, &task, opt, &pol, &res);
+    free(p.legal);
+    if (st) {
+        st = omni_fail_context(st, "act: ");
+        goto out;
+    }
+    if (omni_log_rank() == 0) {
+        printf("mean return %g over %" PRId64 " episode%s\n", res.mean_return, res.episodes,
+               res.episodes == 1 ? "" : "s");
+        fflush(stdout);
+        if (json_path)
+            st = omni_act_write_json(&res, json_path);
+    }
+    st = omni_mpi_agree(comm, st);
+    omni_act_result_free(&res);
+out:
+    omni_infer_close(s);
+    return st;
+}
+
+omni_status omni_cmd_act(MPI_Comm comm, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"task", required_argument, NULL, 't'},
+        {"env", required_argument, NULL, 'e'},
+        {"episodes", required_argument, NULL, 'n'},
+        {"seed", required_argument, NULL, 's'},
+        {"max-steps", required_argument, NULL, 'm'},
+        {"env-timeout", required_argument, NULL, 'w'},
+        {"temperature", required_argument, NULL, 'T'},
+        {"top-k", required_argument, NULL, 'k'},
+        {"json", required_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *task = NULL, *json = NULL;
+    omni_act_options opt = {
+        .episodes = 10, .max_steps = 500, .seed = 1, .timeout = OMNI_ENV_TIMEOUT};
+    double temperature = 0.0;
+    int64_t top_k = 0, v;
+    omni_status st = OMNI_OK;
+    opterr = 0;
+    optind = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 't':
+            task = optarg;
+            break;
+        case 'e':
+            opt.env = optarg;
+            break;
+        case 'n':
+            st = parse_int("episodes", optarg, 1, 1000000, &opt.episodes);
+            break;
+        case 's':
+            st = parse_int("seed", optarg, 0, INT64_MAX / 2, &v);
+            opt.seed = (uint64_t)v;
+            break;
+        case 'm':
+            st = parse_int("max-steps", optarg, 1, INT64_MAX / 2, &opt.max_steps);
+            break;
+        case 'w':
+            st = parse_real("env-timeout", optarg, 0.0, &opt.timeout);
+            if (!st && !(opt.timeout > 0))
+                st = omni_usage_error(usage, "act: --env-timeout must be > 0");
+            break;
+        case 'T':
+            st = parse_real("temperature", optarg, 0.0, &temperature);
+            break;
+        case 'k':
+            st = parse_int("top-k", optarg, 0, INT32_MAX, &top_k);
+            break;
+        case 'j':
+            json = optarg;
+            break;
+        case 'h':
+            if (omni_log_rank() == 0)
+                fputs(usage, stdout);
+            return OMNI_OK;
+        default:
+            if (optopt)
+                return omni_usage_error(usage, "act: option %s needs a value", argv[optind - 1]);
+            return omni_usage_error(usage, "act: unknown option '%s'", argv[optind - 1]);
+        }
+        if (st)
+            return st;
+    }
+    if (optind >= argc)
+        return omni_usage_error(usage, "act: no checkpoint given");
+    if (optind + 1 < argc)
+        return omni_usage_error(usage, "act: unexpected argument '%s'", argv[optind + 1]);
+    if (!task)
+        return omni_usage_error(usage, "act: no --task given");
+    if (!opt.env || !*opt.env)
+        return omni_usage_error(usage, "act: no --env given");
+    return act(comm, argv[optind], task, &opt, temperature, top_k, json);
+}
