@@ -55,87 +55,16 @@ static omni_status parse_real(const char *opt, const char *s, double lo, double 
     return OMNI_OK;
 }
 
-/* The policy: the session decodes the action tokens; rank 0 brings the prompt, the
- * others join the collective call with none. */
-typedef struct {
-    omni_infer *s;
-    int task;
-    omni_decode_opts o;
-    uint8_t *legal; /* [vocab] */
-    int32_t lo, hi; /* the bins legal now */
-    uint64_t calls;
-} act_policy;
-
-static omni_status policy_act(void *ctx, const int32_t *prompt, int64_t n, int64_t n_prefix,
-                              int32_t n_act, int32_t tok_lo, int32_t tok_hi, int32_t *out)
-{
-    act_policy *p = ctx;
-    (void)n_prefix; /* the session knows a control sample's prefix */
-    if (tok_lo != p->lo || tok_hi != p->hi) {
-        memset(p->legal, 0, (size_t)omni_infer_vocab(p->s));
-        memset(p->legal + tok_lo, 1, (size_t)(tok_hi - tok_lo));
-        p->lo = tok_lo, p->hi = tok_hi;
-    }
-    p->o.max_new = n_act;
-    /* The session puts the <task> token in front itself. */
-    omni_prompt pr = {.task = p->task, .id = p->calls++, .n = n - 1, .tok = prompt + 1};
-    int64_t n_out = 0;
-    bool mine = omni_log_rank() == 0;
-    omni_status st = omni_infer_generate(p->s, &pr, mine ? 1 : 0, &p->o, out, n_act, &n_out);
-    if (!st && mine && n_out != n_act)
-        st = omni_fail(OMNI_ERR_INTERNAL, "act: the decoder gave %" PRId64 " of %d action tokens",
-                       n_out, (int)n_act);
-    return st;
-}
-
-static omni_status act(MPI_Comm comm, const char *ckpt, const char *task_name,
-                       omni_act_options *opt, double temperature, int64_t top_k,
+static omni_status act(MPI_Comm comm, const char *ckpt, const char *task, omni_act_options *opt,
                        const char *json_path)
 {
     omni_infer *s = NULL;
     omni_status st = omni_infer_open(comm, ckpt, 1, &s);
     if (st)
         return st;
-    const omni_tokenization *tk = omni_infer_tokenization(s);
-    const omni_tokenization_task *t = omni_tokenization_find(tk, task_name);
-    if (!t) {
-        char names[1024] = "";
-        size_t used = 0;
-        for (int i = 0; i < tk->n_tasks && used < sizeof names; i++)
-            used += (size_t)snprintf(names + used, sizeof names - used, "%s%s", i ? ", " : "",
-                                     tk->tasks[i].name);
-        st = omni_fail(OMNI_ERR_USAGE, "act: %s has no task '%s' (its tasks: %s)", ckpt, task_name,
-                       names);
-        goto out;
-    }
-    if (t->kind != OMNI_KIND_CONTROL) {
-        st = omni_fail(OMNI_ERR_USAGE, "act: task '%s' of %s is of kind %s, not control", task_name,
-                       ckpt, omni_task_kind_name(t->kind));
-        goto out;
-    }
-    act_policy p = {.s = s, .task = t->index, .lo = -1, .hi = -1};
-    p.legal = calloc((size_t)omni_infer_vocab(s), 1);
-    if (!p.legal) {
-        st = omni_fail(OMNI_ERR_NOMEM, "act: out of memory");
-        goto out;
-    }
-    omni_decode_defaults(&p.o);
-    p.o.temperature = temperature;
-    p.o.top_k = top_k;
-    p.o.seed = opt->seed;
-    p.o.legal = p.legal;
-    p.o.stop_at_eos = false;
-    const omni_act_task task = {.name = t->name,
-                                .token = t->token,
-                                .obs_dim = t->obs_dim,
-                                .act_dim = t->act_dim,
-                                .discrete = t->discrete != 0,
-                                .context = omni_infer_context(s)};
-    const omni_act_policy pol = {.ctx = &p, .act = policy_act};
     omni_act_result res;
     opt->progress = omni_log_rank() == 0 ? stdout : NULL;
-    st = omni_act_run(comm, &task, opt, &pol, &res);
-    free(p.legal);
+    st = omni_infer_act(comm, s, task, opt, &res);
     if (st) {
         st = omni_fail_context(st, "act: ");
         goto out;
@@ -172,8 +101,7 @@ omni_status omni_cmd_act(MPI_Comm comm, int argc, char **argv)
     const char *task = NULL, *json = NULL;
     omni_act_options opt = {
         .episodes = 10, .max_steps = 500, .seed = 1, .timeout = OMNI_ENV_TIMEOUT};
-    double temperature = 0.0;
-    int64_t top_k = 0, v;
+    int64_t v;
     omni_status st = OMNI_OK;
     opterr = 0;
     optind = 0;
@@ -202,10 +130,10 @@ omni_status omni_cmd_act(MPI_Comm comm, int argc, char **argv)
                 st = omni_usage_error(usage, "act: --env-timeout must be > 0");
             break;
         case 'T':
-            st = parse_real("temperature", optarg, 0.0, &temperature);
+            st = parse_real("temperature", optarg, 0.0, &opt.temperature);
             break;
         case 'k':
-            st = parse_int("top-k", optarg, 0, INT32_MAX, &top_k);
+            st = parse_int("top-k", optarg, 0, INT32_MAX, &opt.top_k);
             break;
         case 'j':
             json = optarg;
@@ -230,5 +158,5 @@ omni_status omni_cmd_act(MPI_Comm comm, int argc, char **argv)
         return omni_usage_error(usage, "act: no --task given");
     if (!opt.env || !*opt.env)
         return omni_usage_error(usage, "act: no --env given");
-    return act(comm, argv[optind], task, &opt, temperature, top_k, json);
+    return act(comm, argv[optind], task, &opt, json);
 }

@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "datasets.h"
+#include "inference.h"
 
 /* Where an episode is, for messages: "episode 2, reset" or "episode 2, step 17". */
 static omni_status at_step(omni_status st, int64_t episode, int64_t step)
@@ -172,6 +173,81 @@ out:
     omni_free(obs);
     if (st)
         omni_act_result_free(res);
+    return st;
+}
+
+/* ---- acting with a session's model ---------------------------------------------- */
+
+/* The policy of omni_infer_act: the session decodes the action tokens; rank 0 brings the
+ * prompt, the others join the collective call with none. */
+typedef struct {
+    omni_infer *s;
+    int task;
+    omni_decode_opts o;
+    uint8_t *legal; /* [vocab] */
+    int32_t lo, hi; /* the bins legal in it now */
+    uint64_t calls;
+} session_policy;
+
+static omni_status session_act(void *ctx, const int32_t *prompt, int64_t n, int64_t n_prefix,
+                               int32_t n_act, int32_t tok_lo, int32_t tok_hi, int32_t *out)
+{
+    session_policy *p = ctx;
+    (void)n_prefix; /* the session knows where a control sample's prefix ends */
+    if (tok_lo != p->lo || tok_hi != p->hi) {
+        memset(p->legal, 0, (size_t)omni_infer_vocab(p->s));
+        memset(p->legal + tok_lo, 1, (size_t)(tok_hi - tok_lo));
+        p->lo = tok_lo, p->hi = tok_hi;
+    }
+    p->o.max_new = n_act;
+    /* The session puts the <task> token in front itself; the call number keys sampling. */
+    omni_prompt pr = {.task = p->task, .id = p->calls++, .n = n - 1, .tok = prompt + 1};
+    int64_t n_out = 0;
+    bool mine = omni_log_rank() == 0;
+    omni_status st = omni_infer_generate(p->s, &pr, mine ? 1 : 0, &p->o, out, n_act, &n_out);
+    if (!st && mine && n_out != n_act)
+        st = omni_fail(OMNI_ERR_INTERNAL, "act: the decoder gave %" PRId64 " of %d action tokens",
+                       n_out, (int)n_act);
+    return st;
+}
+
+omni_status omni_infer_act(MPI_Comm comm, omni_infer *s, const char *task_name,
+                           const omni_act_options *opt, omni_act_result *res)
+{
+    memset(res, 0, sizeof *res);
+    const omni_tokenization *tk = omni_infer_tokenization(s);
+    const omni_tokenization_task *t = omni_tokenization_find(tk, task_name);
+    if (!t) {
+        char names[1024] = "";
+        size_t used = 0;
+        for (int i = 0; i < tk->n_tasks && used < sizeof names; i++)
+            used += (size_t)snprintf(names + used, sizeof names - used, "%s%s", i ? ", " : "",
+                                     tk->tasks[i].name);
+        return omni_fail(OMNI_ERR_USAGE, "the model has no task '%s' (its tasks: %s)", task_name,
+                         names);
+    }
+    if (t->kind != OMNI_KIND_CONTROL)
+        return omni_fail(OMNI_ERR_USAGE, "task '%s' is of kind %s, not control: it has no actions",
+                         task_name, omni_task_kind_name(t->kind));
+    session_policy p = {.s = s, .task = t->index, .lo = -1, .hi = -1};
+    p.legal = calloc((size_t)omni_infer_vocab(s), 1);
+    if (!p.legal)
+        return omni_fail(OMNI_ERR_NOMEM, "act: out of memory");
+    omni_decode_defaults(&p.o);
+    p.o.temperature = opt->temperature;
+    p.o.top_k = opt->top_k;
+    p.o.seed = opt->seed;
+    p.o.legal = p.legal;
+    p.o.stop_at_eos = false;
+    const omni_act_task task = {.name = t->name,
+                                .token = t->token,
+                                .obs_dim = t->obs_dim,
+                                .act_dim = t->act_dim,
+                                .discrete = t->discrete != 0,
+                                .context = omni_infer_context(s)};
+    const omni_act_policy pol = {.ctx = &p, .act = session_act};
+    omni_status st = omni_act_run(comm, &task, opt, &pol, res);
+    free(p.legal);
     return st;
 }
 
