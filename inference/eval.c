@@ -467,3 +467,19 @@ omni_status omni_eval_write_json(const char *path, const omni_eval_task *r, int 
         return omni_fail(OMNI_ERR_IO, "%s: cannot write (%s)", path, strerror(errno));
     return OMNI_OK;
 }
+
+omni_status omni_infer_exact_match(omni_infer *s, const omni_sampler *sp, int64_t n, double *exact)
+{
+    int nt = omni_sampler_n_tasks(sp), model_task[OMNI_MAX_TASKS] = {0};
+    for (int k = 0; k < nt; k++) {
+        model_task[k] = k < s->n_tasks && to_text(s->tasks[k].kind) ? k : -1;
+        exact[k] = -1.0;
+    }
+    omni_eval_opts o = {.split = OMNI_SPLIT_VAL, .limit = n, .generate = n};
+    omni_eval_task r[OMNI_MAX_TASKS];
+    omni_status st = omni_infer_eval_sampler(s, sp, model_task, nt, &o, r);
+    for (int k = 0; !st && k < nt; k++)
+        if (model_task[k] >= 0 && r[k].has_generation)
+            exact[k] = r[k].exact_match;
+    return st;
+}
