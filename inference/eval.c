@@ -106,6 +106,7 @@ static const uint8_t *patches_at(const infer_task *t, const omni_sample *sm, int
 typedef struct {
     omni_infer *s;
     const omni_sampler *sp;
+    int64_t show; /* captions to print (rank 0) */
     omni_split split;
     int ft, mt; /* task index in the sampler, in the model */
     int64_t lo, hi;
@@ -232,6 +233,15 @@ static omni_status generate_task(task_run *r, int64_t limit)
         res[R_EXACT] = n_out[i] == m && !memcmp(out + i * T, ref, (size_t)m * sizeof *ref);
         res[R_EDITS] = (double)edit_distance(out + i * T, n_out[i], ref, m, row);
         res[R_REF] = (double)m;
+        if (s->rank == 0 && i < r->show) {
+            printf("  %-10s %s  \"", s->tasks[r->mt].name, res[R_EXACT] ? "=" : "x");
+            for (int64_t j = 0; j < n_out[i]; j++)
+                putchar(out[i * T + j] < OMNI_TEXT_VOCAB ? out[i * T + j] : '?');
+            printf("\"  (reference \"");
+            for (int64_t j = 0; j < m; j++)
+                putchar(ref[j]);
+            printf("\")\n");
+        }
     }
     omni_free(p), omni_free(out), omni_free(n_out), omni_free(row), omni_free(ref);
     return st;
@@ -300,7 +310,8 @@ omni_status omni_infer_eval_sampler(omni_infer *s, const omni_sampler *sp, const
 {
     omni_status st = OMNI_OK;
     for (int k = 0; k < n && !st; k++) {
-        task_run r = {.s = s, .sp = sp, .split = o->split, .ft = k, .mt = model_task[k]};
+        task_run r = {
+            .s = s, .sp = sp, .show = o->show, .split = o->split, .ft = k, .mt = model_task[k]};
         if (r.mt < 0)
             continue;
         int64_t total = omni_sampler_task(sp, k)->n_samples[o->split];

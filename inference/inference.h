@@ -150,6 +150,8 @@ typedef struct {
     int64_t limit;     /* the first `limit` samples of each task; 0: all */
     int64_t generate;  /* generate captions of at most this many samples per to-text task
                           (-1: every evaluated sample; 0: none) */
+    int64_t show;      /* rank 0 prints its first `show` captions of each task next to
+                          their references (stdout) */
 } omni_eval_opts;
 
 /*
