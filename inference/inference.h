@@ -169,6 +169,17 @@ omni_status omni_infer_eval(omni_infer *s, const char *data_path, const omni_eva
 void omni_eval_print(FILE *f, const omni_eval_task *r, int n);
 omni_status omni_eval_write_json(const char *path, const omni_eval_task *r, int n);
 
+/* ---- acting ------------------------------------------------------------------------ */
+
+/*
+ * An act policy (env.h omni_act_policy) that decodes with the session: the loop's prompt
+ * (its <task> token first) becomes an omni_prompt of that task, and the action tokens are
+ * decoded greedily, constrained to [tok_lo, tok_hi). Rank 0 decodes; the other ranks take
+ * part in the MoE exchanges with no prompt. The session must outlive the policy.
+ */
+typedef struct omni_act_policy omni_act_policy;
+void omni_infer_act_policy(omni_infer *s, omni_act_policy *p);
+
 /* ---- training's periodic evaluation --------------------------------------------- */
 
 /*
