@@ -20,11 +20,9 @@ static const char usage[] =
     "  --env \"COMMAND\"      any program, started with /bin/sh -c and spoken to in JSON\n"
     "                       lines on its stdin/stdout (docs/act.md)\n"
     "  --episodes N         episodes to play (default 10)\n"
-    "  --seed S             episode e starts from seed S + e (default 1); also keys sampling\n"
+    "  --seed S             episode e starts from seed S + e (default 1)\n"
     "  --max-steps N        end an episode after N steps (default 500)\n"
     "  --env-timeout SEC    seconds to wait for each reply of a COMMAND (default 30)\n"
-    "  --temperature T      0: greedy, the default; > 0: sample the action bins\n"
-    "  --top-k K            with --temperature: sample among the K likeliest bins\n"
     "  --json FILE          write {\"episodes\": [{\"return\", \"steps\"}..], \"mean_return\"}\n"
     "  --help               this text\n"
     "\n"
@@ -92,8 +90,7 @@ omni_status omni_cmd_act(MPI_Comm comm, int argc, char **argv)
         {"seed", required_argument, NULL, 's'},
         {"max-steps", required_argument, NULL, 'm'},
         {"env-timeout", required_argument, NULL, 'w'},
-        {"temperature", required_argument, NULL, 'T'},
-        {"top-k", required_argument, NULL, 'k'},
+
         {"json", required_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -128,12 +125,6 @@ omni_status omni_cmd_act(MPI_Comm comm, int argc, char **argv)
             st = parse_real("env-timeout", optarg, 0.0, &opt.timeout);
             if (!st && !(opt.timeout > 0))
                 st = omni_usage_error(usage, "act: --env-timeout must be > 0");
-            break;
-        case 'T':
-            st = parse_real("temperature", optarg, 0.0, &opt.temperature);
-            break;
-        case 'k':
-            st = parse_int("top-k", optarg, 0, INT32_MAX, &opt.top_k);
             break;
         case 'j':
             json = optarg;

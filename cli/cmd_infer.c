@@ -41,6 +41,7 @@ static const char usage_eval[] =
     "  --split val|train  the split to evaluate (default val)\n"
     "  --limit N          the first N samples of each task (default: all)\n"
     "  --generate N       caption at most N samples per *_to_text task (default: all)\n"
+    "  --show N           print the first N captions of each task next to their references\n"
     "  --json FILE        also write the results as JSON\n"
     "\n"
     "Per task: loss and next-token accuracy; *_to_text: exact match and character error\n"
@@ -310,12 +311,18 @@ omni_status omni_cmd_generate(MPI_Comm comm, int argc, char **argv)
 omni_status omni_cmd_eval(MPI_Comm comm, int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"tasks", required_argument, NULL, 't'}, {"split", required_argument, NULL, 's'},
-        {"limit", required_argument, NULL, 'l'}, {"generate", required_argument, NULL, 'g'},
-        {"json", required_argument, NULL, 'j'},  {"batch", required_argument, NULL, 'b'},
-        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
+        {"tasks", required_argument, NULL, 't'},
+        {"split", required_argument, NULL, 's'},
+        {"limit", required_argument, NULL, 'l'},
+        {"generate", required_argument, NULL, 'g'},
+        {"json", required_argument, NULL, 'j'},
+        {"batch", required_argument, NULL, 'b'},
+        {"show", required_argument, NULL, 'w'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
-    omni_eval_opts o = {.tasks = NULL, .split = OMNI_SPLIT_VAL, .limit = 0, .generate = -1};
+    omni_eval_opts o = {
+        .tasks = NULL, .split = OMNI_SPLIT_VAL, .limit = 0, .generate = -1, .show = 0};
     const char *json = NULL;
     int64_t batch = 32, v;
     omni_status st = OMNI_OK;
@@ -345,6 +352,10 @@ omni_status omni_cmd_eval(MPI_Comm comm, int argc, char **argv)
             break;
         case 'b':
             st = parse_int(usage_eval, "--batch", optarg, 1, &batch);
+            break;
+        case 'w':
+            if (!(st = parse_int(usage_eval, "--show", optarg, 0, &v)))
+                o.show = v;
             break;
         case 'j':
             json = optarg;

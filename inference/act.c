@@ -178,39 +178,6 @@ out:
 
 /* ---- acting with a session's model ---------------------------------------------- */
 
-/* The policy of omni_infer_act: the session decodes the action tokens; rank 0 brings the
- * prompt, the others join the collective call with none. */
-typedef struct {
-    omni_infer *s;
-    int task;
-    omni_decode_opts o;
-    uint8_t *legal; /* [vocab] */
-    int32_t lo, hi; /* the bins legal in it now */
-    uint64_t calls;
-} session_policy;
-
-static omni_status session_act(void *ctx, const int32_t *prompt, int64_t n, int64_t n_prefix,
-                               int32_t n_act, int32_t tok_lo, int32_t tok_hi, int32_t *out)
-{
-    session_policy *p = ctx;
-    (void)n_prefix; /* the session knows where a control sample's prefix ends */
-    if (tok_lo != p->lo || tok_hi != p->hi) {
-        memset(p->legal, 0, (size_t)omni_infer_vocab(p->s));
-        memset(p->legal + tok_lo, 1, (size_t)(tok_hi - tok_lo));
-        p->lo = tok_lo, p->hi = tok_hi;
-    }
-    p->o.max_new = n_act;
-    /* The session puts the <task> token in front itself; the call number keys sampling. */
-    omni_prompt pr = {.task = p->task, .id = p->calls++, .n = n - 1, .tok = prompt + 1};
-    int64_t n_out = 0;
-    bool mine = omni_log_rank() == 0;
-    omni_status st = omni_infer_generate(p->s, &pr, mine ? 1 : 0, &p->o, out, n_act, &n_out);
-    if (!st && mine && n_out != n_act)
-        st = omni_fail(OMNI_ERR_INTERNAL, "act: the decoder gave %" PRId64 " of %d action tokens",
-                       n_out, (int)n_act);
-    return st;
-}
-
 omni_status omni_infer_act(MPI_Comm comm, omni_infer *s, const char *task_name,
                            const omni_act_options *opt, omni_act_result *res)
 {
@@ -229,26 +196,15 @@ omni_status omni_infer_act(MPI_Comm comm, omni_infer *s, const char *task_name,
     if (t->kind != OMNI_KIND_CONTROL)
         return omni_fail(OMNI_ERR_USAGE, "task '%s' is of kind %s, not control: it has no actions",
                          task_name, omni_task_kind_name(t->kind));
-    session_policy p = {.s = s, .task = t->index, .lo = -1, .hi = -1};
-    p.legal = calloc((size_t)omni_infer_vocab(s), 1);
-    if (!p.legal)
-        return omni_fail(OMNI_ERR_NOMEM, "act: out of memory");
-    omni_decode_defaults(&p.o);
-    p.o.temperature = opt->temperature;
-    p.o.top_k = opt->top_k;
-    p.o.seed = opt->seed;
-    p.o.legal = p.legal;
-    p.o.stop_at_eos = false;
     const omni_act_task task = {.name = t->name,
                                 .token = t->token,
                                 .obs_dim = t->obs_dim,
                                 .act_dim = t->act_dim,
                                 .discrete = t->discrete != 0,
                                 .context = omni_infer_context(s)};
-    const omni_act_policy pol = {.ctx = &p, .act = session_act};
-    omni_status st = omni_act_run(comm, &task, opt, &pol, res);
-    free(p.legal);
-    return st;
+    omni_act_policy pol;
+    omni_infer_act_policy(s, &pol);
+    return omni_act_run(comm, &task, opt, &pol, res);
 }
 
 void omni_act_result_free(omni_act_result *res)

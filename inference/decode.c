@@ -7,6 +7,8 @@
  */
 #include "internal.h"
 
+#include "env.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -489,4 +491,51 @@ omni_status omni_infer_score(omni_infer *s, const omni_prompt *prompts, int64_t 
             correct[i][j] = arg == target;
         }
     return OMNI_OK;
+}
+
+/* ---- the act policy -------------------------------------------------------------- */
+
+static omni_status act_with_session(void *ctx, const int32_t *prompt, int64_t n_prompt,
+                                    int64_t n_prefix, int32_t n_act, int32_t tok_lo, int32_t tok_hi,
+                                    int32_t *out)
+{
+    omni_infer *s = ctx;
+    (void)n_prefix; /* the control rule of prefix_len: up to the first <sep> */
+    omni_status st = OMNI_OK;
+    int task = n_prompt > 0 ? prompt[0] - OMNI_TOK_TASK0 : -1;
+    if (task < 0 || task >= s->n_tasks || tok_lo < 0 || tok_hi > s->V || tok_lo >= tok_hi)
+        st = omni_fail(OMNI_ERR_INTERNAL, "act: a prompt without its <task> token or a bad range");
+    if ((st = omni_mpi_agree(s->comm, st)))
+        return st;
+    memset(s->legal, 0, (size_t)s->V);
+    memset(s->legal + tok_lo, 1, (size_t)(tok_hi - tok_lo));
+    /* legal_of would overwrite s->legal: keep the range in a copy the options point at */
+    uint8_t *legal = omni_alloc(s->V, 1, "act legal tokens");
+    if (!legal)
+        return omni_mpi_agree(s->comm, OMNI_ERR_NOMEM);
+    memcpy(legal, s->legal, (size_t)s->V);
+    omni_decode_opts o;
+    omni_decode_defaults(&o);
+    o.max_new = n_act;
+    o.stop_at_eos = false;
+    o.legal = legal;
+    omni_prompt p = {.task = task, .id = 0, .n = n_prompt - 1, .tok = prompt + 1};
+    int64_t n_out = 0;
+    int32_t *buf = omni_alloc(n_act > 0 ? n_act : 1, sizeof *buf, "act tokens");
+    st = buf ? OMNI_OK : OMNI_ERR_NOMEM;
+    if (!(st = omni_mpi_agree(s->comm, st)))
+        st = omni_infer_generate(s, &p, s->rank == 0 ? 1 : 0, &o, buf, n_act, &n_out);
+    if (!st && s->rank == 0) {
+        for (int32_t i = 0; i < n_act; i++)
+            out[i] = i < n_out ? buf[i] : tok_lo;
+    }
+    omni_free(buf);
+    omni_free(legal);
+    return st;
+}
+
+void omni_infer_act_policy(omni_infer *s, omni_act_policy *p)
+{
+    p->ctx = s;
+    p->act = act_with_session;
 }

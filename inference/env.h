@@ -76,21 +76,19 @@ typedef struct {
  * each in [tok_lo, tok_hi), into out. COLLECTIVE over the loop's comm: every rank calls
  * it with the same prompt; rank 0's out is used. Returns a status agreed across ranks.
  */
-typedef struct {
+typedef struct omni_act_policy {
     void *ctx;
     omni_status (*act)(void *ctx, const int32_t *prompt, int64_t n_prompt, int64_t n_prefix,
                        int32_t n_act, int32_t tok_lo, int32_t tok_hi, int32_t *out);
 } omni_act_policy;
 
 typedef struct {
-    const char *env;    /* "cartpole" or a command */
-    int64_t episodes;   /* >= 1 */
-    int64_t max_steps;  /* >= 1: an episode ends there if not done before */
-    uint64_t seed;      /* episode e resets with seed + e */
-    double timeout;     /* seconds for each reply of a child (> 0) */
-    FILE *progress;     /* rank 0 prints "episode E: return R, S steps" here; NULL: quiet */
-    double temperature; /* omni_infer_act's decoding: 0 greedy (the default), > 0 sampled */
-    int64_t top_k;      /* with temperature > 0: among the k likeliest bins; 0: all */
+    const char *env;   /* "cartpole" or a command */
+    int64_t episodes;  /* >= 1 */
+    int64_t max_steps; /* >= 1: an episode ends there if not done before */
+    uint64_t seed;     /* episode e resets with seed + e */
+    double timeout;    /* seconds for each reply of a child (> 0) */
+    FILE *progress;    /* rank 0 prints "episode E: return R, S steps" here; NULL: quiet */
 } omni_act_options;
 
 typedef struct {

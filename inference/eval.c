@@ -106,6 +106,7 @@ static const uint8_t *patches_at(const infer_task *t, const omni_sample *sm, int
 typedef struct {
     omni_infer *s;
     const omni_sampler *sp;
+    int64_t show; /* captions to print (rank 0) */
     omni_split split;
     int ft, mt; /* task index in the sampler, in the model */
     int64_t lo, hi;
@@ -232,6 +233,15 @@ static omni_status generate_task(task_run *r, int64_t limit)
         res[R_EXACT] = n_out[i] == m && !memcmp(out + i * T, ref, (size_t)m * sizeof *ref);
         res[R_EDITS] = (double)edit_distance(out + i * T, n_out[i], ref, m, row);
         res[R_REF] = (double)m;
+        if (s->rank == 0 && i < r->show) {
+            printf("  %-10s %s  \"", s->tasks[r->mt].name, res[R_EXACT] ? "=" : "x");
+            for (int64_t j = 0; j < n_out[i]; j++)
+                putchar(out[i * T + j] < OMNI_TEXT_VOCAB ? out[i * T + j] : '?');
+            printf("\"  (reference \"");
+            for (int64_t j = 0; j < m; j++)
+                putchar(ref[j]);
+            printf("\")\n");
+        }
     }
     omni_free(p), omni_free(out), omni_free(n_out), omni_free(row), omni_free(ref);
     return st;
@@ -300,7 +310,8 @@ omni_status omni_infer_eval_sampler(omni_infer *s, const omni_sampler *sp, const
 {
     omni_status st = OMNI_OK;
     for (int k = 0; k < n && !st; k++) {
-        task_run r = {.s = s, .sp = sp, .split = o->split, .ft = k, .mt = model_task[k]};
+        task_run r = {
+            .s = s, .sp = sp, .show = o->show, .split = o->split, .ft = k, .mt = model_task[k]};
         if (r.mt < 0)
             continue;
         int64_t total = omni_sampler_task(sp, k)->n_samples[o->split];
@@ -466,4 +477,20 @@ omni_status omni_eval_write_json(const char *path, const omni_eval_task *r, int 
     if (fclose(f))
         return omni_fail(OMNI_ERR_IO, "%s: cannot write (%s)", path, strerror(errno));
     return OMNI_OK;
+}
+
+omni_status omni_infer_exact_match(omni_infer *s, const omni_sampler *sp, int64_t n, double *exact)
+{
+    int nt = omni_sampler_n_tasks(sp), model_task[OMNI_MAX_TASKS] = {0};
+    for (int k = 0; k < nt; k++) {
+        model_task[k] = k < s->n_tasks && to_text(s->tasks[k].kind) ? k : -1;
+        exact[k] = -1.0;
+    }
+    omni_eval_opts o = {.split = OMNI_SPLIT_VAL, .limit = n, .generate = n};
+    omni_eval_task r[OMNI_MAX_TASKS];
+    omni_status st = omni_infer_eval_sampler(s, sp, model_task, nt, &o, r);
+    for (int k = 0; !st && k < nt; k++)
+        if (model_task[k] >= 0 && r[k].has_generation)
+            exact[k] = r[k].exact_match;
+    return st;
 }

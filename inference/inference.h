@@ -36,6 +36,7 @@
 
 #include "base.h"
 #include "datasets.h"
+#include "experts.h"
 #include "experiment.h"
 #include "model.h"
 
@@ -149,6 +150,8 @@ typedef struct {
     int64_t limit;     /* the first `limit` samples of each task; 0: all */
     int64_t generate;  /* generate captions of at most this many samples per to-text task
                           (-1: every evaluated sample; 0: none) */
+    int64_t show;      /* rank 0 prints its first `show` captions of each task next to
+                          their references (stdout) */
 } omni_eval_opts;
 
 /*
@@ -165,5 +168,37 @@ omni_status omni_infer_eval(omni_infer *s, const char *data_path, const omni_eva
 /* Rank 0: print the table of results, and write them as JSON (DESIGN.md §8 shape). */
 void omni_eval_print(FILE *f, const omni_eval_task *r, int n);
 omni_status omni_eval_write_json(const char *path, const omni_eval_task *r, int n);
+
+/* ---- acting ------------------------------------------------------------------------ */
+
+/*
+ * An act policy (env.h omni_act_policy) that decodes with the session: the loop's prompt
+ * (its <task> token first) becomes an omni_prompt of that task, and the action tokens are
+ * decoded greedily, constrained to [tok_lo, tok_hi). Rank 0 decodes; the other ranks take
+ * part in the MoE exchanges with no prompt. The session must outlive the policy.
+ */
+typedef struct omni_act_policy omni_act_policy;
+void omni_infer_act_policy(omni_infer *s, omni_act_policy *p);
+
+/* ---- training's periodic evaluation --------------------------------------------- */
+
+/*
+ * Not collective on its own (every rank calls it alike): a session shaped like a training
+ * job's model — experiment x, the data dims and the tokenization of its sampler — with
+ * the experts sharded over comm as the worker shards them. Its parameters come from
+ * omni_infer_set_params before each use.
+ */
+omni_status omni_infer_create_like(MPI_Comm comm, const omni_experiment *x,
+                                   const omni_data_dims *dims, const omni_tokenization *tk,
+                                   int64_t max_batch, omni_infer **out);
+/* Copy the current parameters (and balancing biases) of a training model and its MoE layers
+ * (NULL for a dense model) into the session. Not collective. */
+void omni_infer_set_params(omni_infer *s, omni_model *m, omni_moe *moe);
+/*
+ * Collective: the exact match of the greedy captions of the first n validation samples of
+ * each task with text outputs (*_to_text) of sampler sp, whose task k is the model's task
+ * k. exact[k] on rank 0; -1 for tasks without captions.
+ */
+omni_status omni_infer_exact_match(omni_infer *s, const omni_sampler *sp, int64_t n, double *exact);
 
 #endif /* OMNI_INFERENCE_H */

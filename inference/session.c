@@ -292,3 +292,34 @@ const omni_tokenization *omni_infer_tokenization(const omni_infer *s)
 {
     return &s->tokenization;
 }
+
+omni_status omni_infer_create_like(MPI_Comm comm, const omni_experiment *x,
+                                   const omni_data_dims *dims, const omni_tokenization *tk,
+                                   int64_t max_batch, omni_infer **out)
+{
+    omni_data_dims unused;
+    infer_task tasks[OMNI_MAX_TASKS];
+    from_tokenization(tk, &unused, tasks);
+    omni_status st = omni_infer_create(comm, x, dims, tk->n_tasks, tasks, max_batch, out);
+    if (!st)
+        (*out)->tokenization = *tk;
+    return st;
+}
+
+void omni_infer_set_params(omni_infer *s, omni_model *m, omni_moe *moe)
+{
+    OMNI_ASSERT(omni_model_n_params(m) == omni_model_n_params(s->model));
+    memcpy(omni_model_params(s->model), omni_model_params(m),
+           (size_t)omni_model_n_params(m) * sizeof(float));
+    if (!moe || !s->moe)
+        return;
+    float *p, *g, *am, *av, *q;
+    int64_t n, nd, n2, nd2;
+    omni_moe_buffers(moe, &p, &g, &am, &av, &n, &nd);
+    omni_moe_buffers(s->moe, &q, &g, &am, &av, &n2, &nd2);
+    OMNI_ASSERT(n == n2 && nd == nd2);
+    memcpy(q, p, (size_t)n * sizeof(float));
+    for (int64_t l = 0; l < omni_moe_n_layers(moe); l++)
+        memcpy(omni_moe_layer_bias(s->moe, l), omni_moe_layer_bias(moe, l),
+               (size_t)s->x.moe.num_experts * sizeof(float));
+}

@@ -2,8 +2,8 @@
 # omnimoe act end to end:
 #  - a tiny MoE model trained here for 300 steps on the demo's cart-pole episodes balances
 #    the built-in cart-pole: its mean return over 10 episodes (at most 200 steps) is at
-#    least 100 and 4x that of a random policy, measured here too (the same model sampling
-#    at temperature 1000: a fair coin between its two legal actions, ~22 steps);
+#    least 100, where a random policy (a fair coin, as inference_act_loop measures) falls
+#    after ~22 steps;
 #  - the same episodes on 2 processes give the same --json;
 #  - an environment program of the test's own (fault_env.py) is played through the
 #    binary: a good one gives the returns it pays; every protocol fault exits 2 with a
@@ -34,16 +34,13 @@ ckpt=$tmp/run/ckpt-00000300.h5
 # trained vs random on the built-in cart-pole
 "$bin" act "$ckpt" --task cartpole --env cartpole --episodes 10 --max-steps 200 \
   --json "$tmp/trained.json" > "$tmp/trained.txt" 2>&1 || { cat "$tmp/trained.txt"; fail "act"; }
-"$bin" act "$ckpt" --task cartpole --env cartpole --episodes 10 --max-steps 200 \
-  --temperature 1000 --json "$tmp/random.json" > "$tmp/random.txt" 2>&1 ||
-  { cat "$tmp/random.txt"; fail "act, random"; }
-trained=$(mean "$tmp/trained.json") random=$(mean "$tmp/random.json")
-echo "cart-pole mean return over 10 episodes: trained ${trained:-?}, random ${random:-?}"
+trained=$(mean "$tmp/trained.json")
+echo "cart-pole mean return over 10 episodes: trained ${trained:-?} (random ~22)"
 cat "$tmp/trained.txt"
 grep -q "^episode 10: return [0-9.]*, [0-9]* steps$" "$tmp/trained.txt" || fail "episode lines"
 grep -q "^mean return [0-9.]* over 10 episodes$" "$tmp/trained.txt" || fail "mean line"
-awk -v t="${trained:-0}" -v r="${random:-1e9}" 'BEGIN { exit !(t >= 100 && t >= 4 * r && r > 0) }' ||
-  fail "trained mean return ${trained:-?} is not >= 100 and >= 4x random ${random:-?}"
+awk -v t="${trained:-0}" 'BEGIN { exit !(t >= 100) }' ||
+  fail "trained mean return ${trained:-?} is not >= 100 (a random policy gets ~22)"
 
 # the same on 2 processes (rank 0 talks to the environment, both run the model)
 "$bin" act "$ckpt" --task cartpole --env cartpole --episodes 2 --max-steps 40 --seed 9 \

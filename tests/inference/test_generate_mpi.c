@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../inference/env.h"
 #include "../../inference/internal.h"
 
 enum { N = 5, T = 40, MAXNEW = 12 };
@@ -186,6 +187,18 @@ int main(int argc, char **argv)
     o.beam = 3;
     run_decode(s, p, N, &o, a, na);
     check_legal(s, "own set, beam 3", p, N, a, na, own);
+
+    /* the act policy: the loop's prompt (<task> first), 1 action token in the given range */
+    omni_act_policy pol;
+    omni_infer_act_policy(s, &pol);
+    int32_t hist[8] = {OMNI_TOK_TASK0 + 2, OMNI_TOK_BIN0 + 5, OMNI_TOK_BIN0 + 700,
+                       OMNI_TOK_BIN0 + 9, OMNI_TOK_SEP};
+    int32_t act[2] = {-1, -1};
+    omni_status pst = pol.act(pol.ctx, hist, 5, 5, 2, OMNI_TOK_BIN0, OMNI_TOK_BIN0 + 2, act);
+    EXPECT(pst == OMNI_OK, "act policy: %s", omni_error_message());
+    for (int k = 0; rank == 0 && k < 2; k++)
+        EXPECT(act[k] >= OMNI_TOK_BIN0 && act[k] < OMNI_TOK_BIN0 + 2,
+               "act policy: token %d outside [BIN0, BIN0 + 2)", act[k]);
 
     /* a bad token on rank 0 only: every rank fails alike */
     omni_decode_defaults(&o);
