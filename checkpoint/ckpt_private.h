@@ -103,6 +103,14 @@ static inline omni_status ckpt_attr_read_str(hid_t loc, const char *name, char *
  * and version): OMNI_ERR_CKPT "FILE: fault". Not collective. */
 omni_status ckpt_check_format(hid_t file, const char *path, int64_t *version);
 
+/* The tokenization under /tokenization (docs/checkpoints.md): written collectively (the
+ * same values on every rank), read and checked by one rank. Reading a file without it
+ * fails with OMNI_ERR_CKPT naming the file (a checkpoint of format 1). */
+#define CKPT_TOKENIZATION "tokenization"
+omni_status ckpt_write_tokenization(hid_t file, const omni_tokenization *t, const char *path);
+omni_status ckpt_read_tokenization(hid_t file, const char *path, int64_t version,
+                                   omni_tokenization *t);
+
 /* Step of a complete checkpoint file name "ckpt-<digits>.h5", or -1 for any other
  * name (including the .tmp ones). */
 int64_t ckpt_name_step(const char *name);

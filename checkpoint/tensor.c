@@ -157,10 +157,11 @@ omni_status ckpt_check_format(hid_t file, const char *path, int64_t *version)
     omni_status st = omni_h5_attr_read_i64(file, "format_version", version, OMNI_ERR_CKPT, path);
     if (st)
         return st;
-    if (*version != OMNI_CKPT_FORMAT)
+    if (*version < OMNI_CKPT_FORMAT_OLDEST || *version > OMNI_CKPT_FORMAT)
         return omni_fail(OMNI_ERR_CKPT,
-                         "%s: checkpoint format version %" PRId64 ", this omnimoe reads version %d",
-                         path, *version, OMNI_CKPT_FORMAT);
+                         "%s: checkpoint format version %" PRId64
+                         ", this omnimoe reads versions %d to %d",
+                         path, *version, OMNI_CKPT_FORMAT_OLDEST, OMNI_CKPT_FORMAT);
     return OMNI_OK;
 }
 
