@@ -226,6 +226,26 @@ static void attention_cached(const omni_model *m, omni_kv_cache *c, const omni_b
             memcpy(vs + (len + i) * d, q + i * 3 * d + 2 * d, (size_t)d * sizeof(float));
         }
         const uint8_t *pre = b->in_prefix + s * W;
+        if (n == 1) { /* one new position: plain loops beat the BLAS calls' overhead */
+            for (int64_t h = 0; h < H; h++) {
+                const float *qh = q + h * hd;
+                float *row = c->scores, *y = c->atty + s * W * d + h * hd;
+                for (int64_t j = 0; j < keys; j++) {
+                    const float *kj = ks + j * d + h * hd;
+                    float dot = 0.0f;
+                    for (int64_t e = 0; e < hd; e++)
+                        dot += qh[e] * kj[e];
+                    row[j] = dot * scale;
+                }
+                softmax_row(row, keys);
+                for (int64_t j = 0; j < keys; j++) {
+                    const float *vj = vs + j * d + h * hd;
+                    for (int64_t e = 0; e < hd; e++)
+                        y[e] += row[j] * vj[e];
+                }
+            }
+            continue;
+        }
         for (int64_t h = 0; h < H; h++) {
             float *p = c->scores;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)keys, (int)hd, scale,

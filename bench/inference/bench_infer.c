@@ -1,7 +1,7 @@
 /*
  * bench_infer — decoding speed with the KV cache on the demo model (configs/demo.yaml:
  * d_model 128, 4 blocks of which 2 MoE with 4 experts top-2, context 128, the demo's four
- * tasks), random weights, one process:
+ * tasks), random weights, one process, one BLAS thread:
  *
  *   bench_infer [EXP.yaml] [--new N] [--reps R]
  *
@@ -142,6 +142,7 @@ int main(int argc, char **argv)
     omni_experiment x;
     if (omni_experiment_load(comm, path, NULL, 0, &x))
         die(path);
+    x.parallel.threads = 1; /* one core: figures that a shared machine does not scramble */
     int threads = 1;
     if (omni_blas_set_threads(&x, comm, &threads))
         die("threads");
