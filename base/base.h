@@ -92,6 +92,18 @@ void omni_log_any_rank(omni_log_level level, const char *fmt, ...) OMNI_PRINTF(2
  * or exhaustion, with the failure recorded (OMNI_ERR_NOMEM) naming `what`. */
 void *omni_alloc(int64_t n, size_t size, const char *what);
 void omni_free(void *p);
+/*
+ * The buffers an object owns, allocated with omni_alloc_in and freed together by
+ * omni_alloc_list_free. A failed allocation sets `failed` (and returns NULL), so a run
+ * of allocations is checked once at its end. Zero-initialise the list before use.
+ */
+typedef struct {
+    void **blocks;
+    int64_t n, cap;
+    bool failed;
+} omni_alloc_list;
+void *omni_alloc_in(omni_alloc_list *l, int64_t n, size_t size, const char *what);
+void omni_alloc_list_free(omni_alloc_list *l);
 /* n * size in bytes, or false when it does not fit in size_t or n < 0. */
 bool omni_mul_size(int64_t n, size_t size, size_t *bytes);
 

@@ -65,6 +65,7 @@ struct omni_moe {
     int64_t step, token_offset;
     bool training;
     double timer[OMNI_MOE_T_COUNT];
+    omni_alloc_list mem; /* every buffer above and of the layers */
 };
 
 /* Add the time since *t0 to timer `which` and restart the clock. */
@@ -183,15 +184,6 @@ static void bind_views(omni_moe *m)
     OMNI_ASSERT(ti == m->n_tensors);
 }
 
-/* omni_alloc that clears *ok on failure, so a run of allocations is checked once. */
-static void *grab(bool *ok, int64_t n, size_t size, const char *what)
-{
-    void *p = omni_alloc(n, size, what);
-    if (!p)
-        *ok = false;
-    return p;
-}
-
 omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t max_tokens,
                             int64_t n_tasks, const omni_moe_comm *comm)
 {
@@ -221,52 +213,52 @@ omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t ma
     int64_t n_src = comm->size > E ? E : comm->size;
     m->max_recv = max64(1, n_src * per_src);
     const int64_t R = m->max_recv;
-    bool ok = true;
 
-    m->block_to_moe = grab(&ok, m->n_blocks, sizeof(int64_t), "moe layer map");
-    if (!ok)
+    m->block_to_moe = omni_alloc_in(&m->mem, m->n_blocks, sizeof(int64_t), "moe layer map");
+    if (m->mem.failed)
         goto out_nomem;
     for (int64_t b = 0; b < m->n_blocks; b++)
         m->block_to_moe[b] = omni_experiment_is_moe_block(x, b) ? m->n_moe++ : -1;
-    m->layers = grab(&ok, max64(1, m->n_moe), sizeof(moe_layer), "moe layers");
-    m->tensors = grab(&ok, max64(1, m->n_moe * 8), sizeof(omni_moe_tensor), "moe tensor table");
-    if (!ok)
+    m->layers = omni_alloc_in(&m->mem, max64(1, m->n_moe), sizeof(moe_layer), "moe layers");
+    m->tensors =
+        omni_alloc_in(&m->mem, max64(1, m->n_moe * 8), sizeof(omni_moe_tensor), "moe tensor table");
+    if (m->mem.failed)
         goto out_nomem;
     for (int64_t b = 0; b < m->n_blocks; b++)
         if (m->block_to_moe[b] >= 0)
             m->layers[m->block_to_moe[b]].block = b;
 
     build_table(m);
-    m->params = grab(&ok, max64(1, m->n_params), sizeof(float), "moe parameters");
-    m->grads = grab(&ok, max64(1, m->n_params), sizeof(float), "moe gradients");
-    m->adam_m = grab(&ok, max64(1, m->n_params), sizeof(float), "moe AdamW moments");
-    m->adam_v = grab(&ok, max64(1, m->n_params), sizeof(float), "moe AdamW moments");
-    m->state = grab(&ok, max64(1, m->n_moe * E), sizeof(float), "moe balancing bias");
-    if (!ok)
+    m->params = omni_alloc_in(&m->mem, max64(1, m->n_params), sizeof(float), "moe parameters");
+    m->grads = omni_alloc_in(&m->mem, max64(1, m->n_params), sizeof(float), "moe gradients");
+    m->adam_m = omni_alloc_in(&m->mem, max64(1, m->n_params), sizeof(float), "moe AdamW moments");
+    m->adam_v = omni_alloc_in(&m->mem, max64(1, m->n_params), sizeof(float), "moe AdamW moments");
+    m->state = omni_alloc_in(&m->mem, max64(1, m->n_moe * E), sizeof(float), "moe balancing bias");
+    if (m->mem.failed)
         goto out_nomem;
     bind_views(m);
 
     for (int64_t i = 0; i < m->n_moe; i++) {
         moe_layer *L = &m->layers[i];
-        L->x = grab(&ok, n * d, sizeof(float), "moe cache");
-        L->tok = grab(&ok, n, sizeof(int64_t), "moe cache");
+        L->x = omni_alloc_in(&m->mem, n * d, sizeof(float), "moe cache");
+        L->tok = omni_alloc_in(&m->mem, n, sizeof(int64_t), "moe cache");
         if (x->moe.jitter > 0.0)
-            L->xr = grab(&ok, n * d, sizeof(float), "moe cache");
-        L->logits = grab(&ok, n * E, sizeof(float), "moe cache");
-        L->probs = grab(&ok, n * E, sizeof(float), "moe cache");
-        L->lse = grab(&ok, n, sizeof(float), "moe cache");
-        L->expert = grab(&ok, n * k, sizeof(int32_t), "moe cache");
-        L->slot = grab(&ok, n * k, sizeof(int32_t), "moe cache");
-        L->prob = grab(&ok, n * k, sizeof(float), "moe cache");
-        L->gate = grab(&ok, n * k, sizeof(float), "moe cache");
-        L->kept = grab(&ok, E, sizeof(int64_t), "moe cache");
-        L->xe = grab(&ok, R * d, sizeof(float), "moe expert rows");
-        L->h1 = grab(&ok, R * ff, sizeof(float), "moe expert activations");
-        L->h3 = grab(&ok, R * ff, sizeof(float), "moe expert activations");
-        L->ret = grab(&ok, n * k * d, sizeof(float), "moe expert outputs");
+            L->xr = omni_alloc_in(&m->mem, n * d, sizeof(float), "moe cache");
+        L->logits = omni_alloc_in(&m->mem, n * E, sizeof(float), "moe cache");
+        L->probs = omni_alloc_in(&m->mem, n * E, sizeof(float), "moe cache");
+        L->lse = omni_alloc_in(&m->mem, n, sizeof(float), "moe cache");
+        L->expert = omni_alloc_in(&m->mem, n * k, sizeof(int32_t), "moe cache");
+        L->slot = omni_alloc_in(&m->mem, n * k, sizeof(int32_t), "moe cache");
+        L->prob = omni_alloc_in(&m->mem, n * k, sizeof(float), "moe cache");
+        L->gate = omni_alloc_in(&m->mem, n * k, sizeof(float), "moe cache");
+        L->kept = omni_alloc_in(&m->mem, E, sizeof(int64_t), "moe cache");
+        L->xe = omni_alloc_in(&m->mem, R * d, sizeof(float), "moe expert rows");
+        L->h1 = omni_alloc_in(&m->mem, R * ff, sizeof(float), "moe expert activations");
+        L->h3 = omni_alloc_in(&m->mem, R * ff, sizeof(float), "moe expert activations");
+        L->ret = omni_alloc_in(&m->mem, n * k * d, sizeof(float), "moe expert outputs");
         if (S > 0) {
-            L->sh1 = grab(&ok, S * n * ff, sizeof(float), "moe shared activations");
-            L->sh3 = grab(&ok, S * n * ff, sizeof(float), "moe shared activations");
+            L->sh1 = omni_alloc_in(&m->mem, S * n * ff, sizeof(float), "moe shared activations");
+            L->sh3 = omni_alloc_in(&m->mem, S * n * ff, sizeof(float), "moe shared activations");
         }
         st = omni_dispatch_plan_create(&L->plan, E, k, comm->size, comm->rank, n, R);
         if (st != OMNI_OK)
@@ -275,20 +267,20 @@ omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t ma
         if (st != OMNI_OK)
             goto out_fail;
     }
-    m->send = grab(&ok, n * k * d, sizeof(float), "moe dispatch buffer");
-    m->recv = grab(&ok, R * d, sizeof(float), "moe dispatch buffer");
-    m->ye = grab(&ok, R * d, sizeof(float), "moe dispatch buffer");
-    m->act = grab(&ok, max64(R, n) * ff, sizeof(float), "moe expert scratch");
-    m->dprobs = grab(&ok, n * E, sizeof(float), "moe router scratch");
-    m->dlogits = grab(&ok, n * E, sizeof(float), "moe router scratch");
-    m->dgate = grab(&ok, n * k, sizeof(float), "moe router scratch");
-    m->dxr = grab(&ok, n * d, sizeof(float), "moe router scratch");
-    m->yc = grab(&ok, n * d, sizeof(float), "moe scratch");
-    m->dxc = grab(&ok, n * d, sizeof(float), "moe scratch");
-    m->task_c = grab(&ok, n, sizeof(int32_t), "moe scratch");
-    m->assign_scratch =
-        grab(&ok, omni_router_assign_scratch(n, E, k), sizeof(int64_t), "moe router scratch");
-    if (!ok)
+    m->send = omni_alloc_in(&m->mem, n * k * d, sizeof(float), "moe dispatch buffer");
+    m->recv = omni_alloc_in(&m->mem, R * d, sizeof(float), "moe dispatch buffer");
+    m->ye = omni_alloc_in(&m->mem, R * d, sizeof(float), "moe dispatch buffer");
+    m->act = omni_alloc_in(&m->mem, max64(R, n) * ff, sizeof(float), "moe expert scratch");
+    m->dprobs = omni_alloc_in(&m->mem, n * E, sizeof(float), "moe router scratch");
+    m->dlogits = omni_alloc_in(&m->mem, n * E, sizeof(float), "moe router scratch");
+    m->dgate = omni_alloc_in(&m->mem, n * k, sizeof(float), "moe router scratch");
+    m->dxr = omni_alloc_in(&m->mem, n * d, sizeof(float), "moe router scratch");
+    m->yc = omni_alloc_in(&m->mem, n * d, sizeof(float), "moe scratch");
+    m->dxc = omni_alloc_in(&m->mem, n * d, sizeof(float), "moe scratch");
+    m->task_c = omni_alloc_in(&m->mem, n, sizeof(int32_t), "moe scratch");
+    m->assign_scratch = omni_alloc_in(&m->mem, omni_router_assign_scratch(n, E, k), sizeof(int64_t),
+                                      "moe router scratch");
+    if (m->mem.failed)
         goto out_nomem;
     *out = m;
     return OMNI_OK;
@@ -306,30 +298,12 @@ void omni_moe_free(omni_moe *m)
     if (m->layers)
         for (int64_t i = 0; i < m->n_moe; i++) {
             moe_layer *L = &m->layers[i];
-            float *fl[] = {L->x,  L->xr, L->logits, L->probs, L->lse, L->prob, L->gate,
-                           L->xe, L->h1, L->h3,     L->ret,   L->sh1, L->sh3};
-            for (size_t j = 0; j < sizeof fl / sizeof fl[0]; j++)
-                omni_free(fl[j]);
-            omni_free(L->expert);
-            omni_free(L->tok);
-            omni_free(L->slot);
-            omni_free(L->kept);
             if (L->plan.pos)
                 omni_dispatch_plan_free(&L->plan);
             if (L->sums.buf)
                 omni_router_sums_free(&L->sums);
         }
-    float *fl[] = {m->params, m->grads, m->adam_m, m->adam_v,  m->state, m->send, m->recv,
-                   m->ye,     m->act,   m->dprobs, m->dlogits, m->dgate, m->dxr};
-    for (size_t j = 0; j < sizeof fl / sizeof fl[0]; j++)
-        omni_free(fl[j]);
-    omni_free(m->assign_scratch);
-    omni_free(m->yc);
-    omni_free(m->dxc);
-    omni_free(m->task_c);
-    omni_free(m->tensors);
-    omni_free(m->layers);
-    omni_free(m->block_to_moe);
+    omni_alloc_list_free(&m->mem);
     omni_free(m);
 }
 

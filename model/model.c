@@ -118,21 +118,6 @@ static void bind_views(omni_model *m, float *flat, omni_param_view *v, omni_bloc
     }
 }
 
-static float *take(omni_model *m, int64_t n, const char *what)
-{
-    OMNI_ASSERT(m->n_bufs < OMNI_MODEL_MAX_BUFS);
-    float *p = omni_alloc(n > 0 ? n : 1, sizeof(float), what);
-    if (p)
-        m->bufs[m->n_bufs++] = p;
-    return p;
-}
-
-/* a * b * c with an overflow check against int32 sizes that cblas takes. */
-static bool fits(int64_t a, int64_t b)
-{
-    return a >= 0 && b >= 0 && (b == 0 || a <= INT32_MAX / b);
-}
-
 omni_status omni_model_create(omni_model **out, const omni_experiment *x,
                               const omni_data_dims *dims, int64_t max_seq)
 {
@@ -152,8 +137,9 @@ omni_status omni_model_create(omni_model **out, const omni_experiment *x,
                          "%d/%d, rows %d, cols %d)",
                          dims->vocab, dims->n_tasks, dims->image_patch_dim, dims->audio_patch_dim,
                          dims->max_rows, dims->max_cols);
-    if (max_seq <= 0 || !fits(max_seq, T) || !fits(max_seq * T, 3 * d) ||
-        !fits(max_seq * T, dims->vocab) || !fits(max_seq * T, x->model.d_ff))
+    if (max_seq <= 0 || !omni_matmul_fits(max_seq, T) || !omni_matmul_fits(max_seq * T, 3 * d) ||
+        !omni_matmul_fits(max_seq * T, dims->vocab) ||
+        !omni_matmul_fits(max_seq * T, x->model.d_ff))
         return omni_fail(OMNI_ERR_CONFIG, "model: %lld sequences of %lld positions is too large",
                          (long long)max_seq, (long long)T);
 
@@ -178,43 +164,48 @@ omni_status omni_model_create(omni_model **out, const omni_experiment *x,
 
     const int64_t L = m->L, N = max_seq * T, V = m->V, ff = m->ff;
     st = OMNI_ERR_NOMEM;
-    m->params = take(m, m->n_params, "model parameters");
-    m->grads = m->params ? take(m, m->n_params, "model gradients") : NULL;
-    m->adam_m = m->grads ? take(m, m->n_params, "AdamW m") : NULL;
-    m->adam_v = m->adam_m ? take(m, m->n_params, "AdamW v") : NULL;
-    m->pl = m->adam_v ? omni_alloc(2 * L, sizeof *m->pl, "model views") : NULL;
-    if (!m->pl)
+    m->params = omni_alloc_in(&m->mem, m->n_params, sizeof(float), "model parameters");
+    m->grads = omni_alloc_in(&m->mem, m->n_params, sizeof(float), "model gradients");
+    m->adam_m = omni_alloc_in(&m->mem, m->n_params, sizeof(float), "AdamW m");
+    m->adam_v = omni_alloc_in(&m->mem, m->n_params, sizeof(float), "AdamW v");
+    m->pl = omni_alloc_in(&m->mem, 2 * L, sizeof *m->pl, "model views");
+    if (m->mem.failed)
         goto out_free;
     m->gl = m->pl + L;
     bind_views(m, m->params, &m->pv, m->pl);
     bind_views(m, m->grads, &m->gv, m->gl);
 
-    if (!(m->res = take(m, (L + 1) * N * d, "activations")) ||
-        !(m->mid = take(m, L * N * d, "activations")) ||
-        !(m->ln1 = take(m, L * N * d, "activations")) ||
-        !(m->rstd1 = take(m, L * N, "activations")) ||
-        !(m->qkv = take(m, L * N * 3 * d, "activations")) ||
-        !(m->att = take(m, L * max_seq * H * T * T, "attention probabilities")) ||
-        !(m->atty = take(m, L * N * d, "activations")) ||
-        !(m->ln2 = take(m, L * N * d, "activations")) ||
-        !(m->rstd2 = take(m, L * N, "activations")) ||
-        !(m->h1 = take(m, L * N * ff, "FFN activations")) ||
-        !(m->h3 = take(m, L * N * ff, "FFN activations")) ||
-        !(m->lnf = take(m, N * d, "activations")) || !(m->rstdf = take(m, N, "activations")) ||
-        !(m->ffa = take(m, L * N * ff, "FFN activations")) ||
-        !(m->logits = take(m, N * V, "logits")) || !(m->probs = take(m, N * V, "probabilities")) ||
-        !(m->ffs = take(m, N * ff, "scratch")) || !(m->ffd = take(m, N * ff, "scratch")) ||
-        !(m->moe_out = take(m, N * d, "scratch")) || !(m->dlogits = take(m, N * V, "scratch")) ||
-        !(m->dres = take(m, N * d, "scratch")) || !(m->dln = take(m, N * d, "scratch")) ||
-        !(m->datty = take(m, N * d, "scratch")) || !(m->dqkv = take(m, N * 3 * d, "scratch")) ||
-        !(m->dscratch = take(m, T * T, "scratch")) ||
-        !(m->es.xg = take(m, N * m->patch_dim, "scratch")) ||
-        !(m->es.yg = take(m, N * d, "scratch")))
+    m->res = omni_alloc_in(&m->mem, (L + 1) * N * d, sizeof(float), "activations");
+    m->mid = omni_alloc_in(&m->mem, L * N * d, sizeof(float), "activations");
+    m->ln1 = omni_alloc_in(&m->mem, L * N * d, sizeof(float), "activations");
+    m->rstd1 = omni_alloc_in(&m->mem, L * N, sizeof(float), "activations");
+    m->qkv = omni_alloc_in(&m->mem, L * N * 3 * d, sizeof(float), "activations");
+    m->att =
+        omni_alloc_in(&m->mem, L * max_seq * H * T * T, sizeof(float), "attention probabilities");
+    m->atty = omni_alloc_in(&m->mem, L * N * d, sizeof(float), "activations");
+    m->ln2 = omni_alloc_in(&m->mem, L * N * d, sizeof(float), "activations");
+    m->rstd2 = omni_alloc_in(&m->mem, L * N, sizeof(float), "activations");
+    m->h1 = omni_alloc_in(&m->mem, L * N * ff, sizeof(float), "FFN activations");
+    m->h3 = omni_alloc_in(&m->mem, L * N * ff, sizeof(float), "FFN activations");
+    m->lnf = omni_alloc_in(&m->mem, N * d, sizeof(float), "activations");
+    m->rstdf = omni_alloc_in(&m->mem, N, sizeof(float), "activations");
+    m->ffa = omni_alloc_in(&m->mem, L * N * ff, sizeof(float), "FFN activations");
+    m->logits = omni_alloc_in(&m->mem, N * V, sizeof(float), "logits");
+    m->probs = omni_alloc_in(&m->mem, N * V, sizeof(float), "probabilities");
+    m->ffs = omni_alloc_in(&m->mem, N * ff, sizeof(float), "scratch");
+    m->ffd = omni_alloc_in(&m->mem, N * ff, sizeof(float), "scratch");
+    m->moe_out = omni_alloc_in(&m->mem, N * d, sizeof(float), "scratch");
+    m->dlogits = omni_alloc_in(&m->mem, N * V, sizeof(float), "scratch");
+    m->dres = omni_alloc_in(&m->mem, N * d, sizeof(float), "scratch");
+    m->dln = omni_alloc_in(&m->mem, N * d, sizeof(float), "scratch");
+    m->datty = omni_alloc_in(&m->mem, N * d, sizeof(float), "scratch");
+    m->dqkv = omni_alloc_in(&m->mem, N * 3 * d, sizeof(float), "scratch");
+    m->dscratch = omni_alloc_in(&m->mem, T * T, sizeof(float), "scratch");
+    m->es.xg = omni_alloc_in(&m->mem, N * m->patch_dim, sizeof(float), "scratch");
+    m->es.yg = omni_alloc_in(&m->mem, N * d, sizeof(float), "scratch");
+    m->es.idx = omni_alloc_in(&m->mem, N, sizeof(int64_t), "scratch");
+    if (m->mem.failed)
         goto out_free;
-    m->es.idx = omni_alloc(N, sizeof(int64_t), "scratch");
-    if (!m->es.idx)
-        goto out_free;
-    m->bufs[m->n_bufs++] = m->es.idx;
     *out = m;
     return OMNI_OK;
 out_free:
@@ -226,9 +217,7 @@ void omni_model_free(omni_model *m)
 {
     if (!m)
         return;
-    for (int i = 0; i < m->n_bufs; i++)
-        omni_free(m->bufs[i]);
-    omni_free(m->pl);
+    omni_alloc_list_free(&m->mem);
     omni_free(m);
 }
 

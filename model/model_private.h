@@ -6,8 +6,6 @@
 #include "layers.h"
 #include "model.h"
 
-#define OMNI_MODEL_MAX_BUFS 64
-
 typedef enum { INIT_NORMAL = 0, INIT_RESIDUAL, INIT_ONES, INIT_ZEROS, INIT_COUNT } init_kind;
 
 struct omni_model {
@@ -60,8 +58,7 @@ struct omni_model {
 
     int64_t last_n_seq, last_T; /* shape of the last forward; -1: none */
 
-    int n_bufs;
-    void *bufs[OMNI_MODEL_MAX_BUFS];
+    omni_alloc_list mem; /* every buffer above */
 };
 
 #endif /* OMNI_MODEL_PRIVATE_H */

@@ -10,7 +10,6 @@
 
 #include "fixture.h"
 #include "model.h"
-#include "ops.h"
 
 static omni_model *make(omni_experiment *x, omni_attention mode, int64_t max_seq)
 {
@@ -340,16 +339,6 @@ Test(model, learns_to_copy_the_first_half_of_a_window)
     cr_assert_lt(last, 0.05 * first, "loss %.4f -> %.4f", first, last);
     fixture_batch_free(&b);
     omni_model_free(m);
-}
-
-Test(model, blas_threads_follow_an_explicit_setting)
-{
-    omni_experiment x;
-    omni_experiment_defaults(&x);
-    x.parallel.threads = 1;
-    int n = 0;
-    cr_assert_eq(omni_blas_set_threads(&x, MPI_COMM_NULL, &n), OMNI_OK); /* no MPI needed */
-    cr_assert_eq(n, 1);
 }
 
 /* Records the gradient groups backward announces, and checks each is final then. */
