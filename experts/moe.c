@@ -41,6 +41,11 @@ typedef struct {
     double aux, z;
 } moe_layer;
 
+/* The layer fields that point at a tensor's values and gradients (NULL: none). */
+typedef struct {
+    float **view, **grad_view;
+} moe_slot;
+
 struct omni_moe {
     omni_experiment x;
     omni_moe_comm comm;
@@ -49,9 +54,10 @@ struct omni_moe {
     moe_layer *layers;     /* [n_moe] */
     float *params, *grads, *adam_m, *adam_v;
     int64_t n_params, n_dense;
-    float *state; /* [n_moe, E] biases */
-    omni_moe_tensor *tensors;
-    int64_t n_tensors;
+    float *state;              /* [n_moe, E] biases */
+    omni_tensor_table tensors; /* every parameter and bias, described where it is made */
+    moe_slot *slots;           /* [tensors.n] */
+    bool layout_failed;
     /* scratch shared by the layers */
     float *send;             /* [n k, d] */
     float *recv, *ye;        /* [R, d] */
@@ -96,92 +102,145 @@ static int64_t min64(int64_t a, int64_t b)
     return a < b ? a : b;
 }
 
-static omni_moe_tensor *add_tensor(omni_moe *m, const char *fmt, int64_t block, const char *what,
-                                   int ndim, int64_t d0, int64_t d1, int64_t d2)
+/*
+ * Add one tensor of MoE layer i: its descriptor (name "params/layers/<block>/moe/" + part,
+ * or "state/..." for state that does not train), the layer's view fields that point at its
+ * values and (trainable) its gradients, and its place in the flat buffers at *off. A
+ * failure is kept in m->layout_failed, checked once after the table.
+ */
+static void add(omni_moe *m, int64_t i, const char *part, const omni_tensor *proto, float **view,
+                float **grad_view, int64_t *off)
 {
-    omni_moe_tensor *t = &m->tensors[m->n_tensors++];
-    memset(t, 0, sizeof *t);
-    snprintf(t->name, sizeof t->name, fmt, (long long)block, what);
-    t->ndim = ndim;
-    t->dims[0] = d0, t->dims[1] = d1, t->dims[2] = d2;
-    t->shard_first = 0;
-    t->shard_count = d0;
-    t->trainable = true;
-    t->decay = ndim >= 2;
-    return t;
+    omni_tensor d = *proto;
+    d.group = m->layers[i].block;
+    d.row_hi = d.row_hi ? d.row_hi : d.dims[0];
+    d.numel = (d.row_hi - d.row_lo) * omni_tensor_row_elems(&d);
+    d.offset = d.trainable ? *off : -1;
+    const char *root = d.trainable ? "params" : "state";
+    omni_tensor *t = omni_tensor_table_add(&m->tensors, &d, "%s/layers/%02lld/moe/%s", root,
+                                           (long long)d.group, part);
+    if (!t) {
+        m->layout_failed = true;
+        return;
+    }
+    m->slots[m->tensors.n - 1] = (moe_slot){view, grad_view};
+    if (d.trainable)
+        *off += d.numel;
 }
 
-/* Lay out the tensors: replicated ones of every layer, then experts, then biases. */
-static void build_table(omni_moe *m)
+/* The tensor table: replicated tensors of every layer (router, shared experts), then this
+ * rank's routed experts, then the balancing biases (state). */
+static omni_status build_table(omni_moe *m)
 {
-    const int64_t d = m->d, E = m->E, ff = m->ff, S = m->S, El = m->e_count;
-    const char *pfmt = "params/layers/%02lld/moe/%s";
+    const int64_t d = m->d, E = m->E, ff = m->ff, S = m->S;
     int64_t off = 0;
-    m->n_tensors = 0;
+    m->slots = omni_alloc_in(&m->mem, max64(1, 8 * m->n_moe), sizeof *m->slots, "moe tensors");
+    if (!m->slots)
+        return OMNI_ERR_NOMEM;
     for (int64_t i = 0; i < m->n_moe; i++) {
-        int64_t b = m->layers[i].block;
-        omni_moe_tensor *t = add_tensor(m, pfmt, b, "router/w", 2, d, E, 1);
-        t->numel = d * E, t->offset = off, off += t->numel;
-        if (S > 0) {
-            const char *nm[3] = {"shared/w1", "shared/w3", "shared/w2"};
-            for (int q = 0; q < 3; q++) {
-                t = q < 2 ? add_tensor(m, pfmt, b, nm[q], 3, S, d, ff)
-                          : add_tensor(m, pfmt, b, nm[q], 3, S, ff, d);
-                t->numel = S * d * ff, t->offset = off, off += t->numel;
-            }
-        }
+        moe_layer *L = &m->layers[i];
+        add(m, i, "router/w",
+            &(omni_tensor){.rank = 2,
+                           .dims = {d, E},
+                           .trainable = true,
+                           .decay = true,
+                           .meaning = "[d_model, num_experts]: router"},
+            &L->wr, &L->dwr, &off);
+        if (S == 0)
+            continue;
+        add(m, i, "shared/w1",
+            &(omni_tensor){.rank = 3,
+                           .dims = {S, d, ff},
+                           .trainable = true,
+                           .decay = true,
+                           .per_expert = true,
+                           .meaning = "[shared, d_model, expert_ff]: SwiGLU gate of each "
+                                      "shared expert"},
+            &L->sw1, &L->dsw1, &off);
+        add(m, i, "shared/w3",
+            &(omni_tensor){.rank = 3,
+                           .dims = {S, d, ff},
+                           .trainable = true,
+                           .decay = true,
+                           .per_expert = true,
+                           .meaning = "[shared, d_model, expert_ff]: SwiGLU up of each "
+                                      "shared expert"},
+            &L->sw3, &L->dsw3, &off);
+        add(m, i, "shared/w2",
+            &(omni_tensor){.rank = 3,
+                           .dims = {S, ff, d},
+                           .trainable = true,
+                           .decay = true,
+                           .per_expert = true,
+                           .init = OMNI_INIT_RESIDUAL,
+                           .meaning = "[shared, expert_ff, d_model]: SwiGLU down of each "
+                                      "shared expert"},
+            &L->sw2, &L->dsw2, &off);
     }
     m->n_dense = off;
+    const int64_t lo = m->e_first, hi = m->e_first + m->e_count;
     for (int64_t i = 0; i < m->n_moe; i++) {
-        int64_t b = m->layers[i].block;
-        const char *nm[3] = {"experts/w1", "experts/w3", "experts/w2"};
-        for (int q = 0; q < 3; q++) {
-            omni_moe_tensor *t = q < 2 ? add_tensor(m, pfmt, b, nm[q], 3, E, d, ff)
-                                       : add_tensor(m, pfmt, b, nm[q], 3, E, ff, d);
-            t->sharded = true;
-            t->shard_first = m->e_first;
-            t->shard_count = El;
-            t->numel = El * d * ff, t->offset = off, off += t->numel;
-        }
+        moe_layer *L = &m->layers[i];
+        add(m, i, "experts/w1",
+            &(omni_tensor){.rank = 3,
+                           .dims = {E, d, ff},
+                           .row_lo = lo,
+                           .row_hi = hi,
+                           .trainable = true,
+                           .decay = true,
+                           .per_expert = true,
+                           .sharded = true,
+                           .meaning = "[expert, d_model, expert_ff]: SwiGLU gate of each expert"},
+            &L->w1, &L->dw1, &off);
+        add(m, i, "experts/w3",
+            &(omni_tensor){.rank = 3,
+                           .dims = {E, d, ff},
+                           .row_lo = lo,
+                           .row_hi = hi,
+                           .trainable = true,
+                           .decay = true,
+                           .per_expert = true,
+                           .sharded = true,
+                           .meaning = "[expert, d_model, expert_ff]: SwiGLU up of each expert"},
+            &L->w3, &L->dw3, &off);
+        add(m, i, "experts/w2",
+            &(omni_tensor){.rank = 3,
+                           .dims = {E, ff, d},
+                           .row_lo = lo,
+                           .row_hi = hi,
+                           .trainable = true,
+                           .decay = true,
+                           .per_expert = true,
+                           .sharded = true,
+                           .init = OMNI_INIT_RESIDUAL,
+                           .meaning = "[expert, expert_ff, d_model]: SwiGLU down of each expert"},
+            &L->w2, &L->dw2, &off);
     }
     m->n_params = off;
-    for (int64_t i = 0; i < m->n_moe; i++) {
-        omni_moe_tensor *t = add_tensor(m, pfmt, m->layers[i].block, "router/bias", 1, E, 1, 1);
-        t->trainable = false;
-        t->decay = false;
-        t->numel = E;
-        t->offset = -1;
-    }
+    for (int64_t i = 0; i < m->n_moe; i++)
+        add(m, i, "router/bias",
+            &(omni_tensor){.rank = 1,
+                           .dims = {E},
+                           .init = OMNI_INIT_ZEROS,
+                           .meaning = "[num_experts]: auxiliary-loss-free balancing bias"},
+            &m->layers[i].bias, NULL, &off);
+    return m->layout_failed ? OMNI_ERR_NOMEM : OMNI_OK;
 }
 
-/* Point the layer views at the buffers, in the order of build_table. */
+/* Point every tensor's data and the layers' views at the buffers: trainable tensors at
+ * their offset in params (and grads), the biases one after another in state. */
 static void bind_views(omni_moe *m)
 {
-    int64_t ti = 0;
-    for (int64_t i = 0; i < m->n_moe; i++) {
-        moe_layer *L = &m->layers[i];
-        float **pv[4] = {&L->wr, &L->sw1, &L->sw3, &L->sw2};
-        float **gv[4] = {&L->dwr, &L->dsw1, &L->dsw3, &L->dsw2};
-        int nq = m->S > 0 ? 4 : 1;
-        for (int q = 0; q < nq; q++, ti++) {
-            omni_moe_tensor *t = &m->tensors[ti];
-            t->data = *pv[q] = m->params + t->offset;
-            *gv[q] = m->grads + t->offset;
-        }
+    int64_t state = 0;
+    for (int64_t i = 0; i < m->tensors.n; i++) {
+        omni_tensor *t = &m->tensors.t[i];
+        float *p = t->trainable ? m->params + t->offset : m->state + state;
+        if (!t->trainable)
+            state += t->numel;
+        t->data = *m->slots[i].view = p;
+        if (m->slots[i].grad_view)
+            *m->slots[i].grad_view = m->grads + t->offset;
     }
-    for (int64_t i = 0; i < m->n_moe; i++) {
-        moe_layer *L = &m->layers[i];
-        float **pv[3] = {&L->w1, &L->w3, &L->w2};
-        float **gv[3] = {&L->dw1, &L->dw3, &L->dw2};
-        for (int q = 0; q < 3; q++, ti++) {
-            omni_moe_tensor *t = &m->tensors[ti];
-            t->data = *pv[q] = m->params + t->offset;
-            *gv[q] = m->grads + t->offset;
-        }
-    }
-    for (int64_t i = 0; i < m->n_moe; i++, ti++)
-        m->tensors[ti].data = m->layers[i].bias = m->state + i * m->E;
-    OMNI_ASSERT(ti == m->n_tensors);
 }
 
 omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t max_tokens,
@@ -220,15 +279,14 @@ omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t ma
     for (int64_t b = 0; b < m->n_blocks; b++)
         m->block_to_moe[b] = omni_experiment_is_moe_block(x, b) ? m->n_moe++ : -1;
     m->layers = omni_alloc_in(&m->mem, max64(1, m->n_moe), sizeof(moe_layer), "moe layers");
-    m->tensors =
-        omni_alloc_in(&m->mem, max64(1, m->n_moe * 8), sizeof(omni_moe_tensor), "moe tensor table");
     if (m->mem.failed)
         goto out_nomem;
     for (int64_t b = 0; b < m->n_blocks; b++)
         if (m->block_to_moe[b] >= 0)
             m->layers[m->block_to_moe[b]].block = b;
 
-    build_table(m);
+    if ((st = build_table(m)))
+        goto out_fail;
     m->params = omni_alloc_in(&m->mem, max64(1, m->n_params), sizeof(float), "moe parameters");
     m->grads = omni_alloc_in(&m->mem, max64(1, m->n_params), sizeof(float), "moe gradients");
     m->adam_m = omni_alloc_in(&m->mem, max64(1, m->n_params), sizeof(float), "moe AdamW moments");
@@ -304,36 +362,14 @@ void omni_moe_free(omni_moe *m)
                 omni_router_sums_free(&L->sums);
         }
     omni_alloc_list_free(&m->mem);
+    omni_tensor_table_free(&m->tensors);
     omni_free(m);
 }
 
 void omni_moe_init_params(omni_moe *m)
 {
-    const float std = 0.02f;
-    const float out_scale = 1.0f / sqrtf(2.0f * (float)m->n_blocks);
-    for (int64_t i = 0; i < m->n_tensors; i++) {
-        omni_moe_tensor *t = &m->tensors[i];
-        if (!t->trainable) {
-            memset(t->data, 0, (size_t)t->numel * sizeof(float));
-            continue;
-        }
-        bool is_w2 = strstr(t->name, "/w2") != NULL;
-        float s = is_w2 ? std * out_scale : std;
-        if (t->ndim == 2) { /* the router: one stream */
-            omni_rng r;
-            omni_rng_init(&r, (uint64_t)m->x.experiment.seed, t->name, 0);
-            omni_rng_fill_normal(&r, 0, t->numel, 0.0f, s, t->data);
-            continue;
-        }
-        /* one stream per expert, indexed by its global number */
-        int64_t per = t->dims[1] * t->dims[2];
-        for (int64_t j = 0; j < t->shard_count; j++) {
-            omni_rng r;
-            omni_rng_init(&r, (uint64_t)m->x.experiment.seed, t->name,
-                          (uint64_t)(t->shard_first + j));
-            omni_rng_fill_normal(&r, 0, per, 0.0f, s, t->data + j * per);
-        }
-    }
+    for (int64_t i = 0; i < m->tensors.n; i++)
+        omni_tensor_init(&m->tensors.t[i], (uint64_t)m->x.experiment.seed, m->n_blocks);
 }
 
 int64_t omni_moe_n_layers(const omni_moe *m)
@@ -615,12 +651,17 @@ void omni_moe_update_bias(omni_moe *m)
 
 int64_t omni_moe_n_tensors(const omni_moe *m)
 {
-    return m->n_tensors;
+    return m->tensors.n;
 }
 
-const omni_moe_tensor *omni_moe_tensor_at(const omni_moe *m, int64_t i)
+const omni_tensor *omni_moe_tensor_at(const omni_moe *m, int64_t i)
 {
-    return &m->tensors[i];
+    return i >= 0 && i < m->tensors.n ? &m->tensors.t[i] : NULL;
+}
+
+void omni_moe_group_range(const omni_moe *m, int64_t block, int64_t *first, int64_t *count)
+{
+    omni_tensor_table_group_range(&m->tensors, block, first, count);
 }
 
 void omni_moe_buffers(omni_moe *m, float **params, float **grads, float **adam_m, float **adam_v,
@@ -652,8 +693,8 @@ void omni_moe_grad_sumsq(const omni_moe *m, double *dense, double *experts)
 
 void omni_moe_step(omni_moe *m, const omni_adamw *a)
 {
-    for (int64_t i = 0; i < m->n_tensors; i++) {
-        const omni_moe_tensor *t = &m->tensors[i];
+    for (int64_t i = 0; i < m->tensors.n; i++) {
+        const omni_tensor *t = &m->tensors.t[i];
         if (!t->trainable)
             continue;
         int64_t o = t->offset;

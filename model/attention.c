@@ -1,6 +1,6 @@
 /*
  * Multi-head attention core: scores by omni_matmul per (window, head), the mask of
- * DESIGN.md §2 (causal, never across packed samples, both ways inside a prefix under
+ * docs/design.md §2 (causal, never across packed samples, both ways inside a prefix under
  * attention: prefix, padding sees only itself), a row softmax over the allowed keys,
  * and the weighted sum of values by omni_matmul.
  */

@@ -25,7 +25,7 @@ typedef struct {
 } omni_embed_scratch;
 
 /* out [n, d] = token or patch embedding (+ row/col at patches) + E_pos[pos], see
- * DESIGN.md §2. Padding embeds as the token OMNI_TOK_PAD. Ids must be checked before. */
+ * docs/design.md §2. Padding embeds as the token OMNI_TOK_PAD. Ids must be checked before. */
 void omni_embed_forward(float *out, const omni_batch *b, const omni_param_view *p, int64_t n,
                         int64_t d, int64_t img_dim, int64_t aud_dim, omni_embed_scratch *s);
 void omni_embed_backward(const omni_param_view *dp, const float *dout, const omni_batch *b,
