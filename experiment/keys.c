@@ -97,6 +97,8 @@ const field omni_exp_fields[] = {
      "steps between evaluations; 0: only at the end"},
     {"eval", "batches", FT_INT, OFF(eval.batches), "8", 1, 1e6,
      "validation batches per evaluation"},
+    {"eval", "generate", FT_INT, OFF(eval.generate), "0", 0, 1e6,
+     "validation samples per *_to_text task captioned (greedy) for exact match; 0: none"},
 };
 _Static_assert(sizeof omni_exp_fields / sizeof omni_exp_fields[0] == N_FIELDS,
                "N_FIELDS in keys.h counts the rows of the key table");
