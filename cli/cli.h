@@ -16,6 +16,7 @@ omni_status omni_cmd_data(MPI_Comm comm, int argc, char **argv);
 omni_status omni_cmd_ckpt(MPI_Comm comm, int argc, char **argv);
 omni_status omni_cmd_generate(MPI_Comm comm, int argc, char **argv);
 omni_status omni_cmd_eval(MPI_Comm comm, int argc, char **argv);
+omni_status omni_cmd_act(MPI_Comm comm, int argc, char **argv);
 
 /* Usage texts, printed by --help and after a usage error. */
 extern const char omni_usage_main[];
