@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "env.h"
+#include "inference.h"
 #include "inference.h"
 
 static const char usage[] =

@@ -189,21 +189,24 @@ omni_status omni_metrics_log_train(omni_metrics_log *log, const omni_experiment 
 }
 
 omni_status omni_metrics_log_eval(omni_metrics_log *log, const omni_experiment *x, int64_t step,
-                                  const omni_metrics *sum, const double *exact)
+                                  const omni_metrics *sum, const double *exact, const double *ret)
 {
     char line[4096];
     int len = snprintf(line, sizeof line, "eval step %lld |", (long long)step);
-    for (int t = 0; t < sum->n_tasks && len < (int)sizeof line - 96; t++) {
+    for (int t = 0; t < sum->n_tasks && len < (int)sizeof line - 128; t++) {
         double c = sum->task_count[t];
-        if (c > 0 && exact && exact[t] >= 0.0)
-            len += snprintf(line + len, sizeof line - (size_t)len,
-                            " %s loss %.3f acc %.3f exact %.3f |", task_name(log, t),
-                            sum->task_loss[t] / c, sum->task_correct[t] / c, exact[t]);
-        else if (c > 0)
-            len += snprintf(line + len, sizeof line - (size_t)len, " %s loss %.3f acc %.3f |",
-                            task_name(log, t), sum->task_loss[t] / c, sum->task_correct[t] / c);
+        size_t room = sizeof line - (size_t)len;
+        if (c > 0)
+            len += snprintf(line + len, room, " %s loss %.3f acc %.3f", task_name(log, t),
+                            sum->task_loss[t] / c, sum->task_correct[t] / c);
         else
-            len += snprintf(line + len, sizeof line - (size_t)len, " %s - |", task_name(log, t));
+            len += snprintf(line + len, room, " %s -", task_name(log, t));
+        room = sizeof line - (size_t)len;
+        if (c > 0 && exact && exact[t] >= 0.0)
+            len += snprintf(line + len, room, " exact %.3f", exact[t]);
+        else if (ret && !isnan(ret[t]))
+            len += snprintf(line + len, room, " return %.1f", ret[t]);
+        len += snprintf(line + len, sizeof line - (size_t)len, " |");
     }
     omni_log(OMNI_LOG_INFO, "%s", line);
     FILE *f = log->jsonl;
@@ -226,6 +229,16 @@ omni_status omni_metrics_log_eval(omni_metrics_log *log, const omni_experiment *
             continue;
         fprintf(f, "%s\"%s\": ", any ? ", " : ", \"task_exact_match\": {", task_name(log, t));
         json_num(f, exact[t]);
+        any = true;
+    }
+    if (any)
+        fputs("}", f);
+    any = false;
+    for (int t = 0; ret && t < sum->n_tasks; t++) {
+        if (isnan(ret[t]))
+            continue;
+        fprintf(f, "%s\"%s\": ", any ? ", " : ", \"task_return\": {", task_name(log, t));
+        json_num(f, ret[t]);
         any = true;
     }
     fputs(any ? "}}\n" : "}\n", f);

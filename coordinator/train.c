@@ -35,7 +35,8 @@ typedef struct {
     int64_t load_rows, load_steps[LOAD_ROWS];
     float *load;       /* [LOAD_ROWS, moe layers, E] */
     int64_t *plan;     /* [3 * size] rank 0's scratch for the batch plan */
-    omni_infer *infer; /* decoding for exact match at evaluations; made at the first */
+    omni_infer *infer; /* decoding for exact match and rollouts at evaluations; made at the first */
+    int env_task;      /* the task index eval.env plays; -1: no rollouts */
 } trainer;
 
 static omni_status save(trainer *t)
@@ -166,6 +167,119 @@ static void keep_loads(trainer *t)
     t->load_steps[t->load_rows++] = t->step;
 }
 
+/* Collective: the decoding session of evaluations, made at the first, given a copy of the
+ * current parameters. */
+static omni_status session(trainer *t)
+{
+    if (!t->infer) {
+        const omni_sampler *sp = omni_worker_sampler(t->w);
+        omni_data_dims dims = omni_sampler_dims(sp);
+        int64_t batch = t->x->eval.generate < 32 ? t->x->eval.generate : 32;
+        omni_status st = omni_infer_create_like(
+            t->comm, t->x, &dims, omni_worker_tokenization(t->w), batch > 0 ? batch : 1, &t->infer);
+        if ((st = omni_mpi_agree(t->comm, st)))
+            return st;
+    }
+    omni_infer_set_params(t->infer, omni_worker_model(t->w), omni_worker_moe(t->w));
+    return OMNI_OK;
+}
+
+/* The rollouts of eval.env: the same eval.episodes starts (drawn from experiment.seed) at
+ * every evaluation, so returns over steps compare like with like. */
+static omni_act_options rollout_options(const omni_experiment *x)
+{
+    return (omni_act_options){.env = x->eval.env,
+                              .episodes = x->eval.episodes,
+                              .max_steps = x->eval.max_steps,
+                              .seed = (uint64_t)x->experiment.seed * 1000003u + 17u,
+                              .timeout = OMNI_ENV_TIMEOUT,
+                              .progress = NULL};
+}
+
+/*
+ * Collective: find the control task eval.env plays (env_task, or the dataset's only control
+ * task) and start the environment once, from rank 0, for one reset: a task that does not
+ * exist or is not control, or a command that does not start or does not fit the task, is
+ * refused before step 1 (OMNI_ERR_CONFIG naming eval.env), not at the first evaluation.
+ */
+static omni_status env_setup(trainer *t)
+{
+    const omni_experiment *x = t->x;
+    t->env_task = -1;
+    if (!x->eval.env[0])
+        return OMNI_OK;
+    const omni_tokenization *tk = omni_worker_tokenization(t->w);
+    int n_control = 0, found = -1;
+    char names[512] = "";
+    size_t used = 0;
+    for (int i = 0; i < tk->n_tasks; i++) {
+        if (tk->tasks[i].kind != OMNI_KIND_CONTROL)
+            continue;
+        if (used < sizeof names)
+            used += (size_t)snprintf(names + used, sizeof names - used, "%s%s",
+                                     n_control ? ", " : "", tk->tasks[i].name);
+        n_control++;
+        if (x->eval.env_task[0] ? !strcmp(tk->tasks[i].name, x->eval.env_task) : found < 0)
+            found = i;
+    }
+    if (n_control == 0)
+        return omni_fail(OMNI_ERR_CONFIG,
+                         "eval.env = %s, but the data has no control task to play in it",
+                         x->eval.env);
+    if (x->eval.env_task[0] && found < 0)
+        return omni_fail(
+            OMNI_ERR_CONFIG,
+            "eval.env_task = %s is not a control task of the data (its control tasks: %s)",
+            x->eval.env_task, names);
+    if (!x->eval.env_task[0] && n_control > 1)
+        return omni_fail(OMNI_ERR_CONFIG,
+                         "eval.env = %s, and the data has %d control tasks (%s): name the one to "
+                         "play with eval.env_task",
+                         x->eval.env, n_control, names);
+    const omni_tokenization_task *task = &tk->tasks[found];
+    omni_status st = OMNI_OK;
+    if (t->rank == 0) {
+        omni_env *env = NULL;
+        float *obs = omni_alloc(task->obs_dim, sizeof *obs, "eval.env observation");
+        st = obs ? omni_env_open(&env, x->eval.env, task->obs_dim, task->act_dim,
+                                 task->discrete != 0, OMNI_ENV_TIMEOUT)
+                 : OMNI_ERR_NOMEM;
+        if (!st)
+            st = omni_env_reset(env, 0, obs);
+        omni_env_close(env);
+        omni_free(obs);
+        if (st && st != OMNI_ERR_NOMEM) {
+            char why[768];
+            snprintf(why, sizeof why, "%s", omni_error_message());
+            st = omni_fail(OMNI_ERR_CONFIG, "eval.env = %s does not work for task %s: %s",
+                           x->eval.env, task->name, why);
+        }
+    }
+    if (!st)
+        t->env_task = found;
+    return st;
+}
+
+/* Collective: the mean return of eval.episodes rollouts of the eval.env task (ret[t] NaN
+ * for the other tasks). */
+static omni_status rollouts(trainer *t, double *ret, int n_tasks)
+{
+    for (int k = 0; k < n_tasks; k++)
+        ret[k] = (double)NAN;
+    if (t->env_task < 0)
+        return OMNI_OK;
+    omni_status st = session(t);
+    if (st)
+        return st;
+    omni_act_options opt = rollout_options(t->x);
+    omni_act_result res;
+    const char *name = omni_worker_tokenization(t->w)->tasks[t->env_task].name;
+    if (!(st = omni_infer_act(t->comm, t->infer, name, &opt, &res)))
+        ret[t->env_task] = res.mean_return;
+    omni_act_result_free(&res);
+    return st;
+}
+
 /* Collective: the exact match of greedy captions of the first eval.generate validation
  * samples of each *_to_text task (exact[t] = -1 for the others), decoded by a session that
  * holds a copy of the current parameters. */
@@ -181,31 +295,25 @@ static omni_status exact_match(trainer *t, double *exact, bool *any)
     }
     if (t->x->eval.generate <= 0 || !*any)
         return OMNI_OK;
-    omni_status st = OMNI_OK;
-    if (!t->infer) {
-        omni_data_dims dims = omni_sampler_dims(sp);
-        int64_t batch = t->x->eval.generate < 32 ? t->x->eval.generate : 32;
-        st = omni_infer_create_like(t->comm, t->x, &dims, omni_worker_tokenization(t->w), batch,
-                                    &t->infer);
-        if ((st = omni_mpi_agree(t->comm, st)))
-            return st;
-    }
-    omni_infer_set_params(t->infer, omni_worker_model(t->w), omni_worker_moe(t->w));
-    return omni_infer_exact_match(t->infer, sp, t->x->eval.generate, exact);
+    omni_status st = session(t);
+    return st ? st : omni_infer_exact_match(t->infer, sp, t->x->eval.generate, exact);
 }
 
 static omni_status evaluate(trainer *t)
 {
     omni_metrics_zero(&t->eval_m);
-    double exact[OMNI_MAX_TASKS];
+    double exact[OMNI_MAX_TASKS], ret[OMNI_MAX_TASKS];
     bool any = false;
     omni_status st = omni_worker_eval(t->w, &t->eval_m);
     if (!st)
         st = omni_metrics_reduce(t->comm, &t->eval_m);
     if (!st)
         st = exact_match(t, exact, &any);
+    if (!st)
+        st = rollouts(t, ret, t->eval_m.n_tasks);
     if (!st && t->rank == 0)
-        st = omni_metrics_log_eval(&t->log, t->x, t->step, &t->eval_m, any ? exact : NULL);
+        st = omni_metrics_log_eval(&t->log, t->x, t->step, &t->eval_m, any ? exact : NULL,
+                                   t->env_task >= 0 ? ret : NULL);
     t->last_eval = t->step;
     return omni_mpi_agree(t->comm, st);
 }
@@ -301,6 +409,8 @@ omni_status omni_train(MPI_Comm comm, const omni_experiment *x, const char *resu
     if (!st)
         t.n_state = omni_worker_state(t.w, &t.state);
     if ((st = omni_mpi_agree(comm, st)))
+        goto out;
+    if ((st = omni_mpi_agree(comm, env_setup(&t))))
         goto out;
     if (resume_arg && (st = resume(&t, resume_arg)))
         goto out;

@@ -286,7 +286,8 @@ static omni_status set_field(omni_experiment *x, const field *f, const origin *b
         size_t cap = f->type == FT_STRING ? OMNI_NAME_MAX : OMNI_PATH_MAX;
         if (strlen(s) >= cap)
             return fail_at(&o, "%s.%s is longer than %zu bytes", f->section, f->key, cap - 1);
-        if (f->type == FT_STRING && !omni_valid_name(s))
+        /* A string key whose least length is 0 may be empty (its "unset"). */
+        if (f->type == FT_STRING && (*s || f->min > 0) && !omni_valid_name(s))
             return fail_at(&o, "%s.%s is \"%s\", expected a %s", f->section, f->key, s, f->doc);
         snprintf(dst, cap, "%s", s);
         return OMNI_OK;
@@ -629,6 +630,11 @@ static omni_status check_consistency(const loader *ld, const char *source)
         return fail_at(blame(ld, source, &fb, "optim", "warmup", "optim", "steps"),
                        "optim.warmup = %lld exceeds optim.steps = %lld, expected warmup <= steps",
                        (long long)x->optim.warmup, (long long)x->optim.steps);
+    if (x->eval.env_task[0] && !x->eval.env[0])
+        return fail_at(blame(ld, source, &fb, "eval", "env_task", "eval", "env"),
+                       "eval.env_task = %s names a task to play, but eval.env is empty; expected "
+                       "eval.env: cartpole or a command",
+                       x->eval.env_task);
     return OMNI_OK;
 }
 

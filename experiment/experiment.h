@@ -75,8 +75,11 @@ typedef struct omni_experiment {
         int64_t every;
     } log;
     struct {
-        int64_t every, batches; /* every 0: only at the end */
-        int64_t generate;       /* greedy captions per *_to_text task for exact match; 0: none */
+        int64_t every, batches;  /* every 0: only at the end */
+        int64_t generate;        /* greedy captions per *_to_text task for exact match; 0: none */
+        char env[OMNI_PATH_MAX]; /* rollouts' environment: "cartpole" or a command; "": none */
+        char env_task[OMNI_NAME_MAX]; /* the control task played; "": the only control task */
+        int64_t episodes, max_steps;  /* rollouts per evaluation, and steps per episode at most */
     } eval;
 } omni_experiment;
 

@@ -99,6 +99,15 @@ const field omni_exp_fields[] = {
      "validation batches per evaluation"},
     {"eval", "generate", FT_INT, OFF(eval.generate), "0", 0, 1e6,
      "validation samples per *_to_text task captioned (greedy) for exact match; 0: none"},
+    {"eval", "env", FT_PATH, OFF(eval.env), "\"\"", 0, 0,
+     "environment of the control task's rollouts at each evaluation: cartpole (built in) or a "
+     "command spoken to in JSON lines (docs/act.md); \"\": no rollouts"},
+    {"eval", "env_task", FT_STRING, OFF(eval.env_task), "\"\"", 0, OMNI_NAME_MAX - 1,
+     "control task played in eval.env; \"\": the dataset's only control task"},
+    {"eval", "episodes", FT_INT, OFF(eval.episodes), "10", 1, 1e5,
+     "episodes per evaluation in eval.env (starts drawn from experiment.seed: the same each time)"},
+    {"eval", "max_steps", FT_INT, OFF(eval.max_steps), "500", 1, 1e9,
+     "steps at most per eval.env episode"},
 };
 _Static_assert(sizeof omni_exp_fields / sizeof omni_exp_fields[0] == N_FIELDS,
                "N_FIELDS in keys.h counts the rows of the key table");

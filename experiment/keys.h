@@ -33,7 +33,7 @@ typedef struct {
 } field;
 
 /* Rows of the key table and sections (checked against the tables in keys.c). */
-#define N_FIELDS   40
+#define N_FIELDS   44
 #define N_SECTIONS 9
 
 extern const field omni_exp_fields[N_FIELDS];

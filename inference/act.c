@@ -5,7 +5,7 @@
  * same prompt and calls the (collective) policy; rank 0's action tokens come with the
  * next step's broadcast, so every rank's history stays the same. One broadcast a step.
  */
-#include "env.h"
+#include "inference.h"
 
 #include <errno.h>
 #include <inttypes.h>

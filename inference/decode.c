@@ -7,7 +7,7 @@
  */
 #include "internal.h"
 
-#include "env.h"
+#include "inference.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -65,7 +65,10 @@ Test(coordinator, log_writes_one_json_object_per_line_with_per_task_values)
     omni_metrics_log log;
     cr_assert_eq(omni_metrics_log_open(&log, &x, &tok, 0), OMNI_OK, "%s", omni_error_message());
     cr_assert_eq(omni_metrics_log_train(&log, &x, 10, 1e-3, &m, 1), OMNI_OK);
-    cr_assert_eq(omni_metrics_log_eval(&log, &x, 10, &m, NULL), OMNI_OK);
+    cr_assert_eq(omni_metrics_log_eval(&log, &x, 10, &m, NULL, NULL), OMNI_OK);
+    /* Exact match where exact[t] >= 0, the mean return of eval.env where ret[t] is a number. */
+    double exact[2] = {0.25, -1.0}, ret[2] = {(double)NAN, 42.5};
+    cr_assert_eq(omni_metrics_log_eval(&log, &x, 20, &m, exact, ret), OMNI_OK);
     omni_metrics_log_close(&log);
     char path[512];
     snprintf(path, sizeof path, "%s/run/metrics.jsonl", dir);
@@ -84,7 +87,13 @@ Test(coordinator, log_writes_one_json_object_per_line_with_per_task_values)
     int lines = 0;
     for (char *p = buf; *p; p++)
         lines += *p == '\n';
-    cr_assert_eq(lines, 2);
+    cr_assert(strstr(buf,
+                     "{\"eval\": true, \"step\": 20, \"task_loss\": {\"a\": 1.5, \"b\": "
+                     "null}, \"task_accuracy\": {\"a\": 0.5, \"b\": null}, "
+                     "\"task_exact_match\": {\"a\": 0.25}, \"task_return\": {\"b\": 42.5}}\n") !=
+                  NULL,
+              "%s", buf);
+    cr_assert_eq(lines, 3);
     free(buf);
     omni_metrics_free(&m);
     unlink(path);

@@ -21,7 +21,7 @@
 #include <jansson.h>
 
 #include "datasets.h"
-#include "env.h"
+#include "inference.h"
 
 static int failures;
 

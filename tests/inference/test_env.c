@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "datasets.h"
-#include "env.h"
+#include "inference.h"
 
 static char command[1024];
 

@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../inference/env.h"
+#include "inference.h"
 #include "../../inference/internal.h"
 
 enum { N = 5, T = 40, MAXNEW = 12 };
