@@ -1,4 +1,4 @@
-/* omnimoe act: a checkpoint's policy in an environment, Gato's way (DESIGN.md §8). */
+/* omnimoe act: a checkpoint's policy in an environment, Gato's way (docs/design.md §8). */
 #include "cli.h"
 
 #include <errno.h>

@@ -1,6 +1,6 @@
 /*
  * omnimoe generate and omnimoe eval: using a trained model from its checkpoint alone
- * (DESIGN.md §8). Raw inputs go through the same code as `data build` (datasets/); the
+ * (docs/design.md §8). Raw inputs go through the same code as `data build` (datasets/); the
  * decoding and the evaluation are inference/'s. Every rank opens the session (experts
  * sharded); rank 0 holds the prompt and prints.
  */

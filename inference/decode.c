@@ -37,7 +37,7 @@ void omni_infer_legal_tokens(const omni_infer *s, int task, uint8_t *legal)
     }
 }
 
-/* Positions of a prompt's prefix (DESIGN.md §2: before its first loss-bearing element),
+/* Positions of a prompt's prefix (docs/design.md §2: before its first loss-bearing element),
  * from its loss flags when given, else from its task kind. */
 static int64_t prefix_len(const infer_task *t, const omni_prompt *p, const uint8_t *loss)
 {

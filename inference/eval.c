@@ -1,5 +1,5 @@
 /*
- * Evaluation of a model on a dataset file (DESIGN.md §8, `omnimoe eval`): per task,
+ * Evaluation of a model on a dataset file (docs/design.md §8, `omnimoe eval`): per task,
  * teacher-forced loss and accuracy over every sample (in windows of the context), bits
  * per byte for text, action accuracy for control, and for *_to_text the greedy caption
  * from the input alone against the reference (exact match, character error rate).

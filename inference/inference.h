@@ -1,5 +1,5 @@
 /*
- * inference — using a trained model (DESIGN.md §8): a session opened from a checkpoint,
+ * inference — using a trained model (docs/design.md §8): a session opened from a checkpoint,
  * autoregressive decoding with a KV cache (the cache-aware forward is model.h's
  * omni_model_forward_cached), greedy / temperature + top-k / beam search, decoding
  * constrained to each task kind's legal tokens, and teacher-forced scoring, batched over
@@ -125,7 +125,7 @@ omni_status omni_infer_score(omni_infer *s, const omni_prompt *prompts, int64_t 
 
 /* ---- evaluation ---------------------------------------------------------------- */
 
-/* What `omnimoe eval` measures of one task (DESIGN.md §8). */
+/* What `omnimoe eval` measures of one task (docs/design.md §8). */
 typedef struct {
     char name[OMNI_NAME_MAX];
     omni_task_kind kind;
@@ -165,7 +165,7 @@ typedef struct {
  */
 omni_status omni_infer_eval(omni_infer *s, const char *data_path, const omni_eval_opts *o,
                             omni_eval_task *out, int *n_out);
-/* Rank 0: print the table of results, and write them as JSON (DESIGN.md §8 shape). */
+/* Rank 0: print the table of results, and write them as JSON (docs/design.md §8 shape). */
 void omni_eval_print(FILE *f, const omni_eval_task *r, int n);
 omni_status omni_eval_write_json(const char *path, const omni_eval_task *r, int n);
 

@@ -2,7 +2,7 @@
  * Incremental decoding: the KV cache and the forward pass of new positions through it
  * (model.h omni_model_forward_cached). The layers are those of layers.c; attention here
  * reads the cached keys and values of earlier positions instead of recomputing them, with
- * the mask of DESIGN.md §2 for one sample per sequence (causal, and both ways inside the
+ * the mask of docs/design.md §2 for one sample per sequence (causal, and both ways inside the
  * prefix under attention: prefix).
  */
 #include "model_private.h"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An environment for omnimoe act's JSON-lines protocol (DESIGN.md 8) that plays one fault.
+"""An environment for omnimoe act's JSON-lines protocol (docs/design.md §8) that plays one fault.
 
     fault_env.py MODE [OBS_DIM]
 
