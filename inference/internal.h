@@ -34,7 +34,8 @@ struct omni_infer {
     omni_mpi_moe_comm mpi;
     omni_kv_cache *cache; /* max_batch sequences, steps of up to T positions */
     omni_batch step;      /* [max_batch, T] */
-    /* decoding scratch */
+    /* decoding scratch, every buffer in mem */
+    omni_alloc_list mem;
     float *probs;           /* [V] */
     int32_t *order;         /* [V] */
     uint8_t *legal;         /* [V] */

@@ -11,14 +11,6 @@
 #include <stdio.h>
 #include <string.h>
 
-static void *grab(bool *ok, int64_t n, size_t size, const char *what)
-{
-    void *p = omni_alloc(n > 0 ? n : 1, size, what);
-    if (!p)
-        *ok = false;
-    return p;
-}
-
 omni_status omni_infer_create(MPI_Comm comm, const omni_experiment *x, const omni_data_dims *dims,
                               int n_tasks, const infer_task *tasks, int64_t max_batch,
                               omni_infer **out)
@@ -67,24 +59,24 @@ omni_status omni_infer_create(MPI_Comm comm, const omni_experiment *x, const omn
         goto fail;
     if ((st = omni_batch_alloc(&s->step, max_batch, T, patch_dim)))
         goto fail;
-    bool ok = true;
-    s->probs = grab(&ok, V, sizeof *s->probs, "decoding scratch");
-    s->order = grab(&ok, V, sizeof *s->order, "decoding scratch");
-    s->legal = grab(&ok, V, sizeof *s->legal, "decoding scratch");
-    s->from = grab(&ok, max_batch, sizeof *s->from, "decoding scratch");
-    s->plen = grab(&ok, max_batch, sizeof *s->plen, "decoding scratch");
-    s->last = grab(&ok, max_batch, sizeof *s->last, "decoding scratch");
-    s->beam_score = grab(&ok, max_batch, sizeof *s->beam_score, "beam scratch");
-    s->beam_len = grab(&ok, max_batch, sizeof *s->beam_len, "beam scratch");
-    s->beam_tok = grab(&ok, max_batch * T, sizeof *s->beam_tok, "beam scratch");
-    s->beam_tmp = grab(&ok, max_batch * T, sizeof *s->beam_tmp, "beam scratch");
-    s->cand = grab(&ok, max_batch * V, sizeof *s->cand, "beam scratch");
-    s->beam_next = grab(&ok, max_batch, sizeof *s->beam_next, "beam scratch");
-    s->beam_next_len = grab(&ok, max_batch, sizeof *s->beam_next_len, "beam scratch");
-    s->done_score = grab(&ok, max_batch, sizeof *s->done_score, "beam scratch");
-    s->done_count = grab(&ok, max_batch, sizeof *s->done_count, "beam scratch");
-    s->done = grab(&ok, max_batch, sizeof *s->done, "beam scratch");
-    if (!ok) {
+    omni_alloc_list *mem = &s->mem;
+    s->probs = omni_alloc_in(mem, V, sizeof *s->probs, "decoding scratch");
+    s->order = omni_alloc_in(mem, V, sizeof *s->order, "decoding scratch");
+    s->legal = omni_alloc_in(mem, V, sizeof *s->legal, "decoding scratch");
+    s->from = omni_alloc_in(mem, max_batch, sizeof *s->from, "decoding scratch");
+    s->plen = omni_alloc_in(mem, max_batch, sizeof *s->plen, "decoding scratch");
+    s->last = omni_alloc_in(mem, max_batch, sizeof *s->last, "decoding scratch");
+    s->beam_score = omni_alloc_in(mem, max_batch, sizeof *s->beam_score, "beam scratch");
+    s->beam_len = omni_alloc_in(mem, max_batch, sizeof *s->beam_len, "beam scratch");
+    s->beam_tok = omni_alloc_in(mem, max_batch * T, sizeof *s->beam_tok, "beam scratch");
+    s->beam_tmp = omni_alloc_in(mem, max_batch * T, sizeof *s->beam_tmp, "beam scratch");
+    s->cand = omni_alloc_in(mem, max_batch * V, sizeof *s->cand, "beam scratch");
+    s->beam_next = omni_alloc_in(mem, max_batch, sizeof *s->beam_next, "beam scratch");
+    s->beam_next_len = omni_alloc_in(mem, max_batch, sizeof *s->beam_next_len, "beam scratch");
+    s->done_score = omni_alloc_in(mem, max_batch, sizeof *s->done_score, "beam scratch");
+    s->done_count = omni_alloc_in(mem, max_batch, sizeof *s->done_count, "beam scratch");
+    s->done = omni_alloc_in(mem, max_batch, sizeof *s->done, "beam scratch");
+    if (mem->failed) {
         st = OMNI_ERR_NOMEM;
         goto fail;
     }
@@ -106,12 +98,7 @@ void omni_infer_close(omni_infer *s)
     if (s->mpi.sc)
         omni_mpi_moe_comm_free(&s->mpi);
     omni_model_free(s->model);
-    void *bufs[] = {s->probs,         s->order,      s->legal,      s->from,
-                    s->plen,          s->last,       s->beam_score, s->beam_len,
-                    s->beam_tok,      s->beam_tmp,   s->cand,       s->beam_next,
-                    s->beam_next_len, s->done_score, s->done_count, s->done};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        omni_free(bufs[i]);
+    omni_alloc_list_free(&s->mem);
     omni_free(s);
 }
 

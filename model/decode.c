@@ -7,7 +7,6 @@
  */
 #include "model_private.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -31,15 +30,8 @@ struct omni_kv_cache {
     float *logits; /* [N, V] */
     float *scores; /* [max_step, T] */
     omni_embed_scratch es;
+    omni_alloc_list mem; /* every buffer above */
 };
-
-static void *grab(bool *ok, int64_t n, size_t size, const char *what)
-{
-    void *p = omni_alloc(n > 0 ? n : 1, size, what);
-    if (!p)
-        *ok = false;
-    return p;
-}
 
 omni_status omni_kv_cache_create(omni_kv_cache **out, const omni_model *m, int64_t n_seq,
                                  int64_t max_step)
@@ -55,29 +47,29 @@ omni_status omni_kv_cache_create(omni_kv_cache **out, const omni_model *m, int64
     c->n_seq = n_seq, c->max_step = max_step, c->T = m->T, c->L = m->L, c->d = m->d;
     c->H = m->H, c->ff = m->ff, c->V = m->V, c->patch_dim = m->patch_dim;
     const int64_t N = n_seq * max_step, d = m->d, ff = m->ff;
-    bool ok = true;
-    c->len = grab(&ok, n_seq, sizeof *c->len, "KV cache");
-    c->from = grab(&ok, n_seq, sizeof *c->from, "KV cache");
-    c->valid = grab(&ok, n_seq, sizeof *c->valid, "KV cache");
-    c->k = grab(&ok, m->L * n_seq * m->T * d, sizeof(float), "KV cache keys");
-    c->v = grab(&ok, m->L * n_seq * m->T * d, sizeof(float), "KV cache values");
-    c->tmp = grab(&ok, n_seq * m->T * d, sizeof(float), "KV cache scratch");
-    c->h = grab(&ok, N * d, sizeof(float), "decoding activations");
-    c->ln = grab(&ok, N * d, sizeof(float), "decoding activations");
-    c->rstd = grab(&ok, N, sizeof(float), "decoding activations");
-    c->qkv = grab(&ok, N * 3 * d, sizeof(float), "decoding activations");
-    c->atty = grab(&ok, N * d, sizeof(float), "decoding activations");
-    c->ffo = grab(&ok, N * d, sizeof(float), "decoding activations");
-    c->h1 = grab(&ok, N * ff, sizeof(float), "decoding activations");
-    c->h3 = grab(&ok, N * ff, sizeof(float), "decoding activations");
-    c->ffa = grab(&ok, N * ff, sizeof(float), "decoding activations");
-    c->logits = grab(&ok, N * m->V, sizeof(float), "decoding logits");
-    c->scores = grab(&ok, max_step * m->T, sizeof(float), "decoding scores");
-    c->es.idx = grab(&ok, N, sizeof(int64_t), "decoding scratch");
-    c->es.xg =
-        grab(&ok, N * (m->patch_dim > 0 ? m->patch_dim : 1), sizeof(float), "decoding scratch");
-    c->es.yg = grab(&ok, N * d, sizeof(float), "decoding scratch");
-    if (!ok) {
+    omni_alloc_list *mem = &c->mem;
+    c->len = omni_alloc_in(mem, n_seq, sizeof *c->len, "KV cache");
+    c->from = omni_alloc_in(mem, n_seq, sizeof *c->from, "KV cache");
+    c->valid = omni_alloc_in(mem, n_seq, sizeof *c->valid, "KV cache");
+    c->k = omni_alloc_in(mem, m->L * n_seq * m->T * d, sizeof(float), "KV cache keys");
+    c->v = omni_alloc_in(mem, m->L * n_seq * m->T * d, sizeof(float), "KV cache values");
+    c->tmp = omni_alloc_in(mem, n_seq * m->T * d, sizeof(float), "KV cache scratch");
+    c->h = omni_alloc_in(mem, N * d, sizeof(float), "decoding activations");
+    c->ln = omni_alloc_in(mem, N * d, sizeof(float), "decoding activations");
+    c->rstd = omni_alloc_in(mem, N, sizeof(float), "decoding activations");
+    c->qkv = omni_alloc_in(mem, N * 3 * d, sizeof(float), "decoding activations");
+    c->atty = omni_alloc_in(mem, N * d, sizeof(float), "decoding activations");
+    c->ffo = omni_alloc_in(mem, N * d, sizeof(float), "decoding activations");
+    c->h1 = omni_alloc_in(mem, N * ff, sizeof(float), "decoding activations");
+    c->h3 = omni_alloc_in(mem, N * ff, sizeof(float), "decoding activations");
+    c->ffa = omni_alloc_in(mem, N * ff, sizeof(float), "decoding activations");
+    c->logits = omni_alloc_in(mem, N * m->V, sizeof(float), "decoding logits");
+    c->scores = omni_alloc_in(mem, max_step * m->T, sizeof(float), "decoding scores");
+    c->es.idx = omni_alloc_in(mem, N, sizeof(int64_t), "decoding scratch");
+    c->es.xg = omni_alloc_in(mem, N * (m->patch_dim > 0 ? m->patch_dim : 1), sizeof(float),
+                             "decoding scratch");
+    c->es.yg = omni_alloc_in(mem, N * d, sizeof(float), "decoding scratch");
+    if (mem->failed) {
         omni_kv_cache_free(c);
         return OMNI_ERR_NOMEM;
     }
@@ -89,11 +81,7 @@ void omni_kv_cache_free(omni_kv_cache *c)
 {
     if (!c)
         return;
-    void *bufs[] = {c->len, c->from,   c->valid,  c->k,      c->v,     c->tmp,  c->h,
-                    c->ln,  c->rstd,   c->qkv,    c->atty,   c->ffo,   c->h1,   c->h3,
-                    c->ffa, c->logits, c->scores, c->es.idx, c->es.xg, c->es.yg};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        omni_free(bufs[i]);
+    omni_alloc_list_free(&c->mem);
     omni_free(c);
 }
 
@@ -248,8 +236,8 @@ static void attention_cached(const omni_model *m, omni_kv_cache *c, const omni_b
         }
         for (int64_t h = 0; h < H; h++) {
             float *p = c->scores;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)keys, (int)hd, scale,
-                        q + h * hd, (int)(3 * d), ks + h * hd, (int)d, 0.0f, p, (int)keys);
+            omni_matmul(false, true, n, keys, hd, scale, q + h * hd, 3 * d, ks + h * hd, d, 0.0f, p,
+                        keys);
             for (int64_t i = 0; i < n; i++) {
                 float *row = p + i * keys;
                 bool wide = m->prefix && pre[i];
@@ -258,9 +246,8 @@ static void attention_cached(const omni_model *m, omni_kv_cache *c, const omni_b
                         row[j] = -INFINITY;
                 softmax_row(row, keys);
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)hd, (int)keys, 1.0f,
-                        p, (int)keys, vs + h * hd, (int)d, 0.0f, c->atty + s * W * d + h * hd,
-                        (int)d);
+            omni_matmul(false, false, n, hd, keys, 1.0f, p, keys, vs + h * hd, d, 0.0f,
+                        c->atty + s * W * d + h * hd, d);
         }
     }
 }
