@@ -16,6 +16,17 @@
 #define CKPT_COUNTERS    "state/counters"
 #define CKPT_LATEST      "latest"
 
+/* An open checkpoint (load.c opens it; remap.c reads through it). */
+struct omni_ckpt {
+    MPI_Comm comm;
+    hid_t file;
+    char path[OMNI_PATH_MAX];
+    omni_ckpt_meta meta;
+    char *yaml, *version;
+    int64_t *load_steps;
+    float *load;
+};
+
 /*
  * Largest transfer of one H5Dwrite/H5Dread call, in bytes. A tensor bigger than this
  * is moved in several collective calls (every rank makes the same number, with an
