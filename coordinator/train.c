@@ -274,7 +274,8 @@ static omni_status loop(trainer *t)
         if ((st = omni_decide_next(t->comm, t->step, x->optim.steps, &next)))
             return st;
         if (next == OMNI_NEXT_STOP_SIGNAL) {
-            t->stop_signal = omni_signal_number();
+            /* Rank 0 may not have had the signal itself (it went to another rank). */
+            t->stop_signal = omni_signal_number() ? omni_signal_number() : -1;
             omni_log(OMNI_LOG_INFO, "signal %d: stopping after step %lld", omni_signal_number(),
                      (long long)t->step);
             return t->last_saved == t->step ? OMNI_OK : save(t);
