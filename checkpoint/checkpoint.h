@@ -1,5 +1,5 @@
 /*
- * checkpoint — training state in one HDF5 file per checkpoint (DESIGN.md §5), written
+ * checkpoint — training state in one HDF5 file per checkpoint (docs/design.md §5), written
  * in parallel, never half-written, read back on any number of processes.
  *
  * The layer knows nothing of the model: the caller describes its state as a list of
@@ -24,7 +24,7 @@
  *                           /tokenization/tasks/<name> per task (kind, index, token,
  *                           obs_dim, act_dim, discrete)
  *
- * Conventions the lead's wiring relies on (and `omnimoe ckpt info` reads):
+ * Naming conventions (the worker writes them, `omnimoe ckpt info` reads them):
  *   params/...  model parameters; a tensor whose path contains "/moe/experts/" is a
  *               routed expert tensor with dim 0 = the expert (counts top_k/E of its
  *               size as active per token); everything else under params/ is dense.
@@ -53,37 +53,18 @@
 #include "base.h"
 #include "datasets.h"
 #include "experiment.h"
+#include "tensor.h"
 
 #define OMNI_CKPT_FORMAT        2 /* format_version written: 1 + /tokenization */
 #define OMNI_CKPT_FORMAT_OLDEST 1 /* oldest read (no tokenization: cannot be resumed) */
-#define OMNI_CKPT_MAX_RANK      4
+#define OMNI_CKPT_MAX_RANK      OMNI_TENSOR_MAX_RANK
 #define OMNI_CKPT_MAX_COUNTERS  64
 #define OMNI_CKPT_NAME_MAX      64
 
-/* Element type of a tensor, in memory and in the file (little-endian IEEE / two's
- * complement). Zero is f32, so a zero-initialised descriptor is a float tensor. */
-typedef enum {
-    OMNI_CKPT_F32 = 0,
-    OMNI_CKPT_F64,
-    OMNI_CKPT_I64,
-    OMNI_CKPT_TYPE_COUNT
-} omni_ckpt_type;
-
-/* One tensor of the training state, as seen by one rank. */
-typedef struct {
-    const char *name;                 /* dataset path without the leading '/': "params/embed/tok" */
-    omni_ckpt_type type;              /* element type (f32 when zero-initialised) */
-    int rank;                         /* 1..OMNI_CKPT_MAX_RANK; a scalar is [1] */
-    int64_t dims[OMNI_CKPT_MAX_RANK]; /* GLOBAL shape, e.g. [E, d_model, expert_ff] */
-    void *data;                       /* this rank's rows [row_lo, row_hi) of dim 0, row-major */
-    int64_t row_lo, row_hi;           /* the whole tensor: 0, dims[0]; none: row_lo == row_hi */
-    bool writer;         /* save: this rank writes its rows. The writers' row ranges of a
-                            tensor must cover dims[0] exactly once (checked): a dense
-                            replica is written by rank 0 only, a replicated expert group
-                            by group 0 only. Ignored by load (every rank reads its rows). */
-    const char *meaning; /* stored as the dataset's "meaning" attribute, e.g.
-                            "[expert, d_model, expert_ff]"; NULL: none */
-} omni_ckpt_tensor;
+/* One tensor of the training state, as seen by one rank: the descriptor of tensor.h
+ * (name, element type, GLOBAL shape, meaning, this rank's rows [row_lo, row_hi) of dim 0
+ * in data, writer). The checkpoint reads only those fields. */
+typedef omni_tensor omni_ckpt_tensor;
 
 /* A named int64 (sampler position, random-stream counters, ...). */
 typedef struct {
@@ -160,8 +141,9 @@ const char *omni_ckpt_path(const omni_ckpt *c);
 /*
  * Collective. Read each tensor's rows [row_lo, row_hi) into its data. Every tensor is
  * first checked to exist with the given type and global shape, before any data is
- * read, so a mismatch leaves the buffers untouched; then the rows are read, and a
- * non-finite f32/f64 value fails the load (OMNI_ERR_CKPT naming the tensor and the
+ * read, so a mismatch leaves the buffers untouched; then the rows are read and checked
+ * against the tensor's stored checksums (h5.h), and a mismatch or a non-finite f32/f64
+ * value fails the load (OMNI_ERR_CKPT naming the file, the tensor and the rows or the
  * element; the buffers then hold what was read).
  */
 omni_status omni_ckpt_read(omni_ckpt *c, const omni_ckpt_tensor *tensors, int n_tensors);
@@ -179,17 +161,27 @@ omni_status omni_ckpt_read_tokenization(omni_ckpt *c, omni_tokenization *t);
 /*
  * Collective. omni_ckpt_read into a model whose task set differs from the checkpoint's
  * (`then`: omni_ckpt_read_tokenization; `now`: the data's, with the same layout and
- * image/audio settings). Tensors with an axis named `vocab` or `task` in their meaning
- * ("[vocab, d_model]: ...") are read in the checkpoint's size and carried over by task
- * name: the entries of a task move from its index then to its index now; the entries of
- * tasks that are new keep what the buffers held (their fresh initialisation, zero
- * moments). Such tensors must be whole on every rank (row_lo 0, row_hi dims[0]).
+ * image/audio settings). Tensors with a dimension indexed by token id (`vocab_dims` of
+ * their descriptor) are read in the checkpoint's size and carried over by task name: the entries of
+ * a task move from its index then to its index now; the entries of tasks that are new keep what the
+ * buffers held (their fresh initialisation, zero moments). Such tensors must be whole on every rank
+ * (row_lo 0, row_hi dims[0]).
  */
 omni_status omni_ckpt_read_remapped(omni_ckpt *c, const omni_ckpt_tensor *tensors, int n_tensors,
                                     const omni_tokenization *then, const omni_tokenization *now);
 
 /* Collective. Whether the checkpoint holds a dataset `name` (for optional state). */
 omni_status omni_ckpt_has(omni_ckpt *c, const char *name, bool *has);
+/* How many of the tensors read so far carry no checksum (files written before omnimoe
+ * stored them, or edited with the crc32c attribute removed); *first names one. Reading
+ * them logs a warning once; a checksum that does not match fails the read (exit 2). */
+int64_t omni_ckpt_unchecked(const omni_ckpt *c, const char **first);
+/* Collective. Read every dataset of the checkpoint (the ranks share the work) and check
+ * it against its checksums: OMNI_ERR_CKPT naming the file and the dataset on a mismatch.
+ * Says how many datasets there are, how many carry no checksum (the first one named; the
+ * caller decides), and the bytes checked. */
+omni_status omni_ckpt_verify(omni_ckpt *c, int64_t *datasets, int64_t *unchecked,
+                             const char **first_unchecked, double *bytes);
 
 /* Collective. Close and free (NULL is fine). */
 void omni_ckpt_close(omni_ckpt *c);

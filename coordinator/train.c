@@ -14,11 +14,11 @@
 #include <string.h>
 
 #include "checkpoint.h"
+#include "inference.h"
 #include "model.h"
 #include "ops.h"
 
-#define MAX_TENSORS 4096
-#define LOAD_ROWS   16 /* logged expert loads kept for checkpoints (ckpt info) */
+#define LOAD_ROWS 16 /* logged expert loads kept for checkpoints (ckpt info) */
 
 typedef struct {
     MPI_Comm comm;
@@ -30,15 +30,16 @@ typedef struct {
     omni_worker *w;
     omni_metrics step_m, sum_m, eval_m;
     omni_metrics_log log;
-    omni_ckpt_tensor *state;
+    const omni_ckpt_tensor *state; /* the worker's */
     int n_state;
     char *yaml;
     int64_t step, last_saved, last_eval, steps_in_sum;
     int64_t tokens_seen; /* kept on rank 0, whose meta a checkpoint writes */
     /* the coordinator's running statistics: recent expert-load fractions */
     int64_t load_rows, load_steps[LOAD_ROWS];
-    float *load;   /* [LOAD_ROWS, moe layers, E] */
-    int64_t *plan; /* [3 * size] rank 0's scratch for the batch plan */
+    float *load;       /* [LOAD_ROWS, moe layers, E] */
+    int64_t *plan;     /* [3 * size] rank 0's scratch for the batch plan */
+    omni_infer *infer; /* decoding for exact match at evaluations; made at the first */
 } trainer;
 
 static omni_status save(trainer *t)
@@ -160,7 +161,10 @@ static omni_status resume(trainer *t, const char *arg)
          * starts from step 0. A directory with checkpoint files of which none is complete
          * is an error below, never a silent restart. */
         int any = t->rank == 0 && has_checkpoint_files(t->x->experiment.out_dir);
-        MPI_Bcast(&any, 1, MPI_INT, 0, t->comm);
+        omni_status bst = omni_mpi_check(MPI_Bcast(&any, 1, MPI_INT, 0, t->comm),
+                                         "MPI_Bcast of the checkpoint look-up");
+        if (bst)
+            return bst;
         if (!any) {
             omni_log(OMNI_LOG_INFO, "--resume auto: no checkpoint in %s yet, starting at step 0",
                      t->x->experiment.out_dir);
@@ -253,14 +257,46 @@ static void keep_loads(trainer *t)
     t->load_steps[t->load_rows++] = t->step;
 }
 
+/* Collective: the exact match of greedy captions of the first eval.generate validation
+ * samples of each *_to_text task (exact[t] = -1 for the others), decoded by a session that
+ * holds a copy of the current parameters. */
+static omni_status exact_match(trainer *t, double *exact, bool *any)
+{
+    const omni_sampler *sp = omni_worker_sampler(t->w);
+    int n = omni_sampler_n_tasks(sp);
+    *any = false;
+    for (int k = 0; k < n; k++) {
+        omni_task_kind kind = omni_sampler_task(sp, k)->kind;
+        exact[k] = -1.0;
+        *any |= kind != OMNI_KIND_TEXT && kind != OMNI_KIND_CONTROL;
+    }
+    if (t->x->eval.generate <= 0 || !*any)
+        return OMNI_OK;
+    omni_status st = OMNI_OK;
+    if (!t->infer) {
+        omni_data_dims dims = omni_sampler_dims(sp);
+        int64_t batch = t->x->eval.generate < 32 ? t->x->eval.generate : 32;
+        st = omni_infer_create_like(t->comm, t->x, &dims, omni_worker_tokenization(t->w), batch,
+                                    &t->infer);
+        if ((st = omni_mpi_agree(t->comm, st)))
+            return st;
+    }
+    omni_infer_set_params(t->infer, omni_worker_model(t->w), omni_worker_moe(t->w));
+    return omni_infer_exact_match(t->infer, sp, t->x->eval.generate, exact);
+}
+
 static omni_status evaluate(trainer *t)
 {
     omni_metrics_zero(&t->eval_m);
+    double exact[OMNI_MAX_TASKS];
+    bool any = false;
     omni_status st = omni_worker_eval(t->w, &t->eval_m);
     if (!st)
         st = omni_metrics_reduce(t->comm, &t->eval_m);
+    if (!st)
+        st = exact_match(t, exact, &any);
     if (!st && t->rank == 0)
-        st = omni_metrics_log_eval(&t->log, t->x, t->step, &t->eval_m);
+        st = omni_metrics_log_eval(&t->log, t->x, t->step, &t->eval_m, any ? exact : NULL);
     t->last_eval = t->step;
     return omni_mpi_agree(t->comm, st);
 }
@@ -360,18 +396,14 @@ omni_status omni_train(MPI_Comm comm, const omni_experiment *x, const omni_train
     if (!st)
         st = omni_metrics_create(&t.eval_m, n_tasks, n_layers, n_experts);
     if (!st) {
-        t.state = omni_alloc(MAX_TENSORS, sizeof *t.state, "checkpoint tensor list");
         t.load = omni_alloc((int64_t)LOAD_ROWS * n_layers * (n_experts ? n_experts : 1),
                             sizeof *t.load, "expert load history");
         t.plan = omni_alloc(3 * (int64_t)t.size, sizeof *t.plan, "batch plan");
-        if (!t.state || !t.load || !t.plan)
+        if (!t.load || !t.plan)
             st = OMNI_ERR_NOMEM;
     }
-    if (!st) {
-        t.n_state = omni_worker_state(t.w, t.state, MAX_TENSORS);
-        if (t.n_state < 0)
-            st = omni_fail(OMNI_ERR_INTERNAL, "more than %d state tensors", MAX_TENSORS);
-    }
+    if (!st)
+        t.n_state = omni_worker_state(t.w, &t.state);
     if ((st = omni_mpi_agree(comm, st)))
         goto out;
     if (resume_arg && (st = resume(&t, resume_arg)))
@@ -404,12 +436,12 @@ omni_status omni_train(MPI_Comm comm, const omni_experiment *x, const omni_train
 out:
     if (t.rank == 0)
         omni_metrics_log_close(&t.log);
-    omni_free(t.state);
     omni_free(t.load);
     omni_free(t.plan);
     omni_metrics_free(&t.step_m);
     omni_metrics_free(&t.sum_m);
     omni_metrics_free(&t.eval_m);
+    omni_infer_close(t.infer);
     omni_worker_free(t.w);
     free(t.yaml);
     return st;

@@ -1,5 +1,5 @@
 /*
- * model — the transformer of DESIGN.md §2, dense part: embeddings, blocks (RMSNorm,
+ * model — the transformer of docs/design.md §2, dense part: embeddings, blocks (RMSNorm,
  * attention, SwiGLU FFN), head and loss, each a _forward/_backward pair; parameters,
  * gradients and AdamW moments in one allocation each with named views.
  *
@@ -12,27 +12,10 @@
 
 #include "base.h"
 #include "experiment.h"
+#include "tensor.h"
 #include "tokens.h"
 
 /* ---- the model ----------------------------------------------------------------- */
-
-#define OMNI_MAX_TENSORS     256
-#define OMNI_TENSOR_NAME_MAX 64
-
-/*
- * One parameter tensor: its checkpoint path ("params/layers/03/attn/wqkv"), where it
- * lives in the flat buffers (the same offset in params, grads, AdamW m and v), its
- * shape (row-major, dims[0] slowest) and whether AdamW's weight decay applies to it.
- * Offsets are multiples of 16 floats, so every tensor starts 64-byte aligned.
- */
-typedef struct {
-    char name[OMNI_TENSOR_NAME_MAX];
-    int64_t offset; /* in floats from the start of the flat buffer */
-    int64_t numel;
-    int rank;
-    int64_t dims[4];
-    bool decay; /* linear maps decay; embedding tables, norm gains and biases do not */
-} omni_tensor_info;
 
 /*
  * Named views into one flat buffer (parameters, gradients, m or v: the same layout).
@@ -97,7 +80,7 @@ omni_status omni_model_create(omni_model **m, const omni_experiment *x, const om
                               int64_t max_seq);
 void omni_model_free(omni_model *m);
 
-/* DESIGN.md §2 initialisation: each tensor from the stream (experiment.seed, its name,
+/* docs/design.md §2 initialisation: each tensor from the stream (experiment.seed, its name,
  * 0): normal(0, 0.02), the residual projections (attn wo, ffn w2) scaled by
  * 1/sqrt(2 n_layers), norm gains 1, biases 0. Clears gradients and AdamW moments. */
 void omni_model_init_params(omni_model *m);
@@ -113,8 +96,6 @@ void omni_model_set_moe(omni_model *m, const omni_ffn_hook *hook);
  * first (its attention, norms and FFN, and for an MoE block whatever the FFN hook's
  * backward accumulated), then with OMNI_GRADS_EMBED (the embeddings).
  */
-#define OMNI_GRADS_HEAD  (-1)
-#define OMNI_GRADS_EMBED (-2)
 typedef omni_status (*omni_grads_ready_fn)(void *ctx, int64_t group);
 void omni_model_set_grads_ready(omni_model *m, omni_grads_ready_fn fn, void *ctx);
 /* The range of the flat gradient buffer [*first, *first + *count) that holds the tensors
@@ -161,11 +142,13 @@ double omni_clip_scale(const omni_experiment *x, double global_norm);
  * min_lr reached at step = steps (and kept after). */
 double omni_lr_at(const omni_experiment *x, int64_t step);
 
-/* The tensor table and the flat buffers (each n_params floats, 64-byte aligned). */
-int omni_model_n_tensors(const omni_model *m);
-const omni_tensor_info *omni_model_tensor(const omni_model *m, int i);
-/* Index of the tensor named `name`, or -1. */
-int omni_model_find_tensor(const omni_model *m, const char *name);
+/* The tensor table (each parameter's descriptor, tensor.h; data points into the
+ * parameters) and the flat buffers (each n_params floats, 64-byte aligned; a tensor is at
+ * the same offset in each). */
+int64_t omni_model_n_tensors(const omni_model *m);
+const omni_tensor *omni_model_tensor(const omni_model *m, int64_t i);
+/* Index of the tensor named `name`, or -1 (for tests and tools). */
+int64_t omni_model_find_tensor(const omni_model *m, const char *name);
 int64_t omni_model_n_params(const omni_model *m);
 float *omni_model_params(omni_model *m);
 float *omni_model_grads(omni_model *m);
@@ -176,5 +159,43 @@ const omni_param_view *omni_model_grad_view(const omni_model *m);
 /* The logits [n_seq * context, vocab] of the last forward. */
 const float *omni_model_logits(const omni_model *m);
 int64_t omni_model_vocab(const omni_model *m);
+
+/* ---- incremental decoding with a KV cache (used by inference/) ------------------ */
+
+/*
+ * The keys and values of every block for up to n_seq sequences of up to `context`
+ * positions, each sequence one sample (positions 0, 1, ... of it), plus the scratch of a
+ * forward step of up to max_step new positions per sequence, all allocated at creation.
+ * Not collective.
+ */
+typedef struct omni_kv_cache omni_kv_cache;
+omni_status omni_kv_cache_create(omni_kv_cache **c, const omni_model *m, int64_t n_seq,
+                                 int64_t max_step);
+void omni_kv_cache_free(omni_kv_cache *c);
+/* Forget every sequence (all lengths 0). */
+void omni_kv_cache_clear(omni_kv_cache *c);
+/* Positions cached for sequence s. */
+int64_t omni_kv_cache_len(const omni_kv_cache *c, int64_t s);
+/* Reorder the sequences: sequence i becomes a copy of what sequence from[i] was, for
+ * i < n (beam search). */
+void omni_kv_cache_reorder(omni_kv_cache *c, const int64_t *from, int64_t n);
+/* Logits [n_seq * step, vocab] of the last omni_model_forward_cached (row s * step + i). */
+const float *omni_kv_cache_logits(const omni_kv_cache *c);
+
+/*
+ * Forward of new positions through the cache. b holds b->n_seq (<= the cache's n_seq)
+ * rows of b->context (<= max_step) positions: in row s, a leading run of positions that
+ * are not OMNI_POS_PAD continues sequence s of the cache (b->pos must be its cached length,
+ * +1, ...), the rest is padding and is ignored; segment, target, loss_mask and task are
+ * not used (task only for MoE statistics). Attention: each new position sees every cached
+ * position of its sequence and the new ones before it; under model.attention: prefix the
+ * new positions with in_prefix also see the later in_prefix positions of the same call,
+ * so a sequence's prefix must come whole in its first call (checked: OMNI_ERR_DATA).
+ * Equal to omni_model_forward on the whole sample (test: tests/inference/test_decode_mpi.c).
+ * The MoE hook is called once per MoE block with n = n_seq * context positions (padding
+ * is not routed), so the call is collective whenever the hook is: every rank calls it
+ * the same number of times, with n_seq = 0 when it has nothing to do.
+ */
+omni_status omni_model_forward_cached(omni_model *m, omni_kv_cache *c, const omni_batch *b);
 
 #endif /* OMNI_MODEL_H */
