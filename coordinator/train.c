@@ -15,8 +15,9 @@
 #include "checkpoint.h"
 #include "model.h"
 
-#define MAX_TENSORS 4096
-#define LOAD_ROWS   16 /* logged expert loads kept for checkpoints (ckpt info) */
+#define MAX_TENSORS   4096
+#define LOAD_ROWS     16 /* logged expert loads kept for checkpoints (ckpt info) */
+#define ROUTE_TENSORS 11 /* the routing tables of the last logged window, in checkpoints */
 
 typedef struct {
     MPI_Comm comm;
@@ -34,7 +35,101 @@ typedef struct {
     int64_t load_rows, load_steps[LOAD_ROWS];
     float *load;   /* [LOAD_ROWS, moe layers, E] */
     int64_t *plan; /* [3 * size] rank 0's scratch for the batch plan */
+    /* The routing tables of the last logged window (docs/checkpoints.md), values on rank 0,
+     * descriptors on every rank: saved after the training state once a window is logged. */
+    bool route_logged;
+    double *route;          /* the tensors' values, in the order of route_tensors */
+    int64_t route_steps[2]; /* first and last step of the window */
+    omni_ckpt_tensor *save; /* [n_state + ROUTE_TENSORS] what a checkpoint writes */
 } trainer;
+
+/* The routing tensors: for tasks then modalities, load, drop, prob [L, G, E] and tokens,
+ * entropy [L, G] (f64), then the window's steps [2] (i64), laid end to end in t->route. */
+static void route_tensors(trainer *t, omni_ckpt_tensor *out)
+{
+    static const char *const names[ROUTE_TENSORS] = {
+        "state/coordinator/routing/task_expert_load",
+        "state/coordinator/routing/task_expert_drop",
+        "state/coordinator/routing/task_expert_prob",
+        "state/coordinator/routing/task_tokens",
+        "state/coordinator/routing/task_entropy",
+        "state/coordinator/routing/modality_expert_load",
+        "state/coordinator/routing/modality_expert_drop",
+        "state/coordinator/routing/modality_expert_prob",
+        "state/coordinator/routing/modality_tokens",
+        "state/coordinator/routing/modality_entropy",
+        "state/coordinator/routing/steps"};
+    static const char *const meanings[5] = {
+        "[moe layer, group, expert]: token->expert assignments kept per step",
+        "[moe layer, group, expert]: assignments dropped over capacity per step",
+        "[moe layer, group, expert]: mean router probability over the group's tokens",
+        "[moe layer, group]: tokens routed per step",
+        "[moe layer, group]: mean routing entropy of the group's tokens (nats)"};
+    const omni_metrics *m = &t->step_m;
+    const int64_t L = m->n_moe_layers, E = m->n_experts;
+    double *p = t->route;
+    for (int q = 0; q < 10; q++) {
+        int64_t G = q < 5 ? m->n_tasks : OMNI_MOD_COUNT;
+        omni_ckpt_tensor *d = &out[q];
+        memset(d, 0, sizeof *d);
+        d->name = names[q];
+        d->type = OMNI_CKPT_F64;
+        d->rank = q % 5 < 3 ? 3 : 2;
+        d->dims[0] = L, d->dims[1] = G, d->dims[2] = E;
+        d->data = p;
+        d->row_hi = L;
+        d->writer = t->rank == 0;
+        d->meaning = meanings[q % 5];
+        p += L * G * (q % 5 < 3 ? E : 1);
+    }
+    omni_ckpt_tensor *d = &out[10];
+    memset(d, 0, sizeof *d);
+    d->name = names[10];
+    d->type = OMNI_CKPT_I64;
+    d->rank = 1;
+    d->dims[0] = 2;
+    d->data = t->route_steps;
+    d->row_hi = 2;
+    d->writer = t->rank == 0;
+    d->meaning = "[2]: the first and last step of the logged window of these tables";
+}
+
+static int64_t route_values(const omni_metrics *m)
+{
+    return (int64_t)m->n_moe_layers * (m->n_tasks + OMNI_MOD_COUNT) * (3 * m->n_experts + 2);
+}
+
+/* Rank 0: keep the routing tables of the window just logged (n steps) for checkpoints. */
+static void keep_routing(trainer *t, int64_t n)
+{
+    const omni_metrics *m = &t->sum_m;
+    const int64_t L = m->n_moe_layers, E = m->n_experts;
+    double *p = t->route, steps = n > 0 ? (double)n : 1;
+    for (int by_task = 1; by_task >= 0; by_task--) {
+        const int64_t G = by_task ? m->n_tasks : OMNI_MOD_COUNT;
+        double *load = p, *drop = load + L * G * E, *prob = drop + L * G * E;
+        double *tokens = prob + L * G * E, *entropy = tokens + L * G;
+        for (int l = 0; l < L; l++) {
+            omni_route_table tt, tm;
+            omni_metrics_tables(m, l, &tt, &tm);
+            const omni_route_table *r = by_task ? &tt : &tm;
+            for (int64_t g = 0; g < G; g++) {
+                double tok = r->tokens[g];
+                for (int64_t e = 0; e < E; e++) {
+                    int64_t i = g * E + e, o = (l * G + g) * E + e;
+                    load[o] = r->kept[i] / steps;
+                    drop[o] = r->dropped[i] / steps;
+                    prob[o] = tok > 0 ? r->prob[i] / tok : 0.0;
+                }
+                tokens[l * G + g] = tok / steps;
+                entropy[l * G + g] = tok > 0 ? r->entropy[g] / tok : 0.0;
+            }
+        }
+        p = entropy + L * G;
+    }
+    t->route_steps[0] = t->step - n + 1;
+    t->route_steps[1] = t->step;
+}
 
 static omni_status save(trainer *t)
 {
@@ -51,7 +146,15 @@ static omni_status save(trainer *t)
     meta.load = t->load;
     char path[OMNI_PATH_MAX + 64];
     double t0 = omni_now();
-    omni_status st = omni_ckpt_save(t->comm, t->x->experiment.out_dir, &meta, t->state, t->n_state,
+    /* The training state, and the routing tables once a window of an MoE model is logged
+     * (the same decision on every rank: logging follows the step count). */
+    int n = t->n_state;
+    memcpy(t->save, t->state, (size_t)n * sizeof *t->save);
+    if (t->route_logged && t->step_m.n_moe_layers > 0) {
+        route_tensors(t, t->save + n);
+        n += ROUTE_TENSORS;
+    }
+    omni_status st = omni_ckpt_save(t->comm, t->x->experiment.out_dir, &meta, t->save, n,
                                     t->x->checkpoint.keep, path, sizeof path);
     if (st)
         return st;
@@ -209,9 +312,11 @@ static omni_status loop(trainer *t)
                 st = omni_metrics_log_train(&t->log, x, t->step, omni_lr_at(x, t->step - 1),
                                             &t->sum_m, t->steps_in_sum);
                 keep_loads(t);
+                keep_routing(t, t->steps_in_sum);
                 omni_metrics_zero(&t->sum_m);
                 t->steps_in_sum = 0;
             }
+            t->route_logged = true;
             if ((st = omni_mpi_agree(t->comm, st)))
                 return st;
         }
@@ -258,7 +363,11 @@ omni_status omni_train(MPI_Comm comm, const omni_experiment *x, const char *resu
         t.load = omni_alloc((int64_t)LOAD_ROWS * n_layers * (n_experts ? n_experts : 1),
                             sizeof *t.load, "expert load history");
         t.plan = omni_alloc(3 * (int64_t)t.size, sizeof *t.plan, "batch plan");
-        if (!t.state || !t.load || !t.plan)
+        t.save = omni_alloc(MAX_TENSORS + ROUTE_TENSORS, sizeof *t.save, "checkpoint tensor list");
+        t.route = omni_alloc(route_values(&t.step_m) + 1, sizeof *t.route, "routing tables");
+        if (t.route)
+            memset(t.route, 0, (size_t)(route_values(&t.step_m) + 1) * sizeof *t.route);
+        if (!t.state || !t.load || !t.plan || !t.save || !t.route)
             st = OMNI_ERR_NOMEM;
     }
     if (!st) {
@@ -290,6 +399,8 @@ out:
     omni_free(t.state);
     omni_free(t.load);
     omni_free(t.plan);
+    omni_free(t.save);
+    omni_free(t.route);
     omni_metrics_free(&t.step_m);
     omni_metrics_free(&t.sum_m);
     omni_metrics_free(&t.eval_m);
