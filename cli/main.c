@@ -18,6 +18,7 @@ const char omni_usage_main[] =
     "  data build SPEC.yaml --out FILE.h5                    build a dataset from raw files\n"
     "  data info FILE.h5                                     describe a dataset file\n"
     "  ckpt info CKPT.h5                                     describe a checkpoint\n"
+    "  report RUN_DIR... [--out FILE.html] [--step N]        draw runs as one HTML page\n"
     "\n"
     "  omnimoe --version, omnimoe --help, omnimoe COMMAND --help\n"
     "\n"
@@ -67,6 +68,7 @@ static const struct {
     {"train", omni_cmd_train},
     {"data", omni_cmd_data},
     {"ckpt", omni_cmd_ckpt},
+    {"report", omni_cmd_report},
 };
 
 static omni_status dispatch(MPI_Comm comm, int argc, char **argv)
