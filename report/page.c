@@ -139,15 +139,26 @@ static void eval_title(const char *key, char *title, size_t tl, char *unit, size
     *percent = false;
 }
 
-static void section_curves(page *p, rtext *t)
+/* Loss and evaluation (load false), or optimisation and expert load (load true). */
+static void section_curves(page *p, rtext *t, bool load)
 {
+    if (load) {
+        rtext_puts(t, "<h2>Optimisation and expert load</h2>\n<div class=\"figs\">\n");
+        chart_by_run(p, t, "loss", "Training loss (task weights applied)",
+                     "cross-entropy (nats/token)", false);
+        chart_by_run(p, t, "lr", "Learning rate", "learning rate", false);
+        chart_by_run(p, t, "drop_share", "Dropped assignments (over capacity)",
+                     "share of assignments (%)", true);
+        chart_by_group(p, t, "load_max_over_mean", "Expert load balance per MoE layer",
+                       "max load / mean load (1 = even)", false);
+        rtext_puts(t, "</div>\n");
+        return;
+    }
     rtext_puts(t, "<h2>Loss</h2>\n<div class=\"figs\">\n");
     chart_by_group(p, t, "task_loss", "Training loss per task", "cross-entropy (nats/token)",
                    false);
     chart_by_group(p, t, "eval/task_loss", "Validation loss per task", "cross-entropy (nats/token)",
                    false);
-    chart_by_run(p, t, "loss", "Training loss (task weights applied)", "cross-entropy (nats/token)",
-                 false);
     rtext_puts(t, "</div>\n");
 
     /* every evaluation metric but the loss, in order of first appearance */
@@ -182,14 +193,6 @@ static void section_curves(page *p, rtext *t)
         else
             chart_by_run(p, t, keys[j], title, unit, percent);
     }
-    rtext_puts(t, "</div>\n");
-
-    rtext_puts(t, "<h2>Optimisation and expert load</h2>\n<div class=\"figs\">\n");
-    chart_by_run(p, t, "lr", "Learning rate", "learning rate", false);
-    chart_by_run(p, t, "drop_share", "Dropped assignments (over capacity)",
-                 "share of assignments (%)", true);
-    chart_by_group(p, t, "load_max_over_mean", "Expert load balance per MoE layer",
-                   "max load / mean load (1 = even)", false);
     rtext_puts(t, "</div>\n");
 }
 
@@ -374,8 +377,9 @@ static void build(page *p, rtext *t)
                  "dash patterns for runs.</p>\n",
                  OMNI_VERSION);
     section_runs(p, t);
-    section_curves(p, t);
+    section_curves(p, t, false); /* loss, evaluation */
     section_routing(p, t);
+    section_curves(p, t, true); /* optimisation, expert load */
     section_experiments(p, t);
     rtext_puts(t, "</body>\n</html>\n");
 }
