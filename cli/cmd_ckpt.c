@@ -10,7 +10,7 @@
 #include "experiment.h"
 #include "gating.h"
 
-static const char usage[] = "usage: omnimoe ckpt info CKPT.h5\n"
+static const char usage[] = "usage: omnimoe ckpt info CKPT.h5 [--verify]\n"
                             "\n"
                             "  info   step, tokens seen, world size, the experiment's model, "
                             "parameter\n"
@@ -19,7 +19,10 @@ static const char usage[] = "usage: omnimoe ckpt info CKPT.h5\n"
                             "         last logged steps of each MoE layer, and its routing by "
                             "task and\n"
                             "         by modality (assignments kept per expert, tokens, "
-                            "entropy)\n";
+                            "entropy); --verify\n"
+                            "         also reads every dataset and checks its checksums (exit 2 on "
+                            "a mismatch\n"
+                            "         or a dataset without one)\n";
 
 #define EXPERTS_PER_LINE 16
 
@@ -221,7 +224,8 @@ static void print_routing(const routing *r, bool found, const omni_experiment *x
     }
 }
 
-static void print_info(const omni_ckpt *c, const omni_experiment *x, int64_t total, double active)
+static void print_info(const omni_ckpt *c, const omni_experiment *x, const omni_tokenization *tok,
+                       int64_t total, double active)
 {
     const omni_ckpt_meta *m = omni_ckpt_meta_of(c);
     int64_t n_moe = 0;
@@ -245,12 +249,32 @@ static void print_info(const omni_ckpt *c, const omni_experiment *x, int64_t tot
                n_moe == 1 ? "" : "s", x->moe.expert_ff, x->moe.shared_experts);
     else
         printf("moe          none (dense model)\n");
-    printf("tasks        ");
-    if (x->data.n_tasks == 0)
-        printf("every task of the data files");
-    for (int i = 0; i < x->data.n_tasks; i++)
-        printf("%s%s", i ? ", " : "", x->data.tasks[i].name);
-    printf("\n");
+    if (tok) {
+        printf("tasks        %d, <task> tokens %d..%d of a vocabulary of %d\n", tok->n_tasks,
+               tok->tok_task0, tok->vocab - 1, tok->vocab);
+        for (int i = 0; i < tok->n_tasks; i++) {
+            const omni_tokenization_task *k = &tok->tasks[i];
+            printf("  %2d %-16s %-14s token %d", k->index, k->name, omni_task_kind_name(k->kind),
+                   k->token);
+            if (k->kind == OMNI_KIND_CONTROL)
+                printf(", obs_dim %d, act_dim %d, %s actions", k->obs_dim, k->act_dim,
+                       k->discrete ? "discrete" : "continuous");
+            printf("\n");
+        }
+        if (tok->image_size)
+            printf("images       %dx%d, %d channel%s, patch %d\n", tok->image_size, tok->image_size,
+                   tok->image_channels, tok->image_channels == 1 ? "" : "s", tok->image_patch);
+        if (tok->audio.sample_rate)
+            printf("audio        %d Hz, %d mels x %d frames, patch %d\n", tok->audio.sample_rate,
+                   tok->audio.mels, tok->audio.frames, tok->audio.patch);
+    } else {
+        printf("tasks        no task table (format %" PRId64 "); data.tasks: ", m->format_version);
+        if (x->data.n_tasks == 0)
+            printf("every task of the data files");
+        for (int i = 0; i < x->data.n_tasks; i++)
+            printf("%s%s", i ? ", " : "", x->data.tasks[i].name);
+        printf("\n");
+    }
     printf("parameters   %" PRId64 " total, %.0f active per token (%.1f%%)\n", total, active,
            total > 0 ? 100.0 * active / (double)total : 0.0);
     if (m->n_counters > 0) {
@@ -264,7 +288,7 @@ static void print_info(const omni_ckpt *c, const omni_experiment *x, int64_t tot
 }
 
 /* Collective: open, check, print on rank 0. */
-static omni_status info(MPI_Comm comm, const char *path)
+static omni_status info(MPI_Comm comm, const char *path, bool verify)
 {
     omni_ckpt *c;
     omni_status st = omni_ckpt_open(comm, path, &c);
@@ -284,16 +308,39 @@ static omni_status info(MPI_Comm comm, const char *path)
     double active = 0.0;
     if (!st)
         st = omni_ckpt_param_counts(c, &total, &active);
+    /* Format 1 has no tokenization: described without it. */
+    omni_tokenization *tok = NULL;
+    if (!st && omni_ckpt_meta_of(c)->format_version >= 2) {
+        tok = malloc(sizeof *tok);
+        st = omni_mpi_agree(comm, tok ? OMNI_OK : omni_fail(OMNI_ERR_NOMEM, "out of memory"));
+        if (!st)
+            st = omni_ckpt_read_tokenization(c, tok);
+    }
     routing r;
     bool found = false;
     if (!st)
         st = omni_mpi_agree(comm, routing_read(c, &r, &found));
     if (!st && omni_log_rank() == 0) {
-        print_info(c, x, total, active);
+        print_info(c, x, tok, total, active);
         print_routing(&r, found, x);
     }
     if (found && !st)
         routing_free(&r);
+    free(tok);
+    if (!st && verify) {
+        int64_t datasets = 0, unchecked = 0;
+        const char *first = NULL;
+        double bytes = 0;
+        st = omni_ckpt_verify(c, &datasets, &unchecked, &first, &bytes);
+        if (!st && unchecked)
+            st = omni_fail(OMNI_ERR_CKPT,
+                           "%s: %" PRId64 " of %" PRId64 " datasets carry no checksum (first: "
+                           "%s), so they cannot be verified",
+                           path, unchecked, datasets, first);
+        if (!st && omni_log_rank() == 0)
+            printf("\nverified     %" PRId64 " datasets, %.1f MiB: every checksum matches\n",
+                   datasets, bytes / 1048576.0);
+    }
     free(x);
     omni_ckpt_close(c);
     return st;
@@ -314,11 +361,19 @@ omni_status omni_cmd_ckpt(MPI_Comm comm, int argc, char **argv)
                 fputs(usage, stdout);
             return OMNI_OK;
         }
-        if (argc < 3)
+        const char *path = NULL;
+        bool verify = false;
+        for (int i = 2; i < argc; i++) {
+            if (!strcmp(argv[i], "--verify"))
+                verify = true;
+            else if (!path && (argv[i][0] != '-' || !argv[i][1]))
+                path = argv[i];
+            else
+                return omni_usage_error(usage, "ckpt info: unexpected argument '%s'", argv[i]);
+        }
+        if (!path)
             return omni_usage_error(usage, "ckpt info: no checkpoint file given");
-        if (argc > 3)
-            return omni_usage_error(usage, "ckpt info: unexpected argument '%s'", argv[3]);
-        return info(comm, argv[2]);
+        return info(comm, path, verify);
     }
     return omni_usage_error(usage, "ckpt: unknown subcommand '%s'", argv[1]);
 }

@@ -7,16 +7,45 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+/* A job killed while writing an object may leave a last line without its newline: cut
+ * the file back to its last whole line (the resumed run logs that step again), so the
+ * next object starts a line of its own and every line stays one JSON object. */
+static omni_status drop_partial_line(const char *path)
+{
+    FILE *f = fopen(path, "r+b");
+    if (!f)
+        return OMNI_OK; /* not there yet: fopen "a" makes it */
+    omni_status st = OMNI_OK;
+    long end = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1, keep = end;
+    int c = 0;
+    while (keep > 0 && fseek(f, keep - 1, SEEK_SET) == 0 && (c = fgetc(f)) != EOF && c != '\n')
+        keep--;
+    if (end > 0 && keep != end) {
+        if (ftruncate(fileno(f), (off_t)keep) != 0)
+            st = omni_fail(OMNI_ERR_IO, "%s: cannot cut its unfinished last line: %s", path,
+                           strerror(errno));
+        else
+            omni_log(OMNI_LOG_WARN, "%s: removed an unfinished last line (%ld bytes)", path,
+                     end - keep);
+    }
+    fclose(f);
+    return st;
+}
 
 omni_status omni_metrics_log_open(omni_metrics_log *log, const omni_experiment *x,
-                                  int64_t first_step)
+                                  const omni_tokenization *tok, int64_t first_step)
 {
     memset(log, 0, sizeof *log);
+    log->tok = tok;
     omni_status st = omni_make_dirs(x->experiment.out_dir);
     if (st)
         return st;
     char path[OMNI_PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/metrics.jsonl", x->experiment.out_dir);
+    if ((st = drop_partial_line(path)))
+        return st;
     log->jsonl = fopen(path, "a");
     if (!log->jsonl)
         return omni_fail(OMNI_ERR_IO, "%s: cannot open for appending: %s", path, strerror(errno));
@@ -31,6 +60,13 @@ void omni_metrics_log_close(omni_metrics_log *log)
     if (log->jsonl)
         fclose(log->jsonl);
     log->jsonl = NULL;
+}
+
+/* The name of task t of the metrics: the task table's (the sampler's task t). */
+static const char *task_name(const omni_metrics_log *log, int t)
+{
+    OMNI_ASSERT(t >= 0 && t < log->tok->n_tasks && log->tok->tasks[t].index == t);
+    return log->tok->tasks[t].name;
 }
 
 static void hms(char *out, size_t cap, double s)
@@ -71,9 +107,9 @@ static void json_num(FILE *f, double v)
 }
 
 /* The JSON key of group g of a routing table: the task's name, or the modality's. */
-static const char *group_name(const omni_experiment *x, bool by_task, int g)
+static const char *group_name(const omni_metrics_log *log, bool by_task, int g)
 {
-    return by_task ? x->data.tasks[g].name : omni_modality_name((omni_modality)g);
+    return by_task ? task_name(log, g) : omni_modality_name((omni_modality)g);
 }
 
 typedef enum { ROUTE_KEPT, ROUTE_DROPPED, ROUTE_PROB } route_field;
@@ -81,7 +117,7 @@ typedef enum { ROUTE_KEPT, ROUTE_DROPPED, ROUTE_PROB } route_field;
 /* "KEY": one object per MoE layer, {GROUP: [one value per expert]}: assignments kept or
  * dropped per step (over n steps), or the mean router probability over the group's tokens
  * (null for a group without tokens). */
-static void json_route_matrix(FILE *f, const char *key, const omni_experiment *x,
+static void json_route_matrix(FILE *f, const char *key, const omni_metrics_log *log,
                               const omni_metrics *sum, bool by_task, route_field what, double n)
 {
     fprintf(f, ", \"%s\": [", key);
@@ -91,7 +127,7 @@ static void json_route_matrix(FILE *f, const char *key, const omni_experiment *x
         const omni_route_table *t = by_task ? &tt : &tm;
         fputs(l ? ", {" : "{", f);
         for (int g = 0; g < t->n_groups; g++) {
-            fprintf(f, "%s\"%s\": [", g ? ", " : "", group_name(x, by_task, g));
+            fprintf(f, "%s\"%s\": [", g ? ", " : "", group_name(log, by_task, g));
             const int64_t E = t->n_experts;
             for (int64_t e = 0; e < E; e++) {
                 int64_t i = (int64_t)g * E + e;
@@ -125,7 +161,7 @@ static double mean_entropy(const double *prob, double tokens, int64_t E)
 
 /* "PREFIX_entropy" and "PREFIX_mean_entropy" per MoE layer {GROUP: nats}, and
  * "PREFIX_tokens" {GROUP: tokens per step} (the same in every layer). */
-static void json_route_entropies(FILE *f, const char *prefix, const omni_experiment *x,
+static void json_route_entropies(FILE *f, const char *prefix, const omni_metrics_log *log,
                                  const omni_metrics *sum, bool by_task, double n)
 {
     for (int which = 0; which < 2; which++) {
@@ -136,7 +172,7 @@ static void json_route_entropies(FILE *f, const char *prefix, const omni_experim
             const omni_route_table *t = by_task ? &tt : &tm;
             fputs(l ? ", {" : "{", f);
             for (int g = 0; g < t->n_groups; g++) {
-                fprintf(f, "%s\"%s\": ", g ? ", " : "", group_name(x, by_task, g));
+                fprintf(f, "%s\"%s\": ", g ? ", " : "", group_name(log, by_task, g));
                 double tok = t->tokens[g];
                 json_num(
                     f, which ? mean_entropy(t->prob + (int64_t)g * t->n_experts, tok, t->n_experts)
@@ -153,7 +189,7 @@ static void json_route_entropies(FILE *f, const char *prefix, const omni_experim
         omni_metrics_tables(sum, 0, &tt, &tm);
         const omni_route_table *t = by_task ? &tt : &tm;
         for (int g = 0; g < t->n_groups; g++) {
-            fprintf(f, "%s\"%s\": ", g ? ", " : "", group_name(x, by_task, g));
+            fprintf(f, "%s\"%s\": ", g ? ", " : "", group_name(log, by_task, g));
             json_num(f, t->tokens[g] / n);
         }
     }
@@ -161,18 +197,18 @@ static void json_route_entropies(FILE *f, const char *prefix, const omni_experim
 }
 
 /* The routing statistics of the logged steps (docs/metrics.md): nothing for a dense model. */
-static void json_routing(FILE *f, const omni_experiment *x, const omni_metrics *sum, double n)
+static void json_routing(FILE *f, const omni_metrics_log *log, const omni_metrics *sum, double n)
 {
     if (sum->n_moe_layers == 0)
         return;
-    json_route_matrix(f, "task_expert_load", x, sum, true, ROUTE_KEPT, n);
-    json_route_matrix(f, "task_expert_drop", x, sum, true, ROUTE_DROPPED, n);
-    json_route_matrix(f, "task_expert_prob", x, sum, true, ROUTE_PROB, n);
-    json_route_entropies(f, "task", x, sum, true, n);
-    json_route_matrix(f, "modality_expert_load", x, sum, false, ROUTE_KEPT, n);
-    json_route_matrix(f, "modality_expert_drop", x, sum, false, ROUTE_DROPPED, n);
-    json_route_matrix(f, "modality_expert_prob", x, sum, false, ROUTE_PROB, n);
-    json_route_entropies(f, "modality", x, sum, false, n);
+    json_route_matrix(f, "task_expert_load", log, sum, true, ROUTE_KEPT, n);
+    json_route_matrix(f, "task_expert_drop", log, sum, true, ROUTE_DROPPED, n);
+    json_route_matrix(f, "task_expert_prob", log, sum, true, ROUTE_PROB, n);
+    json_route_entropies(f, "task", log, sum, true, n);
+    json_route_matrix(f, "modality_expert_load", log, sum, false, ROUTE_KEPT, n);
+    json_route_matrix(f, "modality_expert_drop", log, sum, false, ROUTE_DROPPED, n);
+    json_route_matrix(f, "modality_expert_prob", log, sum, false, ROUTE_PROB, n);
+    json_route_entropies(f, "modality", log, sum, false, n);
     fputs(", \"dead_experts\": [", f);
     for (int l = 0; l < sum->n_moe_layers; l++) {
         fputs(l ? ", [" : "[", f);
@@ -206,10 +242,10 @@ omni_status omni_metrics_log_train(omni_metrics_log *log, const omni_experiment 
     for (int t = 0; t < sum->n_tasks && len < (int)sizeof line - 64; t++) {
         double c = sum->task_count[t];
         if (c > 0)
-            len += snprintf(line + len, sizeof line - (size_t)len, " %s %.3f",
-                            x->data.tasks[t].name, sum->task_loss[t] / c);
+            len += snprintf(line + len, sizeof line - (size_t)len, " %s %.3f", task_name(log, t),
+                            sum->task_loss[t] / c);
         else /* no loss token of this task in these steps */
-            len += snprintf(line + len, sizeof line - (size_t)len, " %s -", x->data.tasks[t].name);
+            len += snprintf(line + len, sizeof line - (size_t)len, " %s -", task_name(log, t));
     }
     if (sum->n_moe_layers > 0 && len < (int)sizeof line - 128) {
         len += snprintf(line + len, sizeof line - (size_t)len,
@@ -233,7 +269,7 @@ omni_status omni_metrics_log_train(omni_metrics_log *log, const omni_experiment 
     fputs(", \"task_loss\": {", f);
     for (int t = 0; t < sum->n_tasks; t++) {
         double c = sum->task_count[t];
-        fprintf(f, "%s\"%s\": ", t ? ", " : "", x->data.tasks[t].name);
+        fprintf(f, "%s\"%s\": ", t ? ", " : "", task_name(log, t));
         json_num(f, c > 0 ? sum->task_loss[t] / c : (double)NAN);
     }
     fputs("}, \"aux_loss\": ", f);
@@ -259,7 +295,7 @@ omni_status omni_metrics_log_train(omni_metrics_log *log, const omni_experiment 
         fputs("]", f);
     }
     fputs("]", f);
-    json_routing(f, x, sum, n);
+    json_routing(f, log, sum, n);
     fputs(", \"elapsed_s\": ", f);
     json_num(f, elapsed);
     fputs(", \"eta_s\": ", f);
@@ -278,23 +314,22 @@ omni_status omni_metrics_log_eval(omni_metrics_log *log, const omni_experiment *
         double c = sum->task_count[t];
         if (c > 0)
             len += snprintf(line + len, sizeof line - (size_t)len, " %s loss %.3f acc %.3f |",
-                            x->data.tasks[t].name, sum->task_loss[t] / c, sum->task_correct[t] / c);
+                            task_name(log, t), sum->task_loss[t] / c, sum->task_correct[t] / c);
         else
-            len +=
-                snprintf(line + len, sizeof line - (size_t)len, " %s - |", x->data.tasks[t].name);
+            len += snprintf(line + len, sizeof line - (size_t)len, " %s - |", task_name(log, t));
     }
     omni_log(OMNI_LOG_INFO, "%s", line);
     FILE *f = log->jsonl;
     fprintf(f, "{\"eval\": true, \"step\": %lld, \"task_loss\": {", (long long)step);
     for (int t = 0; t < sum->n_tasks; t++) {
         double c = sum->task_count[t];
-        fprintf(f, "%s\"%s\": ", t ? ", " : "", x->data.tasks[t].name);
+        fprintf(f, "%s\"%s\": ", t ? ", " : "", task_name(log, t));
         json_num(f, c > 0 ? sum->task_loss[t] / c : (double)NAN);
     }
     fputs("}, \"task_accuracy\": {", f);
     for (int t = 0; t < sum->n_tasks; t++) {
         double c = sum->task_count[t];
-        fprintf(f, "%s\"%s\": ", t ? ", " : "", x->data.tasks[t].name);
+        fprintf(f, "%s\"%s\": ", t ? ", " : "", task_name(log, t));
         json_num(f, c > 0 ? sum->task_correct[t] / c : (double)NAN);
     }
     fputs("}}\n", f);
