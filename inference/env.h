@@ -14,9 +14,9 @@
  * adds the episode and step). Never a hang.
  *
  * The loop (omni_act_run) owns the token history of DESIGN.md §8 and asks a policy for
- * the action tokens of each step; the policy is whatever decodes with a model (the
- * decoder of this part, or training's model for eval.env rollouts) or a stand-in in
- * tests.
+ * the action tokens of each step; the policy is whatever decodes with a model or a
+ * stand-in in tests. omni_infer_act plays a task with a session's model (`omnimoe act`,
+ * and training's eval.env rollouts).
  */
 #ifndef OMNI_INFERENCE_ENV_H
 #define OMNI_INFERENCE_ENV_H
@@ -26,6 +26,7 @@
 #include <stdio.h>
 
 #include "base.h"
+#include "inference.h"
 
 /* ---- environments (not collective: one process talks to one) ------------------ */
 
@@ -75,7 +76,7 @@ typedef struct {
  * each in [tok_lo, tok_hi), into out. COLLECTIVE over the loop's comm: every rank calls
  * it with the same prompt; rank 0's out is used. Returns a status agreed across ranks.
  */
-typedef struct {
+typedef struct omni_act_policy {
     void *ctx;
     omni_status (*act)(void *ctx, const int32_t *prompt, int64_t n_prompt, int64_t n_prefix,
                        int32_t n_act, int32_t tok_lo, int32_t tok_hi, int32_t *out);
@@ -111,6 +112,17 @@ typedef struct {
 omni_status omni_act_run(MPI_Comm comm, const omni_act_task *task, const omni_act_options *opt,
                          const omni_act_policy *policy, omni_act_result *res);
 void omni_act_result_free(omni_act_result *res);
+
+/*
+ * COLLECTIVE over comm (the session's). The whole of `omnimoe act` after opening the
+ * checkpoint, and what training's periodic evaluation calls for eval.env: play
+ * opt->episodes episodes of control task `task` with the model of session s (its
+ * tokenization gives obs_dim, act_dim, discrete and the <task> token; rank 0 brings the
+ * prompt, the other ranks join the decoding with none). An unknown task, or one not of
+ * kind control, is OMNI_ERR_USAGE naming it (and the tasks the model has).
+ */
+omni_status omni_infer_act(MPI_Comm comm, omni_infer *s, const char *task,
+                           const omni_act_options *opt, omni_act_result *res);
 
 /* Write {"episodes": [{"return": R, "steps": S}, ..], "mean_return": M} to path (through
  * a temporary name and a rename: never half-written). Not collective. */
