@@ -1,7 +1,7 @@
 /*
  * cli — the `omnimoe` command: one program, subcommands, each with --help. main()
  * owns MPI start-up and shutdown, prints the one error message, and chooses the exit
- * status (DESIGN.md §6); the subcommands return statuses.
+ * status (docs/design.md §6); the subcommands return statuses.
  */
 #ifndef OMNI_CLI_H
 #define OMNI_CLI_H

@@ -17,9 +17,7 @@
 #include "model.h"
 #include "ops.h"
 
-#define MAX_TENSORS   4096
-#define LOAD_ROWS     16 /* logged expert loads kept for checkpoints (ckpt info) */
-#define ROUTE_TENSORS 11 /* the routing tables of the last logged window, in checkpoints */
+#define LOAD_ROWS 16 /* logged expert loads kept for checkpoints (ckpt info) */
 
 typedef struct {
     MPI_Comm comm;
@@ -28,7 +26,7 @@ typedef struct {
     omni_worker *w;
     omni_metrics step_m, sum_m, eval_m;
     omni_metrics_log log;
-    omni_ckpt_tensor *state;
+    const omni_ckpt_tensor *state; /* the worker's */
     int n_state;
     char *yaml;
     int64_t step, last_saved, last_eval, steps_in_sum;
@@ -40,28 +38,21 @@ typedef struct {
     bool route_logged;
     double *route;          /* the tensors' values, in the order of route_tensors */
     int64_t route_steps[2]; /* first and last step of the window */
-    omni_ckpt_tensor *save; /* [n_state + ROUTE_TENSORS] what a checkpoint writes */
+    omni_tensor_table save; /* what a checkpoint writes: the worker's state, then the
+                               routing tensors (MoE models), built once */
     float *load;            /* [LOAD_ROWS, moe layers, E] */
     int64_t *plan;          /* [3 * size] rank 0's scratch for the batch plan */
     omni_infer *infer;      /* decoding for exact match at evaluations; made at the first */
 } trainer;
 
 /* The routing tensors: for tasks then modalities, load, drop, prob [L, G, E] and tokens,
- * entropy [L, G] (f64), then the window's steps [2] (i64), laid end to end in t->route. */
-static void route_tensors(trainer *t, omni_ckpt_tensor *out)
+ * entropy [L, G] (f64), then the window's steps [2] (i64), laid end to end in t->route.
+ * Their values live on rank 0, which writes them; every rank holds the descriptors, since
+ * a checkpoint's tensor list is the same on all ranks. */
+static omni_status add_route_tensors(trainer *t)
 {
-    static const char *const names[ROUTE_TENSORS] = {
-        "state/coordinator/routing/task_expert_load",
-        "state/coordinator/routing/task_expert_drop",
-        "state/coordinator/routing/task_expert_prob",
-        "state/coordinator/routing/task_tokens",
-        "state/coordinator/routing/task_entropy",
-        "state/coordinator/routing/modality_expert_load",
-        "state/coordinator/routing/modality_expert_drop",
-        "state/coordinator/routing/modality_expert_prob",
-        "state/coordinator/routing/modality_tokens",
-        "state/coordinator/routing/modality_entropy",
-        "state/coordinator/routing/steps"};
+    static const char *const what[5] = {"expert_load", "expert_drop", "expert_prob", "tokens",
+                                        "entropy"};
     static const char *const meanings[5] = {
         "[moe layer, group, expert]: token->expert assignments kept per step",
         "[moe layer, group, expert]: assignments dropped over capacity per step",
@@ -73,28 +64,40 @@ static void route_tensors(trainer *t, omni_ckpt_tensor *out)
     double *p = t->route;
     for (int q = 0; q < 10; q++) {
         int64_t G = q < 5 ? m->n_tasks : OMNI_MOD_COUNT;
-        omni_ckpt_tensor *d = &out[q];
-        memset(d, 0, sizeof *d);
-        d->name = names[q];
-        d->type = OMNI_CKPT_F64;
-        d->rank = q % 5 < 3 ? 3 : 2;
-        d->dims[0] = L, d->dims[1] = G, d->dims[2] = E;
-        d->data = p;
-        d->row_hi = L;
-        d->writer = t->rank == 0;
-        d->meaning = meanings[q % 5];
+        omni_tensor d;
+        memset(&d, 0, sizeof d);
+        d.type = OMNI_CKPT_F64;
+        d.rank = q % 5 < 3 ? 3 : 2;
+        d.dims[0] = L, d.dims[1] = G, d.dims[2] = E;
+        d.data = p;
+        d.row_hi = L;
+        d.writer = t->rank == 0;
+        d.meaning = meanings[q % 5];
         p += L * G * (q % 5 < 3 ? E : 1);
+        if (!omni_tensor_table_add(&t->save, &d, "state/coordinator/routing/%s_%s",
+                                   q < 5 ? "task" : "modality", what[q % 5]))
+            return OMNI_ERR_NOMEM;
     }
-    omni_ckpt_tensor *d = &out[10];
-    memset(d, 0, sizeof *d);
-    d->name = names[10];
-    d->type = OMNI_CKPT_I64;
-    d->rank = 1;
-    d->dims[0] = 2;
-    d->data = t->route_steps;
-    d->row_hi = 2;
-    d->writer = t->rank == 0;
-    d->meaning = "[2]: the first and last step of the logged window of these tables";
+    omni_tensor d;
+    memset(&d, 0, sizeof d);
+    d.type = OMNI_CKPT_I64;
+    d.rank = 1;
+    d.dims[0] = 2;
+    d.data = t->route_steps;
+    d.row_hi = 2;
+    d.writer = t->rank == 0;
+    d.meaning = "[2]: the first and last step of the logged window of these tables";
+    return omni_tensor_table_add(&t->save, &d, "state/coordinator/routing/steps") ? OMNI_OK
+                                                                                  : OMNI_ERR_NOMEM;
+}
+
+/* The checkpoint's tensor list: the worker's state, then the routing tensors. */
+static omni_status save_table(trainer *t)
+{
+    for (int i = 0; i < t->n_state; i++)
+        if (!omni_tensor_table_add(&t->save, &t->state[i], "%s", t->state[i].name))
+            return OMNI_ERR_NOMEM;
+    return t->step_m.n_moe_layers > 0 ? add_route_tensors(t) : OMNI_OK;
 }
 
 static int64_t route_values(const omni_metrics *m)
@@ -152,13 +155,8 @@ static omni_status save(trainer *t)
     double t0 = omni_now();
     /* The training state, and the routing tables once a window of an MoE model is logged
      * (the same decision on every rank: logging follows the step count). */
-    int n = t->n_state;
-    memcpy(t->save, t->state, (size_t)n * sizeof *t->save);
-    if (t->route_logged && t->step_m.n_moe_layers > 0) {
-        route_tensors(t, t->save + n);
-        n += ROUTE_TENSORS;
-    }
-    omni_status st = omni_ckpt_save(t->comm, t->x->experiment.out_dir, &meta, t->save, n,
+    int n = t->route_logged ? (int)t->save.n : t->n_state;
+    omni_status st = omni_ckpt_save(t->comm, t->x->experiment.out_dir, &meta, t->save.t, n,
                                     t->x->checkpoint.keep, path, sizeof path);
     if (st)
         return st;
@@ -191,7 +189,10 @@ static omni_status resume(trainer *t, const char *arg)
          * starts from step 0. A directory with checkpoint files of which none is complete
          * is an error below, never a silent restart. */
         int any = t->rank == 0 && has_checkpoint_files(t->x->experiment.out_dir);
-        MPI_Bcast(&any, 1, MPI_INT, 0, t->comm);
+        omni_status bst = omni_mpi_check(MPI_Bcast(&any, 1, MPI_INT, 0, t->comm),
+                                         "MPI_Bcast of the checkpoint look-up");
+        if (bst)
+            return bst;
         if (!any) {
             omni_log(OMNI_LOG_INFO, "--resume auto: no checkpoint in %s yet, starting at step 0",
                      t->x->experiment.out_dir);
@@ -395,21 +396,18 @@ omni_status omni_train(MPI_Comm comm, const omni_experiment *x, const char *resu
     if (!st)
         st = omni_metrics_create(&t.eval_m, n_tasks, n_layers, n_experts);
     if (!st) {
-        t.state = omni_alloc(MAX_TENSORS, sizeof *t.state, "checkpoint tensor list");
         t.load = omni_alloc((int64_t)LOAD_ROWS * n_layers * (n_experts ? n_experts : 1),
                             sizeof *t.load, "expert load history");
         t.plan = omni_alloc(3 * (int64_t)t.size, sizeof *t.plan, "batch plan");
-        t.save = omni_alloc(MAX_TENSORS + ROUTE_TENSORS, sizeof *t.save, "checkpoint tensor list");
         t.route = omni_alloc(route_values(&t.step_m) + 1, sizeof *t.route, "routing tables");
         if (t.route)
             memset(t.route, 0, (size_t)(route_values(&t.step_m) + 1) * sizeof *t.route);
-        if (!t.state || !t.load || !t.plan || !t.save || !t.route)
+        if (!t.load || !t.plan || !t.route)
             st = OMNI_ERR_NOMEM;
     }
     if (!st) {
-        t.n_state = omni_worker_state(t.w, t.state, MAX_TENSORS);
-        if (t.n_state < 0)
-            st = omni_fail(OMNI_ERR_INTERNAL, "more than %d state tensors", MAX_TENSORS);
+        t.n_state = omni_worker_state(t.w, &t.state);
+        st = save_table(&t);
     }
     if ((st = omni_mpi_agree(comm, st)))
         goto out;
@@ -432,10 +430,9 @@ omni_status omni_train(MPI_Comm comm, const omni_experiment *x, const char *resu
 out:
     if (t.rank == 0)
         omni_metrics_log_close(&t.log);
-    omni_free(t.state);
     omni_free(t.load);
     omni_free(t.plan);
-    omni_free(t.save);
+    omni_tensor_table_free(&t.save);
     omni_free(t.route);
     omni_metrics_free(&t.step_m);
     omni_metrics_free(&t.sum_m);

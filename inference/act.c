@@ -1,5 +1,5 @@
 /*
- * The Gato loop (DESIGN.md §8): episodes of an environment driven by a policy that sees
+ * The Gato loop (docs/design.md §8): episodes of an environment driven by a policy that sees
  * the task's token history, and the JSON summary of `omnimoe act`. Rank 0 speaks to the
  * environment; each step it broadcasts the observation's tokens, every rank builds the
  * same prompt and calls the (collective) policy; rank 0's action tokens come with the

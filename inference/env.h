@@ -1,5 +1,5 @@
 /*
- * inference — acting (DESIGN.md §8, `omnimoe act`): environments and the Gato loop.
+ * inference — acting (docs/design.md §8, `omnimoe act`): environments and the Gato loop.
  *
  * An environment is the built-in cart-pole ("cartpole") or any program started as a
  * child process (`/bin/sh -c COMMAND`) and spoken to in JSON lines over its stdin and
@@ -13,7 +13,7 @@
  * output or does not answer within the timeout: OMNI_ERR_DATA naming the fault (the loop
  * adds the episode and step). Never a hang.
  *
- * The loop (omni_act_run) owns the token history of DESIGN.md §8 and asks a policy for
+ * The loop (omni_act_run) owns the token history of docs/design.md §8 and asks a policy for
  * the action tokens of each step; the policy is whatever decodes with a model or a
  * stand-in in tests. omni_infer_act plays a task with a session's model (`omnimoe act`,
  * and training's eval.env rollouts).
@@ -99,7 +99,7 @@ typedef struct {
 } omni_act_result;
 
 /*
- * COLLECTIVE over comm. Run opt->episodes episodes of the Gato loop of DESIGN.md §8:
+ * COLLECTIVE over comm. Run opt->episodes episodes of the Gato loop of docs/design.md §8:
  * rank 0 opens and speaks to the environment; every rank keeps the same token history
  * and calls the policy. Each episode: reset, then repeat: the observation's tokens and
  * <sep> are appended to the history (the oldest whole steps leave it so that the <task>

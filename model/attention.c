@@ -1,12 +1,11 @@
 /*
- * Multi-head attention core: scores by cblas_sgemm per (window, head), the mask of
- * DESIGN.md §2 (causal, never across packed samples, both ways inside a prefix under
+ * Multi-head attention core: scores by omni_matmul per (window, head), the mask of
+ * docs/design.md §2 (causal, never across packed samples, both ways inside a prefix under
  * attention: prefix, padding sees only itself), a row softmax over the allowed keys,
- * and the weighted sum of values by cblas_sgemm.
+ * and the weighted sum of values by omni_matmul.
  */
 #include "layers.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -75,12 +74,11 @@ void omni_attention_forward(float *out, float *att, const float *qkv, const omni
         for (int64_t h = 0; h < n_heads; h++) {
             const float *q = base + h * hd, *k = base + d + h * hd, *v = base + 2 * d + h * hd;
             float *p = att + (s * n_heads + h) * T * T;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)hd, scale, q,
-                        (int)ld, k, (int)ld, 0.0f, p, (int)T);
+            omni_matmul(false, true, T, T, hd, scale, q, ld, k, ld, 0.0f, p, T);
             for (int64_t i = 0; i < T; i++)
                 masked_softmax_row(p + i * T, b, s, i, T, prefix);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, p,
-                        (int)T, v, (int)ld, 0.0f, out + s * T * d + h * hd, (int)d);
+            omni_matmul(false, false, T, hd, T, 1.0f, p, T, v, ld, 0.0f, out + s * T * d + h * hd,
+                        d);
         }
     }
 }
@@ -104,10 +102,8 @@ void omni_attention_backward(float *dqkv, float *dscratch, const float *dout, co
             const float *p = att + (s * n_heads + h) * T * T;
             const float *dy = dout + s * T * d + h * hd;
             float *dp = dscratch;
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, p,
-                        (int)T, dy, (int)d, 1.0f, dv, (int)ld);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)hd, 1.0f, dy,
-                        (int)d, v, (int)ld, 0.0f, dp, (int)T);
+            omni_matmul(true, false, T, hd, T, 1.0f, p, T, dy, d, 1.0f, dv, ld);
+            omni_matmul(false, true, T, T, hd, 1.0f, dy, d, v, ld, 0.0f, dp, T);
             for (int64_t i = 0; i < T; i++) {
                 const float *pr = p + i * T;
                 float *dr = dp + i * T;
@@ -117,10 +113,8 @@ void omni_attention_backward(float *dqkv, float *dscratch, const float *dout, co
                 for (int64_t j = 0; j < T; j++)
                     dr[j] = pr[j] * (dr[j] - dot);
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)hd, (int)T, scale,
-                        dp, (int)T, k, (int)ld, 1.0f, dq, (int)ld);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)T, (int)hd, (int)T, scale, dp,
-                        (int)T, q, (int)ld, 1.0f, dk, (int)ld);
+            omni_matmul(false, false, T, hd, T, scale, dp, T, k, ld, 1.0f, dq, ld);
+            omni_matmul(true, false, T, hd, T, scale, dp, T, q, ld, 1.0f, dk, ld);
         }
     }
 }
