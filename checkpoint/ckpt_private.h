@@ -71,48 +71,6 @@ omni_h5_rows ckpt_rows(const omni_ckpt_tensor *t);
 omni_status ckpt_transfer(MPI_Comm comm, hid_t dset, const omni_ckpt_tensor *t, bool active,
                           bool write, const char *file, omni_h5_sum_kind *sum);
 
-/* The h5 layer's helpers bound to a checkpoint's fault status (OMNI_ERR_CKPT), under the
- * names the checkpoint code used before the layer was shared. */
-static inline void ckpt_h5_reason(char *out, size_t len)
-{
-    omni_h5_reason(out, len);
-}
-static inline bool ckpt_path_exists(hid_t loc, const char *path)
-{
-    return omni_h5_path_exists(loc, path);
-}
-static inline omni_status ckpt_attr_write_i64(hid_t loc, const char *name, int64_t v,
-                                              const char *file)
-{
-    return omni_h5_attr_write_i64(loc, name, v, file);
-}
-static inline omni_status ckpt_attr_write_f64(hid_t loc, const char *name, double v,
-                                              const char *file)
-{
-    return omni_h5_attr_write(loc, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v, file);
-}
-static inline omni_status ckpt_attr_write_str(hid_t loc, const char *name, const char *s,
-                                              const char *file)
-{
-    return omni_h5_attr_write_str(loc, name, s, file);
-}
-static inline omni_status ckpt_attr_read_i64(hid_t loc, const char *name, int64_t *v,
-                                             const char *file)
-{
-    return omni_h5_attr_read_i64(loc, name, v, OMNI_ERR_CKPT, file);
-}
-static inline omni_status ckpt_attr_read_f64(hid_t loc, const char *name, double *v,
-                                             const char *file)
-{
-    return omni_h5_attr_read_num(loc, name, true, v, NULL, OMNI_ERR_CKPT, file);
-}
-/* A string of at most 16 MiB (the experiment text), malloc'ed. */
-static inline omni_status ckpt_attr_read_str(hid_t loc, const char *name, char **s,
-                                             const char *file)
-{
-    return omni_h5_attr_read_str(loc, name, (size_t)1 << 24, s, OMNI_ERR_CKPT, file);
-}
-
 /* Check the root attributes that make a file a checkpoint of our format (format name
  * and version): OMNI_ERR_CKPT "FILE: fault". Not collective. */
 omni_status ckpt_check_format(hid_t file, const char *path, int64_t *version);

@@ -83,17 +83,17 @@ static omni_status write_task(hid_t tasks, const omni_tokenization_task *k, cons
     omni_status st = make_group(tasks, k->name, &g, path);
     if (st)
         return st;
-    st = ckpt_attr_write_str(g, "kind", omni_task_kind_name(k->kind), path);
+    st = omni_h5_attr_write_str(g, "kind", omni_task_kind_name(k->kind), path);
     if (!st)
-        st = ckpt_attr_write_i64(g, "index", k->index, path);
+        st = omni_h5_attr_write_i64(g, "index", k->index, path);
     if (!st)
-        st = ckpt_attr_write_i64(g, "token", k->token, path);
+        st = omni_h5_attr_write_i64(g, "token", k->token, path);
     if (!st)
-        st = ckpt_attr_write_i64(g, "obs_dim", k->obs_dim, path);
+        st = omni_h5_attr_write_i64(g, "obs_dim", k->obs_dim, path);
     if (!st)
-        st = ckpt_attr_write_i64(g, "act_dim", k->act_dim, path);
+        st = omni_h5_attr_write_i64(g, "act_dim", k->act_dim, path);
     if (!st)
-        st = ckpt_attr_write_i64(g, "discrete", k->discrete, path);
+        st = omni_h5_attr_write_i64(g, "discrete", k->discrete, path);
     H5Gclose(g);
     return st;
 }
@@ -105,13 +105,13 @@ omni_status ckpt_write_tokenization(hid_t file, const omni_tokenization *t, cons
     if (st)
         return st;
     for (size_t i = 0; i < sizeof int_attrs / sizeof int_attrs[0] && !st; i++)
-        st = ckpt_attr_write_i64(g, int_attrs[i].name, get_int(t, &int_attrs[i]), path);
+        st = omni_h5_attr_write_i64(g, int_attrs[i].name, get_int(t, &int_attrs[i]), path);
     if (!st)
-        st = ckpt_attr_write_f64(g, "mulaw_mu", t->mulaw_mu, path);
+        st = omni_h5_attr_write_f64(g, "mulaw_mu", t->mulaw_mu, path);
     if (!st)
-        st = ckpt_attr_write_f64(g, "mulaw_m", t->mulaw_m, path);
+        st = omni_h5_attr_write_f64(g, "mulaw_m", t->mulaw_m, path);
     if (!st)
-        st = ckpt_attr_write_f64(g, "audio_top_db", (double)t->audio.top_db, path);
+        st = omni_h5_attr_write_f64(g, "audio_top_db", (double)t->audio.top_db, path);
     if (!st)
         st = make_group(g, "tasks", &tasks, path);
     for (int i = 0; i < t->n_tasks && !st; i++)
@@ -130,7 +130,7 @@ static omni_status read_int(hid_t g, const char *where, const char *name, int64_
     int64_t v;
     if (H5Aexists(g, name) <= 0)
         return omni_fail(OMNI_ERR_CKPT, "%s: attribute %s of /%s is missing", path, name, where);
-    if (ckpt_attr_read_i64(g, name, &v, path))
+    if (omni_h5_attr_read_i64(g, name, &v, OMNI_ERR_CKPT, path))
         return omni_fail(OMNI_ERR_CKPT, "%s: attribute %s of /%s is not an integer", path, name,
                          where);
     if (v < lo || v > hi)
@@ -146,7 +146,7 @@ static omni_status read_num(hid_t g, const char *where, const char *name, double
 {
     if (H5Aexists(g, name) <= 0)
         return omni_fail(OMNI_ERR_CKPT, "%s: attribute %s of /%s is missing", path, name, where);
-    if (ckpt_attr_read_f64(g, name, out, path))
+    if (omni_h5_attr_read_num(g, name, true, out, NULL, OMNI_ERR_CKPT, path))
         return omni_fail(OMNI_ERR_CKPT, "%s: attribute %s of /%s is not a number", path, name,
                          where);
     return OMNI_OK;
@@ -187,7 +187,8 @@ static omni_status read_task(hid_t tasks, const char *name, const omni_tokenizat
     snprintf(k->name, sizeof k->name, "%s", name);
     char *kind = NULL;
     omni_status st = OMNI_OK;
-    if (H5Aexists(g, "kind") <= 0 || ckpt_attr_read_str(g, "kind", &kind, path))
+    if (H5Aexists(g, "kind") <= 0 ||
+        omni_h5_attr_read_str(g, "kind", OMNI_NAME_MAX, &kind, OMNI_ERR_CKPT, path))
         st = omni_fail(OMNI_ERR_CKPT, "%s: attribute kind of /%s is missing or not a string", path,
                        where);
     int parsed = st ? -1 : omni_task_kind_parse(kind);
@@ -266,7 +267,7 @@ omni_status ckpt_read_tokenization(hid_t file, const char *path, int64_t version
                                    omni_tokenization *t)
 {
     memset(t, 0, sizeof *t);
-    if (!ckpt_path_exists(file, CKPT_TOKENIZATION))
+    if (!omni_h5_path_exists(file, CKPT_TOKENIZATION))
         return omni_fail(OMNI_ERR_CKPT,
                          "%s: has no /%s (the dataset's tokenization and task table)%s; "
                          "a checkpoint without it cannot be resumed or used for inference: "
@@ -295,7 +296,7 @@ omni_status ckpt_read_tokenization(hid_t file, const char *path, int64_t version
     if (st)
         return st;
 
-    if (!ckpt_path_exists(file, TASKS_GROUP))
+    if (!omni_h5_path_exists(file, TASKS_GROUP))
         return omni_fail(OMNI_ERR_CKPT, "%s: group /%s is missing", path, TASKS_GROUP);
     hid_t tasks = H5Gopen2(file, TASKS_GROUP, H5P_DEFAULT);
     if (tasks < 0)

@@ -82,6 +82,11 @@ omni_status omni_h5_attr_write_i64(hid_t loc, const char *name, int64_t v, const
     return omni_h5_attr_write(loc, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &v, file);
 }
 
+omni_status omni_h5_attr_write_f64(hid_t loc, const char *name, double v, const char *file)
+{
+    return omni_h5_attr_write(loc, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v, file);
+}
+
 omni_status omni_h5_attr_write_str(hid_t loc, const char *name, const char *s, const char *file)
 {
     size_t len = strlen(s);

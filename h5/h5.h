@@ -41,6 +41,7 @@ bool omni_h5_path_exists(hid_t loc, const char *path);
 omni_status omni_h5_attr_write(hid_t loc, const char *name, hid_t file_type, hid_t mem_type,
                                const void *value, const char *file);
 omni_status omni_h5_attr_write_i64(hid_t loc, const char *name, int64_t v, const char *file);
+omni_status omni_h5_attr_write_f64(hid_t loc, const char *name, double v, const char *file);
 omni_status omni_h5_attr_write_str(hid_t loc, const char *name, const char *s, const char *file);
 
 /* Read a scalar attribute. A missing or malformed one returns `fault` (the caller's
