@@ -39,6 +39,12 @@ check shapes 1.0 0.60
 check tones 1.5 0.45
 check arith 2.0 0.30
 check cartpole 1.0 0.65
+# configs/demo.yaml plays the cart-pole at each evaluation (eval.env): its mean return is there.
+if grep -qE " cartpole loss [0-9.]+ acc [0-9.]+ return [0-9.]+ \|" <<<"$line"; then
+  passes=$((passes + 1))
+else
+  echo "FAIL: no cart-pole return in the eval line"; fails=$((fails + 1))
+fi
 # The metrics file has one object per logged step and one evaluation object.
 n=$(grep -c '"step"' "$tmp/run/metrics.jsonl")
 if [[ $n -ne 9 ]]; then echo "FAIL: metrics.jsonl has $n objects, want 8 + 1"; fails=$((fails + 1)); else passes=$((passes + 1)); fi
