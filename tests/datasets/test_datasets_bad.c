@@ -654,6 +654,52 @@ Test(datasets, build_seed_flag_replaces_the_specs_seed)
     free(out);
 }
 
+/* The tokens of /tasks/qa/val of dir/NAME, malloc'ed, with their count. */
+static int32_t *val_tokens(const char *name, int64_t *n)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    cr_assert(f >= 0, "%s", path);
+    hid_t d = H5Dopen2(f, "/tasks/qa/val/tokens", H5P_DEFAULT);
+    cr_assert(d >= 0);
+    hid_t sp = H5Dget_space(d);
+    hsize_t len;
+    H5Sget_simple_extent_dims(sp, &len, NULL);
+    int32_t *tok = malloc(sizeof *tok * (len ? len : 1));
+    cr_assert(H5Dread(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, tok) >= 0);
+    H5Sclose(sp);
+    H5Dclose(d);
+    H5Fclose(f);
+    *n = (int64_t)len;
+    return tok;
+}
+
+Test(datasets, build_seed_flag_draws_the_validation_split)
+{
+    /* 20 questions, half of them drawn for validation by the seed. */
+    char csv[1024] = "input,target\n";
+    for (int i = 0; i < 20; i++)
+        snprintf(csv + strlen(csv), sizeof csv - strlen(csv), "%d+%d,%d\n", i, i, 2 * i);
+    put_text("qa.csv", csv);
+    put_text("spec.yaml", "seed: 7\ntasks:\n  - {name: qa, kind: text_to_text, manifest: qa.csv, "
+                          "val_fraction: 0.5}\n");
+    const char *err;
+    cr_assert_eq(run("data build spec.yaml --out spec7.h5", &err), 0, "%s", err);
+    cr_assert_eq(run("data build spec.yaml --out flag7.h5 --seed 7", &err), 0, "%s", err);
+    cr_assert_eq(run("data build spec.yaml --out flag99.h5 --seed 99", &err), 0, "%s", err);
+    int64_t n7, nf7, n99;
+    int32_t *a = val_tokens("spec7.h5", &n7), *b = val_tokens("flag7.h5", &nf7),
+            *c = val_tokens("flag99.h5", &n99);
+    cr_assert(n7 == nf7 && !memcmp(a, b, sizeof *a * (size_t)n7),
+              "--seed 7 drew another split than the spec's seed 7");
+    cr_assert(n7 != n99 || memcmp(a, c, sizeof *a * (size_t)n7),
+              "--seed 99 drew the split of seed 7: the flag is ignored");
+    free(a);
+    free(b);
+    free(c);
+}
+
 Test(datasets, file_missing_attribute)
 {
     good_dataset();
