@@ -106,6 +106,9 @@ EOF
   expect2 "generate, image.resize error" \
     "$img: image is [0-9]*x[0-9]* (width x height), expected 32x32 (image.size), and image.resize is error" \
     "$bin" generate "$tmp/error.h5" --task shapes --image "$img"
+  expect2 "eval on data whose images were fitted otherwise" \
+    "$tmp/demo.h5: task shapes has other image settings than the model was trained with: size 32, 3 channel(s), patch 8, resize stretch in the data; size 32, 3 channel(s), patch 8, resize error in the model" \
+    "$bin" eval "$tmp/error.h5" "$tmp/demo.h5" --tasks shapes --limit 2
   expect2 "checkpoint with an unknown image_resize" \
     "$tmp/crop.h5: attribute image_resize of /tokenization is \"crop\", expected stretch, pad or error" \
     "$bin" generate "$tmp/crop.h5" --task shapes --image "$img"
