@@ -183,6 +183,14 @@ int64_t omni_ckpt_unchecked(const omni_ckpt *c, const char **first);
 omni_status omni_ckpt_verify(omni_ckpt *c, int64_t *datasets, int64_t *unchecked,
                              const char **first_unchecked, double *bytes);
 
+/* Not collective. Read dataset `name` whole (a small one: statistics, not parameters), of
+ * `rank` dimensions and element type `type`: dims[d] >= 0 must match, dims[d] < 0 takes
+ * the file's, and on return dims holds the shape. *data is omni_alloc'ed (free with
+ * omni_free), NULL on failure. OMNI_ERR_CKPT "PATH: dataset NAME ..." when it is missing
+ * or not of that rank, shape or type. */
+omni_status omni_ckpt_read_whole(omni_ckpt *c, const char *name, omni_ckpt_type type, int rank,
+                                 int64_t *dims, void **data);
+
 /* Collective. Close and free (NULL is fine). */
 void omni_ckpt_close(omni_ckpt *c);
 

@@ -37,10 +37,109 @@ typedef struct {
     int64_t tokens_seen; /* kept on rank 0, whose meta a checkpoint writes */
     /* the coordinator's running statistics: recent expert-load fractions */
     int64_t load_rows, load_steps[LOAD_ROWS];
-    float *load;       /* [LOAD_ROWS, moe layers, E] */
-    int64_t *plan;     /* [3 * size] rank 0's scratch for the batch plan */
-    omni_infer *infer; /* decoding for exact match at evaluations; made at the first */
+    /* The routing tables of the last logged window (docs/checkpoints.md), values on rank 0,
+     * descriptors on every rank: saved after the training state once a window is logged. */
+    bool route_logged;
+    double *route;          /* the tensors' values, in the order of route_tensors */
+    int64_t route_steps[2]; /* first and last step of the window */
+    omni_tensor_table save; /* what a checkpoint writes: the worker's state, then the
+                               routing tensors (MoE models), built once */
+    float *load;            /* [LOAD_ROWS, moe layers, E] */
+    int64_t *plan;          /* [3 * size] rank 0's scratch for the batch plan */
+    omni_infer *infer;      /* decoding for exact match at evaluations; made at the first */
 } trainer;
+
+/* The routing tensors: for tasks then modalities, load, drop, prob [L, G, E] and tokens,
+ * entropy [L, G] (f64), then the window's steps [2] (i64), laid end to end in t->route.
+ * Their values live on rank 0, which writes them; every rank holds the descriptors, since
+ * a checkpoint's tensor list is the same on all ranks. */
+static omni_status add_route_tensors(trainer *t)
+{
+    static const char *const what[5] = {"expert_load", "expert_drop", "expert_prob", "tokens",
+                                        "entropy"};
+    static const char *const meanings[5] = {
+        "[moe layer, group, expert]: token->expert assignments kept per step",
+        "[moe layer, group, expert]: assignments dropped over capacity per step",
+        "[moe layer, group, expert]: mean router probability over the group's tokens",
+        "[moe layer, group]: tokens routed per step",
+        "[moe layer, group]: mean routing entropy of the group's tokens (nats)"};
+    const omni_metrics *m = &t->step_m;
+    const int64_t L = m->n_moe_layers, E = m->n_experts;
+    double *p = t->route;
+    for (int q = 0; q < 10; q++) {
+        int64_t G = q < 5 ? m->n_tasks : OMNI_MOD_COUNT;
+        omni_tensor d;
+        memset(&d, 0, sizeof d);
+        d.type = OMNI_CKPT_F64;
+        d.rank = q % 5 < 3 ? 3 : 2;
+        d.dims[0] = L, d.dims[1] = G, d.dims[2] = E;
+        d.data = p;
+        d.row_hi = L;
+        d.writer = t->rank == 0;
+        d.meaning = meanings[q % 5];
+        p += L * G * (q % 5 < 3 ? E : 1);
+        if (!omni_tensor_table_add(&t->save, &d, "state/coordinator/routing/%s_%s",
+                                   q < 5 ? "task" : "modality", what[q % 5]))
+            return OMNI_ERR_NOMEM;
+    }
+    omni_tensor d;
+    memset(&d, 0, sizeof d);
+    d.type = OMNI_CKPT_I64;
+    d.rank = 1;
+    d.dims[0] = 2;
+    d.data = t->route_steps;
+    d.row_hi = 2;
+    d.writer = t->rank == 0;
+    d.meaning = "[2]: the first and last step of the logged window of these tables";
+    return omni_tensor_table_add(&t->save, &d, "state/coordinator/routing/steps") ? OMNI_OK
+                                                                                  : OMNI_ERR_NOMEM;
+}
+
+/* The checkpoint's tensor list: the worker's state, then the routing tensors. */
+static omni_status save_table(trainer *t)
+{
+    for (int i = 0; i < t->n_state; i++)
+        if (!omni_tensor_table_add(&t->save, &t->state[i], "%s", t->state[i].name))
+            return OMNI_ERR_NOMEM;
+    return t->step_m.n_moe_layers > 0 ? add_route_tensors(t) : OMNI_OK;
+}
+
+static int64_t route_values(const omni_metrics *m)
+{
+    return (int64_t)m->n_moe_layers * (m->n_tasks + OMNI_MOD_COUNT) * (3 * m->n_experts + 2);
+}
+
+/* Rank 0: keep the routing tables of the window just logged (n steps) for checkpoints. */
+static void keep_routing(trainer *t, int64_t n)
+{
+    const omni_metrics *m = &t->sum_m;
+    const int64_t L = m->n_moe_layers, E = m->n_experts;
+    double *p = t->route, steps = n > 0 ? (double)n : 1;
+    for (int by_task = 1; by_task >= 0; by_task--) {
+        const int64_t G = by_task ? m->n_tasks : OMNI_MOD_COUNT;
+        double *load = p, *drop = load + L * G * E, *prob = drop + L * G * E;
+        double *tokens = prob + L * G * E, *entropy = tokens + L * G;
+        for (int l = 0; l < L; l++) {
+            omni_route_table tt, tm;
+            omni_metrics_tables(m, l, &tt, &tm);
+            const omni_route_table *r = by_task ? &tt : &tm;
+            for (int64_t g = 0; g < G; g++) {
+                double tok = r->tokens[g];
+                for (int64_t e = 0; e < E; e++) {
+                    int64_t i = g * E + e, o = (l * G + g) * E + e;
+                    load[o] = r->kept[i] / steps;
+                    drop[o] = r->dropped[i] / steps;
+                    prob[o] = tok > 0 ? r->prob[i] / tok : 0.0;
+                }
+                tokens[l * G + g] = tok / steps;
+                entropy[l * G + g] = tok > 0 ? r->entropy[g] / tok : 0.0;
+            }
+        }
+        p = entropy + L * G;
+    }
+    t->route_steps[0] = t->step - n + 1;
+    t->route_steps[1] = t->step;
+}
 
 static omni_status save(trainer *t)
 {
@@ -58,7 +157,10 @@ static omni_status save(trainer *t)
     meta.tokenization = omni_worker_tokenization(t->w);
     char path[OMNI_PATH_MAX + 64];
     double t0 = omni_now();
-    omni_status st = omni_ckpt_save(t->comm, t->x->experiment.out_dir, &meta, t->state, t->n_state,
+    /* The training state, and the routing tables once a window of an MoE model is logged
+     * (the same decision on every rank: logging follows the step count). */
+    int n = t->route_logged ? (int)t->save.n : t->n_state;
+    omni_status st = omni_ckpt_save(t->comm, t->x->experiment.out_dir, &meta, t->save.t, n,
                                     t->x->checkpoint.keep, path, sizeof path);
     if (st)
         return st;
@@ -340,9 +442,11 @@ static omni_status loop(trainer *t)
                 st = omni_metrics_log_train(&t->log, x, t->step, omni_lr_at(x, t->step - 1),
                                             &t->sum_m, t->steps_in_sum);
                 keep_loads(t);
+                keep_routing(t, t->steps_in_sum);
                 omni_metrics_zero(&t->sum_m);
                 t->steps_in_sum = 0;
             }
+            t->route_logged = true;
             if ((st = omni_mpi_agree(t->comm, st)))
                 return st;
         }
@@ -399,11 +503,16 @@ omni_status omni_train(MPI_Comm comm, const omni_experiment *x, const omni_train
         t.load = omni_alloc((int64_t)LOAD_ROWS * n_layers * (n_experts ? n_experts : 1),
                             sizeof *t.load, "expert load history");
         t.plan = omni_alloc(3 * (int64_t)t.size, sizeof *t.plan, "batch plan");
-        if (!t.load || !t.plan)
+        t.route = omni_alloc(route_values(&t.step_m) + 1, sizeof *t.route, "routing tables");
+        if (t.route)
+            memset(t.route, 0, (size_t)(route_values(&t.step_m) + 1) * sizeof *t.route);
+        if (!t.load || !t.plan || !t.route)
             st = OMNI_ERR_NOMEM;
     }
-    if (!st)
+    if (!st) {
         t.n_state = omni_worker_state(t.w, &t.state);
+        st = save_table(&t);
+    }
     if ((st = omni_mpi_agree(comm, st)))
         goto out;
     if (resume_arg && (st = resume(&t, resume_arg)))
@@ -438,6 +547,8 @@ out:
         omni_metrics_log_close(&t.log);
     omni_free(t.load);
     omni_free(t.plan);
+    omni_tensor_table_free(&t.save);
+    omni_free(t.route);
     omni_metrics_free(&t.step_m);
     omni_metrics_free(&t.sum_m);
     omni_metrics_free(&t.eval_m);
