@@ -7,7 +7,9 @@
  *                                 mulaw_mu, mulaw_m (f64), image_size, image_channels,
  *                                 image_patch, audio_sample_rate, audio_mels,
  *                                 audio_frames, audio_patch, audio_n_fft, audio_hop
- *                                 (int64, 0 when unused), audio_top_db (f64)
+ *                                 (int64, 0 when unused), audio_top_db (f64),
+ *                                 image_resize (string: stretch, pad or error; read as
+ *                                 stretch when absent, as in files of older omnimoe)
  *   /tokenization/tasks/<name>    one group per task, attributes kind (string), index,
  *                                 token, obs_dim, act_dim, discrete (int64; 0 unless
  *                                 the kind is control)
@@ -112,6 +114,8 @@ omni_status ckpt_write_tokenization(hid_t file, const omni_tokenization *t, cons
         st = omni_h5_attr_write_f64(g, "mulaw_m", t->mulaw_m, path);
     if (!st)
         st = omni_h5_attr_write_f64(g, "audio_top_db", (double)t->audio.top_db, path);
+    if (!st)
+        st = ckpt_attr_write_str(g, "image_resize", omni_resize_mode_name(t->image_resize), path);
     if (!st)
         st = make_group(g, "tasks", &tasks, path);
     for (int i = 0; i < t->n_tasks && !st; i++)
@@ -292,6 +296,19 @@ omni_status ckpt_read_tokenization(hid_t file, const char *path, int64_t version
     if (!st)
         st = read_num(g, CKPT_TOKENIZATION, "audio_top_db", &top_db, path);
     t->audio.top_db = (float)top_db;
+    /* Optional: checkpoints of an older omnimoe stretched every image. */
+    if (!st && H5Aexists(g, "image_resize") > 0) {
+        char *mode = NULL;
+        int m = -1;
+        if (!(st = ckpt_attr_read_str(g, "image_resize", &mode, path)) &&
+            (m = omni_resize_mode_parse(mode)) < 0)
+            st = omni_fail(OMNI_ERR_CKPT,
+                           "%s: attribute image_resize of /%s is \"%s\", expected stretch, pad "
+                           "or error",
+                           path, CKPT_TOKENIZATION, mode);
+        free(mode);
+        t->image_resize = m < 0 ? OMNI_RESIZE_STRETCH : (omni_resize_mode)m;
+    }
     H5Gclose(g);
     if (st)
         return st;

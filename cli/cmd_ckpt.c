@@ -262,8 +262,9 @@ static void print_info(const omni_ckpt *c, const omni_experiment *x, const omni_
             printf("\n");
         }
         if (tok->image_size)
-            printf("images       %dx%d, %d channel%s, patch %d\n", tok->image_size, tok->image_size,
-                   tok->image_channels, tok->image_channels == 1 ? "" : "s", tok->image_patch);
+            printf("images       %dx%d, %d channel%s, patch %d, resize %s\n", tok->image_size,
+                   tok->image_size, tok->image_channels, tok->image_channels == 1 ? "" : "s",
+                   tok->image_patch, omni_resize_mode_name(tok->image_resize));
         if (tok->audio.sample_rate)
             printf("audio        %d Hz, %d mels x %d frames, patch %d\n", tok->audio.sample_rate,
                    tok->audio.mels, tok->audio.frames, tok->audio.patch);

@@ -125,7 +125,7 @@ static omni_status make_prompt(const omni_infer *s, int task, const char *image,
         if (!(ps->patches = omni_alloc(np * dim, 1, "image patches")))
             return OMNI_ERR_NOMEM;
         st = omni_image_file_patches(image, tk->image_size, tk->image_channels, tk->image_patch,
-                                     ps->patches);
+                                     tk->image_resize, ps->patches, NULL);
     } else {
         const omni_audio_cfg *a = &tk->audio;
         np = (int64_t)(a->mels / a->patch) * (a->frames / a->patch);

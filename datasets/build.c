@@ -116,6 +116,7 @@ typedef struct {
     float *db;
     uint8_t *spec_bytes, *patches;
     int64_t rows, done;
+    int64_t images, resized; /* image tasks: images read, and of them not image.size square */
     ds_progress *progress;
 } builder;
 
@@ -151,12 +152,17 @@ static omni_status row_media(void *vctx, char **f, int nf, int64_t line)
     if (st)
         return st;
     const ds_spec *sp = b->spec;
+    bool resized = false;
     st = b->task->kind == OMNI_KIND_IMAGE_TO_TEXT
              ? omni_image_file_patches(path, sp->image_size, sp->image_channels, sp->image_patch,
-                                       b->patches)
+                                       sp->image_resize, b->patches, &resized)
              : omni_audio_file_patches(path, &sp->audio, b->lm, b->db, b->spec_bytes, b->patches);
     if (st)
         return omni_fail_context(st, "%s:%lld: ", b->manifest, (long long)line);
+    if (b->task->kind == OMNI_KIND_IMAGE_TO_TEXT) {
+        b->images++;
+        b->resized += resized;
+    }
     ds_progress_update(b->progress, ++b->done, b->rows);
     int64_t np = (int64_t)b->task->rows * b->task->cols;
     return ds_emit_patches_to_text(b->all, OMNI_TOK_TASK0 + b->task->index, b->patches, np,
@@ -385,6 +391,27 @@ out:
     return st;
 }
 
+/* The summary line of an image task: how many of its images were not image.size square
+ * and what image.resize did with them (under `error` there are none: the build stopped). */
+static void report_resized(FILE *out, const char *task, const ds_spec *spec, int64_t images,
+                           int64_t resized)
+{
+    int32_t n = spec->image_size;
+    if (resized == 0)
+        fprintf(out, "%s: %lld image%s, all %dx%d: none resized\n", task, (long long)images,
+                images == 1 ? "" : "s", n, n);
+    else if (spec->image_resize == OMNI_RESIZE_PAD)
+        fprintf(out,
+                "%s: %lld of %lld images are not %dx%d: resized to fit and padded with black "
+                "to %dx%d, aspect ratio kept (image.resize: pad)\n",
+                task, (long long)resized, (long long)images, n, n, n, n);
+    else
+        fprintf(out,
+                "%s: %lld of %lld images are not %dx%d: stretched to %dx%d (image.resize: "
+                "stretch; pad keeps the aspect ratio, error refuses them)\n",
+                task, (long long)resized, (long long)images, n, n, n, n);
+}
+
 omni_status omni_data_build(const char *spec_path, const char *out_path, int64_t seed,
                             FILE *progress)
 {
@@ -403,6 +430,7 @@ omni_status omni_data_build(const char *spec_path, const char *out_path, int64_t
     df->image_size = spec.image_size;
     df->image_channels = spec.image_channels;
     df->image_patch = spec.image_patch;
+    df->image_resize = spec.image_resize;
     df->audio = spec.audio;
     for (int i = 0; i < spec.n_tasks && !st; i++) {
         const ds_spec_task *s = &spec.tasks[i];
@@ -432,6 +460,8 @@ omni_status omni_data_build(const char *spec_path, const char *out_path, int64_t
             break;
         }
         ds_progress_end(&pr, all.n);
+        if (progress && s->kind == OMNI_KIND_IMAGE_TO_TEXT)
+            report_resized(progress, t->name, &spec, b.images, b.resized);
         st = ds_split(t, &all, spec.seed, t->patch_dim);
     }
     if (!st)

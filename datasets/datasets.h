@@ -87,17 +87,36 @@ void omni_image_free(omni_image *img);
  * bilinear when enlarging; RGB -> grey by ITU-R BT.601 luma, grey -> RGB by copy). */
 omni_status omni_image_resize(const omni_image *src, int32_t size, int32_t channels,
                               omni_image *dst);
+
+/* What `data build` (and generate, as the model's data was built) does with an image that
+ * is not image.size x image.size: the spec's `image.resize`. */
+typedef enum {
+    OMNI_RESIZE_STRETCH = 0, /* resize to size x size, whatever its aspect ratio (default) */
+    OMNI_RESIZE_PAD,         /* resize its longer side to size, keep the aspect ratio, and
+                                centre it on a black size x size canvas */
+    OMNI_RESIZE_ERROR,       /* refuse it, naming the file and its size */
+    OMNI_RESIZE_COUNT
+} omni_resize_mode;
+const char *omni_resize_mode_name(omni_resize_mode m);
+int omni_resize_mode_parse(const char *name); /* -1 when not a mode */
+
+/* Fit an image to size x size x channels by `mode` (channels are converted in every mode):
+ * OMNI_ERR_DATA "PATH: image is WxH, expected SxS (image.size) ..." under
+ * OMNI_RESIZE_ERROR. *resized (may be NULL) says whether its size was changed. */
+omni_status omni_image_fit(const omni_image *src, int32_t size, int32_t channels,
+                           omni_resize_mode mode, const char *path, omni_image *dst, bool *resized);
 /* Cut an image (h, w multiples of patch) into patches in raster order; patch k holds
  * rows of its pixels, channels interleaved: out[k * patch*patch*c + (y*patch + x)*c + ch]. */
 void omni_image_patches(const omni_image *img, int32_t patch, uint8_t *out);
 /* Write an 8-bit PNG (used by tests and benchmarks to make inputs). */
 omni_status omni_png_write(const char *path, const omni_image *img);
 
-/* The patch bytes `data build` stores for the image file at `path`: loaded, resized to
- * size x size x channels, cut into patch x patch patches (out: (size / patch)^2 patches
- * of patch * patch * channels bytes). The same code builds datasets and serves generate. */
+/* The patch bytes `data build` stores for the image file at `path`: loaded, fitted to
+ * size x size x channels by `mode` (omni_image_fit; *resized may be NULL), cut into
+ * patch x patch patches (out: (size / patch)^2 patches of patch * patch * channels bytes).
+ * The same code builds datasets and serves generate. */
 omni_status omni_image_file_patches(const char *path, int32_t size, int32_t channels, int32_t patch,
-                                    uint8_t *out);
+                                    omni_resize_mode mode, uint8_t *out, bool *resized);
 
 /* The load-time normalisation of a stored patch byte: (v / 255 * 2 - 1) / sqrt(patch). */
 float omni_patch_value(uint8_t v, int32_t patch);
@@ -216,7 +235,8 @@ typedef struct {
     int32_t tok_task0, vocab;                        /* vocab = tok_task0 + n_tasks */
     double mulaw_mu, mulaw_m;                        /* 100 and 256 */
     int32_t image_size, image_channels, image_patch; /* 0 when no task has images */
-    omni_audio_cfg audio;                            /* all 0 when no task has audio */
+    omni_resize_mode image_resize; /* how images of another size were fitted (image.resize) */
+    omni_audio_cfg audio;          /* all 0 when no task has audio */
     int32_t n_tasks;
     omni_tokenization_task tasks[OMNI_MAX_TASKS]; /* by index: tasks[i].index == i */
 } omni_tokenization;

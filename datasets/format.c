@@ -114,7 +114,9 @@ static omni_status write_all(hid_t f, const ds_file *df, const char *path)
         return st;
     if (image && ((st = w_i32(f, "image_size", df->image_size, path)) ||
                   (st = w_i32(f, "image_channels", df->image_channels, path)) ||
-                  (st = w_i32(f, "image_patch", df->image_patch, path))))
+                  (st = w_i32(f, "image_patch", df->image_patch, path)) ||
+                  (st = omni_h5_attr_write_str(f, "image_resize",
+                                               omni_resize_mode_name(df->image_resize), path))))
         return st;
     if (audio && ((st = w_i32(f, "audio_sample_rate", df->audio.sample_rate, path)) ||
                   (st = w_i32(f, "audio_mels", df->audio.mels, path)) ||
@@ -545,6 +547,16 @@ static omni_status read_root(hid_t f, ds_file *df, bool image, bool audio, const
         if (df->image_size % df->image_patch)
             return bad(path, "image_size %d is not a multiple of image_patch %d", df->image_size,
                        df->image_patch);
+        /* Optional (files written by h5py may lack it): stretch. */
+        char mode[16] = "stretch";
+        int rm;
+        if (H5Aexists(f, "image_resize") > 0 &&
+            (st = r_str(f, "/", "image_resize", mode, sizeof mode, path)))
+            return st;
+        if ((rm = omni_resize_mode_parse(mode)) < 0)
+            return bad(path, "attribute /image_resize = \"%s\", expected stretch, pad or error",
+                       mode);
+        df->image_resize = (omni_resize_mode)rm;
     }
     if (audio) {
         omni_audio_cfg *a = &df->audio;

@@ -179,26 +179,28 @@ static void axis_taps(int32_t in, int32_t out, int32_t o, taps *t)
     }
 }
 
-omni_status omni_image_resize(const omni_image *src, int32_t size, int32_t channels,
-                              omni_image *dst)
+/* Resize src to h x w with `channels` channels into dst (allocated here). */
+static omni_status resize_to(const omni_image *src, int32_t h, int32_t w, int32_t channels,
+                             omni_image *dst)
 {
     memset(dst, 0, sizeof *dst);
-    dst->h = dst->w = size;
+    dst->h = h;
+    dst->w = w;
     dst->c = channels;
-    dst->px = omni_alloc((int64_t)size * size * channels, 1, "resized image");
+    dst->px = omni_alloc((int64_t)h * w * channels, 1, "resized image");
     float *row = omni_alloc((int64_t)src->w * 3, sizeof *row, "resize row");
-    taps *tx = omni_alloc(size, sizeof *tx, "resize taps");
+    taps *tx = omni_alloc(w, sizeof *tx, "resize taps");
     if (!dst->px || !row || !tx) {
         omni_free(row);
         omni_free(tx);
         omni_image_free(dst);
         return OMNI_ERR_NOMEM;
     }
-    for (int32_t x = 0; x < size; x++)
-        axis_taps(src->w, size, x, &tx[x]);
-    for (int32_t y = 0; y < size; y++) {
+    for (int32_t x = 0; x < w; x++)
+        axis_taps(src->w, w, x, &tx[x]);
+    for (int32_t y = 0; y < h; y++) {
         taps ty;
-        axis_taps(src->h, size, y, &ty);
+        axis_taps(src->h, h, y, &ty);
         /* Vertical pass into one float row of the source's channels. */
         for (int64_t i = 0; i < (int64_t)src->w * src->c; i++) {
             float acc = 0;
@@ -206,12 +208,12 @@ omni_status omni_image_resize(const omni_image *src, int32_t size, int32_t chann
                 acc += ty.w[k] * src->px[((int64_t)(ty.first + k) * src->w) * src->c + i];
             row[i] = acc;
         }
-        for (int32_t x = 0; x < size; x++) {
+        for (int32_t x = 0; x < w; x++) {
             float v[3] = {0, 0, 0};
             for (int32_t k = 0; k < tx[x].count; k++)
                 for (int32_t ch = 0; ch < src->c; ch++)
                     v[ch] += tx[x].w[k] * row[(int64_t)(tx[x].first + k) * src->c + ch];
-            uint8_t *o = dst->px + ((int64_t)y * size + x) * channels;
+            uint8_t *o = dst->px + ((int64_t)y * w + x) * channels;
             if (channels == src->c) {
                 for (int32_t ch = 0; ch < channels; ch++)
                     o[ch] = (uint8_t)lrintf(fminf(fmaxf(v[ch], 0.0f), 255.0f));
@@ -226,6 +228,78 @@ omni_status omni_image_resize(const omni_image *src, int32_t size, int32_t chann
     }
     omni_free(row);
     omni_free(tx);
+    return OMNI_OK;
+}
+
+omni_status omni_image_resize(const omni_image *src, int32_t size, int32_t channels,
+                              omni_image *dst)
+{
+    return resize_to(src, size, size, channels, dst);
+}
+
+static const char *const resize_names[OMNI_RESIZE_COUNT] = {
+    [OMNI_RESIZE_STRETCH] = "stretch",
+    [OMNI_RESIZE_PAD] = "pad",
+    [OMNI_RESIZE_ERROR] = "error",
+};
+_Static_assert(sizeof resize_names / sizeof resize_names[0] == OMNI_RESIZE_COUNT,
+               "a name for every resize mode");
+
+const char *omni_resize_mode_name(omni_resize_mode m)
+{
+    return m >= 0 && m < OMNI_RESIZE_COUNT ? resize_names[m] : "?";
+}
+
+int omni_resize_mode_parse(const char *name)
+{
+    for (int m = 0; m < OMNI_RESIZE_COUNT; m++)
+        if (!strcmp(name, resize_names[m]))
+            return m;
+    return -1;
+}
+
+omni_status omni_image_fit(const omni_image *src, int32_t size, int32_t channels,
+                           omni_resize_mode mode, const char *path, omni_image *dst, bool *resized)
+{
+    bool other = src->h != size || src->w != size;
+    if (resized)
+        *resized = other;
+    if (other && mode == OMNI_RESIZE_ERROR) {
+        memset(dst, 0, sizeof *dst);
+        return omni_fail(OMNI_ERR_DATA,
+                         "%s: image is %dx%d (width x height), expected %dx%d (image.size), and "
+                         "image.resize is error: resize the image to %dx%d, or build the data "
+                         "with image.resize: stretch or pad",
+                         path, src->w, src->h, size, size, size, size);
+    }
+    if (!other || mode == OMNI_RESIZE_STRETCH || src->h == src->w)
+        return resize_to(src, size, size, channels, dst);
+    /* Pad: the longer side becomes size, the other keeps the aspect ratio (at least one
+     * pixel), centred on a black canvas. */
+    int32_t h = size, w = size;
+    if (src->w > src->h)
+        h = (int32_t)lround((double)src->h * size / src->w);
+    else
+        w = (int32_t)lround((double)src->w * size / src->h);
+    h = h < 1 ? 1 : h;
+    w = w < 1 ? 1 : w;
+    omni_image fit;
+    omni_status st = resize_to(src, h, w, channels, &fit);
+    if (st)
+        return st;
+    memset(dst, 0, sizeof *dst);
+    dst->h = dst->w = size;
+    dst->c = channels;
+    dst->px = omni_alloc((int64_t)size * size * channels, 1, "padded image");
+    if (!dst->px) {
+        omni_image_free(&fit);
+        return OMNI_ERR_NOMEM;
+    }
+    int32_t y0 = (size - h) / 2, x0 = (size - w) / 2;
+    for (int32_t y = 0; y < h; y++)
+        memcpy(dst->px + (((int64_t)(y0 + y) * size) + x0) * channels,
+               fit.px + (int64_t)y * w * channels, (size_t)w * (size_t)channels);
+    omni_image_free(&fit);
     return OMNI_OK;
 }
 
@@ -257,13 +331,13 @@ omni_status omni_png_write(const char *path, const omni_image *img)
 }
 
 omni_status omni_image_file_patches(const char *path, int32_t size, int32_t channels, int32_t patch,
-                                    uint8_t *out)
+                                    omni_resize_mode mode, uint8_t *out, bool *resized)
 {
     omni_image img, rs;
     omni_status st = omni_image_load(&img, path);
     if (st)
         return st;
-    st = omni_image_resize(&img, size, channels, &rs);
+    st = omni_image_fit(&img, size, channels, mode, path, &rs, resized);
     omni_image_free(&img);
     if (st)
         return st;

@@ -88,8 +88,9 @@ omni_status omni_data_info(const char *path, FILE *out)
             (double)OMNI_MULAW_MU, (double)OMNI_MULAW_M, OMNI_TOK_PAD, OMNI_TOK_EOS, OMNI_TOK_SEP,
             OMNI_TOK_TASK0, OMNI_TOK_TASK0 + f->n_tasks - 1);
     if (f->image_size)
-        fprintf(out, "images: %dx%d, %d channel%s, patch %d\n", f->image_size, f->image_size,
-                f->image_channels, f->image_channels == 1 ? "" : "s", f->image_patch);
+        fprintf(out, "images: %dx%d, %d channel%s, patch %d, resize %s\n", f->image_size,
+                f->image_size, f->image_channels, f->image_channels == 1 ? "" : "s", f->image_patch,
+                omni_resize_mode_name(f->image_resize));
     if (f->audio.mels)
         fprintf(out, "audio: %d Hz, %d mels x %d frames (n_fft %d, hop %d), patch %d\n",
                 f->audio.sample_rate, f->audio.mels, f->audio.frames, f->audio.n_fft, f->audio.hop,

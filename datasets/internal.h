@@ -32,7 +32,9 @@ typedef struct {
     uint64_t seed;
     bool has_seed; /* the file records the seed it was built with (h5py files may not) */
     int32_t image_size, image_channels, image_patch; /* 0 when no image task */
-    omni_audio_cfg audio;                            /* zeros when no audio task */
+    omni_resize_mode image_resize; /* how images of another size were fitted (attribute
+                                      image_resize; stretch when absent) */
+    omni_audio_cfg audio;          /* zeros when no audio task */
     int32_t n_tasks;
     ds_task tasks[OMNI_MAX_TASKS];
     int64_t unchecked; /* read: arrays that carry no checksum (h5.h); the first named */
@@ -100,6 +102,7 @@ typedef struct {
 typedef struct {
     uint64_t seed;
     int32_t image_size, image_channels, image_patch;
+    omni_resize_mode image_resize; /* image.resize */
     omni_audio_cfg audio;
     int n_tasks;
     ds_spec_task tasks[OMNI_MAX_TASKS];

@@ -144,6 +144,16 @@ static omni_status image_key(const ctx *c, void *dst, const char *key, const yam
             return fail_at(c, v, "image.channels = 2, expected 1 (grey) or 3 (RGB)");
         return st;
     }
+    if (!strcmp(key, "resize")) {
+        int m = v->type == YAML_SCALAR_NODE ? omni_resize_mode_parse(scalar(v)) : -1;
+        if (m < 0)
+            return fail_at(c, v,
+                           "image.resize is \"%s\", expected stretch (the default), pad or "
+                           "error",
+                           v->type == YAML_SCALAR_NODE ? scalar(v) : "not a word");
+        s->image_resize = (omni_resize_mode)m;
+        return OMNI_OK;
+    }
     return get_i32(c, v, "image.patch", 1, 64, &s->image_patch);
 }
 
@@ -245,7 +255,7 @@ static omni_status root_key(const ctx *c, void *dst, const char *key, const yaml
         return st;
     }
     if (!strcmp(key, "image")) {
-        static const char *const keys[] = {"size", "channels", "patch", NULL};
+        static const char *const keys[] = {"size", "channels", "patch", "resize", NULL};
         return each_key(c, v, "image", keys, s, image_key);
     }
     if (!strcmp(key, "audio")) {

@@ -33,15 +33,18 @@ omni_status ds_tokenization_add(omni_tokenization *t, const ds_file *f, const ds
             t->image_size = f->image_size;
             t->image_channels = f->image_channels;
             t->image_patch = f->image_patch;
+            t->image_resize = f->image_resize;
         } else if (t->image_size != f->image_size || t->image_channels != f->image_channels ||
-                   t->image_patch != f->image_patch) {
+                   t->image_patch != f->image_patch || t->image_resize != f->image_resize) {
             return omni_fail(OMNI_ERR_DATA,
-                             "%s: task %s has images of size %d, %d channel(s), patch %d, but "
-                             "%s has size %d, %d channel(s), patch %d; the tasks of one "
-                             "experiment share the image settings: rebuild one file with the "
-                             "other's `image:` spec",
+                             "%s: task %s has images of size %d, %d channel(s), patch %d, "
+                             "resize %s, but %s has size %d, %d channel(s), patch %d, resize %s; "
+                             "the tasks of one experiment share the image settings: rebuild one "
+                             "file with the other's `image:` spec",
                              path, dt->name, f->image_size, f->image_channels, f->image_patch,
-                             first_image, t->image_size, t->image_channels, t->image_patch);
+                             omni_resize_mode_name(f->image_resize), first_image, t->image_size,
+                             t->image_channels, t->image_patch,
+                             omni_resize_mode_name(t->image_resize));
         }
     }
     if (dt->kind == OMNI_KIND_AUDIO_TO_TEXT) {
@@ -135,6 +138,11 @@ bool omni_tokenization_same(const omni_tokenization *then, const omni_tokenizati
                  ints[i].b);
             same = false;
         }
+    if (then->image_resize != now->image_resize) {
+        note(why, why_len, "image_resize %s in the checkpoint, %s in the data",
+             omni_resize_mode_name(then->image_resize), omni_resize_mode_name(now->image_resize));
+        same = false;
+    }
     if (then->mulaw_mu != now->mulaw_mu || then->mulaw_m != now->mulaw_m) {
         note(why, why_len, "mu-law mu %g, M %g in the checkpoint, mu %g, M %g in the data",
              then->mulaw_mu, then->mulaw_m, now->mulaw_mu, now->mulaw_m);

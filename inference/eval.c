@@ -376,13 +376,21 @@ static omni_status match_tasks(const omni_infer *s, const omni_sampler *sp, cons
                              omni_task_kind_name(s->tasks[mt].kind));
         bool image = ti->kind == OMNI_KIND_IMAGE_TO_TEXT,
              audio = ti->kind == OMNI_KIND_AUDIO_TO_TEXT;
-        if (then->vocab && ((image && (now->image_size != then->image_size ||
-                                       now->image_channels != then->image_channels ||
-                                       now->image_patch != then->image_patch)) ||
-                            (audio && memcmp(&now->audio, &then->audio, sizeof now->audio))))
+        if (then->vocab && image &&
+            (now->image_size != then->image_size || now->image_channels != then->image_channels ||
+             now->image_patch != then->image_patch || now->image_resize != then->image_resize))
             return omni_fail(OMNI_ERR_DATA,
-                             "%s: task %s has other %s settings than the model was trained with",
-                             path, ti->name, image ? "image" : "audio");
+                             "%s: task %s has other image settings than the model was trained "
+                             "with: size %d, %d channel(s), patch %d, resize %s in the data; size "
+                             "%d, %d channel(s), patch %d, resize %s in the model",
+                             path, ti->name, now->image_size, now->image_channels, now->image_patch,
+                             omni_resize_mode_name(now->image_resize), then->image_size,
+                             then->image_channels, then->image_patch,
+                             omni_resize_mode_name(then->image_resize));
+        if (then->vocab && audio && memcmp(&now->audio, &then->audio, sizeof now->audio))
+            return omni_fail(OMNI_ERR_DATA,
+                             "%s: task %s has other audio settings than the model was trained with",
+                             path, ti->name);
         model_task[k] = mt;
         (*n_selected)++;
     }

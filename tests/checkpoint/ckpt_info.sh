@@ -33,7 +33,7 @@ for launch in "" "$mpiexec -n 2 ${flags[*]}"; do
         "tasks        2, <task> tokens 1283..1284 of a vocabulary of 1285" \
         "   0 b                image_to_text  token 1283" \
         "   1 a                control        token 1284, obs_dim 4, act_dim 1, discrete actions" \
-        "images       16x16, 1 channel, patch 4" \
+        "images       16x16, 1 channel, patch 4, resize pad" \
         -- $launch "$OMNIMOE" ckpt info "$good"
     [[ $(grep -c '^step' <<<"$out") == 1 ]] || fail "printed more than once: $out"
     # Format 1 (no tokenization) is still described.

@@ -214,6 +214,7 @@ void synth_tokenization(omni_tokenization *t)
     t->mulaw_mu = (double)OMNI_MULAW_MU;
     t->mulaw_m = (double)OMNI_MULAW_M;
     t->image_size = 16, t->image_channels = 1, t->image_patch = 4;
+    t->image_resize = OMNI_RESIZE_PAD; /* not the default: the checkpoint must keep it */
     t->n_tasks = 2;
     t->vocab = OMNI_TOK_TASK0 + 2;
     /* Not in name order: the table is by index. */

@@ -818,6 +818,11 @@ Test(datasets, tokenization_is_the_task_table_in_sampler_order)
     cr_assert(strstr(why, "task d has index 0 in the checkpoint, 3 in the data"), "%s", why);
     cr_assert(strstr(why, "task b (index 1) is not in the checkpoint"), "%s", why);
     cr_assert(strstr(why, "image_size 0 in the checkpoint, 4 in the data"), "%s", why);
+    /* Images fitted another way (image.resize) are other data. */
+    omni_tokenization padded = *t;
+    padded.image_resize = OMNI_RESIZE_PAD;
+    cr_assert_not(omni_tokenization_same(&padded, t, why, sizeof why));
+    cr_assert_str_eq(why, "image_resize pad in the checkpoint, stretch in the data");
     omni_sampler_close(s);
 }
 
@@ -852,6 +857,42 @@ Test(datasets, tasks_of_two_files_with_other_image_settings_are_refused)
     cr_assert(strstr(omni_error_message(), "small.h5: task small has images of size 2"), "%s",
               omni_error_message());
     cr_assert(strstr(omni_error_message(), "share the image settings"), "%s", omni_error_message());
+}
+
+Test(datasets, tasks_of_two_files_with_other_image_resize_are_refused)
+{
+    char dir[64], path[128], yaml[1024];
+    temp_dir(dir, sizeof dir);
+    omni_sampler_close(open_synthetic(dir, "{}", 32, 1.0)); /* writes dir/syn.h5 (stretch) */
+    /* The same image settings as syn.h5 (4x4 in 2x2), padded instead of stretched. */
+    ds_file *f = calloc(1, sizeof *f);
+    f->image_size = 4, f->image_channels = 1, f->image_patch = 2;
+    f->image_resize = OMNI_RESIZE_PAD;
+    ds_task *t = &f->tasks[0];
+    snprintf(t->name, sizeof t->name, "padded");
+    t->kind = OMNI_KIND_IMAGE_TO_TEXT;
+    ds_task_geometry(f, t);
+    f->n_tasks = 1;
+    ds_pool all = {0};
+    const uint8_t patches[16] = {0}, text[3] = {'a', 'b', 'c'};
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(ds_emit_patches_to_text(&all, T0, patches, 4, 4, text, 3), OMNI_OK);
+    cr_assert_eq(ds_split(t, &all, 1, t->patch_dim), OMNI_OK);
+    snprintf(path, sizeof path, "%s/padded.h5", dir);
+    cr_assert_eq(ds_write(f, path), OMNI_OK, "%s", omni_error_message());
+    ds_file_free(f);
+    free(f);
+    snprintf(yaml, sizeof yaml, "experiment: {name: t}\ndata: {files: [%s/syn.h5, %s]}\n", dir,
+             path);
+    omni_experiment x;
+    cr_assert_eq(omni_experiment_parse(&x, yaml, strlen(yaml), "t.yaml", NULL, 0), OMNI_OK);
+    omni_sampler *s;
+    cr_assert_eq(omni_sampler_open(&s, &x), OMNI_ERR_DATA);
+    cr_assert(strstr(omni_error_message(), "padded.h5: task padded has images of size 4, 1 "
+                                           "channel(s), patch 2, resize pad, but"),
+              "%s", omni_error_message());
+    cr_assert(strstr(omni_error_message(), "resize stretch; the tasks of one experiment share"),
+              "%s", omni_error_message());
 }
 
 /* ---- CSV ---------------------------------------------------------------------- */

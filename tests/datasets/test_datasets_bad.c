@@ -276,6 +276,141 @@ Test(datasets, build_spec_with_bad_yaml)
     expect_build_fails("tasks: [\n", "spec.yaml:", "YAML syntax error");
 }
 
+/* ---- image.resize: images of another size than image.size ----------------------- */
+
+/* A grey w x h PGM, every pixel 200. */
+static void put_pgm(const char *name, int w, int h)
+{
+    char buf[256];
+    int n = snprintf(buf, sizeof buf, "P5\n%d %d\n255\n", w, h);
+    cr_assert(n > 0 && n + w * h <= (int)sizeof buf);
+    memset(buf + n, 200, (size_t)(w * h));
+    put(name, buf, (size_t)(n + w * h));
+}
+
+/* Three images for a 4x4 spec (patch 2): one 4x4, one 8x4 (wide), one 2x6 (tall). */
+static void put_three_images(void)
+{
+    put_pgm("ok.pgm", 4, 4);
+    put_pgm("wide.pgm", 8, 4);
+    put_pgm("tall.pgm", 2, 6);
+    put_text("images.csv", "path,text\nok.pgm,ok\nwide.pgm,wide\ntall.pgm,tall\n");
+}
+
+#define RESIZE_SPEC(mode)                                                                          \
+    "image: {size: 4, channels: 1, patch: 2" mode "}\n"                                            \
+    "tasks:\n  - {name: pics, kind: image_to_text, manifest: images.csv, val_fraction: 0}\n"
+
+/* Build spec.yaml into out.h5 (expecting success); its stdout, malloc'ed. */
+static char *build_ok(const char *spec)
+{
+    put_text("spec.yaml", spec);
+    const char *err;
+    int rc = run("data build spec.yaml --out out.h5", &err);
+    cr_assert_eq(rc, 0, "exit status %d; stderr: %s", rc, err);
+    char path[256], *out;
+    size_t len;
+    snprintf(path, sizeof path, "%s/stdout.txt", dir);
+    cr_assert_eq(omni_read_file(path, &out, &len), OMNI_OK);
+    return out;
+}
+
+/* The 3 images' pixels back from out.h5 (4 patches of 2x2 each, raster order), as
+ * px[image][y][x]. */
+static void read_pixels(uint8_t px[3][4][4])
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/out.h5", dir);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    cr_assert(f >= 0);
+    hid_t d = H5Dopen2(f, "/tasks/pics/train/patches", H5P_DEFAULT);
+    cr_assert(d >= 0);
+    uint8_t patches[12][4];
+    cr_assert(H5Dread(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, patches) >= 0);
+    H5Dclose(d);
+    H5Fclose(f);
+    for (int i = 0; i < 3; i++)
+        for (int k = 0; k < 4; k++)
+            for (int j = 0; j < 4; j++)
+                px[i][(k / 2) * 2 + j / 2][(k % 2) * 2 + j % 2] = patches[i * 4 + k][j];
+}
+
+static void expect_info_says(const char *want)
+{
+    const char *err;
+    cr_assert_eq(run("data info out.h5", &err), 0, "%s", err);
+    char path[256], *out;
+    size_t len;
+    snprintf(path, sizeof path, "%s/stdout.txt", dir);
+    cr_assert_eq(omni_read_file(path, &out, &len), OMNI_OK);
+    cr_assert(strstr(out, want), "data info lacks \"%s\": %s", want, out);
+    free(out);
+}
+
+Test(datasets, build_image_resize_stretch_is_the_default_and_counted)
+{
+    put_three_images();
+    char *out = build_ok(RESIZE_SPEC(""));
+    cr_assert(strstr(out, "pics: 2 of 3 images are not 4x4: stretched to 4x4 (image.resize: "
+                          "stretch;"),
+              "%s", out);
+    free(out);
+    uint8_t px[3][4][4];
+    read_pixels(px);
+    for (int i = 0; i < 3; i++)
+        for (int y = 0; y < 4; y++)
+            for (int x = 0; x < 4; x++)
+                cr_assert_eq(px[i][y][x], 200, "image %d pixel (%d, %d)", i, x, y);
+    expect_info_says("images: 4x4, 1 channel, patch 2, resize stretch\n");
+}
+
+Test(datasets, build_image_resize_pad_keeps_the_aspect_ratio)
+{
+    put_three_images();
+    char *out = build_ok(RESIZE_SPEC(", resize: pad"));
+    cr_assert(strstr(out, "pics: 2 of 3 images are not 4x4: resized to fit and padded with black "
+                          "to 4x4, aspect ratio kept (image.resize: pad)"),
+              "%s", out);
+    free(out);
+    uint8_t px[3][4][4];
+    read_pixels(px);
+    for (int y = 0; y < 4; y++)
+        for (int x = 0; x < 4; x++) {
+            cr_assert_eq(px[0][y][x], 200, "ok.pgm is untouched");
+            /* 8x4 -> 4x2, rows 1..2 of the canvas; 2x6 -> 1x4 (1.33 rounded), column 1. */
+            cr_assert_eq(px[1][y][x], y == 1 || y == 2 ? 200 : 0, "wide.pgm (%d, %d)", x, y);
+            cr_assert_eq(px[2][y][x], x == 1 ? 200 : 0, "tall.pgm (%d, %d)", x, y);
+        }
+    expect_info_says("images: 4x4, 1 channel, patch 2, resize pad\n");
+}
+
+Test(datasets, build_image_resize_error_names_the_file_and_its_size)
+{
+    put_three_images();
+    expect_build_fails(RESIZE_SPEC(", resize: error"),
+                       "images.csv:3: wide.pgm: image is 8x4 (width x height), expected 4x4 "
+                       "(image.size), and image.resize is error: resize the image to 4x4, or "
+                       "build the data with image.resize: stretch or pad",
+                       NULL);
+}
+
+Test(datasets, build_image_resize_error_accepts_images_of_the_right_size)
+{
+    put_pgm("ok.pgm", 4, 4);
+    put_text("images.csv", "ok.pgm,ok\n");
+    char *out = build_ok(RESIZE_SPEC(", resize: error"));
+    cr_assert(strstr(out, "pics: 1 image, all 4x4: none resized"), "%s", out);
+    free(out);
+    expect_info_says("resize error\n");
+}
+
+Test(datasets, build_image_resize_unknown_mode)
+{
+    put_three_images();
+    expect_build_fails(RESIZE_SPEC(", resize: crop"), "spec.yaml:1:",
+                       "image.resize is \"crop\", expected stretch (the default), pad or error");
+}
+
 /* ---- dataset files ------------------------------------------------------------ */
 
 /* A good dataset file (from the fixtures of tests/data) at dir/data.h5. */
@@ -517,6 +652,52 @@ Test(datasets, build_seed_flag_replaces_the_specs_seed)
     cr_assert_eq(omni_read_file(path, &out, &len), OMNI_OK);
     cr_assert(strstr(out, "5 tasks, seed 99\n"), "%s", out);
     free(out);
+}
+
+/* The tokens of /tasks/qa/val of dir/NAME, malloc'ed, with their count. */
+static int32_t *val_tokens(const char *name, int64_t *n)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    cr_assert(f >= 0, "%s", path);
+    hid_t d = H5Dopen2(f, "/tasks/qa/val/tokens", H5P_DEFAULT);
+    cr_assert(d >= 0);
+    hid_t sp = H5Dget_space(d);
+    hsize_t len;
+    H5Sget_simple_extent_dims(sp, &len, NULL);
+    int32_t *tok = malloc(sizeof *tok * (len ? len : 1));
+    cr_assert(H5Dread(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, tok) >= 0);
+    H5Sclose(sp);
+    H5Dclose(d);
+    H5Fclose(f);
+    *n = (int64_t)len;
+    return tok;
+}
+
+Test(datasets, build_seed_flag_draws_the_validation_split)
+{
+    /* 20 questions, half of them drawn for validation by the seed. */
+    char csv[1024] = "input,target\n";
+    for (int i = 0; i < 20; i++)
+        snprintf(csv + strlen(csv), sizeof csv - strlen(csv), "%d+%d,%d\n", i, i, 2 * i);
+    put_text("qa.csv", csv);
+    put_text("spec.yaml", "seed: 7\ntasks:\n  - {name: qa, kind: text_to_text, manifest: qa.csv, "
+                          "val_fraction: 0.5}\n");
+    const char *err;
+    cr_assert_eq(run("data build spec.yaml --out spec7.h5", &err), 0, "%s", err);
+    cr_assert_eq(run("data build spec.yaml --out flag7.h5 --seed 7", &err), 0, "%s", err);
+    cr_assert_eq(run("data build spec.yaml --out flag99.h5 --seed 99", &err), 0, "%s", err);
+    int64_t n7, nf7, n99;
+    int32_t *a = val_tokens("spec7.h5", &n7), *b = val_tokens("flag7.h5", &nf7),
+            *c = val_tokens("flag99.h5", &n99);
+    cr_assert(n7 == nf7 && !memcmp(a, b, sizeof *a * (size_t)n7),
+              "--seed 7 drew another split than the spec's seed 7");
+    cr_assert(n7 != n99 || memcmp(a, c, sizeof *a * (size_t)n7),
+              "--seed 99 drew the split of seed 7: the flag is ignored");
+    free(a);
+    free(b);
+    free(c);
 }
 
 Test(datasets, file_missing_attribute)

@@ -91,6 +91,27 @@ EOF
     "$bin" generate "$tmp/old.h5" --task shapes --image "$img"
   expect2 "checkpoint without tokenization (eval)" "$tmp/old.h5" \
     "$bin" eval "$tmp/old.h5" "$tmp/demo.h5"
+  # generate prepares an image as the model's data was built (image.resize, kept in the
+  # checkpoint's tokenization): under `error`, an image of another size is refused
+  for mode in error crop; do
+    cp "$ckpt" "$tmp/$mode.h5"
+    "$py" - "$tmp/$mode.h5" "$mode" << 'EOF'
+import sys, h5py
+with h5py.File(sys.argv[1], "r+") as f:
+    f["tokenization"].attrs["image_resize"] = sys.argv[2]
+EOF
+  done
+  "$bin" ckpt info "$tmp/error.h5" | grep -q "^images       32x32, 3 channels, patch 8, resize error$" ||
+    fail "ckpt info does not show image.resize: $("$bin" ckpt info "$tmp/error.h5" | grep '^images')"
+  expect2 "generate, image.resize error" \
+    "$img: image is [0-9]*x[0-9]* (width x height), expected 32x32 (image.size), and image.resize is error" \
+    "$bin" generate "$tmp/error.h5" --task shapes --image "$img"
+  expect2 "eval on data whose images were fitted otherwise" \
+    "$tmp/demo.h5: task shapes has other image settings than the model was trained with: size 32, 3 channel(s), patch 8, resize stretch in the data; size 32, 3 channel(s), patch 8, resize error in the model" \
+    "$bin" eval "$tmp/error.h5" "$tmp/demo.h5" --tasks shapes --limit 2
+  expect2 "checkpoint with an unknown image_resize" \
+    "$tmp/crop.h5: attribute image_resize of /tokenization is \"crop\", expected stretch, pad or error" \
+    "$bin" generate "$tmp/crop.h5" --task shapes --image "$img"
 else
   fail "h5py is not installed for $py (apt-get install python3-h5py)"
 fi

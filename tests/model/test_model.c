@@ -53,6 +53,15 @@ Test(model, tensor_table_is_aligned_disjoint_and_named_for_checkpoints)
     /* The named views point at the table's tensors. */
     cr_assert_eq(omni_model_param_view(m)->layers[1].wqkv, omni_model_params(m) + q->offset);
     cr_assert_eq(omni_model_grad_view(m)->layers[1].wqkv, omni_model_grads(m) + q->offset);
+    /* The dimensions indexed by token id (what --remap-tasks moves by task): the rows of
+     * the token embedding, the columns of the head, nothing else. */
+    for (int64_t i = 0; i < omni_model_n_tensors(m); i++) {
+        const omni_tensor *t = omni_model_tensor(m, i);
+        unsigned want = !strcmp(t->name, "params/embed/tok") ? 1u
+                        : !strcmp(t->name, "params/head/w")  ? 2u
+                                                             : 0u;
+        cr_assert_eq(t->vocab_dims, want, "%s: vocab_dims %u", t->name, (unsigned)t->vocab_dims);
+    }
     omni_model_free(m);
 }
 

@@ -28,6 +28,8 @@ expect_fail missing 2 "data.files\[1\] = nope.h5: no such file; paths in data.fi
     --set "data.files=[$data, nope.h5]"
 expect_fail twice 2 "task shapes of data.tasks is in both .* and .*, expected one file: rename the task in one file \(h5py: f.move\(\"tasks/shapes\", \"tasks/shapes_2\"\)\)" \
     --set "data.files=[$data, $data]"
+expect_fail twice_all 2 "task shapes is in both .* and .*; task names must be unique across data.files: rename the task in one file \(h5py: f.move\(\"tasks/shapes\", \"tasks/shapes_2\"\)\)" \
+    --set "data.files=[$data, $data]" --set "data.tasks={}"
 
 cat >nowarmup.yaml <<EOF
 experiment: {name: nowarmup}
