@@ -321,7 +321,7 @@ static void section_runs(page *p, rtext *t)
         rtext_escaped(t, run->dir);
         rtext_printf(t, "</td><td>%lld (%lld to %lld)</td><td>%d</td><td>", (long long)run->lines,
                      (long long)run->first_step, (long long)run->last_step, run->n_moe_layers);
-        rtext_escaped(t, run->yaml ? run->yaml_from : "no checkpoint");
+        rtext_escaped(t, run->yaml ? run->yaml_from : "no readable checkpoint");
         rtext_puts(t, "</td></tr>\n");
     }
     rtext_puts(t, "</table>\n");
@@ -336,9 +336,10 @@ static void section_experiments(page *p, rtext *t)
         rtext_escaped(t, run->label);
         rtext_puts(t, "</h3>\n");
         if (!run->yaml) {
-            rtext_puts(t, "<p class=\"note\">No checkpoint in the run directory, so the "
-                          "effective experiment is not known here (the training log prints "
-                          "it).</p>\n");
+            rtext_puts(t, "<p class=\"note\">No readable checkpoint in the run directory (");
+            rtext_escaped(t, run->yaml_from);
+            rtext_puts(t, "), so the effective experiment is not known here (the training log "
+                          "prints it).</p>\n");
             continue;
         }
         rtext_puts(t, "<pre>");

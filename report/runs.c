@@ -254,13 +254,18 @@ static omni_status eval_object(rrun *r, const where *w, json_t *o, int64_t step)
     return OMNI_OK;
 }
 
-/* The effective experiment from the newest checkpoint of the run (none: NULL, no error). */
+/* The effective experiment from the newest checkpoint of the run. None (or none
+ * readable: each damaged one is warned about) is no error: r->yaml stays NULL and
+ * r->yaml_from says why. */
 static void read_experiment(rrun *r)
 {
     char path[OMNI_PATH_MAX + 64];
     omni_ckpt *c = NULL;
-    if (omni_ckpt_find_latest(MPI_COMM_SELF, r->dir, path, sizeof path) ||
-        omni_ckpt_open(MPI_COMM_SELF, path, &c)) {
+    omni_status st = omni_ckpt_find_latest(MPI_COMM_SELF, r->dir, path, sizeof path);
+    if (!st)
+        st = omni_ckpt_open(MPI_COMM_SELF, path, &c);
+    if (st) {
+        snprintf(r->yaml_from, sizeof r->yaml_from, "%s", omni_error_message());
         omni_error_clear();
         return;
     }

@@ -29,8 +29,8 @@ train 2 b --set experiment.seed=8 --set moe.capacity_factor=1.0
 
 "$bin" report a b --out report.html --step 4 >report.log 2>&1 || fail "report: $(cat report.log)"
 grep -q "^report: report.html" report.log || fail "report did not say where: $(cat report.log)"
-python3 - report.html <<'PY' || fail "report.html is not the page expected"
-import sys
+python3 - report.html a/metrics.jsonl <<'PY' || fail "report.html is not the page expected"
+import json, sys
 import xml.etree.ElementTree as ET
 
 X, S = "{http://www.w3.org/1999/xhtml}", "{http://www.w3.org/2000/svg}"
@@ -57,6 +57,19 @@ for s in svgs:
     elif "no values logged" not in texts:
         assert "step" in texts, f"{title}: no x axis label"
         assert any(t.endswith(")") or t == "learning rate" for t in texts), f"{title}: no unit"
+# The first layer-0 task heatmap is run a's at its last logged step: each cell is the
+# expert's share (%) of the task's kept assignments in metrics.jsonl, the right-hand column
+# the task's mean-distribution entropy.
+last = [json.loads(l) for l in open(sys.argv[2]) if '"eval"' not in l][-1]
+svg = next(s for s in svgs if s.find(f"{S}title").text.startswith("MoE layer 0: task"))
+texts = ["".join(e.itertext()) for e in svg.iter(f"{S}text")]
+got = texts[texts.index("entropy") + 1:]
+want = []
+for task, row in last["task_expert_load"][0].items():
+    total = sum(row)
+    want += [task] + [f"{100 * v / total:.0f}" for v in row]
+    want.append(f"{last['task_mean_entropy'][0][task]:.2f}")
+assert got[:len(want)] == want, f"heatmap cells {got[:len(want)]}, metrics.jsonl {want}"
 text = "".join(root.itertext())
 for want in ("run a", "run b", "step 8 (last logged)", "step 4 (--step)", "num_experts: 4",
              "shapes", "cartpole"):
@@ -76,6 +89,12 @@ expect() {
 }
 mkdir empty
 expect 2 "empty/metrics.jsonl: cannot read" -- empty --out x.html
+expect 2 "nosuch/metrics.jsonl: cannot read: No such file" -- nosuch --out x.html
+mkdir -p isdir/metrics.jsonl
+expect 2 "isdir/metrics.jsonl: read error" -- isdir --out x.html
+# a bad line in the middle is named by its number, whatever follows it
+mkdir mid && sed '3s/.*/{"step": 3, "loss": 1.0, "lr"/' a/metrics.jsonl >mid/metrics.jsonl
+expect 2 "mid/metrics.jsonl:3: not JSON" -- mid --out x.html
 mk() { # mk DIR LINE: a copy of run a with LINE appended to its metrics.jsonl
     mkdir -p "$1" && cp a/metrics.jsonl "$1/" && printf '%s\n' "$2" >>"$1/metrics.jsonl"
 }
@@ -116,5 +135,11 @@ PY
 expect 0 "report: old.html" -- old --out old.html
 grep -q "has no routing tables" old.html || fail "no note for an old run"
 grep -q "Training loss per task" old.html || fail "the old run's curves are not drawn"
-grep -q "no checkpoint" old.html || fail "the old run's missing experiment is not said"
+grep -qF "No readable checkpoint in the run directory (old: no complete checkpoint)" old.html ||
+    fail "the old run's missing experiment is not said"
+# a damaged checkpoint costs the experiment section only: the page is drawn, and says why
+mkdir damaged && cp a/metrics.jsonl damaged/ && head -c 4000 a/ckpt-00000008.h5 >damaged/ckpt-00000008.h5
+expect 0 "skipping damaged/ckpt-00000008.h5: damaged or truncated HDF5 file" -- damaged --out damaged.html
+grep -qF "No readable checkpoint in the run directory (damaged: no complete checkpoint)" damaged.html ||
+    fail "the damaged checkpoint is not said"
 echo "ok: report page"
