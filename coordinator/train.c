@@ -53,12 +53,19 @@ static omni_status add_route_tensors(trainer *t)
 {
     static const char *const what[5] = {"expert_load", "expert_drop", "expert_prob", "tokens",
                                         "entropy"};
-    static const char *const meanings[5] = {
-        "[moe layer, group, expert]: token->expert assignments kept per step",
-        "[moe layer, group, expert]: assignments dropped over capacity per step",
-        "[moe layer, group, expert]: mean router probability over the group's tokens",
-        "[moe layer, group]: tokens routed per step",
-        "[moe layer, group]: mean routing entropy of the group's tokens (nats)"};
+    static const char *const meanings[2][5] = {
+        {"[moe layer, task, expert]: token->expert assignments kept per step (task: the index "
+         "of /tokenization/tasks)",
+         "[moe layer, task, expert]: assignments dropped over capacity per step",
+         "[moe layer, task, expert]: mean router probability over the task's tokens",
+         "[moe layer, task]: tokens routed per step",
+         "[moe layer, task]: mean routing entropy of the task's tokens (nats)"},
+        {"[moe layer, modality, expert]: token->expert assignments kept per step (modality: "
+         "text, image, audio, control)",
+         "[moe layer, modality, expert]: assignments dropped over capacity per step",
+         "[moe layer, modality, expert]: mean router probability over the modality's tokens",
+         "[moe layer, modality]: tokens routed per step",
+         "[moe layer, modality]: mean routing entropy of the modality's tokens (nats)"}};
     const omni_metrics *m = &t->step_m;
     const int64_t L = m->n_moe_layers, E = m->n_experts;
     double *p = t->route;
@@ -72,7 +79,7 @@ static omni_status add_route_tensors(trainer *t)
         d.data = p;
         d.row_hi = L;
         d.writer = t->rank == 0;
-        d.meaning = meanings[q % 5];
+        d.meaning = meanings[q / 5][q % 5];
         p += L * G * (q % 5 < 3 ? E : 1);
         if (!omni_tensor_table_add(&t->save, &d, "state/coordinator/routing/%s_%s",
                                    q < 5 ? "task" : "modality", what[q % 5]))
