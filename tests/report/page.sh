@@ -24,7 +24,7 @@ train() { # train NP OUT [--set ...]
         fail "training $out failed"
     }
 }
-train 1 a
+train 1 a --set eval.generate=2 # exact match of 2 greedy captions per task
 train 2 b --set experiment.seed=8 --set moe.capacity_factor=1.0
 
 "$bin" report a b --out report.html --step 4 >report.log 2>&1 || fail "report: $(cat report.log)"
@@ -39,6 +39,7 @@ assert root.tag == X + "html", root.tag
 svgs = root.findall(f".//{S}svg")
 titles = [s.find(f"{S}title").text for s in svgs]
 for t in ("Training loss per task", "Validation loss per task", "Validation next-token accuracy",
+          "Exact match of generated outputs",
           "Learning rate", "Dropped assignments (over capacity)",
           "Expert load balance per MoE layer"):
     assert t in titles, f"no figure '{t}' in {titles}"
@@ -137,6 +138,29 @@ grep -q "has no routing tables" old.html || fail "no note for an old run"
 grep -q "Training loss per task" old.html || fail "the old run's curves are not drawn"
 grep -qF "No readable checkpoint in the run directory (old: no complete checkpoint)" old.html ||
     fail "the old run's missing experiment is not said"
+# an expert that kept nothing in the window is marked dead on its column
+mkdir deadrun && python3 - a/metrics.jsonl deadrun/metrics.jsonl <<'PY' || fail "making deadrun"
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+last = max(i for i, o in enumerate(lines) if "eval" not in o)
+lines[last]["dead_experts"] = [[2], []]
+with open(sys.argv[2], "w") as out:
+    out.writelines(json.dumps(o) + "\n" for o in lines)
+PY
+expect 0 "report: dead.html" -- deadrun --out dead.html
+python3 - dead.html <<'PY' || fail "dead experts are not marked"
+import sys
+import xml.etree.ElementTree as ET
+S = "{http://www.w3.org/2000/svg}"
+svgs = ET.parse(sys.argv[1]).getroot().findall(f".//{S}svg")
+heat = {s.find(f"{S}title").text: ["".join(e.itertext()) for e in s.iter(f"{S}text")]
+        for s in svgs if "\u00d7 expert" in s.find(f"{S}title").text}
+l0 = [t for k, t in heat.items() if k.startswith("MoE layer 0")]
+l1 = [t for k, t in heat.items() if k.startswith("MoE layer 1")]
+assert l0 and l1, heat.keys()
+assert all(t.count("dead") == 1 for t in l0), l0
+assert all("dead" not in t for t in l1), l1
+PY
 # a damaged checkpoint costs the experiment section only: the page is drawn, and says why
 mkdir damaged && cp a/metrics.jsonl damaged/ && head -c 4000 a/ckpt-00000008.h5 >damaged/ckpt-00000008.h5
 expect 0 "skipping damaged/ckpt-00000008.h5: damaged or truncated HDF5 file" -- damaged --out damaged.html
