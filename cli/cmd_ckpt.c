@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "checkpoint.h"
+#include "coordinator.h"
 #include "experiment.h"
 #include "gating.h"
 
@@ -107,7 +108,7 @@ static omni_status routing_table(omni_ckpt *c, const char *leaf, int rank, int64
                                  double **out)
 {
     char name[128];
-    snprintf(name, sizeof name, "state/coordinator/routing/%s", leaf);
+    snprintf(name, sizeof name, OMNI_CKPT_ROUTING "/%s", leaf);
     void *p = NULL;
     omni_status st = omni_ckpt_read_whole(c, name, OMNI_CKPT_F64, rank, dims, &p);
     *out = p;
@@ -121,12 +122,12 @@ static omni_status routing_read(omni_ckpt *c, const omni_experiment *x,
                                 const omni_tokenization *tok, routing *r, bool *found)
 {
     memset(r, 0, sizeof *r);
-    omni_status st = omni_ckpt_has(c, "state/coordinator/routing/steps", found);
+    omni_status st = omni_ckpt_has(c, OMNI_CKPT_ROUTING "/steps", found);
     if (st || !*found)
         return st;
     int64_t s1[1] = {2}, d3[3] = {-1, -1, -1};
     void *p = NULL;
-    st = omni_ckpt_read_whole(c, "state/coordinator/routing/steps", OMNI_CKPT_I64, 1, s1, &p);
+    st = omni_ckpt_read_whole(c, OMNI_CKPT_ROUTING "/steps", OMNI_CKPT_I64, 1, s1, &p);
     if (!st) {
         memcpy(r->steps, p, sizeof r->steps);
         omni_free(p);
@@ -138,13 +139,13 @@ static omni_status routing_read(omni_ckpt *c, const omni_experiment *x,
         n_moe += omni_experiment_is_moe_block(x, b);
     if (!st && (r->L != n_moe || r->E != x->moe.num_experts))
         st = omni_fail(OMNI_ERR_CKPT,
-                       "%s: state/coordinator/routing/task_expert_load is [%" PRId64 ", %" PRId64
+                       "%s: " OMNI_CKPT_ROUTING "/task_expert_load is [%" PRId64 ", %" PRId64
                        ", %" PRId64 "], but its experiment has %" PRId64 " MoE layers of %" PRId64
                        " experts",
                        omni_ckpt_path(c), r->L, r->T, r->E, n_moe, x->moe.num_experts);
     if (!st && tok && r->T != tok->n_tasks)
         st = omni_fail(OMNI_ERR_CKPT,
-                       "%s: state/coordinator/routing/task_expert_load has %" PRId64
+                       "%s: " OMNI_CKPT_ROUTING "/task_expert_load has %" PRId64
                        " task rows, its task table (/tokenization) %d tasks",
                        omni_ckpt_path(c), r->T, tok->n_tasks);
     int64_t t2[2] = {r->L, r->T};

@@ -97,4 +97,11 @@ omni_status omni_metrics_log_eval(omni_metrics_log *log, const omni_experiment *
  */
 omni_status omni_train(MPI_Comm comm, const omni_experiment *x, const char *resume);
 
+/* The checkpoint group of the routing tables of the last logged window (MoE models, once
+ * a step is logged): f64 TABLE_expert_load, _drop, _prob [moe layer, group, expert] and
+ * TABLE_tokens, TABLE_entropy [moe layer, group] for TABLE task (rows: the index in
+ * /tokenization/tasks) and modality (rows: omni_modality), and i64 steps [2], the first
+ * and last step of the window (docs/checkpoints.md). */
+#define OMNI_CKPT_ROUTING "state/coordinator/routing"
+
 #endif /* OMNI_COORDINATOR_H */

@@ -81,7 +81,7 @@ static omni_status add_route_tensors(trainer *t)
         d.writer = t->rank == 0;
         d.meaning = meanings[q / 5][q % 5];
         p += L * G * (q % 5 < 3 ? E : 1);
-        if (!omni_tensor_table_add(&t->save, &d, "state/coordinator/routing/%s_%s",
+        if (!omni_tensor_table_add(&t->save, &d, OMNI_CKPT_ROUTING "/%s_%s",
                                    q < 5 ? "task" : "modality", what[q % 5]))
             return OMNI_ERR_NOMEM;
     }
@@ -94,8 +94,8 @@ static omni_status add_route_tensors(trainer *t)
     d.row_hi = 2;
     d.writer = t->rank == 0;
     d.meaning = "[2]: the first and last step of the logged window of these tables";
-    return omni_tensor_table_add(&t->save, &d, "state/coordinator/routing/steps") ? OMNI_OK
-                                                                                  : OMNI_ERR_NOMEM;
+    return omni_tensor_table_add(&t->save, &d, OMNI_CKPT_ROUTING "/steps") ? OMNI_OK
+                                                                           : OMNI_ERR_NOMEM;
 }
 
 /* The checkpoint's tensor list: the worker's state, then the routing tensors. */
