@@ -16,7 +16,8 @@
 #include "gating.h"
 #include "report_private.h"
 
-#define MAX_GROUPS 64
+#define MAX_GROUPS    64
+#define MAX_HEAT_COLS 256 /* experts drawn in a heatmap; more are said in a note */
 
 typedef struct {
     const omni_report_options *o;
@@ -200,7 +201,7 @@ static void section_curves(page *p, rtext *t, bool load)
  * of each group's kept assignments that each expert took. false when absent. */
 static bool heat_values(const json_t *o, const char *key, const char *ent_key, size_t layer,
                         const char **labels, double *v, double *side, int *rows, int *cols,
-                        double *vmax)
+                        int *all_cols, double *vmax)
 {
     const json_t *layers = json_object_get(o, key);
     const json_t *t = json_array_get(layers, layer);
@@ -217,8 +218,10 @@ static bool heat_values(const json_t *o, const char *key, const char *ent_key, s
         if (*rows == MAX_GROUPS)
             break;
         int n = (int)json_array_size(row);
-        if (*cols == 0)
-            *cols = n > 256 ? 256 : n;
+        if (*cols == 0) {
+            *all_cols = n;
+            *cols = n > MAX_HEAT_COLS ? MAX_HEAT_COLS : n;
+        }
         double sum = 0;
         for (int e = 0; e < *cols; e++) {
             double x = json_number_value(json_array_get(row, (size_t)e));
@@ -227,7 +230,7 @@ static bool heat_values(const json_t *o, const char *key, const char *ent_key, s
         for (int e = 0; e < *cols; e++) {
             double x = json_number_value(json_array_get(row, (size_t)e));
             double f = sum > 0 ? x / sum : (double)NAN;
-            v[*rows * 256 + e] = f;
+            v[*rows * MAX_HEAT_COLS + e] = f;
             if (isfinite(f) && f > *vmax)
                 *vmax = f;
         }
@@ -244,33 +247,38 @@ static void heatmaps_at(rtext *t, const rrun *r, const json_t *o, const char *wh
     rtext_escaped(t, r->label);
     rtext_printf(t, ", step %lld (%s)</h3>\n<div class=\"figs\">\n",
                  (long long)json_integer_value(json_object_get(o, "step")), when);
-    static double v[MAX_GROUPS * 256], dense[MAX_GROUPS * 256], side[MAX_GROUPS];
+    static double v[MAX_GROUPS * MAX_HEAT_COLS], dense[MAX_GROUPS * MAX_HEAT_COLS],
+        side[MAX_GROUPS];
     const char *labels[MAX_GROUPS];
     size_t n_layers = json_array_size(json_object_get(o, "task_expert_load"));
     for (size_t l = 0; l < n_layers; l++) {
-        bool dead[256] = {false};
+        bool dead[MAX_HEAT_COLS] = {false};
         const json_t *d = json_array_get(json_object_get(o, "dead_experts"), l);
         for (size_t i = 0; i < json_array_size(d); i++) {
             json_int_t e = json_integer_value(json_array_get(d, i));
-            if (e >= 0 && e < 256)
+            if (e >= 0 && e < MAX_HEAT_COLS)
                 dead[e] = true;
         }
         static const char *const keys[2][3] = {
             {"task_expert_load", "task_mean_entropy", "task"},
             {"modality_expert_load", "modality_mean_entropy", "modality"}};
         for (int k = 0; k < 2; k++) {
-            int rows, cols;
+            int rows, cols, all_cols = 0;
             double vmax;
-            if (!heat_values(o, keys[k][0], keys[k][1], l, labels, v, side, &rows, &cols, &vmax))
+            if (!heat_values(o, keys[k][0], keys[k][1], l, labels, v, side, &rows, &cols, &all_cols,
+                             &vmax))
                 continue;
+            char note[96];
+            snprintf(note, sizeof note, "experts 0 to %d of %d shown", cols - 1, all_cols);
             for (int i = 0; i < rows; i++)
-                memcpy(dense + i * cols, v + i * 256, (size_t)cols * sizeof *dense);
+                memcpy(dense + i * cols, v + i * MAX_HEAT_COLS, (size_t)cols * sizeof *dense);
             char title[256];
             snprintf(title, sizeof title, "MoE layer %zu: %s \u00d7 expert (%% kept)", l,
                      keys[k][2]);
             vmax = vmax > 0 ? ceil(vmax * 10) / 10 : 1;
             rtext_puts(t, "<figure>\n");
-            rsvg_heatmap(t, title, labels, rows, cols, dense, vmax, side, "entropy", dead, NULL);
+            rsvg_heatmap(t, title, labels, rows, cols, dense, vmax, side, "entropy", dead,
+                         all_cols > cols ? note : NULL);
             rtext_puts(t, "</figure>\n");
         }
     }
