@@ -247,6 +247,22 @@ static omni_status resume(trainer *t, const char *arg)
         if (changed[0])
             omni_log(OMNI_LOG_INFO, "training keys changed since the checkpoint: %s", changed);
     }
+    /* The routing tables of the window logged before the checkpoint, so that a checkpoint
+     * written before the resumed run logs again still carries them. Statistics, not
+     * training state: tables that cannot be read are a warning, not a failed resume. */
+    bool has_routing = false;
+    if (!st && t->save.n > t->n_state)
+        st = omni_ckpt_has(c, OMNI_CKPT_ROUTING "/steps", &has_routing);
+    if (!st && has_routing) {
+        omni_status rst = omni_mpi_agree(
+            t->comm, omni_ckpt_read(c, t->save.t + t->n_state, (int)(t->save.n - t->n_state)));
+        if (rst) {
+            omni_log(OMNI_LOG_WARN, "%s: its routing tables are not restored: %s", path,
+                     omni_error_message());
+            omni_error_clear();
+        }
+        t->route_logged = !rst;
+    }
     omni_ckpt_close(c);
     return st;
 }

@@ -50,6 +50,22 @@ metrics.jsonl:
 $want"
 grep -q "^    control " <<<"$out" || fail "no modality rows in: $out"
 
+# A resumed run restores the tables: a checkpoint it writes before logging again (step 5:
+# log.every 10) carries those of the window before the resume, and the next logged window
+# (steps 5..6) replaces them.
+must_train 2 rt --set optim.steps=6 --set log.every=10 --set checkpoint.every=1 \
+    --set "data.tasks={}" --resume auto
+"$h5py" - rt/ckpt-00000004.h5 rt/ckpt-00000005.h5 rt/ckpt-00000006.h5 <<'PY' ||
+import sys
+import h5py
+g4, g5, g6 = (h5py.File(p, "r")["state/coordinator/routing"] for p in sys.argv[1:])
+assert list(g5["steps"][()]) == [3, 4], g5["steps"][()]
+for name in g4:
+    assert (g4[name][()] == g5[name][()]).all(), name
+assert list(g6["steps"][()]) == [5, 6], g6["steps"][()]
+PY
+    fail "the resumed run's checkpoints do not carry the right routing tables"
+
 # Tables that do not fit the checkpoint's task table: a message naming file and fault.
 "$h5py" - "$ckpt" rt/extra_row.h5 <<'PY' || fail "cannot make rt/extra_row.h5"
 import shutil, sys
