@@ -1,9 +1,12 @@
 /*
  * report: reading a run. metrics.jsonl is parsed with jansson, line by line; every line
  * must be a JSON object with an integer "step" (a truncated or foreign line stops the
- * report with FILE:LINE). Known fields of the wrong type stop it too; fields it does not
- * know are skipped, and fields a run lacks (older runs) are simply not drawn. The
- * effective experiment comes from the run's newest checkpoint, when it has one.
+ * report with FILE:LINE). A last line without its newline is one the trainer has not
+ * finished writing (a run in progress, or killed while writing: its resume cuts that line
+ * too): it is skipped with a warning, so a running job can be reported on. Known fields of the
+ * wrong type stop it too; fields it does not know are skipped, and fields a run lacks (older runs)
+ * are simply not drawn. The effective experiment comes from the run's newest checkpoint, when it
+ * has one.
  */
 #include <errno.h>
 #include <math.h>
@@ -305,6 +308,13 @@ omni_status rrun_read(rrun *r, const char *dir, int64_t chosen)
             blank = line[i] == ' ' || line[i] == '\n' || line[i] == '\r' || line[i] == '\t';
         if (blank)
             continue;
+        if (line[len - 1] != '\n') {
+            omni_log(OMNI_LOG_WARN,
+                     "%s:%lld: an unfinished last line (no newline: the run is writing it, or "
+                     "was killed while writing it) is not drawn",
+                     path, (long long)w.line);
+            break;
+        }
         json_error_t err;
         json_t *o = json_loadb(line, (size_t)len, 0, &err);
         if (!o) {

@@ -102,6 +102,10 @@ mk() { # mk DIR LINE: a copy of run a with LINE appended to its metrics.jsonl
 n=$(($(wc -l <a/metrics.jsonl) + 1))
 mk trunc '{"step": 10, "lr": 0.001, "loss": 6.9, "task_lo'
 expect 2 "trunc/metrics.jsonl:$n: not JSON" -- trunc --out x.html
+# without its newline, the same truncated line is one the run is still writing: skipped
+mkdir live && cp a/metrics.jsonl live/ && printf '%s' '{"step": 10, "lr": 0.001, "los' >>live/metrics.jsonl
+expect 0 "live/metrics.jsonl:$n: an unfinished last line" -- live --out live.html
+grep -q "step 8 (last logged)" live.html || fail "the live run's finished lines are not drawn"
 mk foreign '[1, 2, 3]'
 expect 2 "foreign/metrics.jsonl:$n: not a metrics object" -- foreign --out x.html
 mk badtype '{"step": 10, "loss": "high"}'
