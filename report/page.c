@@ -241,6 +241,54 @@ static bool heat_values(const json_t *o, const char *key, const char *ent_key, s
     return *rows > 0 && *cols > 0;
 }
 
+/* Where assignments were dropped over capacity in one layer: per task and expert, the
+ * share of the task's assignments to that expert that were dropped (NAN where it had
+ * none), and beside each row the task's dropped share in percent. false when the layer
+ * dropped nothing (or the run logged no drop table). */
+static bool drop_values(const json_t *o, size_t layer, const char **labels, double *v, double *side,
+                        int *rows, int *cols, int *all_cols, double *vmax)
+{
+    const json_t *kept = json_array_get(json_object_get(o, "task_expert_load"), layer);
+    const json_t *drop = json_array_get(json_object_get(o, "task_expert_drop"), layer);
+    if (!json_is_object(kept) || !json_is_object(drop))
+        return false;
+    *rows = 0;
+    *cols = 0;
+    *vmax = 0;
+    double dropped = 0;
+    const char *g;
+    json_t *drow;
+    json_object_foreach((json_t *)drop, g, drow)
+    {
+        if (*rows == MAX_GROUPS)
+            break;
+        const json_t *krow = json_object_get(kept, g);
+        int n = (int)json_array_size(drow);
+        if (*cols == 0) {
+            *all_cols = n;
+            *cols = n > MAX_HEAT_COLS ? MAX_HEAT_COLS : n;
+        }
+        double d_sum = 0, a_sum = 0;
+        for (int e = 0; e < *cols; e++) {
+            /* json_number_value: 0 for a null or a missing value */
+            double d = json_number_value(json_array_get(drow, (size_t)e));
+            double k = json_number_value(json_array_get(krow, (size_t)e));
+            d = isfinite(d) && d > 0 ? d : 0;
+            k = isfinite(k) && k > 0 ? k : 0;
+            double f = d + k > 0 ? d / (d + k) : (double)NAN;
+            v[*rows * MAX_HEAT_COLS + e] = f;
+            if (isfinite(f) && f > *vmax)
+                *vmax = f;
+            d_sum += d;
+            a_sum += d + k;
+        }
+        dropped += d_sum;
+        side[*rows] = a_sum > 0 ? 100 * d_sum / a_sum : (double)NAN;
+        labels[(*rows)++] = g;
+    }
+    return dropped > 0 && *rows > 0 && *cols > 0;
+}
+
 static void heatmaps_at(rtext *t, const rrun *r, const json_t *o, const char *when)
 {
     rtext_puts(t, "<h3>");
@@ -281,6 +329,20 @@ static void heatmaps_at(rtext *t, const rrun *r, const json_t *o, const char *wh
                          all_cols > cols ? note : NULL);
             rtext_puts(t, "</figure>\n");
         }
+        int rows, cols, all_cols = 0;
+        double vmax;
+        if (drop_values(o, l, labels, v, side, &rows, &cols, &all_cols, &vmax)) {
+            for (int i = 0; i < rows; i++)
+                memcpy(dense + i * cols, v + i * MAX_HEAT_COLS, (size_t)cols * sizeof *dense);
+            char title[256], note[96];
+            snprintf(title, sizeof title, "MoE layer %zu: task \u00d7 expert (%% dropped)", l);
+            snprintf(note, sizeof note, "experts 0 to %d of %d shown", cols - 1, all_cols);
+            vmax = ceil(vmax * 10) / 10;
+            rtext_puts(t, "<figure>\n");
+            rsvg_heatmap(t, title, labels, rows, cols, dense, vmax, side, "dropped (%)", NULL,
+                         all_cols > cols ? note : NULL);
+            rtext_puts(t, "</figure>\n");
+        }
     }
     rtext_puts(t, "</div>\n");
 }
@@ -293,7 +355,9 @@ static void section_routing(page *p, rtext *t)
                   "of that step; each row sums to 100. Right: the entropy (nats) of the row's "
                   "mean router distribution, ln E when it spreads evenly over E experts, 0 "
                   "when one expert takes all. Experts that kept nothing in the window are "
-                  "marked dead.</p>\n");
+                  "marked dead. Where a layer dropped assignments over capacity, a third map "
+                  "shows where: the share (%) of each task's assignments to each expert that "
+                  "were dropped, and beside it the task's dropped share.</p>\n");
     for (int r = 0; r < p->n_runs; r++) {
         const rrun *run = &p->runs[r];
         if (!run->last) {

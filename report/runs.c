@@ -151,44 +151,49 @@ static omni_status train_object(rrun *r, const where *w, json_t *o, int64_t step
     }
     /* Routing tables: each a list (one per MoE layer) of {group: [one number per expert]};
      * checked here so that drawing can trust them. */
-    static const char *const tables[] = {"task_expert_load", "modality_expert_load",
-                                         "task_mean_entropy", "modality_mean_entropy",
-                                         "dead_experts"};
+    enum { MATRIX, NUMBERS, EXPERTS }; /* {g: [numbers]}, {g: number}, [experts] per layer */
+    static const struct {
+        const char *key;
+        int kind;
+    } tables[] = {{"task_expert_load", MATRIX},       {"modality_expert_load", MATRIX},
+                  {"task_expert_drop", MATRIX},       {"task_mean_entropy", NUMBERS},
+                  {"modality_mean_entropy", NUMBERS}, {"dead_experts", EXPERTS}};
     bool has_tables = false;
     for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
-        const json_t *t = json_object_get(o, tables[i]);
+        const char *key = tables[i].key;
+        const json_t *t = json_object_get(o, key);
         if (!t)
             continue;
         if (!json_is_array(t))
-            return bad_field(w, tables[i], "a list (one entry per MoE layer)");
+            return bad_field(w, key, "a list (one entry per MoE layer)");
         for (size_t l = 0; l < json_array_size(t); l++) {
             const json_t *layer = json_array_get(t, l);
-            if (i == 4) { /* dead_experts: lists of integers */
+            if (tables[i].kind == EXPERTS) {
                 if (!json_is_array(layer))
-                    return bad_field(w, tables[i], "a list of lists of experts");
+                    return bad_field(w, key, "a list of lists of experts");
                 for (size_t e = 0; e < json_array_size(layer); e++)
                     if (!json_is_integer(json_array_get(layer, e)))
-                        return bad_field(w, tables[i], "a list of lists of experts");
+                        return bad_field(w, key, "a list of lists of experts");
                 continue;
             }
             if (!json_is_object(layer))
-                return bad_field(w, tables[i], "a list of objects");
+                return bad_field(w, key, "a list of objects");
             const char *g;
             json_t *row;
             json_object_foreach((json_t *)layer, g, row)
             {
-                if (i >= 2) { /* entropies: numbers */
+                if (tables[i].kind == NUMBERS) {
                     double d;
                     if (!number_of(row, &d))
-                        return bad_field(w, tables[i], "a list of objects of numbers");
+                        return bad_field(w, key, "a list of objects of numbers");
                     continue;
                 }
                 if (!json_is_array(row))
-                    return bad_field(w, tables[i], "a list of objects of lists of numbers");
+                    return bad_field(w, key, "a list of objects of lists of numbers");
                 for (size_t e = 0; e < json_array_size(row); e++) {
                     double d;
                     if (!number_of(json_array_get(row, e), &d))
-                        return bad_field(w, tables[i], "a list of objects of lists of numbers");
+                        return bad_field(w, key, "a list of objects of lists of numbers");
                 }
             }
         }

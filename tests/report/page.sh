@@ -29,7 +29,7 @@ train 2 b --set experiment.seed=8 --set moe.capacity_factor=1.0
 
 "$bin" report a b --out report.html --step 4 >report.log 2>&1 || fail "report: $(cat report.log)"
 grep -q "^report: report.html" report.log || fail "report did not say where: $(cat report.log)"
-python3 - report.html a/metrics.jsonl <<'PY' || fail "report.html is not the page expected"
+python3 - report.html a/metrics.jsonl b/metrics.jsonl <<'PY' || fail "report.html is not the page expected"
 import json, sys
 import xml.etree.ElementTree as ET
 
@@ -43,7 +43,7 @@ for t in ("Training loss per task", "Validation loss per task", "Validation next
           "Learning rate", "Dropped assignments (over capacity)",
           "Expert load balance per MoE layer"):
     assert t in titles, f"no figure '{t}' in {titles}"
-heat = [t for t in titles if "\u00d7 expert" in t]
+heat = [t for t in titles if "\u00d7 expert (% kept)" in t]
 # 2 runs x 2 snapshots (last, --step) x 2 layers x (task, modality)
 assert len(heat) == 16, heat
 for s in svgs:
@@ -53,7 +53,8 @@ for s in svgs:
     if "\u00d7 expert" in title:
         rows = {"task": ["shapes", "tones", "arith", "cartpole"],
                 "modality": ["text", "image", "audio", "control"]}["task" if "task" in title else "modality"]
-        for r in rows + ["e0", "e3", "entropy"]:
+        side = "dropped (%)" if "dropped" in title else "entropy"
+        for r in rows + ["e0", "e3", side]:
             assert r in texts, f"{title}: no label {r}"
     elif "no values logged" not in texts:
         assert "step" in texts, f"{title}: no x axis label"
@@ -71,6 +72,25 @@ for task, row in last["task_expert_load"][0].items():
     want += [task] + [f"{100 * v / total:.0f}" for v in row]
     want.append(f"{last['task_mean_entropy'][0][task]:.2f}")
 assert got[:len(want)] == want, f"heatmap cells {got[:len(want)]}, metrics.jsonl {want}"
+# Where run b (capacity 1.0) dropped: its first layer-0 drop map is at its last logged
+# step; each cell the share (%) of the task's assignments to the expert that were dropped
+# (blank: none), beside it the task's dropped share. Run a is dropless: no drop map.
+drops = [s for s in svgs if "(% dropped)" in s.find(f"{S}title").text]
+assert drops, "no drop map for run b"
+lastb = [json.loads(l) for l in open(sys.argv[3]) if '"eval"' not in l][-1]
+svg = next(s for s in drops if s.find(f"{S}title").text.startswith("MoE layer 0:"))
+texts = ["".join(e.itertext()) for e in svg.iter(f"{S}text")]
+got = texts[texts.index("dropped (%)") + 1:]
+want = []
+for task, kept in lastb["task_expert_load"][0].items():
+    drop = lastb["task_expert_drop"][0][task]
+    want.append(task)
+    want += [f"{100 * d / (d + k):.0f}" for d, k in zip(drop, kept) if d + k > 0]
+    want.append(f"{100 * sum(drop) / (sum(drop) + sum(kept)):.2f}")
+assert sum(map(sum, lastb["task_expert_drop"][0].values())) > 0, "run b dropped nothing"
+assert got[:len(want)] == want, f"drop map {got[:len(want)]}, metrics.jsonl {want}"
+page = ET.tostring(root, encoding="unicode")
+assert page.index("(% dropped)") > page.index("b, step 8 (last logged)"), "a drop map for run a"
 text = "".join(root.itertext())
 for want in ("run a", "run b", "step 8 (last logged)", "step 4 (--step)", "num_experts: 4",
              "shapes", "cartpole"):
