@@ -126,6 +126,10 @@ expect 2 "trunc/metrics.jsonl:$n: not JSON" -- trunc --out x.html
 mkdir live && cp a/metrics.jsonl live/ && printf '%s' '{"step": 10, "lr": 0.001, "los' >>live/metrics.jsonl
 expect 0 "live/metrics.jsonl:$n: an unfinished last line" -- live --out live.html
 grep -q "step 8 (last logged)" live.html || fail "the live run's finished lines are not drawn"
+# a foreign step near 2^63, where adding an axis step does not change a double: drawn, no hang
+mkdir far && echo '{"step": 9000000000000000000, "loss": 1.0, "load_max_over_mean": [1.0]}' >far/metrics.jsonl
+timeout 60 "$bin" report far --out far.html >far.log 2>&1 || fail "report far: exit $?: $(cat far.log)"
+echo "ok (0): report far (step 9e18)"
 mk foreign '[1, 2, 3]'
 expect 2 "foreign/metrics.jsonl:$n: not a metrics object" -- foreign --out x.html
 mk badtype '{"step": 10, "loss": "high"}'
