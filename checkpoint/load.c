@@ -16,19 +16,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-struct omni_ckpt {
-    MPI_Comm comm;
-    hid_t file;
-    char path[OMNI_PATH_MAX];
-    omni_ckpt_meta meta;
-    char *yaml, *version;
-    int64_t *load_steps;
-    float *load;
-    int64_t unchecked; /* tensors read that carry no checksum */
-    char first_unchecked[OMNI_PATH_MAX];
-    bool warned;
-};
-
 const omni_ckpt_meta *omni_ckpt_meta_of(const omni_ckpt *c)
 {
     return &c->meta;

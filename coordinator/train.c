@@ -7,6 +7,7 @@
 #include "coordinator.h"
 
 #include <dirent.h>
+#include <signal.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,9 @@ typedef struct {
     MPI_Comm comm;
     int rank, size;
     const omni_experiment *x;
+    bool remap_tasks;                   /* --remap-tasks: resume into a changed task set */
+    int stop_signal;                    /* the signal that stopped the run, 0 if none */
+    char last_path[OMNI_PATH_MAX + 64]; /* the newest checkpoint saved or resumed from */
     omni_worker *w;
     omni_metrics step_m, sum_m, eval_m;
     omni_metrics_log log;
@@ -168,6 +172,7 @@ static omni_status save(trainer *t)
     if (st)
         return st;
     t->last_saved = t->step;
+    snprintf(t->last_path, sizeof t->last_path, "%s", path);
     omni_log(OMNI_LOG_INFO, "checkpoint %s (%.1f s)", path, omni_now() - t0);
     return OMNI_OK;
 }
@@ -186,6 +191,75 @@ static bool has_checkpoint_files(const char *dir)
     }
     closedir(d);
     return found;
+}
+
+/*
+ * Not collective (every rank holds the same tables). The checkpoint's tasks must be the
+ * data's: the same names with the same index (their <task> tokens), kind and control
+ * dimensions. With --remap-tasks a different task set is accepted (*remap set) when the
+ * tasks it shares with the checkpoint kept their kind and dimensions and the vocabulary
+ * layout and image/audio settings are the same.
+ */
+static omni_status check_tasks(const char *path, const omni_tokenization *then,
+                               const omni_tokenization *now, bool remap_tasks, bool *remap)
+{
+    char why[1536];
+    *remap = false;
+    if (omni_tokenization_same(then, now, why, sizeof why))
+        return OMNI_OK;
+    if (!remap_tasks)
+        return omni_fail(OMNI_ERR_CKPT,
+                         "%s: the tasks of the data are not the checkpoint's: %s. Resume with the "
+                         "data.files and data.tasks of the run that wrote it, or add "
+                         "--remap-tasks to carry its tasks over by name and start new ones "
+                         "afresh (docs/training.md)",
+                         path, why);
+    /* Only the task set may change: compare the rest with the tables' tasks removed. */
+    omni_tokenization a = *then, b = *now;
+    a.n_tasks = b.n_tasks = 0;
+    if (!omni_tokenization_same(&a, &b, why, sizeof why))
+        return omni_fail(OMNI_ERR_CKPT,
+                         "%s: --remap-tasks carries tasks over, but the data differ from the "
+                         "checkpoint's in more than their tasks: %s",
+                         path, why);
+    for (int i = 0; i < now->n_tasks; i++) {
+        const omni_tokenization_task *k = &now->tasks[i];
+        const omni_tokenization_task *old = omni_tokenization_find(then, k->name);
+        if (old && (old->kind != k->kind || old->obs_dim != k->obs_dim ||
+                    old->act_dim != k->act_dim || old->discrete != k->discrete))
+            return omni_fail(OMNI_ERR_CKPT,
+                             "%s: task %s is a %s task (obs_dim %d, act_dim %d) in the "
+                             "checkpoint, a %s task (obs_dim %d, act_dim %d) in the data; "
+                             "--remap-tasks carries a task over only as it was: give the new "
+                             "one another name",
+                             path, k->name, omni_task_kind_name(old->kind), old->obs_dim,
+                             old->act_dim, omni_task_kind_name(k->kind), k->obs_dim, k->act_dim);
+    }
+    *remap = true;
+    return OMNI_OK;
+}
+
+/* The task table change of a --remap-tasks resume, for the log. */
+static void log_remap(const omni_tokenization *then, const omni_tokenization *now)
+{
+    char line[2048] = "";
+    for (int i = 0; i < now->n_tasks; i++) {
+        const omni_tokenization_task *old = omni_tokenization_find(then, now->tasks[i].name);
+        size_t len = strlen(line);
+        if (old)
+            snprintf(line + len, sizeof line - len, "%s%s %d -> %d", len ? ", " : "",
+                     now->tasks[i].name, old->index, i);
+        else
+            snprintf(line + len, sizeof line - len, "%s%s new (index %d)", len ? ", " : "",
+                     now->tasks[i].name, i);
+    }
+    for (int i = 0; i < then->n_tasks; i++)
+        if (!omni_tokenization_find(now, then->tasks[i].name)) {
+            size_t len = strlen(line);
+            snprintf(line + len, sizeof line - len, "%s%s dropped", len ? ", " : "",
+                     then->tasks[i].name);
+        }
+    omni_log(OMNI_LOG_INFO, "--remap-tasks: %s", line);
 }
 
 static omni_status resume(trainer *t, const char *arg)
@@ -223,12 +297,29 @@ static omni_status resume(trainer *t, const char *arg)
     /* Every rank reached the same verdict; agreeing on it makes it one failure of the job,
      * printed once by rank 0, rather than one per rank and an MPI_Abort. */
     st = omni_mpi_agree(t->comm, st);
+    omni_tokenization *then = NULL;
+    bool remapped = false;
+    if (!st) {
+        then = malloc(sizeof *then);
+        st = omni_mpi_agree(t->comm, then ? OMNI_OK : omni_fail(OMNI_ERR_NOMEM, "out of memory"));
+    }
     if (!st)
+        st = omni_ckpt_read_tokenization(c, then);
+    if (!st)
+        st = omni_mpi_agree(t->comm, check_tasks(path, then, omni_worker_tokenization(t->w),
+                                                 t->remap_tasks, &remapped));
+    if (!st && remapped)
+        st = omni_ckpt_read_remapped(c, t->state, t->n_state, then, omni_worker_tokenization(t->w));
+    else if (!st)
         st = omni_ckpt_read(c, t->state, t->n_state);
+    if (!st && remapped)
+        log_remap(then, omni_worker_tokenization(t->w));
+    free(then);
     if (!st) {
         t->step = meta->step;
         t->tokens_seen = meta->tokens_seen;
         t->last_saved = t->step;
+        snprintf(t->last_path, sizeof t->last_path, "%s", path);
         int64_t rows = meta->load_rows;
         if (rows > LOAD_ROWS)
             rows = LOAD_ROWS;
@@ -249,9 +340,11 @@ static omni_status resume(trainer *t, const char *arg)
     }
     /* The routing tables of the window logged before the checkpoint, so that a checkpoint
      * written before the resumed run logs again still carries them. Statistics, not
-     * training state: tables that cannot be read are a warning, not a failed resume. */
+     * training state: tables that cannot be read are a warning, not a failed resume.
+     * Tables keyed by another task table (--remap-tasks) are not carried over: the next
+     * logged window writes new ones. */
     bool has_routing = false;
-    if (!st && t->save.n > t->n_state)
+    if (!st && t->save.n > t->n_state && !remapped)
         st = omni_ckpt_has(c, OMNI_CKPT_ROUTING "/steps", &has_routing);
     if (!st && has_routing) {
         omni_status rst = omni_mpi_agree(
@@ -344,6 +437,8 @@ static omni_status loop(trainer *t)
         if ((st = omni_decide_next(t->comm, t->step, x->optim.steps, &next)))
             return st;
         if (next == OMNI_NEXT_STOP_SIGNAL) {
+            /* Rank 0 may not have had the signal itself (it went to another rank). */
+            t->stop_signal = omni_signal_number() ? omni_signal_number() : -1;
             omni_log(OMNI_LOG_INFO, "signal %d: stopping after step %lld", omni_signal_number(),
                      (long long)t->step);
             return t->last_saved == t->step ? OMNI_OK : save(t);
@@ -392,12 +487,23 @@ static omni_status loop(trainer *t)
     return OMNI_OK;
 }
 
-omni_status omni_train(MPI_Comm comm, const omni_experiment *x, const char *resume_arg)
+/* "SIGTERM" for the signals that stop a run. */
+static const char *signal_name(int sig)
+{
+    return sig == SIGTERM   ? "SIGTERM"
+           : sig == SIGINT  ? "SIGINT"
+           : sig == SIGUSR1 ? "SIGUSR1"
+                            : "a signal";
+}
+
+omni_status omni_train(MPI_Comm comm, const omni_experiment *x, const omni_train_opts *opts)
 {
     trainer t;
     memset(&t, 0, sizeof t);
     t.comm = comm;
     t.x = x;
+    t.remap_tasks = opts->remap_tasks;
+    const char *resume_arg = opts->resume;
     t.last_saved = -1;
     t.last_eval = -1;
     MPI_Comm_rank(comm, &t.rank);
@@ -440,14 +546,25 @@ omni_status omni_train(MPI_Comm comm, const omni_experiment *x, const char *resu
         st = omni_metrics_log_open(&t.log, x, omni_worker_tokenization(t.w), t.step);
     if ((st = omni_mpi_agree(comm, st)))
         goto out;
+    /* Only now, with the data checked and the checkpoint read, is the run under way: the
+     * configuration goes above its first line (a run that fails before shows its error
+     * alone). */
+    omni_log(OMNI_LOG_INFO, "# omnimoe %s, experiment %s (%s)\n%s", OMNI_VERSION,
+             x->experiment.name, opts->source ? opts->source : "-", t.yaml);
     omni_log(OMNI_LOG_INFO,
              "training %s on %d process%s x %d BLAS thread%s: %lld steps of %lld sequences of "
-             "%lld tokens, %d tasks, %d MoE layers of %d experts",
+             "%lld tokens, %d task%s, %d MoE layer%s of %d experts",
              x->experiment.name, t.size, t.size == 1 ? "" : "es", threads, threads == 1 ? "" : "s",
              (long long)x->optim.steps, (long long)x->data.batch, (long long)x->model.context,
-             n_tasks, n_layers, n_experts);
+             n_tasks, n_tasks == 1 ? "" : "s", n_layers, n_layers == 1 ? "" : "s", n_experts);
     st = loop(&t);
-    if (!st)
+    if (!st && t.stop_signal)
+        omni_log(OMNI_LOG_INFO,
+                 "stopped at step %lld of %lld by %s; checkpoint %s; resume with "
+                 "--resume auto",
+                 (long long)t.step, (long long)x->optim.steps, signal_name(t.stop_signal),
+                 t.last_path);
+    else if (!st)
         omni_log(OMNI_LOG_INFO, "done: %lld steps, %lld tokens", (long long)t.step,
                  (long long)t.tokens_seen);
 out:
