@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "checkpoint.h"
+#include "coordinator.h"
 #include "experiment.h"
 #include "gating.h"
 
@@ -107,29 +108,46 @@ static omni_status routing_table(omni_ckpt *c, const char *leaf, int rank, int64
                                  double **out)
 {
     char name[128];
-    snprintf(name, sizeof name, "state/coordinator/routing/%s", leaf);
+    snprintf(name, sizeof name, OMNI_CKPT_ROUTING "/%s", leaf);
     void *p = NULL;
     omni_status st = omni_ckpt_read_whole(c, name, OMNI_CKPT_F64, rank, dims, &p);
     *out = p;
     return st;
 }
 
-/* Every rank reads (the caller agrees on the status); *found false when there is none. */
-static omni_status routing_read(omni_ckpt *c, routing *r, bool *found)
+/* Every rank reads (the caller agrees on the status); *found false when there is none.
+ * The tables must fit the checkpoint: a row per task of its task table (when it has one),
+ * a layer per MoE layer and a column per expert of its experiment. */
+static omni_status routing_read(omni_ckpt *c, const omni_experiment *x,
+                                const omni_tokenization *tok, routing *r, bool *found)
 {
     memset(r, 0, sizeof *r);
-    omni_status st = omni_ckpt_has(c, "state/coordinator/routing/steps", found);
+    omni_status st = omni_ckpt_has(c, OMNI_CKPT_ROUTING "/steps", found);
     if (st || !*found)
         return st;
     int64_t s1[1] = {2}, d3[3] = {-1, -1, -1};
     void *p = NULL;
-    st = omni_ckpt_read_whole(c, "state/coordinator/routing/steps", OMNI_CKPT_I64, 1, s1, &p);
+    st = omni_ckpt_read_whole(c, OMNI_CKPT_ROUTING "/steps", OMNI_CKPT_I64, 1, s1, &p);
     if (!st) {
         memcpy(r->steps, p, sizeof r->steps);
         omni_free(p);
         st = routing_table(c, "task_expert_load", 3, d3, &r->task_load);
     }
     r->L = d3[0], r->T = d3[1], r->E = d3[2];
+    int64_t n_moe = 0;
+    for (int64_t b = 0; b < x->model.n_layers; b++)
+        n_moe += omni_experiment_is_moe_block(x, b);
+    if (!st && (r->L != n_moe || r->E != x->moe.num_experts))
+        st = omni_fail(OMNI_ERR_CKPT,
+                       "%s: " OMNI_CKPT_ROUTING "/task_expert_load is [%" PRId64 ", %" PRId64
+                       ", %" PRId64 "], but its experiment has %" PRId64 " MoE layers of %" PRId64
+                       " experts",
+                       omni_ckpt_path(c), r->L, r->T, r->E, n_moe, x->moe.num_experts);
+    if (!st && tok && r->T != tok->n_tasks)
+        st = omni_fail(OMNI_ERR_CKPT,
+                       "%s: " OMNI_CKPT_ROUTING "/task_expert_load has %" PRId64
+                       " task rows, its task table (/tokenization) %d tasks",
+                       omni_ckpt_path(c), r->T, tok->n_tasks);
     int64_t t2[2] = {r->L, r->T};
     int64_t m3[3] = {r->L, OMNI_MOD_COUNT, r->E}, m2[2] = {r->L, OMNI_MOD_COUNT};
     if (!st)
@@ -155,8 +173,9 @@ static omni_status routing_read(omni_ckpt *c, routing *r, bool *found)
  * group's tokens and mean routing entropy; a row of drops under a group that dropped. */
 static void print_route_rows(const char *what, int64_t G, int64_t E, const double *load,
                              const double *drop, const double *tokens, const double *entropy,
-                             const char *(*name)(const omni_experiment *, int64_t, char *, size_t),
-                             const omni_experiment *x)
+                             const char *(*name)(const omni_tokenization *, int64_t, char *,
+                                                 size_t),
+                             const omni_tokenization *tok)
 {
     for (int64_t e0 = 0; e0 < E; e0 += EXPERTS_PER_LINE) {
         int64_t e1 = e0 + EXPERTS_PER_LINE < E ? e0 + EXPERTS_PER_LINE : E;
@@ -169,7 +188,7 @@ static void print_route_rows(const char *what, int64_t G, int64_t E, const doubl
         printf(" %8s %8s\n", "tokens", "entropy");
         for (int64_t g = 0; g < G; g++) {
             char buf[32];
-            printf("    %-12.12s", name(x, g, buf, sizeof buf));
+            printf("    %-12.12s", name(tok, g, buf, sizeof buf));
             for (int64_t e = e0; e < e1; e++)
                 printf(" %7.1f", load[g * E + e]);
             printf(" %8.1f %8.3f\n", tokens[g], entropy[g]);
@@ -186,21 +205,24 @@ static void print_route_rows(const char *what, int64_t G, int64_t E, const doubl
     }
 }
 
-static const char *task_row_name(const omni_experiment *x, int64_t g, char *buf, size_t len)
+/* A task row is named by the checkpoint's own task table (its index is the row), never by
+ * the experiment's data.tasks, whose order is the YAML's and may be empty. */
+static const char *task_row_name(const omni_tokenization *tok, int64_t g, char *buf, size_t len)
 {
-    if (g < x->data.n_tasks)
-        return x->data.tasks[g].name;
+    if (tok && g < tok->n_tasks)
+        return tok->tasks[g].name;
     snprintf(buf, len, "task %" PRId64, g);
     return buf;
 }
 
-static const char *modality_row_name(const omni_experiment *x, int64_t g, char *buf, size_t len)
+static const char *modality_row_name(const omni_tokenization *tok, int64_t g, char *buf, size_t len)
 {
-    (void)x, (void)buf, (void)len;
+    (void)tok, (void)buf, (void)len;
     return omni_modality_name((omni_modality)g);
 }
 
-static void print_routing(const routing *r, bool found, const omni_experiment *x)
+static void print_routing(const routing *r, bool found, const omni_experiment *x,
+                          const omni_tokenization *tok)
 {
     if (!found) {
         printf("\nrouting      none logged\n");
@@ -217,10 +239,10 @@ static void print_routing(const routing *r, bool found, const omni_experiment *x
         printf("  MoE layer %" PRId64 " (block %" PRId64 ")\n", l, block);
         print_route_rows("task", r->T, r->E, r->task_load + l * r->T * r->E,
                          r->task_drop + l * r->T * r->E, r->task_tokens + l * r->T,
-                         r->task_entropy + l * r->T, task_row_name, x);
+                         r->task_entropy + l * r->T, task_row_name, tok);
         print_route_rows("modality", OMNI_MOD_COUNT, r->E, r->mod_load + l * OMNI_MOD_COUNT * r->E,
                          NULL, r->mod_tokens + l * OMNI_MOD_COUNT,
-                         r->mod_entropy + l * OMNI_MOD_COUNT, modality_row_name, x);
+                         r->mod_entropy + l * OMNI_MOD_COUNT, modality_row_name, tok);
     }
 }
 
@@ -320,10 +342,10 @@ static omni_status info(MPI_Comm comm, const char *path, bool verify)
     routing r;
     bool found = false;
     if (!st)
-        st = omni_mpi_agree(comm, routing_read(c, &r, &found));
+        st = omni_mpi_agree(comm, routing_read(c, x, tok, &r, &found));
     if (!st && omni_log_rank() == 0) {
         print_info(c, x, tok, total, active);
-        print_routing(&r, found, x);
+        print_routing(&r, found, x, tok);
     }
     if (found && !st)
         routing_free(&r);

@@ -110,4 +110,11 @@ typedef struct {
 } omni_train_opts;
 omni_status omni_train(MPI_Comm comm, const omni_experiment *x, const omni_train_opts *opts);
 
+/* The checkpoint group of the routing tables of the last logged window (MoE models, once
+ * a step is logged): f64 TABLE_expert_load, _drop, _prob [moe layer, group, expert] and
+ * TABLE_tokens, TABLE_entropy [moe layer, group] for TABLE task (rows: the index in
+ * /tokenization/tasks) and modality (rows: omni_modality), and i64 steps [2], the first
+ * and last step of the window (docs/checkpoints.md). */
+#define OMNI_CKPT_ROUTING "state/coordinator/routing"
+
 #endif /* OMNI_COORDINATOR_H */

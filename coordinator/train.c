@@ -59,12 +59,19 @@ static omni_status add_route_tensors(trainer *t)
 {
     static const char *const what[5] = {"expert_load", "expert_drop", "expert_prob", "tokens",
                                         "entropy"};
-    static const char *const meanings[5] = {
-        "[moe layer, group, expert]: token->expert assignments kept per step",
-        "[moe layer, group, expert]: assignments dropped over capacity per step",
-        "[moe layer, group, expert]: mean router probability over the group's tokens",
-        "[moe layer, group]: tokens routed per step",
-        "[moe layer, group]: mean routing entropy of the group's tokens (nats)"};
+    static const char *const meanings[2][5] = {
+        {"[moe layer, task, expert]: token->expert assignments kept per step (task: the index "
+         "of /tokenization/tasks)",
+         "[moe layer, task, expert]: assignments dropped over capacity per step",
+         "[moe layer, task, expert]: mean router probability over the task's tokens",
+         "[moe layer, task]: tokens routed per step",
+         "[moe layer, task]: mean routing entropy of the task's tokens (nats)"},
+        {"[moe layer, modality, expert]: token->expert assignments kept per step (modality: "
+         "text, image, audio, control)",
+         "[moe layer, modality, expert]: assignments dropped over capacity per step",
+         "[moe layer, modality, expert]: mean router probability over the modality's tokens",
+         "[moe layer, modality]: tokens routed per step",
+         "[moe layer, modality]: mean routing entropy of the modality's tokens (nats)"}};
     const omni_metrics *m = &t->step_m;
     const int64_t L = m->n_moe_layers, E = m->n_experts;
     double *p = t->route;
@@ -78,9 +85,9 @@ static omni_status add_route_tensors(trainer *t)
         d.data = p;
         d.row_hi = L;
         d.writer = t->rank == 0;
-        d.meaning = meanings[q % 5];
+        d.meaning = meanings[q / 5][q % 5];
         p += L * G * (q % 5 < 3 ? E : 1);
-        if (!omni_tensor_table_add(&t->save, &d, "state/coordinator/routing/%s_%s",
+        if (!omni_tensor_table_add(&t->save, &d, OMNI_CKPT_ROUTING "/%s_%s",
                                    q < 5 ? "task" : "modality", what[q % 5]))
             return OMNI_ERR_NOMEM;
     }
@@ -93,8 +100,8 @@ static omni_status add_route_tensors(trainer *t)
     d.row_hi = 2;
     d.writer = t->rank == 0;
     d.meaning = "[2]: the first and last step of the logged window of these tables";
-    return omni_tensor_table_add(&t->save, &d, "state/coordinator/routing/steps") ? OMNI_OK
-                                                                                  : OMNI_ERR_NOMEM;
+    return omni_tensor_table_add(&t->save, &d, OMNI_CKPT_ROUTING "/steps") ? OMNI_OK
+                                                                           : OMNI_ERR_NOMEM;
 }
 
 /* The checkpoint's tensor list: the worker's state, then the routing tensors. */
@@ -332,6 +339,24 @@ static omni_status resume(trainer *t, const char *arg)
                  meta->world_size == 1 ? "" : "es");
         if (changed[0])
             omni_log(OMNI_LOG_INFO, "training keys changed since the checkpoint: %s", changed);
+    }
+    /* The routing tables of the window logged before the checkpoint, so that a checkpoint
+     * written before the resumed run logs again still carries them. Statistics, not
+     * training state: tables that cannot be read are a warning, not a failed resume.
+     * Tables keyed by another task table (--remap-tasks) are not carried over: the next
+     * logged window writes new ones. */
+    bool has_routing = false;
+    if (!st && t->save.n > t->n_state && !remapped)
+        st = omni_ckpt_has(c, OMNI_CKPT_ROUTING "/steps", &has_routing);
+    if (!st && has_routing) {
+        omni_status rst = omni_mpi_agree(
+            t->comm, omni_ckpt_read(c, t->save.t + t->n_state, (int)(t->save.n - t->n_state)));
+        if (rst) {
+            omni_log(OMNI_LOG_WARN, "%s: its routing tables are not restored: %s", path,
+                     omni_error_message());
+            omni_error_clear();
+        }
+        t->route_logged = !rst;
     }
     omni_ckpt_close(c);
     return st;

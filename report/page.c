@@ -16,7 +16,8 @@
 #include "gating.h"
 #include "report_private.h"
 
-#define MAX_GROUPS 64
+#define MAX_GROUPS    64
+#define MAX_HEAT_COLS 256 /* experts drawn in a heatmap; more are said in a note */
 
 typedef struct {
     const omni_report_options *o;
@@ -200,7 +201,7 @@ static void section_curves(page *p, rtext *t, bool load)
  * of each group's kept assignments that each expert took. false when absent. */
 static bool heat_values(const json_t *o, const char *key, const char *ent_key, size_t layer,
                         const char **labels, double *v, double *side, int *rows, int *cols,
-                        double *vmax)
+                        int *all_cols, double *vmax)
 {
     const json_t *layers = json_object_get(o, key);
     const json_t *t = json_array_get(layers, layer);
@@ -217,8 +218,10 @@ static bool heat_values(const json_t *o, const char *key, const char *ent_key, s
         if (*rows == MAX_GROUPS)
             break;
         int n = (int)json_array_size(row);
-        if (*cols == 0)
-            *cols = n > 256 ? 256 : n;
+        if (*cols == 0) {
+            *all_cols = n;
+            *cols = n > MAX_HEAT_COLS ? MAX_HEAT_COLS : n;
+        }
         double sum = 0;
         for (int e = 0; e < *cols; e++) {
             double x = json_number_value(json_array_get(row, (size_t)e));
@@ -227,7 +230,7 @@ static bool heat_values(const json_t *o, const char *key, const char *ent_key, s
         for (int e = 0; e < *cols; e++) {
             double x = json_number_value(json_array_get(row, (size_t)e));
             double f = sum > 0 ? x / sum : (double)NAN;
-            v[*rows * 256 + e] = f;
+            v[*rows * MAX_HEAT_COLS + e] = f;
             if (isfinite(f) && f > *vmax)
                 *vmax = f;
         }
@@ -238,39 +241,106 @@ static bool heat_values(const json_t *o, const char *key, const char *ent_key, s
     return *rows > 0 && *cols > 0;
 }
 
+/* Where assignments were dropped over capacity in one layer: per task and expert, the
+ * share of the task's assignments to that expert that were dropped (NAN where it had
+ * none), and beside each row the task's dropped share in percent. false when the layer
+ * dropped nothing (or the run logged no drop table). */
+static bool drop_values(const json_t *o, size_t layer, const char **labels, double *v, double *side,
+                        int *rows, int *cols, int *all_cols, double *vmax)
+{
+    const json_t *kept = json_array_get(json_object_get(o, "task_expert_load"), layer);
+    const json_t *drop = json_array_get(json_object_get(o, "task_expert_drop"), layer);
+    if (!json_is_object(kept) || !json_is_object(drop))
+        return false;
+    *rows = 0;
+    *cols = 0;
+    *vmax = 0;
+    double dropped = 0;
+    const char *g;
+    json_t *drow;
+    json_object_foreach((json_t *)drop, g, drow)
+    {
+        if (*rows == MAX_GROUPS)
+            break;
+        const json_t *krow = json_object_get(kept, g);
+        int n = (int)json_array_size(drow);
+        if (*cols == 0) {
+            *all_cols = n;
+            *cols = n > MAX_HEAT_COLS ? MAX_HEAT_COLS : n;
+        }
+        double d_sum = 0, a_sum = 0;
+        for (int e = 0; e < *cols; e++) {
+            /* json_number_value: 0 for a null or a missing value */
+            double d = json_number_value(json_array_get(drow, (size_t)e));
+            double k = json_number_value(json_array_get(krow, (size_t)e));
+            d = isfinite(d) && d > 0 ? d : 0;
+            k = isfinite(k) && k > 0 ? k : 0;
+            double f = d + k > 0 ? d / (d + k) : (double)NAN;
+            v[*rows * MAX_HEAT_COLS + e] = f;
+            if (isfinite(f) && f > *vmax)
+                *vmax = f;
+            d_sum += d;
+            a_sum += d + k;
+        }
+        dropped += d_sum;
+        side[*rows] = a_sum > 0 ? 100 * d_sum / a_sum : (double)NAN;
+        labels[(*rows)++] = g;
+    }
+    return dropped > 0 && *rows > 0 && *cols > 0;
+}
+
 static void heatmaps_at(rtext *t, const rrun *r, const json_t *o, const char *when)
 {
     rtext_puts(t, "<h3>");
     rtext_escaped(t, r->label);
     rtext_printf(t, ", step %lld (%s)</h3>\n<div class=\"figs\">\n",
                  (long long)json_integer_value(json_object_get(o, "step")), when);
-    static double v[MAX_GROUPS * 256], dense[MAX_GROUPS * 256], side[MAX_GROUPS];
+    static double v[MAX_GROUPS * MAX_HEAT_COLS], dense[MAX_GROUPS * MAX_HEAT_COLS],
+        side[MAX_GROUPS];
     const char *labels[MAX_GROUPS];
     size_t n_layers = json_array_size(json_object_get(o, "task_expert_load"));
     for (size_t l = 0; l < n_layers; l++) {
-        bool dead[256] = {false};
+        bool dead[MAX_HEAT_COLS] = {false};
         const json_t *d = json_array_get(json_object_get(o, "dead_experts"), l);
         for (size_t i = 0; i < json_array_size(d); i++) {
             json_int_t e = json_integer_value(json_array_get(d, i));
-            if (e >= 0 && e < 256)
+            if (e >= 0 && e < MAX_HEAT_COLS)
                 dead[e] = true;
         }
         static const char *const keys[2][3] = {
             {"task_expert_load", "task_mean_entropy", "task"},
             {"modality_expert_load", "modality_mean_entropy", "modality"}};
         for (int k = 0; k < 2; k++) {
-            int rows, cols;
+            int rows, cols, all_cols = 0;
             double vmax;
-            if (!heat_values(o, keys[k][0], keys[k][1], l, labels, v, side, &rows, &cols, &vmax))
+            if (!heat_values(o, keys[k][0], keys[k][1], l, labels, v, side, &rows, &cols, &all_cols,
+                             &vmax))
                 continue;
+            char note[96];
+            snprintf(note, sizeof note, "experts 0 to %d of %d shown", cols - 1, all_cols);
             for (int i = 0; i < rows; i++)
-                memcpy(dense + i * cols, v + i * 256, (size_t)cols * sizeof *dense);
+                memcpy(dense + i * cols, v + i * MAX_HEAT_COLS, (size_t)cols * sizeof *dense);
             char title[256];
             snprintf(title, sizeof title, "MoE layer %zu: %s \u00d7 expert (%% kept)", l,
                      keys[k][2]);
             vmax = vmax > 0 ? ceil(vmax * 10) / 10 : 1;
             rtext_puts(t, "<figure>\n");
-            rsvg_heatmap(t, title, labels, rows, cols, dense, vmax, side, "entropy", dead, NULL);
+            rsvg_heatmap(t, title, labels, rows, cols, dense, vmax, side, "entropy", dead,
+                         all_cols > cols ? note : NULL);
+            rtext_puts(t, "</figure>\n");
+        }
+        int rows, cols, all_cols = 0;
+        double vmax;
+        if (drop_values(o, l, labels, v, side, &rows, &cols, &all_cols, &vmax)) {
+            for (int i = 0; i < rows; i++)
+                memcpy(dense + i * cols, v + i * MAX_HEAT_COLS, (size_t)cols * sizeof *dense);
+            char title[256], note[96];
+            snprintf(title, sizeof title, "MoE layer %zu: task \u00d7 expert (%% dropped)", l);
+            snprintf(note, sizeof note, "experts 0 to %d of %d shown", cols - 1, all_cols);
+            vmax = ceil(vmax * 10) / 10;
+            rtext_puts(t, "<figure>\n");
+            rsvg_heatmap(t, title, labels, rows, cols, dense, vmax, side, "dropped (%)", NULL,
+                         all_cols > cols ? note : NULL);
             rtext_puts(t, "</figure>\n");
         }
     }
@@ -285,7 +355,9 @@ static void section_routing(page *p, rtext *t)
                   "of that step; each row sums to 100. Right: the entropy (nats) of the row's "
                   "mean router distribution, ln E when it spreads evenly over E experts, 0 "
                   "when one expert takes all. Experts that kept nothing in the window are "
-                  "marked dead.</p>\n");
+                  "marked dead. Where a layer dropped assignments over capacity, a third map "
+                  "shows where: the share (%) of each task's assignments to each expert that "
+                  "were dropped, and beside it the task's dropped share.</p>\n");
     for (int r = 0; r < p->n_runs; r++) {
         const rrun *run = &p->runs[r];
         if (!run->last) {
@@ -321,7 +393,7 @@ static void section_runs(page *p, rtext *t)
         rtext_escaped(t, run->dir);
         rtext_printf(t, "</td><td>%lld (%lld to %lld)</td><td>%d</td><td>", (long long)run->lines,
                      (long long)run->first_step, (long long)run->last_step, run->n_moe_layers);
-        rtext_escaped(t, run->yaml ? run->yaml_from : "no checkpoint");
+        rtext_escaped(t, run->yaml ? run->yaml_from : "no readable checkpoint");
         rtext_puts(t, "</td></tr>\n");
     }
     rtext_puts(t, "</table>\n");
@@ -336,9 +408,10 @@ static void section_experiments(page *p, rtext *t)
         rtext_escaped(t, run->label);
         rtext_puts(t, "</h3>\n");
         if (!run->yaml) {
-            rtext_puts(t, "<p class=\"note\">No checkpoint in the run directory, so the "
-                          "effective experiment is not known here (the training log prints "
-                          "it).</p>\n");
+            rtext_puts(t, "<p class=\"note\">No readable checkpoint in the run directory (");
+            rtext_escaped(t, run->yaml_from);
+            rtext_puts(t, "), so the effective experiment is not known here (the training log "
+                          "prints it).</p>\n");
             continue;
         }
         rtext_puts(t, "<pre>");

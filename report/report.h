@@ -1,6 +1,6 @@
 /*
  * report — `omnimoe report`: one self-contained HTML page about one or more training runs
- * (DESIGN.md §9), drawn from their metrics.jsonl by omnimoe's own small plotting code as
+ * (docs/design.md §9), drawn from their metrics.jsonl by omnimoe's own small plotting code as
  * inline SVG: loss per task (train and validation), the evaluation metrics, learning rate,
  * drop share, load max/mean per MoE layer, task × expert and modality × expert heatmaps of
  * each MoE layer (at the last logged step and at a chosen one) with the routing entropy,

@@ -49,7 +49,7 @@ typedef struct {
     json_t *last;                         /* the last training object with routing tables */
     json_t *at;                           /* the last one at or before the chosen step */
     char *yaml;                           /* the effective experiment (malloc'ed), or NULL */
-    char yaml_from[OMNI_PATH_MAX + 64];   /* where it was read */
+    char yaml_from[OMNI_PATH_MAX + 64];   /* where it was read; without yaml, why not */
 } rrun;
 
 /* Read DIR/metrics.jsonl into r (step < 0: no chosen step). OMNI_ERR_DATA naming the file

@@ -1,9 +1,12 @@
 /*
  * report: reading a run. metrics.jsonl is parsed with jansson, line by line; every line
  * must be a JSON object with an integer "step" (a truncated or foreign line stops the
- * report with FILE:LINE). Known fields of the wrong type stop it too; fields it does not
- * know are skipped, and fields a run lacks (older runs) are simply not drawn. The
- * effective experiment comes from the run's newest checkpoint, when it has one.
+ * report with FILE:LINE). A last line without its newline is one the trainer has not
+ * finished writing (a run in progress, or killed while writing: its resume cuts that line
+ * too): it is skipped with a warning, so a running job can be reported on. Known fields of the
+ * wrong type stop it too; fields it does not know are skipped, and fields a run lacks (older runs)
+ * are simply not drawn. The effective experiment comes from the run's newest checkpoint, when it
+ * has one.
  */
 #include <errno.h>
 #include <math.h>
@@ -148,44 +151,49 @@ static omni_status train_object(rrun *r, const where *w, json_t *o, int64_t step
     }
     /* Routing tables: each a list (one per MoE layer) of {group: [one number per expert]};
      * checked here so that drawing can trust them. */
-    static const char *const tables[] = {"task_expert_load", "modality_expert_load",
-                                         "task_mean_entropy", "modality_mean_entropy",
-                                         "dead_experts"};
+    enum { MATRIX, NUMBERS, EXPERTS }; /* {g: [numbers]}, {g: number}, [experts] per layer */
+    static const struct {
+        const char *key;
+        int kind;
+    } tables[] = {{"task_expert_load", MATRIX},       {"modality_expert_load", MATRIX},
+                  {"task_expert_drop", MATRIX},       {"task_mean_entropy", NUMBERS},
+                  {"modality_mean_entropy", NUMBERS}, {"dead_experts", EXPERTS}};
     bool has_tables = false;
     for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
-        const json_t *t = json_object_get(o, tables[i]);
+        const char *key = tables[i].key;
+        const json_t *t = json_object_get(o, key);
         if (!t)
             continue;
         if (!json_is_array(t))
-            return bad_field(w, tables[i], "a list (one entry per MoE layer)");
+            return bad_field(w, key, "a list (one entry per MoE layer)");
         for (size_t l = 0; l < json_array_size(t); l++) {
             const json_t *layer = json_array_get(t, l);
-            if (i == 4) { /* dead_experts: lists of integers */
+            if (tables[i].kind == EXPERTS) {
                 if (!json_is_array(layer))
-                    return bad_field(w, tables[i], "a list of lists of experts");
+                    return bad_field(w, key, "a list of lists of experts");
                 for (size_t e = 0; e < json_array_size(layer); e++)
                     if (!json_is_integer(json_array_get(layer, e)))
-                        return bad_field(w, tables[i], "a list of lists of experts");
+                        return bad_field(w, key, "a list of lists of experts");
                 continue;
             }
             if (!json_is_object(layer))
-                return bad_field(w, tables[i], "a list of objects");
+                return bad_field(w, key, "a list of objects");
             const char *g;
             json_t *row;
             json_object_foreach((json_t *)layer, g, row)
             {
-                if (i >= 2) { /* entropies: numbers */
+                if (tables[i].kind == NUMBERS) {
                     double d;
                     if (!number_of(row, &d))
-                        return bad_field(w, tables[i], "a list of objects of numbers");
+                        return bad_field(w, key, "a list of objects of numbers");
                     continue;
                 }
                 if (!json_is_array(row))
-                    return bad_field(w, tables[i], "a list of objects of lists of numbers");
+                    return bad_field(w, key, "a list of objects of lists of numbers");
                 for (size_t e = 0; e < json_array_size(row); e++) {
                     double d;
                     if (!number_of(json_array_get(row, e), &d))
-                        return bad_field(w, tables[i], "a list of objects of lists of numbers");
+                        return bad_field(w, key, "a list of objects of lists of numbers");
                 }
             }
         }
@@ -254,13 +262,18 @@ static omni_status eval_object(rrun *r, const where *w, json_t *o, int64_t step)
     return OMNI_OK;
 }
 
-/* The effective experiment from the newest checkpoint of the run (none: NULL, no error). */
+/* The effective experiment from the newest checkpoint of the run. None (or none
+ * readable: each damaged one is warned about) is no error: r->yaml stays NULL and
+ * r->yaml_from says why. */
 static void read_experiment(rrun *r)
 {
     char path[OMNI_PATH_MAX + 64];
     omni_ckpt *c = NULL;
-    if (omni_ckpt_find_latest(MPI_COMM_SELF, r->dir, path, sizeof path) ||
-        omni_ckpt_open(MPI_COMM_SELF, path, &c)) {
+    omni_status st = omni_ckpt_find_latest(MPI_COMM_SELF, r->dir, path, sizeof path);
+    if (!st)
+        st = omni_ckpt_open(MPI_COMM_SELF, path, &c);
+    if (st) {
+        snprintf(r->yaml_from, sizeof r->yaml_from, "%s", omni_error_message());
         omni_error_clear();
         return;
     }
@@ -300,6 +313,13 @@ omni_status rrun_read(rrun *r, const char *dir, int64_t chosen)
             blank = line[i] == ' ' || line[i] == '\n' || line[i] == '\r' || line[i] == '\t';
         if (blank)
             continue;
+        if (line[len - 1] != '\n') {
+            omni_log(OMNI_LOG_WARN,
+                     "%s:%lld: an unfinished last line (no newline: the run is writing it, or "
+                     "was killed while writing it) is not drawn",
+                     path, (long long)w.line);
+            break;
+        }
         json_error_t err;
         json_t *o = json_loadb(line, (size_t)len, 0, &err);
         if (!o) {

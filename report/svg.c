@@ -25,6 +25,7 @@ const char *rsvg_dash(int i)
 }
 
 enum { CW = 620, PLOT_H = 220, ML = 78, MR = 20, MT = 34, MB = 46, LEG_W = 180, LEG_H = 18 };
+#define MAX_TICKS 20 /* per axis; nice_step aims at 5-6 */
 
 /* 1, 2 or 5 times a power of ten, near range / target. */
 static double nice_step(double range, int target)
@@ -134,14 +135,19 @@ void rsvg_line_chart(rtext *t, const char *title, const char *ylabel, const rlin
                  "stroke=\"#999999\"/>\n",
                  ML, MT, pw, ph);
     char buf[64];
-    for (double y = ylo; y <= yhi + ys * 1e-6; y += ys) {
+    /* Ticks by index, at most MAX_TICKS: at a magnitude where adding the step does not
+     * change a double (a foreign step near 2^63), a loop on the value would not end. */
+    for (int i = 0; i <= MAX_TICKS && ylo + i * ys <= yhi + ys * 1e-6; i++) {
+        double y = ylo + i * ys;
         rtext_printf(t,
                      "<line x1=\"%d\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e3e3e3\"/>\n",
                      ML, PY(y), ML + pw, PY(y));
         tick_label(buf, sizeof buf, y, ys);
         text_at(t, ML - 6, PY(y) + 4, "end", "", buf);
     }
-    for (double x = ceil(xlo / xs) * xs; x <= xhi + xs * 1e-6; x += xs) {
+    const double x0 = ceil(xlo / xs) * xs;
+    for (int i = 0; i <= MAX_TICKS && x0 + i * xs <= xhi + xs * 1e-6; i++) {
+        double x = x0 + i * xs;
         rtext_printf(t,
                      "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e3e3e3\"/>\n",
                      PX(x), MT, PX(x), MT + ph);

@@ -73,6 +73,8 @@ Test(coordinator, log_writes_one_json_object_per_line_with_per_task_values)
     cr_assert_eq(omni_metrics_log_open(&log, &x, &tok, 0), OMNI_OK, "%s", omni_error_message());
     cr_assert_eq(omni_metrics_log_train(&log, &x, 10, 1e-3, &m, 1), OMNI_OK);
     cr_assert_eq(omni_metrics_log_eval(&log, &x, 10, &m, NULL, NULL), OMNI_OK);
+    m.load[1] = 0; /* expert 1 kept nothing in the next window: dead */
+    cr_assert_eq(omni_metrics_log_train(&log, &x, 11, 1e-3, &m, 1), OMNI_OK);
     /* Exact match where exact[t] >= 0, the mean return of eval.env where ret[t] is a number. */
     double exact[2] = {0.25, -1.0}, ret[2] = {(double)NAN, 42.5};
     cr_assert_eq(omni_metrics_log_eval(&log, &x, 20, &m, exact, ret), OMNI_OK);
@@ -105,6 +107,9 @@ Test(coordinator, log_writes_one_json_object_per_line_with_per_task_values)
     cr_assert(strstr(buf, "{\"eval\": true, \"step\": 10, \"task_loss\": {\"a\": 1.5, \"b\": "
                           "null}, \"task_accuracy\": {\"a\": 0.5, \"b\": null}}\n") != NULL,
               "%s", buf);
+    const char *step11 = strstr(buf, "{\"step\": 11,");
+    cr_assert_not_null(step11, "%s", buf);
+    cr_assert(strstr(step11, "\"dead_experts\": [[1]]") != NULL, "%s", step11);
     int lines = 0;
     for (char *p = buf; *p; p++)
         lines += *p == '\n';
@@ -114,7 +119,7 @@ Test(coordinator, log_writes_one_json_object_per_line_with_per_task_values)
                      "\"task_exact_match\": {\"a\": 0.25}, \"task_return\": {\"b\": 42.5}}\n") !=
                   NULL,
               "%s", buf);
-    cr_assert_eq(lines, 3);
+    cr_assert_eq(lines, 4);
     free(buf);
     omni_metrics_free(&m);
     unlink(path);

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Routing statistics in checkpoints (issue 13): a checkpoint keeps the task and modality
 # tables of the last logged window, equal to the last training object of metrics.jsonl,
-# and `omnimoe ckpt info` prints them; a dense model's checkpoint has none and says so.
+# and `omnimoe ckpt info` prints them, rows named by the checkpoint's task table; tables
+# that do not fit it are exit 2; a dense model's checkpoint has none and says so.
 . "$(dirname "$0")/lib.sh"
 
-must_train 2 rt --set optim.steps=4 --set log.every=2
+# data.tasks empty: every task of the data file, so the experiment names no task and only
+# the checkpoint's task table (/tokenization) can name the rows.
+must_train 2 rt --set optim.steps=4 --set log.every=2 --set "data.tasks={}"
 ckpt=rt/ckpt-00000004.h5
 h5py=/usr/bin/python3 # Debian's python3-h5py (scripts/deps --test)
 "$h5py" -c 'import h5py' || fail "h5py is not installed for $h5py (apt-get install python3-h5py)"
@@ -31,14 +34,53 @@ PY
 out=$("$bin" ckpt info "$ckpt") || fail "ckpt info failed: $out"
 grep -q "^routing (token->expert assignments kept per step.*steps 3\.\.4" <<<"$out" ||
     fail "no routing table in: $out"
-# the cartpole row of layer 0, as metrics.jsonl has it (one decimal)
+# Every task row of every layer, by name and in the table's order, as metrics.jsonl has it
+# (one decimal).
 want=$("$py" -c '
 import json, sys
 last = [json.loads(l) for l in open(sys.argv[1]) if "\"eval\"" not in l][-1]
-print(" ".join(f"{v:.1f}" for v in last["task_expert_load"][0]["cartpole"]))' rt/metrics.jsonl)
-got=$(grep -m1 "^    cartpole " <<<"$out" | awk '{print $2, $3, $4, $5}')
-[[ "$got" == "$want" ]] || fail "ckpt info cartpole row '$got', metrics.jsonl '$want'"
+for layer in last["task_expert_load"]:
+    for name, row in layer.items():
+        print(name, " ".join(f"{v:.1f}" for v in row))' rt/metrics.jsonl)
+got=$(awk '/^    task /{on=1; next} /^    modality /{on=0} on{print $1, $2, $3, $4, $5}' <<<"$out")
+[[ $(wc -l <<<"$want") == 8 ]] || fail "expected 4 tasks x 2 layers in metrics.jsonl: $want"
+[[ "$got" == "$want" ]] || fail "ckpt info task rows:
+$got
+metrics.jsonl:
+$want"
 grep -q "^    control " <<<"$out" || fail "no modality rows in: $out"
+
+# A resumed run restores the tables: a checkpoint it writes before logging again (step 5:
+# log.every 10) carries those of the window before the resume, and the next logged window
+# (steps 5..6) replaces them.
+must_train 2 rt --set optim.steps=6 --set log.every=10 --set checkpoint.every=1 \
+    --set "data.tasks={}" --resume auto
+"$h5py" - rt/ckpt-00000004.h5 rt/ckpt-00000005.h5 rt/ckpt-00000006.h5 <<'PY' ||
+import sys
+import h5py
+g4, g5, g6 = (h5py.File(p, "r")["state/coordinator/routing"] for p in sys.argv[1:])
+assert list(g5["steps"][()]) == [3, 4], g5["steps"][()]
+for name in g4:
+    assert (g4[name][()] == g5[name][()]).all(), name
+assert list(g6["steps"][()]) == [5, 6], g6["steps"][()]
+PY
+    fail "the resumed run's checkpoints do not carry the right routing tables"
+
+# Tables that do not fit the checkpoint's task table: a message naming file and fault.
+"$h5py" - "$ckpt" rt/extra_row.h5 <<'PY' || fail "cannot make rt/extra_row.h5"
+import shutil, sys
+import h5py, numpy as np
+shutil.copy(sys.argv[1], sys.argv[2])
+with h5py.File(sys.argv[2], "r+") as f:
+    g = f["state/coordinator/routing"]
+    t = g["task_expert_load"][()]
+    del g["task_expert_load"]
+    g["task_expert_load"] = np.concatenate([t, t[:, :1]], axis=1)
+PY
+out=$("$bin" ckpt info rt/extra_row.h5 2>&1)
+[[ $? == 2 ]] || fail "ckpt info of a table with an extra task row did not exit 2: $out"
+grep -qF "rt/extra_row.h5: state/coordinator/routing/task_expert_load has 5 task rows, its task table (/tokenization) 4 tasks" <<<"$out" ||
+    fail "extra task row: $out"
 
 must_train 1 dense --set moe.every=0 --set optim.steps=2
 out=$("$bin" ckpt info dense/ckpt-00000002.h5) || fail "ckpt info of the dense model failed"
