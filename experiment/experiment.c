@@ -305,6 +305,19 @@ static omni_status set_field(omni_experiment *x, const field *f, const origin *b
         memcpy(dst, &v, sizeof v);
         return OMNI_OK;
     }
+    case FT_ROUTER: {
+        if ((st = expect_scalar(f, &o, n)))
+            return st;
+        int r = 0;
+        while (r < OMNI_ROUTER_COUNT && strcmp(scalar(n), omni_router_name((omni_router_kind)r)))
+            r++;
+        if (r == OMNI_ROUTER_COUNT)
+            return fail_at(&o, "%s.%s is \"%s\", expected topk or task", f->section, f->key,
+                           scalar(n));
+        omni_router_kind v = (omni_router_kind)r;
+        memcpy(dst, &v, sizeof v);
+        return OMNI_OK;
+    }
     case FT_THREADS: {
         int64_t v;
         if ((st = expect_scalar(f, &o, n)))
@@ -621,6 +634,16 @@ static omni_status check_consistency(const loader *ld, const char *source)
                        "moe.every = %lld exceeds model.n_layers = %lld, so no block would be MoE; "
                        "expected every <= n_layers, or 0 for a dense model",
                        (long long)x->moe.every, (long long)x->model.n_layers);
+    if (x->moe.router == OMNI_ROUTER_TASK && x->moe.every == 0)
+        return fail_at(blame(ld, source, &fb, "moe", "router", "moe", "every"),
+                       "moe.router = task with moe.every = 0: a dense model has no router, "
+                       "expected moe.every >= 1 or moe.router left out");
+    if (x->moe.router == OMNI_ROUTER_TASK && x->moe.jitter > 0.0)
+        return fail_at(blame(ld, source, &fb, "moe", "jitter", "moe", "router"),
+                       "moe.jitter = %g with moe.router = task: the task router sees the task "
+                       "embedding, not the tokens, so there is nothing to jitter; expected "
+                       "moe.jitter = 0",
+                       x->moe.jitter);
     if (x->optim.min_lr > x->optim.lr)
         return fail_at(blame(ld, source, &fb, "optim", "min_lr", "optim", "lr"),
                        "optim.min_lr = %g exceeds optim.lr = %g, expected min_lr <= lr",

@@ -168,6 +168,26 @@ void omni_router_z_backward(float *dlogits, const float *probs, const float *lse
 void omni_router_backward(float *dxr, float *dw, const float *dlogits, const float *xr,
                           const float *w, int64_t n, int64_t d, int64_t n_experts);
 
+/*
+ * Task-level routing (moe.router: task): the router runs on the task embeddings, one row
+ * per task (probs, lse [n_tasks, E], expert [n_tasks, k] from omni_router_forward and
+ * omni_router_topk), and every token of a task takes its task's row. Its losses count the
+ * TASKS present in the global batch (those with a token in s->task_assigned), each once:
+ *   T = tasks present,  f_i = (present tasks choosing i) / (k T),  P_i = sum_present p_t,i / T
+ *   aux = E * sum_i f_i P_i,   z = sum_present lse_t^2 / T
+ * Backward for one worker: `local[t]` = this worker's tokens of task t; it adds the share
+ * local[t] / (global tokens of t) of task t's gradient, so that the replicated gradients
+ * summed over ranks are those of the global loss. dprobs/dlogits are [n_tasks, E].
+ */
+double omni_router_task_count(const omni_router_sums *s, int64_t k);
+void omni_router_task_losses(const omni_router_sums *s, const float *probs, const float *lse,
+                             const int32_t *expert, int64_t k, double *aux, double *z);
+void omni_router_task_aux_backward(float *dprobs, const omni_router_sums *s, const int32_t *expert,
+                                   const double *local, double coef, int64_t k);
+void omni_router_task_z_backward(float *dlogits, const float *probs, const float *lse,
+                                 const omni_router_sums *s, const double *local, double coef,
+                                 int64_t k);
+
 /* Auxiliary-loss-free balancing: bias_i += rate * sign(mean_j load_j - load_i), from the
  * global loads (assignments per expert). */
 void omni_router_bias_update(float *bias, const double *load, int64_t n_experts, double rate);

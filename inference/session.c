@@ -74,6 +74,7 @@ omni_status omni_infer_create(MPI_Comm comm, const omni_experiment *x, const omn
     s->from = grab(&ok, max_batch, sizeof *s->from, "decoding scratch");
     s->plen = grab(&ok, max_batch, sizeof *s->plen, "decoding scratch");
     s->last = grab(&ok, max_batch, sizeof *s->last, "decoding scratch");
+    s->row_task = grab(&ok, max_batch, sizeof *s->row_task, "decoding scratch");
     s->beam_score = grab(&ok, max_batch, sizeof *s->beam_score, "beam scratch");
     s->beam_len = grab(&ok, max_batch, sizeof *s->beam_len, "beam scratch");
     s->beam_tok = grab(&ok, max_batch * T, sizeof *s->beam_tok, "beam scratch");
@@ -106,10 +107,10 @@ void omni_infer_close(omni_infer *s)
     if (s->mpi.sc)
         omni_mpi_moe_comm_free(&s->mpi);
     omni_model_free(s->model);
-    void *bufs[] = {s->probs,         s->order,      s->legal,      s->from,
-                    s->plen,          s->last,       s->beam_score, s->beam_len,
-                    s->beam_tok,      s->beam_tmp,   s->cand,       s->beam_next,
-                    s->beam_next_len, s->done_score, s->done_count, s->done};
+    void *bufs[] = {s->probs, s->order,      s->legal,         s->from,       s->plen,
+                    s->last,  s->beam_score, s->beam_len,      s->beam_tok,   s->beam_tmp,
+                    s->cand,  s->beam_next,  s->beam_next_len, s->done_score, s->done_count,
+                    s->done,  s->row_task};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         omni_free(bufs[i]);
     omni_free(s);
