@@ -61,6 +61,11 @@ typedef struct omni_experiment {
         double jitter;    /* multiplicative router jitter in training; 0: off */
         int64_t shared_experts;
         omni_router_kind router;
+        struct {
+            double local;     /* coefficient of the mean per-token routing entropy */
+            double global;    /* coefficient of -entropy of the mean routing */
+            double threshold; /* the global term counts only while that entropy is below */
+        } entropy;            /* LIMoE's losses, per modality; 0, 0: off */
     } moe;
     struct {
         int n_files;

@@ -18,6 +18,7 @@ const char *const omni_exp_type_names[] = {
     [FT_PATH] = "path",
     [FT_ATTENTION] = "causal or prefix",
     [FT_ROUTER] = "topk or task",
+    [FT_ENTROPY] = "map {local, global, threshold} of numbers >= 0",
     [FT_THREADS] = "auto or an integer",
     [FT_FILES] = "list of paths",
     [FT_TASKS] = "map task: weight or task: {weight, loss_weight}",
@@ -70,6 +71,10 @@ const field omni_exp_fields[] = {
     {"moe", "router", FT_ROUTER, OFF(moe.router), "topk", 0, 0,
      "topk: each token picks its experts; task: each task does, for all its tokens, from a "
      "learned task embedding (Kudugunta et al. 2021)"},
+    {"moe", "entropy", FT_ENTROPY, OFF(moe.entropy), "{local: 0.0, global: 0.0, threshold: 0.0}", 0,
+     100,
+     "LIMoE's per-modality losses: local * mean token routing entropy + global * -(entropy of "
+     "the mean routing), the latter only while that entropy < threshold (nats); 0: off"},
     {"data", "files", FT_FILES, OFF(data.files), NULL, 0, 0,
      "dataset files (omnimoe data build/demo), relative to the working directory"},
     {"data", "tasks", FT_TASKS, OFF(data.tasks), "{}", 0, 0,
@@ -218,6 +223,14 @@ static void write_value(strbuf *b, const omni_experiment *x, const field *f)
     case FT_ROUTER:
         sb_printf(b, "%s", omni_router_name(x->moe.router));
         break;
+    case FT_ENTROPY: {
+        char l[64], g[64], t[64];
+        format_double(l, sizeof l, x->moe.entropy.local);
+        format_double(g, sizeof g, x->moe.entropy.global);
+        format_double(t, sizeof t, x->moe.entropy.threshold);
+        sb_printf(b, "{local: %s, global: %s, threshold: %s}", l, g, t);
+        break;
+    }
     case FT_THREADS:
         if (x->parallel.threads == 0)
             sb_printf(b, "auto");

@@ -42,12 +42,14 @@ typedef struct {
     double aux, z;
     /* task routing (moe.router: task): the router's rows of the tasks, and this worker's
      * tokens of each task in the last forward */
-    float *t_logits, *t_probs; /* [n_tasks, E] */
-    float *t_lse;              /* [n_tasks] */
-    int32_t *t_expert;         /* [n_tasks, k] */
-    float *t_prob, *t_gate;    /* [n_tasks, k] */
-    double *t_local;           /* [n_tasks] */
-    int32_t *rtask;            /* [n] task of routed row i */
+    float *t_logits, *t_probs;    /* [n_tasks, E] */
+    float *t_lse;                 /* [n_tasks] */
+    int32_t *t_expert;            /* [n_tasks, k] */
+    float *t_prob, *t_gate;       /* [n_tasks, k] */
+    double *t_local;              /* [n_tasks] */
+    int32_t *rtask;               /* [n] task of routed row i */
+    int32_t *rmod;                /* [n] modality of routed row i (entropy losses on) */
+    double ent_local, ent_global; /* LIMoE's losses of the last forward, unscaled */
     double *route; /* [route_len] this worker's task then modality tables (training only) */
     omni_route_table by_task, by_mod;
 } moe_layer;
@@ -82,6 +84,8 @@ struct omni_moe {
     int8_t *task_mod;        /* [n_tasks] modality of the token positions of each task */
     int64_t n_tasks, route_len;
     bool task_router;             /* moe.router: task */
+    bool entropy;                 /* moe.entropy on */
+    double *ent_scratch;          /* [E] */
     double *dprobs_t;             /* [n_tasks, E] task routing: dprobs summed over a task's rows */
     float *dprobs_tf, *dlogits_t; /* [n_tasks, E] */
     float *demb;                  /* [n_tasks, d] */
@@ -293,6 +297,7 @@ omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t ma
     m->max_tokens = max_tokens;
     m->n_tasks = n_tasks;
     m->task_router = x->moe.router == OMNI_ROUTER_TASK;
+    m->entropy = x->moe.entropy.local > 0.0 || x->moe.entropy.global > 0.0;
     if (m->task_router && n_tasks < 1) {
         omni_free(m);
         return omni_fail(OMNI_ERR_CONFIG, "moe.router: task needs the task table of the data, "
@@ -359,12 +364,14 @@ omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t ma
         st = omni_dispatch_plan_create(&L->plan, E, k, comm->size, comm->rank, n, R);
         if (st != OMNI_OK)
             goto out_fail;
-        st = omni_router_sums_create(&L->sums, E, n_tasks);
+        st = omni_router_sums_create(&L->sums, E, n_tasks, m->entropy ? OMNI_MOD_COUNT : 0);
         if (st != OMNI_OK)
             goto out_fail;
         L->route = omni_alloc_in(&m->mem, m->route_len, sizeof(double), "moe routing statistics");
         if (m->mem.failed)
             goto out_nomem;
+        if (m->entropy)
+            L->rmod = omni_alloc_in(&m->mem, n, sizeof(int32_t), "moe entropy losses");
         if (m->task_router) {
             L->t_logits = omni_alloc_in(&m->mem, n_tasks * E, sizeof(float), "moe task routing");
             L->t_probs = omni_alloc_in(&m->mem, n_tasks * E, sizeof(float), "moe task routing");
@@ -392,6 +399,8 @@ omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t ma
     m->yc = omni_alloc_in(&m->mem, n * d, sizeof(float), "moe scratch");
     m->dxc = omni_alloc_in(&m->mem, n * d, sizeof(float), "moe scratch");
     m->task_c = omni_alloc_in(&m->mem, n, sizeof(int32_t), "moe scratch");
+    if (m->entropy)
+        m->ent_scratch = omni_alloc_in(&m->mem, E, sizeof(double), "moe entropy losses");
     if (m->task_router) {
         m->dprobs_t = omni_alloc_in(&m->mem, n_tasks * E, sizeof(double), "moe router scratch");
         m->dprobs_tf = omni_alloc_in(&m->mem, n_tasks * E, sizeof(float), "moe router scratch");
@@ -611,6 +620,10 @@ omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *
     /* statistics and losses over the global batch */
     omni_router_sums_zero(&L->sums);
     omni_router_sums_add(&L->sums, L->probs, L->lse, L->expert, L->slot, m->task_c, na, k);
+    if (m->entropy) {
+        omni_router_sums_add_modality(&L->sums, L->logits, L->probs, L->lse, m->mod_c, na);
+        memcpy(L->rmod, m->mod_c, (size_t)na * sizeof(int32_t));
+    }
     st = m->comm.allreduce_sum(m->comm.ctx, L->sums.buf, L->sums.len);
     if (st != OMNI_OK)
         return st;
@@ -618,6 +631,9 @@ omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *
         omni_router_task_losses(&L->sums, L->t_probs, L->t_lse, L->t_expert, k, &L->aux, &L->z);
     else
         omni_router_losses(&L->sums, k, &L->aux, &L->z);
+    if (m->entropy)
+        omni_router_entropy_losses(&L->sums, m->x.moe.entropy.threshold, &L->ent_local,
+                                   &L->ent_global);
     memset(L->route, 0, (size_t)m->route_len * sizeof(double));
     if (m->training)
         omni_route_tables_add(&L->by_task, m->task_c, &L->by_mod, m->mod_c, L->logits, L->probs,
@@ -751,6 +767,10 @@ omni_status omni_moe_backward(void *ctx, int64_t layer, float *din, const float 
     memset(m->dprobs, 0, (size_t)(na * E) * sizeof(float));
     omni_router_gate_backward(m->dprobs, m->dgate, L->expert, L->prob, na, E, k,
                               m->x.moe.normalize_topk);
+    if (m->entropy)
+        omni_router_entropy_backward(m->dprobs, L->logits, L->lse, L->rmod, &L->sums,
+                                     m->x.moe.entropy.local, m->x.moe.entropy.global,
+                                     m->x.moe.entropy.threshold, na, m->ent_scratch);
     if (m->task_router) {
         task_router_backward(m, L);
     } else {
@@ -782,7 +802,9 @@ double omni_moe_loss(const omni_moe *m)
 {
     double sum = 0.0;
     for (int64_t i = 0; i < m->n_moe; i++)
-        sum += m->x.moe.aux_loss * m->layers[i].aux + m->x.moe.z_loss * m->layers[i].z;
+        sum += m->x.moe.aux_loss * m->layers[i].aux + m->x.moe.z_loss * m->layers[i].z +
+               m->x.moe.entropy.local * m->layers[i].ent_local +
+               m->x.moe.entropy.global * m->layers[i].ent_global;
     return sum;
 }
 
@@ -790,6 +812,12 @@ void omni_moe_layer_losses(const omni_moe *m, int64_t index, double *aux, double
 {
     *aux = m->layers[index].aux;
     *z = m->layers[index].z;
+}
+
+void omni_moe_layer_entropy(const omni_moe *m, int64_t index, double *local, double *global)
+{
+    *local = m->layers[index].ent_local;
+    *global = m->layers[index].ent_global;
 }
 
 const omni_router_sums *omni_moe_layer_stats(const omni_moe *m, int64_t index)
