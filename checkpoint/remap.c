@@ -3,7 +3,9 @@
  * CKPT --remap-tasks`). A tensor whose descriptor marks a dimension as indexed by token id
  * (vocab_dims; the <task> tokens are the vocabulary's last entries) is read in the
  * checkpoint's size and carried over by task name: the entry of task NAME moves from its
- * token in the checkpoint to its token now; the entries of tasks new to the model keep
+ * token in the checkpoint to its token now (a dimension indexed by task, task_dims, is
+ * carried over the same way, from the task's index then to its index now); the entries of
+ * tasks new to the model keep
  * what the buffers held (a fresh initialisation, zero moments); those of dropped tasks
  * are left behind. Every other tensor is read as it is.
  */
@@ -12,17 +14,29 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The one dimension of t indexed by token id, or -1 (none, or more than one: refused). */
-static int vocab_dim(const omni_ckpt_tensor *t, bool *several)
+/* The one dimension of t indexed by token id or by task (*by_task), or -1 (none, or more
+ * than one: refused). */
+static int vocab_dim(const omni_ckpt_tensor *t, bool *several, bool *by_task)
 {
     int dim = -1, n = 0;
+    *by_task = false;
     for (int d = 0; d < t->rank; d++)
-        if (t->vocab_dims & (1u << d)) {
+        if ((t->vocab_dims | t->task_dims) & (1u << d)) {
             dim = d;
+            *by_task = (t->task_dims >> d) & 1u;
             n++;
         }
-    *several = n > 1 || (t->vocab_dims >> t->rank) != 0;
+    *several = n > 1 || ((t->vocab_dims | t->task_dims) >> t->rank) != 0;
     return dim;
+}
+
+/* Where task i now comes from in the checkpoint (-1: a new task). */
+static void task_map(const omni_tokenization *then, const omni_tokenization *now, int64_t *map)
+{
+    for (int i = 0; i < now->n_tasks; i++) {
+        const omni_tokenization_task *old = omni_tokenization_find(then, now->tasks[i].name);
+        map[i] = old ? old->index : -1;
+    }
 }
 
 /* Where token j now comes from in the checkpoint (-1: nowhere, a new task's token). */
@@ -42,11 +56,14 @@ omni_status omni_ckpt_read_remapped(omni_ckpt *c, const omni_ckpt_tensor *tensor
     omni_ckpt_tensor *read = omni_alloc(n_tensors + 1, sizeof *read, "checkpoint remap list");
     int *axis = omni_alloc(n_tensors + 1, sizeof *axis, "checkpoint remap axes");
     int64_t *map = omni_alloc(now->vocab, sizeof *map, "vocabulary map");
-    omni_status st = read && axis && map ? OMNI_OK : OMNI_ERR_NOMEM;
+    int64_t *tmap = omni_alloc(now->n_tasks + 1, sizeof *tmap, "task map");
+    bool *by_task = omni_alloc(n_tensors + 1, sizeof *by_task, "checkpoint remap axes");
+    omni_status st = read && axis && map && tmap && by_task ? OMNI_OK : OMNI_ERR_NOMEM;
     for (int i = 0; axis && i < n_tensors; i++)
         axis[i] = -1;
     if (!st) {
         vocab_map(then, now, map);
+        task_map(then, now, tmap);
         memcpy(read, tensors, sizeof *read * (size_t)n_tensors);
     }
     /* The tensors with a vocabulary dimension are read whole, in the checkpoint's size,
@@ -54,21 +71,21 @@ omni_status omni_ckpt_read_remapped(omni_ckpt *c, const omni_ckpt_tensor *tensor
     for (int i = 0; i < n_tensors && !st; i++) {
         omni_ckpt_tensor *t = &read[i];
         bool several;
-        axis[i] = vocab_dim(t, &several);
+        axis[i] = vocab_dim(t, &several, &by_task[i]);
         t->data = NULL;
         if (axis[i] < 0 && !several) {
             t->data = tensors[i].data;
             continue;
         }
-        if (several || t->row_lo != 0 || t->row_hi != t->dims[0] ||
-            t->dims[axis[i]] != now->vocab) {
+        int64_t size_now = by_task[i] ? now->n_tasks : now->vocab;
+        if (several || t->row_lo != 0 || t->row_hi != t->dims[0] || t->dims[axis[i]] != size_now) {
             st = omni_fail(OMNI_ERR_INTERNAL,
                            "checkpoint remap: tensor %s is not whole, or has not exactly one "
-                           "dimension of the vocabulary's size %lld",
-                           t->name, (long long)now->vocab);
+                           "dimension of the %s's size %lld",
+                           t->name, by_task[i] ? "task table" : "vocabulary", (long long)size_now);
             break;
         }
-        t->dims[axis[i]] = then->vocab;
+        t->dims[axis[i]] = by_task[i] ? then->n_tasks : then->vocab;
         t->row_hi = t->dims[0];
         if (!(t->data = omni_alloc(ckpt_elems(t), ckpt_type_size(t->type), t->name)))
             st = OMNI_ERR_NOMEM;
@@ -87,17 +104,21 @@ omni_status omni_ckpt_read_remapped(omni_ckpt *c, const omni_ckpt_tensor *tensor
         for (int d = axis[i] + 1; d < dst->rank; d++)
             inner *= dst->dims[d];
         int64_t n_now = dst->dims[axis[i]], n_then = src->dims[axis[i]];
+        const int64_t *from = by_task[i] ? tmap : map;
         for (int64_t o = 0; o < outer; o++)
             for (int64_t j = 0; j < n_now; j++)
-                if (map[j] >= 0)
+                if (from[j] >= 0)
                     memcpy((char *)dst->data + (size_t)((o * n_now + j) * inner) * elem,
-                           (const char *)src->data + (size_t)((o * n_then + map[j]) * inner) * elem,
+                           (const char *)src->data +
+                               (size_t)((o * n_then + from[j]) * inner) * elem,
                            (size_t)inner * elem);
     }
     for (int i = 0; read && axis && i < n_tensors; i++)
         if (axis[i] >= 0)
             omni_free(read[i].data);
     omni_free(map);
+    omni_free(tmap);
+    omni_free(by_task);
     omni_free(axis);
     omni_free(read);
     return st;

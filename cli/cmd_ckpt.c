@@ -266,9 +266,12 @@ static void print_info(const omni_ckpt *c, const omni_experiment *x, const omni_
            x->model.attention == OMNI_ATTN_PREFIX ? "prefix" : "causal");
     if (n_moe > 0)
         printf("moe          %" PRId64 " experts, top-%" PRId64 ", every %" PRId64
-               "%s block (%" PRId64 " MoE layer%s), expert_ff %" PRId64 ", %" PRId64 " shared\n",
+               "%s block (%" PRId64 " MoE layer%s), expert_ff %" PRId64 ", %" PRId64
+               " shared%s%s\n",
                x->moe.num_experts, x->moe.top_k, x->moe.every, ordinal_suffix(x->moe.every), n_moe,
-               n_moe == 1 ? "" : "s", x->moe.expert_ff, x->moe.shared_experts);
+               n_moe == 1 ? "" : "s", x->moe.expert_ff, x->moe.shared_experts,
+               x->moe.router == OMNI_ROUTER_TOPK ? "" : ", router ",
+               x->moe.router == OMNI_ROUTER_TOPK ? "" : omni_router_name(x->moe.router));
     else
         printf("moe          none (dense model)\n");
     if (tok) {

@@ -206,6 +206,44 @@ static omni_status set_tasks(omni_experiment *x, const field *f, const origin *b
     return OMNI_OK;
 }
 
+/* moe.entropy: a mapping of local, global and threshold (each a number in the field's
+ * range); the keys left out are 0. */
+static omni_status set_entropy(omni_experiment *x, const field *f, const origin *base,
+                               yaml_document_t *doc, const yaml_node_t *n)
+{
+    origin o = node_origin(base, n);
+    if (n->type != YAML_MAPPING_NODE)
+        return fail_at(&o, "%s.%s is %s, expected %s", f->section, f->key, node_kind(n),
+                       omni_exp_type_names[f->type]);
+    double v[3] = {0.0, 0.0, 0.0};
+    bool seen[3] = {false, false, false};
+    static const char *const names[3] = {"local", "global", "threshold"};
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = yaml_document_get_node(doc, p->key);
+        yaml_node_t *vn = yaml_document_get_node(doc, p->value);
+        origin ko = node_origin(base, k), vo = node_origin(base, vn);
+        const char *key = k->type == YAML_SCALAR_NODE ? scalar(k) : "?";
+        int i = 0;
+        while (i < 3 && strcmp(key, names[i]))
+            i++;
+        if (i == 3)
+            return fail_at(&ko, "unknown key moe.entropy.%s, expected local, global or threshold",
+                           key);
+        if (seen[i])
+            return fail_at(&ko, "duplicate key moe.entropy.%s", key);
+        seen[i] = true;
+        if (vn->type != YAML_SCALAR_NODE || !is_plain(vn) || !parse_float(scalar(vn), &v[i]))
+            return fail_at(&vo, "moe.entropy.%s is %s, expected a number", key, node_kind(vn));
+        if (v[i] < f->min || v[i] > f->max)
+            return fail_at(&vo, "moe.entropy.%s = %.17g is out of range, expected [%g, %g]", key,
+                           v[i], f->min, f->max);
+    }
+    x->moe.entropy.local = v[0];
+    x->moe.entropy.global = v[1];
+    x->moe.entropy.threshold = v[2];
+    return OMNI_OK;
+}
+
 static omni_status set_files(omni_experiment *x, const field *f, const origin *base,
                              yaml_document_t *doc, const yaml_node_t *n)
 {
@@ -306,6 +344,19 @@ static omni_status set_field(omni_experiment *x, const field *f, const origin *b
         memcpy(dst, &v, sizeof v);
         return OMNI_OK;
     }
+    case FT_ROUTER: {
+        if ((st = expect_scalar(f, &o, n)))
+            return st;
+        int r = 0;
+        while (r < OMNI_ROUTER_COUNT && strcmp(scalar(n), omni_router_name((omni_router_kind)r)))
+            r++;
+        if (r == OMNI_ROUTER_COUNT)
+            return fail_at(&o, "%s.%s is \"%s\", expected topk or task", f->section, f->key,
+                           scalar(n));
+        omni_router_kind v = (omni_router_kind)r;
+        memcpy(dst, &v, sizeof v);
+        return OMNI_OK;
+    }
     case FT_THREADS: {
         int64_t v;
         if ((st = expect_scalar(f, &o, n)))
@@ -324,6 +375,8 @@ static omni_status set_field(omni_experiment *x, const field *f, const origin *b
         return set_files(x, f, base, doc, n);
     case FT_TASKS:
         return set_tasks(x, f, base, doc, n);
+    case FT_ENTROPY:
+        return set_entropy(x, f, base, doc, n);
     default:
         OMNI_ASSERT(!"unknown field type");
     }
@@ -622,6 +675,27 @@ static omni_status check_consistency(const loader *ld, const char *source)
                        "moe.every = %lld exceeds model.n_layers = %lld, so no block would be MoE; "
                        "expected every <= n_layers, or 0 for a dense model",
                        (long long)x->moe.every, (long long)x->model.n_layers);
+    if (x->moe.router == OMNI_ROUTER_TASK && x->moe.every == 0)
+        return fail_at(blame(ld, source, &fb, "moe", "router", "moe", "every"),
+                       "moe.router = task with moe.every = 0: a dense model has no router, "
+                       "expected moe.every >= 1 or moe.router left out");
+    if (x->moe.router == OMNI_ROUTER_TASK && x->moe.jitter > 0.0)
+        return fail_at(blame(ld, source, &fb, "moe", "jitter", "moe", "router"),
+                       "moe.jitter = %g with moe.router = task: the task router sees the task "
+                       "embedding, not the tokens, so there is nothing to jitter; expected "
+                       "moe.jitter = 0",
+                       x->moe.jitter);
+    bool entropy_on = x->moe.entropy.local > 0.0 || x->moe.entropy.global > 0.0;
+    if (entropy_on && x->moe.every == 0)
+        return fail_at(blame(ld, source, &fb, "moe", "entropy", "moe", "every"),
+                       "moe.entropy is on with moe.every = 0: a dense model has no routing to "
+                       "take the entropy of, expected moe.every >= 1 or moe.entropy left out");
+    if (x->moe.entropy.global > 0.0 && x->moe.entropy.threshold <= 0.0)
+        return fail_at(blame(ld, source, &fb, "moe", "entropy", "moe", "entropy"),
+                       "moe.entropy.global = %g with threshold 0: the global loss counts only "
+                       "while the entropy is below the threshold, so it never would; expected a "
+                       "threshold > 0 (nats; e.g. log 2 = 0.69 for at least about 2 experts)",
+                       x->moe.entropy.global);
     if (x->optim.min_lr > x->optim.lr)
         return fail_at(blame(ld, source, &fb, "optim", "min_lr", "optim", "lr"),
                        "optim.min_lr = %g exceeds optim.lr = %g, expected min_lr <= lr",

@@ -23,6 +23,16 @@
 
 typedef enum { OMNI_ATTN_CAUSAL = 0, OMNI_ATTN_PREFIX, OMNI_ATTN_COUNT } omni_attention;
 
+/* moe.router: who decides a token's experts (docs/moe.md). */
+typedef enum {
+    OMNI_ROUTER_TOPK = 0, /* token choice: each token its top-k of x W_r */
+    OMNI_ROUTER_TASK,     /* task routing: each task its top-k of e_task W_r, for all its tokens */
+    OMNI_ROUTER_COUNT
+} omni_router_kind;
+
+/* "topk", "task": the values of moe.router. */
+const char *omni_router_name(omni_router_kind r);
+
 /* One entry of data.tasks: `name: weight` or `name: {weight: w, loss_weight: l}`. */
 typedef struct {
     char name[OMNI_NAME_MAX];
@@ -50,6 +60,12 @@ typedef struct omni_experiment {
         double bias_rate; /* auxiliary-loss-free balancing step; 0: off */
         double jitter;    /* multiplicative router jitter in training; 0: off */
         int64_t shared_experts;
+        omni_router_kind router;
+        struct {
+            double local;     /* coefficient of the mean per-token routing entropy */
+            double global;    /* coefficient of -entropy of the mean routing */
+            double threshold; /* the global term counts only while that entropy is below */
+        } entropy;            /* LIMoE's losses, per modality; 0, 0: off */
     } moe;
     struct {
         int n_files;

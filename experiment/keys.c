@@ -17,6 +17,8 @@ const char *const omni_exp_type_names[] = {
     [FT_STRING] = "string",
     [FT_PATH] = "path",
     [FT_ATTENTION] = "causal or prefix",
+    [FT_ROUTER] = "topk or task",
+    [FT_ENTROPY] = "map {local, global, threshold} of numbers >= 0",
     [FT_THREADS] = "auto or an integer",
     [FT_FILES] = "list of paths",
     [FT_TASKS] = "map task: weight or task: {weight, loss_weight}",
@@ -66,6 +68,13 @@ const field omni_exp_fields[] = {
      "multiplicative router input jitter in training, uniform in [1-j, 1+j]; 0: off"},
     {"moe", "shared_experts", FT_INT, OFF(moe.shared_experts), "0", 0, 64,
      "always-on shared experts added to the routed output"},
+    {"moe", "router", FT_ROUTER, OFF(moe.router), "topk", 0, 0,
+     "topk: each token picks its experts; task: each task does, for all its tokens, from a "
+     "learned task embedding (Kudugunta et al. 2021)"},
+    {"moe", "entropy", FT_ENTROPY, OFF(moe.entropy), "{local: 0.0, global: 0.0, threshold: 0.0}", 0,
+     100,
+     "LIMoE's per-modality losses: local * mean token routing entropy + global * -(entropy of "
+     "the mean routing), the latter only while that entropy < threshold (nats); 0: off"},
     {"data", "files", FT_FILES, OFF(data.files), NULL, 0, 0,
      "dataset files (omnimoe data build/demo), relative to the working directory"},
     {"data", "tasks", FT_TASKS, OFF(data.tasks), "{}", 0, 0,
@@ -116,6 +125,13 @@ const char *const omni_exp_sections[] = {"experiment", "model",      "moe", "dat
                                          "parallel",   "checkpoint", "log", "eval"};
 _Static_assert(sizeof omni_exp_sections / sizeof omni_exp_sections[0] == N_SECTIONS,
                "N_SECTIONS in keys.h counts the sections");
+
+const char *omni_router_name(omni_router_kind r)
+{
+    static const char *const names[] = {"topk", "task"};
+    _Static_assert(sizeof names / sizeof names[0] == OMNI_ROUTER_COUNT, "a name per router");
+    return r >= 0 && r < OMNI_ROUTER_COUNT ? names[r] : "?";
+}
 
 /* ---- output ------------------------------------------------------------------ */
 
@@ -213,6 +229,17 @@ static void write_value(strbuf *b, const omni_experiment *x, const field *f)
     case FT_ATTENTION:
         sb_printf(b, "%s", x->model.attention == OMNI_ATTN_PREFIX ? "prefix" : "causal");
         break;
+    case FT_ROUTER:
+        sb_printf(b, "%s", omni_router_name(x->moe.router));
+        break;
+    case FT_ENTROPY: {
+        char l[64], g[64], t[64];
+        format_double(l, sizeof l, x->moe.entropy.local);
+        format_double(g, sizeof g, x->moe.entropy.global);
+        format_double(t, sizeof t, x->moe.entropy.threshold);
+        sb_printf(b, "{local: %s, global: %s, threshold: %s}", l, g, t);
+        break;
+    }
     case FT_THREADS:
         if (x->parallel.threads == 0)
             sb_printf(b, "auto");

@@ -17,6 +17,8 @@ typedef enum {
     FT_STRING,
     FT_PATH,
     FT_ATTENTION,
+    FT_ROUTER,
+    FT_ENTROPY,
     FT_THREADS,
     FT_FILES,
     FT_TASKS,
@@ -33,7 +35,7 @@ typedef struct {
 } field;
 
 /* Rows of the key table and sections (checked against the tables in keys.c). */
-#define N_FIELDS   44
+#define N_FIELDS   46
 #define N_SECTIONS 9
 
 extern const field omni_exp_fields[N_FIELDS];

@@ -172,11 +172,15 @@ omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *
 omni_status omni_moe_backward(void *ctx, int64_t layer, float *din, const float *dout,
                               const omni_batch *b, int64_t n);
 
-/* Sum over MoE layers of aux_loss * aux + z_loss * z from the last forward: the value to add
+/* Sum over MoE layers of aux_loss * aux + z_loss * z (+ the moe.entropy terms) from the last
+ * forward: the value to add
  * to the total loss. It is already global (identical on every rank): do not sum it over
  * ranks. aux/z of one MoE layer, unscaled: omni_moe_layer_losses. */
 double omni_moe_loss(const omni_moe *m);
 void omni_moe_layer_losses(const omni_moe *m, int64_t index, double *aux, double *z);
+/* LIMoE's entropy losses of one MoE layer's last forward, unscaled (moe.entropy; 0 when
+ * off): the local and global terms summed over modalities (gating.h). */
+void omni_moe_layer_entropy(const omni_moe *m, int64_t index, double *local, double *global);
 /* The global routing statistics of one MoE layer's last forward. */
 const omni_router_sums *omni_moe_layer_stats(const omni_moe *m, int64_t index);
 /* The routing of one MoE layer's last forward: expert and slot [n, k] (see gating.h) of its

@@ -20,7 +20,8 @@ typedef struct {
     float *dsw1, *dsw3, *dsw2;
     float *w1, *w3, *w2; /* [E_local, d, ff], ..., [E_local, ff, d] */
     float *dw1, *dw3, *dw2;
-    float *bias; /* [E] balancing bias (state) */
+    float *bias;         /* [E] balancing bias (state) */
+    float *temb, *dtemb; /* [n_tasks, d] task embeddings (moe.router: task) */
     /* the cache of the last forward: na routed rows of n positions */
     int64_t n, na;
     int64_t *tok; /* [na] position of routed row i (padding is not routed) */
@@ -39,6 +40,16 @@ typedef struct {
     float *sh1, *sh3;      /* [S, n, ff] shared experts */
     omni_router_sums sums; /* global after forward */
     double aux, z;
+    /* task routing (moe.router: task): the router's rows of the tasks, and this worker's
+     * tokens of each task in the last forward */
+    float *t_logits, *t_probs;    /* [n_tasks, E] */
+    float *t_lse;                 /* [n_tasks] */
+    int32_t *t_expert;            /* [n_tasks, k] */
+    float *t_prob, *t_gate;       /* [n_tasks, k] */
+    double *t_local;              /* [n_tasks] */
+    int32_t *rtask;               /* [n] task of routed row i */
+    int32_t *rmod;                /* [n] modality of routed row i (entropy losses on) */
+    double ent_local, ent_global; /* LIMoE's losses of the last forward, unscaled */
     double *route; /* [route_len] this worker's task then modality tables (training only) */
     omni_route_table by_task, by_mod;
 } moe_layer;
@@ -72,6 +83,12 @@ struct omni_moe {
     int32_t *mod_c;          /* [n] modality of routed row i */
     int8_t *task_mod;        /* [n_tasks] modality of the token positions of each task */
     int64_t n_tasks, route_len;
+    bool task_router;             /* moe.router: task */
+    bool entropy;                 /* moe.entropy on */
+    double *ent_scratch;          /* [E] */
+    double *dprobs_t;             /* [n_tasks, E] task routing: dprobs summed over a task's rows */
+    float *dprobs_tf, *dlogits_t; /* [n_tasks, E] */
+    float *demb;                  /* [n_tasks, d] */
     int64_t *assign_scratch;
     int64_t step, token_offset;
     bool training;
@@ -139,7 +156,7 @@ static omni_status build_table(omni_moe *m)
 {
     const int64_t d = m->d, E = m->E, ff = m->ff, S = m->S;
     int64_t off = 0;
-    m->slots = omni_alloc_in(&m->mem, max64(1, 8 * m->n_moe), sizeof *m->slots, "moe tensors");
+    m->slots = omni_alloc_in(&m->mem, max64(1, 9 * m->n_moe), sizeof *m->slots, "moe tensors");
     if (!m->slots)
         return OMNI_ERR_NOMEM;
     for (int64_t i = 0; i < m->n_moe; i++) {
@@ -151,6 +168,17 @@ static omni_status build_table(omni_moe *m)
                            .decay = true,
                            .meaning = "[d_model, num_experts]: router"},
             &L->wr, &L->dwr, &off);
+        if (m->task_router)
+            add(m, i, "router/task",
+                &(omni_tensor){.rank = 2,
+                               .dims = {m->n_tasks, d},
+                               .trainable = true,
+                               .init = OMNI_INIT_UNIT,
+                               .task_dims = 1u << 0,
+                               .meaning = "[task, d_model]: the task embedding that the router "
+                                          "sees (moe.router: task), one row per task of the "
+                                          "task table"},
+                &L->temb, &L->dtemb, &off);
         if (S == 0)
             continue;
         add(m, i, "shared/w1",
@@ -268,6 +296,13 @@ omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t ma
     m->n_blocks = x->model.n_layers;
     m->max_tokens = max_tokens;
     m->n_tasks = n_tasks;
+    m->task_router = x->moe.router == OMNI_ROUTER_TASK;
+    m->entropy = x->moe.entropy.local > 0.0 || x->moe.entropy.global > 0.0;
+    if (m->task_router && n_tasks < 1) {
+        omni_free(m);
+        return omni_fail(OMNI_ERR_CONFIG, "moe.router: task needs the task table of the data, "
+                                          "and the model has no tasks");
+    }
     m->route_len = omni_route_table_len(n_tasks, x->moe.num_experts) +
                    omni_route_table_len(OMNI_MOD_COUNT, x->moe.num_experts);
     const int64_t d = m->d, E = m->E, k = m->k, ff = m->ff, S = m->S, n = max_tokens;
@@ -329,12 +364,26 @@ omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t ma
         st = omni_dispatch_plan_create(&L->plan, E, k, comm->size, comm->rank, n, R);
         if (st != OMNI_OK)
             goto out_fail;
-        st = omni_router_sums_create(&L->sums, E, n_tasks);
+        st = omni_router_sums_create(&L->sums, E, n_tasks, m->entropy ? OMNI_MOD_COUNT : 0);
         if (st != OMNI_OK)
             goto out_fail;
         L->route = omni_alloc_in(&m->mem, m->route_len, sizeof(double), "moe routing statistics");
         if (m->mem.failed)
             goto out_nomem;
+        if (m->entropy)
+            L->rmod = omni_alloc_in(&m->mem, n, sizeof(int32_t), "moe entropy losses");
+        if (m->task_router) {
+            L->t_logits = omni_alloc_in(&m->mem, n_tasks * E, sizeof(float), "moe task routing");
+            L->t_probs = omni_alloc_in(&m->mem, n_tasks * E, sizeof(float), "moe task routing");
+            L->t_lse = omni_alloc_in(&m->mem, n_tasks, sizeof(float), "moe task routing");
+            L->t_expert = omni_alloc_in(&m->mem, n_tasks * k, sizeof(int32_t), "moe task routing");
+            L->t_prob = omni_alloc_in(&m->mem, n_tasks * k, sizeof(float), "moe task routing");
+            L->t_gate = omni_alloc_in(&m->mem, n_tasks * k, sizeof(float), "moe task routing");
+            L->t_local = omni_alloc_in(&m->mem, n_tasks, sizeof(double), "moe task routing");
+            L->rtask = omni_alloc_in(&m->mem, n, sizeof(int32_t), "moe task routing");
+            if (m->mem.failed)
+                goto out_nomem;
+        }
         omni_route_table_bind(&L->by_task, L->route, n_tasks, E);
         omni_route_table_bind(&L->by_mod, L->route + omni_route_table_len(n_tasks, E),
                               OMNI_MOD_COUNT, E);
@@ -350,6 +399,14 @@ omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t ma
     m->yc = omni_alloc_in(&m->mem, n * d, sizeof(float), "moe scratch");
     m->dxc = omni_alloc_in(&m->mem, n * d, sizeof(float), "moe scratch");
     m->task_c = omni_alloc_in(&m->mem, n, sizeof(int32_t), "moe scratch");
+    if (m->entropy)
+        m->ent_scratch = omni_alloc_in(&m->mem, E, sizeof(double), "moe entropy losses");
+    if (m->task_router) {
+        m->dprobs_t = omni_alloc_in(&m->mem, n_tasks * E, sizeof(double), "moe router scratch");
+        m->dprobs_tf = omni_alloc_in(&m->mem, n_tasks * E, sizeof(float), "moe router scratch");
+        m->dlogits_t = omni_alloc_in(&m->mem, n_tasks * E, sizeof(float), "moe router scratch");
+        m->demb = omni_alloc_in(&m->mem, n_tasks * d, sizeof(float), "moe router scratch");
+    }
     m->mod_c = omni_alloc_in(&m->mem, n, sizeof(int32_t), "moe scratch");
     m->task_mod = omni_alloc_in(&m->mem, max64(1, n_tasks), sizeof(int8_t), "moe task modalities");
     m->assign_scratch = omni_alloc_in(&m->mem, omni_router_assign_scratch(n, E, k), sizeof(int64_t),
@@ -440,6 +497,85 @@ static bool routed(const omni_batch *b, int64_t t)
     return !b || !b->kind || b->kind[t] != OMNI_POS_PAD;
 }
 
+/* Token choice (moe.router: topk): the router on each routed row (jittered in training). */
+static void route_by_token(omni_moe *m, moe_layer *L)
+{
+    const int64_t d = m->d, E = m->E, k = m->k, na = L->na;
+    L->jittered = m->training && m->x.moe.jitter > 0.0;
+    L->step = m->step;
+    L->token_offset = m->token_offset;
+    const float *xr = L->x;
+    if (L->jittered) {
+        omni_router_jitter(L->xr, L->x, (float)m->x.moe.jitter, (uint64_t)m->x.experiment.seed,
+                           L->block, L->step, L->token_offset, L->tok, na, d);
+        xr = L->xr;
+    }
+    omni_router_forward(L->logits, L->probs, L->lse, xr, L->wr, na, d, E);
+    omni_router_topk(L->expert, L->prob, L->gate, L->logits, L->probs, L->bias, na, E, k,
+                     m->x.moe.normalize_topk);
+}
+
+/*
+ * Task routing (moe.router: task): the router on the task embeddings, one row per task
+ * (choice through the balancing bias as for tokens), then every routed row takes the
+ * logits, probabilities, choice and gates of its task's row. Counts this worker's rows of
+ * each task for the losses' backward. Every row must carry a task.
+ */
+static omni_status route_by_task(omni_moe *m, moe_layer *L)
+{
+    const int64_t E = m->E, k = m->k, T = m->n_tasks;
+    omni_router_forward(L->t_logits, L->t_probs, L->t_lse, L->temb, L->wr, T, m->d, E);
+    omni_router_topk(L->t_expert, L->t_prob, L->t_gate, L->t_logits, L->t_probs, L->bias, T, E, k,
+                     m->x.moe.normalize_topk);
+    memset(L->t_local, 0, (size_t)T * sizeof(double));
+    L->jittered = false;
+    for (int64_t i = 0; i < L->na; i++) {
+        int32_t t = m->task_c[i];
+        if (t < 0 || t >= T)
+            return omni_fail(OMNI_ERR_INTERNAL,
+                             "moe: task routing: position %lld carries task %d, expected a task "
+                             "of the model's %lld",
+                             (long long)L->tok[i], (int)t, (long long)T);
+        L->rtask[i] = t;
+        L->t_local[t] += 1.0;
+        memcpy(L->logits + i * E, L->t_logits + t * E, (size_t)E * sizeof(float));
+        memcpy(L->probs + i * E, L->t_probs + t * E, (size_t)E * sizeof(float));
+        L->lse[i] = L->t_lse[t];
+        memcpy(L->expert + i * k, L->t_expert + t * k, (size_t)k * sizeof(int32_t));
+        memcpy(L->prob + i * k, L->t_prob + t * k, (size_t)k * sizeof(float));
+        memcpy(L->gate + i * k, L->t_gate + t * k, (size_t)k * sizeof(float));
+    }
+    return OMNI_OK;
+}
+
+/*
+ * Backward of task routing, from the per-row dprobs (gate gradients): summed by task, plus
+ * this worker's share of the task-level losses, through the softmax of each task's row to
+ * the router and the task embeddings. The router does not see the tokens: no input
+ * gradient.
+ */
+static void task_router_backward(omni_moe *m, moe_layer *L)
+{
+    const int64_t E = m->E, k = m->k, T = m->n_tasks;
+    memset(m->dprobs_t, 0, (size_t)(T * E) * sizeof(double));
+    for (int64_t i = 0; i < L->na; i++) {
+        double *dst = m->dprobs_t + (int64_t)L->rtask[i] * E;
+        const float *src = m->dprobs + i * E;
+        for (int64_t e = 0; e < E; e++)
+            dst[e] += (double)src[e];
+    }
+    for (int64_t i = 0; i < T * E; i++)
+        m->dprobs_tf[i] = (float)m->dprobs_t[i];
+    omni_router_task_aux_backward(m->dprobs_tf, &L->sums, L->t_expert, L->t_local,
+                                  m->x.moe.aux_loss, k);
+    omni_router_softmax_backward(m->dlogits_t, m->dprobs_tf, L->t_probs, T, E);
+    omni_router_task_z_backward(m->dlogits_t, L->t_probs, L->t_lse, &L->sums, L->t_local,
+                                m->x.moe.z_loss, k);
+    omni_router_backward(m->demb, L->dwr, m->dlogits_t, L->temb, L->wr, T, m->d, E);
+    for (int64_t i = 0; i < T * m->d; i++)
+        L->dtemb[i] += m->demb[i];
+}
+
 omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *in,
                              const omni_batch *b, int64_t n)
 {
@@ -472,28 +608,32 @@ omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *
     L->na = na;
 
     /* route */
-    L->jittered = m->training && m->x.moe.jitter > 0.0;
-    L->step = m->step;
-    L->token_offset = m->token_offset;
-    const float *xr = L->x;
-    if (L->jittered) {
-        omni_router_jitter(L->xr, L->x, (float)m->x.moe.jitter, (uint64_t)m->x.experiment.seed,
-                           L->block, L->step, L->token_offset, L->tok, na, d);
-        xr = L->xr;
+    if (m->task_router) {
+        if ((st = route_by_task(m, L)) != OMNI_OK)
+            return st;
+    } else {
+        route_by_token(m, L);
     }
-    omni_router_forward(L->logits, L->probs, L->lse, xr, L->wr, na, d, E);
-    omni_router_topk(L->expert, L->prob, L->gate, L->logits, L->probs, L->bias, na, E, k,
-                     m->x.moe.normalize_topk);
     int64_t cap = omni_moe_capacity(k, m->x.moe.capacity_factor, na, E);
     omni_router_assign(L->slot, L->kept, L->expert, L->prob, na, E, k, cap, m->assign_scratch);
 
     /* statistics and losses over the global batch */
     omni_router_sums_zero(&L->sums);
     omni_router_sums_add(&L->sums, L->probs, L->lse, L->expert, L->slot, m->task_c, na, k);
+    if (m->entropy) {
+        omni_router_sums_add_modality(&L->sums, L->logits, L->probs, L->lse, m->mod_c, na);
+        memcpy(L->rmod, m->mod_c, (size_t)na * sizeof(int32_t));
+    }
     st = m->comm.allreduce_sum(m->comm.ctx, L->sums.buf, L->sums.len);
     if (st != OMNI_OK)
         return st;
-    omni_router_losses(&L->sums, k, &L->aux, &L->z);
+    if (m->task_router)
+        omni_router_task_losses(&L->sums, L->t_probs, L->t_lse, L->t_expert, k, &L->aux, &L->z);
+    else
+        omni_router_losses(&L->sums, k, &L->aux, &L->z);
+    if (m->entropy)
+        omni_router_entropy_losses(&L->sums, m->x.moe.entropy.threshold, &L->ent_local,
+                                   &L->ent_global);
     memset(L->route, 0, (size_t)m->route_len * sizeof(double));
     if (m->training)
         omni_route_tables_add(&L->by_task, m->task_c, &L->by_mod, m->mod_c, L->logits, L->probs,
@@ -627,17 +767,26 @@ omni_status omni_moe_backward(void *ctx, int64_t layer, float *din, const float 
     memset(m->dprobs, 0, (size_t)(na * E) * sizeof(float));
     omni_router_gate_backward(m->dprobs, m->dgate, L->expert, L->prob, na, E, k,
                               m->x.moe.normalize_topk);
-    omni_router_aux_backward(m->dprobs, &L->sums, m->x.moe.aux_loss, k, na);
-    omni_router_softmax_backward(m->dlogits, m->dprobs, L->probs, na, E);
-    omni_router_z_backward(m->dlogits, L->probs, L->lse, &L->sums, m->x.moe.z_loss, na);
-    omni_router_backward(m->dxr, L->dwr, m->dlogits, L->jittered ? L->xr : L->x, L->wr, na, d, E);
-    if (L->jittered)
-        omni_router_jitter_backward(dx, m->dxr, (float)m->x.moe.jitter,
-                                    (uint64_t)m->x.experiment.seed, L->block, L->step,
-                                    L->token_offset, L->tok, na, d);
-    else
-        for (int64_t i = 0; i < na * d; i++)
-            dx[i] += m->dxr[i];
+    if (m->entropy)
+        omni_router_entropy_backward(m->dprobs, L->logits, L->lse, L->rmod, &L->sums,
+                                     m->x.moe.entropy.local, m->x.moe.entropy.global,
+                                     m->x.moe.entropy.threshold, na, m->ent_scratch);
+    if (m->task_router) {
+        task_router_backward(m, L);
+    } else {
+        omni_router_aux_backward(m->dprobs, &L->sums, m->x.moe.aux_loss, k, na);
+        omni_router_softmax_backward(m->dlogits, m->dprobs, L->probs, na, E);
+        omni_router_z_backward(m->dlogits, L->probs, L->lse, &L->sums, m->x.moe.z_loss, na);
+        omni_router_backward(m->dxr, L->dwr, m->dlogits, L->jittered ? L->xr : L->x, L->wr, na, d,
+                             E);
+        if (L->jittered)
+            omni_router_jitter_backward(dx, m->dxr, (float)m->x.moe.jitter,
+                                        (uint64_t)m->x.experiment.seed, L->block, L->step,
+                                        L->token_offset, L->tok, na, d);
+        else
+            for (int64_t i = 0; i < na * d; i++)
+                dx[i] += m->dxr[i];
+    }
     lap(m, OMNI_MOE_T_ROUTER_BW, &t0);
     for (int64_t t = 0; t < na; t++) {
         float *o = din + L->tok[t] * d;
@@ -653,7 +802,9 @@ double omni_moe_loss(const omni_moe *m)
 {
     double sum = 0.0;
     for (int64_t i = 0; i < m->n_moe; i++)
-        sum += m->x.moe.aux_loss * m->layers[i].aux + m->x.moe.z_loss * m->layers[i].z;
+        sum += m->x.moe.aux_loss * m->layers[i].aux + m->x.moe.z_loss * m->layers[i].z +
+               m->x.moe.entropy.local * m->layers[i].ent_local +
+               m->x.moe.entropy.global * m->layers[i].ent_global;
     return sum;
 }
 
@@ -661,6 +812,12 @@ void omni_moe_layer_losses(const omni_moe *m, int64_t index, double *aux, double
 {
     *aux = m->layers[index].aux;
     *z = m->layers[index].z;
+}
+
+void omni_moe_layer_entropy(const omni_moe *m, int64_t index, double *local, double *global)
+{
+    *local = m->layers[index].ent_local;
+    *global = m->layers[index].ent_global;
 }
 
 const omni_router_sums *omni_moe_layer_stats(const omni_moe *m, int64_t index)

@@ -82,9 +82,17 @@ typedef struct {
     double *entropy;       /* [1] sum over tokens of the router entropy (nats) */
     double *dropped;       /* [1] assignments dropped by the capacity limit */
     double *task_assigned; /* [n_tasks, E] assignments by the task of the token */
+    /* by modality, for the entropy losses (n_modalities 0: none) */
+    int64_t n_modalities;
+    double *mod_prob;    /* [n_modalities, E] sum over the modality's tokens of the probability */
+    double *mod_entropy; /* [n_modalities] sum over its tokens of the router entropy (nats) */
+    double *mod_tokens;  /* [n_modalities] its tokens routed */
 } omni_router_sums;
 
-omni_status omni_router_sums_create(omni_router_sums *s, int64_t n_experts, int64_t n_tasks);
+/* Sums for E experts, n_tasks tasks, and n_modalities groups of the entropy losses (0 when
+ * they are off: the array is then that of a model without them). */
+omni_status omni_router_sums_create(omni_router_sums *s, int64_t n_experts, int64_t n_tasks,
+                                    int64_t n_modalities);
 void omni_router_sums_free(omni_router_sums *s);
 void omni_router_sums_zero(omni_router_sums *s);
 /* Add the statistics of n routed tokens; task may be NULL (not counted in the table), a
@@ -167,6 +175,46 @@ void omni_router_z_backward(float *dlogits, const float *probs, const float *lse
                             const omni_router_sums *s, double coef, int64_t n);
 void omni_router_backward(float *dxr, float *dw, const float *dlogits, const float *xr,
                           const float *w, int64_t n, int64_t d, int64_t n_experts);
+
+/*
+ * LIMoE's entropy losses (moe.entropy; Mustafa et al. 2022), per modality m over the global
+ * batch, from the modality sums (T_m tokens, p_m = sum of their probabilities / T_m):
+ *   local_m  = mean over the modality's tokens of the entropy H(p_t) of their routing
+ *   global_m = -H(p_m), counted only while H(p_m) < threshold
+ * omni_router_sums_add_modality adds n tokens (modality mod[t]; outside [0, n_modalities): not
+ * counted). omni_router_entropy_losses sums local_m and global_m over the modalities that
+ * have tokens (unscaled; *local, *global). entropy_backward adds, for n local tokens,
+ *   dprobs[t, i] += c_local / T_m * -(log p_t,i + 1) + c_global / T_m * (log p_m,i + 1)
+ * (the global term only where it is active), log p_t,i = logits - lse: finite for any p;
+ * scratch holds E doubles.
+ */
+void omni_router_sums_add_modality(omni_router_sums *s, const float *logits, const float *probs,
+                                   const float *lse, const int32_t *mod, int64_t n);
+void omni_router_entropy_losses(const omni_router_sums *s, double threshold, double *local,
+                                double *global);
+void omni_router_entropy_backward(float *dprobs, const float *logits, const float *lse,
+                                  const int32_t *mod, const omni_router_sums *s, double c_local,
+                                  double c_global, double threshold, int64_t n, double *scratch);
+
+/*
+ * Task-level routing (moe.router: task): the router runs on the task embeddings, one row
+ * per task (probs, lse [n_tasks, E], expert [n_tasks, k] from omni_router_forward and
+ * omni_router_topk), and every token of a task takes its task's row. Its losses count the
+ * TASKS present in the global batch (those with a token in s->task_assigned), each once:
+ *   T = tasks present,  f_i = (present tasks choosing i) / (k T),  P_i = sum_present p_t,i / T
+ *   aux = E * sum_i f_i P_i,   z = sum_present lse_t^2 / T
+ * Backward for one worker: `local[t]` = this worker's tokens of task t; it adds the share
+ * local[t] / (global tokens of t) of task t's gradient, so that the replicated gradients
+ * summed over ranks are those of the global loss. dprobs/dlogits are [n_tasks, E].
+ */
+double omni_router_task_count(const omni_router_sums *s, int64_t k);
+void omni_router_task_losses(const omni_router_sums *s, const float *probs, const float *lse,
+                             const int32_t *expert, int64_t k, double *aux, double *z);
+void omni_router_task_aux_backward(float *dprobs, const omni_router_sums *s, const int32_t *expert,
+                                   const double *local, double coef, int64_t k);
+void omni_router_task_z_backward(float *dlogits, const float *probs, const float *lse,
+                                 const omni_router_sums *s, const double *local, double coef,
+                                 int64_t k);
 
 /* Auxiliary-loss-free balancing: bias_i += rate * sign(mean_j load_j - load_i), from the
  * global loads (assignments per expert). */

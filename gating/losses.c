@@ -7,13 +7,15 @@
 #include <math.h>
 #include <string.h>
 
-omni_status omni_router_sums_create(omni_router_sums *s, int64_t n_experts, int64_t n_tasks)
+omni_status omni_router_sums_create(omni_router_sums *s, int64_t n_experts, int64_t n_tasks,
+                                    int64_t n_modalities)
 {
-    const int64_t E = n_experts;
+    const int64_t E = n_experts, M = n_modalities;
     memset(s, 0, sizeof *s);
     s->n_experts = E;
     s->n_tasks = n_tasks;
-    s->len = 3 * E + 4 + n_tasks * E;
+    s->n_modalities = M;
+    s->len = 3 * E + 4 + n_tasks * E + M * (E + 2);
     s->buf = omni_alloc(s->len, sizeof(double), "router statistics");
     if (!s->buf)
         return OMNI_ERR_NOMEM;
@@ -25,6 +27,9 @@ omni_status omni_router_sums_create(omni_router_sums *s, int64_t n_experts, int6
     s->entropy = s->zsum + 2;
     s->dropped = s->zsum + 3;
     s->task_assigned = s->zsum + 4;
+    s->mod_prob = s->task_assigned + n_tasks * E;
+    s->mod_entropy = s->mod_prob + M * E;
+    s->mod_tokens = s->mod_entropy + M;
     return OMNI_OK;
 }
 

@@ -183,7 +183,7 @@ static omni_status step_tokens(omni_infer *s, int64_t rows)
         b->kind[r] = OMNI_POS_TOKEN, b->token[r] = s->last[r];
         b->pos[r] = (int32_t)omni_kv_cache_len(s->cache, r);
         b->segment[r] = 0;
-        b->task[r] = -1;
+        b->task[r] = s->row_task[r];
     }
     return omni_model_forward_cached(s->model, s->cache, b);
 }
@@ -262,6 +262,8 @@ static omni_status generate_chunk(omni_infer *s, const omni_prompt *p, int64_t n
     omni_status st = prefill(s, p, n, NULL);
     if (st)
         return st;
+    for (int64_t r = 0; r < n; r++)
+        s->row_task[r] = p[r].task;
     int64_t W = s->step.context;
     const float *lg = omni_kv_cache_logits(s->cache);
     for (int64_t t = 0;; t++) {
@@ -321,6 +323,8 @@ static omni_status beam_chunk(omni_infer *s, const omni_prompt *p, int64_t n,
     omni_status st = prefill(s, p, n, NULL);
     if (st)
         return st;
+    for (int64_t r = 0; r < rows; r++)
+        s->row_task[r] = p[r / B].task;
     const int64_t W = s->step.context;
     const float *lg = omni_kv_cache_logits(s->cache);
     for (int64_t i = 0; i < n; i++)

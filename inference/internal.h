@@ -42,6 +42,7 @@ struct omni_infer {
     int64_t *from;          /* [max_batch] */
     int64_t *plen;          /* [max_batch] positions of each row's prompt */
     int32_t *last;          /* [max_batch] each row's last token */
+    int32_t *row_task;      /* [max_batch] each row's task (a task router routes by it) */
     double *beam_score;     /* [max_batch] */
     int64_t *beam_len;      /* [max_batch] */
     int32_t *beam_tok;      /* [max_batch, T] tokens of each live beam */

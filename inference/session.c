@@ -66,6 +66,7 @@ omni_status omni_infer_create(MPI_Comm comm, const omni_experiment *x, const omn
     s->from = omni_alloc_in(mem, max_batch, sizeof *s->from, "decoding scratch");
     s->plen = omni_alloc_in(mem, max_batch, sizeof *s->plen, "decoding scratch");
     s->last = omni_alloc_in(mem, max_batch, sizeof *s->last, "decoding scratch");
+    s->row_task = omni_alloc_in(mem, max_batch, sizeof *s->row_task, "decoding scratch");
     s->beam_score = omni_alloc_in(mem, max_batch, sizeof *s->beam_score, "beam scratch");
     s->beam_len = omni_alloc_in(mem, max_batch, sizeof *s->beam_len, "beam scratch");
     s->beam_tok = omni_alloc_in(mem, max_batch * T, sizeof *s->beam_tok, "beam scratch");

@@ -76,8 +76,11 @@ void omni_tensor_init(const omni_tensor *t, uint64_t seed, int64_t n_layers)
     float *p = t->data;
     switch (t->init) {
     case OMNI_INIT_NORMAL:
-    case OMNI_INIT_RESIDUAL: {
-        float std = t->init == OMNI_INIT_RESIDUAL ? 0.02f / sqrtf(2.0f * (float)n_layers) : 0.02f;
+    case OMNI_INIT_RESIDUAL:
+    case OMNI_INIT_UNIT: {
+        float std = t->init == OMNI_INIT_RESIDUAL ? 0.02f / sqrtf(2.0f * (float)n_layers)
+                    : t->init == OMNI_INIT_UNIT   ? 1.0f
+                                                  : 0.02f;
         omni_rng r;
         if (!t->per_expert) {
             omni_rng_init(&r, seed, t->name, 0);

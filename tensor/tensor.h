@@ -35,6 +35,8 @@ typedef enum {
     OMNI_INIT_RESIDUAL,   /* normal(0, 0.02 / sqrt(2 n_layers)): projections into the residual */
     OMNI_INIT_ONES,       /* norm gains */
     OMNI_INIT_ZEROS,      /* biases, balancing state */
+    OMNI_INIT_UNIT,       /* normal(0, 1): a learned input standing in for a normalised
+                             activation (the task embedding of the task router) */
     OMNI_INIT_COUNT
 } omni_init_rule;
 
@@ -55,6 +57,9 @@ typedef struct {
                                whose last entries are the <task> tokens); a resume into
                                another task set (--remap-tasks) moves those entries by task
                                name */
+    uint8_t task_dims;      /* bit d set: dimension d is indexed by task (the task table's
+                               order, e.g. task embeddings); --remap-tasks moves its entries
+                               by task name like those of vocab_dims */
     void *data;             /* this rank's rows [row_lo, row_hi) of dim 0, row-major */
     int64_t row_lo, row_hi; /* the whole tensor: 0, dims[0]; none: row_lo == row_hi */
     bool writer;            /* checkpoint save: this rank writes its rows. The writers' row

@@ -39,6 +39,8 @@ Test(experiment, minimal_file_gets_documented_defaults)
     cr_assert_eq(x.moe.z_loss, 0.001);
     cr_assert_eq(x.moe.bias_rate, 0.0);
     cr_assert_eq(x.moe.shared_experts, 0);
+    cr_assert_eq(x.moe.router, OMNI_ROUTER_TOPK);
+    cr_assert_eq(x.moe.entropy.local + x.moe.entropy.global + x.moe.entropy.threshold, 0.0);
     cr_assert_eq(x.data.n_files, 1);
     cr_assert_str_eq(x.data.files[0], "a.h5");
     cr_assert_eq(x.data.n_tasks, 0);
@@ -95,10 +97,12 @@ Test(experiment, design_example_parses_with_its_values)
 
 Test(experiment, set_overrides_scalars_and_lists)
 {
-    const char *sets[] = {"model.d_model=128", "data.files=[a.h5, b.h5]",
-                          "moe.normalize_topk=false", "parallel.threads=auto", "data.tasks={x: 2}"};
+    const char *sets[] = {"model.d_model=128",        "data.files=[a.h5, b.h5]",
+                          "moe.normalize_topk=false", "parallel.threads=auto",
+                          "data.tasks={x: 2}",        "moe.router=task"};
     omni_experiment x;
-    cr_assert_eq(parse(&x, MINIMAL, sets, 5), OMNI_OK, "%s", omni_error_message());
+    cr_assert_eq(parse(&x, MINIMAL, sets, 6), OMNI_OK, "%s", omni_error_message());
+    cr_assert_eq(x.moe.router, OMNI_ROUTER_TASK);
     cr_assert_eq(x.model.d_model, 128);
     cr_assert_eq(x.data.n_files, 2);
     cr_assert_str_eq(x.data.files[1], "b.h5");
@@ -110,10 +114,14 @@ Test(experiment, set_overrides_scalars_and_lists)
 
 Test(experiment, effective_yaml_reads_back_to_the_same_values)
 {
-    const char *sets[] = {"optim.lr=0.1", "data.tasks={a: 0.3, b: {weight: 1, loss_weight: 2}}",
-                          "model.attention=prefix", "experiment.out_dir=some dir/with \"quotes\""};
+    const char *sets[] = {
+        "optim.lr=0.1",           "data.tasks={a: 0.3, b: {weight: 1, loss_weight: 2}}",
+        "model.attention=prefix", "experiment.out_dir=some dir/with \"quotes\"",
+        "moe.router=task",        "moe.entropy={local: 0.01, global: 0.003, threshold: 0.6931}"};
     omni_experiment x, y;
-    cr_assert_eq(parse(&x, MINIMAL, sets, 4), OMNI_OK, "%s", omni_error_message());
+    cr_assert_eq(parse(&x, MINIMAL, sets, 6), OMNI_OK, "%s", omni_error_message());
+    cr_assert_eq(x.moe.entropy.global, 0.003);
+    cr_assert_eq(x.moe.entropy.threshold, 0.6931);
     char *yaml;
     cr_assert_eq(omni_experiment_to_yaml(&x, &yaml), OMNI_OK);
     cr_assert_eq(omni_experiment_parse(&y, yaml, strlen(yaml), "effective", NULL, 0), OMNI_OK,
@@ -258,6 +266,32 @@ static const bad_case bad_cases[] = {
      "model.d_model=", "--set model.d_model=: model.d_model has no value, expected integer"},
     /* 43 flag with a YAML syntax error */
     {MINIMAL, "data.files=[a.h5", "--set data.files=[a.h5: YAML syntax error"},
+    /* 45 bad router */
+    {MINIMAL "moe: {router: expert}\n", NULL,
+     "exp.yaml:3:15: moe.router is \"expert\", expected topk or task"},
+    /* 46 task routing in a dense model */
+    {MINIMAL "moe: {router: task, every: 0}\n", NULL,
+     "exp.yaml:3:15: moe.router = task with moe.every = 0: a dense model has no router"},
+    /* 47 task routing with jitter, blamed on the flag that set the jitter */
+    {MINIMAL "moe: {router: task}\n", "moe.jitter=0.1",
+     "--set moe.jitter=0.1: moe.jitter = 0.1 with moe.router = task: the task router sees the "
+     "task embedding"},
+    /* 48 entropy: unknown key inside */
+    {MINIMAL "moe: {entropy: {locale: 0.1}}\n", NULL,
+     "exp.yaml:3:17: unknown key moe.entropy.locale, expected local, global or threshold"},
+    /* 49 entropy: not a mapping */
+    {MINIMAL "moe: {entropy: 0.1}\n", NULL,
+     "exp.yaml:3:16: moe.entropy is a plain scalar, expected map {local, global, threshold}"},
+    /* 50 entropy: negative coefficient */
+    {MINIMAL "moe: {entropy: {global: -1}}\n", NULL,
+     "exp.yaml:3:25: moe.entropy.global = -1 is out of range, expected [0, 100]"},
+    /* 51 entropy on a dense model */
+    {MINIMAL "moe: {every: 0, entropy: {local: 0.01}}\n", NULL,
+     "exp.yaml:3:26: moe.entropy is on with moe.every = 0: a dense model has no routing"},
+    /* 52 a global loss that can never count */
+    {MINIMAL, "moe.entropy={global: 0.01}",
+     "--set moe.entropy={global: 0.01}: moe.entropy.global = 0.01 with threshold 0: the global "
+     "loss counts only while"},
     /* 44 flag with a list where a scalar is expected */
     {MINIMAL, "model.d_model=[1,2]",
      "--set model.d_model=[1,2]: model.d_model is a list, expected integer"},

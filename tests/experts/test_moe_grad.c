@@ -4,7 +4,10 @@
  * L = sum(out * R) + aux_loss * aux + z_loss * z, against omni_moe_backward.
  *
  * Central differences with step h = 2e-3 on float32 code, the loss summed in double.
- * Router jitter (training) is covered with its noise fixed by the step.
+ * Router jitter (training) is covered with its noise fixed by the step. Task routing
+ * (moe.router: task) runs on a batch of three tasks and checks the task embeddings too;
+ * LIMoE's entropy losses (moe.entropy) on a batch of text, image, audio and control
+ * positions.
  * Tolerance per coordinate: |fd - analytic| <= 2e-3 + 2e-2 * max(|fd|, |analytic|).
  * A coordinate whose perturbation changes any routing decision (top-k choice or drop) is
  * not differentiable there; such coordinates are skipped and must stay rare (< 2%).
@@ -25,7 +28,33 @@ typedef struct {
     int64_t shared;
     int64_t experts;
     double jitter; /* training with router jitter (fixed step, so the noise is fixed) */
+    bool task;     /* moe.router: task, positions of tasks t % N_TASKS */
+    double ent_local, ent_global, ent_threshold; /* moe.entropy (a batch of 4 modalities) */
 } grad_case;
+
+enum { N_TASKS = 3 };
+
+/* The batch of the test: every position of task t % N_TASKS (only kind and task are read by
+ * the MoE layer), a token; with the entropy losses positions 1, 5, 9 are image patches and
+ * 2, 6, 10 audio patches, and task 2 is a control task (set in make). */
+static uint8_t kinds[NT];
+static int32_t tasks[NT];
+static omni_batch batch = {.n_seq = 1, .context = NT, .kind = kinds, .task = tasks};
+
+static const omni_batch *batch_of(const grad_case *gc)
+{
+    bool entropy = gc->ent_local > 0.0 || gc->ent_global > 0.0;
+    if (!gc->task && !entropy)
+        return NULL;
+    for (int t = 0; t < NT; t++) {
+        kinds[t] = OMNI_POS_TOKEN, tasks[t] = t % N_TASKS;
+        if (entropy && t % 4 == 1)
+            kinds[t] = OMNI_POS_IMAGE;
+        if (entropy && t % 4 == 2)
+            kinds[t] = OMNI_POS_AUDIO;
+    }
+    return &batch;
+}
 
 static omni_moe *make(const grad_case *gc, omni_experiment *x)
 {
@@ -43,10 +72,15 @@ static omni_moe *make(const grad_case *gc, omni_experiment *x)
     x->moe.z_loss = 0.05;
     x->moe.shared_experts = gc->shared;
     x->moe.jitter = gc->jitter;
+    x->moe.router = gc->task ? OMNI_ROUTER_TASK : OMNI_ROUTER_TOPK;
+    x->moe.entropy.local = gc->ent_local;
+    x->moe.entropy.global = gc->ent_global;
+    x->moe.entropy.threshold = gc->ent_threshold;
     omni_moe_comm comm;
     omni_moe_comm_local(&comm);
     omni_moe *m;
-    cr_assert_eq(omni_moe_create(&m, x, NT, 2, &comm), OMNI_OK, "%s", omni_error_message());
+    cr_assert_eq(omni_moe_create(&m, x, NT, N_TASKS, &comm), OMNI_OK, "%s", omni_error_message());
+    omni_moe_set_task_modality(m, 2, OMNI_MOD_CONTROL);
     /* weights large enough that the router is decisive and outputs are O(1) */
     float *p, *g, *am, *av;
     int64_t np, nd;
@@ -58,9 +92,9 @@ static omni_moe *make(const grad_case *gc, omni_experiment *x)
     return m;
 }
 
-static double loss_of(omni_moe *m, const float *x, const float *R, float *out)
+static double loss_of(omni_moe *m, const float *x, const float *R, float *out, const omni_batch *b)
 {
-    cr_assert_eq(omni_moe_forward(m, 0, out, x, NULL, NT), OMNI_OK, "%s", omni_error_message());
+    cr_assert_eq(omni_moe_forward(m, 0, out, x, b, NT), OMNI_OK, "%s", omni_error_message());
     double L = omni_moe_loss(m);
     for (int i = 0; i < NT * D; i++)
         L += (double)out[i] * (double)R[i];
@@ -87,6 +121,7 @@ static void check(const grad_case *gc)
 {
     omni_experiment xp;
     omni_moe *m = make(gc, &xp);
+    const omni_batch *b = batch_of(gc);
     const int64_t k = gc->k;
     float x[NT * D], R[NT * D], out[NT * D], din[NT * D] = {0};
     omni_rng r;
@@ -95,7 +130,7 @@ static void check(const grad_case *gc)
     omni_rng_fill_normal(&r, NT * D, NT * D, 0.0f, 1.0f, R);
     int32_t base[NT * 3], now[NT * 3];
 
-    loss_of(m, x, R, out);
+    loss_of(m, x, R, out, b);
     routing(m, base, k);
     const omni_router_sums *s = omni_moe_layer_stats(m, 0);
     double dropped = *s->dropped;
@@ -104,7 +139,7 @@ static void check(const grad_case *gc)
     else
         cr_assert_eq(dropped, 0.0);
     omni_moe_zero_grad(m);
-    cr_assert_eq(omni_moe_backward(m, 0, din, R, NULL, NT), OMNI_OK);
+    cr_assert_eq(omni_moe_backward(m, 0, din, R, b, NT), OMNI_OK);
 
     float *p, *g, *am, *av;
     int64_t np, nd;
@@ -119,11 +154,11 @@ static void check(const grad_case *gc)
         double an = i < NT * D ? (double)din[i] : (double)grad[i - NT * D];
         float keep = *v;
         *v = keep + h;
-        double lp = loss_of(m, x, R, out);
+        double lp = loss_of(m, x, R, out, b);
         routing(m, now, k);
         bool flipped = memcmp(now, base, (size_t)(NT * k) * sizeof(int32_t)) != 0;
         *v = keep - h;
-        double lm = loss_of(m, x, R, out);
+        double lm = loss_of(m, x, R, out, b);
         routing(m, now, k);
         flipped |= memcmp(now, base, (size_t)(NT * k) * sizeof(int32_t)) != 0;
         *v = keep;
@@ -180,4 +215,69 @@ Test(experts, moe_gradient_top2_with_router_jitter)
 {
     grad_case gc = {.k = 2, .cf = 1.0, .normalize = true, .experts = 4, .jitter = 0.2};
     check(&gc);
+}
+
+/* Task routing: every token of a task takes its task's experts; the gradients reach the
+ * router and the task embeddings through the gates and the task-level aux and z-losses. */
+Test(experts, moe_gradient_task_routing_top2_with_drops)
+{
+    grad_case gc = {.k = 2, .cf = 1.0, .normalize = true, .experts = 4, .task = true};
+    check(&gc);
+}
+
+Test(experts, moe_gradient_task_routing_top1_dropless_with_shared_expert)
+{
+    grad_case gc = {.k = 1, .cf = 0.0, .normalize = false, .shared = 1, .experts = 3, .task = true};
+    check(&gc);
+}
+
+/* LIMoE's entropy losses over text, image, audio and control positions: local and global,
+ * the threshold high enough that the global term counts for every modality. */
+Test(experts, moe_gradient_entropy_losses_local_and_global)
+{
+    grad_case gc = {.k = 2,
+                    .cf = 1.0,
+                    .normalize = true,
+                    .experts = 4,
+                    .ent_local = 0.4,
+                    .ent_global = 0.7,
+                    .ent_threshold = 10.0};
+    check(&gc);
+    omni_experiment xp;
+    omni_moe *m = make(&gc, &xp);
+    float x[NT * D], out[NT * D];
+    omni_rng r;
+    omni_rng_init(&r, 5, "test/input", 0);
+    omni_rng_fill_normal(&r, 0, NT * D, 0.0f, 1.0f, x);
+    cr_assert_eq(omni_moe_forward(m, 0, out, x, batch_of(&gc), NT), OMNI_OK);
+    double local, global;
+    omni_moe_layer_entropy(m, 0, &local, &global);
+    /* four modalities, each entropy in (0, log 4] */
+    cr_assert(local > 0.0 && local <= 4.0 * log(4.0) + 1e-9, "local %g", local);
+    cr_assert(global < 0.0 && global >= -4.0 * log(4.0) - 1e-9, "global %g", global);
+    omni_moe_free(m);
+}
+
+/* With the task router, and a threshold below every modality's mean entropy: the global
+ * term is off (only local counts). */
+Test(experts, moe_gradient_entropy_local_with_task_routing)
+{
+    grad_case gc = {.k = 1,
+                    .cf = 0.0,
+                    .experts = 4,
+                    .task = true,
+                    .ent_local = 0.5,
+                    .ent_global = 0.5,
+                    .ent_threshold = 1e-6};
+    check(&gc);
+    omni_experiment xp;
+    omni_moe *m = make(&gc, &xp);
+    float x[NT * D], out[NT * D];
+    memset(x, 0, sizeof x);
+    cr_assert_eq(omni_moe_forward(m, 0, out, x, batch_of(&gc), NT), OMNI_OK);
+    double local, global;
+    omni_moe_layer_entropy(m, 0, &local, &global);
+    cr_assert(local > 0.0, "local %g", local);
+    cr_assert_eq(global, 0.0, "the global term is off below the threshold");
+    omni_moe_free(m);
 }

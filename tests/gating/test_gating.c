@@ -102,7 +102,7 @@ static void sums_of(omni_router_sums *s, const float *probs, const float *lse,
 Test(gating, losses_match_hand_computed_values)
 {
     omni_router_sums s;
-    cr_assert_eq(omni_router_sums_create(&s, 2, 2), OMNI_OK);
+    cr_assert_eq(omni_router_sums_create(&s, 2, 2, 0), OMNI_OK);
     const float probs[4] = {0.8f, 0.2f, 0.4f, 0.6f};
     const float lse[2] = {1.0f, 2.0f};
     const int32_t slot[2] = {0, 0}, task[2] = {1, 0};
@@ -149,9 +149,9 @@ Test(gating, uniform_router_gives_aux_loss_one_and_sums_split_exactly)
         slot[t] = 0;
     }
     omni_router_sums all, a, b;
-    cr_assert_eq(omni_router_sums_create(&all, E, 0), OMNI_OK);
-    cr_assert_eq(omni_router_sums_create(&a, E, 0), OMNI_OK);
-    cr_assert_eq(omni_router_sums_create(&b, E, 0), OMNI_OK);
+    cr_assert_eq(omni_router_sums_create(&all, E, 0, 0), OMNI_OK);
+    cr_assert_eq(omni_router_sums_create(&a, E, 0, 0), OMNI_OK);
+    cr_assert_eq(omni_router_sums_create(&b, E, 0, 0), OMNI_OK);
     sums_of(&all, probs, lse, ex, slot, NULL, N, 1);
     sums_of(&a, probs, lse, ex, slot, NULL, 2, 1);
     sums_of(&b, probs + 2 * E, lse + 2, ex + 2, slot + 2, NULL, N - 2, 1);
@@ -178,7 +178,7 @@ Test(gating, loss_gradients_match_finite_differences_of_the_losses)
     const int32_t slot[N * K] = {0, 0, 0, 0, 0, 0};
     const double ca = 0.7, cz = 0.3;
     omni_router_sums s;
-    cr_assert_eq(omni_router_sums_create(&s, E, 0), OMNI_OK);
+    cr_assert_eq(omni_router_sums_create(&s, E, 0, 0), OMNI_OK);
     float probs[N * E], lse[N], dprobs[N * E] = {0}, dlogits[N * E];
     /* forward through d = N "features" with x = identity rows: logits = W_r rows */
     float eye[N * N] = {1, 0, 0, 0, 1, 0, 0, 0, 1};
@@ -335,4 +335,138 @@ Test(gating, route_tables_equal_a_hand_count_by_task_and_modality)
     omni_route_tables_add(&bt, task, &bm, mod, logits, probs, lse, expert, slot, N, K);
     cr_assert_eq(bt.kept[0], 4.0);
     cr_assert_eq(bm.dropped[OMNI_MOD_AUDIO * E + 1], 2.0);
+}
+
+/*
+ * Task routing: three tasks, four experts, k = 1. Task 0 has 2 tokens in the batch, task 1
+ * none, task 2 one. The losses count the two present tasks once each, whatever their
+ * token counts: choices e1 (task 0) and e1 (task 2), so f = (0, 1, 0, 0),
+ * P_1 = (p_0,1 + p_2,1) / 2, aux = 4 P_1; z = (lse_0^2 + lse_2^2) / 2. Task 1's row (choice
+ * e0, large lse) is absent and counts nowhere.
+ */
+Test(gating, task_losses_count_present_tasks_once)
+{
+    enum { T = 3, E = 4 };
+    const float probs[T * E] = {0.1f, 0.6f, 0.2f, 0.1f, 0.7f, 0.1f,
+                                0.1f, 0.1f, 0.3f, 0.4f, 0.2f, 0.1f};
+    const float lse[T] = {1.0f, 9.0f, 2.0f};
+    const int32_t t_expert[T] = {1, 0, 1};
+    omni_router_sums s;
+    cr_assert_eq(omni_router_sums_create(&s, E, T, 0), OMNI_OK);
+    omni_router_sums_zero(&s);
+    /* the token-level sums of the batch: 2 tokens of task 0, 1 of task 2 */
+    const int32_t tok_task[3] = {0, 0, 2}, tok_ex[3] = {1, 1, 1}, slot[3] = {0, 1, 2};
+    float tok_probs[3 * E], tok_lse[3];
+    for (int i = 0; i < 3; i++) {
+        memcpy(tok_probs + i * E, probs + tok_task[i] * E, sizeof(float) * E);
+        tok_lse[i] = lse[tok_task[i]];
+    }
+    omni_router_sums_add(&s, tok_probs, tok_lse, tok_ex, slot, tok_task, 3, 1);
+    cr_assert_float_eq(omni_router_task_count(&s, 1), 2.0, 0.0);
+    double aux, z;
+    omni_router_task_losses(&s, probs, lse, t_expert, 1, &aux, &z);
+    cr_assert_float_eq(aux, 4.0 * (0.6 + 0.4) / 2.0, 1e-6);
+    cr_assert_float_eq(z, (1.0 + 4.0) / 2.0, 1e-6);
+    omni_router_sums_free(&s);
+}
+
+/* aux + z of task routing as functions of the task logits (choices and counts held), and
+ * the split of the gradient over two "ranks" by their tokens of each task. */
+Test(gating, task_loss_gradients_match_finite_differences_and_split_over_ranks)
+{
+    enum { T = 3, E = 4, K = 2, N = 7 };
+    const float logits0[T * E] = {0.3f, -0.2f, 1.1f, 0.4f, -0.7f, 0.2f,
+                                  0.5f, 0.9f,  1.3f, 0.1f, -0.4f, 0.0f};
+    /* tokens: tasks of 7 tokens; rank A holds the first 3, rank B the other 4 */
+    const int32_t tok_task[N] = {0, 2, 0, 2, 2, 0, 2};
+    const double ca = 0.7, cz = 0.3;
+    float eye[T * T] = {1, 0, 0, 0, 1, 0, 0, 0, 1};
+    float logits[T * E], probs[T * E], lse[T], prob[T * K], gate[T * K];
+    int32_t t_ex[T * K];
+    omni_router_sums s;
+    cr_assert_eq(omni_router_sums_create(&s, E, T, 0), OMNI_OK);
+    /* the sums of the batch's tokens, from the task rows */
+    omni_router_forward(logits, probs, lse, eye, logits0, T, T, E);
+    omni_router_topk(t_ex, prob, gate, logits, probs, NULL, T, E, K, false);
+    omni_router_sums_zero(&s);
+    for (int i = 0; i < N; i++) {
+        int32_t slot[K] = {0, 0};
+        omni_router_sums_add(&s, probs + tok_task[i] * E, lse + tok_task[i], t_ex + tok_task[i] * K,
+                             slot, &tok_task[i], 1, K);
+    }
+    double all[T] = {3, 0, 4}, part_a[T] = {2, 0, 1}, part_b[T] = {1, 0, 3};
+    float dprobs[T * E] = {0}, dlogits[T * E];
+    omni_router_task_aux_backward(dprobs, &s, t_ex, all, ca, K);
+    omni_router_softmax_backward(dlogits, dprobs, probs, T, E);
+    omni_router_task_z_backward(dlogits, probs, lse, &s, all, cz, K);
+    for (int i = 0; i < T * E; i++) {
+        double f[2];
+        for (int sgn = 0; sgn < 2; sgn++) {
+            float w[T * E], pl[T * E], pp[T * E], pls[T];
+            memcpy(w, logits0, sizeof w);
+            w[i] += sgn ? -1e-3f : 1e-3f;
+            omni_router_forward(pl, pp, pls, eye, w, T, T, E);
+            double aux, z;
+            omni_router_task_losses(&s, pp, pls, t_ex, K, &aux, &z);
+            f[sgn] = ca * aux + cz * z;
+        }
+        double fd = (f[0] - f[1]) / 2e-3;
+        cr_assert(fabs(fd - (double)dlogits[i]) < 1e-3 + 1e-2 * fabs(fd), "logit %d: fd %g, %g", i,
+                  fd, (double)dlogits[i]);
+        if (i / E == 1)
+            cr_assert_eq(dlogits[i], 0.0f, "task 1 is not in the batch: no gradient");
+    }
+    /* two ranks' shares add up to the whole */
+    float da[T * E] = {0}, db[T * E] = {0}, la[T * E], lb[T * E];
+    omni_router_task_aux_backward(da, &s, t_ex, part_a, ca, K);
+    omni_router_softmax_backward(la, da, probs, T, E);
+    omni_router_task_z_backward(la, probs, lse, &s, part_a, cz, K);
+    omni_router_task_aux_backward(db, &s, t_ex, part_b, ca, K);
+    omni_router_softmax_backward(lb, db, probs, T, E);
+    omni_router_task_z_backward(lb, probs, lse, &s, part_b, cz, K);
+    for (int i = 0; i < T * E; i++)
+        cr_assert_float_eq(la[i] + lb[i], dlogits[i], 1e-6f, "logit %d", i);
+    omni_router_sums_free(&s);
+}
+
+/*
+ * LIMoE's entropy losses on hand-made routing, two experts: text tokens with logits (0, 0)
+ * and (ln 3, 0) (p = (.5, .5), (.75, .25)), an image patch with (0, 0), and a token of no
+ * modality (-1, not counted). local = (H(.5) + H(.75)) / 2 + H(.5); the text mean (.625,
+ * .375) has entropy 0.6616 < 0.68, the image mean ln 2 = 0.6931 > 0.68: global = -0.6616.
+ */
+Test(gating, entropy_losses_match_hand_values_and_the_threshold)
+{
+    enum { N = 4, E = 2 };
+    const float w[N * E] = {0.0f, 0.0f, logf(3.0f), 0.0f, 0.0f, 0.0f, 5.0f, -5.0f};
+    const float eye[N * N] = {1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1};
+    const int32_t mod[N] = {OMNI_MOD_TEXT, OMNI_MOD_TEXT, OMNI_MOD_IMAGE, -1};
+    float logits[N * E], probs[N * E], lse[N];
+    omni_router_forward(logits, probs, lse, eye, w, N, N, E);
+    omni_router_sums s;
+    cr_assert_eq(omni_router_sums_create(&s, E, 0, OMNI_MOD_COUNT), OMNI_OK);
+    omni_router_sums_zero(&s);
+    omni_router_sums_add_modality(&s, logits, probs, lse, mod, N);
+    cr_assert_eq(s.mod_tokens[OMNI_MOD_TEXT], 2.0);
+    cr_assert_eq(s.mod_tokens[OMNI_MOD_IMAGE], 1.0);
+    cr_assert_eq(s.mod_tokens[OMNI_MOD_AUDIO] + s.mod_tokens[OMNI_MOD_CONTROL], 0.0);
+    double h5 = log(2.0), h75 = -(0.75 * log(0.75) + 0.25 * log(0.25));
+    double hmean = -(0.625 * log(0.625) + 0.375 * log(0.375));
+    double local, global;
+    omni_router_entropy_losses(&s, 0.68, &local, &global);
+    cr_assert_float_eq(local, (h5 + h75) / 2.0 + h5, 1e-6);
+    cr_assert_float_eq(global, -hmean, 1e-6);
+    omni_router_entropy_losses(&s, 0.7, &local, &global); /* both below: both count */
+    cr_assert_float_eq(global, -hmean - h5, 1e-6);
+    omni_router_entropy_losses(&s, 0.5, &local, &global); /* none below */
+    cr_assert_eq(global, 0.0);
+    /* the token of no modality gets no gradient, the image patch none from the inactive
+     * global term */
+    float dprobs[N * E] = {0};
+    double scratch[E];
+    omni_router_entropy_backward(dprobs, logits, lse, mod, &s, 0.0, 1.0, 0.68, N, scratch);
+    cr_assert_eq(dprobs[3 * E] + dprobs[3 * E + 1], 0.0f);
+    cr_assert_eq(dprobs[2 * E] + dprobs[2 * E + 1], 0.0f);
+    cr_assert_float_eq(dprobs[0], (float)((log(0.625) + 1.0) / 2.0), 1e-6f);
+    omni_router_sums_free(&s);
 }
