@@ -6,6 +6,7 @@
 #include "model_private.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -177,6 +178,9 @@ omni_status omni_model_create(omni_model **out, const omni_experiment *x,
         goto out_free;
 
     const int64_t L = m->L, N = max_seq * T, V = m->V, ff = m->ff;
+    /* one attention tile scratch per thread this process may run */
+    m->ws.slots =
+        omp_get_max_threads() > omp_get_num_procs() ? omp_get_max_threads() : omp_get_num_procs();
     st = OMNI_ERR_NOMEM;
     m->params = take(m, m->n_params, "model parameters");
     m->grads = m->params ? take(m, m->n_params, "model gradients") : NULL;
@@ -194,7 +198,7 @@ omni_status omni_model_create(omni_model **out, const omni_experiment *x,
         !(m->ln1 = take(m, L * N * d, "activations")) ||
         !(m->rstd1 = take(m, L * N, "activations")) ||
         !(m->qkv = take(m, L * N * 3 * d, "activations")) ||
-        !(m->att = take(m, L * max_seq * H * T * T, "attention probabilities")) ||
+        !(m->lse = take(m, L * max_seq * H * T, "attention statistics")) ||
         !(m->atty = take(m, L * N * d, "activations")) ||
         !(m->ln2 = take(m, L * N * d, "activations")) ||
         !(m->rstd2 = take(m, L * N, "activations")) ||
@@ -207,7 +211,7 @@ omni_status omni_model_create(omni_model **out, const omni_experiment *x,
         !(m->moe_out = take(m, N * d, "scratch")) || !(m->dlogits = take(m, N * V, "scratch")) ||
         !(m->dres = take(m, N * d, "scratch")) || !(m->dln = take(m, N * d, "scratch")) ||
         !(m->datty = take(m, N * d, "scratch")) || !(m->dqkv = take(m, N * 3 * d, "scratch")) ||
-        !(m->dscratch = take(m, T * T, "scratch")) ||
+        !(m->ws.tile = take(m, m->ws.slots * omni_attention_scratch_floats(d / H), "scratch")) ||
         !(m->es.xg = take(m, N * m->patch_dim, "scratch")) ||
         !(m->es.yg = take(m, N * d, "scratch")))
         goto out_free;
@@ -215,6 +219,11 @@ omni_status omni_model_create(omni_model **out, const omni_experiment *x,
     if (!m->es.idx)
         goto out_free;
     m->bufs[m->n_bufs++] = m->es.idx;
+    m->ws.lo = omni_alloc(2 * N, sizeof(int32_t), "scratch");
+    if (!m->ws.lo)
+        goto out_free;
+    m->bufs[m->n_bufs++] = m->ws.lo;
+    m->ws.hi = m->ws.lo + N;
     *out = m;
     return OMNI_OK;
 out_free:
@@ -402,10 +411,10 @@ omni_status omni_model_forward(omni_model *m, const omni_batch *b, omni_model_me
         float *h = m->res + l * NM * d, *hn = m->res + (l + 1) * NM * d, *mid = m->mid + l * NM * d;
         float *ln1 = m->ln1 + l * NM * d, *ln2 = m->ln2 + l * NM * d;
         float *qkv = m->qkv + l * NM * 3 * d, *atty = m->atty + l * NM * d;
-        float *att = m->att + l * m->max_seq * m->H * T * T;
+        float *lse = m->lse + l * m->max_seq * m->H * T;
         omni_rmsnorm_forward(ln1, m->rstd1 + l * NM, h, w->attn_norm, N, d);
         omni_matmul_forward(qkv, ln1, w->wqkv, N, d, 3 * d, 0.0f);
-        omni_attention_forward(atty, att, qkv, b, ns, T, d, m->H, m->prefix);
+        omni_attention_forward(atty, lse, qkv, b, ns, T, d, m->H, m->prefix, &m->ws);
         memcpy(mid, h, (size_t)(N * d) * sizeof(float));
         omni_matmul_forward(mid, atty, w->wo, N, d, d, 1.0f);
         omni_rmsnorm_forward(ln2, m->rstd2 + l * NM, mid, w->ffn_norm, N, d);
@@ -452,7 +461,7 @@ omni_status omni_model_backward(omni_model *m, const omni_batch *b)
         float *h = m->res + l * NM * d, *mid = m->mid + l * NM * d;
         float *ln1 = m->ln1 + l * NM * d, *ln2 = m->ln2 + l * NM * d;
         float *qkv = m->qkv + l * NM * 3 * d, *atty = m->atty + l * NM * d;
-        float *att = m->att + l * m->max_seq * m->H * T * T;
+        const float *lse = m->lse + l * m->max_seq * m->H * T;
         /* FFN: dres is d/d(h_{l+1}) and passes through the residual unchanged. */
         memset(m->dln, 0, (size_t)(N * d) * sizeof(float));
         if (w->w1) {
@@ -468,7 +477,8 @@ omni_status omni_model_backward(omni_model *m, const omni_batch *b)
         memset(m->datty, 0, (size_t)(N * d) * sizeof(float));
         omni_matmul_backward(m->datty, gw->wo, m->dres, atty, w->wo, N, d, d);
         memset(m->dqkv, 0, (size_t)(N * 3 * d) * sizeof(float));
-        omni_attention_backward(m->dqkv, m->dscratch, m->datty, qkv, att, ns, T, d, m->H);
+        omni_attention_backward(m->dqkv, m->datty, atty, qkv, lse, b, ns, T, d, m->H, m->prefix,
+                                &m->ws);
         memset(m->dln, 0, (size_t)(N * d) * sizeof(float));
         omni_matmul_backward(m->dln, gw->wqkv, m->dqkv, ln1, w->wqkv, N, d, 3 * d);
         omni_rmsnorm_backward(m->dres, gw->attn_norm, m->dln, h, w->attn_norm, m->rstd1 + l * NM, N,

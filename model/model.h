@@ -236,7 +236,8 @@ const float *omni_model_logits(const omni_model *m);
 int64_t omni_model_vocab(const omni_model *m);
 
 /*
- * Collective over comm: set the OpenBLAS threads of this process from
+ * Collective over comm: set the OpenBLAS threads and the OpenMP threads of this process
+ * (the same number: the model never calls BLAS inside its OpenMP regions) from
  * parallel.threads; 0 (auto) = online cores / processes on this node (ranks sharing
  * memory, MPI_Comm_split_type SHARED), at least 1. *threads (may be NULL) gets it.
  */

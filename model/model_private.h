@@ -36,7 +36,7 @@ struct omni_model {
     float *ln1;    /* [L, N, d]   RMSNorm output before attention */
     float *rstd1;  /* [L, N] */
     float *qkv;    /* [L, N, 3d] */
-    float *att;    /* [L, max_seq, H, T, T] attention probabilities */
+    float *lse;    /* [L, max_seq, H, T] attention log-sum-exp per row */
     float *atty;   /* [L, N, d]   attention output before the projection */
     float *ln2;    /* [L, N, d]   RMSNorm output before the FFN (the MoE input) */
     float *rstd2;  /* [L, N] */
@@ -48,14 +48,14 @@ struct omni_model {
     float *logits; /* [N, V] */
     float *probs;  /* [N, V] softmax at the loss-bearing positions */
     /* Scratch. */
-    float *ffs, *ffd; /* [N, ff] */
-    float *moe_out;   /* [N, d] */
-    float *dlogits;   /* [N, V] */
-    float *dres;      /* [N, d] gradient of the residual stream */
-    float *dln;       /* [N, d] */
-    float *datty;     /* [N, d] */
-    float *dqkv;      /* [N, 3d] */
-    float *dscratch;  /* [T, T] */
+    float *ffs, *ffd;          /* [N, ff] */
+    float *moe_out;            /* [N, d] */
+    float *dlogits;            /* [N, V] */
+    float *dres;               /* [N, d] gradient of the residual stream */
+    float *dln;                /* [N, d] */
+    float *datty;              /* [N, d] */
+    float *dqkv;               /* [N, 3d] */
+    omni_attention_scratch ws; /* attention tiles, per thread */
     omni_embed_scratch es;
 
     int64_t last_n_seq, last_T; /* shape of the last forward; -1: none */

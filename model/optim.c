@@ -8,6 +8,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <unistd.h>
 
 double omni_model_grad_sumsq(const omni_model *m)
@@ -105,6 +106,7 @@ omni_status omni_blas_set_threads(const omni_experiment *x, MPI_Comm comm, int *
             n = 1;
     }
     openblas_set_num_threads(n);
+    omp_set_num_threads(n); /* the same cores: BLAS and OpenMP regions never overlap */
     if (threads)
         *threads = n;
     return OMNI_OK;
