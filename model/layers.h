@@ -92,10 +92,12 @@ void omni_swiglu_backward(float *dinp, float *dw1, float *dw3, float *dw2, float
  * Cross-entropy of logits [n, V] against b->target where b->loss_mask is 1, each term
  * times loss_weight[b->task], summed and divided by b->loss_norm into *loss. probs
  * [n, V] keeps the softmax of the loss-bearing rows (other rows are not computed).
- * metrics (may be NULL) gets the per-task sums.
+ * rows [2n] is scratch (each row's CE and hit, summed in row order after the rows are
+ * computed in parallel). metrics (may be NULL) gets the per-task sums.
  */
-void omni_xent_forward(double *loss, float *probs, const float *logits, const omni_batch *b,
-                       const float *loss_weight, int64_t n, int64_t V, omni_model_metrics *metrics);
+void omni_xent_forward(double *loss, float *probs, double *rows, const float *logits,
+                       const omni_batch *b, const float *loss_weight, int64_t n, int64_t V,
+                       omni_model_metrics *metrics);
 /* dlogits [n, V] = d loss / d logits (written, not accumulated). */
 void omni_xent_backward(float *dlogits, const float *probs, const omni_batch *b,
                         const float *loss_weight, int64_t n, int64_t V);

@@ -219,6 +219,10 @@ omni_status omni_model_create(omni_model **out, const omni_experiment *x,
     if (!m->es.idx)
         goto out_free;
     m->bufs[m->n_bufs++] = m->es.idx;
+    m->xent_rows = omni_alloc(2 * N, sizeof(double), "scratch");
+    if (!m->xent_rows)
+        goto out_free;
+    m->bufs[m->n_bufs++] = m->xent_rows;
     m->ws.lo = omni_alloc(2 * N, sizeof(int32_t), "scratch");
     if (!m->ws.lo)
         goto out_free;
@@ -425,6 +429,7 @@ omni_status omni_model_forward(omni_model *m, const omni_batch *b, omni_model_me
         } else {
             if ((st = m->moe.forward(m->moe.ctx, l, m->moe_out, ln2, b, N)))
                 return st;
+#pragma omp parallel for schedule(static)
             for (int64_t i = 0; i < N * d; i++)
                 hn[i] += m->moe_out[i];
         }
@@ -432,7 +437,7 @@ omni_status omni_model_forward(omni_model *m, const omni_batch *b, omni_model_me
     omni_rmsnorm_forward(m->lnf, m->rstdf, m->res + m->L * NM * d, m->pv.out_norm, N, d);
     omni_matmul_forward(m->logits, m->lnf, m->pv.out_w, N, d, V, 0.0f);
     double loss = 0.0;
-    omni_xent_forward(&loss, m->probs, m->logits, b, m->loss_weight, N, V, metrics);
+    omni_xent_forward(&loss, m->probs, m->xent_rows, m->logits, b, m->loss_weight, N, V, metrics);
     if (metrics)
         metrics->loss = loss;
     m->last_n_seq = ns;

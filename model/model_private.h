@@ -51,6 +51,7 @@ struct omni_model {
     float *ffs, *ffd;          /* [N, ff] */
     float *moe_out;            /* [N, d] */
     float *dlogits;            /* [N, V] */
+    double *xent_rows;         /* [2N] per-row CE and hit of the loss */
     float *dres;               /* [N, d] gradient of the residual stream */
     float *dln;                /* [N, d] */
     float *datty;              /* [N, d] */

@@ -402,6 +402,7 @@ typedef struct {
     const omni_batch *b;
     int64_t V;
     float *logits, *probs;
+    double *rows;
     float w[OMNI_MAX_TASKS];
 } xent_case;
 
@@ -409,8 +410,8 @@ static double xent_f(void *ctx)
 {
     xent_case *c = ctx;
     double loss;
-    omni_xent_forward(&loss, c->probs, c->logits, c->b, c->w, c->b->n_seq * c->b->context, c->V,
-                      NULL);
+    omni_xent_forward(&loss, c->probs, c->rows, c->logits, c->b, c->w, c->b->n_seq * c->b->context,
+                      c->V, NULL);
     return loss;
 }
 
@@ -421,12 +422,13 @@ Test(model, cross_entropy_with_loss_weights_matches_finite_differences)
     xent_case c = {.b = &b, .V = V, .w = {1.0f, 0.5f}};
     c.logits = calloc((size_t)(n * V), sizeof(float));
     c.probs = calloc((size_t)(n * V), sizeof(float));
+    c.rows = calloc((size_t)(2 * n), sizeof(double));
     float *dl = calloc((size_t)(n * V), sizeof(float));
     fill(c.logits, n * V, "logits", 2.0f);
     omni_model_metrics met;
     memset(&met, 0, sizeof met);
     double loss;
-    omni_xent_forward(&loss, c.probs, c.logits, &b, c.w, n, V, &met);
+    omni_xent_forward(&loss, c.probs, c.rows, c.logits, &b, c.w, n, V, &met);
     cr_assert_eq(met.tokens[0], 3);
     cr_assert_eq(met.tokens[1], 4);
     cr_assert_float_eq(loss, (met.ce_sum[0] + 0.5 * met.ce_sum[1]) / 7.0, 1e-9);
@@ -445,6 +447,6 @@ Test(model, cross_entropy_with_loss_weights_matches_finite_differences)
         fixture_check_grad("xent dlogits[target]", row + tgt, dl + p * V + tgt, 1, 1, xent_f, &c,
                            1e-2f, 1e-5, 2e-2);
     }
-    free(c.logits), free(c.probs), free(dl);
+    free(c.logits), free(c.probs), free(c.rows), free(dl);
     fixture_batch_free(&b);
 }
