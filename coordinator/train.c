@@ -14,6 +14,7 @@
 
 #include "checkpoint.h"
 #include "model.h"
+#include "ops.h"
 
 #define MAX_TENSORS 4096
 #define LOAD_ROWS   16 /* logged expert loads kept for checkpoints (ckpt info) */

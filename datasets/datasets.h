@@ -22,7 +22,7 @@
 
 #include "base.h"
 #include "experiment.h"
-#include "model.h"
+#include "tokens.h"
 
 #define OMNI_DS_FORMAT         "omnimoe-dataset"
 #define OMNI_DS_FORMAT_VERSION 1

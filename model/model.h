@@ -3,8 +3,7 @@
  * attention, SwiGLU FFN), head and loss, each a _forward/_backward pair; parameters,
  * gradients and AdamW moments in one allocation each with named views.
  *
- * This header starts with the two structs that the data part fills and the model
- * reads: the vocabulary/patch dimensions of the data, and a batch.
+ * The batch and the data dimensions it reads are in tokens.h (shared with datasets/).
  */
 #ifndef OMNI_MODEL_H
 #define OMNI_MODEL_H
@@ -13,64 +12,7 @@
 
 #include "base.h"
 #include "experiment.h"
-
-/*
- * Vocabulary layout (DESIGN.md §3.1): text bytes 0..255, then OMNI_BINS value bins,
- * then <pad>, <eos>, <sep>, then one <task> token per task of the experiment, in the
- * order of the experiment's task list.
- */
-#define OMNI_TEXT_VOCAB 256
-#define OMNI_BINS       1024
-#define OMNI_TOK_BIN0   OMNI_TEXT_VOCAB
-#define OMNI_TOK_PAD    (OMNI_TOK_BIN0 + OMNI_BINS)
-#define OMNI_TOK_EOS    (OMNI_TOK_PAD + 1)
-#define OMNI_TOK_SEP    (OMNI_TOK_PAD + 2)
-#define OMNI_TOK_TASK0  (OMNI_TOK_PAD + 3)
-
-/* What the model needs to know of the data: set from the dataset files. */
-typedef struct {
-    int32_t n_tasks;
-    int32_t vocab;           /* OMNI_TOK_TASK0 + n_tasks */
-    int32_t image_patch_dim; /* patch * patch * channels of images; 0: no images */
-    int32_t audio_patch_dim; /* patch * patch of spectrograms; 0: no audio */
-    int32_t max_rows;        /* rows of E_row: the most patch rows of an image/spectrogram */
-    int32_t max_cols;        /* columns of E_col */
-} omni_data_dims;
-
-/* What one sequence position holds. */
-typedef enum {
-    OMNI_POS_TOKEN = 0, /* a discrete token id */
-    OMNI_POS_IMAGE,     /* an image patch */
-    OMNI_POS_AUDIO,     /* an audio-spectrogram patch */
-    OMNI_POS_PAD,       /* padding after the last sample of a window: no attention, no loss */
-    OMNI_POS_KIND_COUNT
-} omni_pos_kind;
-
-/*
- * A batch of n_seq windows of `context` positions, packed with whole or cut samples.
- * Position p = s * context + t. Filled by the data sampler (or by tests); the model
- * never allocates it. Every array has n_seq * context entries unless said.
- */
-typedef struct {
-    int64_t n_seq, context;
-    int64_t patch_dim;  /* row length of `patch`: max(image_patch_dim, audio_patch_dim) */
-    uint8_t *kind;      /* omni_pos_kind */
-    int32_t *token;     /* token id at OMNI_POS_TOKEN positions, OMNI_TOK_PAD elsewhere */
-    float *patch;       /* [n_seq * context, patch_dim]: normalised patch values at patch
-                           positions (first image/audio_patch_dim entries), 0 elsewhere */
-    int32_t *patch_row; /* place of a patch in its image or spectrogram, 0 elsewhere */
-    int32_t *patch_col;
-    int32_t *pos;       /* position inside its sample: restarts at 0 in each packed sample */
-    int32_t *segment;   /* sample number inside the window (0, 1, ...): attention never
-                           crosses segments; -1 at padding */
-    uint8_t *in_prefix; /* 1 where the position is in its sample's prefix (before its first
-                           loss-bearing token): bidirectional under attention: prefix */
-    int32_t *target;    /* next-token target id at this position, -1 where none */
-    uint8_t *loss_mask; /* 1 where target[p] carries loss */
-    int32_t *task;      /* task index of the sample at this position, -1 at padding */
-    double loss_norm;   /* loss-bearing tokens in the whole global batch (the mean's
-                           denominator), the same on every rank */
-} omni_batch;
+#include "tokens.h"
 
 /* ---- the model ----------------------------------------------------------------- */
 
@@ -234,13 +176,5 @@ const omni_param_view *omni_model_grad_view(const omni_model *m);
 /* The logits [n_seq * context, vocab] of the last forward. */
 const float *omni_model_logits(const omni_model *m);
 int64_t omni_model_vocab(const omni_model *m);
-
-/*
- * Collective over comm: set the OpenBLAS threads and the OpenMP threads of this process
- * (the same number: the model never calls BLAS inside its OpenMP regions) from
- * parallel.threads; 0 (auto) = online cores / processes on this node (ranks sharing
- * memory, MPI_Comm_split_type SHARED), at least 1. *threads (may be NULL) gets it.
- */
-omni_status omni_blas_set_threads(const omni_experiment *x, MPI_Comm comm, int *threads);
 
 #endif /* OMNI_MODEL_H */

@@ -2,14 +2,10 @@
  * The optimizer: AdamW with decoupled weight decay on the tensors marked `decay`, a
  * linear warm-up then cosine learning-rate schedule, and clipping by a global gradient
  * norm that the caller computes (so the distributed part can add other ranks' squares).
- * Also the BLAS thread setting.
  */
 #include "model_private.h"
 
-#include <cblas.h>
 #include <math.h>
-#include <omp.h>
-#include <unistd.h>
 
 double omni_model_grad_sumsq(const omni_model *m)
 {
@@ -84,31 +80,4 @@ void omni_adamw_update(const omni_adamw *a, float *p, const float *g, float *m, 
         v[j] = b2 * v[j] + (1.0f - b2) * gj * gj;
         p[j] = p[j] * keep - step_size * m[j] / (sqrtf(v[j]) * inv_sqrt_bc2 + eps);
     }
-}
-
-omni_status omni_blas_set_threads(const omni_experiment *x, MPI_Comm comm, int *threads)
-{
-    int n = (int)x->parallel.threads;
-    if (n <= 0) {
-        MPI_Comm node;
-        int local = 1;
-        omni_status st =
-            omni_mpi_check(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node),
-                           "splitting the communicator by node");
-        if (st)
-            return st;
-        st = omni_mpi_check(MPI_Comm_size(node, &local), "sizing the node communicator");
-        MPI_Comm_free(&node);
-        if (st)
-            return st;
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        n = cores > 0 ? (int)(cores / local) : 1;
-        if (n < 1)
-            n = 1;
-    }
-    openblas_set_num_threads(n);
-    omp_set_num_threads(n); /* the same cores: BLAS and OpenMP regions never overlap */
-    if (threads)
-        *threads = n;
-    return OMNI_OK;
 }

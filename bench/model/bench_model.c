@@ -26,6 +26,7 @@
 
 #include "experiment.h"
 #include "model.h"
+#include "ops.h"
 
 typedef struct {
     const char *what;

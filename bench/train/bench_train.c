@@ -53,6 +53,7 @@
 #include "datasets.h"
 #include "experts.h"
 #include "model.h"
+#include "ops.h"
 #include "worker.h"
 
 #define MAX_SETS    32

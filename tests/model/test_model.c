@@ -12,6 +12,7 @@
 
 #include "fixture.h"
 #include "model.h"
+#include "ops.h"
 
 static omni_model *make(omni_experiment *x, omni_attention mode, int64_t max_seq)
 {
