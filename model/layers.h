@@ -98,7 +98,7 @@ void omni_swiglu_backward(float *dinp, float *dw1, float *dw3, float *dw2, float
 void omni_xent_forward(double *loss, float *probs, double *rows, const float *logits,
                        const omni_batch *b, const float *loss_weight, int64_t n, int64_t V,
                        omni_model_metrics *metrics);
-/* dlogits [n, V] = d loss / d logits (written, not accumulated). */
+/* dlogits [n, V] = d loss / d logits (written, not accumulated; may be probs itself). */
 void omni_xent_backward(float *dlogits, const float *probs, const omni_batch *b,
                         const float *loss_weight, int64_t n, int64_t V);
 

@@ -172,8 +172,10 @@ omni_status omni_model_create(omni_model **out, const omni_experiment *x,
     m->last_n_seq = -1;
     for (int i = 0; i < OMNI_MAX_TASKS; i++)
         m->loss_weight[i] = i < x->data.n_tasks ? (float)x->data.tasks[i].loss_weight : 1.0f;
-    for (int64_t l = 0; l < m->L; l++)
+    for (int64_t l = 0; l < m->L; l++) {
         m->any_moe |= omni_experiment_is_moe_block(x, l);
+        m->n_dense += !omni_experiment_is_moe_block(x, l);
+    }
     if ((st = build_table(m)))
         goto out_free;
 
@@ -202,15 +204,15 @@ omni_status omni_model_create(omni_model **out, const omni_experiment *x,
         !(m->atty = take(m, L * N * d, "activations")) ||
         !(m->ln2 = take(m, L * N * d, "activations")) ||
         !(m->rstd2 = take(m, L * N, "activations")) ||
-        !(m->h1 = take(m, L * N * ff, "FFN activations")) ||
-        !(m->h3 = take(m, L * N * ff, "FFN activations")) ||
+        !(m->h1 = take(m, m->n_dense * N * ff, "FFN activations")) ||
+        !(m->h3 = take(m, m->n_dense * N * ff, "FFN activations")) ||
         !(m->lnf = take(m, N * d, "activations")) || !(m->rstdf = take(m, N, "activations")) ||
-        !(m->ffa = take(m, L * N * ff, "FFN activations")) ||
+        !(m->ffa = take(m, m->n_dense * N * ff, "FFN activations")) ||
         !(m->logits = take(m, N * V, "logits")) || !(m->probs = take(m, N * V, "probabilities")) ||
         !(m->ffs = take(m, N * ff, "scratch")) || !(m->ffd = take(m, N * ff, "scratch")) ||
-        !(m->moe_out = take(m, N * d, "scratch")) || !(m->dlogits = take(m, N * V, "scratch")) ||
-        !(m->dres = take(m, N * d, "scratch")) || !(m->dln = take(m, N * d, "scratch")) ||
-        !(m->datty = take(m, N * d, "scratch")) || !(m->dqkv = take(m, N * 3 * d, "scratch")) ||
+        !(m->moe_out = take(m, N * d, "scratch")) || !(m->dres = take(m, N * d, "scratch")) ||
+        !(m->dln = take(m, N * d, "scratch")) || !(m->datty = take(m, N * d, "scratch")) ||
+        !(m->dqkv = take(m, N * 3 * d, "scratch")) ||
         !(m->ws.tile = take(m, m->ws.slots * omni_attention_scratch_floats(d / H), "scratch")) ||
         !(m->es.xg = take(m, N * m->patch_dim, "scratch")) ||
         !(m->es.yg = take(m, N * d, "scratch")))
@@ -352,6 +354,16 @@ int64_t omni_model_vocab(const omni_model *m)
 
 /* ---- forward and backward ------------------------------------------------------ */
 
+/* The place of dense block l among the dense blocks (their FFN activations are kept;
+ * an MoE block's are the MoE layer's). */
+static int64_t dense_index(const omni_model *m, int64_t l)
+{
+    int64_t f = 0;
+    for (int64_t j = 0; j < l; j++)
+        f += !omni_experiment_is_moe_block(&m->x, j);
+    return f;
+}
+
 /* Every id, place and size of a batch checked before use (it comes from data files). */
 static omni_status check_batch(const omni_model *m, const omni_batch *b)
 {
@@ -424,8 +436,9 @@ omni_status omni_model_forward(omni_model *m, const omni_batch *b, omni_model_me
         omni_rmsnorm_forward(ln2, m->rstd2 + l * NM, mid, w->ffn_norm, N, d);
         memcpy(hn, mid, (size_t)(N * d) * sizeof(float));
         if (w->w1) {
-            omni_swiglu_forward(hn, m->h1 + l * NM * ff, m->h3 + l * NM * ff, m->ffa + l * NM * ff,
-                                ln2, w->w1, w->w3, w->w2, N, d, ff);
+            const int64_t f = dense_index(m, l) * NM * ff;
+            omni_swiglu_forward(hn, m->h1 + f, m->h3 + f, m->ffa + f, ln2, w->w1, w->w3, w->w2, N,
+                                d, ff);
         } else {
             if ((st = m->moe.forward(m->moe.ctx, l, m->moe_out, ln2, b, N)))
                 return st;
@@ -453,9 +466,11 @@ omni_status omni_model_backward(omni_model *m, const omni_batch *b)
     const int64_t NM = m->max_seq * m->T;
     const omni_param_view *p = &m->pv, *g = &m->gv;
 
-    omni_xent_backward(m->dlogits, m->probs, b, m->loss_weight, N, V);
+    /* the gradient of the logits takes the probabilities' place (they are not needed after) */
+    float *dlogits = m->probs;
+    omni_xent_backward(dlogits, m->probs, b, m->loss_weight, N, V);
     memset(m->dln, 0, (size_t)(N * d) * sizeof(float));
-    omni_matmul_backward(m->dln, g->out_w, m->dlogits, m->lnf, p->out_w, N, d, V);
+    omni_matmul_backward(m->dln, g->out_w, dlogits, m->lnf, p->out_w, N, d, V);
     memset(m->dres, 0, (size_t)(N * d) * sizeof(float));
     omni_rmsnorm_backward(m->dres, g->out_norm, m->dln, m->res + m->L * NM * d, p->out_norm,
                           m->rstdf, N, d);
@@ -470,9 +485,10 @@ omni_status omni_model_backward(omni_model *m, const omni_batch *b)
         /* FFN: dres is d/d(h_{l+1}) and passes through the residual unchanged. */
         memset(m->dln, 0, (size_t)(N * d) * sizeof(float));
         if (w->w1) {
-            omni_swiglu_backward(m->dln, gw->w1, gw->w3, gw->w2, m->ffs, m->ffd, m->dres, ln2,
-                                 m->h1 + l * NM * ff, m->h3 + l * NM * ff, m->ffa + l * NM * ff,
-                                 w->w1, w->w3, w->w2, N, d, ff);
+            omni_swiglu_backward(
+                m->dln, gw->w1, gw->w3, gw->w2, m->ffs, m->ffd, m->dres, ln2,
+                m->h1 + dense_index(m, l) * NM * ff, m->h3 + dense_index(m, l) * NM * ff,
+                m->ffa + dense_index(m, l) * NM * ff, w->w1, w->w3, w->w2, N, d, ff);
         } else if ((st = m->moe.backward(m->moe.ctx, l, m->dln, m->dres, b, N))) {
             return st;
         }
