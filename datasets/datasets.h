@@ -56,6 +56,22 @@ int32_t omni_value_bin(float x);
 /* The value at the centre of a bin (the decoding of omni_value_bin). */
 float omni_bin_value(int32_t bin);
 
+/* ---- control steps ------------------------------------------------------------ */
+
+/* The tokens of one step of a control sample, exactly as the builder writes them, for
+ * whoever must speak to a model the way it was trained (the act loop of inference/):
+ * observation j -> OMNI_TOK_BIN0 + omni_value_bin(obs[j]) (obs finite, checked by the
+ * caller); action j -> OMNI_TOK_BIN0 + act_i[j] when discrete (0 <= a < OMNI_BINS),
+ * OMNI_TOK_BIN0 + omni_value_bin(act_f[j]) when continuous (act_i NULL). */
+void omni_control_obs_tokens(const float *obs, int32_t obs_dim, int32_t *out);
+void omni_control_act_tokens(const float *act_f, const int32_t *act_i, int32_t act_dim,
+                             int32_t *out);
+/* And back, for action tokens a model emitted: a discrete action is its bin (into act_i),
+ * a continuous one the centre of its bin (into act_f). False when a token is not a value
+ * bin (nothing else is written then). */
+bool omni_control_act_values(const int32_t *tok, int32_t act_dim, bool discrete, float *act_f,
+                             int32_t *act_i);
+
 /* ---- images ------------------------------------------------------------------ */
 
 /* An 8-bit image, h x w x c (c = 1 grey or 3 RGB), row-major, channels interleaved. */

@@ -74,6 +74,34 @@ float omni_bin_value(int32_t bin)
     return omni_mulaw_inverse(y);
 }
 
+void omni_control_obs_tokens(const float *obs, int32_t obs_dim, int32_t *out)
+{
+    for (int32_t j = 0; j < obs_dim; j++)
+        out[j] = OMNI_TOK_BIN0 + omni_value_bin(obs[j]);
+}
+
+void omni_control_act_tokens(const float *act_f, const int32_t *act_i, int32_t act_dim,
+                             int32_t *out)
+{
+    for (int32_t j = 0; j < act_dim; j++)
+        out[j] = OMNI_TOK_BIN0 + (act_i ? act_i[j] : omni_value_bin(act_f[j]));
+}
+
+bool omni_control_act_values(const int32_t *tok, int32_t act_dim, bool discrete, float *act_f,
+                             int32_t *act_i)
+{
+    for (int32_t j = 0; j < act_dim; j++)
+        if (tok[j] < OMNI_TOK_BIN0 || tok[j] >= OMNI_TOK_BIN0 + OMNI_BINS)
+            return false;
+    for (int32_t j = 0; j < act_dim; j++) {
+        if (discrete)
+            act_i[j] = tok[j] - OMNI_TOK_BIN0;
+        else
+            act_f[j] = omni_bin_value(tok[j] - OMNI_TOK_BIN0);
+    }
+    return true;
+}
+
 float omni_patch_value(uint8_t v, int32_t patch)
 {
     return ((float)v / 255.0f * 2.0f - 1.0f) / sqrtf((float)patch);
@@ -305,19 +333,23 @@ omni_status ds_emit_control(ds_pool *pool, int32_t task_tok, int64_t T, int32_t 
                             const int32_t *act_i)
 {
     seq s = {0};
-    omni_status st = seq_push(&s, task_tok, 0);
+    int32_t *step = malloc(((size_t)obs_dim + (size_t)act_dim) * sizeof *step);
+    omni_status st = step ? seq_push(&s, task_tok, 0)
+                          : omni_fail(OMNI_ERR_NOMEM, "cannot allocate a control step");
     for (int64_t t = 0; !st && t < T; t++) {
+        omni_control_obs_tokens(obs + t * obs_dim, obs_dim, step);
+        omni_control_act_tokens(act_f ? act_f + t * act_dim : NULL,
+                                act_i ? act_i + t * act_dim : NULL, act_dim, step + obs_dim);
         for (int32_t j = 0; !st && j < obs_dim; j++)
-            st = seq_push(&s, OMNI_TOK_BIN0 + omni_value_bin(obs[t * obs_dim + j]), 0);
+            st = seq_push(&s, step[j], 0);
         if (!st)
             st = seq_push(&s, OMNI_TOK_SEP, 0);
-        for (int32_t j = 0; !st && j < act_dim; j++) {
-            int32_t b = act_i ? act_i[t * act_dim + j] : omni_value_bin(act_f[t * act_dim + j]);
-            st = seq_push(&s, OMNI_TOK_BIN0 + b, 1);
-        }
+        for (int32_t j = 0; !st && j < act_dim; j++)
+            st = seq_push(&s, step[obs_dim + j], 1);
     }
     if (!st)
         st = ds_pool_append(pool, s.tok, s.loss, s.n, NULL, 0, 0);
+    free(step);
     seq_free(&s);
     return st;
 }

@@ -1,0 +1,217 @@
+/*
+ * The Gato loop (DESIGN.md §8): episodes of an environment driven by a policy that sees
+ * the task's token history, and the JSON summary of `omnimoe act`. Rank 0 speaks to the
+ * environment; each step it broadcasts the observation's tokens, every rank builds the
+ * same prompt and calls the (collective) policy, and rank 0's action tokens are
+ * broadcast so every rank's history stays the same.
+ */
+#include "env.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "datasets.h"
+
+/* Where an episode is, for messages: "episode 2, reset" or "episode 2, step 17". */
+static omni_status at_step(omni_status st, int64_t episode, int64_t step)
+{
+    if (step == 0)
+        return omni_fail_context(st, "episode %" PRId64 ", reset: ", episode + 1);
+    return omni_fail_context(st, "episode %" PRId64 ", step %" PRId64 ": ", episode + 1, step);
+}
+
+omni_status omni_act_run(MPI_Comm comm, const omni_act_task *task, const omni_act_options *opt,
+                         const omni_act_policy *policy, omni_act_result *res)
+{
+    memset(res, 0, sizeof *res);
+    int rank = 0;
+    MPI_Comm_rank(comm, &rank);
+    const int32_t od = task->obs_dim, ad = task->act_dim;
+    const int64_t step_len = (int64_t)od + 1 + ad;
+    if (od < 1 || ad < 1)
+        return omni_fail(OMNI_ERR_INTERNAL, "act: task '%s' has obs_dim %d, act_dim %d", task->name,
+                         (int)od, (int)ad);
+    if (opt->episodes < 1 || opt->max_steps < 1)
+        return omni_fail(OMNI_ERR_USAGE, "act: episodes and max steps must be >= 1");
+    if (1 + step_len > task->context)
+        return omni_fail(OMNI_ERR_DATA,
+                         "act: task '%s': the <task> token and one step (%d observations, "
+                         "<sep>, %d actions) do not fit the model's context of %" PRId64,
+                         task->name, (int)od, (int)ad, task->context);
+    /* Whole past steps that fit before the current observation, <sep> and the action. */
+    const int64_t keep = (task->context - 1 - step_len) / step_len;
+
+    omni_status st = OMNI_OK;
+    int32_t *hist = omni_alloc(keep * step_len + 1, sizeof *hist, "act history");
+    int32_t *prompt = omni_alloc(task->context, sizeof *prompt, "act prompt");
+    int32_t *msg = omni_alloc(od + 1, sizeof *msg, "act observation tokens");
+    int32_t *act_tok = omni_alloc(ad, sizeof *act_tok, "act action tokens");
+    int32_t *act_i = omni_alloc(ad, sizeof *act_i, "act actions");
+    float *act_f = omni_alloc(ad, sizeof *act_f, "act actions");
+    float *obs = omni_alloc(od, sizeof *obs, "act observation");
+    res->returns = omni_alloc(opt->episodes, sizeof *res->returns, "act returns");
+    res->steps = omni_alloc(opt->episodes, sizeof *res->steps, "act steps");
+    if (!hist || !prompt || !msg || !act_tok || !act_i || !act_f || !obs || !res->returns ||
+        !res->steps)
+        st = OMNI_ERR_NOMEM;
+    res->episodes = opt->episodes;
+
+    omni_env *env = NULL;
+    if (!st && rank == 0)
+        st = omni_env_open(&env, opt->env, od, ad, task->discrete, opt->timeout);
+    if ((st = omni_mpi_agree(comm, st)))
+        goto out;
+    /* The legal action tokens: every bin, or the environment's discrete actions. */
+    int32_t n_legal = rank == 0 && task->discrete ? omni_env_discrete_actions(env) : OMNI_BINS;
+    if ((st = omni_mpi_check(MPI_Bcast(&n_legal, 1, MPI_INT32_T, 0, comm), "act: broadcast")))
+        goto out;
+    const int32_t tok_lo = OMNI_TOK_BIN0, tok_hi = OMNI_TOK_BIN0 + n_legal;
+
+    for (int64_t e = 0; e < opt->episodes; e++) {
+        int64_t t = 0, n_hist = 0;
+        double ret = 0.0;
+        bool done = false;
+        if (rank == 0)
+            st = omni_env_reset(env, opt->seed + (uint64_t)e, obs);
+        for (;;) {
+            if (st && rank == 0)
+                st = at_step(st, e, t);
+            if ((st = omni_mpi_agree(comm, st)))
+                goto out;
+            if (rank == 0) {
+                omni_control_obs_tokens(obs, od, msg);
+                msg[od] = done || t >= opt->max_steps;
+            }
+            if ((st = omni_mpi_check(MPI_Bcast(msg, od + 1, MPI_INT32_T, 0, comm),
+                                     "act: broadcast")))
+                goto out;
+            if (msg[od])
+                break;
+            /* <task>, the kept steps, this observation, <sep>. */
+            int64_t n = 0;
+            prompt[n++] = task->token;
+            memcpy(prompt + n, hist, (size_t)(n_hist * step_len) * sizeof *prompt);
+            n += n_hist * step_len;
+            memcpy(prompt + n, msg, (size_t)od * sizeof *prompt);
+            n += od;
+            prompt[n++] = OMNI_TOK_SEP;
+            if ((st = policy->act(policy->ctx, prompt, n, 1 + (int64_t)od + 1, ad, tok_lo, tok_hi,
+                                  act_tok))) {
+                st = at_step(st, e, t + 1);
+                goto out;
+            }
+            if ((st = omni_mpi_check(MPI_Bcast(act_tok, ad, MPI_INT32_T, 0, comm),
+                                     "act: broadcast")))
+                goto out;
+            for (int32_t j = 0; j < ad; j++)
+                if (act_tok[j] < tok_lo || act_tok[j] >= tok_hi) {
+                    st = omni_fail(OMNI_ERR_INTERNAL,
+                                   "act: the policy gave token %d, outside [%d, %d)",
+                                   (int)act_tok[j], (int)tok_lo, (int)tok_hi);
+                    st = at_step(st, e, t + 1);
+                    goto out;
+                }
+            if (rank == 0) {
+                double reward = 0.0;
+                bool bins = omni_control_act_values(act_tok, ad, task->discrete, act_f, act_i);
+                OMNI_ASSERT(bins); /* checked just above */
+                st = omni_env_step(env, act_f, act_i, obs, &reward, &done);
+                ret += reward;
+            }
+            t++;
+            /* The step joins the history; the oldest leaves it when it is full. */
+            if (keep > 0) {
+                if (n_hist == keep) {
+                    memmove(hist, hist + step_len, (size_t)((keep - 1) * step_len) * sizeof *hist);
+                    n_hist--;
+                }
+                int32_t *s = hist + n_hist * step_len;
+                memcpy(s, msg, (size_t)od * sizeof *s);
+                s[od] = OMNI_TOK_SEP;
+                memcpy(s + od + 1, act_tok, (size_t)ad * sizeof *s);
+                n_hist++;
+            }
+        }
+        res->returns[e] = ret;
+        res->steps[e] = t;
+        if (rank == 0 && opt->progress) {
+            fprintf(opt->progress, "episode %" PRId64 ": return %g, %" PRId64 " steps\n", e + 1,
+                    ret, t);
+            fflush(opt->progress);
+        }
+    }
+    /* Rank 0 summed the rewards; every rank gets them. */
+    if ((st = omni_mpi_check(MPI_Bcast(res->returns, (int)opt->episodes, MPI_DOUBLE, 0, comm),
+                             "act: broadcast")))
+        goto out;
+    double sum = 0.0;
+    for (int64_t e = 0; e < opt->episodes; e++)
+        sum += res->returns[e];
+    res->mean_return = sum / (double)opt->episodes;
+out:
+    if (rank == 0)
+        omni_env_close(env);
+    omni_free(hist);
+    omni_free(prompt);
+    omni_free(msg);
+    omni_free(act_tok);
+    omni_free(act_i);
+    omni_free(act_f);
+    omni_free(obs);
+    if (st)
+        omni_act_result_free(res);
+    return st;
+}
+
+void omni_act_result_free(omni_act_result *res)
+{
+    omni_free(res->returns);
+    omni_free(res->steps);
+    memset(res, 0, sizeof *res);
+}
+
+omni_status omni_act_write_json(const omni_act_result *res, const char *path)
+{
+    json_t *root = json_object(), *eps = json_array();
+    bool ok = root && eps && !json_object_set(root, "episodes", eps);
+    for (int64_t e = 0; ok && e < res->episodes; e++)
+        ok = !json_array_append_new(eps, json_pack("{s:f, s:I}", "return", res->returns[e], "steps",
+                                                   (json_int_t)res->steps[e]));
+    ok = ok && !json_object_set_new(root, "mean_return", json_real(res->mean_return));
+    json_decref(eps);
+    if (!ok) {
+        json_decref(root);
+        return omni_fail(OMNI_ERR_NOMEM, "%s: cannot make the JSON", path);
+    }
+    size_t n = strlen(path) + 16;
+    char *tmp = malloc(n);
+    if (!tmp) {
+        json_decref(root);
+        return omni_fail(OMNI_ERR_NOMEM, "%s: out of memory", path);
+    }
+    snprintf(tmp, n, "%s.tmp", path);
+    omni_status st = OMNI_OK;
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        st = omni_fail(OMNI_ERR_IO, "%s: cannot write: %s", tmp, strerror(errno));
+        goto out;
+    }
+    int bad = json_dumpf(root, f, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
+    bad |= fputc('\n', f) == EOF;
+    bad |= fflush(f) != 0;
+    bad |= fsync(fileno(f)) != 0;
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path)) {
+        st = omni_fail(OMNI_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+        unlink(tmp);
+    }
+out:
+    free(tmp);
+    json_decref(root);
+    return st;
+}

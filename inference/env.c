@@ -1,0 +1,431 @@
+/*
+ * Environments for acting: the built-in cart-pole, and a child process spoken to in JSON
+ * lines (inference/env.h has the protocol). The child is started with posix_spawn (no
+ * fork of an MPI process's address space) in its own process group, so that ending it
+ * also ends whatever its shell started. Every read waits with poll() against a deadline.
+ */
+#include "env.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "datasets.h"
+
+extern char **environ;
+
+#define SHOWN_MAX 80 /* bytes of a bad reply quoted in a message */
+
+struct omni_env {
+    bool builtin;
+    int32_t obs_dim, act_dim;
+    bool discrete;
+    double timeout;
+    char what[256]; /* the command (or "cartpole"), cut for messages */
+    /* built-in */
+    omni_cartpole cp;
+    /* child */
+    pid_t pid;           /* 0 when reaped */
+    int wstatus;         /* its wait status once reaped */
+    int to_child;        /* its stdin, -1 when closed */
+    int from_child;      /* its stdout */
+    char *buf;           /* bytes read and not yet consumed */
+    size_t len, scanned; /* bytes in buf; of these, known to hold no newline */
+};
+
+/* ---- the child process -------------------------------------------------------- */
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) && errno == EINTR)
+        ;
+}
+
+/* Reap the child if it has exited, waiting at most wait_ms. True when reaped. */
+static bool reap(omni_env *e, long wait_ms)
+{
+    if (e->pid <= 0)
+        return true;
+    for (long waited = 0;; waited += 10) {
+        int ws;
+        pid_t r = waitpid(e->pid, &ws, WNOHANG);
+        if (r == e->pid || (r < 0 && errno == ECHILD)) {
+            e->wstatus = r == e->pid ? ws : 0;
+            e->pid = 0;
+            return true;
+        }
+        if (waited >= wait_ms)
+            return false;
+        sleep_ms(10);
+    }
+}
+
+/* What became of a child that stopped talking: its exit, or that it closed its output. */
+static omni_status child_gone(omni_env *e, const char *when)
+{
+    if (!reap(e, 1000))
+        return omni_fail(OMNI_ERR_DATA, "environment '%s' closed its output %s", e->what, when);
+    int ws = e->wstatus;
+    if (WIFEXITED(ws) && (WEXITSTATUS(ws) == 127 || WEXITSTATUS(ws) == 126))
+        return omni_fail(OMNI_ERR_DATA,
+                         "environment '%s' did not start (the shell exited with status %d: "
+                         "command %s)",
+                         e->what, WEXITSTATUS(ws),
+                         WEXITSTATUS(ws) == 127 ? "not found" : "not executable");
+    if (WIFEXITED(ws))
+        return omni_fail(OMNI_ERR_DATA, "environment '%s' exited with status %d %s", e->what,
+                         WEXITSTATUS(ws), when);
+    if (WIFSIGNALED(ws))
+        return omni_fail(OMNI_ERR_DATA, "environment '%s' was killed by signal %d %s", e->what,
+                         WTERMSIG(ws), when);
+    return omni_fail(OMNI_ERR_DATA, "environment '%s' ended %s", e->what, when);
+}
+
+static omni_status spawn(omni_env *e, const char *command)
+{
+    int in[2] = {-1, -1}, out[2] = {-1, -1};
+    omni_status st = OMNI_OK;
+    if (pipe(in) || pipe(out)) {
+        st = omni_fail(OMNI_ERR_IO, "environment '%s': cannot make pipes: %s", e->what,
+                       strerror(errno));
+        goto out_close;
+    }
+    /* Our ends are not inherited by the child (nor by a later child). */
+    if (fcntl(in[1], F_SETFD, FD_CLOEXEC) || fcntl(out[0], F_SETFD, FD_CLOEXEC)) {
+        st = omni_fail(OMNI_ERR_IO, "environment '%s': fcntl: %s", e->what, strerror(errno));
+        goto out_close;
+    }
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&attr);
+    posix_spawn_file_actions_adddup2(&fa, in[0], STDIN_FILENO);
+    posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO);
+    posix_spawn_file_actions_addclose(&fa, in[0]);
+    posix_spawn_file_actions_addclose(&fa, out[1]);
+    /* Its own process group, so omni_env_close can end the shell and its children;
+     * default signal handling (our SIGPIPE may be ignored while writing). */
+    sigset_t none, dflt;
+    sigemptyset(&none);
+    sigemptyset(&dflt);
+    sigaddset(&dflt, SIGPIPE);
+    posix_spawnattr_setpgroup(&attr, 0);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &dflt);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+                                        POSIX_SPAWN_SETSIGDEF);
+    char sh[] = "/bin/sh", dash_c[] = "-c";
+    char *cmd = strdup(command);
+    char *argv[] = {sh, dash_c, cmd, NULL};
+    int rc = cmd ? posix_spawn(&e->pid, "/bin/sh", &fa, &attr, argv, environ) : ENOMEM;
+    free(cmd);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    if (rc) {
+        e->pid = 0;
+        st = omni_fail(OMNI_ERR_DATA, "environment '%s' did not start: /bin/sh: %s", e->what,
+                       strerror(rc));
+        goto out_close;
+    }
+    close(in[0]);
+    close(out[1]);
+    e->to_child = in[1];
+    e->from_child = out[0];
+    return OMNI_OK;
+out_close:
+    for (int i = 0; i < 2; i++) {
+        if (in[i] >= 0)
+            close(in[i]);
+        if (out[i] >= 0)
+            close(out[i]);
+    }
+    return st;
+}
+
+/* Write one line to the child; a child that has gone is reported as such. */
+static omni_status send_line(omni_env *e, const char *line)
+{
+    /* A write to a child that has exited raises SIGPIPE; ignore it for the write and
+     * see EPIPE instead (a pending SIGPIPE is discarded while ignored). */
+    struct sigaction ign = {.sa_handler = SIG_IGN}, old;
+    sigemptyset(&ign.sa_mask);
+    sigaction(SIGPIPE, &ign, &old);
+    size_t n = strlen(line), done = 0;
+    int err = 0;
+    while (done < n + 1) {
+        const char *p = done < n ? line + done : "\n";
+        size_t k = done < n ? n - done : 1;
+        ssize_t w = write(e->to_child, p, k);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0) {
+            err = errno;
+            break;
+        }
+        done += (size_t)w;
+    }
+    sigaction(SIGPIPE, &old, NULL);
+    if (err == EPIPE)
+        return child_gone(e, "before reading its input");
+    if (err)
+        return omni_fail(OMNI_ERR_IO, "environment '%s': cannot write to it: %s", e->what,
+                         strerror(err));
+    return OMNI_OK;
+}
+
+/* Read one line (without its newline, NUL terminated, valid until the next read). */
+static omni_status read_line(omni_env *e, char **line)
+{
+    double deadline = omni_now() + e->timeout;
+    for (;;) {
+        char *nl =
+            e->len > e->scanned ? memchr(e->buf + e->scanned, '\n', e->len - e->scanned) : NULL;
+        if (nl) {
+            *nl = '\0';
+            *line = e->buf;
+            e->scanned = (size_t)(nl - e->buf) + 1; /* consumed up to here */
+            return OMNI_OK;
+        }
+        e->scanned = e->len;
+        if (e->len >= OMNI_ENV_LINE_MAX)
+            return omni_fail(OMNI_ERR_DATA, "environment '%s': a reply longer than %d bytes",
+                             e->what, OMNI_ENV_LINE_MAX);
+        double left = deadline - omni_now();
+        if (left <= 0)
+            return omni_fail(OMNI_ERR_DATA, "environment '%s' did not answer within %g s", e->what,
+                             e->timeout);
+        struct pollfd pfd = {.fd = e->from_child, .events = POLLIN};
+        int ms = left > 1e6 ? 1000000000 : (int)ceil(left * 1000.0);
+        int r = poll(&pfd, 1, ms);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return omni_fail(OMNI_ERR_IO, "environment '%s': poll: %s", e->what, strerror(errno));
+        if (r == 0)
+            continue; /* the deadline check above reports it */
+        ssize_t k = read(e->from_child, e->buf + e->len, OMNI_ENV_LINE_MAX - e->len);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            return omni_fail(OMNI_ERR_IO, "environment '%s': cannot read from it: %s", e->what,
+                             strerror(errno));
+        if (k == 0)
+            return child_gone(e, e->len ? "in the middle of a line" : "instead of answering");
+        e->len += (size_t)k;
+        e->buf[e->len] = '\0';
+    }
+}
+
+/* Forget the line that read_line returned. */
+static void consume_line(omni_env *e)
+{
+    memmove(e->buf, e->buf + e->scanned, e->len - e->scanned);
+    e->len -= e->scanned;
+    e->scanned = 0;
+    e->buf[e->len] = '\0';
+}
+
+/* A bad reply: the fault, and the start of the line. */
+static omni_status bad_reply(omni_env *e, const char *line, const char *fault)
+{
+    size_t n = strlen(line);
+    return omni_fail(OMNI_ERR_DATA, "environment '%s': %s in the reply '%.*s%s'", e->what, fault,
+                     (int)(n > SHOWN_MAX ? SHOWN_MAX : n), line, n > SHOWN_MAX ? "..." : "");
+}
+
+/* Read a reply: {"obs": [...]} and, after a step, "reward" and "done". */
+static omni_status read_reply(omni_env *e, bool step, float *obs, double *reward, bool *done)
+{
+    char *line = NULL;
+    omni_status st = read_line(e, &line);
+    if (st)
+        return st;
+    json_error_t jerr;
+    json_t *root = json_loads(line, 0, &jerr);
+    char fault[256];
+    if (!root) {
+        snprintf(fault, sizeof fault, "not JSON (%s at column %d)", jerr.text, jerr.column);
+        st = bad_reply(e, line, fault);
+        goto out;
+    }
+    if (!json_is_object(root)) {
+        st = bad_reply(e, line, "not a JSON object");
+        goto out;
+    }
+    json_t *o = json_object_get(root, "obs");
+    if (!o || !json_is_array(o)) {
+        st = bad_reply(e, line, o ? "\"obs\" is not an array" : "no \"obs\"");
+        goto out;
+    }
+    if (json_array_size(o) != (size_t)e->obs_dim) {
+        snprintf(fault, sizeof fault, "\"obs\" has %zu values, the task has %d", json_array_size(o),
+                 (int)e->obs_dim);
+        st = bad_reply(e, line, fault);
+        goto out;
+    }
+    for (int32_t j = 0; j < e->obs_dim; j++) {
+        json_t *v = json_array_get(o, (size_t)j);
+        double x = json_is_number(v) ? json_number_value(v) : (double)NAN;
+        if (!isfinite(x) || !isfinite((float)x)) {
+            snprintf(fault, sizeof fault, "\"obs\"[%d] is not a finite number", (int)j);
+            st = bad_reply(e, line, fault);
+            goto out;
+        }
+        obs[j] = (float)x;
+    }
+    if (step) {
+        json_t *r = json_object_get(root, "reward"), *d = json_object_get(root, "done");
+        if (!r || !json_is_number(r) || !isfinite(json_number_value(r))) {
+            st = bad_reply(e, line, r ? "\"reward\" is not a finite number" : "no \"reward\"");
+            goto out;
+        }
+        if (!d || !json_is_boolean(d)) {
+            st = bad_reply(e, line, d ? "\"done\" is not true or false" : "no \"done\"");
+            goto out;
+        }
+        *reward = json_number_value(r);
+        *done = json_is_true(d);
+    }
+out:
+    json_decref(root);
+    consume_line(e);
+    return st;
+}
+
+/* Encode and send a message. */
+static omni_status send_json(omni_env *e, json_t *msg)
+{
+    if (!msg)
+        return omni_fail(OMNI_ERR_NOMEM, "environment '%s': cannot make a message", e->what);
+    char *text = json_dumps(msg, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    json_decref(msg);
+    if (!text)
+        return omni_fail(OMNI_ERR_NOMEM, "environment '%s': cannot make a message", e->what);
+    omni_status st = send_line(e, text);
+    free(text);
+    return st;
+}
+
+/* ---- the interface ----------------------------------------------------------- */
+
+omni_status omni_env_open(omni_env **out, const char *what, int32_t obs_dim, int32_t act_dim,
+                          bool discrete, double timeout)
+{
+    *out = NULL;
+    if (!what || !*what)
+        return omni_fail(OMNI_ERR_USAGE, "no environment given");
+    if (obs_dim < 1 || act_dim < 1)
+        return omni_fail(OMNI_ERR_INTERNAL, "environment: obs_dim %d, act_dim %d", (int)obs_dim,
+                         (int)act_dim);
+    if (!(timeout > 0))
+        return omni_fail(OMNI_ERR_USAGE, "the environment timeout must be > 0 s");
+    omni_env *e = calloc(1, sizeof *e);
+    if (!e)
+        return omni_fail(OMNI_ERR_NOMEM, "cannot allocate an environment");
+    e->obs_dim = obs_dim, e->act_dim = act_dim, e->discrete = discrete, e->timeout = timeout;
+    e->to_child = e->from_child = -1;
+    size_t n = strlen(what);
+    snprintf(e->what, sizeof e->what, "%.*s%s", (int)(n < 200 ? n : 200), what,
+             n < 200 ? "" : "...");
+    omni_status st;
+    if (!strcmp(what, OMNI_ENV_CARTPOLE)) {
+        e->builtin = true;
+        if (obs_dim != OMNI_CARTPOLE_OBS || act_dim != 1 || !discrete) {
+            st = omni_fail(OMNI_ERR_DATA,
+                           "environment 'cartpole' has %d observations and 1 discrete action; "
+                           "the task has %d observations and %d %s action%s",
+                           OMNI_CARTPOLE_OBS, (int)obs_dim, (int)act_dim,
+                           discrete ? "discrete" : "continuous", act_dim == 1 ? "" : "s");
+            goto out_free;
+        }
+        *out = e;
+        return OMNI_OK;
+    }
+    e->buf = malloc(OMNI_ENV_LINE_MAX + 1);
+    if (!e->buf) {
+        st = omni_fail(OMNI_ERR_NOMEM, "cannot allocate an environment's buffer");
+        goto out_free;
+    }
+    e->buf[0] = '\0';
+    if ((st = spawn(e, what)))
+        goto out_free;
+    *out = e;
+    return OMNI_OK;
+out_free:
+    free(e->buf);
+    free(e);
+    return st;
+}
+
+int32_t omni_env_discrete_actions(const omni_env *e)
+{
+    return e->builtin ? OMNI_CARTPOLE_ACTIONS : OMNI_BINS;
+}
+
+omni_status omni_env_reset(omni_env *e, uint64_t seed, float *obs)
+{
+    if (e->builtin) {
+        omni_cartpole_reset(&e->cp, seed, 0);
+        omni_cartpole_observe(&e->cp, obs);
+        return OMNI_OK;
+    }
+    json_t *msg = json_pack("{s:I}", "reset", (json_int_t)(seed & INT64_MAX));
+    omni_status st = send_json(e, msg);
+    if (!st)
+        st = read_reply(e, false, obs, NULL, NULL);
+    return st;
+}
+
+omni_status omni_env_step(omni_env *e, const float *act_f, const int32_t *act_i, float *obs,
+                          double *reward, bool *done)
+{
+    if (e->builtin) {
+        if (act_i[0] < 0 || act_i[0] >= OMNI_CARTPOLE_ACTIONS)
+            return omni_fail(OMNI_ERR_INTERNAL, "cartpole: action %d is not 0 or 1", (int)act_i[0]);
+        *done = omni_cartpole_step(&e->cp, act_i[0]);
+        *reward = 1.0; /* as Gym's CartPole: 1 for every step, the last one too */
+        omni_cartpole_observe(&e->cp, obs);
+        return OMNI_OK;
+    }
+    json_t *a = json_array();
+    for (int32_t j = 0; a && j < e->act_dim; j++)
+        if (json_array_append_new(a, e->discrete ? json_integer(act_i[j])
+                                                 : json_real((double)act_f[j]))) {
+            json_decref(a);
+            a = NULL;
+        }
+    json_t *msg = a ? json_pack("{s:o}", "action", a) : NULL;
+    omni_status st = send_json(e, msg);
+    if (!st)
+        st = read_reply(e, true, obs, reward, done);
+    return st;
+}
+
+void omni_env_close(omni_env *e)
+{
+    if (!e)
+        return;
+    if (e->to_child >= 0)
+        close(e->to_child);
+    if (e->from_child >= 0)
+        close(e->from_child);
+    if (e->pid > 0 && !reap(e, 1000)) {
+        kill(-e->pid, SIGKILL);
+        kill(e->pid, SIGKILL);
+        reap(e, 5000);
+    }
+    free(e->buf);
+    free(e);
+}
