@@ -18,6 +18,10 @@
  *   /state/coordinator/expert_load        [rows, moe layers, E] f32 (when rows > 0)
  *   /state/coordinator/expert_load_steps  [rows] i64: the step of each row
  *   /state/counters         group whose int64 attributes are the named counters
+ *   /tokenization           the dataset's tokenization (omni_tokenization): layout,
+ *                           mu-law, image/audio settings as attributes; one group
+ *                           /tokenization/tasks/<name> per task (kind, index, token,
+ *                           obs_dim, act_dim, discrete)
  *
  * Conventions the lead's wiring relies on (and `omnimoe ckpt info` reads):
  *   params/...  model parameters; a tensor whose path contains "/moe/experts/" is a
@@ -46,12 +50,14 @@
 #include <stdio.h>
 
 #include "base.h"
+#include "datasets.h"
 #include "experiment.h"
 
-#define OMNI_CKPT_FORMAT       1 /* format_version written; the only one read */
-#define OMNI_CKPT_MAX_RANK     4
-#define OMNI_CKPT_MAX_COUNTERS 64
-#define OMNI_CKPT_NAME_MAX     64
+#define OMNI_CKPT_FORMAT        2 /* format_version written: 1 + /tokenization */
+#define OMNI_CKPT_FORMAT_OLDEST 1 /* oldest read (no tokenization: cannot be resumed) */
+#define OMNI_CKPT_MAX_RANK      4
+#define OMNI_CKPT_MAX_COUNTERS  64
+#define OMNI_CKPT_NAME_MAX      64
 
 /* Element type of a tensor, in memory and in the file (little-endian IEEE / two's
  * complement). Zero is f32, so a zero-initialised descriptor is a float tensor. */
@@ -102,6 +108,10 @@ typedef struct {
     const float *load;         /* [load_rows, load_layers, load_experts] */
     int n_counters;
     omni_ckpt_counter counters[OMNI_CKPT_MAX_COUNTERS];
+    /* save: the tokenization the model is trained with, written as /tokenization (NULL:
+     * none, for tests of this layer only: such a file cannot be resumed or used for
+     * inference). Load: NULL; read it with omni_ckpt_read_tokenization. */
+    const omni_tokenization *tokenization;
 } omni_ckpt_meta;
 
 /* The file name of the checkpoint of `step` ("ckpt-00000200.h5"). Not collective. */
@@ -154,6 +164,16 @@ const char *omni_ckpt_path(const omni_ckpt *c);
  * element; the buffers then hold what was read).
  */
 omni_status omni_ckpt_read(omni_ckpt *c, const omni_ckpt_tensor *tensors, int n_tensors);
+
+/*
+ * Collective. The tokenization the checkpoint's model was trained with: vocabulary
+ * layout, mu-law, image and audio settings, and the task table (task i is the model's
+ * task i, <task> token tok_task0 + i). Every value is checked (a layout other than this
+ * omnimoe's, indices that are not 0..n-1, a bad name or kind: OMNI_ERR_CKPT naming the
+ * file and the fault). A checkpoint without one (format 1, written before omnimoe stored
+ * it) fails with OMNI_ERR_CKPT "FILE: has no /tokenization ...".
+ */
+omni_status omni_ckpt_read_tokenization(omni_ckpt *c, omni_tokenization *t);
 
 /* Collective. Whether the checkpoint holds a dataset `name` (for optional state). */
 omni_status omni_ckpt_has(omni_ckpt *c, const char *name, bool *has);

@@ -51,10 +51,12 @@ omni_status ckpt_transfer(MPI_Comm comm, hid_t dset, const omni_ckpt_tensor *t, 
 
 /* Attributes of `loc` (write: collective in a parallel file, same values everywhere). */
 omni_status ckpt_attr_write_i64(hid_t loc, const char *name, int64_t v, const char *file);
+omni_status ckpt_attr_write_f64(hid_t loc, const char *name, double v, const char *file);
 omni_status ckpt_attr_write_str(hid_t loc, const char *name, const char *s, const char *file);
 /* Read: OMNI_ERR_CKPT naming the file when absent or of the wrong kind. A string is
  * returned malloc'ed, NUL terminated. */
 omni_status ckpt_attr_read_i64(hid_t loc, const char *name, int64_t *v, const char *file);
+omni_status ckpt_attr_read_f64(hid_t loc, const char *name, double *v, const char *file);
 omni_status ckpt_attr_read_str(hid_t loc, const char *name, char **s, const char *file);
 
 /* Whether path "a/b/c" exists below `loc`, each link checked in turn. */
@@ -63,6 +65,14 @@ bool ckpt_path_exists(hid_t loc, const char *path);
 /* Check the root attributes that make a file a checkpoint of our format (format name
  * and version): OMNI_ERR_CKPT "FILE: fault". Not collective. */
 omni_status ckpt_check_format(hid_t file, const char *path, int64_t *version);
+
+/* The tokenization under /tokenization (docs/checkpoints.md): written collectively (the
+ * same values on every rank), read and checked by one rank. Reading a file without it
+ * fails with OMNI_ERR_CKPT naming the file (a checkpoint of format 1). */
+#define CKPT_TOKENIZATION "tokenization"
+omni_status ckpt_write_tokenization(hid_t file, const omni_tokenization *t, const char *path);
+omni_status ckpt_read_tokenization(hid_t file, const char *path, int64_t version,
+                                   omni_tokenization *t);
 
 /* Step of a complete checkpoint file name "ckpt-<digits>.h5", or -1 for any other
  * name (including the .tmp ones). */

@@ -226,6 +226,24 @@ omni_status ckpt_attr_write_i64(hid_t loc, const char *name, int64_t v, const ch
     return st;
 }
 
+omni_status ckpt_attr_write_f64(hid_t loc, const char *name, double v, const char *file)
+{
+    omni_status st = OMNI_OK;
+    hid_t space = H5Screate(H5S_SCALAR);
+    hid_t attr =
+        space < 0 ? -1 : H5Acreate2(loc, name, H5T_IEEE_F64LE, space, H5P_DEFAULT, H5P_DEFAULT);
+    if (attr < 0 || H5Awrite(attr, H5T_NATIVE_DOUBLE, &v) < 0) {
+        char why[512];
+        ckpt_h5_reason(why, sizeof why);
+        st = omni_fail(OMNI_ERR_IO, "%s: cannot write attribute %s (%s)", file, name, why);
+    }
+    if (attr >= 0)
+        H5Aclose(attr);
+    if (space >= 0)
+        H5Sclose(space);
+    return st;
+}
+
 omni_status ckpt_attr_write_str(hid_t loc, const char *name, const char *s, const char *file)
 {
     omni_status st = OMNI_OK;
@@ -279,6 +297,22 @@ omni_status ckpt_attr_read_i64(hid_t loc, const char *name, int64_t *v, const ch
     hid_t type = H5Aget_type(attr);
     if (type < 0 || H5Tget_class(type) != H5T_INTEGER || H5Aread(attr, H5T_NATIVE_INT64, v) < 0)
         st = omni_fail(OMNI_ERR_CKPT, "%s: attribute %s is not an integer", file, name);
+    if (type >= 0)
+        H5Tclose(type);
+    H5Aclose(attr);
+    return st;
+}
+
+omni_status ckpt_attr_read_f64(hid_t loc, const char *name, double *v, const char *file)
+{
+    hid_t attr;
+    omni_status st = open_attr(loc, name, &attr, file);
+    if (st)
+        return st;
+    hid_t type = H5Aget_type(attr);
+    H5T_class_t cls = type < 0 ? H5T_NO_CLASS : H5Tget_class(type);
+    if ((cls != H5T_FLOAT && cls != H5T_INTEGER) || H5Aread(attr, H5T_NATIVE_DOUBLE, v) < 0)
+        st = omni_fail(OMNI_ERR_CKPT, "%s: attribute %s is not a number", file, name);
     if (type >= 0)
         H5Tclose(type);
     H5Aclose(attr);
@@ -351,10 +385,11 @@ omni_status ckpt_check_format(hid_t file, const char *path, int64_t *version)
     omni_status st = ckpt_attr_read_i64(file, "format_version", version, path);
     if (st)
         return st;
-    if (*version != OMNI_CKPT_FORMAT)
+    if (*version < OMNI_CKPT_FORMAT_OLDEST || *version > OMNI_CKPT_FORMAT)
         return omni_fail(OMNI_ERR_CKPT,
-                         "%s: checkpoint format version %" PRId64 ", this omnimoe reads version %d",
-                         path, *version, OMNI_CKPT_FORMAT);
+                         "%s: checkpoint format version %" PRId64
+                         ", this omnimoe reads versions %d to %d",
+                         path, *version, OMNI_CKPT_FORMAT_OLDEST, OMNI_CKPT_FORMAT);
     return OMNI_OK;
 }
 

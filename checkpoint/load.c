@@ -269,6 +269,17 @@ void omni_ckpt_close(omni_ckpt *c)
     free_handle(c);
 }
 
+omni_status omni_ckpt_read_tokenization(omni_ckpt *c, omni_tokenization *t)
+{
+    omni_status st;
+    H5E_BEGIN_TRY
+    {
+        st = ckpt_read_tokenization(c->file, c->path, c->meta.format_version, t);
+    }
+    H5E_END_TRY;
+    return omni_mpi_agree(c->comm, st);
+}
+
 omni_status omni_ckpt_has(omni_ckpt *c, const char *name, bool *has)
 {
     H5E_BEGIN_TRY

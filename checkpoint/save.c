@@ -132,6 +132,7 @@ typedef struct {
     char *yaml;
     int64_t *steps;
     float *load;
+    omni_tokenization tok;
 } meta_copy;
 
 static void meta_copy_free(meta_copy *c)
@@ -229,8 +230,16 @@ static omni_status bcast_meta(MPI_Comm comm, const omni_ckpt_meta *in, meta_copy
                             "MPI_Bcast");
     if (!st && cells > 0)
         st = omni_mpi_check(MPI_Bcast(out->load, (int)cells, MPI_FLOAT, 0, comm), "MPI_Bcast");
+    /* The tokenization is plain values: its bytes travel as they are. */
+    if (rank == 0 && in->tokenization)
+        out->tok = *in->tokenization;
+    if (!st && out->m.tokenization)
+        st = omni_mpi_check(MPI_Bcast(&out->tok, (int)sizeof out->tok, MPI_BYTE, 0, comm),
+                            "MPI_Bcast");
     if (st)
         goto out_free;
+    if (out->m.tokenization)
+        out->m.tokenization = &out->tok;
     out->m.experiment_yaml = out->yaml;
     out->m.load_steps = out->steps;
     out->m.load = out->load;
@@ -523,6 +532,8 @@ static omni_status write_file(MPI_Comm comm, hid_t file, const meta_copy *mc,
         st = omni_mpi_agree(comm, create_tensor(file, &all[i], tmp, &dsets[i]));
     if (!st)
         st = omni_mpi_agree(comm, write_counters(file, m, tmp));
+    if (!st && m->tokenization)
+        st = omni_mpi_agree(comm, ckpt_write_tokenization(file, m->tokenization, tmp));
     if (!st)
         st = omni_mpi_agree(comm, rank == 0 ? reserve(tmp, file) : OMNI_OK);
     /* Every rank enters every transfer; a writer moves its rows, the others nothing. */

@@ -77,7 +77,8 @@ static void print_loads(const omni_ckpt_meta *m, const omni_experiment *x)
     }
 }
 
-static void print_info(const omni_ckpt *c, const omni_experiment *x, int64_t total, double active)
+static void print_info(const omni_ckpt *c, const omni_experiment *x, const omni_tokenization *tok,
+                       int64_t total, double active)
 {
     const omni_ckpt_meta *m = omni_ckpt_meta_of(c);
     int64_t n_moe = 0;
@@ -101,12 +102,32 @@ static void print_info(const omni_ckpt *c, const omni_experiment *x, int64_t tot
                n_moe == 1 ? "" : "s", x->moe.expert_ff, x->moe.shared_experts);
     else
         printf("moe          none (dense model)\n");
-    printf("tasks        ");
-    if (x->data.n_tasks == 0)
-        printf("every task of the data files");
-    for (int i = 0; i < x->data.n_tasks; i++)
-        printf("%s%s", i ? ", " : "", x->data.tasks[i].name);
-    printf("\n");
+    if (tok) {
+        printf("tasks        %d, <task> tokens %d..%d of a vocabulary of %d\n", tok->n_tasks,
+               tok->tok_task0, tok->vocab - 1, tok->vocab);
+        for (int i = 0; i < tok->n_tasks; i++) {
+            const omni_tokenization_task *k = &tok->tasks[i];
+            printf("  %2d %-16s %-14s token %d", k->index, k->name, omni_task_kind_name(k->kind),
+                   k->token);
+            if (k->kind == OMNI_KIND_CONTROL)
+                printf(", obs_dim %d, act_dim %d, %s actions", k->obs_dim, k->act_dim,
+                       k->discrete ? "discrete" : "continuous");
+            printf("\n");
+        }
+        if (tok->image_size)
+            printf("images       %dx%d, %d channel%s, patch %d\n", tok->image_size, tok->image_size,
+                   tok->image_channels, tok->image_channels == 1 ? "" : "s", tok->image_patch);
+        if (tok->audio.sample_rate)
+            printf("audio        %d Hz, %d mels x %d frames, patch %d\n", tok->audio.sample_rate,
+                   tok->audio.mels, tok->audio.frames, tok->audio.patch);
+    } else {
+        printf("tasks        no task table (format %" PRId64 "); data.tasks: ", m->format_version);
+        if (x->data.n_tasks == 0)
+            printf("every task of the data files");
+        for (int i = 0; i < x->data.n_tasks; i++)
+            printf("%s%s", i ? ", " : "", x->data.tasks[i].name);
+        printf("\n");
+    }
     printf("parameters   %" PRId64 " total, %.0f active per token (%.1f%%)\n", total, active,
            total > 0 ? 100.0 * active / (double)total : 0.0);
     if (m->n_counters > 0) {
@@ -140,8 +161,17 @@ static omni_status info(MPI_Comm comm, const char *path)
     double active = 0.0;
     if (!st)
         st = omni_ckpt_param_counts(c, &total, &active);
+    /* Format 1 has no tokenization: described without it. */
+    omni_tokenization *tok = NULL;
+    if (!st && omni_ckpt_meta_of(c)->format_version >= 2) {
+        tok = malloc(sizeof *tok);
+        st = omni_mpi_agree(comm, tok ? OMNI_OK : omni_fail(OMNI_ERR_NOMEM, "out of memory"));
+        if (!st)
+            st = omni_ckpt_read_tokenization(c, tok);
+    }
     if (!st && omni_log_rank() == 0)
-        print_info(c, x, total, active);
+        print_info(c, x, tok, total, active);
+    free(tok);
     free(x);
     omni_ckpt_close(c);
     return st;

@@ -18,6 +18,7 @@
 #include <stdio.h>
 
 #include "base.h"
+#include "datasets.h"
 #include "experiment.h"
 #include "worker.h"
 
@@ -61,17 +62,20 @@ omni_status omni_decide_next(MPI_Comm comm, int64_t steps_done, int64_t steps_to
 
 /* ---- metrics ------------------------------------------------------------------- */
 
-/* The metrics log of a run: lines on stdout (rank 0) and OUT_DIR/metrics.jsonl. */
+/* The metrics log of a run: lines on stdout (rank 0) and OUT_DIR/metrics.jsonl. Per-task
+ * values are keyed by the names of the task table (task t: tok->tasks[t].name). */
 typedef struct {
     FILE *jsonl;
+    const omni_tokenization *tok;
     double t_start;
     int64_t first_step; /* step at start (after a resume), for the rate and ETA */
     double tokens_since, t_since;
 } omni_metrics_log;
 
-/* Rank 0 only: open OUT_DIR/metrics.jsonl for appending (creating OUT_DIR). */
+/* Rank 0 only: open OUT_DIR/metrics.jsonl for appending (creating OUT_DIR). `tok` names
+ * the tasks (it must outlive the log). */
 omni_status omni_metrics_log_open(omni_metrics_log *log, const omni_experiment *x,
-                                  int64_t first_step);
+                                  const omni_tokenization *tok, int64_t first_step);
 void omni_metrics_log_close(omni_metrics_log *log);
 /* Rank 0 only: print one training line and append one JSON object. `sum` holds the
  * metrics summed over `n_steps` steps since the last line. */

@@ -9,9 +9,10 @@
 #include <sys/stat.h>
 
 omni_status omni_metrics_log_open(omni_metrics_log *log, const omni_experiment *x,
-                                  int64_t first_step)
+                                  const omni_tokenization *tok, int64_t first_step)
 {
     memset(log, 0, sizeof *log);
+    log->tok = tok;
     omni_status st = omni_make_dirs(x->experiment.out_dir);
     if (st)
         return st;
@@ -31,6 +32,13 @@ void omni_metrics_log_close(omni_metrics_log *log)
     if (log->jsonl)
         fclose(log->jsonl);
     log->jsonl = NULL;
+}
+
+/* The name of task t of the metrics: the task table's (the sampler's task t). */
+static const char *task_name(const omni_metrics_log *log, int t)
+{
+    OMNI_ASSERT(t >= 0 && t < log->tok->n_tasks && log->tok->tasks[t].index == t);
+    return log->tok->tasks[t].name;
 }
 
 static void hms(char *out, size_t cap, double s)
@@ -91,10 +99,10 @@ omni_status omni_metrics_log_train(omni_metrics_log *log, const omni_experiment 
     for (int t = 0; t < sum->n_tasks && len < (int)sizeof line - 64; t++) {
         double c = sum->task_count[t];
         if (c > 0)
-            len += snprintf(line + len, sizeof line - (size_t)len, " %s %.3f",
-                            x->data.tasks[t].name, sum->task_loss[t] / c);
+            len += snprintf(line + len, sizeof line - (size_t)len, " %s %.3f", task_name(log, t),
+                            sum->task_loss[t] / c);
         else /* no loss token of this task in these steps */
-            len += snprintf(line + len, sizeof line - (size_t)len, " %s -", x->data.tasks[t].name);
+            len += snprintf(line + len, sizeof line - (size_t)len, " %s -", task_name(log, t));
     }
     if (sum->n_moe_layers > 0 && len < (int)sizeof line - 128) {
         len += snprintf(line + len, sizeof line - (size_t)len,
@@ -118,7 +126,7 @@ omni_status omni_metrics_log_train(omni_metrics_log *log, const omni_experiment 
     fputs(", \"task_loss\": {", f);
     for (int t = 0; t < sum->n_tasks; t++) {
         double c = sum->task_count[t];
-        fprintf(f, "%s\"%s\": ", t ? ", " : "", x->data.tasks[t].name);
+        fprintf(f, "%s\"%s\": ", t ? ", " : "", task_name(log, t));
         json_num(f, c > 0 ? sum->task_loss[t] / c : (double)NAN);
     }
     fputs("}, \"aux_loss\": ", f);
@@ -161,23 +169,22 @@ omni_status omni_metrics_log_eval(omni_metrics_log *log, const omni_experiment *
         double c = sum->task_count[t];
         if (c > 0)
             len += snprintf(line + len, sizeof line - (size_t)len, " %s loss %.3f acc %.3f |",
-                            x->data.tasks[t].name, sum->task_loss[t] / c, sum->task_correct[t] / c);
+                            task_name(log, t), sum->task_loss[t] / c, sum->task_correct[t] / c);
         else
-            len +=
-                snprintf(line + len, sizeof line - (size_t)len, " %s - |", x->data.tasks[t].name);
+            len += snprintf(line + len, sizeof line - (size_t)len, " %s - |", task_name(log, t));
     }
     omni_log(OMNI_LOG_INFO, "%s", line);
     FILE *f = log->jsonl;
     fprintf(f, "{\"eval\": true, \"step\": %lld, \"task_loss\": {", (long long)step);
     for (int t = 0; t < sum->n_tasks; t++) {
         double c = sum->task_count[t];
-        fprintf(f, "%s\"%s\": ", t ? ", " : "", x->data.tasks[t].name);
+        fprintf(f, "%s\"%s\": ", t ? ", " : "", task_name(log, t));
         json_num(f, c > 0 ? sum->task_loss[t] / c : (double)NAN);
     }
     fputs("}, \"task_accuracy\": {", f);
     for (int t = 0; t < sum->n_tasks; t++) {
         double c = sum->task_count[t];
-        fprintf(f, "%s\"%s\": ", t ? ", " : "", x->data.tasks[t].name);
+        fprintf(f, "%s\"%s\": ", t ? ", " : "", task_name(log, t));
         json_num(f, c > 0 ? sum->task_correct[t] / c : (double)NAN);
     }
     fputs("}}\n", f);

@@ -50,6 +50,7 @@ static omni_status save(trainer *t)
     meta.load_experts = t->step_m.n_experts;
     meta.load_steps = t->load_steps;
     meta.load = t->load;
+    meta.tokenization = omni_worker_tokenization(t->w);
     char path[OMNI_PATH_MAX + 64];
     double t0 = omni_now();
     omni_status st = omni_ckpt_save(t->comm, t->x->experiment.out_dir, &meta, t->state, t->n_state,
@@ -272,7 +273,7 @@ omni_status omni_train(MPI_Comm comm, const omni_experiment *x, const char *resu
     if (resume_arg && (st = resume(&t, resume_arg)))
         goto out;
     if (t.rank == 0)
-        st = omni_metrics_log_open(&t.log, x, t.step);
+        st = omni_metrics_log_open(&t.log, x, omni_worker_tokenization(t.w), t.step);
     if ((st = omni_mpi_agree(comm, st)))
         goto out;
     omni_log(OMNI_LOG_INFO,

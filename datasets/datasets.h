@@ -172,6 +172,50 @@ omni_status omni_data_demo(const char *out_path, uint64_t seed, FILE *progress);
  * one decoded example per task. */
 omni_status omni_data_info(const char *path, FILE *out);
 
+/* ---- the tokenization of a trained model -------------------------------------- */
+
+/*
+ * Everything needed to turn raw inputs into the token stream a model was trained on, and
+ * its outputs back (DESIGN.md §8): the vocabulary layout, the value binning, the image
+ * and audio settings, and the task table. The sampler makes it from the dataset files it
+ * opened (omni_sampler_tokenization); a checkpoint stores it under /tokenization
+ * (docs/checkpoints.md), so a checkpoint alone is enough to generate, eval or act.
+ *
+ * Task i of the table is the model's task i: its <task> token is tok_task0 + i, and every
+ * per-task number (metrics, logs, checkpoints) is keyed by its name and index.
+ */
+typedef struct {
+    char name[OMNI_NAME_MAX];
+    omni_task_kind kind;
+    int32_t index;                      /* the model's task index: 0..n_tasks-1 */
+    int32_t token;                      /* its <task> token: tok_task0 + index */
+    int32_t obs_dim, act_dim, discrete; /* control tasks; 0 for other kinds */
+} omni_tokenization_task;
+
+typedef struct {
+    int32_t text_vocab, bins;                        /* 256 byte ids, 1024 value bins */
+    int32_t tok_bin0, tok_pad, tok_eos, tok_sep;     /* special ids (OMNI_TOK_*) */
+    int32_t tok_task0, vocab;                        /* vocab = tok_task0 + n_tasks */
+    double mulaw_mu, mulaw_m;                        /* 100 and 256 */
+    int32_t image_size, image_channels, image_patch; /* 0 when no task has images */
+    omni_audio_cfg audio;                            /* all 0 when no task has audio */
+    int32_t n_tasks;
+    omni_tokenization_task tasks[OMNI_MAX_TASKS]; /* by index: tasks[i].index == i */
+} omni_tokenization;
+
+/* Task `name` of t, or NULL. */
+const omni_tokenization_task *omni_tokenization_find(const omni_tokenization *t, const char *name);
+/*
+ * Compare the tokenization a model was trained with (`then`, a checkpoint's) with that of
+ * the data at hand (`now`): true when they are the same (layout, values, image/audio
+ * settings, and the task table: the same names with the same kind, index and control
+ * dimensions). Otherwise false, and `why` (may be NULL) says what differs, naming the
+ * tasks: "task shapes has index 0 in the checkpoint, 1 in the data; task qa (index 4) is
+ * not in the checkpoint".
+ */
+bool omni_tokenization_same(const omni_tokenization *then, const omni_tokenization *now, char *why,
+                            size_t why_len);
+
 /* ---- reading and sampling ---------------------------------------------------- */
 
 /* One task as the sampler sees it (read-only view). */
@@ -201,6 +245,9 @@ void omni_sampler_close(omni_sampler *s);
 omni_data_dims omni_sampler_dims(const omni_sampler *s);
 int omni_sampler_n_tasks(const omni_sampler *s);
 const omni_task_info *omni_sampler_task(const omni_sampler *s, int task);
+/* The tokenization of the opened files: the task table in the sampler's task order
+ * (task i is omni_sampler_task(s, i)). Lives as long as the sampler. */
+const omni_tokenization *omni_sampler_tokenization(const omni_sampler *s);
 
 /* Allocate the arrays of a batch of n_seq windows of `context` positions. */
 omni_status omni_batch_alloc(omni_batch *b, int64_t n_seq, int64_t context, int64_t patch_dim);

@@ -28,6 +28,8 @@ struct omni_sampler {
     double cum[OMNI_SPLIT_COUNT][OMNI_MAX_TASKS]; /* cumulative task probabilities */
     omni_data_dims dims;
     int64_t context;
+    omni_tokenization tok;
+    const char *image_file, *audio_file; /* where tok's image / audio settings come from */
 };
 
 void omni_sampler_close(omni_sampler *s)
@@ -59,9 +61,22 @@ const omni_task_info *omni_sampler_task(const omni_sampler *s, int task)
     return &s->tasks[task].info;
 }
 
+const omni_tokenization *omni_sampler_tokenization(const omni_sampler *s)
+{
+    return &s->tok;
+}
+
 static omni_status add_task(omni_sampler *s, int file, const ds_task *t, double weight,
                             double loss_weight)
 {
+    omni_status rc = ds_tokenization_add(&s->tok, &s->files[file], t, s->paths[file], s->image_file,
+                                         s->audio_file);
+    if (rc)
+        return rc;
+    if (t->kind == OMNI_KIND_IMAGE_TO_TEXT && !s->image_file)
+        s->image_file = s->paths[file];
+    if (t->kind == OMNI_KIND_AUDIO_TO_TEXT && !s->audio_file)
+        s->audio_file = s->paths[file];
     s_task *st = &s->tasks[s->n_tasks];
     memset(st, 0, sizeof *st);
     st->t = t;
@@ -121,6 +136,7 @@ omni_status omni_sampler_open(omni_sampler **out, const omni_experiment *x)
     if (!s)
         return omni_fail(OMNI_ERR_NOMEM, "cannot allocate the sampler");
     s->context = x->model.context;
+    ds_tokenization_init(&s->tok);
     s->files = calloc((size_t)(x->data.n_files ? x->data.n_files : 1), sizeof *s->files);
     s->paths = calloc((size_t)(x->data.n_files ? x->data.n_files : 1), sizeof *s->paths);
     if (!s->files || !s->paths) {

@@ -2,8 +2,8 @@
  * The Gato loop (DESIGN.md §8): episodes of an environment driven by a policy that sees
  * the task's token history, and the JSON summary of `omnimoe act`. Rank 0 speaks to the
  * environment; each step it broadcasts the observation's tokens, every rank builds the
- * same prompt and calls the (collective) policy, and rank 0's action tokens are
- * broadcast so every rank's history stays the same.
+ * same prompt and calls the (collective) policy; rank 0's action tokens come with the
+ * next step's broadcast, so every rank's history stays the same. One broadcast a step.
  */
 #include "env.h"
 
@@ -49,14 +49,15 @@ omni_status omni_act_run(MPI_Comm comm, const omni_act_task *task, const omni_ac
     omni_status st = OMNI_OK;
     int32_t *hist = omni_alloc(keep * step_len + 1, sizeof *hist, "act history");
     int32_t *prompt = omni_alloc(task->context, sizeof *prompt, "act prompt");
-    int32_t *msg = omni_alloc(od + 1, sizeof *msg, "act observation tokens");
+    int32_t *msg = omni_alloc(2 + ad + od, sizeof *msg, "act step message");
+    int32_t *cur = omni_alloc(od, sizeof *cur, "act observation tokens");
     int32_t *act_tok = omni_alloc(ad, sizeof *act_tok, "act action tokens");
     int32_t *act_i = omni_alloc(ad, sizeof *act_i, "act actions");
     float *act_f = omni_alloc(ad, sizeof *act_f, "act actions");
     float *obs = omni_alloc(od, sizeof *obs, "act observation");
     res->returns = omni_alloc(opt->episodes, sizeof *res->returns, "act returns");
     res->steps = omni_alloc(opt->episodes, sizeof *res->steps, "act steps");
-    if (!hist || !prompt || !msg || !act_tok || !act_i || !act_f || !obs || !res->returns ||
+    if (!hist || !prompt || !msg || !cur || !act_tok || !act_i || !act_f || !obs || !res->returns ||
         !res->steps)
         st = OMNI_ERR_NOMEM;
     res->episodes = opt->episodes;
@@ -79,25 +80,46 @@ omni_status omni_act_run(MPI_Comm comm, const omni_act_task *task, const omni_ac
         if (rank == 0)
             st = omni_env_reset(env, opt->seed + (uint64_t)e, obs);
         for (;;) {
-            if (st && rank == 0)
-                st = at_step(st, e, t);
-            if ((st = omni_mpi_agree(comm, st)))
-                goto out;
+            /* One broadcast a step: rank 0's status, whether the episode is over, the
+             * action tokens just sent (after step 1) and the observation's tokens. */
             if (rank == 0) {
-                omni_control_obs_tokens(obs, od, msg);
-                msg[od] = done || t >= opt->max_steps;
+                if (st)
+                    st = at_step(st, e, t);
+                msg[0] = (int32_t)st;
+                msg[1] = done || t >= opt->max_steps;
+                memcpy(msg + 2, act_tok, (size_t)ad * sizeof *msg);
+                if (!st)
+                    omni_control_obs_tokens(obs, od, msg + 2 + ad);
             }
-            if ((st = omni_mpi_check(MPI_Bcast(msg, od + 1, MPI_INT32_T, 0, comm),
+            if ((st = omni_mpi_check(MPI_Bcast(msg, (int)(2 + ad + od), MPI_INT32_T, 0, comm),
                                      "act: broadcast")))
                 goto out;
-            if (msg[od])
+            if (msg[0]) {
+                /* Rank 0 failed: everyone leaves with its status (and rank 0 its message). */
+                st = omni_mpi_agree(comm, rank == 0 ? (omni_status)msg[0] : OMNI_OK);
+                goto out;
+            }
+            /* The step just taken joins the history; the oldest leaves when it is full. */
+            if (t > 0 && keep > 0) {
+                if (n_hist == keep) {
+                    memmove(hist, hist + step_len, (size_t)((keep - 1) * step_len) * sizeof *hist);
+                    n_hist--;
+                }
+                int32_t *s = hist + n_hist * step_len;
+                memcpy(s, cur, (size_t)od * sizeof *s);
+                s[od] = OMNI_TOK_SEP;
+                memcpy(s + od + 1, msg + 2, (size_t)ad * sizeof *s);
+                n_hist++;
+            }
+            memcpy(cur, msg + 2 + ad, (size_t)od * sizeof *cur);
+            if (msg[1])
                 break;
             /* <task>, the kept steps, this observation, <sep>. */
             int64_t n = 0;
             prompt[n++] = task->token;
             memcpy(prompt + n, hist, (size_t)(n_hist * step_len) * sizeof *prompt);
             n += n_hist * step_len;
-            memcpy(prompt + n, msg, (size_t)od * sizeof *prompt);
+            memcpy(prompt + n, cur, (size_t)od * sizeof *prompt);
             n += od;
             prompt[n++] = OMNI_TOK_SEP;
             if ((st = policy->act(policy->ctx, prompt, n, 1 + (int64_t)od + 1, ad, tok_lo, tok_hi,
@@ -105,36 +127,20 @@ omni_status omni_act_run(MPI_Comm comm, const omni_act_task *task, const omni_ac
                 st = at_step(st, e, t + 1);
                 goto out;
             }
-            if ((st = omni_mpi_check(MPI_Bcast(act_tok, ad, MPI_INT32_T, 0, comm),
-                                     "act: broadcast")))
-                goto out;
-            for (int32_t j = 0; j < ad; j++)
-                if (act_tok[j] < tok_lo || act_tok[j] >= tok_hi) {
-                    st = omni_fail(OMNI_ERR_INTERNAL,
-                                   "act: the policy gave token %d, outside [%d, %d)",
-                                   (int)act_tok[j], (int)tok_lo, (int)tok_hi);
-                    st = at_step(st, e, t + 1);
-                    goto out;
-                }
-            if (rank == 0) {
-                double reward = 0.0;
-                bool bins = omni_control_act_values(act_tok, ad, task->discrete, act_f, act_i);
-                OMNI_ASSERT(bins); /* checked just above */
-                st = omni_env_step(env, act_f, act_i, obs, &reward, &done);
-                ret += reward;
-            }
             t++;
-            /* The step joins the history; the oldest leaves it when it is full. */
-            if (keep > 0) {
-                if (n_hist == keep) {
-                    memmove(hist, hist + step_len, (size_t)((keep - 1) * step_len) * sizeof *hist);
-                    n_hist--;
+            if (rank == 0) {
+                for (int32_t j = 0; !st && j < ad; j++)
+                    if (act_tok[j] < tok_lo || act_tok[j] >= tok_hi)
+                        st = omni_fail(OMNI_ERR_INTERNAL,
+                                       "act: the policy gave token %d, outside [%d, %d)",
+                                       (int)act_tok[j], (int)tok_lo, (int)tok_hi);
+                double reward = 0.0;
+                if (!st) {
+                    bool bins = omni_control_act_values(act_tok, ad, task->discrete, act_f, act_i);
+                    OMNI_ASSERT(bins); /* checked just above */
+                    st = omni_env_step(env, act_f, act_i, obs, &reward, &done);
                 }
-                int32_t *s = hist + n_hist * step_len;
-                memcpy(s, msg, (size_t)od * sizeof *s);
-                s[od] = OMNI_TOK_SEP;
-                memcpy(s + od + 1, act_tok, (size_t)ad * sizeof *s);
-                n_hist++;
+                ret += reward;
             }
         }
         res->returns[e] = ret;
@@ -159,6 +165,7 @@ out:
     omni_free(hist);
     omni_free(prompt);
     omni_free(msg);
+    omni_free(cur);
     omni_free(act_tok);
     omni_free(act_i);
     omni_free(act_f);

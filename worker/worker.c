@@ -228,6 +228,11 @@ void omni_worker_shape(const omni_worker *w, int *n_tasks, int *n_moe_layers, in
     *n_experts = w->moe ? (int)w->x->moe.num_experts : 0;
 }
 
+const omni_tokenization *omni_worker_tokenization(const omni_worker *w)
+{
+    return omni_sampler_tokenization(w->sampler);
+}
+
 /* Add this rank's model metrics, and on rank 0 the (already global) router statistics. */
 static void add_metrics(omni_worker *w, const omni_model_metrics *mm, omni_metrics *m,
                         bool training)

@@ -12,6 +12,7 @@
 
 #include "base.h"
 #include "checkpoint.h"
+#include "datasets.h"
 #include "experiment.h"
 #include "experts.h"
 
@@ -108,6 +109,9 @@ void omni_worker_free(omni_worker *w);
 
 /* Sizes for the coordinator's metrics: tasks, MoE layers, experts per layer. */
 void omni_worker_shape(const omni_worker *w, int *n_tasks, int *n_moe_layers, int *n_experts);
+/* The tokenization the model is trained with: its task table names task t of every
+ * per-task metric (tasks[t].name, index t). Lives as long as the worker. */
+const omni_tokenization *omni_worker_tokenization(const omni_worker *w);
 
 /*
  * Collective: one training step on slots [slot_lo, slot_hi) of step `step`: fill, forward,

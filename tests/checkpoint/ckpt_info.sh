@@ -30,8 +30,17 @@ good="$dir/ckpt-00000005.h5"
 for launch in "" "$mpiexec -n 2 ${flags[*]}"; do
     expect 0 "step         5" "tokens seen  1280" "world size   1 process" \
         "parameters   7840 total, 3232 active per token" "MoE layer 1 (block 3)" \
+        "tasks        2, <task> tokens 1283..1284 of a vocabulary of 1285" \
+        "   0 b                image_to_text  token 1283" \
+        "   1 a                control        token 1284, obs_dim 4, act_dim 1, discrete actions" \
+        "images       16x16, 1 channel, patch 4" \
         -- $launch "$OMNIMOE" ckpt info "$good"
     [[ $(grep -c '^step' <<<"$out") == 1 ]] || fail "printed more than once: $out"
+    # Format 1 (no tokenization) is still described.
+    expect 0 "(format 1," "tasks        no task table (format 1); data.tasks: a, b" \
+        -- $launch "$OMNIMOE" ckpt info "$dir/format1.h5"
+    expect 2 "$dir/taskindex.h5: two tasks of /tokenization/tasks have index 0" \
+        -- $launch "$OMNIMOE" ckpt info "$dir/taskindex.h5"
     expect 2 "$dir/truncated.h5: damaged or truncated HDF5 file" \
         -- $launch "$OMNIMOE" ckpt info "$dir/truncated.h5"
     expect 2 "$dir/notes.h5: not an HDF5 file" -- $launch "$OMNIMOE" ckpt info "$dir/notes.h5"

@@ -150,12 +150,17 @@ static void load_and_check(MPI_Comm comm, const char *path, int64_t experts, int
     EXPECT(omni_ckpt_counter_get(m, "sampler.position", &v) && v == step * 16 + 3, "counter");
     EXPECT(omni_ckpt_counter_get(m, "rng_draws", &v) && v == INT64_MAX - step, "counter");
     EXPECT(!omni_ckpt_counter_get(m, "nope", &v), "absent counter found");
+    omni_tokenization tok, want_tok;
+    char why[256];
+    EXPECT(!omni_ckpt_read_tokenization(c, &tok), "read tokenization");
+    synth_tokenization(&want_tok);
+    EXPECT(omni_tokenization_same(&want_tok, &tok, why, sizeof why), "tokenization: %s", why);
+    EXPECT(!memcmp(&tok, &want_tok, sizeof tok), "tokenization differs in a byte");
 
     synth s;
     EXPECT(synth_make(&s, r, n, experts, big, step, false) == 0, "synth_make");
     st = omni_ckpt_read(c, s.t, s.n);
     EXPECT(!st, "read %s", path);
-    char why[256];
     int64_t bad = synth_check(&s, step, why, sizeof why);
     EXPECT(bad == 0, "%s: %" PRId64 " values differ, first: %s", path, bad, why);
     synth_free(&s);
@@ -438,6 +443,33 @@ static void make_bad_files(const char *dir, const char *good)
     H5Sclose(sp);
     H5Fclose(h);
 
+    /* Format 1: no tokenization. It opens (ckpt info), but cannot give a task table. */
+    snprintf(p, sizeof p, "%s/format1.h5", dir);
+    copy_file(good, p, 1.0);
+    h = open_rw(p);
+    EXPECT(H5Ldelete(h, "tokenization", H5P_DEFAULT) >= 0, "delete tokenization");
+    a = H5Aopen(h, "format_version", H5P_DEFAULT);
+    v = 1;
+    EXPECT(a >= 0 && H5Awrite(a, H5T_NATIVE_INT64, &v) >= 0, "write version");
+    H5Aclose(a);
+    H5Fclose(h);
+
+    /* Two tasks with one index. */
+    snprintf(p, sizeof p, "%s/taskindex.h5", dir);
+    copy_file(good, p, 1.0);
+    h = open_rw(p);
+    hid_t g = H5Gopen2(h, "tokenization/tasks/a", H5P_DEFAULT);
+    a = H5Aopen(g, "index", H5P_DEFAULT);
+    v = 0;
+    EXPECT(a >= 0 && H5Awrite(a, H5T_NATIVE_INT64, &v) >= 0, "write index");
+    H5Aclose(a);
+    a = H5Aopen(g, "token", H5P_DEFAULT);
+    v = OMNI_TOK_TASK0;
+    EXPECT(a >= 0 && H5Awrite(a, H5T_NATIVE_INT64, &v) >= 0, "write token");
+    H5Aclose(a);
+    H5Gclose(g);
+    H5Fclose(h);
+
     snprintf(p, sizeof p, "%s/nan.h5", dir);
     copy_file(good, p, 1.0);
     h = open_rw(p);
@@ -499,6 +531,19 @@ static void expect_read_fault(const char *dir, const char *name, int tweak, cons
     omni_ckpt_close(c);
 }
 
+/* Open `name` in dir and read its tokenization, expecting the fault. */
+static void expect_tokenization_fault(const char *dir, const char *name, const char *fault,
+                                      int line)
+{
+    char p[2048];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    omni_ckpt *c;
+    expect_at(!omni_ckpt_open(MPI_COMM_WORLD, p, &c), line, "open %s", p);
+    omni_tokenization t;
+    expect_fault(omni_ckpt_read_tokenization(c, &t), OMNI_ERR_CKPT, p, fault, line);
+    omni_ckpt_close(c);
+}
+
 static int mode_bad(const char *dir)
 {
     fresh_dir(dir);
@@ -524,6 +569,12 @@ static int mode_bad(const char *dir)
                       __LINE__);
     expect_read_fault(dir, "ckpt-00000005.h5", 2, "expected f32", true, __LINE__);
     expect_read_fault(dir, "ckpt-00000005.h5", 3, "tensor params/extra is missing", true, __LINE__);
+    expect_tokenization_fault(dir, "format1.h5",
+                              "has no /tokenization (the dataset's tokenization and task table): "
+                              "it was written by an older omnimoe (format 1)",
+                              __LINE__);
+    expect_tokenization_fault(dir, "taskindex.h5", "two tasks of /tokenization/tasks have index 0",
+                              __LINE__);
     expect_read_fault(dir, "nan.h5", 0,
                       "tensor params/embed/tok has a non-finite value at element 52", false,
                       __LINE__);

@@ -201,8 +201,36 @@ bool synth_untouched(const synth *s)
     return true;
 }
 
+void synth_tokenization(omni_tokenization *t)
+{
+    memset(t, 0, sizeof *t);
+    t->text_vocab = OMNI_TEXT_VOCAB;
+    t->bins = OMNI_BINS;
+    t->tok_bin0 = OMNI_TOK_BIN0;
+    t->tok_pad = OMNI_TOK_PAD;
+    t->tok_eos = OMNI_TOK_EOS;
+    t->tok_sep = OMNI_TOK_SEP;
+    t->tok_task0 = OMNI_TOK_TASK0;
+    t->mulaw_mu = (double)OMNI_MULAW_MU;
+    t->mulaw_m = (double)OMNI_MULAW_M;
+    t->image_size = 16, t->image_channels = 1, t->image_patch = 4;
+    t->n_tasks = 2;
+    t->vocab = OMNI_TOK_TASK0 + 2;
+    /* Not in name order: the table is by index. */
+    snprintf(t->tasks[0].name, sizeof t->tasks[0].name, "b");
+    t->tasks[0].kind = OMNI_KIND_IMAGE_TO_TEXT;
+    snprintf(t->tasks[1].name, sizeof t->tasks[1].name, "a");
+    t->tasks[1].kind = OMNI_KIND_CONTROL;
+    t->tasks[1].obs_dim = 4, t->tasks[1].act_dim = 1, t->tasks[1].discrete = 1;
+    for (int i = 0; i < 2; i++) {
+        t->tasks[i].index = i;
+        t->tasks[i].token = OMNI_TOK_TASK0 + i;
+    }
+}
+
 void synth_meta(omni_ckpt_meta *m, int64_t step, int64_t experts)
 {
+    static omni_tokenization tok;
     static char *yaml;
     static int64_t steps[3];
     static float load[3 * 2 * 64];
@@ -242,6 +270,8 @@ void synth_meta(omni_ckpt_meta *m, int64_t step, int64_t experts)
     m->counters[0].value = step * 16 + 3;
     snprintf(m->counters[1].name, sizeof m->counters[1].name, "rng_draws");
     m->counters[1].value = INT64_MAX - step;
+    synth_tokenization(&tok);
+    m->tokenization = &tok;
 }
 
 void synth_param_counts(int64_t experts, int64_t big, int64_t *total, double *active)

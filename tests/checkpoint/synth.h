@@ -35,7 +35,10 @@ int64_t synth_check(const synth *s, int64_t step, char *why, size_t len);
 /* Every byte of the rank's buffers still holds the sentinel. */
 bool synth_untouched(const synth *s);
 
-/* The metadata of step `step` (YAML text owned by a static buffer). */
+/* The tokenization of the synthetic checkpoints: tasks b (image_to_text, index 0) and a
+ * (control, index 1). */
+void synth_tokenization(omni_tokenization *t);
+/* The metadata of step `step` (YAML text and tokenization owned by static buffers). */
 void synth_meta(omni_ckpt_meta *m, int64_t step, int64_t experts);
 /* Parameter counts the synthetic model must have: total and active per token. */
 void synth_param_counts(int64_t experts, int64_t big, int64_t *total, double *active);

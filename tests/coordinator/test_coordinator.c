@@ -44,7 +44,7 @@ Test(coordinator, load_ratio_is_max_over_mean)
 Test(coordinator, log_writes_one_json_object_per_line_with_per_task_values)
 {
     omni_experiment x;
-    const char *text = "experiment: {name: t}\ndata: {files: [a.h5], tasks: {a: 1, b: 1}}\n";
+    const char *text = "experiment: {name: t}\ndata: {files: [a.h5], tasks: {b: 1, a: 1}}\n";
     char dir[] = "/tmp/omni_coord_XXXXXX";
     cr_assert_not_null(mkdtemp(dir));
     char sets[256];
@@ -57,8 +57,13 @@ Test(coordinator, log_writes_one_json_object_per_line_with_per_task_values)
     *m.loss = 2.0, *m.tokens = 100;
     m.task_loss[0] = 3.0, m.task_count[0] = 2, m.task_correct[0] = 1;
     m.load[0] = 3, m.load[1] = 1, m.assigned[0] = 5, m.dropped[0] = 1;
+    /* The task table, not data.tasks, names the values. */
+    omni_tokenization tok = {.n_tasks = 2};
+    snprintf(tok.tasks[0].name, sizeof tok.tasks[0].name, "a");
+    snprintf(tok.tasks[1].name, sizeof tok.tasks[1].name, "b");
+    tok.tasks[1].index = 1;
     omni_metrics_log log;
-    cr_assert_eq(omni_metrics_log_open(&log, &x, 0), OMNI_OK, "%s", omni_error_message());
+    cr_assert_eq(omni_metrics_log_open(&log, &x, &tok, 0), OMNI_OK, "%s", omni_error_message());
     cr_assert_eq(omni_metrics_log_train(&log, &x, 10, 1e-3, &m, 1), OMNI_OK);
     cr_assert_eq(omni_metrics_log_eval(&log, &x, 10, &m), OMNI_OK);
     omni_metrics_log_close(&log);
@@ -94,6 +99,7 @@ Test(coordinator, log_open_names_a_directory_it_cannot_create)
     const char *text = "experiment: {name: t, out_dir: /proc/omni/run}\ndata: {files: [a.h5]}\n";
     cr_assert_eq(omni_experiment_parse(&x, text, strlen(text), "t.yaml", NULL, 0), OMNI_OK);
     omni_metrics_log log;
-    cr_assert_eq(omni_metrics_log_open(&log, &x, 0), OMNI_ERR_IO);
+    omni_tokenization tok = {.n_tasks = 0};
+    cr_assert_eq(omni_metrics_log_open(&log, &x, &tok, 0), OMNI_ERR_IO);
     cr_assert(strstr(omni_error_message(), "/proc/omni") != NULL, "%s", omni_error_message());
 }

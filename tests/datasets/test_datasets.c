@@ -775,6 +775,85 @@ Test(datasets, sampler_takes_tasks_from_several_files)
     cr_assert(strstr(omni_error_message(), "is in both"), "%s", omni_error_message());
 }
 
+/* ---- the tokenization ------------------------------------------------------------ */
+
+Test(datasets, tokenization_is_the_task_table_in_sampler_order)
+{
+    char dir[64];
+    temp_dir(dir, sizeof dir);
+    omni_sampler *s = open_synthetic(dir, "{d: 1, a: 1}", 32, 1.0);
+    const omni_tokenization *t = omni_sampler_tokenization(s);
+    cr_assert_eq(t->n_tasks, 2);
+    cr_assert_eq(t->vocab, OMNI_TOK_TASK0 + 2);
+    cr_assert_eq(t->tok_task0, OMNI_TOK_TASK0);
+    cr_assert_eq(t->tok_eos, OMNI_TOK_EOS);
+    cr_assert_eq(t->bins, OMNI_BINS);
+    cr_assert_str_eq(t->tasks[0].name, "d");
+    cr_assert_eq(t->tasks[0].kind, OMNI_KIND_CONTROL);
+    cr_assert_eq(t->tasks[0].index, 0);
+    cr_assert_eq(t->tasks[0].token, OMNI_TOK_TASK0);
+    cr_assert(t->tasks[0].obs_dim == 2 && t->tasks[0].act_dim == 1 && t->tasks[0].discrete == 1);
+    cr_assert_str_eq(t->tasks[1].name, "a");
+    cr_assert_eq(t->tasks[1].token, OMNI_TOK_TASK0 + 1);
+    cr_assert(t->tasks[1].obs_dim == 0 && t->tasks[1].act_dim == 0);
+    cr_assert_eq(t->image_size, 0, "no image task selected: no image settings");
+    cr_assert_eq(omni_tokenization_find(t, "a"), &t->tasks[1]);
+    cr_assert_null(omni_tokenization_find(t, "b"));
+    omni_tokenization d_a = *t;
+    omni_sampler_close(s);
+
+    /* All tasks, in file order: the image settings come with task c. */
+    s = open_synthetic(dir, "{}", 32, 1.0);
+    t = omni_sampler_tokenization(s);
+    cr_assert_eq(t->n_tasks, 4);
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(t->tasks[i].index, i);
+        cr_assert_str_eq(t->tasks[i].name, omni_sampler_task(s, i)->name);
+    }
+    cr_assert(t->image_size == 4 && t->image_channels == 1 && t->image_patch == 2);
+    char why[512];
+    cr_assert(omni_tokenization_same(t, t, why, sizeof why));
+    cr_assert_str_eq(why, "");
+    cr_assert_not(omni_tokenization_same(&d_a, t, why, sizeof why));
+    cr_assert(strstr(why, "task d has index 0 in the checkpoint, 3 in the data"), "%s", why);
+    cr_assert(strstr(why, "task b (index 1) is not in the checkpoint"), "%s", why);
+    cr_assert(strstr(why, "image_size 0 in the checkpoint, 4 in the data"), "%s", why);
+    omni_sampler_close(s);
+}
+
+Test(datasets, tasks_of_two_files_with_other_image_settings_are_refused)
+{
+    char dir[64], path[128], yaml[1024];
+    temp_dir(dir, sizeof dir);
+    omni_sampler_close(open_synthetic(dir, "{}", 32, 1.0)); /* writes dir/syn.h5 */
+    /* Images of 2x2 in one patch of 2x2: patches as long as syn.h5's (4x4 in 2x2). */
+    ds_file *f = calloc(1, sizeof *f);
+    f->image_size = 2, f->image_channels = 1, f->image_patch = 2;
+    ds_task *t = &f->tasks[0];
+    snprintf(t->name, sizeof t->name, "small");
+    t->kind = OMNI_KIND_IMAGE_TO_TEXT;
+    ds_task_geometry(f, t);
+    f->n_tasks = 1;
+    ds_pool all = {0};
+    const uint8_t patch[4] = {1, 2, 3, 4}, text[3] = {'a', 'b', 'c'};
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(ds_emit_patches_to_text(&all, T0, patch, 1, 4, text, 3), OMNI_OK);
+    cr_assert_eq(ds_split(t, &all, 1, t->patch_dim), OMNI_OK);
+    snprintf(path, sizeof path, "%s/small.h5", dir);
+    cr_assert_eq(ds_write(f, path), OMNI_OK, "%s", omni_error_message());
+    ds_file_free(f);
+    free(f);
+    snprintf(yaml, sizeof yaml, "experiment: {name: t}\ndata: {files: [%s/syn.h5, %s]}\n", dir,
+             path);
+    omni_experiment x;
+    cr_assert_eq(omni_experiment_parse(&x, yaml, strlen(yaml), "t.yaml", NULL, 0), OMNI_OK);
+    omni_sampler *s;
+    cr_assert_eq(omni_sampler_open(&s, &x), OMNI_ERR_DATA);
+    cr_assert(strstr(omni_error_message(), "small.h5: task small has images of size 2"), "%s",
+              omni_error_message());
+    cr_assert(strstr(omni_error_message(), "share the image settings"), "%s", omni_error_message());
+}
+
 /* ---- CSV ---------------------------------------------------------------------- */
 
 typedef struct {
