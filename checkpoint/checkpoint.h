@@ -159,8 +159,9 @@ const char *omni_ckpt_path(const omni_ckpt *c);
 /*
  * Collective. Read each tensor's rows [row_lo, row_hi) into its data. Every tensor is
  * first checked to exist with the given type and global shape, before any data is
- * read, so a mismatch leaves the buffers untouched; then the rows are read, and a
- * non-finite f32/f64 value fails the load (OMNI_ERR_CKPT naming the tensor and the
+ * read, so a mismatch leaves the buffers untouched; then the rows are read and checked
+ * against the tensor's stored checksums (h5.h), and a mismatch or a non-finite f32/f64
+ * value fails the load (OMNI_ERR_CKPT naming the file, the tensor and the rows or the
  * element; the buffers then hold what was read).
  */
 omni_status omni_ckpt_read(omni_ckpt *c, const omni_ckpt_tensor *tensors, int n_tensors);
@@ -177,6 +178,16 @@ omni_status omni_ckpt_read_tokenization(omni_ckpt *c, omni_tokenization *t);
 
 /* Collective. Whether the checkpoint holds a dataset `name` (for optional state). */
 omni_status omni_ckpt_has(omni_ckpt *c, const char *name, bool *has);
+/* How many of the tensors read so far carry no checksum (files written before omnimoe
+ * stored them, or edited with the crc32c attribute removed); *first names one. Reading
+ * them logs a warning once; a checksum that does not match fails the read (exit 2). */
+int64_t omni_ckpt_unchecked(const omni_ckpt *c, const char **first);
+/* Collective. Read every dataset of the checkpoint (the ranks share the work) and check
+ * it against its checksums: OMNI_ERR_CKPT naming the file and the dataset on a mismatch.
+ * Says how many datasets there are, how many carry no checksum (the first one named; the
+ * caller decides), and the bytes checked. */
+omni_status omni_ckpt_verify(omni_ckpt *c, int64_t *datasets, int64_t *unchecked,
+                             const char **first_unchecked, double *bytes);
 
 /* Collective. Close and free (NULL is fine). */
 void omni_ckpt_close(omni_ckpt *c);

@@ -1,14 +1,12 @@
 /*
- * checkpoint, private: HDF5 helpers shared by save.c and load.c (types, attributes,
- * collective row transfers, error texts) and the names of files in a checkpoint
- * directory.
+ * checkpoint, private: what save.c and load.c share (types, tensor transfers through the
+ * h5 layer, the format check) and the names of files in a checkpoint directory.
  */
 #ifndef OMNI_CKPT_PRIVATE_H
 #define OMNI_CKPT_PRIVATE_H
 
-#include <hdf5.h>
-
 #include "checkpoint.h"
+#include "h5.h"
 
 #define CKPT_FORMAT_NAME "omnimoe checkpoint"
 #define CKPT_LOAD_PATH   "state/coordinator/expert_load"
@@ -23,6 +21,14 @@
  * the 2 GiB that MPI counts in int can describe. Tests lower it to exercise pieces.
  */
 extern size_t omni_ckpt_piece_bytes;
+
+/*
+ * How tensors are checksummed when saved: CRC32C attributes (h5.h; the default), none,
+ * or HDF5's Fletcher32 filter on chunks of one checksum slab each. The last two exist
+ * for bench_checkpoint, which measures what each costs (docs/bench.md).
+ */
+typedef enum { CKPT_SUM_CRC32C, CKPT_SUM_NONE, CKPT_SUM_FLETCHER32 } ckpt_sum_mode;
+extern ckpt_sum_mode omni_ckpt_sum_mode;
 
 size_t ckpt_type_size(omni_ckpt_type t);
 const char *ckpt_type_name(omni_ckpt_type t);
@@ -40,27 +46,58 @@ omni_status ckpt_check_descriptor(const omni_ckpt_tensor *t);
 /* "[2, 3, 4]" */
 void ckpt_format_dims(char *out, size_t len, int rank, const int64_t *dims);
 
-/* The most specific description on the current HDF5 error stack ("" if none). */
-void ckpt_h5_reason(char *out, size_t len);
+/* The h5 layer's view of t's rows. */
+omni_h5_rows ckpt_rows(const omni_ckpt_tensor *t);
 
-/* Collective: move rows [row_lo, row_hi) of t between memory and dataset `dset`
- * (write or read), in pieces, with collective transfers. `active` false: this rank
- * takes part with an empty selection. Failures are this rank's (not agreed). */
+/* Collective: move rows [row_lo, row_hi) of t between memory and dataset `dset` (write
+ * or read) in pieces of omni_ckpt_piece_bytes. A write also stores the checksums (each
+ * writer's slabs, combined); a read checks the rows read against them and says in *sum
+ * how (OMNI_H5_SUM_NONE: the tensor carries none). `active` false: this rank takes part
+ * with an empty selection. Failures are this rank's (not agreed). */
 omni_status ckpt_transfer(MPI_Comm comm, hid_t dset, const omni_ckpt_tensor *t, bool active,
-                          bool write, const char *file);
+                          bool write, const char *file, omni_h5_sum_kind *sum);
 
-/* Attributes of `loc` (write: collective in a parallel file, same values everywhere). */
-omni_status ckpt_attr_write_i64(hid_t loc, const char *name, int64_t v, const char *file);
-omni_status ckpt_attr_write_f64(hid_t loc, const char *name, double v, const char *file);
-omni_status ckpt_attr_write_str(hid_t loc, const char *name, const char *s, const char *file);
-/* Read: OMNI_ERR_CKPT naming the file when absent or of the wrong kind. A string is
- * returned malloc'ed, NUL terminated. */
-omni_status ckpt_attr_read_i64(hid_t loc, const char *name, int64_t *v, const char *file);
-omni_status ckpt_attr_read_f64(hid_t loc, const char *name, double *v, const char *file);
-omni_status ckpt_attr_read_str(hid_t loc, const char *name, char **s, const char *file);
-
-/* Whether path "a/b/c" exists below `loc`, each link checked in turn. */
-bool ckpt_path_exists(hid_t loc, const char *path);
+/* The h5 layer's helpers bound to a checkpoint's fault status (OMNI_ERR_CKPT), under the
+ * names the checkpoint code used before the layer was shared. */
+static inline void ckpt_h5_reason(char *out, size_t len)
+{
+    omni_h5_reason(out, len);
+}
+static inline bool ckpt_path_exists(hid_t loc, const char *path)
+{
+    return omni_h5_path_exists(loc, path);
+}
+static inline omni_status ckpt_attr_write_i64(hid_t loc, const char *name, int64_t v,
+                                              const char *file)
+{
+    return omni_h5_attr_write_i64(loc, name, v, file);
+}
+static inline omni_status ckpt_attr_write_f64(hid_t loc, const char *name, double v,
+                                              const char *file)
+{
+    return omni_h5_attr_write(loc, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v, file);
+}
+static inline omni_status ckpt_attr_write_str(hid_t loc, const char *name, const char *s,
+                                              const char *file)
+{
+    return omni_h5_attr_write_str(loc, name, s, file);
+}
+static inline omni_status ckpt_attr_read_i64(hid_t loc, const char *name, int64_t *v,
+                                             const char *file)
+{
+    return omni_h5_attr_read_i64(loc, name, v, OMNI_ERR_CKPT, file);
+}
+static inline omni_status ckpt_attr_read_f64(hid_t loc, const char *name, double *v,
+                                             const char *file)
+{
+    return omni_h5_attr_read_num(loc, name, true, v, NULL, OMNI_ERR_CKPT, file);
+}
+/* A string of at most 16 MiB (the experiment text), malloc'ed. */
+static inline omni_status ckpt_attr_read_str(hid_t loc, const char *name, char **s,
+                                             const char *file)
+{
+    return omni_h5_attr_read_str(loc, name, (size_t)1 << 24, s, OMNI_ERR_CKPT, file);
+}
 
 /* Check the root attributes that make a file a checkpoint of our format (format name
  * and version): OMNI_ERR_CKPT "FILE: fault". Not collective. */

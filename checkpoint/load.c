@@ -24,6 +24,9 @@ struct omni_ckpt {
     char *yaml, *version;
     int64_t *load_steps;
     float *load;
+    int64_t unchecked; /* tensors read that carry no checksum */
+    char first_unchecked[OMNI_PATH_MAX];
+    bool warned;
 };
 
 const omni_ckpt_meta *omni_ckpt_meta_of(const omni_ckpt *c)
@@ -50,7 +53,7 @@ bool omni_ckpt_counter_get(const omni_ckpt_meta *m, const char *name, int64_t *v
 static omni_status open_fault(const char *path)
 {
     char why[512];
-    ckpt_h5_reason(why, sizeof why);
+    omni_h5_reason(why, sizeof why);
     struct stat sb;
     if (stat(path, &sb) != 0)
         return omni_fail(OMNI_ERR_CKPT, "%s: cannot open checkpoint: %s", path, strerror(errno));
@@ -106,8 +109,16 @@ static omni_status read_small(hid_t file, const char *name, omni_ckpt_type type,
         st = OMNI_ERR_NOMEM;
         goto out_close;
     }
-    if (n > 0 && H5Dread(dset, ckpt_mem_type(type), H5S_ALL, H5S_ALL, H5P_DEFAULT, *data) < 0)
+    if (n > 0 && H5Dread(dset, ckpt_mem_type(type), H5S_ALL, H5S_ALL, H5P_DEFAULT, *data) < 0) {
         st = omni_fail(OMNI_ERR_CKPT, "%s: dataset %s is unreadable", path, name);
+        goto out_close;
+    }
+    omni_ckpt_tensor t = {
+        .name = name, .type = type, .rank = rank, .row_hi = dims[0], .data = *data};
+    memcpy(t.dims, dims, sizeof(int64_t) * (size_t)rank);
+    omni_h5_rows r = ckpt_rows(&t);
+    omni_h5_sum_kind kind;
+    st = omni_h5_sum_check(dset, &r, &kind, OMNI_ERR_CKPT, path);
 out_close:
     if (ftype >= 0)
         H5Tclose(ftype);
@@ -139,7 +150,7 @@ static herr_t read_counter(hid_t loc, const char *name, const H5A_info_t *info, 
             omni_fail(OMNI_ERR_CKPT, "%s: counter name too long in /%s", w->path, CKPT_COUNTERS);
         return -1;
     }
-    w->st = ckpt_attr_read_i64(loc, name, &c->value, w->path);
+    w->st = omni_h5_attr_read_i64(loc, name, &c->value, OMNI_ERR_CKPT, w->path);
     if (w->st)
         return -1;
     snprintf(c->name, sizeof c->name, "%s", name);
@@ -154,17 +165,18 @@ static omni_status read_meta(omni_ckpt *c)
     const char *p = c->path;
     omni_status st = ckpt_check_format(c->file, p, &m->format_version);
     if (!st)
-        st = ckpt_attr_read_i64(c->file, "step", &m->step, p);
+        st = omni_h5_attr_read_i64(c->file, "step", &m->step, OMNI_ERR_CKPT, p);
     if (!st)
-        st = ckpt_attr_read_i64(c->file, "tokens_seen", &m->tokens_seen, p);
+        st = omni_h5_attr_read_i64(c->file, "tokens_seen", &m->tokens_seen, OMNI_ERR_CKPT, p);
     if (!st)
-        st = ckpt_attr_read_i64(c->file, "world_size", &m->world_size, p);
+        st = omni_h5_attr_read_i64(c->file, "world_size", &m->world_size, OMNI_ERR_CKPT, p);
     if (!st)
-        st = ckpt_attr_read_i64(c->file, "seed", &m->seed, p);
+        st = omni_h5_attr_read_i64(c->file, "seed", &m->seed, OMNI_ERR_CKPT, p);
     if (!st)
-        st = ckpt_attr_read_str(c->file, "experiment_yaml", &c->yaml, p);
+        st = omni_h5_attr_read_str(c->file, "experiment_yaml", (size_t)1 << 24, &c->yaml,
+                                   OMNI_ERR_CKPT, p);
     if (!st)
-        st = ckpt_attr_read_str(c->file, "omnimoe_version", &c->version, p);
+        st = omni_h5_attr_read_str(c->file, "omnimoe_version", 256, &c->version, OMNI_ERR_CKPT, p);
     if (st)
         return st;
     if (m->step < 0 || m->tokens_seen < 0 || m->world_size < 1)
@@ -175,7 +187,7 @@ static omni_status read_meta(omni_ckpt *c)
     m->experiment_yaml = c->yaml;
     m->omnimoe_version = c->version;
 
-    if (ckpt_path_exists(c->file, CKPT_LOAD_PATH)) {
+    if (omni_h5_path_exists(c->file, CKPT_LOAD_PATH)) {
         int64_t dims[3] = {-1, -1, -1}, sdims[1] = {-1};
         void *load = NULL, *steps = NULL;
         st = read_small(c->file, CKPT_LOAD_PATH, OMNI_CKPT_F32, 3, dims, &load, p);
@@ -193,7 +205,7 @@ static omni_status read_meta(omni_ckpt *c)
         m->load = c->load;
         m->load_steps = c->load_steps;
     }
-    if (ckpt_path_exists(c->file, CKPT_COUNTERS)) {
+    if (omni_h5_path_exists(c->file, CKPT_COUNTERS)) {
         counter_walk w = {m, p, OMNI_OK};
         hid_t g = H5Gopen2(c->file, CKPT_COUNTERS, H5P_DEFAULT);
         if (g < 0)
@@ -284,7 +296,7 @@ omni_status omni_ckpt_has(omni_ckpt *c, const char *name, bool *has)
 {
     H5E_BEGIN_TRY
     {
-        *has = ckpt_path_exists(c->file, name);
+        *has = omni_h5_path_exists(c->file, name);
     }
     H5E_END_TRY;
     return OMNI_OK;
@@ -295,7 +307,7 @@ static omni_status open_checked(omni_ckpt *c, const omni_ckpt_tensor *t, hid_t *
 {
     const char *p = c->path;
     char want[128], got[128];
-    if (!ckpt_path_exists(c->file, t->name))
+    if (!omni_h5_path_exists(c->file, t->name))
         return omni_fail(OMNI_ERR_CKPT, "%s: tensor %s is missing", p, t->name);
     *dset = H5Dopen2(c->file, t->name, H5P_DEFAULT);
     if (*dset < 0)
@@ -390,10 +402,16 @@ omni_status omni_ckpt_read(omni_ckpt *c, const omni_ckpt_tensor *tensors, int n_
         for (int i = 0; i < n_tensors && !st; i++)
             st = open_checked(c, &tensors[i], &dsets[i]);
         st = omni_mpi_agree(c->comm, st);
-        /* Phase 2: each rank's rows, collectively, then checked to be finite. */
+        /* Phase 2: each rank's rows, collectively, then checked against their checksums
+         * and to be finite. */
         for (int i = 0; i < n_tensors && !st; i++) {
             const omni_ckpt_tensor *t = &tensors[i];
-            st = ckpt_transfer(c->comm, dsets[i], t, true, false, c->path);
+            omni_h5_sum_kind sum = OMNI_H5_SUM_NONE;
+            st = ckpt_transfer(c->comm, dsets[i], t, true, false, c->path, &sum);
+            if (!st && sum == OMNI_H5_SUM_NONE && t->row_hi > t->row_lo) {
+                if (!c->unchecked++)
+                    snprintf(c->first_unchecked, sizeof c->first_unchecked, "%s", t->name);
+            }
             int64_t bad = st ? -1 : first_nonfinite(t);
             if (bad >= 0)
                 st = omni_fail(OMNI_ERR_CKPT,
@@ -407,7 +425,48 @@ omni_status omni_ckpt_read(omni_ckpt *c, const omni_ckpt_tensor *tensors, int n_
     }
     H5E_END_TRY;
     omni_free(dsets);
+    if (!st && c->unchecked && !c->warned) {
+        c->warned = true;
+        omni_log(OMNI_LOG_WARN,
+                 "%s: tensor %s%s carries no checksum (written before omnimoe stored "
+                 "checksums, or edited and its crc32c attribute removed): read unverified",
+                 c->path, c->first_unchecked, c->unchecked > 1 ? " (and others)" : "");
+    }
     return st;
+}
+
+omni_status omni_ckpt_verify(omni_ckpt *c, int64_t *datasets, int64_t *unchecked,
+                             const char **first_unchecked, double *bytes)
+{
+    int rank, size;
+    MPI_Comm_rank(c->comm, &rank);
+    MPI_Comm_size(c->comm, &size);
+    static omni_h5_verify_report rep;
+    omni_status st;
+    H5E_BEGIN_TRY
+    {
+        st = omni_h5_verify(c->file, rank, size, &rep, OMNI_ERR_CKPT, c->path);
+    }
+    H5E_END_TRY;
+    st = omni_mpi_agree(c->comm, st);
+    double mine = rep.bytes, all = 0;
+    if (!st)
+        st = omni_mpi_check(MPI_Allreduce(&mine, &all, 1, MPI_DOUBLE, MPI_SUM, c->comm),
+                            "MPI_Allreduce");
+    if (st)
+        return st;
+    *datasets = rep.datasets;
+    *unchecked = rep.unchecked;
+    *first_unchecked = rep.first_unchecked;
+    *bytes = all;
+    return OMNI_OK;
+}
+
+int64_t omni_ckpt_unchecked(const omni_ckpt *c, const char **first)
+{
+    if (first)
+        *first = c->unchecked ? c->first_unchecked : NULL;
+    return c->unchecked;
 }
 
 /* ---- parameter counts --------------------------------------------------------- */
@@ -453,7 +512,7 @@ omni_status omni_ckpt_param_counts(omni_ckpt *c, int64_t *total, double *active)
     if (!st) {
         H5E_BEGIN_TRY
         {
-            if (ckpt_path_exists(c->file, "params")) {
+            if (omni_h5_path_exists(c->file, "params")) {
                 hid_t g = H5Gopen2(c->file, "params", H5P_DEFAULT);
                 if (g < 0 ||
                     H5Ovisit2(g, H5_INDEX_NAME, H5_ITER_INC, count_dataset, &w, H5O_INFO_BASIC) < 0)

@@ -355,21 +355,21 @@ static void rotate(const char *dir, int64_t current, int64_t keep)
 
 static omni_status write_root(hid_t file, const omni_ckpt_meta *m, const char *path)
 {
-    omni_status st = ckpt_attr_write_str(file, "format", CKPT_FORMAT_NAME, path);
+    omni_status st = omni_h5_attr_write_str(file, "format", CKPT_FORMAT_NAME, path);
     if (!st)
-        st = ckpt_attr_write_i64(file, "format_version", OMNI_CKPT_FORMAT, path);
+        st = omni_h5_attr_write_i64(file, "format_version", OMNI_CKPT_FORMAT, path);
     if (!st)
-        st = ckpt_attr_write_str(file, "omnimoe_version", OMNI_VERSION, path);
+        st = omni_h5_attr_write_str(file, "omnimoe_version", OMNI_VERSION, path);
     if (!st)
-        st = ckpt_attr_write_i64(file, "step", m->step, path);
+        st = omni_h5_attr_write_i64(file, "step", m->step, path);
     if (!st)
-        st = ckpt_attr_write_i64(file, "tokens_seen", m->tokens_seen, path);
+        st = omni_h5_attr_write_i64(file, "tokens_seen", m->tokens_seen, path);
     if (!st)
-        st = ckpt_attr_write_i64(file, "world_size", m->world_size, path);
+        st = omni_h5_attr_write_i64(file, "world_size", m->world_size, path);
     if (!st)
-        st = ckpt_attr_write_i64(file, "seed", m->seed, path);
+        st = omni_h5_attr_write_i64(file, "seed", m->seed, path);
     if (!st)
-        st = ckpt_attr_write_str(file, "experiment_yaml", m->experiment_yaml, path);
+        st = omni_h5_attr_write_str(file, "experiment_yaml", m->experiment_yaml, path);
     return st;
 }
 
@@ -387,17 +387,25 @@ static omni_status create_tensor(hid_t file, const omni_ckpt_tensor *t, const ch
     hid_t space = H5Screate_simple(t->rank, dims, NULL);
     /* Contiguous storage allocated at creation (so the file's final size is known
      * before any data is written), never filled (every element is written). */
-    if (lcpl >= 0 && dcpl >= 0 && space >= 0 && H5Pset_create_intermediate_group(lcpl, 1) >= 0 &&
+    bool ok = lcpl >= 0 && dcpl >= 0 && space >= 0;
+    if (ok && omni_ckpt_sum_mode == CKPT_SUM_FLETCHER32) {
+        hsize_t chunk[OMNI_CKPT_MAX_RANK];
+        for (int d = 0; d < t->rank; d++)
+            chunk[d] = dims[d];
+        chunk[0] = (hsize_t)omni_h5_slab_rows(t->rank, t->dims);
+        ok = H5Pset_chunk(dcpl, t->rank, chunk) >= 0 && H5Pset_fletcher32(dcpl) >= 0;
+    }
+    if (ok && H5Pset_create_intermediate_group(lcpl, 1) >= 0 &&
         H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY) >= 0 &&
         H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) >= 0)
         *dset = H5Dcreate2(file, t->name, ckpt_file_type(t->type), space, lcpl, dcpl, H5P_DEFAULT);
     if (*dset < 0) {
         char why[512];
-        ckpt_h5_reason(why, sizeof why);
+        omni_h5_reason(why, sizeof why);
         st = omni_fail(OMNI_ERR_IO, "%s: cannot create dataset %s (%s)", path, t->name, why);
     }
     if (!st && t->meaning)
-        st = ckpt_attr_write_str(*dset, "meaning", t->meaning, path);
+        st = omni_h5_attr_write_str(*dset, "meaning", t->meaning, path);
     if (space >= 0)
         H5Sclose(space);
     if (dcpl >= 0)
@@ -418,7 +426,7 @@ static omni_status write_counters(hid_t file, const omni_ckpt_meta *m, const cha
     if (group < 0)
         st = omni_fail(OMNI_ERR_IO, "%s: cannot create group %s", path, CKPT_COUNTERS);
     for (int i = 0; i < m->n_counters && !st; i++)
-        st = ckpt_attr_write_i64(group, m->counters[i].name, m->counters[i].value, path);
+        st = omni_h5_attr_write_i64(group, m->counters[i].name, m->counters[i].value, path);
     if (group >= 0)
         H5Gclose(group);
     if (lcpl >= 0)
@@ -538,13 +546,14 @@ static omni_status write_file(MPI_Comm comm, hid_t file, const meta_copy *mc,
         st = omni_mpi_agree(comm, rank == 0 ? reserve(tmp, file) : OMNI_OK);
     /* Every rank enters every transfer; a writer moves its rows, the others nothing. */
     for (int i = 0; i < n && !st; i++)
-        st = omni_mpi_agree(comm, ckpt_transfer(comm, dsets[i], &all[i], all[i].writer, true, tmp));
+        st = omni_mpi_agree(comm,
+                            ckpt_transfer(comm, dsets[i], &all[i], all[i].writer, true, tmp, NULL));
     for (int i = 0; i < n; i++)
         if (dsets[i] >= 0)
             H5Dclose(dsets[i]);
     if (!st && H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) {
         char why[512];
-        ckpt_h5_reason(why, sizeof why);
+        omni_h5_reason(why, sizeof why);
         st = omni_fail(OMNI_ERR_IO, "%s: cannot flush (%s)", tmp, why);
     }
     st = omni_mpi_agree(comm, st);
@@ -602,7 +611,7 @@ omni_status omni_ckpt_save(MPI_Comm comm, const char *dir, const omni_ckpt_meta 
             file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
         if (file < 0) {
             char why[512];
-            ckpt_h5_reason(why, sizeof why);
+            omni_h5_reason(why, sizeof why);
             st = omni_fail(OMNI_ERR_IO, "%s: cannot create checkpoint file (%s)", tmp, why);
         }
         created = true; /* a failed create may still have left a file behind */
@@ -613,7 +622,7 @@ omni_status omni_ckpt_save(MPI_Comm comm, const char *dir, const omni_ckpt_meta 
             omni_status cst = OMNI_OK;
             if (H5Fclose(file) < 0) {
                 char why[512];
-                ckpt_h5_reason(why, sizeof why);
+                omni_h5_reason(why, sizeof why);
                 cst = omni_fail(OMNI_ERR_IO, "%s: cannot close (%s)", tmp, why);
             }
             file = -1;

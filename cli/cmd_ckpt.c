@@ -9,13 +9,17 @@
 #include "checkpoint.h"
 #include "experiment.h"
 
-static const char usage[] = "usage: omnimoe ckpt info CKPT.h5\n"
+static const char usage[] = "usage: omnimoe ckpt info CKPT.h5 [--verify]\n"
                             "\n"
                             "  info   step, tokens seen, world size, the experiment's model, "
                             "parameter\n"
                             "         counts (total and active per token), and the expert load "
                             "of the\n"
-                            "         last logged steps of each MoE layer\n";
+                            "         last logged steps of each MoE layer; --verify also reads "
+                            "every\n"
+                            "         dataset and checks its checksums (exit 2 on a mismatch or "
+                            "a dataset\n"
+                            "         without one)\n";
 
 #define EXPERTS_PER_LINE 16
 
@@ -141,7 +145,7 @@ static void print_info(const omni_ckpt *c, const omni_experiment *x, const omni_
 }
 
 /* Collective: open, check, print on rank 0. */
-static omni_status info(MPI_Comm comm, const char *path)
+static omni_status info(MPI_Comm comm, const char *path, bool verify)
 {
     omni_ckpt *c;
     omni_status st = omni_ckpt_open(comm, path, &c);
@@ -172,6 +176,20 @@ static omni_status info(MPI_Comm comm, const char *path)
     if (!st && omni_log_rank() == 0)
         print_info(c, x, tok, total, active);
     free(tok);
+    if (!st && verify) {
+        int64_t datasets = 0, unchecked = 0;
+        const char *first = NULL;
+        double bytes = 0;
+        st = omni_ckpt_verify(c, &datasets, &unchecked, &first, &bytes);
+        if (!st && unchecked)
+            st = omni_fail(OMNI_ERR_CKPT,
+                           "%s: %" PRId64 " of %" PRId64 " datasets carry no checksum (first: "
+                           "%s), so they cannot be verified",
+                           path, unchecked, datasets, first);
+        if (!st && omni_log_rank() == 0)
+            printf("\nverified     %" PRId64 " datasets, %.1f MiB: every checksum matches\n",
+                   datasets, bytes / 1048576.0);
+    }
     free(x);
     omni_ckpt_close(c);
     return st;
@@ -192,11 +210,19 @@ omni_status omni_cmd_ckpt(MPI_Comm comm, int argc, char **argv)
                 fputs(usage, stdout);
             return OMNI_OK;
         }
-        if (argc < 3)
+        const char *path = NULL;
+        bool verify = false;
+        for (int i = 2; i < argc; i++) {
+            if (!strcmp(argv[i], "--verify"))
+                verify = true;
+            else if (!path && (argv[i][0] != '-' || !argv[i][1]))
+                path = argv[i];
+            else
+                return omni_usage_error(usage, "ckpt info: unexpected argument '%s'", argv[i]);
+        }
+        if (!path)
             return omni_usage_error(usage, "ckpt info: no checkpoint file given");
-        if (argc > 3)
-            return omni_usage_error(usage, "ckpt info: unexpected argument '%s'", argv[3]);
-        return info(comm, argv[2]);
+        return info(comm, path, verify);
     }
     return omni_usage_error(usage, "ckpt: unknown subcommand '%s'", argv[1]);
 }

@@ -8,21 +8,25 @@
 
 #include "datasets.h"
 
-static const char usage[] = "usage: omnimoe data demo --out FILE.h5 [--seed N]\n"
-                            "       omnimoe data build SPEC.yaml --out FILE.h5\n"
-                            "       omnimoe data info FILE.h5\n"
-                            "\n"
-                            "demo   make the demo dataset (shapes, tones, arith, cartpole)\n"
-                            "build  build a dataset from raw files listed in a spec\n"
-                            "info   check a dataset file and describe it\n"
-                            "The file format and the spec are described in docs/datasets.md.\n";
+static const char usage[] =
+    "usage: omnimoe data demo --out FILE.h5 [--seed N]\n"
+    "       omnimoe data build SPEC.yaml --out FILE.h5\n"
+    "       omnimoe data info FILE.h5 [--verify]\n"
+    "\n"
+    "demo   make the demo dataset (shapes, tones, arith, cartpole)\n"
+    "build  build a dataset from raw files listed in a spec\n"
+    "info   check a dataset file and describe it; --verify also checks every array's\n"
+    "       checksums (exit 2 on a mismatch or an array without one)\n"
+    "The file format and the spec are described in docs/datasets.md.\n";
 
 /* Parse [POSITIONAL] --out FILE [--seed N] after the subcommand. */
 static omni_status parse_args(int argc, char **argv, bool want_pos, const char **pos,
-                              const char **out, long long *seed)
+                              const char **out, long long *seed, bool *verify)
 {
     for (int i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--out") || !strcmp(argv[i], "--seed")) {
+        if (verify && !strcmp(argv[i], "--verify")) {
+            *verify = true;
+        } else if (!strcmp(argv[i], "--out") || !strcmp(argv[i], "--seed")) {
             if (i + 1 >= argc)
                 return omni_usage_error(usage, "data %s: %s needs a value", argv[1], argv[i]);
             if (!strcmp(argv[i], "--out")) {
@@ -53,7 +57,7 @@ static omni_status run(int argc, char **argv)
     long long seed = 1;
     omni_status st;
     if (!strcmp(sub, "demo")) {
-        if ((st = parse_args(argc, argv, false, &pos, &out, &seed)))
+        if ((st = parse_args(argc, argv, false, &pos, &out, &seed, NULL)))
             return st;
         if (!out)
             return omni_usage_error(usage, "data demo: --out FILE.h5 is required");
@@ -63,7 +67,7 @@ static omni_status run(int argc, char **argv)
         return st;
     }
     if (!strcmp(sub, "build")) {
-        if ((st = parse_args(argc, argv, true, &pos, &out, &seed)))
+        if ((st = parse_args(argc, argv, true, &pos, &out, &seed, NULL)))
             return st;
         if (!pos || !out)
             return omni_usage_error(usage, "data build: SPEC.yaml and --out FILE.h5 are required");
@@ -73,11 +77,15 @@ static omni_status run(int argc, char **argv)
         return st;
     }
     if (!strcmp(sub, "info")) {
-        if ((st = parse_args(argc, argv, true, &pos, &out, &seed)))
+        bool verify = false;
+        if ((st = parse_args(argc, argv, true, &pos, &out, &seed, &verify)))
             return st;
         if (!pos || out)
             return omni_usage_error(usage, "data info: expected one FILE.h5");
-        return omni_data_info(pos, stdout);
+        st = omni_data_info(pos, stdout);
+        if (!st && verify)
+            st = omni_data_verify(pos, stdout);
+        return st;
     }
     return omni_usage_error(usage, "data: unknown subcommand '%s'", sub);
 }

@@ -7,6 +7,32 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+/* A job killed while writing an object may leave a last line without its newline: cut
+ * the file back to its last whole line (the resumed run logs that step again), so the
+ * next object starts a line of its own and every line stays one JSON object. */
+static omni_status drop_partial_line(const char *path)
+{
+    FILE *f = fopen(path, "r+b");
+    if (!f)
+        return OMNI_OK; /* not there yet: fopen "a" makes it */
+    omni_status st = OMNI_OK;
+    long end = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1, keep = end;
+    int c = 0;
+    while (keep > 0 && fseek(f, keep - 1, SEEK_SET) == 0 && (c = fgetc(f)) != EOF && c != '\n')
+        keep--;
+    if (end > 0 && keep != end) {
+        if (ftruncate(fileno(f), (off_t)keep) != 0)
+            st = omni_fail(OMNI_ERR_IO, "%s: cannot cut its unfinished last line: %s", path,
+                           strerror(errno));
+        else
+            omni_log(OMNI_LOG_WARN, "%s: removed an unfinished last line (%ld bytes)", path,
+                     end - keep);
+    }
+    fclose(f);
+    return st;
+}
 
 omni_status omni_metrics_log_open(omni_metrics_log *log, const omni_experiment *x,
                                   const omni_tokenization *tok, int64_t first_step)
@@ -18,6 +44,8 @@ omni_status omni_metrics_log_open(omni_metrics_log *log, const omni_experiment *
         return st;
     char path[OMNI_PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/metrics.jsonl", x->experiment.out_dir);
+    if ((st = drop_partial_line(path)))
+        return st;
     log->jsonl = fopen(path, "a");
     if (!log->jsonl)
         return omni_fail(OMNI_ERR_IO, "%s: cannot open for appending: %s", path, strerror(errno));

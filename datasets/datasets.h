@@ -171,6 +171,10 @@ omni_status omni_data_demo(const char *out_path, uint64_t seed, FILE *progress);
 /* Describe a dataset file (after checking all of it): tasks, counts, vocabulary, and
  * one decoded example per task. */
 omni_status omni_data_info(const char *path, FILE *out);
+/* `omnimoe data info --verify`: read every dataset of the file and check its checksums
+ * (h5.h): OMNI_ERR_DATA naming the file and the array on a mismatch, or when an array
+ * carries no checksum. Prints one line on success. */
+omni_status omni_data_verify(const char *path, FILE *out);
 
 /* ---- the tokenization of a trained model -------------------------------------- */
 

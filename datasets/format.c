@@ -14,58 +14,60 @@
 #include <string.h>
 #include <unistd.h>
 
-/* ---- writing ------------------------------------------------------------------ */
+#include "h5.h"
 
-static omni_status w_attr(hid_t obj, const char *name, hid_t type, const void *v, const char *path)
-{
-    hid_t sp = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(obj, name, type, sp, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t rc = a < 0 ? -1 : H5Awrite(a, type, v);
-    if (a >= 0)
-        H5Aclose(a);
-    H5Sclose(sp);
-    if (rc < 0)
-        return omni_fail(OMNI_ERR_IO, "%s: cannot write attribute %s", path, name);
-    return OMNI_OK;
-}
+/* ---- writing ------------------------------------------------------------------ */
 
 static omni_status w_i32(hid_t obj, const char *name, int32_t v, const char *path)
 {
-    return w_attr(obj, name, H5T_NATIVE_INT32, &v, path);
+    return omni_h5_attr_write(obj, name, H5T_STD_I32LE, H5T_NATIVE_INT32, &v, path);
 }
 
 static omni_status w_f64(hid_t obj, const char *name, double v, const char *path)
 {
-    return w_attr(obj, name, H5T_NATIVE_DOUBLE, &v, path);
+    return omni_h5_attr_write(obj, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v, path);
 }
 
-static omni_status w_str(hid_t obj, const char *name, const char *v, const char *path)
-{
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, strlen(v) + 1);
-    H5Tset_strpad(t, H5T_STR_NULLTERM);
-    omni_status st = w_attr(obj, name, t, v, path);
-    H5Tclose(t);
-    return st;
-}
-
+/* A whole array, with its checksums (h5.h). `type` is both the stored and the memory
+ * type: omnimoe writes little-endian types it holds natively. */
 static omni_status w_data(hid_t g, const char *name, hid_t type, int rank, const hsize_t *dims,
                           const void *buf, const char *path)
 {
     hid_t sp = H5Screate_simple(rank, dims, NULL);
     hid_t d = H5Dcreate2(g, name, type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    hsize_t total = 1;
+    int64_t idims[2] = {0, 1};
     for (int i = 0; i < rank; i++)
-        total *= dims[i];
+        idims[i] = (int64_t)dims[i];
     herr_t rc = d < 0 ? -1 : 0;
-    if (rc == 0 && total > 0)
+    if (rc == 0 && idims[0] * idims[1] > 0)
         rc = H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
+    omni_status st = OMNI_OK;
+    if (rc < 0) {
+        st = omni_fail(OMNI_ERR_IO, "%s: cannot write dataset %s", path, name);
+    } else {
+        int64_t n = omni_h5_slabs(rank, idims);
+        uint32_t *crc = omni_alloc(n, sizeof *crc, "checksums");
+        omni_h5_rows r = {.name = name,
+                          .mem_type = type,
+                          .elem_size = H5Tget_size(type),
+                          .rank = rank,
+                          .dims = idims,
+                          .row_lo = 0,
+                          .row_hi = idims[0],
+                          .data = (void *)buf};
+        st = crc ? OMNI_OK : OMNI_ERR_NOMEM;
+        if (!st) {
+            memset(crc, 0, sizeof *crc * (size_t)n);
+            st = omni_h5_sum_rows(&r, crc);
+        }
+        if (!st)
+            st = omni_h5_sum_write(d, rank, idims, crc, path);
+        omni_free(crc);
+    }
     if (d >= 0)
         H5Dclose(d);
     H5Sclose(sp);
-    if (rc < 0)
-        return omni_fail(OMNI_ERR_IO, "%s: cannot write dataset %s", path, name);
-    return OMNI_OK;
+    return st;
 }
 
 static omni_status write_pool(hid_t g, const ds_task *t, const ds_pool *p, const char *path)
@@ -96,7 +98,7 @@ static omni_status write_all(hid_t f, const ds_file *df, const char *path)
         image |= df->tasks[t].kind == OMNI_KIND_IMAGE_TO_TEXT;
         audio |= df->tasks[t].kind == OMNI_KIND_AUDIO_TO_TEXT;
     }
-    if ((st = w_str(f, "format", OMNI_DS_FORMAT, path)) ||
+    if ((st = omni_h5_attr_write_str(f, "format", OMNI_DS_FORMAT, path)) ||
         (st = w_i32(f, "format_version", OMNI_DS_FORMAT_VERSION, path)) ||
         (st = w_i32(f, "text_vocab", OMNI_TEXT_VOCAB, path)) ||
         (st = w_i32(f, "bins", OMNI_BINS, path)) ||
@@ -106,9 +108,9 @@ static omni_status write_all(hid_t f, const ds_file *df, const char *path)
         (st = w_i32(f, "tok_sep", OMNI_TOK_SEP, path)) ||
         (st = w_i32(f, "tok_task0", OMNI_TOK_TASK0, path)) ||
         (st = w_i32(f, "n_tasks", df->n_tasks, path)) ||
-        (st = w_f64(f, "mulaw_mu", OMNI_MULAW_MU, path)) ||
-        (st = w_f64(f, "mulaw_m", OMNI_MULAW_M, path)) ||
-        (st = w_attr(f, "seed", H5T_NATIVE_UINT64, &df->seed, path)))
+        (st = w_f64(f, "mulaw_mu", (double)OMNI_MULAW_MU, path)) ||
+        (st = w_f64(f, "mulaw_m", (double)OMNI_MULAW_M, path)) ||
+        (st = omni_h5_attr_write(f, "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, &df->seed, path)))
         return st;
     if (image && ((st = w_i32(f, "image_size", df->image_size, path)) ||
                   (st = w_i32(f, "image_channels", df->image_channels, path)) ||
@@ -120,7 +122,7 @@ static omni_status write_all(hid_t f, const ds_file *df, const char *path)
                   (st = w_i32(f, "audio_patch", df->audio.patch, path)) ||
                   (st = w_i32(f, "audio_n_fft", df->audio.n_fft, path)) ||
                   (st = w_i32(f, "audio_hop", df->audio.hop, path)) ||
-                  (st = w_f64(f, "audio_top_db", df->audio.top_db, path))))
+                  (st = w_f64(f, "audio_top_db", (double)df->audio.top_db, path))))
         return st;
     hid_t tasks = H5Gcreate2(f, "tasks", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (tasks < 0)
@@ -132,7 +134,7 @@ static omni_status write_all(hid_t f, const ds_file *df, const char *path)
             st = omni_fail(OMNI_ERR_IO, "%s: cannot create group /tasks/%s", path, t->name);
             break;
         }
-        st = w_str(g, "kind", omni_task_kind_name(t->kind), path);
+        st = omni_h5_attr_write_str(g, "kind", omni_task_kind_name(t->kind), path);
         if (!st)
             st = w_i32(g, "index", t->index, path);
         if (!st)
@@ -195,37 +197,13 @@ static omni_status bad(const char *path, const char *fmt, ...)
     return omni_fail(OMNI_ERR_DATA, "%s: %s", path, what);
 }
 
-/* An integer or float scalar attribute, converted to double; `required` or not. */
+/* An integer or float scalar attribute, converted to double; `required` or not. (`where`
+ * is kept by the callers for their own messages; the h5 layer names the object.) */
 static omni_status r_num(hid_t obj, const char *where, const char *name, bool required, double *v,
                          bool *present, const char *path)
 {
-    if (present)
-        *present = false;
-    htri_t ex = H5Aexists(obj, name);
-    if (ex <= 0) {
-        if (required)
-            return bad(path, "missing attribute %s%s", where, name);
-        return OMNI_OK;
-    }
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    hid_t t = a >= 0 ? H5Aget_type(a) : -1;
-    hid_t sp = a >= 0 ? H5Aget_space(a) : -1;
-    H5T_class_t cls = t >= 0 ? H5Tget_class(t) : H5T_NO_CLASS;
-    hssize_t npts = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
-    omni_status st = OMNI_OK;
-    if (a < 0 || (cls != H5T_INTEGER && cls != H5T_FLOAT) || npts != 1)
-        st = bad(path, "attribute %s%s is not a number", where, name);
-    else if (H5Aread(a, H5T_NATIVE_DOUBLE, v) < 0 || !isfinite(*v))
-        st = bad(path, "attribute %s%s cannot be read as a finite number", where, name);
-    if (sp >= 0)
-        H5Sclose(sp);
-    if (t >= 0)
-        H5Tclose(t);
-    if (a >= 0)
-        H5Aclose(a);
-    if (!st && present)
-        *present = true;
-    return st;
+    (void)where;
+    return omni_h5_attr_read_num(obj, name, required, v, present, OMNI_ERR_DATA, path);
 }
 
 static omni_status r_int(hid_t obj, const char *where, const char *name, int64_t lo, int64_t hi,
@@ -245,48 +223,26 @@ static omni_status r_int(hid_t obj, const char *where, const char *name, int64_t
 static omni_status r_str(hid_t obj, const char *where, const char *name, char *out, size_t cap,
                          const char *path)
 {
-    if (H5Aexists(obj, name) <= 0)
-        return bad(path, "missing attribute %s%s", where, name);
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    hid_t t = a >= 0 ? H5Aget_type(a) : -1;
-    omni_status st = OMNI_OK;
-    if (t < 0 || H5Tget_class(t) != H5T_STRING) {
-        st = bad(path, "attribute %s%s is not a string", where, name);
-    } else if (H5Tis_variable_str(t) > 0) {
-        char *s = NULL;
-        hid_t mt = H5Tcopy(H5T_C_S1);
-        H5Tset_size(mt, H5T_VARIABLE);
-        H5Tset_cset(mt, H5Tget_cset(t));
-        if (H5Aread(a, mt, &s) < 0 || !s)
-            st = bad(path, "attribute %s%s cannot be read", where, name);
-        else if (strlen(s) >= cap)
-            st = bad(path, "attribute %s%s is too long", where, name);
-        else
-            snprintf(out, cap, "%s", s);
-        if (s)
-            H5free_memory(s);
-        H5Tclose(mt);
-    } else {
-        size_t sz = H5Tget_size(t);
-        if (sz >= cap) {
-            st = bad(path, "attribute %s%s is too long", where, name);
-        } else {
-            memset(out, 0, cap);
-            if (H5Aread(a, t, out) < 0)
-                st = bad(path, "attribute %s%s cannot be read", where, name);
-            out[sz] = '\0';
-        }
-    }
-    if (t >= 0)
-        H5Tclose(t);
-    if (a >= 0)
-        H5Aclose(a);
+    (void)where;
+    char *s = NULL;
+    omni_status st = omni_h5_attr_read_str(obj, name, cap - 1, &s, OMNI_ERR_DATA, path);
+    if (!st)
+        snprintf(out, cap, "%s", s);
+    free(s);
     return st;
+}
+
+/* Half of this machine's memory: no array of a dataset file may claim more (every rank
+ * holds its files whole), so a file claiming 2^40 elements is refused, not OOM-killed. */
+static double memory_limit(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGE_SIZE);
+    return pages > 0 && size > 0 ? 0.5 * (double)pages * (double)size : 1e12;
 }
 
 /* Read a whole 1-D (rank 1) or 2-D integer dataset into a new buffer of `mtype`. */
 static omni_status r_data(hid_t g, const char *where, const char *name, hid_t mtype, int rank,
-                          hsize_t *dims, void **buf, const char *path)
+                          hsize_t *dims, void **buf, ds_file *df, const char *path)
 {
     *buf = NULL;
     if (H5Lexists(g, name, H5P_DEFAULT) <= 0)
@@ -322,14 +278,58 @@ static omni_status r_data(hid_t g, const char *where, const char *name, hid_t mt
         }
         n *= (int64_t)dims[i];
     }
+    /* Sizes checked before anything is allocated: within memory, and an array without
+     * filters must store as many bytes as it claims (else it is truncated or sparse). */
+    double claim = (double)n * (double)H5Tget_size(mtype);
+    if (claim > memory_limit()) {
+        st = bad(path,
+                 "dataset %s%s claims %lld elements (%.1f GiB), more than this machine "
+                 "can hold",
+                 where, name, (long long)n, claim / 1073741824.0);
+        goto out;
+    }
+    hid_t dcpl = H5Dget_create_plist(d);
+    int nfilters = dcpl < 0 ? -1 : H5Pget_nfilters(dcpl);
+    if (dcpl >= 0)
+        H5Pclose(dcpl);
+    hsize_t stored = H5Dget_storage_size(d);
+    if (nfilters == 0 && (double)stored < (double)n * (double)H5Tget_size(t)) {
+        st = bad(path,
+                 "dataset %s%s claims %lld elements but stores only %llu bytes (truncated "
+                 "or never written)",
+                 where, name, (long long)n, (unsigned long long)stored);
+        goto out;
+    }
     size_t bytes;
     if (!omni_mul_size(n ? n : 1, H5Tget_size(mtype), &bytes) || !(*buf = malloc(bytes))) {
         st = omni_fail(OMNI_ERR_NOMEM, "%s: cannot allocate %s%s", path, where, name);
         goto out;
     }
     if (n > 0 && H5Dread(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, *buf) < 0) {
-        st = bad(path, "dataset %s%s cannot be read (values out of range of %s?)", where, name,
-                 mtype == H5T_NATIVE_UINT8 ? "uint8" : "its type");
+        char why[512];
+        omni_h5_reason(why, sizeof why);
+        st = bad(path, "dataset %s%s cannot be read (%s)", where, name, why);
+        free(*buf);
+        *buf = NULL;
+        goto out;
+    }
+    /* Its checksums, checked as it is read (h5.h); an array without any is counted. */
+    char full[OMNI_NAME_MAX + 64];
+    snprintf(full, sizeof full, "%s%s", where, name);
+    int64_t idims[2] = {(int64_t)dims[0], rank > 1 ? (int64_t)dims[1] : 1};
+    omni_h5_rows rows = {.name = full,
+                         .mem_type = mtype,
+                         .elem_size = H5Tget_size(mtype),
+                         .rank = rank,
+                         .dims = idims,
+                         .row_lo = 0,
+                         .row_hi = idims[0],
+                         .data = *buf};
+    omni_h5_sum_kind kind;
+    st = omni_h5_sum_check(d, &rows, &kind, OMNI_ERR_DATA, path);
+    if (!st && kind == OMNI_H5_SUM_NONE && !df->unchecked++)
+        snprintf(df->first_unchecked, sizeof df->first_unchecked, "%s", full);
+    if (st) {
         free(*buf);
         *buf = NULL;
     }
@@ -433,14 +433,16 @@ static omni_status check_pool(const ds_task *t, const ds_pool *p, const char *wh
     return OMNI_OK;
 }
 
-static omni_status read_pool(hid_t g, const char *where, ds_task *t, ds_pool *p, const char *path)
+static omni_status read_pool(hid_t g, const char *where, ds_task *t, ds_pool *p, ds_file *df,
+                             const char *path)
 {
     hsize_t d_off[1], d_tok[1], d_loss[1], d_poff[1], d_patch[2];
     omni_status st;
     char w[OMNI_NAME_MAX + 32];
-    if ((st = r_data(g, where, "offsets", H5T_NATIVE_INT64, 1, d_off, (void **)&p->off, path)) ||
-        (st = r_data(g, where, "tokens", H5T_NATIVE_INT32, 1, d_tok, (void **)&p->tok, path)) ||
-        (st = r_data(g, where, "loss", H5T_NATIVE_UINT8, 1, d_loss, (void **)&p->loss, path)))
+    if ((st =
+             r_data(g, where, "offsets", H5T_NATIVE_INT64, 1, d_off, (void **)&p->off, df, path)) ||
+        (st = r_data(g, where, "tokens", H5T_NATIVE_INT32, 1, d_tok, (void **)&p->tok, df, path)) ||
+        (st = r_data(g, where, "loss", H5T_NATIVE_UINT8, 1, d_loss, (void **)&p->loss, df, path)))
         return st;
     if (d_off[0] < 1)
         return bad(path, "%soffsets is empty, expected n + 1 entries", where);
@@ -452,8 +454,8 @@ static omni_status read_pool(hid_t g, const char *where, ds_task *t, ds_pool *p,
         return st;
     if (t->patch_dim > 0) {
         if ((st = r_data(g, where, "patch_offsets", H5T_NATIVE_INT64, 1, d_poff, (void **)&p->poff,
-                         path)) ||
-            (st = r_data(g, where, "patches", H5T_NATIVE_UINT8, 2, d_patch, (void **)&p->patch,
+                         df, path)) ||
+            (st = r_data(g, where, "patches", H5T_NATIVE_UINT8, 2, d_patch, (void **)&p->patch, df,
                          path)))
             return st;
         if (d_poff[0] != d_off[0])
@@ -679,7 +681,7 @@ static omni_status read_tasks(hid_t f, ds_file *df, const char *path)
                 st = bad(path, "%s is not a group", where);
                 break;
             }
-            st = read_pool(g, where, t, &t->split[s], path);
+            st = read_pool(g, where, t, &t->split[s], df, path);
             H5Gclose(g);
         }
         if (!st && t->split[OMNI_SPLIT_TRAIN].n == 0)
@@ -704,5 +706,11 @@ omni_status ds_read(const char *path, ds_file *df)
     H5Fclose(f);
     if (st)
         ds_file_free(df);
+    else if (df->unchecked)
+        omni_log(OMNI_LOG_WARN,
+                 "%s: %lld array%s carry no checksum (first: %s): read unverified (a file "
+                 "written by h5py can add them: docs/datasets.md)",
+                 path, (long long)df->unchecked, df->unchecked == 1 ? "" : "s",
+                 df->first_unchecked);
     return st;
 }

@@ -34,6 +34,8 @@ typedef struct {
     omni_audio_cfg audio;                            /* zeros when no audio task */
     int32_t n_tasks;
     ds_task tasks[OMNI_MAX_TASKS];
+    int64_t unchecked; /* read: arrays that carry no checksum (h5.h); the first named */
+    char first_unchecked[OMNI_NAME_MAX + 64];
 } ds_file;
 
 /* Pool growth: append one sample. The element arrays are copied; patches (n_patch of

@@ -2,7 +2,9 @@
  * Checkpoint throughput: save (write, flush, close, fsync, rename) and load (open,
  * check, read) of a state of MoE layers with experts sharded over the ranks.
  *   mpiexec -n N bench_checkpoint DIR [MiB of experts, default 256] [experts, default 8]
- * Prints seconds and GB/s (of the whole checkpoint) for each, the best of 3 rounds.
+ *                                     [checksums: crc32c (default), none, fletcher32, all]
+ * Prints seconds and GB/s (of the whole checkpoint) for each, the best of 3 rounds; with
+ * "all", the three checksum choices in turn, round-robin, and each one's cost over none.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -12,6 +14,7 @@
 #include <hdf5.h>
 
 #include "checkpoint.h"
+#include "ckpt_private.h"
 
 #define N_LAYERS 4
 
@@ -78,37 +81,67 @@ int main(int argc, char **argv)
     }
     double bytes = 4.0 * ((double)N_LAYERS * (double)(E * d * ff) + 1024.0 * 1024.0);
     omni_ckpt_meta m = {.step = 1, .experiment_yaml = "experiment: {name: bench}\n"};
-    double best_save = 1e30, best_load = 1e30;
-    for (int round = 0; round < 3; round++) {
-        m.step = round + 1;
-        char path[2048];
-        MPI_Barrier(comm);
-        double t0 = omni_now();
-        omni_status st = omni_ckpt_save(comm, dir, &m, t, N_LAYERS + 1, 1, path, sizeof path);
-        MPI_Barrier(comm);
-        double t1 = omni_now();
-        omni_ckpt *c = NULL;
-        if (!st)
-            st = omni_ckpt_open(comm, path, &c);
-        if (!st)
-            st = omni_ckpt_read(c, t, N_LAYERS + 1);
-        omni_ckpt_close(c);
-        MPI_Barrier(comm);
-        double t2 = omni_now();
-        if (st) {
+    static const char *const mode_names[] = {"crc32c", "none", "fletcher32"};
+    const char *which = argc > 4 ? argv[4] : "crc32c";
+    int first = 0, last = 0;
+    if (!strcmp(which, "all")) {
+        first = 0;
+        last = 2;
+    } else {
+        first = last = -1;
+        for (int k = 0; k < 3; k++)
+            if (!strcmp(which, mode_names[k]))
+                first = last = k;
+        if (first < 0) {
             if (rank == 0)
-                fprintf(stderr, "bench_checkpoint: %s\n", omni_error_message());
-            MPI_Abort(MPI_COMM_WORLD, 1);
+                fprintf(stderr,
+                        "bench_checkpoint: checksums %s, expected crc32c, none, "
+                        "fletcher32 or all\n",
+                        which);
+            MPI_Finalize();
+            return 2;
         }
-        best_save = t1 - t0 < best_save ? t1 - t0 : best_save;
-        best_load = t2 - t1 < best_load ? t2 - t1 : best_load;
     }
-    if (rank == 0)
-        printf("checkpoint of %.1f MiB on %d rank%s (%" PRId64
-               " experts): save %.3f s (%.2f GB/s), "
-               "load %.3f s (%.2f GB/s)\n",
-               bytes / 1048576.0, size, size == 1 ? "" : "s", E, best_save, bytes / best_save / 1e9,
-               best_load, bytes / best_load / 1e9);
+    /* Rounds alternate between the modes, so each sees the same machine load. */
+    double best_save[3] = {1e30, 1e30, 1e30}, best_load[3] = {1e30, 1e30, 1e30};
+    for (int round = 0; round < 3; round++) {
+        for (int k = first; k <= last; k++) {
+            omni_ckpt_sum_mode = (ckpt_sum_mode)k;
+            m.step = m.step + 1;
+            char path[2048];
+            MPI_Barrier(comm);
+            double t0 = omni_now();
+            omni_status st = omni_ckpt_save(comm, dir, &m, t, N_LAYERS + 1, 1, path, sizeof path);
+            MPI_Barrier(comm);
+            double t1 = omni_now();
+            omni_ckpt *c = NULL;
+            if (!st)
+                st = omni_ckpt_open(comm, path, &c);
+            if (!st)
+                st = omni_ckpt_read(c, t, N_LAYERS + 1);
+            omni_ckpt_close(c);
+            MPI_Barrier(comm);
+            double t2 = omni_now();
+            if (st) {
+                if (rank == 0)
+                    fprintf(stderr, "bench_checkpoint: %s\n", omni_error_message());
+                MPI_Abort(MPI_COMM_WORLD, 1);
+            }
+            best_save[k] = t1 - t0 < best_save[k] ? t1 - t0 : best_save[k];
+            best_load[k] = t2 - t1 < best_load[k] ? t2 - t1 : best_load[k];
+        }
+    }
+    for (int k = first; k <= last && rank == 0; k++) {
+        printf("checkpoint of %.1f MiB on %d rank%s (%" PRId64 " experts), checksums %s: save "
+               "%.3f s (%.2f GB/s), load %.3f s (%.2f GB/s)",
+               bytes / 1048576.0, size, size == 1 ? "" : "s", E, mode_names[k], best_save[k],
+               bytes / best_save[k] / 1e9, best_load[k], bytes / best_load[k] / 1e9);
+        if (first != last && k != CKPT_SUM_NONE)
+            printf("; over none: save %+.1f%%, load %+.1f%%",
+                   100.0 * (best_save[k] / best_save[CKPT_SUM_NONE] - 1.0),
+                   100.0 * (best_load[k] / best_load[CKPT_SUM_NONE] - 1.0));
+        printf("\n");
+    }
     for (int l = 0; l <= N_LAYERS; l++)
         omni_free(t[l].data);
     MPI_Comm_free(&comm);

@@ -50,6 +50,13 @@ for launch in "" "$mpiexec -n 2 ${flags[*]}"; do
         -- $launch "$OMNIMOE" ckpt info "$dir/foreign.h5"
     expect 2 "$dir/absent.h5: cannot open checkpoint" \
         -- $launch "$OMNIMOE" ckpt info "$dir/absent.h5"
+    # --verify reads every dataset: the good file matches; a flipped byte inside expert 5
+    # (whichever rank reads it) and a tensor whose checksum was dropped are exit 2.
+    expect 0 "every checksum matches" -- $launch "$OMNIMOE" ckpt info "$good" --verify
+    expect 2 "$dir/flip.h5: params/layers/01/moe/experts/w1: checksum mismatch in rows [5, 6)" \
+        -- $launch "$OMNIMOE" ckpt info --verify "$dir/flip.h5"
+    expect 2 "$dir/nan.h5: 1 of" "carry no checksum (first: /params/embed/tok)" \
+        -- $launch "$OMNIMOE" ckpt info --verify "$dir/nan.h5"
 done
 expect 2 "no checkpoint file given" "usage: omnimoe ckpt info" -- "$OMNIMOE" ckpt info
 expect 2 "unknown subcommand 'show'" -- "$OMNIMOE" ckpt show "$good"

@@ -480,10 +480,32 @@ static void make_bad_files(const char *dir, const char *good)
     hid_t ms = H5Screate_simple(1, &one, NULL);
     float nan = NAN;
     EXPECT(H5Dwrite(d, H5T_NATIVE_FLOAT, ms, sp, H5P_DEFAULT, &nan) >= 0, "write NaN");
+    /* An edit that drops the checksum: read unverified (with a warning), so the value
+     * check below it is what finds the NaN. */
+    EXPECT(H5Adelete(d, "crc32c") >= 0, "drop the checksum");
     H5Sclose(ms);
     H5Sclose(sp);
     H5Dclose(d);
     H5Fclose(h);
+
+    /* One byte flipped inside expert 5 of a weight, behind HDF5's back (silent corruption
+     * on disk): the checksum of that expert's rows no longer matches. */
+    snprintf(p, sizeof p, "%s/flip.h5", dir);
+    copy_file(good, p, 1.0);
+    h = open_rw(p);
+    d = H5Dopen2(h, "params/layers/01/moe/experts/w1", H5P_DEFAULT);
+    haddr_t at = H5Dget_offset(d);
+    EXPECT(at != HADDR_UNDEF, "offset of the expert weight");
+    H5Dclose(d);
+    H5Fclose(h);
+    FILE *raw = fopen(p, "r+b");
+    unsigned char byte = 0;
+    long where = (long)at + 5 * 16 * 24 * 4 + 101;
+    EXPECT(raw && fseek(raw, where, SEEK_SET) == 0 && fread(&byte, 1, 1, raw) == 1,
+           "read the byte");
+    byte ^= 0x10;
+    EXPECT(fseek(raw, where, SEEK_SET) == 0 && fwrite(&byte, 1, 1, raw) == 1 && fclose(raw) == 0,
+           "flip the byte");
 }
 
 /* Open `name` in dir expecting the fault. */
@@ -577,6 +599,9 @@ static int mode_bad(const char *dir)
                               __LINE__);
     expect_read_fault(dir, "nan.h5", 0,
                       "tensor params/embed/tok has a non-finite value at element 52", false,
+                      __LINE__);
+    expect_read_fault(dir, "flip.h5", 0,
+                      "params/layers/01/moe/experts/w1: checksum mismatch in rows [5, 6)", false,
                       __LINE__);
 
     /* Another model: the first key that shapes it is named. */

@@ -299,6 +299,9 @@ static void poke(const char *dset, hid_t mtype, int64_t index, const void *value
     H5Sselect_elements(fs, H5S_SELECT_SET, 1, &at);
     hid_t ms = H5Screate_simple(1, &one, NULL);
     cr_assert(H5Dwrite(d, mtype, ms, fs, H5P_DEFAULT, value) >= 0);
+    /* An edit drops the array's checksum (as an h5py script would have to), so the check
+     * of the value itself is what the test sees. */
+    cr_assert(H5Adelete(d, "crc32c") >= 0);
     H5Sclose(ms);
     H5Sclose(fs);
     H5Dclose(d);
@@ -319,6 +322,76 @@ Test(datasets, file_good_one_is_accepted)
     good_dataset();
     const char *err;
     cr_assert_eq(run("data info data.h5", &err), 0, "%s", err);
+}
+
+Test(datasets, file_good_one_verifies)
+{
+    good_dataset();
+    const char *err;
+    cr_assert_eq(run("data info data.h5 --verify", &err), 0, "%s", err);
+}
+
+/* One byte of an array changed behind HDF5's back (silent corruption on disk): found by
+ * its checksum, exit 2 naming the file and the array, with or without --verify. */
+Test(datasets, file_flipped_byte_fails_its_checksum)
+{
+    good_dataset();
+    char path[256];
+    snprintf(path, sizeof path, "%s/data.h5", dir);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t d = H5Dopen2(f, "/tasks/qa/train/tokens", H5P_DEFAULT);
+    haddr_t at = H5Dget_offset(d);
+    H5Dclose(d);
+    H5Fclose(f);
+    cr_assert(at != HADDR_UNDEF);
+    FILE *raw = fopen(path, "r+b");
+    unsigned char byte = 0;
+    cr_assert(raw && fseek(raw, (long)at + 9, SEEK_SET) == 0 && fread(&byte, 1, 1, raw) == 1);
+    byte ^= 0x01;
+    cr_assert(fseek(raw, (long)at + 9, SEEK_SET) == 0 && fwrite(&byte, 1, 1, raw) == 1);
+    cr_assert(fclose(raw) == 0);
+    expect_info_fails("data.h5", "/tasks/qa/train/tokens: checksum mismatch in rows [0, ");
+    const char *err;
+    cr_assert_eq(run("data info --verify data.h5", &err), 2, "%s", err);
+    cr_assert(strstr(err, "checksum mismatch"), "%s", err);
+}
+
+/* An array without a checksum (an h5py edit, an older file) is read with a warning, and
+ * --verify refuses to vouch for it. */
+Test(datasets, file_without_checksum_warns_and_fails_verify)
+{
+    good_dataset();
+    int32_t v = 'a';
+    poke("/tasks/qa/train/tokens", H5T_NATIVE_INT32, 2, &v);
+    const char *err;
+    cr_assert_eq(run("data info data.h5", &err), 0, "%s", err);
+    cr_assert(strstr(err, "carry no checksum (first: /tasks/qa/train/tokens)"), "%s", err);
+    cr_assert_eq(run("data info data.h5 --verify", &err), 2, "%s", err);
+    cr_assert(strstr(err, "data.h5: 1 of"), "%s", err);
+    cr_assert(strstr(err, "carry no checksum (first: /tasks/qa/train/tokens)"), "%s", err);
+}
+
+/* An array that claims 2^40 elements (a sparse chunked dataset: the file stays small) is
+ * refused before anything is allocated, exit 2, not killed for want of memory. */
+Test(datasets, file_claiming_2_pow_40_elements)
+{
+    good_dataset();
+    char path[256];
+    snprintf(path, sizeof path, "%s/data.h5", dir);
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert(H5Ldelete(f, "tasks/qa/train/loss", H5P_DEFAULT) >= 0);
+    hsize_t n = (hsize_t)1 << 40, chunk = 1024;
+    hid_t sp = H5Screate_simple(1, &n, NULL);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 1, &chunk);
+    hid_t d =
+        H5Dcreate2(f, "tasks/qa/train/loss", H5T_STD_U8LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    cr_assert(d >= 0);
+    H5Dclose(d);
+    H5Pclose(dcpl);
+    H5Sclose(sp);
+    H5Fclose(f);
+    expect_info_fails("data.h5", "/tasks/qa/train/loss claims 1099511627776 elements");
 }
 
 Test(datasets, file_token_outside_the_vocabulary)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Bad resume inputs through the binary (issue 7), on 2 processes: a checkpoint of another
-# model, a truncated checkpoint, a missing file, --resume auto with no checkpoint: each is
-# exit 2 with one message naming the file and the fault, and nothing in the output
+# model, a flipped byte, a truncated checkpoint, a missing file, --resume auto with no
+# checkpoint: each is exit 2 with one message naming the file and the fault, and nothing in the output
 # directory is written. Changed training-only keys are accepted and reported.
 . "$(dirname "$0")/lib.sh"
 
@@ -31,6 +31,19 @@ expect_bad other-model 'run/ckpt-00000010.h5: checkpoint of another model: model
     --set model.d_model=64 --resume auto
 expect_bad other-experts 'run/ckpt-00000010.h5: .*moe.num_experts is 4 in the checkpoint, 8 in the experiment' \
     --set moe.num_experts=8 --resume run/ckpt-00000010.h5
+# One byte flipped inside expert 3 of a weight (rank 1's expert on 2 processes), behind
+# HDF5's back: its checksum names the file, the tensor and the expert's rows.
+cp run/ckpt-00000010.h5 flip.h5 || fail "copy"
+/usr/bin/python3 -c '
+import h5py, sys
+with h5py.File("flip.h5", "r") as f:
+    w = f["params/layers/01/moe/experts/w1"]
+    at = w.id.get_offset() + 3 * w[0].nbytes + 17
+with open("flip.h5", "r+b") as raw:
+    raw.seek(at); b = raw.read(1); raw.seek(at); raw.write(bytes([b[0] ^ 0x40]))
+' || fail "cannot flip a byte of flip.h5"
+expect_bad flipped '(\[rank 1\] )?flip.h5: params/layers/01/moe/experts/w1: checksum mismatch in rows \[3, 4\)' \
+    --resume flip.h5
 head -c 100000 run/ckpt-00000010.h5 >trunc.h5
 expect_bad truncated 'trunc.h5: ' --resume trunc.h5
 expect_bad missing 'nope.h5: ' --resume nope.h5
