@@ -14,6 +14,8 @@ typedef omni_status (*omni_command_fn)(MPI_Comm comm, int argc, char **argv);
 omni_status omni_cmd_train(MPI_Comm comm, int argc, char **argv);
 omni_status omni_cmd_data(MPI_Comm comm, int argc, char **argv);
 omni_status omni_cmd_ckpt(MPI_Comm comm, int argc, char **argv);
+omni_status omni_cmd_generate(MPI_Comm comm, int argc, char **argv);
+omni_status omni_cmd_eval(MPI_Comm comm, int argc, char **argv);
 
 /* Usage texts, printed by --help and after a usage error. */
 extern const char omni_usage_main[];

@@ -18,6 +18,8 @@ const char omni_usage_main[] =
     "  data build SPEC.yaml --out FILE.h5                    build a dataset from raw files\n"
     "  data info FILE.h5                                     describe a dataset file\n"
     "  ckpt info CKPT.h5                                     describe a checkpoint\n"
+    "  generate CKPT --task NAME [--image F|--audio F|--text S]   run a trained model\n"
+    "  eval CKPT DATA.h5 [--tasks A,B] [--json FILE]         evaluate a trained model\n"
     "\n"
     "  omnimoe --version, omnimoe --help, omnimoe COMMAND --help\n"
     "\n"
@@ -67,6 +69,8 @@ static const struct {
     {"train", omni_cmd_train},
     {"data", omni_cmd_data},
     {"ckpt", omni_cmd_ckpt},
+    {"generate", omni_cmd_generate},
+    {"eval", omni_cmd_eval},
 };
 
 static omni_status dispatch(MPI_Comm comm, int argc, char **argv)

@@ -81,10 +81,11 @@ void omni_metrics_log_close(omni_metrics_log *log);
  * metrics summed over `n_steps` steps since the last line. */
 omni_status omni_metrics_log_train(omni_metrics_log *log, const omni_experiment *x, int64_t step,
                                    double lr, const omni_metrics *sum, int64_t n_steps);
-/* Rank 0 only: print the evaluation lines (loss and next-token accuracy per task) and
- * append one JSON object with "eval": true. */
+/* Rank 0 only: print the evaluation lines (loss and next-token accuracy per task, and the
+ * exact match of greedy captions where exact[t] >= 0; exact may be NULL) and append one
+ * JSON object with "eval": true. */
 omni_status omni_metrics_log_eval(omni_metrics_log *log, const omni_experiment *x, int64_t step,
-                                  const omni_metrics *sum);
+                                  const omni_metrics *sum, const double *exact);
 
 /* ---- the run ----------------------------------------------------------------- */
 

@@ -189,13 +189,17 @@ omni_status omni_metrics_log_train(omni_metrics_log *log, const omni_experiment 
 }
 
 omni_status omni_metrics_log_eval(omni_metrics_log *log, const omni_experiment *x, int64_t step,
-                                  const omni_metrics *sum)
+                                  const omni_metrics *sum, const double *exact)
 {
     char line[4096];
     int len = snprintf(line, sizeof line, "eval step %lld |", (long long)step);
     for (int t = 0; t < sum->n_tasks && len < (int)sizeof line - 96; t++) {
         double c = sum->task_count[t];
-        if (c > 0)
+        if (c > 0 && exact && exact[t] >= 0.0)
+            len += snprintf(line + len, sizeof line - (size_t)len,
+                            " %s loss %.3f acc %.3f exact %.3f |", task_name(log, t),
+                            sum->task_loss[t] / c, sum->task_correct[t] / c, exact[t]);
+        else if (c > 0)
             len += snprintf(line + len, sizeof line - (size_t)len, " %s loss %.3f acc %.3f |",
                             task_name(log, t), sum->task_loss[t] / c, sum->task_correct[t] / c);
         else
@@ -215,6 +219,15 @@ omni_status omni_metrics_log_eval(omni_metrics_log *log, const omni_experiment *
         fprintf(f, "%s\"%s\": ", t ? ", " : "", task_name(log, t));
         json_num(f, c > 0 ? sum->task_correct[t] / c : (double)NAN);
     }
-    fputs("}}\n", f);
+    fputs("}", f);
+    bool any = false;
+    for (int t = 0; exact && t < sum->n_tasks; t++) {
+        if (exact[t] < 0.0)
+            continue;
+        fprintf(f, "%s\"%s\": ", any ? ", " : ", \"task_exact_match\": {", task_name(log, t));
+        json_num(f, exact[t]);
+        any = true;
+    }
+    fputs(any ? "}}\n" : "}\n", f);
     return flush_jsonl(f, x);
 }

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "checkpoint.h"
+#include "inference.h"
 #include "model.h"
 #include "ops.h"
 
@@ -33,8 +34,9 @@ typedef struct {
     int64_t tokens_seen; /* kept on rank 0, whose meta a checkpoint writes */
     /* the coordinator's running statistics: recent expert-load fractions */
     int64_t load_rows, load_steps[LOAD_ROWS];
-    float *load;   /* [LOAD_ROWS, moe layers, E] */
-    int64_t *plan; /* [3 * size] rank 0's scratch for the batch plan */
+    float *load;       /* [LOAD_ROWS, moe layers, E] */
+    int64_t *plan;     /* [3 * size] rank 0's scratch for the batch plan */
+    omni_infer *infer; /* decoding for exact match at evaluations; made at the first */
 } trainer;
 
 static omni_status save(trainer *t)
@@ -162,14 +164,46 @@ static void keep_loads(trainer *t)
     t->load_steps[t->load_rows++] = t->step;
 }
 
+/* Collective: the exact match of greedy captions of the first eval.generate validation
+ * samples of each *_to_text task (exact[t] = -1 for the others), decoded by a session that
+ * holds a copy of the current parameters. */
+static omni_status exact_match(trainer *t, double *exact, bool *any)
+{
+    const omni_sampler *sp = omni_worker_sampler(t->w);
+    int n = omni_sampler_n_tasks(sp);
+    *any = false;
+    for (int k = 0; k < n; k++) {
+        omni_task_kind kind = omni_sampler_task(sp, k)->kind;
+        exact[k] = -1.0;
+        *any |= kind != OMNI_KIND_TEXT && kind != OMNI_KIND_CONTROL;
+    }
+    if (t->x->eval.generate <= 0 || !*any)
+        return OMNI_OK;
+    omni_status st = OMNI_OK;
+    if (!t->infer) {
+        omni_data_dims dims = omni_sampler_dims(sp);
+        int64_t batch = t->x->eval.generate < 32 ? t->x->eval.generate : 32;
+        st = omni_infer_create_like(t->comm, t->x, &dims, omni_worker_tokenization(t->w), batch,
+                                    &t->infer);
+        if ((st = omni_mpi_agree(t->comm, st)))
+            return st;
+    }
+    omni_infer_set_params(t->infer, omni_worker_model(t->w), omni_worker_moe(t->w));
+    return omni_infer_exact_match(t->infer, sp, t->x->eval.generate, exact);
+}
+
 static omni_status evaluate(trainer *t)
 {
     omni_metrics_zero(&t->eval_m);
+    double exact[OMNI_MAX_TASKS];
+    bool any = false;
     omni_status st = omni_worker_eval(t->w, &t->eval_m);
     if (!st)
         st = omni_metrics_reduce(t->comm, &t->eval_m);
+    if (!st)
+        st = exact_match(t, exact, &any);
     if (!st && t->rank == 0)
-        st = omni_metrics_log_eval(&t->log, t->x, t->step, &t->eval_m);
+        st = omni_metrics_log_eval(&t->log, t->x, t->step, &t->eval_m, any ? exact : NULL);
     t->last_eval = t->step;
     return omni_mpi_agree(t->comm, st);
 }
@@ -295,6 +329,7 @@ out:
     omni_metrics_free(&t.step_m);
     omni_metrics_free(&t.sum_m);
     omni_metrics_free(&t.eval_m);
+    omni_infer_close(t.infer);
     omni_worker_free(t.w);
     free(t.yaml);
     return st;

@@ -333,3 +333,24 @@ void omni_logmel_quantize(const omni_audio_cfg *cfg, const float *db, uint8_t *o
         out[i] = (uint8_t)lrintf(fminf(fmaxf(v, 0.0f), 255.0f));
     }
 }
+
+omni_status omni_audio_file_patches(const char *path, const omni_audio_cfg *a, omni_logmel *lm,
+                                    float *db, uint8_t *spec_bytes, uint8_t *out)
+{
+    float *x = NULL, *y = NULL;
+    int64_t n = 0, m = 0;
+    int32_t rate = 0;
+    omni_status st = omni_wav_load(path, &x, &n, &rate);
+    if (st)
+        return st;
+    st = omni_resample(x, n, rate, a->sample_rate, &y, &m);
+    omni_free(x);
+    if (st)
+        return st;
+    omni_logmel_db(lm, y, m, db);
+    omni_free(y);
+    omni_logmel_quantize(a, db, spec_bytes);
+    omni_image sp = {.h = a->mels, .w = a->frames, .c = 1, .px = spec_bytes};
+    omni_image_patches(&sp, a->patch, out);
+    return OMNI_OK;
+}

@@ -138,42 +138,6 @@ static omni_status row_text_to_text(void *vctx, char **f, int nf, int64_t line)
                                 (int64_t)strlen(f[1]));
 }
 
-static omni_status image_patches_of(builder *b, const char *path)
-{
-    omni_image img, rs;
-    omni_status st = omni_image_load(&img, path);
-    if (st)
-        return st;
-    st = omni_image_resize(&img, b->spec->image_size, b->spec->image_channels, &rs);
-    omni_image_free(&img);
-    if (st)
-        return st;
-    omni_image_patches(&rs, b->spec->image_patch, b->patches);
-    omni_image_free(&rs);
-    return OMNI_OK;
-}
-
-static omni_status audio_patches_of(builder *b, const char *path)
-{
-    float *x = NULL, *y = NULL;
-    int64_t n = 0, m = 0;
-    int32_t rate = 0;
-    omni_status st = omni_wav_load(path, &x, &n, &rate);
-    if (st)
-        return st;
-    st = omni_resample(x, n, rate, b->spec->audio.sample_rate, &y, &m);
-    omni_free(x);
-    if (st)
-        return st;
-    const omni_audio_cfg *a = &b->spec->audio;
-    omni_logmel_db(b->lm, y, m, b->db);
-    omni_free(y);
-    omni_logmel_quantize(a, b->db, b->spec_bytes);
-    omni_image sp = {.h = a->mels, .w = a->frames, .c = 1, .px = b->spec_bytes};
-    omni_image_patches(&sp, a->patch, b->patches);
-    return OMNI_OK;
-}
-
 static omni_status row_media(void *vctx, char **f, int nf, int64_t line)
 {
     builder *b = vctx;
@@ -186,8 +150,11 @@ static omni_status row_media(void *vctx, char **f, int nf, int64_t line)
     omni_status st = ds_path_join(b->manifest, f[0], path, sizeof path);
     if (st)
         return st;
-    st = b->task->kind == OMNI_KIND_IMAGE_TO_TEXT ? image_patches_of(b, path)
-                                                  : audio_patches_of(b, path);
+    const ds_spec *sp = b->spec;
+    st = b->task->kind == OMNI_KIND_IMAGE_TO_TEXT
+             ? omni_image_file_patches(path, sp->image_size, sp->image_channels, sp->image_patch,
+                                       b->patches)
+             : omni_audio_file_patches(path, &sp->audio, b->lm, b->db, b->spec_bytes, b->patches);
     if (st)
         return omni_fail_context(st, "%s:%lld: ", b->manifest, (long long)line);
     ds_progress_update(b->progress, ++b->done, b->rows);

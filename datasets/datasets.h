@@ -93,6 +93,12 @@ void omni_image_patches(const omni_image *img, int32_t patch, uint8_t *out);
 /* Write an 8-bit PNG (used by tests and benchmarks to make inputs). */
 omni_status omni_png_write(const char *path, const omni_image *img);
 
+/* The patch bytes `data build` stores for the image file at `path`: loaded, resized to
+ * size x size x channels, cut into patch x patch patches (out: (size / patch)^2 patches
+ * of patch * patch * channels bytes). The same code builds datasets and serves generate. */
+omni_status omni_image_file_patches(const char *path, int32_t size, int32_t channels, int32_t patch,
+                                    uint8_t *out);
+
 /* The load-time normalisation of a stored patch byte: (v / 255 * 2 - 1) / sqrt(patch). */
 float omni_patch_value(uint8_t v, int32_t patch);
 
@@ -125,6 +131,12 @@ void omni_logmel_db(omni_logmel *lm, const float *x, int64_t n, float *out);
 /* dB to bytes: the loudest bin (or -60 dB if all are quieter) maps to 255, top_db below
  * it to 0; power is scaled so a full-scale sine's band is near -3 dB. */
 void omni_logmel_quantize(const omni_audio_cfg *cfg, const float *db, uint8_t *out);
+/* The patch bytes `data build` stores for the WAV file at `path`: resampled to the rate of
+ * `a`, log-mel (lm made for `a`), quantised and cut into patches (out: (mels / patch) *
+ * (frames / patch) patches of patch * patch bytes); db [mels * frames] and spec_bytes
+ * [mels * frames] are scratch. The same code builds datasets and serves generate. */
+omni_status omni_audio_file_patches(const char *path, const omni_audio_cfg *a, omni_logmel *lm,
+                                    float *db, uint8_t *spec_bytes, uint8_t *out);
 /* Centre frequency in Hz of mel band m (HTK mel scale, 0 .. sample_rate / 2). */
 float omni_mel_band_hz(const omni_audio_cfg *cfg, int32_t m);
 
@@ -270,6 +282,18 @@ void omni_batch_free(omni_batch *b);
  */
 int64_t omni_sampler_fill(const omni_sampler *s, omni_split split, uint64_t seed, int64_t step,
                           int64_t slot, omni_batch *b, int64_t row);
+/* Sample i (0 <= i < n_samples[split]) of task `task` as stored, after its <task> token:
+ * its n elements (token ids, OMNI_DS_PATCH for the next patch), their loss flags, and its
+ * patches (patch bytes in order, NULL for kinds without). Views into the sampler. */
+typedef struct {
+    int64_t n;
+    const int32_t *tok;
+    const uint8_t *loss;
+    const uint8_t *patches;
+} omni_sample;
+void omni_sampler_sample(const omni_sampler *s, int task, omni_split split, int64_t i,
+                         omni_sample *out);
+
 /* Fill window `row` with the i-th fixed validation window of `task` (0 <= i <
  * n_val_windows): the task's validation samples packed in file order, each window
  * starting at a sample, a long sample cut at its start. Returns loss positions. */

@@ -255,3 +255,19 @@ omni_status omni_png_write(const char *path, const omni_image *img)
         return omni_fail(OMNI_ERR_IO, "%s: cannot write PNG (%s)", path, pi.message);
     return OMNI_OK;
 }
+
+omni_status omni_image_file_patches(const char *path, int32_t size, int32_t channels, int32_t patch,
+                                    uint8_t *out)
+{
+    omni_image img, rs;
+    omni_status st = omni_image_load(&img, path);
+    if (st)
+        return st;
+    st = omni_image_resize(&img, size, channels, &rs);
+    omni_image_free(&img);
+    if (st)
+        return st;
+    omni_image_patches(&rs, patch, out);
+    omni_image_free(&rs);
+    return OMNI_OK;
+}

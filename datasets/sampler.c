@@ -418,3 +418,17 @@ int64_t omni_sampler_fill_val(const omni_sampler *s, int task, int64_t i, omni_b
         losses += put_sample(s, task, pool, k, 0, segment++, b, row, &at);
     return losses;
 }
+
+void omni_sampler_sample(const omni_sampler *s, int task, omni_split split, int64_t i,
+                         omni_sample *out)
+{
+    OMNI_ASSERT(task >= 0 && task < s->n_tasks && split >= 0 && split < OMNI_SPLIT_COUNT);
+    const ds_task *t = s->tasks[task].t;
+    const ds_pool *pool = &t->split[split];
+    OMNI_ASSERT(i >= 0 && i < pool->n);
+    int64_t a = pool->off[i] + 1; /* after the <task> token */
+    out->n = pool->off[i + 1] - a;
+    out->tok = pool->tok + a;
+    out->loss = pool->loss + a;
+    out->patches = t->patch_dim > 0 ? pool->patch + pool->poff[i] * t->patch_dim : NULL;
+}

@@ -124,6 +124,8 @@ static const field fields[] = {
      "steps between evaluations; 0: only at the end"},
     {"eval", "batches", FT_INT, OFF(eval.batches), "8", 1, 1e6,
      "validation batches per evaluation"},
+    {"eval", "generate", FT_INT, OFF(eval.generate), "0", 0, 1e6,
+     "validation samples per *_to_text task captioned (greedy) for exact match; 0: none"},
 };
 #define N_FIELDS ((int)(sizeof fields / sizeof fields[0]))
 

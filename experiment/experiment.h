@@ -76,6 +76,7 @@ typedef struct omni_experiment {
     } log;
     struct {
         int64_t every, batches; /* every 0: only at the end */
+        int64_t generate;       /* greedy captions per *_to_text task for exact match; 0: none */
     } eval;
 } omni_experiment;
 

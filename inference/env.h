@@ -75,7 +75,7 @@ typedef struct {
  * each in [tok_lo, tok_hi), into out. COLLECTIVE over the loop's comm: every rank calls
  * it with the same prompt; rank 0's out is used. Returns a status agreed across ranks.
  */
-typedef struct {
+typedef struct omni_act_policy {
     void *ctx;
     omni_status (*act)(void *ctx, const int32_t *prompt, int64_t n_prompt, int64_t n_prefix,
                        int32_t n_act, int32_t tok_lo, int32_t tok_hi, int32_t *out);

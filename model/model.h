@@ -177,4 +177,42 @@ const omni_param_view *omni_model_grad_view(const omni_model *m);
 const float *omni_model_logits(const omni_model *m);
 int64_t omni_model_vocab(const omni_model *m);
 
+/* ---- incremental decoding with a KV cache (used by inference/) ------------------ */
+
+/*
+ * The keys and values of every block for up to n_seq sequences of up to `context`
+ * positions, each sequence one sample (positions 0, 1, ... of it), plus the scratch of a
+ * forward step of up to max_step new positions per sequence, all allocated at creation.
+ * Not collective.
+ */
+typedef struct omni_kv_cache omni_kv_cache;
+omni_status omni_kv_cache_create(omni_kv_cache **c, const omni_model *m, int64_t n_seq,
+                                 int64_t max_step);
+void omni_kv_cache_free(omni_kv_cache *c);
+/* Forget every sequence (all lengths 0). */
+void omni_kv_cache_clear(omni_kv_cache *c);
+/* Positions cached for sequence s. */
+int64_t omni_kv_cache_len(const omni_kv_cache *c, int64_t s);
+/* Reorder the sequences: sequence i becomes a copy of what sequence from[i] was, for
+ * i < n (beam search). */
+void omni_kv_cache_reorder(omni_kv_cache *c, const int64_t *from, int64_t n);
+/* Logits [n_seq * step, vocab] of the last omni_model_forward_cached (row s * step + i). */
+const float *omni_kv_cache_logits(const omni_kv_cache *c);
+
+/*
+ * Forward of new positions through the cache. b holds b->n_seq (<= the cache's n_seq)
+ * rows of b->context (<= max_step) positions: in row s, a leading run of positions that
+ * are not OMNI_POS_PAD continues sequence s of the cache (b->pos must be its cached length,
+ * +1, ...), the rest is padding and is ignored; segment, target, loss_mask and task are
+ * not used (task only for MoE statistics). Attention: each new position sees every cached
+ * position of its sequence and the new ones before it; under model.attention: prefix the
+ * new positions with in_prefix also see the later in_prefix positions of the same call,
+ * so a sequence's prefix must come whole in its first call (checked: OMNI_ERR_DATA).
+ * Equal to omni_model_forward on the whole sample (test: tests/inference/test_decode_mpi.c).
+ * The MoE hook is called once per MoE block with n = n_seq * context positions (padding
+ * is not routed), so the call is collective whenever the hook is: every rank calls it
+ * the same number of times, with n_seq = 0 when it has nothing to do.
+ */
+omni_status omni_model_forward_cached(omni_model *m, omni_kv_cache *c, const omni_batch *b);
+
 #endif /* OMNI_MODEL_H */

@@ -541,6 +541,16 @@ omni_moe *omni_worker_moe(omni_worker *w)
     return w->moe;
 }
 
+omni_model *omni_worker_model(omni_worker *w)
+{
+    return w->model;
+}
+
+const omni_sampler *omni_worker_sampler(const omni_worker *w)
+{
+    return w->sampler;
+}
+
 void omni_worker_timers(const omni_worker *w, double out[OMNI_WORKER_T_COUNT])
 {
     memcpy(out, w->timer, sizeof w->timer);

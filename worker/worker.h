@@ -154,5 +154,9 @@ void omni_worker_timers(const omni_worker *w, double out[OMNI_WORKER_T_COUNT]);
 void omni_worker_timers_reset(omni_worker *w);
 /* The MoE layers of this worker (routing, statistics, timers), NULL for a dense model. */
 omni_moe *omni_worker_moe(omni_worker *w);
+/* The dense model of this worker, and the sampler of its data (for evaluations that decode:
+ * inference/). */
+omni_model *omni_worker_model(omni_worker *w);
+const omni_sampler *omni_worker_sampler(const omni_worker *w);
 
 #endif /* OMNI_WORKER_H */

@@ -65,7 +65,7 @@ Test(coordinator, log_writes_one_json_object_per_line_with_per_task_values)
     omni_metrics_log log;
     cr_assert_eq(omni_metrics_log_open(&log, &x, &tok, 0), OMNI_OK, "%s", omni_error_message());
     cr_assert_eq(omni_metrics_log_train(&log, &x, 10, 1e-3, &m, 1), OMNI_OK);
-    cr_assert_eq(omni_metrics_log_eval(&log, &x, 10, &m), OMNI_OK);
+    cr_assert_eq(omni_metrics_log_eval(&log, &x, 10, &m, NULL), OMNI_OK);
     omni_metrics_log_close(&log);
     char path[512];
     snprintf(path, sizeof path, "%s/run/metrics.jsonl", dir);
