@@ -47,6 +47,36 @@ void omni_free(void *p)
     free(p);
 }
 
+void *omni_alloc_in(omni_alloc_list *l, int64_t n, size_t size, const char *what)
+{
+    if (l->n == l->cap) {
+        int64_t cap = l->cap ? 2 * l->cap : 32;
+        void **blocks = realloc(l->blocks, (size_t)cap * sizeof *blocks);
+        if (!blocks) {
+            omni_fail(OMNI_ERR_NOMEM, "%s: cannot grow the buffer list", what);
+            l->failed = true;
+            return NULL;
+        }
+        l->blocks = blocks;
+        l->cap = cap;
+    }
+    void *p = omni_alloc(n, size, what);
+    if (!p) {
+        l->failed = true;
+        return NULL;
+    }
+    l->blocks[l->n++] = p;
+    return p;
+}
+
+void omni_alloc_list_free(omni_alloc_list *l)
+{
+    for (int64_t i = 0; i < l->n; i++)
+        omni_free(l->blocks[i]);
+    free(l->blocks);
+    memset(l, 0, sizeof *l);
+}
+
 omni_status omni_read_file(const char *path, char **bytes, size_t *len)
 {
     omni_status st = OMNI_OK;

@@ -36,7 +36,7 @@ typedef enum {
 
 /* Short name of a status ("config error", ...). */
 const char *omni_status_name(omni_status s);
-/* The process exit code DESIGN.md §6 gives a status: 0, 2 for bad input, else 1. */
+/* The process exit code docs/design.md §6 gives a status: 0, 2 for bad input, else 1. */
 int omni_exit_code(omni_status s);
 
 #if defined(__GNUC__)
@@ -91,7 +91,21 @@ void omni_log_any_rank(omni_log_level level, const char *fmt, ...) OMNI_PRINTF(2
 /* Zeroed, 64-byte aligned array of n elements of size bytes each; NULL on overflow
  * or exhaustion, with the failure recorded (OMNI_ERR_NOMEM) naming `what`. */
 void *omni_alloc(int64_t n, size_t size, const char *what);
+/* Release a block of omni_alloc, or a buffer that a function of this project returns for
+ * the caller to free (it says so): one rule for every block, NULL is fine. */
 void omni_free(void *p);
+/*
+ * The buffers an object owns, allocated with omni_alloc_in and freed together by
+ * omni_alloc_list_free. A failed allocation sets `failed` (and returns NULL), so a run
+ * of allocations is checked once at its end. Zero-initialise the list before use.
+ */
+typedef struct {
+    void **blocks;
+    int64_t n, cap;
+    bool failed;
+} omni_alloc_list;
+void *omni_alloc_in(omni_alloc_list *l, int64_t n, size_t size, const char *what);
+void omni_alloc_list_free(omni_alloc_list *l);
 /* n * size in bytes, or false when it does not fit in size_t or n < 0. */
 bool omni_mul_size(int64_t n, size_t size, size_t *bytes);
 
@@ -149,7 +163,7 @@ omni_status omni_make_dirs(const char *path);
  * names: safe in file names, HDF5 paths and log lines). */
 bool omni_valid_name(const char *s);
 
-/* Read a whole file (not collective). The buffer is NUL terminated; free with free(). */
+/* Read a whole file (not collective). The buffer is NUL terminated; free with omni_free. */
 omni_status omni_read_file(const char *path, char **bytes, size_t *len);
 
 /* Seconds from a monotonic clock. */

@@ -1,5 +1,5 @@
 /*
- * checkpoint — training state in one HDF5 file per checkpoint (DESIGN.md §5), written
+ * checkpoint — training state in one HDF5 file per checkpoint (docs/design.md §5), written
  * in parallel, never half-written, read back on any number of processes.
  *
  * The layer knows nothing of the model: the caller describes its state as a list of
@@ -23,7 +23,7 @@
  *                           /tokenization/tasks/<name> per task (kind, index, token,
  *                           obs_dim, act_dim, discrete)
  *
- * Conventions the lead's wiring relies on (and `omnimoe ckpt info` reads):
+ * Naming conventions (the worker writes them, `omnimoe ckpt info` reads them):
  *   params/...  model parameters; a tensor whose path contains "/moe/experts/" is a
  *               routed expert tensor with dim 0 = the expert (counts top_k/E of its
  *               size as active per token); everything else under params/ is dense.
@@ -52,37 +52,18 @@
 #include "base.h"
 #include "datasets.h"
 #include "experiment.h"
+#include "tensor.h"
 
 #define OMNI_CKPT_FORMAT        2 /* format_version written: 1 + /tokenization */
 #define OMNI_CKPT_FORMAT_OLDEST 1 /* oldest read (no tokenization: cannot be resumed) */
-#define OMNI_CKPT_MAX_RANK      4
+#define OMNI_CKPT_MAX_RANK      OMNI_TENSOR_MAX_RANK
 #define OMNI_CKPT_MAX_COUNTERS  64
 #define OMNI_CKPT_NAME_MAX      64
 
-/* Element type of a tensor, in memory and in the file (little-endian IEEE / two's
- * complement). Zero is f32, so a zero-initialised descriptor is a float tensor. */
-typedef enum {
-    OMNI_CKPT_F32 = 0,
-    OMNI_CKPT_F64,
-    OMNI_CKPT_I64,
-    OMNI_CKPT_TYPE_COUNT
-} omni_ckpt_type;
-
-/* One tensor of the training state, as seen by one rank. */
-typedef struct {
-    const char *name;                 /* dataset path without the leading '/': "params/embed/tok" */
-    omni_ckpt_type type;              /* element type (f32 when zero-initialised) */
-    int rank;                         /* 1..OMNI_CKPT_MAX_RANK; a scalar is [1] */
-    int64_t dims[OMNI_CKPT_MAX_RANK]; /* GLOBAL shape, e.g. [E, d_model, expert_ff] */
-    void *data;                       /* this rank's rows [row_lo, row_hi) of dim 0, row-major */
-    int64_t row_lo, row_hi;           /* the whole tensor: 0, dims[0]; none: row_lo == row_hi */
-    bool writer;         /* save: this rank writes its rows. The writers' row ranges of a
-                            tensor must cover dims[0] exactly once (checked): a dense
-                            replica is written by rank 0 only, a replicated expert group
-                            by group 0 only. Ignored by load (every rank reads its rows). */
-    const char *meaning; /* stored as the dataset's "meaning" attribute, e.g.
-                            "[expert, d_model, expert_ff]"; NULL: none */
-} omni_ckpt_tensor;
+/* One tensor of the training state, as seen by one rank: the descriptor of tensor.h
+ * (name, element type, GLOBAL shape, meaning, this rank's rows [row_lo, row_hi) of dim 0
+ * in data, writer). The checkpoint reads only those fields. */
+typedef omni_tensor omni_ckpt_tensor;
 
 /* A named int64 (sampler position, random-stream counters, ...). */
 typedef struct {

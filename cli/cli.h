@@ -1,7 +1,7 @@
 /*
  * cli — the `omnimoe` command: one program, subcommands, each with --help. main()
  * owns MPI start-up and shutdown, prints the one error message, and chooses the exit
- * status (DESIGN.md §6); the subcommands return statuses.
+ * status (docs/design.md §6); the subcommands return statuses.
  */
 #ifndef OMNI_CLI_H
 #define OMNI_CLI_H
@@ -16,6 +16,7 @@ omni_status omni_cmd_data(MPI_Comm comm, int argc, char **argv);
 omni_status omni_cmd_ckpt(MPI_Comm comm, int argc, char **argv);
 omni_status omni_cmd_generate(MPI_Comm comm, int argc, char **argv);
 omni_status omni_cmd_eval(MPI_Comm comm, int argc, char **argv);
+omni_status omni_cmd_act(MPI_Comm comm, int argc, char **argv);
 
 /* Usage texts, printed by --help and after a usage error. */
 extern const char omni_usage_main[];

@@ -20,6 +20,7 @@ const char omni_usage_main[] =
     "  ckpt info CKPT.h5                                     describe a checkpoint\n"
     "  generate CKPT --task NAME [--image F|--audio F|--text S]   run a trained model\n"
     "  eval CKPT DATA.h5 [--tasks A,B] [--json FILE]         evaluate a trained model\n"
+    "  act CKPT --task NAME --env cartpole|\"COMMAND\"         play a control task\n"
     "\n"
     "  omnimoe --version, omnimoe --help, omnimoe COMMAND --help\n"
     "\n"
@@ -66,11 +67,8 @@ static const struct {
     const char *name;
     omni_command_fn fn;
 } commands[] = {
-    {"train", omni_cmd_train},
-    {"data", omni_cmd_data},
-    {"ckpt", omni_cmd_ckpt},
-    {"generate", omni_cmd_generate},
-    {"eval", omni_cmd_eval},
+    {"train", omni_cmd_train},       {"data", omni_cmd_data}, {"ckpt", omni_cmd_ckpt},
+    {"generate", omni_cmd_generate}, {"eval", omni_cmd_eval}, {"act", omni_cmd_act},
 };
 
 static omni_status dispatch(MPI_Comm comm, int argc, char **argv)

@@ -1,5 +1,5 @@
 /*
- * coordinator — the control plane (DESIGN.md §1), on rank 0 of the job: it hands each
+ * coordinator — the control plane (docs/design.md §1), on rank 0 of the job: it hands each
  * worker its slice of the global batch plan, reduces the metrics the workers report,
  * prints them and appends them to OUT_DIR/metrics.jsonl, and decides when to evaluate,
  * checkpoint and stop (step limit, SIGTERM/SIGINT, non-finite loss). It never holds the

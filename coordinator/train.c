@@ -17,8 +17,7 @@
 #include "model.h"
 #include "ops.h"
 
-#define MAX_TENSORS 4096
-#define LOAD_ROWS   16 /* logged expert loads kept for checkpoints (ckpt info) */
+#define LOAD_ROWS 16 /* logged expert loads kept for checkpoints (ckpt info) */
 
 typedef struct {
     MPI_Comm comm;
@@ -27,7 +26,7 @@ typedef struct {
     omni_worker *w;
     omni_metrics step_m, sum_m, eval_m;
     omni_metrics_log log;
-    omni_ckpt_tensor *state;
+    const omni_ckpt_tensor *state; /* the worker's */
     int n_state;
     char *yaml;
     int64_t step, last_saved, last_eval, steps_in_sum;
@@ -88,7 +87,10 @@ static omni_status resume(trainer *t, const char *arg)
          * starts from step 0. A directory with checkpoint files of which none is complete
          * is an error below, never a silent restart. */
         int any = t->rank == 0 && has_checkpoint_files(t->x->experiment.out_dir);
-        MPI_Bcast(&any, 1, MPI_INT, 0, t->comm);
+        omni_status bst = omni_mpi_check(MPI_Bcast(&any, 1, MPI_INT, 0, t->comm),
+                                         "MPI_Bcast of the checkpoint look-up");
+        if (bst)
+            return bst;
         if (!any) {
             omni_log(OMNI_LOG_INFO, "--resume auto: no checkpoint in %s yet, starting at step 0",
                      t->x->experiment.out_dir);
@@ -290,18 +292,14 @@ omni_status omni_train(MPI_Comm comm, const omni_experiment *x, const char *resu
     if (!st)
         st = omni_metrics_create(&t.eval_m, n_tasks, n_layers, n_experts);
     if (!st) {
-        t.state = omni_alloc(MAX_TENSORS, sizeof *t.state, "checkpoint tensor list");
         t.load = omni_alloc((int64_t)LOAD_ROWS * n_layers * (n_experts ? n_experts : 1),
                             sizeof *t.load, "expert load history");
         t.plan = omni_alloc(3 * (int64_t)t.size, sizeof *t.plan, "batch plan");
-        if (!t.state || !t.load || !t.plan)
+        if (!t.load || !t.plan)
             st = OMNI_ERR_NOMEM;
     }
-    if (!st) {
-        t.n_state = omni_worker_state(t.w, t.state, MAX_TENSORS);
-        if (t.n_state < 0)
-            st = omni_fail(OMNI_ERR_INTERNAL, "more than %d state tensors", MAX_TENSORS);
-    }
+    if (!st)
+        t.n_state = omni_worker_state(t.w, &t.state);
     if ((st = omni_mpi_agree(comm, st)))
         goto out;
     if (resume_arg && (st = resume(&t, resume_arg)))
@@ -323,7 +321,6 @@ omni_status omni_train(MPI_Comm comm, const omni_experiment *x, const char *resu
 out:
     if (t.rank == 0)
         omni_metrics_log_close(&t.log);
-    omni_free(t.state);
     omni_free(t.load);
     omni_free(t.plan);
     omni_metrics_free(&t.step_m);

@@ -1,6 +1,6 @@
 /*
  * datasets — from raw images, text, audio and control episodes to one token stream
- * (DESIGN.md §3): the builder (`omnimoe data build|demo`), the dataset file (its
+ * (docs/design.md §3): the builder (`omnimoe data build|demo`), the dataset file (its
  * format is docs/datasets.md), a reader that checks every offset, id and size before
  * training starts, the sampler that packs context windows of the batch plan, and the
  * built-in cart-pole environment of the demo's control task.
@@ -174,7 +174,7 @@ int64_t omni_cartpole_rollout(uint64_t seed, uint64_t episode, int64_t max_steps
 
 /* ---- building ---------------------------------------------------------------- */
 
-/* Build a dataset file from a spec (DESIGN.md §3.1). Written to a temporary name and
+/* Build a dataset file from a spec (docs/design.md §3). Written to a temporary name and
  * renamed at the end: on failure no output file exists. Progress goes to `progress`
  * (a bar on a terminal, periodic lines otherwise; NULL: quiet). Not collective. */
 omni_status omni_data_build(const char *spec_path, const char *out_path, FILE *progress);
@@ -192,7 +192,7 @@ omni_status omni_data_verify(const char *path, FILE *out);
 
 /*
  * Everything needed to turn raw inputs into the token stream a model was trained on, and
- * its outputs back (DESIGN.md §8): the vocabulary layout, the value binning, the image
+ * its outputs back (docs/design.md §8): the vocabulary layout, the value binning, the image
  * and audio settings, and the task table. The sampler makes it from the dataset files it
  * opened (omni_sampler_tokenization); a checkpoint stores it under /tokenization
  * (docs/checkpoints.md), so a checkpoint alone is enough to generate, eval or act.

@@ -1,5 +1,5 @@
 /*
- * Serialization of samples (DESIGN.md §3.1): the token layout of each task kind, the
+ * Serialization of samples (docs/design.md §3): the token layout of each task kind, the
  * growable sample pools, the train/validation split, mu-law value bins, and the small
  * helpers the part shares (kind names, paths, progress).
  */

@@ -1,5 +1,5 @@
 /*
- * The build spec (DESIGN.md §3.1; every key in docs/datasets.md): a strict libyaml
+ * The build spec (docs/design.md §3; every key in docs/datasets.md): a strict libyaml
  * reader. Every fault is "SPEC:LINE:COL: what is wrong, what was expected".
  */
 #include "internal.h"

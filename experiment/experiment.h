@@ -1,5 +1,5 @@
 /*
- * experiment — the experiment file (DESIGN.md §4): a strict, typed YAML loader with
+ * experiment — the experiment file (docs/design.md §4): a strict, typed YAML loader with
  * defaults, `--set section.key=value` overrides, and the effective configuration as
  * YAML text (printed at start, stored in checkpoints). Every key, its type, default,
  * range and meaning is listed in configs/README.md and by omni_experiment_describe().
@@ -96,7 +96,7 @@ omni_status omni_experiment_load(MPI_Comm comm, const char *path, const char *co
                                  int n_sets, omni_experiment *x);
 
 /* The effective configuration as YAML text that omni_experiment_parse reads back to
- * the same values. Free with free(). */
+ * the same values. Free with omni_free. */
 omni_status omni_experiment_to_yaml(const omni_experiment *x, char **text);
 
 /* Print the table of keys: key, type, default, range, meaning. */
@@ -105,7 +105,7 @@ void omni_experiment_describe(FILE *f);
 /* Index of task `name` in data.tasks, or -1. */
 int omni_experiment_task(const omni_experiment *x, const char *name);
 
-/* The number of MoE layers among the n_layers blocks, and whether block l is one. */
+/* Whether block `layer` (0-based) is an MoE block: every moe.every-th, none when 0. */
 bool omni_experiment_is_moe_block(const omni_experiment *x, int64_t layer);
 
 #endif /* OMNI_EXPERIMENT_H */

@@ -1,5 +1,5 @@
 /*
- * experts — the expert side of an MoE layer and the layer itself (DESIGN.md §1, §2):
+ * experts — the expert side of an MoE layer and the layer itself (docs/design.md §1, §2):
  *
  *  - the placement of experts on ranks and the DISPATCH PLAN: pure functions, no MPI, that
  *    say from one worker's routing which (token, choice) row goes to which expert on which
@@ -138,20 +138,6 @@ void omni_experts_backward(float *dx, float *dw1, float *dw3, float *dw2, float 
 
 typedef struct omni_moe omni_moe;
 
-/* One entry of the tensor table: every parameter tensor and the balancing bias. */
-typedef struct {
-    char name[96]; /* checkpoint path, e.g. "params/layers/03/moe/experts/w1" */
-    int ndim;
-    int64_t dims[3];                  /* GLOBAL shape: experts stored whole, [E, d, ff] */
-    bool sharded;                     /* split over ranks along dims[0] (routed experts) */
-    int64_t shard_first, shard_count; /* this rank's range of dims[0] */
-    bool trainable;                   /* false for the bias: state, no gradient or moments */
-    bool decay;                       /* AdamW weight decay applies (matrices) */
-    int64_t offset;                   /* trainable: offset in the params/grads/m/v buffers */
-    int64_t numel;                    /* elements held by this rank */
-    float *data;                      /* this rank's values */
-} omni_moe_tensor;
-
 /*
  * The MoE layers of experiment x (blocks with omni_experiment_is_moe_block), for up to
  * max_tokens tokens per call on this worker, exchanging tokens through comm (copied;
@@ -161,8 +147,9 @@ typedef struct {
 omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t max_tokens,
                             int64_t n_tasks, const omni_moe_comm *comm);
 void omni_moe_free(omni_moe *m);
-/* Parameters from the (seed, tensor name, expert index) streams: router and experts
- * normal(0, 0.02), the experts' W2 scaled by 1/sqrt(2 n_layers); bias 0. */
+/* Parameters by each tensor's rule (omni_tensor_init): router and experts normal(0, 0.02)
+ * from the (seed, tensor name, expert index) streams, the experts' W2 scaled by
+ * 1/sqrt(2 n_layers); bias 0. */
 void omni_moe_init_params(omni_moe *m);
 
 int64_t omni_moe_n_layers(const omni_moe *m);
@@ -214,9 +201,15 @@ typedef enum {
 void omni_moe_timers(const omni_moe *m, double out[OMNI_MOE_T_COUNT]);
 void omni_moe_timers_reset(omni_moe *m);
 
-/* Tensor table (parameters then biases). */
+/* The tensor table (tensor.h descriptors, parameters then biases): the replicated tensors
+ * of every layer (router, shared experts), then this rank's routed experts (sharded: rows
+ * [row_lo, row_hi) of dim 0, the expert), then the balancing biases (state/..., not
+ * trainable). data points at this rank's values. */
 int64_t omni_moe_n_tensors(const omni_moe *m);
-const omni_moe_tensor *omni_moe_tensor_at(const omni_moe *m, int64_t i);
+const omni_tensor *omni_moe_tensor_at(const omni_moe *m, int64_t i);
+/* The range of the gradient buffer that holds the replicated tensors of model block
+ * `block` (its router and shared experts; *count 0 for none), one all-reduce bucket. */
+void omni_moe_group_range(const omni_moe *m, int64_t block, int64_t *first, int64_t *count);
 /*
  * The flat buffers (one allocation each, the same layout): n_params elements, of which the
  * first n_dense are replicated (routers, shared experts: their gradients must be

@@ -41,6 +41,11 @@ typedef struct {
     double aux, z;
 } moe_layer;
 
+/* The layer fields that point at a tensor's values and gradients (NULL: none). */
+typedef struct {
+    float **view, **grad_view;
+} moe_slot;
+
 struct omni_moe {
     omni_experiment x;
     omni_moe_comm comm;
@@ -49,9 +54,10 @@ struct omni_moe {
     moe_layer *layers;     /* [n_moe] */
     float *params, *grads, *adam_m, *adam_v;
     int64_t n_params, n_dense;
-    float *state; /* [n_moe, E] biases */
-    omni_moe_tensor *tensors;
-    int64_t n_tensors;
+    float *state;              /* [n_moe, E] biases */
+    omni_tensor_table tensors; /* every parameter and bias, described where it is made */
+    moe_slot *slots;           /* [tensors.n] */
+    bool layout_failed;
     /* scratch shared by the layers */
     float *send;             /* [n k, d] */
     float *recv, *ye;        /* [R, d] */
@@ -65,6 +71,7 @@ struct omni_moe {
     int64_t step, token_offset;
     bool training;
     double timer[OMNI_MOE_T_COUNT];
+    omni_alloc_list mem; /* every buffer above and of the layers */
 };
 
 /* Add the time since *t0 to timer `which` and restart the clock. */
@@ -95,101 +102,145 @@ static int64_t min64(int64_t a, int64_t b)
     return a < b ? a : b;
 }
 
-static omni_moe_tensor *add_tensor(omni_moe *m, const char *fmt, int64_t block, const char *what,
-                                   int ndim, int64_t d0, int64_t d1, int64_t d2)
+/*
+ * Add one tensor of MoE layer i: its descriptor (name "params/layers/<block>/moe/" + part,
+ * or "state/..." for state that does not train), the layer's view fields that point at its
+ * values and (trainable) its gradients, and its place in the flat buffers at *off. A
+ * failure is kept in m->layout_failed, checked once after the table.
+ */
+static void add(omni_moe *m, int64_t i, const char *part, const omni_tensor *proto, float **view,
+                float **grad_view, int64_t *off)
 {
-    omni_moe_tensor *t = &m->tensors[m->n_tensors++];
-    memset(t, 0, sizeof *t);
-    snprintf(t->name, sizeof t->name, fmt, (long long)block, what);
-    t->ndim = ndim;
-    t->dims[0] = d0, t->dims[1] = d1, t->dims[2] = d2;
-    t->shard_first = 0;
-    t->shard_count = d0;
-    t->trainable = true;
-    t->decay = ndim >= 2;
-    return t;
+    omni_tensor d = *proto;
+    d.group = m->layers[i].block;
+    d.row_hi = d.row_hi ? d.row_hi : d.dims[0];
+    d.numel = (d.row_hi - d.row_lo) * omni_tensor_row_elems(&d);
+    d.offset = d.trainable ? *off : -1;
+    const char *root = d.trainable ? "params" : "state";
+    omni_tensor *t = omni_tensor_table_add(&m->tensors, &d, "%s/layers/%02lld/moe/%s", root,
+                                           (long long)d.group, part);
+    if (!t) {
+        m->layout_failed = true;
+        return;
+    }
+    m->slots[m->tensors.n - 1] = (moe_slot){view, grad_view};
+    if (d.trainable)
+        *off += d.numel;
 }
 
-/* Lay out the tensors: replicated ones of every layer, then experts, then biases. */
-static void build_table(omni_moe *m)
+/* The tensor table: replicated tensors of every layer (router, shared experts), then this
+ * rank's routed experts, then the balancing biases (state). */
+static omni_status build_table(omni_moe *m)
 {
-    const int64_t d = m->d, E = m->E, ff = m->ff, S = m->S, El = m->e_count;
-    const char *pfmt = "params/layers/%02lld/moe/%s";
+    const int64_t d = m->d, E = m->E, ff = m->ff, S = m->S;
     int64_t off = 0;
-    m->n_tensors = 0;
+    m->slots = omni_alloc_in(&m->mem, max64(1, 8 * m->n_moe), sizeof *m->slots, "moe tensors");
+    if (!m->slots)
+        return OMNI_ERR_NOMEM;
     for (int64_t i = 0; i < m->n_moe; i++) {
-        int64_t b = m->layers[i].block;
-        omni_moe_tensor *t = add_tensor(m, pfmt, b, "router/w", 2, d, E, 1);
-        t->numel = d * E, t->offset = off, off += t->numel;
-        if (S > 0) {
-            const char *nm[3] = {"shared/w1", "shared/w3", "shared/w2"};
-            for (int q = 0; q < 3; q++) {
-                t = q < 2 ? add_tensor(m, pfmt, b, nm[q], 3, S, d, ff)
-                          : add_tensor(m, pfmt, b, nm[q], 3, S, ff, d);
-                t->numel = S * d * ff, t->offset = off, off += t->numel;
-            }
-        }
+        moe_layer *L = &m->layers[i];
+        add(m, i, "router/w",
+            &(omni_tensor){.rank = 2,
+                           .dims = {d, E},
+                           .trainable = true,
+                           .decay = true,
+                           .meaning = "[d_model, num_experts]: router"},
+            &L->wr, &L->dwr, &off);
+        if (S == 0)
+            continue;
+        add(m, i, "shared/w1",
+            &(omni_tensor){.rank = 3,
+                           .dims = {S, d, ff},
+                           .trainable = true,
+                           .decay = true,
+                           .per_expert = true,
+                           .meaning = "[shared, d_model, expert_ff]: SwiGLU gate of each "
+                                      "shared expert"},
+            &L->sw1, &L->dsw1, &off);
+        add(m, i, "shared/w3",
+            &(omni_tensor){.rank = 3,
+                           .dims = {S, d, ff},
+                           .trainable = true,
+                           .decay = true,
+                           .per_expert = true,
+                           .meaning = "[shared, d_model, expert_ff]: SwiGLU up of each "
+                                      "shared expert"},
+            &L->sw3, &L->dsw3, &off);
+        add(m, i, "shared/w2",
+            &(omni_tensor){.rank = 3,
+                           .dims = {S, ff, d},
+                           .trainable = true,
+                           .decay = true,
+                           .per_expert = true,
+                           .init = OMNI_INIT_RESIDUAL,
+                           .meaning = "[shared, expert_ff, d_model]: SwiGLU down of each "
+                                      "shared expert"},
+            &L->sw2, &L->dsw2, &off);
     }
     m->n_dense = off;
+    const int64_t lo = m->e_first, hi = m->e_first + m->e_count;
     for (int64_t i = 0; i < m->n_moe; i++) {
-        int64_t b = m->layers[i].block;
-        const char *nm[3] = {"experts/w1", "experts/w3", "experts/w2"};
-        for (int q = 0; q < 3; q++) {
-            omni_moe_tensor *t = q < 2 ? add_tensor(m, pfmt, b, nm[q], 3, E, d, ff)
-                                       : add_tensor(m, pfmt, b, nm[q], 3, E, ff, d);
-            t->sharded = true;
-            t->shard_first = m->e_first;
-            t->shard_count = El;
-            t->numel = El * d * ff, t->offset = off, off += t->numel;
-        }
+        moe_layer *L = &m->layers[i];
+        add(m, i, "experts/w1",
+            &(omni_tensor){.rank = 3,
+                           .dims = {E, d, ff},
+                           .row_lo = lo,
+                           .row_hi = hi,
+                           .trainable = true,
+                           .decay = true,
+                           .per_expert = true,
+                           .sharded = true,
+                           .meaning = "[expert, d_model, expert_ff]: SwiGLU gate of each expert"},
+            &L->w1, &L->dw1, &off);
+        add(m, i, "experts/w3",
+            &(omni_tensor){.rank = 3,
+                           .dims = {E, d, ff},
+                           .row_lo = lo,
+                           .row_hi = hi,
+                           .trainable = true,
+                           .decay = true,
+                           .per_expert = true,
+                           .sharded = true,
+                           .meaning = "[expert, d_model, expert_ff]: SwiGLU up of each expert"},
+            &L->w3, &L->dw3, &off);
+        add(m, i, "experts/w2",
+            &(omni_tensor){.rank = 3,
+                           .dims = {E, ff, d},
+                           .row_lo = lo,
+                           .row_hi = hi,
+                           .trainable = true,
+                           .decay = true,
+                           .per_expert = true,
+                           .sharded = true,
+                           .init = OMNI_INIT_RESIDUAL,
+                           .meaning = "[expert, expert_ff, d_model]: SwiGLU down of each expert"},
+            &L->w2, &L->dw2, &off);
     }
     m->n_params = off;
-    for (int64_t i = 0; i < m->n_moe; i++) {
-        omni_moe_tensor *t = add_tensor(m, pfmt, m->layers[i].block, "router/bias", 1, E, 1, 1);
-        t->trainable = false;
-        t->decay = false;
-        t->numel = E;
-        t->offset = -1;
-    }
+    for (int64_t i = 0; i < m->n_moe; i++)
+        add(m, i, "router/bias",
+            &(omni_tensor){.rank = 1,
+                           .dims = {E},
+                           .init = OMNI_INIT_ZEROS,
+                           .meaning = "[num_experts]: auxiliary-loss-free balancing bias"},
+            &m->layers[i].bias, NULL, &off);
+    return m->layout_failed ? OMNI_ERR_NOMEM : OMNI_OK;
 }
 
-/* Point the layer views at the buffers, in the order of build_table. */
+/* Point every tensor's data and the layers' views at the buffers: trainable tensors at
+ * their offset in params (and grads), the biases one after another in state. */
 static void bind_views(omni_moe *m)
 {
-    int64_t ti = 0;
-    for (int64_t i = 0; i < m->n_moe; i++) {
-        moe_layer *L = &m->layers[i];
-        float **pv[4] = {&L->wr, &L->sw1, &L->sw3, &L->sw2};
-        float **gv[4] = {&L->dwr, &L->dsw1, &L->dsw3, &L->dsw2};
-        int nq = m->S > 0 ? 4 : 1;
-        for (int q = 0; q < nq; q++, ti++) {
-            omni_moe_tensor *t = &m->tensors[ti];
-            t->data = *pv[q] = m->params + t->offset;
-            *gv[q] = m->grads + t->offset;
-        }
+    int64_t state = 0;
+    for (int64_t i = 0; i < m->tensors.n; i++) {
+        omni_tensor *t = &m->tensors.t[i];
+        float *p = t->trainable ? m->params + t->offset : m->state + state;
+        if (!t->trainable)
+            state += t->numel;
+        t->data = *m->slots[i].view = p;
+        if (m->slots[i].grad_view)
+            *m->slots[i].grad_view = m->grads + t->offset;
     }
-    for (int64_t i = 0; i < m->n_moe; i++) {
-        moe_layer *L = &m->layers[i];
-        float **pv[3] = {&L->w1, &L->w3, &L->w2};
-        float **gv[3] = {&L->dw1, &L->dw3, &L->dw2};
-        for (int q = 0; q < 3; q++, ti++) {
-            omni_moe_tensor *t = &m->tensors[ti];
-            t->data = *pv[q] = m->params + t->offset;
-            *gv[q] = m->grads + t->offset;
-        }
-    }
-    for (int64_t i = 0; i < m->n_moe; i++, ti++)
-        m->tensors[ti].data = m->layers[i].bias = m->state + i * m->E;
-    OMNI_ASSERT(ti == m->n_tensors);
-}
-
-/* omni_alloc that clears *ok on failure, so a run of allocations is checked once. */
-static void *grab(bool *ok, int64_t n, size_t size, const char *what)
-{
-    void *p = omni_alloc(n, size, what);
-    if (!p)
-        *ok = false;
-    return p;
 }
 
 omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t max_tokens,
@@ -221,52 +272,51 @@ omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t ma
     int64_t n_src = comm->size > E ? E : comm->size;
     m->max_recv = max64(1, n_src * per_src);
     const int64_t R = m->max_recv;
-    bool ok = true;
 
-    m->block_to_moe = grab(&ok, m->n_blocks, sizeof(int64_t), "moe layer map");
-    if (!ok)
+    m->block_to_moe = omni_alloc_in(&m->mem, m->n_blocks, sizeof(int64_t), "moe layer map");
+    if (m->mem.failed)
         goto out_nomem;
     for (int64_t b = 0; b < m->n_blocks; b++)
         m->block_to_moe[b] = omni_experiment_is_moe_block(x, b) ? m->n_moe++ : -1;
-    m->layers = grab(&ok, max64(1, m->n_moe), sizeof(moe_layer), "moe layers");
-    m->tensors = grab(&ok, max64(1, m->n_moe * 8), sizeof(omni_moe_tensor), "moe tensor table");
-    if (!ok)
+    m->layers = omni_alloc_in(&m->mem, max64(1, m->n_moe), sizeof(moe_layer), "moe layers");
+    if (m->mem.failed)
         goto out_nomem;
     for (int64_t b = 0; b < m->n_blocks; b++)
         if (m->block_to_moe[b] >= 0)
             m->layers[m->block_to_moe[b]].block = b;
 
-    build_table(m);
-    m->params = grab(&ok, max64(1, m->n_params), sizeof(float), "moe parameters");
-    m->grads = grab(&ok, max64(1, m->n_params), sizeof(float), "moe gradients");
-    m->adam_m = grab(&ok, max64(1, m->n_params), sizeof(float), "moe AdamW moments");
-    m->adam_v = grab(&ok, max64(1, m->n_params), sizeof(float), "moe AdamW moments");
-    m->state = grab(&ok, max64(1, m->n_moe * E), sizeof(float), "moe balancing bias");
-    if (!ok)
+    if ((st = build_table(m)))
+        goto out_fail;
+    m->params = omni_alloc_in(&m->mem, max64(1, m->n_params), sizeof(float), "moe parameters");
+    m->grads = omni_alloc_in(&m->mem, max64(1, m->n_params), sizeof(float), "moe gradients");
+    m->adam_m = omni_alloc_in(&m->mem, max64(1, m->n_params), sizeof(float), "moe AdamW moments");
+    m->adam_v = omni_alloc_in(&m->mem, max64(1, m->n_params), sizeof(float), "moe AdamW moments");
+    m->state = omni_alloc_in(&m->mem, max64(1, m->n_moe * E), sizeof(float), "moe balancing bias");
+    if (m->mem.failed)
         goto out_nomem;
     bind_views(m);
 
     for (int64_t i = 0; i < m->n_moe; i++) {
         moe_layer *L = &m->layers[i];
-        L->x = grab(&ok, n * d, sizeof(float), "moe cache");
-        L->tok = grab(&ok, n, sizeof(int64_t), "moe cache");
+        L->x = omni_alloc_in(&m->mem, n * d, sizeof(float), "moe cache");
+        L->tok = omni_alloc_in(&m->mem, n, sizeof(int64_t), "moe cache");
         if (x->moe.jitter > 0.0)
-            L->xr = grab(&ok, n * d, sizeof(float), "moe cache");
-        L->logits = grab(&ok, n * E, sizeof(float), "moe cache");
-        L->probs = grab(&ok, n * E, sizeof(float), "moe cache");
-        L->lse = grab(&ok, n, sizeof(float), "moe cache");
-        L->expert = grab(&ok, n * k, sizeof(int32_t), "moe cache");
-        L->slot = grab(&ok, n * k, sizeof(int32_t), "moe cache");
-        L->prob = grab(&ok, n * k, sizeof(float), "moe cache");
-        L->gate = grab(&ok, n * k, sizeof(float), "moe cache");
-        L->kept = grab(&ok, E, sizeof(int64_t), "moe cache");
-        L->xe = grab(&ok, R * d, sizeof(float), "moe expert rows");
-        L->h1 = grab(&ok, R * ff, sizeof(float), "moe expert activations");
-        L->h3 = grab(&ok, R * ff, sizeof(float), "moe expert activations");
-        L->ret = grab(&ok, n * k * d, sizeof(float), "moe expert outputs");
+            L->xr = omni_alloc_in(&m->mem, n * d, sizeof(float), "moe cache");
+        L->logits = omni_alloc_in(&m->mem, n * E, sizeof(float), "moe cache");
+        L->probs = omni_alloc_in(&m->mem, n * E, sizeof(float), "moe cache");
+        L->lse = omni_alloc_in(&m->mem, n, sizeof(float), "moe cache");
+        L->expert = omni_alloc_in(&m->mem, n * k, sizeof(int32_t), "moe cache");
+        L->slot = omni_alloc_in(&m->mem, n * k, sizeof(int32_t), "moe cache");
+        L->prob = omni_alloc_in(&m->mem, n * k, sizeof(float), "moe cache");
+        L->gate = omni_alloc_in(&m->mem, n * k, sizeof(float), "moe cache");
+        L->kept = omni_alloc_in(&m->mem, E, sizeof(int64_t), "moe cache");
+        L->xe = omni_alloc_in(&m->mem, R * d, sizeof(float), "moe expert rows");
+        L->h1 = omni_alloc_in(&m->mem, R * ff, sizeof(float), "moe expert activations");
+        L->h3 = omni_alloc_in(&m->mem, R * ff, sizeof(float), "moe expert activations");
+        L->ret = omni_alloc_in(&m->mem, n * k * d, sizeof(float), "moe expert outputs");
         if (S > 0) {
-            L->sh1 = grab(&ok, S * n * ff, sizeof(float), "moe shared activations");
-            L->sh3 = grab(&ok, S * n * ff, sizeof(float), "moe shared activations");
+            L->sh1 = omni_alloc_in(&m->mem, S * n * ff, sizeof(float), "moe shared activations");
+            L->sh3 = omni_alloc_in(&m->mem, S * n * ff, sizeof(float), "moe shared activations");
         }
         st = omni_dispatch_plan_create(&L->plan, E, k, comm->size, comm->rank, n, R);
         if (st != OMNI_OK)
@@ -275,20 +325,20 @@ omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t ma
         if (st != OMNI_OK)
             goto out_fail;
     }
-    m->send = grab(&ok, n * k * d, sizeof(float), "moe dispatch buffer");
-    m->recv = grab(&ok, R * d, sizeof(float), "moe dispatch buffer");
-    m->ye = grab(&ok, R * d, sizeof(float), "moe dispatch buffer");
-    m->act = grab(&ok, max64(R, n) * ff, sizeof(float), "moe expert scratch");
-    m->dprobs = grab(&ok, n * E, sizeof(float), "moe router scratch");
-    m->dlogits = grab(&ok, n * E, sizeof(float), "moe router scratch");
-    m->dgate = grab(&ok, n * k, sizeof(float), "moe router scratch");
-    m->dxr = grab(&ok, n * d, sizeof(float), "moe router scratch");
-    m->yc = grab(&ok, n * d, sizeof(float), "moe scratch");
-    m->dxc = grab(&ok, n * d, sizeof(float), "moe scratch");
-    m->task_c = grab(&ok, n, sizeof(int32_t), "moe scratch");
-    m->assign_scratch =
-        grab(&ok, omni_router_assign_scratch(n, E, k), sizeof(int64_t), "moe router scratch");
-    if (!ok)
+    m->send = omni_alloc_in(&m->mem, n * k * d, sizeof(float), "moe dispatch buffer");
+    m->recv = omni_alloc_in(&m->mem, R * d, sizeof(float), "moe dispatch buffer");
+    m->ye = omni_alloc_in(&m->mem, R * d, sizeof(float), "moe dispatch buffer");
+    m->act = omni_alloc_in(&m->mem, max64(R, n) * ff, sizeof(float), "moe expert scratch");
+    m->dprobs = omni_alloc_in(&m->mem, n * E, sizeof(float), "moe router scratch");
+    m->dlogits = omni_alloc_in(&m->mem, n * E, sizeof(float), "moe router scratch");
+    m->dgate = omni_alloc_in(&m->mem, n * k, sizeof(float), "moe router scratch");
+    m->dxr = omni_alloc_in(&m->mem, n * d, sizeof(float), "moe router scratch");
+    m->yc = omni_alloc_in(&m->mem, n * d, sizeof(float), "moe scratch");
+    m->dxc = omni_alloc_in(&m->mem, n * d, sizeof(float), "moe scratch");
+    m->task_c = omni_alloc_in(&m->mem, n, sizeof(int32_t), "moe scratch");
+    m->assign_scratch = omni_alloc_in(&m->mem, omni_router_assign_scratch(n, E, k), sizeof(int64_t),
+                                      "moe router scratch");
+    if (m->mem.failed)
         goto out_nomem;
     *out = m;
     return OMNI_OK;
@@ -306,60 +356,20 @@ void omni_moe_free(omni_moe *m)
     if (m->layers)
         for (int64_t i = 0; i < m->n_moe; i++) {
             moe_layer *L = &m->layers[i];
-            float *fl[] = {L->x,  L->xr, L->logits, L->probs, L->lse, L->prob, L->gate,
-                           L->xe, L->h1, L->h3,     L->ret,   L->sh1, L->sh3};
-            for (size_t j = 0; j < sizeof fl / sizeof fl[0]; j++)
-                omni_free(fl[j]);
-            omni_free(L->expert);
-            omni_free(L->tok);
-            omni_free(L->slot);
-            omni_free(L->kept);
             if (L->plan.pos)
                 omni_dispatch_plan_free(&L->plan);
             if (L->sums.buf)
                 omni_router_sums_free(&L->sums);
         }
-    float *fl[] = {m->params, m->grads, m->adam_m, m->adam_v,  m->state, m->send, m->recv,
-                   m->ye,     m->act,   m->dprobs, m->dlogits, m->dgate, m->dxr};
-    for (size_t j = 0; j < sizeof fl / sizeof fl[0]; j++)
-        omni_free(fl[j]);
-    omni_free(m->assign_scratch);
-    omni_free(m->yc);
-    omni_free(m->dxc);
-    omni_free(m->task_c);
-    omni_free(m->tensors);
-    omni_free(m->layers);
-    omni_free(m->block_to_moe);
+    omni_alloc_list_free(&m->mem);
+    omni_tensor_table_free(&m->tensors);
     omni_free(m);
 }
 
 void omni_moe_init_params(omni_moe *m)
 {
-    const float std = 0.02f;
-    const float out_scale = 1.0f / sqrtf(2.0f * (float)m->n_blocks);
-    for (int64_t i = 0; i < m->n_tensors; i++) {
-        omni_moe_tensor *t = &m->tensors[i];
-        if (!t->trainable) {
-            memset(t->data, 0, (size_t)t->numel * sizeof(float));
-            continue;
-        }
-        bool is_w2 = strstr(t->name, "/w2") != NULL;
-        float s = is_w2 ? std * out_scale : std;
-        if (t->ndim == 2) { /* the router: one stream */
-            omni_rng r;
-            omni_rng_init(&r, (uint64_t)m->x.experiment.seed, t->name, 0);
-            omni_rng_fill_normal(&r, 0, t->numel, 0.0f, s, t->data);
-            continue;
-        }
-        /* one stream per expert, indexed by its global number */
-        int64_t per = t->dims[1] * t->dims[2];
-        for (int64_t j = 0; j < t->shard_count; j++) {
-            omni_rng r;
-            omni_rng_init(&r, (uint64_t)m->x.experiment.seed, t->name,
-                          (uint64_t)(t->shard_first + j));
-            omni_rng_fill_normal(&r, 0, per, 0.0f, s, t->data + j * per);
-        }
-    }
+    for (int64_t i = 0; i < m->tensors.n; i++)
+        omni_tensor_init(&m->tensors.t[i], (uint64_t)m->x.experiment.seed, m->n_blocks);
 }
 
 int64_t omni_moe_n_layers(const omni_moe *m)
@@ -641,12 +651,17 @@ void omni_moe_update_bias(omni_moe *m)
 
 int64_t omni_moe_n_tensors(const omni_moe *m)
 {
-    return m->n_tensors;
+    return m->tensors.n;
 }
 
-const omni_moe_tensor *omni_moe_tensor_at(const omni_moe *m, int64_t i)
+const omni_tensor *omni_moe_tensor_at(const omni_moe *m, int64_t i)
 {
-    return &m->tensors[i];
+    return i >= 0 && i < m->tensors.n ? &m->tensors.t[i] : NULL;
+}
+
+void omni_moe_group_range(const omni_moe *m, int64_t block, int64_t *first, int64_t *count)
+{
+    omni_tensor_table_group_range(&m->tensors, block, first, count);
 }
 
 void omni_moe_buffers(omni_moe *m, float **params, float **grads, float **adam_m, float **adam_v,
@@ -678,8 +693,8 @@ void omni_moe_grad_sumsq(const omni_moe *m, double *dense, double *experts)
 
 void omni_moe_step(omni_moe *m, const omni_adamw *a)
 {
-    for (int64_t i = 0; i < m->n_tensors; i++) {
-        const omni_moe_tensor *t = &m->tensors[i];
+    for (int64_t i = 0; i < m->tensors.n; i++) {
+        const omni_tensor *t = &m->tensors.t[i];
         if (!t->trainable)
             continue;
         int64_t o = t->offset;

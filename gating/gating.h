@@ -1,5 +1,5 @@
 /*
- * gating — the router of an MoE layer (DESIGN.md §2, "MoE layer", "Auxiliary losses"):
+ * gating — the router of an MoE layer (docs/design.md §2, "MoE layer", "Auxiliary losses"):
  * logits = x W_r in fp32, softmax, top-k choice (optionally through a per-expert balancing
  * bias), gates, the capacity limit with batch-priority drops, the Switch load-balance and
  * z-losses with their gradients, auxiliary-loss-free bias updates, and routing statistics.

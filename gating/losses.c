@@ -1,10 +1,9 @@
 /*
- * Routing statistics as sums over tokens, the load-balance and z-losses computed from them,
- * the router's backward pass, and the auxiliary-loss-free bias update.
+ * Routing statistics as sums over tokens, the load-balance and z-losses computed from them
+ * and their gradients, and the auxiliary-loss-free bias update.
  */
 #include "gating.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -96,30 +95,6 @@ double omni_router_load_ratio(const omni_router_sums *s)
     return sum > 0.0 ? mx / (sum / (double)E) : 0.0;
 }
 
-void omni_router_gate_backward(float *dprobs, const float *dgate, const int32_t *expert,
-                               const float *prob, int64_t n, int64_t n_experts, int64_t k,
-                               bool normalize)
-{
-    const int64_t E = n_experts;
-    for (int64_t t = 0; t < n; t++) {
-        const float *dg = dgate + t * k, *p = prob + t * k;
-        const int32_t *ex = expert + t * k;
-        if (!normalize) {
-            for (int64_t c = 0; c < k; c++)
-                dprobs[t * E + ex[c]] += dg[c];
-            continue;
-        }
-        /* g_c = p_c / S, S = sum_c p_c: dp_c = (dg_c - sum_c' dg_c' g_c') / S */
-        double S = 0.0, dot = 0.0;
-        for (int64_t c = 0; c < k; c++)
-            S += (double)p[c];
-        for (int64_t c = 0; c < k; c++)
-            dot += (double)dg[c] * ((double)p[c] / S);
-        for (int64_t c = 0; c < k; c++)
-            dprobs[t * E + ex[c]] += (float)(((double)dg[c] - dot) / S);
-    }
-}
-
 void omni_router_aux_backward(float *dprobs, const omni_router_sums *s, double coef, int64_t k,
                               int64_t n)
 {
@@ -131,20 +106,6 @@ void omni_router_aux_backward(float *dprobs, const omni_router_sums *s, double c
         float g = (float)(coef * (double)E * (s->assigned[e] / ((double)k * T)) / T);
         for (int64_t t = 0; t < n; t++)
             dprobs[t * E + e] += g;
-    }
-}
-
-void omni_router_softmax_backward(float *dlogits, const float *dprobs, const float *probs,
-                                  int64_t n, int64_t n_experts)
-{
-    const int64_t E = n_experts;
-    for (int64_t t = 0; t < n; t++) {
-        const float *p = probs + t * E, *dp = dprobs + t * E;
-        double dot = 0.0;
-        for (int64_t e = 0; e < E; e++)
-            dot += (double)p[e] * (double)dp[e];
-        for (int64_t e = 0; e < E; e++)
-            dlogits[t * E + e] = p[e] * (dp[e] - (float)dot);
     }
 }
 
@@ -160,18 +121,6 @@ void omni_router_z_backward(float *dlogits, const float *probs, const float *lse
         for (int64_t e = 0; e < E; e++)
             dlogits[t * E + e] += g * probs[t * E + e];
     }
-}
-
-void omni_router_backward(float *dxr, float *dw, const float *dlogits, const float *xr,
-                          const float *w, int64_t n, int64_t d, int64_t n_experts)
-{
-    const int64_t E = n_experts;
-    if (n == 0)
-        return;
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)E, (int)n, 1.0f, xr, (int)d,
-                dlogits, (int)E, 1.0f, dw, (int)E);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)d, (int)E, 1.0f, dlogits,
-                (int)E, w, (int)E, 0.0f, dxr, (int)d);
 }
 
 void omni_router_bias_update(float *bias, const double *load, int64_t n_experts, double rate)

@@ -1,9 +1,10 @@
-/* The router's forward pass: jitter, logits = x W_r, softmax, top-k, gates. */
+/* The router, forward and backward: jitter, logits = x W_r, softmax, top-k, gates. */
 #include "gating.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
+
+#include "ops.h"
 
 int64_t omni_moe_capacity(int64_t k, double capacity_factor, int64_t n, int64_t n_experts)
 {
@@ -54,8 +55,7 @@ void omni_router_forward(float *logits, float *probs, float *lse, const float *x
     const int64_t E = n_experts;
     if (n == 0)
         return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)E, (int)d, 1.0f, x, (int)d,
-                w, (int)E, 0.0f, logits, (int)E);
+    omni_matmul_forward(logits, x, w, n, d, E, 0.0f);
     for (int64_t t = 0; t < n; t++) {
         const float *l = logits + t * E;
         float *p = probs + t * E;
@@ -109,4 +109,54 @@ void omni_router_topk(int32_t *expert, float *prob, float *gate, const float *lo
         for (int64_t c = 0; c < k; c++)
             gate[t * k + c] = normalize ? (float)((double)prob[t * k + c] / sum) : prob[t * k + c];
     }
+}
+
+/* ---- backward --------------------------------------------------------------- */
+
+void omni_router_gate_backward(float *dprobs, const float *dgate, const int32_t *expert,
+                               const float *prob, int64_t n, int64_t n_experts, int64_t k,
+                               bool normalize)
+{
+    const int64_t E = n_experts;
+    for (int64_t t = 0; t < n; t++) {
+        const float *dg = dgate + t * k, *p = prob + t * k;
+        const int32_t *ex = expert + t * k;
+        if (!normalize) {
+            for (int64_t c = 0; c < k; c++)
+                dprobs[t * E + ex[c]] += dg[c];
+            continue;
+        }
+        /* g_c = p_c / S, S = sum_c p_c: dp_c = (dg_c - sum_c' dg_c' g_c') / S */
+        double S = 0.0, dot = 0.0;
+        for (int64_t c = 0; c < k; c++)
+            S += (double)p[c];
+        for (int64_t c = 0; c < k; c++)
+            dot += (double)dg[c] * ((double)p[c] / S);
+        for (int64_t c = 0; c < k; c++)
+            dprobs[t * E + ex[c]] += (float)(((double)dg[c] - dot) / S);
+    }
+}
+
+void omni_router_softmax_backward(float *dlogits, const float *dprobs, const float *probs,
+                                  int64_t n, int64_t n_experts)
+{
+    const int64_t E = n_experts;
+    for (int64_t t = 0; t < n; t++) {
+        const float *p = probs + t * E, *dp = dprobs + t * E;
+        double dot = 0.0;
+        for (int64_t e = 0; e < E; e++)
+            dot += (double)p[e] * (double)dp[e];
+        for (int64_t e = 0; e < E; e++)
+            dlogits[t * E + e] = p[e] * (dp[e] - (float)dot);
+    }
+}
+
+void omni_router_backward(float *dxr, float *dw, const float *dlogits, const float *xr,
+                          const float *w, int64_t n, int64_t d, int64_t n_experts)
+{
+    const int64_t E = n_experts;
+    if (n == 0)
+        return;
+    omni_matmul(true, false, d, E, n, 1.0f, xr, d, dlogits, E, 1.0f, dw, E);
+    omni_matmul(false, true, n, d, E, 1.0f, dlogits, E, w, E, 0.0f, dxr, d);
 }

@@ -1,5 +1,5 @@
 /*
- * The Gato loop (DESIGN.md §8): episodes of an environment driven by a policy that sees
+ * The Gato loop (docs/design.md §8): episodes of an environment driven by a policy that sees
  * the task's token history, and the JSON summary of `omnimoe act`. Rank 0 speaks to the
  * environment; each step it broadcasts the observation's tokens, every rank builds the
  * same prompt and calls the (collective) policy; rank 0's action tokens come with the
@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "datasets.h"
+#include "inference.h"
 
 /* Where an episode is, for messages: "episode 2, reset" or "episode 2, step 17". */
 static omni_status at_step(omni_status st, int64_t episode, int64_t step)
@@ -173,6 +174,37 @@ out:
     if (st)
         omni_act_result_free(res);
     return st;
+}
+
+/* ---- acting with a session's model ---------------------------------------------- */
+
+omni_status omni_infer_act(MPI_Comm comm, omni_infer *s, const char *task_name,
+                           const omni_act_options *opt, omni_act_result *res)
+{
+    memset(res, 0, sizeof *res);
+    const omni_tokenization *tk = omni_infer_tokenization(s);
+    const omni_tokenization_task *t = omni_tokenization_find(tk, task_name);
+    if (!t) {
+        char names[1024] = "";
+        size_t used = 0;
+        for (int i = 0; i < tk->n_tasks && used < sizeof names; i++)
+            used += (size_t)snprintf(names + used, sizeof names - used, "%s%s", i ? ", " : "",
+                                     tk->tasks[i].name);
+        return omni_fail(OMNI_ERR_USAGE, "the model has no task '%s' (its tasks: %s)", task_name,
+                         names);
+    }
+    if (t->kind != OMNI_KIND_CONTROL)
+        return omni_fail(OMNI_ERR_USAGE, "task '%s' is of kind %s, not control: it has no actions",
+                         task_name, omni_task_kind_name(t->kind));
+    const omni_act_task task = {.name = t->name,
+                                .token = t->token,
+                                .obs_dim = t->obs_dim,
+                                .act_dim = t->act_dim,
+                                .discrete = t->discrete != 0,
+                                .context = omni_infer_context(s)};
+    omni_act_policy pol;
+    omni_infer_act_policy(s, &pol);
+    return omni_act_run(comm, &task, opt, &pol, res);
 }
 
 void omni_act_result_free(omni_act_result *res)

@@ -1,5 +1,5 @@
 /*
- * inference — acting (DESIGN.md §8, `omnimoe act`): environments and the Gato loop.
+ * inference — acting (docs/design.md §8, `omnimoe act`): environments and the Gato loop.
  *
  * An environment is the built-in cart-pole ("cartpole") or any program started as a
  * child process (`/bin/sh -c COMMAND`) and spoken to in JSON lines over its stdin and
@@ -13,10 +13,10 @@
  * output or does not answer within the timeout: OMNI_ERR_DATA naming the fault (the loop
  * adds the episode and step). Never a hang.
  *
- * The loop (omni_act_run) owns the token history of DESIGN.md §8 and asks a policy for
- * the action tokens of each step; the policy is whatever decodes with a model (the
- * decoder of this part, or training's model for eval.env rollouts) or a stand-in in
- * tests.
+ * The loop (omni_act_run) owns the token history of docs/design.md §8 and asks a policy for
+ * the action tokens of each step; the policy is whatever decodes with a model or a
+ * stand-in in tests. omni_infer_act plays a task with a session's model (`omnimoe act`,
+ * and training's eval.env rollouts).
  */
 #ifndef OMNI_INFERENCE_ENV_H
 #define OMNI_INFERENCE_ENV_H
@@ -26,6 +26,7 @@
 #include <stdio.h>
 
 #include "base.h"
+#include "inference.h"
 
 /* ---- environments (not collective: one process talks to one) ------------------ */
 
@@ -98,7 +99,7 @@ typedef struct {
 } omni_act_result;
 
 /*
- * COLLECTIVE over comm. Run opt->episodes episodes of the Gato loop of DESIGN.md §8:
+ * COLLECTIVE over comm. Run opt->episodes episodes of the Gato loop of docs/design.md §8:
  * rank 0 opens and speaks to the environment; every rank keeps the same token history
  * and calls the policy. Each episode: reset, then repeat: the observation's tokens and
  * <sep> are appended to the history (the oldest whole steps leave it so that the <task>
@@ -111,6 +112,17 @@ typedef struct {
 omni_status omni_act_run(MPI_Comm comm, const omni_act_task *task, const omni_act_options *opt,
                          const omni_act_policy *policy, omni_act_result *res);
 void omni_act_result_free(omni_act_result *res);
+
+/*
+ * COLLECTIVE over comm (the session's). The whole of `omnimoe act` after opening the
+ * checkpoint, and what training's periodic evaluation calls for eval.env: play
+ * opt->episodes episodes of control task `task` with the model of session s (its
+ * tokenization gives obs_dim, act_dim, discrete and the <task> token; rank 0 brings the
+ * prompt, the other ranks join the decoding with none). An unknown task, or one not of
+ * kind control, is OMNI_ERR_USAGE naming it (and the tasks the model has).
+ */
+omni_status omni_infer_act(MPI_Comm comm, omni_infer *s, const char *task,
+                           const omni_act_options *opt, omni_act_result *res);
 
 /* Write {"episodes": [{"return": R, "steps": S}, ..], "mean_return": M} to path (through
  * a temporary name and a rename: never half-written). Not collective. */

@@ -190,55 +190,23 @@ static void from_tokenization(const omni_tokenization *tk, omni_data_dims *dims,
     }
 }
 
-#define MAX_PARAMS 2048
-
 /* Collective: the parameters (and balancing biases) of the session's model from an open
  * checkpoint, each rank reading its own experts. */
 static omni_status read_params(omni_infer *s, omni_ckpt *c)
 {
-    omni_ckpt_tensor *t = omni_alloc(MAX_PARAMS, sizeof *t, "checkpoint tensor list");
-    char(*names)[128] = omni_alloc(MAX_PARAMS, sizeof *names, "checkpoint tensor names");
-    omni_status st = t && names ? OMNI_OK : OMNI_ERR_NOMEM;
-    int n = 0;
-    float *params = omni_model_params(s->model);
-    for (int i = 0; !st && i < omni_model_n_tensors(s->model); i++) {
-        const omni_tensor_info *ti = omni_model_tensor(s->model, i);
-        if (n == MAX_PARAMS)
-            break;
-        t[n] = (omni_ckpt_tensor){.name = ti->name,
-                                  .type = OMNI_CKPT_F32,
-                                  .rank = ti->rank,
-                                  .data = params + ti->offset,
-                                  .row_lo = 0,
-                                  .row_hi = ti->dims[0]};
-        memcpy(t[n].dims, ti->dims, sizeof ti->dims);
-        n++;
-    }
-    for (int64_t i = 0; !st && s->moe && i < omni_moe_n_tensors(s->moe) && n < MAX_PARAMS; i++) {
-        const omni_moe_tensor *mt = omni_moe_tensor_at(s->moe, i);
-        if (mt->trainable)
-            snprintf(names[n], sizeof names[n], "%s", mt->name);
-        else /* the balancing bias is state: state/layers/.../moe/router/bias */
-            snprintf(names[n], sizeof names[n], "state/%s",
-                     strncmp(mt->name, "params/", 7) ? mt->name : mt->name + 7);
-        t[n] = (omni_ckpt_tensor){.name = names[n],
-                                  .type = OMNI_CKPT_F32,
-                                  .rank = mt->ndim,
-                                  .data = mt->data,
-                                  .row_lo = mt->sharded ? mt->shard_first : 0,
-                                  .row_hi = mt->sharded ? mt->shard_first + mt->shard_count
-                                                        : mt->dims[0]};
-        for (int k = 0; k < mt->ndim; k++)
-            t[n].dims[k] = mt->dims[k];
-        n++;
-    }
-    if (n == MAX_PARAMS)
-        st = omni_fail(OMNI_ERR_INTERNAL, "inference: more than %d parameter tensors", MAX_PARAMS);
+    /* The parts' descriptors are checkpoint tensors already: name, shape, this rank's rows
+     * and data (the balancing biases named state/...). */
+    int64_t nm = omni_model_n_tensors(s->model), ne = s->moe ? omni_moe_n_tensors(s->moe) : 0;
+    omni_ckpt_tensor *t = omni_alloc(nm + ne, sizeof *t, "checkpoint tensor list");
+    omni_status st = t ? OMNI_OK : OMNI_ERR_NOMEM;
+    for (int64_t i = 0; !st && i < nm; i++)
+        t[i] = *omni_model_tensor(s->model, i);
+    for (int64_t i = 0; !st && i < ne; i++)
+        t[nm + i] = *omni_moe_tensor_at(s->moe, i);
     st = omni_mpi_agree(s->comm, st);
     if (!st)
-        st = omni_ckpt_read(c, t, n);
+        st = omni_ckpt_read(c, t, (int)(nm + ne));
     omni_free(t);
-    omni_free(names);
     return st;
 }
 

@@ -1,6 +1,6 @@
 /*
  * Multi-head attention core, tiled with an online softmax (flash-style), forward and
- * backward. The mask of DESIGN.md §2 (causal, never across packed samples, both ways
+ * backward. The mask of docs/design.md §2 (causal, never across packed samples, both ways
  * inside a prefix under attention: prefix, padding sees only itself) is applied exactly,
  * element by element, inside the tiles that can hold an allowed key; tiles that cannot
  * (above the causal diagonal, or in another packed sample) are never computed. Nothing

@@ -1,34 +1,12 @@
 /*
- * The layers of the transformer other than attention: matrix products, embeddings,
- * RMSNorm, the SwiGLU FFN and the cross-entropy loss. See layers.h for the conventions.
+ * The layers of the transformer other than attention: embeddings, RMSNorm, the SwiGLU
+ * FFN and the cross-entropy loss. See layers.h for the conventions.
  */
 #include "layers.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <string.h>
-
-void omni_matmul_forward(float *out, const float *inp, const float *w, int64_t n, int64_t in,
-                         int64_t k, float beta)
-{
-    if (n == 0)
-        return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)k, (int)in, 1.0f, inp,
-                (int)in, w, (int)k, beta, out, (int)k);
-}
-
-void omni_matmul_backward(float *dinp, float *dw, const float *dout, const float *inp,
-                          const float *w, int64_t n, int64_t in, int64_t k)
-{
-    if (n == 0)
-        return;
-    if (dinp)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)in, (int)k, 1.0f, dout,
-                    (int)k, w, (int)k, 1.0f, dinp, (int)in);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)in, (int)k, (int)n, 1.0f, inp,
-                (int)in, dout, (int)k, 1.0f, dw, (int)k);
-}
 
 /* ---- embeddings -------------------------------------------------------------- */
 
@@ -188,25 +166,16 @@ void omni_rmsnorm_backward(float *dinp, float *dg, const float *dout, const floa
 
 /* ---- SwiGLU ------------------------------------------------------------------ */
 
-static float sigmoidf(float z)
-{
-    return 1.0f / (1.0f + expf(-z));
-}
-
 void omni_swiglu_forward(float *out, float *h1, float *h3, float *a, const float *inp,
                          const float *w1, const float *w3, const float *w2, int64_t n, int64_t d,
                          int64_t ff)
 {
     omni_matmul_forward(h1, inp, w1, n, d, ff, 0.0f);
     omni_matmul_forward(h3, inp, w3, n, d, ff, 0.0f);
-    int64_t m = n * ff;
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < m; i++)
-        a[i] = h1[i] * sigmoidf(h1[i]) * h3[i];
+    omni_swiglu_gate_forward(a, h1, h3, n * ff);
     omni_matmul_forward(out, a, w2, n, ff, d, 1.0f);
 }
 
-/* silu(z) = z s(z), silu'(z) = s(z) (1 + z (1 - s(z))), s the logistic function. */
 void omni_swiglu_backward(float *dinp, float *dw1, float *dw3, float *dw2, float *scratch_a,
                           float *scratch_d, const float *dout, const float *inp, const float *h1,
                           const float *h3, const float *a, const float *w1, const float *w3,
@@ -214,20 +183,12 @@ void omni_swiglu_backward(float *dinp, float *dw1, float *dw3, float *dw2, float
 {
     if (n == 0)
         return;
-    int64_t m = n * ff;
     float *dh1 = scratch_a, *da = scratch_d;
     /* dw2 += a^T dout; da = dout W2^T */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ff, (int)d, (int)n, 1.0f, a, (int)ff,
-                dout, (int)d, 1.0f, dw2, (int)d);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)ff, (int)d, 1.0f, dout,
-                (int)d, w2, (int)d, 0.0f, da, (int)ff);
+    omni_matmul(true, false, ff, d, n, 1.0f, a, ff, dout, d, 1.0f, dw2, d);
+    omni_matmul(false, true, n, ff, d, 1.0f, dout, d, w2, d, 0.0f, da, ff);
     /* da's buffer then takes dh3 */
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < m; i++) {
-        float z = h1[i], s = sigmoidf(z), g = da[i];
-        dh1[i] = g * h3[i] * s * (1.0f + z * (1.0f - s));
-        da[i] = g * z * s;
-    }
+    omni_swiglu_gate_backward(dh1, da, da, h1, h3, n * ff);
     omni_matmul_backward(dinp, dw1, dh1, inp, w1, n, d, ff);
     omni_matmul_backward(dinp, dw3, da, inp, w3, n, d, ff);
 }

@@ -2,7 +2,8 @@
  * Private to model/ and its tests: the layers of the transformer, each a pair of free
  * functions in the manner of llm.c. Arguments run outputs, inputs, saved statistics,
  * sizes. Backward functions accumulate (+=) into every gradient they are given, except
- * omni_xent_backward, which writes dlogits. n is the number of positions (n_seq * T);
+ * omni_xent_backward, which writes dlogits. The matrix products are the op kit's
+ * (ops.h: omni_matmul_forward/backward). n is the number of positions (n_seq * T);
  * every [n, k] array is row-major, position-major. Nothing here allocates.
  */
 #ifndef OMNI_MODEL_LAYERS_H
@@ -12,15 +13,9 @@
 #include <stdint.h>
 
 #include "model.h"
+#include "ops.h"
 
 #define OMNI_RMS_EPS 1e-5f
-
-/* out = beta * out + inp W, with inp [n, in], W [in, k], out [n, k] (cblas_sgemm). */
-void omni_matmul_forward(float *out, const float *inp, const float *w, int64_t n, int64_t in,
-                         int64_t k, float beta);
-/* dinp += dout W^T (skipped when dinp is NULL); dw += inp^T dout. */
-void omni_matmul_backward(float *dinp, float *dw, const float *dout, const float *inp,
-                          const float *w, int64_t n, int64_t in, int64_t k);
 
 /* Scratch of the embedding: gathered patch rows and their outputs. */
 typedef struct {
@@ -30,7 +25,7 @@ typedef struct {
 } omni_embed_scratch;
 
 /* out [n, d] = token or patch embedding (+ row/col at patches) + E_pos[pos], see
- * DESIGN.md §2. Padding embeds as the token OMNI_TOK_PAD. Ids must be checked before. */
+ * docs/design.md §2. Padding embeds as the token OMNI_TOK_PAD. Ids must be checked before. */
 void omni_embed_forward(float *out, const omni_batch *b, const omni_param_view *p, int64_t n,
                         int64_t d, int64_t img_dim, int64_t aud_dim, omni_embed_scratch *s);
 void omni_embed_backward(const omni_param_view *dp, const float *dout, const omni_batch *b,

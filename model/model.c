@@ -1,5 +1,5 @@
 /*
- * The dense transformer of DESIGN.md §2: the parameter layout and its tensor table,
+ * The dense transformer of docs/design.md §2: the parameter layout and its tensor table,
  * initialisation, the activation buffers (sized once, at creation), and the forward
  * and backward passes that chain the layers of layers.c and attention.c.
  */
@@ -7,79 +7,105 @@
 
 #include <math.h>
 #include <omp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
 /* ---- layout ------------------------------------------------------------------ */
 
-static omni_status add_tensor(omni_model *m, const char *name, int rank, const int64_t *dims,
-                              bool decay, init_kind init)
+/*
+ * Add one parameter tensor: its descriptor (the name "params/" + part, under
+ * "layers/<block>/" for a block's tensor), and the field of the named views that points at
+ * it (a field of omni_param_view, or of block `block`'s omni_block_view). Offsets are
+ * multiples of 16 floats, so every tensor starts 64-byte aligned. A failure is kept in
+ * m->layout_failed, checked once after the table.
+ */
+static void add(omni_model *m, int64_t block, const char *part, size_t field, int64_t group,
+                bool decay, omni_init_rule init, const char *meaning, int64_t d0, int64_t d1)
 {
-    if (m->n_tensors == OMNI_MAX_TENSORS)
-        return omni_fail(OMNI_ERR_CONFIG, "model: more than %d parameter tensors (n_layers %lld)",
-                         OMNI_MAX_TENSORS, (long long)m->L);
-    omni_tensor_info *t = &m->tensors[m->n_tensors];
-    snprintf(t->name, sizeof t->name, "%s", name);
-    t->rank = rank;
-    t->numel = 1;
-    for (int i = 0; i < 4; i++)
-        t->dims[i] = i < rank ? dims[i] : 1;
-    for (int i = 0; i < rank; i++)
-        t->numel *= dims[i];
-    t->offset = m->n_params;
-    t->decay = decay;
-    m->init[m->n_tensors] = init;
-    m->n_params += (t->numel + 15) / 16 * 16; /* next tensor 64-byte aligned */
-    m->n_tensors++;
-    return OMNI_OK;
+    omni_tensor proto = {
+        .rank = d1 > 0 ? 2 : 1,
+        .dims = {d0, d1 > 0 ? d1 : 1, 1, 1},
+        .meaning = meaning,
+        .row_hi = d0,
+        .trainable = true,
+        .decay = decay,
+        .init = init,
+        .group = group,
+        .offset = m->n_params,
+        .numel = d0 * (d1 > 0 ? d1 : 1),
+    };
+    omni_tensor *t = block < 0
+                         ? omni_tensor_table_add(&m->tensors, &proto, "params/%s", part)
+                         : omni_tensor_table_add(&m->tensors, &proto, "params/layers/%02lld/%s",
+                                                 (long long)block, part);
+    if (!t) {
+        m->layout_failed = true;
+        return;
+    }
+    m->slots[m->tensors.n - 1] = (omni_view_slot){block, field};
+    m->n_params += (t->numel + 15) / 16 * 16;
 }
 
-#define ADD(name, decay, init, ...)                                                                \
-    do {                                                                                           \
-        const int64_t dims_[] = {__VA_ARGS__};                                                     \
-        if ((st = add_tensor(m, name, (int)(sizeof dims_ / sizeof dims_[0]), dims_, decay, init))) \
-            return st;                                                                             \
-    } while (0)
+#define VIEW(f)  offsetof(omni_param_view, f)
+#define BLOCK(f) offsetof(omni_block_view, f)
 
-/* The tensor table. Decay: the linear maps (patch projections, attention, FFN, head);
- * not the embedding tables, norm gains or biases. */
+/* The tensor table: every parameter of the dense model, described where it is made.
+ * Decay: the linear maps; not the embedding tables, norm gains or biases. */
 static omni_status build_table(omni_model *m)
 {
-    omni_status st;
-    int64_t d = m->d, ff = m->ff;
-    char name[OMNI_TENSOR_NAME_MAX];
-    ADD("params/embed/tok", false, INIT_NORMAL, m->V, d);
+    const int64_t d = m->d, ff = m->ff, E = OMNI_GRADS_EMBED;
+    m->slots = omni_alloc(10 + 7 * m->L, sizeof *m->slots, "model tensor table");
+    if (!m->slots)
+        return OMNI_ERR_NOMEM;
+    add(m, -1, "embed/tok", VIEW(tok), E, false, OMNI_INIT_NORMAL,
+        "[vocab, d_model]: token embedding", m->V, d);
     if (m->img_dim > 0) {
-        ADD("params/embed/img_w", true, INIT_NORMAL, m->img_dim, d);
-        ADD("params/embed/img_b", false, INIT_ZEROS, d);
+        add(m, -1, "embed/img_w", VIEW(img_w), E, true, OMNI_INIT_NORMAL,
+            "[image_patch_dim, d_model]: image patch projection", m->img_dim, d);
+        add(m, -1, "embed/img_b", VIEW(img_b), E, false, OMNI_INIT_ZEROS,
+            "[d_model]: image patch projection bias", d, 0);
     }
     if (m->aud_dim > 0) {
-        ADD("params/embed/aud_w", true, INIT_NORMAL, m->aud_dim, d);
-        ADD("params/embed/aud_b", false, INIT_ZEROS, d);
+        add(m, -1, "embed/aud_w", VIEW(aud_w), E, true, OMNI_INIT_NORMAL,
+            "[audio_patch_dim, d_model]: audio patch projection", m->aud_dim, d);
+        add(m, -1, "embed/aud_b", VIEW(aud_b), E, false, OMNI_INIT_ZEROS,
+            "[d_model]: audio patch projection bias", d, 0);
     }
     if (m->img_dim > 0 || m->aud_dim > 0) {
-        ADD("params/embed/row", false, INIT_NORMAL, m->dims.max_rows, d);
-        ADD("params/embed/col", false, INIT_NORMAL, m->dims.max_cols, d);
+        add(m, -1, "embed/row", VIEW(row), E, false, OMNI_INIT_NORMAL,
+            "[max_rows, d_model]: patch row embedding", m->dims.max_rows, d);
+        add(m, -1, "embed/col", VIEW(col), E, false, OMNI_INIT_NORMAL,
+            "[max_cols, d_model]: patch column embedding", m->dims.max_cols, d);
     }
-    ADD("params/embed/pos", false, INIT_NORMAL, m->T, d);
+    add(m, -1, "embed/pos", VIEW(pos), E, false, OMNI_INIT_NORMAL,
+        "[context, d_model]: position-in-sample embedding", m->T, d);
     for (int64_t l = 0; l < m->L; l++) {
-#define LNAME(s) (snprintf(name, sizeof name, "params/layers/%02lld/" s, (long long)l), name)
-        ADD(LNAME("attn/norm"), false, INIT_ONES, d);
-        ADD(LNAME("attn/wqkv"), true, INIT_NORMAL, d, 3 * d);
-        ADD(LNAME("attn/wo"), true, INIT_RESIDUAL, d, d);
-        ADD(LNAME("ffn/norm"), false, INIT_ONES, d);
-        if (!omni_experiment_is_moe_block(&m->x, l)) {
-            ADD(LNAME("ffn/w1"), true, INIT_NORMAL, d, ff);
-            ADD(LNAME("ffn/w3"), true, INIT_NORMAL, d, ff);
-            ADD(LNAME("ffn/w2"), true, INIT_RESIDUAL, ff, d);
-        }
-#undef LNAME
+        add(m, l, "attn/norm", BLOCK(attn_norm), l, false, OMNI_INIT_ONES,
+            "[d_model]: RMSNorm gain before attention", d, 0);
+        add(m, l, "attn/wqkv", BLOCK(wqkv), l, true, OMNI_INIT_NORMAL,
+            "[d_model, 3 d_model]: fused Q | K | V projection", d, 3 * d);
+        add(m, l, "attn/wo", BLOCK(wo), l, true, OMNI_INIT_RESIDUAL,
+            "[d_model, d_model]: attention output projection", d, d);
+        add(m, l, "ffn/norm", BLOCK(ffn_norm), l, false, OMNI_INIT_ONES,
+            "[d_model]: RMSNorm gain before the FFN", d, 0);
+        if (omni_experiment_is_moe_block(&m->x, l))
+            continue; /* the MoE layer (experts/) describes its own tensors */
+        add(m, l, "ffn/w1", BLOCK(w1), l, true, OMNI_INIT_NORMAL, "[d_model, d_ff]: SwiGLU gate", d,
+            ff);
+        add(m, l, "ffn/w3", BLOCK(w3), l, true, OMNI_INIT_NORMAL, "[d_model, d_ff]: SwiGLU up", d,
+            ff);
+        add(m, l, "ffn/w2", BLOCK(w2), l, true, OMNI_INIT_RESIDUAL, "[d_ff, d_model]: SwiGLU down",
+            ff, d);
     }
-    ADD("params/head/norm", false, INIT_ONES, d);
-    ADD("params/head/w", true, INIT_NORMAL, d, m->V);
-    return OMNI_OK;
+    add(m, -1, "head/norm", VIEW(out_norm), OMNI_GRADS_HEAD, false, OMNI_INIT_ONES,
+        "[d_model]: final RMSNorm gain", d, 0);
+    add(m, -1, "head/w", VIEW(out_w), OMNI_GRADS_HEAD, true, OMNI_INIT_NORMAL,
+        "[d_model, vocab]: output head", d, m->V);
+    return m->layout_failed ? OMNI_ERR_NOMEM : OMNI_OK;
 }
-#undef ADD
+#undef VIEW
+#undef BLOCK
 
 /* Point the named views of one flat buffer at its tensors. */
 static void bind_views(omni_model *m, float *flat, omni_param_view *v, omni_block_view *lv)
@@ -87,51 +113,12 @@ static void bind_views(omni_model *m, float *flat, omni_param_view *v, omni_bloc
     memset(v, 0, sizeof *v);
     memset(lv, 0, (size_t)m->L * sizeof *lv);
     v->layers = lv;
-    for (int i = 0; i < m->n_tensors; i++) {
-        const char *n = m->tensors[i].name;
-        float *p = flat + m->tensors[i].offset;
-        long long l;
-        int used = 0;
-        char part[32] = "";
-        if (sscanf(n, "params/layers/%lld/%31s%n", &l, part, &used) == 2) {
-            omni_block_view *b = &lv[l];
-            float **slot = !strcmp(part, "attn/norm")   ? &b->attn_norm
-                           : !strcmp(part, "attn/wqkv") ? &b->wqkv
-                           : !strcmp(part, "attn/wo")   ? &b->wo
-                           : !strcmp(part, "ffn/norm")  ? &b->ffn_norm
-                           : !strcmp(part, "ffn/w1")    ? &b->w1
-                           : !strcmp(part, "ffn/w3")    ? &b->w3
-                                                        : &b->w2;
-            *slot = p;
-            continue;
-        }
-        float **slot = !strcmp(n, "params/embed/tok")     ? &v->tok
-                       : !strcmp(n, "params/embed/img_w") ? &v->img_w
-                       : !strcmp(n, "params/embed/img_b") ? &v->img_b
-                       : !strcmp(n, "params/embed/aud_w") ? &v->aud_w
-                       : !strcmp(n, "params/embed/aud_b") ? &v->aud_b
-                       : !strcmp(n, "params/embed/row")   ? &v->row
-                       : !strcmp(n, "params/embed/col")   ? &v->col
-                       : !strcmp(n, "params/embed/pos")   ? &v->pos
-                       : !strcmp(n, "params/head/norm")   ? &v->out_norm
-                                                          : &v->out_w;
-        *slot = p;
+    for (int64_t i = 0; i < m->tensors.n; i++) {
+        const omni_view_slot *s = &m->slots[i];
+        char *view = s->block < 0 ? (char *)v : (char *)&lv[s->block];
+        float *p = flat + m->tensors.t[i].offset;
+        memcpy(view + s->field, &p, sizeof p);
     }
-}
-
-static float *take(omni_model *m, int64_t n, const char *what)
-{
-    OMNI_ASSERT(m->n_bufs < OMNI_MODEL_MAX_BUFS);
-    float *p = omni_alloc(n > 0 ? n : 1, sizeof(float), what);
-    if (p)
-        m->bufs[m->n_bufs++] = p;
-    return p;
-}
-
-/* a * b * c with an overflow check against int32 sizes that cblas takes. */
-static bool fits(int64_t a, int64_t b)
-{
-    return a >= 0 && b >= 0 && (b == 0 || a <= INT32_MAX / b);
 }
 
 omni_status omni_model_create(omni_model **out, const omni_experiment *x,
@@ -153,8 +140,9 @@ omni_status omni_model_create(omni_model **out, const omni_experiment *x,
                          "%d/%d, rows %d, cols %d)",
                          dims->vocab, dims->n_tasks, dims->image_patch_dim, dims->audio_patch_dim,
                          dims->max_rows, dims->max_cols);
-    if (max_seq <= 0 || !fits(max_seq, T) || !fits(max_seq * T, 3 * d) ||
-        !fits(max_seq * T, dims->vocab) || !fits(max_seq * T, x->model.d_ff))
+    if (max_seq <= 0 || !omni_matmul_fits(max_seq, T) || !omni_matmul_fits(max_seq * T, 3 * d) ||
+        !omni_matmul_fits(max_seq * T, dims->vocab) ||
+        !omni_matmul_fits(max_seq * T, x->model.d_ff))
         return omni_fail(OMNI_ERR_CONFIG, "model: %lld sequences of %lld positions is too large",
                          (long long)max_seq, (long long)T);
 
@@ -184,51 +172,51 @@ omni_status omni_model_create(omni_model **out, const omni_experiment *x,
     m->ws.slots =
         omp_get_max_threads() > omp_get_num_procs() ? omp_get_max_threads() : omp_get_num_procs();
     st = OMNI_ERR_NOMEM;
-    m->params = take(m, m->n_params, "model parameters");
-    m->grads = m->params ? take(m, m->n_params, "model gradients") : NULL;
-    m->adam_m = m->grads ? take(m, m->n_params, "AdamW m") : NULL;
-    m->adam_v = m->adam_m ? take(m, m->n_params, "AdamW v") : NULL;
-    m->pl = m->adam_v ? omni_alloc(2 * L, sizeof *m->pl, "model views") : NULL;
-    if (!m->pl)
+    m->params = omni_alloc_in(&m->mem, m->n_params, sizeof(float), "model parameters");
+    m->grads = omni_alloc_in(&m->mem, m->n_params, sizeof(float), "model gradients");
+    m->adam_m = omni_alloc_in(&m->mem, m->n_params, sizeof(float), "AdamW m");
+    m->adam_v = omni_alloc_in(&m->mem, m->n_params, sizeof(float), "AdamW v");
+    m->pl = omni_alloc_in(&m->mem, 2 * L, sizeof *m->pl, "model views");
+    if (m->mem.failed)
         goto out_free;
     m->gl = m->pl + L;
     bind_views(m, m->params, &m->pv, m->pl);
     bind_views(m, m->grads, &m->gv, m->gl);
+    for (int64_t i = 0; i < m->tensors.n; i++)
+        m->tensors.t[i].data = m->params + m->tensors.t[i].offset;
 
-    if (!(m->res = take(m, (L + 1) * N * d, "activations")) ||
-        !(m->mid = take(m, L * N * d, "activations")) ||
-        !(m->ln1 = take(m, L * N * d, "activations")) ||
-        !(m->rstd1 = take(m, L * N, "activations")) ||
-        !(m->qkv = take(m, L * N * 3 * d, "activations")) ||
-        !(m->lse = take(m, L * max_seq * H * T, "attention statistics")) ||
-        !(m->atty = take(m, L * N * d, "activations")) ||
-        !(m->ln2 = take(m, L * N * d, "activations")) ||
-        !(m->rstd2 = take(m, L * N, "activations")) ||
-        !(m->h1 = take(m, m->n_dense * N * ff, "FFN activations")) ||
-        !(m->h3 = take(m, m->n_dense * N * ff, "FFN activations")) ||
-        !(m->lnf = take(m, N * d, "activations")) || !(m->rstdf = take(m, N, "activations")) ||
-        !(m->ffa = take(m, m->n_dense * N * ff, "FFN activations")) ||
-        !(m->logits = take(m, N * V, "logits")) || !(m->probs = take(m, N * V, "probabilities")) ||
-        !(m->ffs = take(m, N * ff, "scratch")) || !(m->ffd = take(m, N * ff, "scratch")) ||
-        !(m->moe_out = take(m, N * d, "scratch")) || !(m->dres = take(m, N * d, "scratch")) ||
-        !(m->dln = take(m, N * d, "scratch")) || !(m->datty = take(m, N * d, "scratch")) ||
-        !(m->dqkv = take(m, N * 3 * d, "scratch")) ||
-        !(m->ws.tile = take(m, m->ws.slots * omni_attention_scratch_floats(d / H), "scratch")) ||
-        !(m->es.xg = take(m, N * m->patch_dim, "scratch")) ||
-        !(m->es.yg = take(m, N * d, "scratch")))
+    m->res = omni_alloc_in(&m->mem, (L + 1) * N * d, sizeof(float), "activations");
+    m->mid = omni_alloc_in(&m->mem, L * N * d, sizeof(float), "activations");
+    m->ln1 = omni_alloc_in(&m->mem, L * N * d, sizeof(float), "activations");
+    m->rstd1 = omni_alloc_in(&m->mem, L * N, sizeof(float), "activations");
+    m->qkv = omni_alloc_in(&m->mem, L * N * 3 * d, sizeof(float), "activations");
+    m->lse = omni_alloc_in(&m->mem, L * max_seq * H * T, sizeof(float), "attention statistics");
+    m->atty = omni_alloc_in(&m->mem, L * N * d, sizeof(float), "activations");
+    m->ln2 = omni_alloc_in(&m->mem, L * N * d, sizeof(float), "activations");
+    m->rstd2 = omni_alloc_in(&m->mem, L * N, sizeof(float), "activations");
+    m->h1 = omni_alloc_in(&m->mem, m->n_dense * N * ff, sizeof(float), "FFN activations");
+    m->h3 = omni_alloc_in(&m->mem, m->n_dense * N * ff, sizeof(float), "FFN activations");
+    m->lnf = omni_alloc_in(&m->mem, N * d, sizeof(float), "activations");
+    m->rstdf = omni_alloc_in(&m->mem, N, sizeof(float), "activations");
+    m->ffa = omni_alloc_in(&m->mem, m->n_dense * N * ff, sizeof(float), "FFN activations");
+    m->logits = omni_alloc_in(&m->mem, N * V, sizeof(float), "logits");
+    m->probs = omni_alloc_in(&m->mem, N * V, sizeof(float), "probabilities");
+    m->ffs = omni_alloc_in(&m->mem, N * ff, sizeof(float), "scratch");
+    m->ffd = omni_alloc_in(&m->mem, N * ff, sizeof(float), "scratch");
+    m->moe_out = omni_alloc_in(&m->mem, N * d, sizeof(float), "scratch");
+    m->dres = omni_alloc_in(&m->mem, N * d, sizeof(float), "scratch");
+    m->dln = omni_alloc_in(&m->mem, N * d, sizeof(float), "scratch");
+    m->datty = omni_alloc_in(&m->mem, N * d, sizeof(float), "scratch");
+    m->dqkv = omni_alloc_in(&m->mem, N * 3 * d, sizeof(float), "scratch");
+    m->ws.tile = omni_alloc_in(&m->mem, m->ws.slots * omni_attention_scratch_floats(d / H),
+                               sizeof(float), "scratch");
+    m->ws.lo = omni_alloc_in(&m->mem, 2 * N, sizeof(int32_t), "scratch");
+    m->xent_rows = omni_alloc_in(&m->mem, 2 * N, sizeof(double), "scratch");
+    m->es.xg = omni_alloc_in(&m->mem, N * m->patch_dim, sizeof(float), "scratch");
+    m->es.yg = omni_alloc_in(&m->mem, N * d, sizeof(float), "scratch");
+    m->es.idx = omni_alloc_in(&m->mem, N, sizeof(int64_t), "scratch");
+    if (m->mem.failed)
         goto out_free;
-    m->es.idx = omni_alloc(N, sizeof(int64_t), "scratch");
-    if (!m->es.idx)
-        goto out_free;
-    m->bufs[m->n_bufs++] = m->es.idx;
-    m->xent_rows = omni_alloc(2 * N, sizeof(double), "scratch");
-    if (!m->xent_rows)
-        goto out_free;
-    m->bufs[m->n_bufs++] = m->xent_rows;
-    m->ws.lo = omni_alloc(2 * N, sizeof(int32_t), "scratch");
-    if (!m->ws.lo)
-        goto out_free;
-    m->bufs[m->n_bufs++] = m->ws.lo;
     m->ws.hi = m->ws.lo + N;
     *out = m;
     return OMNI_OK;
@@ -241,36 +229,16 @@ void omni_model_free(omni_model *m)
 {
     if (!m)
         return;
-    for (int i = 0; i < m->n_bufs; i++)
-        omni_free(m->bufs[i]);
-    omni_free(m->pl);
+    omni_alloc_list_free(&m->mem);
+    omni_tensor_table_free(&m->tensors);
+    omni_free(m->slots);
     omni_free(m);
 }
 
 void omni_model_init_params(omni_model *m)
 {
-    float resid = 0.02f / sqrtf(2.0f * (float)m->L);
-    for (int i = 0; i < m->n_tensors; i++) {
-        const omni_tensor_info *t = &m->tensors[i];
-        float *p = m->params + t->offset;
-        omni_rng r;
-        omni_rng_init(&r, (uint64_t)m->x.experiment.seed, t->name, 0);
-        switch (m->init[i]) {
-        case INIT_NORMAL:
-            omni_rng_fill_normal(&r, 0, t->numel, 0.0f, 0.02f, p);
-            break;
-        case INIT_RESIDUAL:
-            omni_rng_fill_normal(&r, 0, t->numel, 0.0f, resid, p);
-            break;
-        case INIT_ONES:
-            for (int64_t j = 0; j < t->numel; j++)
-                p[j] = 1.0f;
-            break;
-        default:
-            memset(p, 0, (size_t)t->numel * sizeof(float));
-            break;
-        }
-    }
+    for (int64_t i = 0; i < m->tensors.n; i++)
+        omni_tensor_init(&m->tensors.t[i], (uint64_t)m->x.experiment.seed, m->L);
     omni_model_zero_grad(m);
     memset(m->adam_m, 0, (size_t)m->n_params * sizeof(float));
     memset(m->adam_v, 0, (size_t)m->n_params * sizeof(float));
@@ -289,22 +257,19 @@ void omni_model_zero_grad(omni_model *m)
 
 /* ---- accessors --------------------------------------------------------------- */
 
-int omni_model_n_tensors(const omni_model *m)
+int64_t omni_model_n_tensors(const omni_model *m)
 {
-    return m->n_tensors;
+    return m->tensors.n;
 }
 
-const omni_tensor_info *omni_model_tensor(const omni_model *m, int i)
+const omni_tensor *omni_model_tensor(const omni_model *m, int64_t i)
 {
-    return i >= 0 && i < m->n_tensors ? &m->tensors[i] : NULL;
+    return i >= 0 && i < m->tensors.n ? &m->tensors.t[i] : NULL;
 }
 
-int omni_model_find_tensor(const omni_model *m, const char *name)
+int64_t omni_model_find_tensor(const omni_model *m, const char *name)
 {
-    for (int i = 0; i < m->n_tensors; i++)
-        if (!strcmp(m->tensors[i].name, name))
-            return i;
-    return -1;
+    return omni_tensor_table_find(&m->tensors, name);
 }
 
 int64_t omni_model_n_params(const omni_model *m)
@@ -521,23 +486,5 @@ void omni_model_set_grads_ready(omni_model *m, omni_grads_ready_fn fn, void *ctx
 
 void omni_model_group_range(const omni_model *m, int64_t group, int64_t *first, int64_t *count)
 {
-    char prefix[32];
-    if (group == OMNI_GRADS_HEAD)
-        snprintf(prefix, sizeof prefix, "params/head/");
-    else if (group == OMNI_GRADS_EMBED)
-        snprintf(prefix, sizeof prefix, "params/embed/");
-    else
-        snprintf(prefix, sizeof prefix, "params/layers/%02lld/", (long long)group);
-    int64_t lo = -1, hi = -1;
-    for (int i = 0; i < m->n_tensors; i++) {
-        const omni_tensor_info *t = &m->tensors[i];
-        if (strncmp(t->name, prefix, strlen(prefix)))
-            continue;
-        if (lo < 0 || t->offset < lo)
-            lo = t->offset;
-        if (t->offset + t->numel > hi)
-            hi = t->offset + t->numel;
-    }
-    *first = lo < 0 ? 0 : lo;
-    *count = lo < 0 ? 0 : hi - lo;
+    omni_tensor_table_group_range(&m->tensors, group, first, count);
 }

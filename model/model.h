@@ -1,5 +1,5 @@
 /*
- * model — the transformer of DESIGN.md §2, dense part: embeddings, blocks (RMSNorm,
+ * model — the transformer of docs/design.md §2, dense part: embeddings, blocks (RMSNorm,
  * attention, SwiGLU FFN), head and loss, each a _forward/_backward pair; parameters,
  * gradients and AdamW moments in one allocation each with named views.
  *
@@ -12,27 +12,10 @@
 
 #include "base.h"
 #include "experiment.h"
+#include "tensor.h"
 #include "tokens.h"
 
 /* ---- the model ----------------------------------------------------------------- */
-
-#define OMNI_MAX_TENSORS     256
-#define OMNI_TENSOR_NAME_MAX 64
-
-/*
- * One parameter tensor: its checkpoint path ("params/layers/03/attn/wqkv"), where it
- * lives in the flat buffers (the same offset in params, grads, AdamW m and v), its
- * shape (row-major, dims[0] slowest) and whether AdamW's weight decay applies to it.
- * Offsets are multiples of 16 floats, so every tensor starts 64-byte aligned.
- */
-typedef struct {
-    char name[OMNI_TENSOR_NAME_MAX];
-    int64_t offset; /* in floats from the start of the flat buffer */
-    int64_t numel;
-    int rank;
-    int64_t dims[4];
-    bool decay; /* linear maps decay; embedding tables, norm gains and biases do not */
-} omni_tensor_info;
 
 /*
  * Named views into one flat buffer (parameters, gradients, m or v: the same layout).
@@ -97,7 +80,7 @@ omni_status omni_model_create(omni_model **m, const omni_experiment *x, const om
                               int64_t max_seq);
 void omni_model_free(omni_model *m);
 
-/* DESIGN.md §2 initialisation: each tensor from the stream (experiment.seed, its name,
+/* docs/design.md §2 initialisation: each tensor from the stream (experiment.seed, its name,
  * 0): normal(0, 0.02), the residual projections (attn wo, ffn w2) scaled by
  * 1/sqrt(2 n_layers), norm gains 1, biases 0. Clears gradients and AdamW moments. */
 void omni_model_init_params(omni_model *m);
@@ -113,8 +96,6 @@ void omni_model_set_moe(omni_model *m, const omni_ffn_hook *hook);
  * first (its attention, norms and FFN, and for an MoE block whatever the FFN hook's
  * backward accumulated), then with OMNI_GRADS_EMBED (the embeddings).
  */
-#define OMNI_GRADS_HEAD  (-1)
-#define OMNI_GRADS_EMBED (-2)
 typedef omni_status (*omni_grads_ready_fn)(void *ctx, int64_t group);
 void omni_model_set_grads_ready(omni_model *m, omni_grads_ready_fn fn, void *ctx);
 /* The range of the flat gradient buffer [*first, *first + *count) that holds the tensors
@@ -161,11 +142,13 @@ double omni_clip_scale(const omni_experiment *x, double global_norm);
  * min_lr reached at step = steps (and kept after). */
 double omni_lr_at(const omni_experiment *x, int64_t step);
 
-/* The tensor table and the flat buffers (each n_params floats, 64-byte aligned). */
-int omni_model_n_tensors(const omni_model *m);
-const omni_tensor_info *omni_model_tensor(const omni_model *m, int i);
-/* Index of the tensor named `name`, or -1. */
-int omni_model_find_tensor(const omni_model *m, const char *name);
+/* The tensor table (each parameter's descriptor, tensor.h; data points into the
+ * parameters) and the flat buffers (each n_params floats, 64-byte aligned; a tensor is at
+ * the same offset in each). */
+int64_t omni_model_n_tensors(const omni_model *m);
+const omni_tensor *omni_model_tensor(const omni_model *m, int64_t i);
+/* Index of the tensor named `name`, or -1 (for tests and tools). */
+int64_t omni_model_find_tensor(const omni_model *m, const char *name);
 int64_t omni_model_n_params(const omni_model *m);
 float *omni_model_params(omni_model *m);
 float *omni_model_grads(omni_model *m);

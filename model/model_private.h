@@ -6,9 +6,12 @@
 #include "layers.h"
 #include "model.h"
 
-#define OMNI_MODEL_MAX_BUFS 64
-
-typedef enum { INIT_NORMAL = 0, INIT_RESIDUAL, INIT_ONES, INIT_ZEROS, INIT_COUNT } init_kind;
+/* Where the named view of a tensor lives: field `field` (a byte offset) of the
+ * omni_param_view (block < 0) or of block `block`'s omni_block_view. */
+typedef struct {
+    int64_t block;
+    size_t field;
+} omni_view_slot;
 
 struct omni_model {
     omni_experiment x;
@@ -16,9 +19,9 @@ struct omni_model {
     int64_t d, L, H, ff, T, V, max_seq, img_dim, aud_dim, patch_dim;
     bool prefix;
 
-    int n_tensors;
-    omni_tensor_info tensors[OMNI_MAX_TENSORS];
-    init_kind init[OMNI_MAX_TENSORS];
+    omni_tensor_table tensors; /* every parameter, in buffer order */
+    omni_view_slot *slots;     /* [tensors.n] */
+    bool layout_failed;
     int64_t n_params;
     float *params, *grads, *adam_m, *adam_v; /* [n_params] each, the same layout */
     omni_param_view pv, gv;                  /* views into params and grads */
@@ -61,8 +64,7 @@ struct omni_model {
 
     int64_t last_n_seq, last_T; /* shape of the last forward; -1: none */
 
-    int n_bufs;
-    void *bufs[OMNI_MODEL_MAX_BUFS];
+    omni_alloc_list mem; /* every buffer above */
 };
 
 #endif /* OMNI_MODEL_PRIVATE_H */

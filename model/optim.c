@@ -43,8 +43,8 @@ omni_status omni_model_step(omni_model *m, int64_t step, double global_norm)
                          (long long)step, global_norm);
     const omni_experiment *x = &m->x;
     omni_adamw a = omni_adamw_at(x, step, omni_lr_at(x, step), omni_clip_scale(x, global_norm));
-    for (int i = 0; i < m->n_tensors; i++) {
-        const omni_tensor_info *t = &m->tensors[i];
+    for (int64_t i = 0; i < m->tensors.n; i++) {
+        const omni_tensor *t = &m->tensors.t[i];
         omni_adamw_update(&a, m->params + t->offset, m->grads + t->offset, m->adam_m + t->offset,
                           m->adam_v + t->offset, t->numel, t->decay);
     }

@@ -1,14 +1,78 @@
 /*
- * ops — the numeric kit that the model, the experts and the router share: the BLAS
- * library's thread setting (and, as they move here, the matrix product and the
- * activation primitives). One place, so a change of GEMM backend or of precision is
- * made once.
+ * ops — the numeric kit that the model, the experts and the router share: one matrix
+ * product behind which the GEMM library is chosen, the dense-layer product pair built on
+ * it, the SwiGLU gate and the logistic function, and the BLAS library's thread setting.
+ * A change of GEMM backend or of precision is made here once; callers do not change.
+ *
+ * Conventions: row-major, sizes in int64_t (checked against the int32 that BLAS takes
+ * when a model is created, see omni_matmul_fits), outputs before inputs.
  */
 #ifndef OMNI_OPS_H
 #define OMNI_OPS_H
 
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+
 #include "base.h"
 #include "experiment.h"
+
+/* ---- the matrix product --------------------------------------------------------- */
+
+/* The library that computes omni_matmul. One today; a second (a oneDNN build, reduced
+ * precision) adds a member and a branch in ops/matmul.c, and no caller changes. */
+typedef enum {
+    OMNI_GEMM_OPENBLAS = 0, /* cblas_sgemm, fp32 */
+    OMNI_GEMM_BACKEND_COUNT
+} omni_gemm_backend;
+
+/* Select the backend of every later omni_matmul of this process (not thread-safe: call
+ * before training starts). OMNI_ERR_CONFIG for a backend this build lacks. */
+omni_status omni_gemm_set_backend(omni_gemm_backend b);
+omni_gemm_backend omni_gemm_backend_of(void);
+/* "openblas": the name a log line shows. */
+const char *omni_gemm_backend_name(omni_gemm_backend b);
+
+/*
+ * C = alpha op(A) op(B) + beta C, with op(A) [M, K], op(B) [K, N], C [M, N], each
+ * row-major with the given leading dimension; op transposes when trans_*. M, N or K of
+ * 0 is a no-op on C only when beta is 1 (as BLAS: with K = 0, C = beta C). The one
+ * entry point of every matrix product in the model, the experts and the router.
+ */
+void omni_matmul(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                 const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                 int64_t ldc);
+
+/* Whether a * b fits the int32 sizes a GEMM call takes (both non-negative). */
+bool omni_matmul_fits(int64_t a, int64_t b);
+
+/* A linear map over rows: out = beta * out + inp W, with inp [n, in], W [in, k],
+ * out [n, k]. */
+void omni_matmul_forward(float *out, const float *inp, const float *w, int64_t n, int64_t in,
+                         int64_t k, float beta);
+/* Its backward: dinp += dout W^T (skipped when dinp is NULL); dw += inp^T dout. */
+void omni_matmul_backward(float *dinp, float *dw, const float *dout, const float *inp,
+                          const float *w, int64_t n, int64_t in, int64_t k);
+
+/* ---- activations -------------------------------------------------------------- */
+
+/* The logistic function 1 / (1 + e^-z). */
+static inline float omni_sigmoid(float z)
+{
+    return 1.0f / (1.0f + expf(-z));
+}
+
+/* The SwiGLU gate over n elements: a = silu(h1) * h3, silu(z) = z sigmoid(z). */
+void omni_swiglu_gate_forward(float *a, const float *h1, const float *h3, int64_t n);
+/*
+ * Its backward given da: dh1 = da h3 silu'(h1), dh3 = da silu(h1), written (not
+ * accumulated), with silu'(z) = s (1 + z (1 - s)), s = sigmoid(z). Element i is read
+ * before it is written, so dh1 may alias h1 and dh3 may alias h3 or da.
+ */
+void omni_swiglu_gate_backward(float *dh1, float *dh3, const float *da, const float *h1,
+                               const float *h3, int64_t n);
+
+/* ---- threads ------------------------------------------------------------------ */
 
 /*
  * Collective over comm: set the OpenBLAS threads and the OpenMP threads of this process

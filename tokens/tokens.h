@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 /*
- * Vocabulary layout (DESIGN.md §3.1): text bytes 0..255, then OMNI_BINS value bins,
+ * Vocabulary layout (docs/design.md §3): text bytes 0..255, then OMNI_BINS value bins,
  * then <pad>, <eos>, <sep>, then one <task> token per task of the experiment, in the
  * order of the experiment's task list.
  */

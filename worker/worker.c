@@ -1,7 +1,7 @@
 /*
  * The worker of a training job: its slice of every batch, the dense model data-parallel,
  * its shard of the experts, and the reductions that make the step that of the global
- * batch (DESIGN.md §1).
+ * batch (docs/design.md §1).
  */
 #include "worker.h"
 
@@ -12,8 +12,6 @@
 #include "datasets.h"
 #include "experts.h"
 #include "model.h"
-
-#define MAX_STATE 4096
 
 struct omni_worker {
     MPI_Comm comm;
@@ -34,9 +32,10 @@ struct omni_worker {
      * each block's (its model tensors, and its MoE router and shared experts), the
      * embeddings'. -1: an empty group. */
     int bucket_head, bucket_embed;
-    int bucket_block[2][256]; /* [model, moe][block] */
-    double *scratch;          /* [2 + n_tasks] the step's small all-reduce */
-    char names[MAX_STATE][128];
+    int *bucket_block;       /* [2 * n_layers]: the model's bucket of block l at l, the MoE
+                                layer's at n_layers + l */
+    double *scratch;         /* [2 + n_tasks] the step's small all-reduce */
+    omni_tensor_table state; /* the training state as checkpoint tensors */
     double mpi_seconds;
     double timer[OMNI_WORKER_T_COUNT];
 };
@@ -49,34 +48,23 @@ static void lap(omni_worker *w, omni_worker_timer which, double *t0)
     *t0 = t;
 }
 
-static int model_bucket(omni_worker *w, int64_t group)
+/* The bucket of the gradients of group `group` (a block, OMNI_GRADS_HEAD or
+ * OMNI_GRADS_EMBED) of the model, or with moe of the MoE layers' replicated tensors; -1
+ * when the group has none. */
+static int bucket(omni_worker *w, int64_t group, bool moe)
 {
     int64_t first, count;
-    omni_model_group_range(w->model, group, &first, &count);
-    return count > 0
-               ? omni_grad_reducer_add(&w->dense_grads, omni_model_grads(w->model) + first, count)
-               : -1;
-}
-
-/* The replicated MoE tensors of block l (router, shared experts) are contiguous in the MoE
- * layers' gradient buffer: one bucket. */
-static int moe_bucket(omni_worker *w, int64_t l)
-{
-    if (!w->moe)
-        return -1;
-    float *p, *g, *m, *v;
-    int64_t n, n_dense, lo = -1, hi = -1;
-    omni_moe_buffers(w->moe, &p, &g, &m, &v, &n, &n_dense);
-    char prefix[48];
-    snprintf(prefix, sizeof prefix, "params/layers/%02lld/moe/", (long long)l);
-    for (int64_t i = 0; i < omni_moe_n_tensors(w->moe); i++) {
-        const omni_moe_tensor *t = omni_moe_tensor_at(w->moe, i);
-        if (!t->trainable || t->sharded || strncmp(t->name, prefix, strlen(prefix)))
-            continue;
-        lo = lo < 0 || t->offset < lo ? t->offset : lo;
-        hi = t->offset + t->numel > hi ? t->offset + t->numel : hi;
+    float *g;
+    if (moe) {
+        float *p, *m, *v;
+        int64_t n, n_dense;
+        omni_moe_buffers(w->moe, &p, &g, &m, &v, &n, &n_dense);
+        omni_moe_group_range(w->moe, group, &first, &count);
+    } else {
+        g = omni_model_grads(w->model);
+        omni_model_group_range(w->model, group, &first, &count);
     }
-    return lo < 0 ? -1 : omni_grad_reducer_add(&w->dense_grads, g + lo, hi - lo);
+    return count > 0 ? omni_grad_reducer_add(&w->dense_grads, g + first, count) : -1;
 }
 
 static omni_status start_bucket(omni_worker *w, int b)
@@ -94,8 +82,8 @@ static omni_status on_grads_ready(void *ctx, int64_t group)
         st = start_bucket(w, w->bucket_head);
     else if (group == OMNI_GRADS_EMBED)
         st = start_bucket(w, w->bucket_embed);
-    else if (!(st = start_bucket(w, w->bucket_block[0][group])))
-        st = start_bucket(w, w->bucket_block[1][group]);
+    else if (!(st = start_bucket(w, w->bucket_block[group])))
+        st = start_bucket(w, w->bucket_block[w->x->model.n_layers + group]);
     if (!st)
         st = omni_grad_reducer_progress(&w->dense_grads);
     w->mpi_seconds += omni_now() - t;
@@ -105,16 +93,58 @@ static omni_status on_grads_ready(void *ctx, int64_t group)
 static omni_status add_buckets(omni_worker *w)
 {
     int64_t L = w->x->model.n_layers;
-    OMNI_ASSERT(L <= 256); /* the range of model.n_layers */
+    w->bucket_block = omni_alloc(2 * L, sizeof *w->bucket_block, "gradient buckets");
+    if (!w->bucket_block)
+        return OMNI_ERR_NOMEM;
     omni_grad_reducer_init(&w->dense_grads, w->comm);
-    w->bucket_head = model_bucket(w, OMNI_GRADS_HEAD);
+    w->bucket_head = bucket(w, OMNI_GRADS_HEAD, false);
     for (int64_t l = L - 1; l >= 0; l--) {
-        w->bucket_block[0][l] = model_bucket(w, l);
-        w->bucket_block[1][l] = moe_bucket(w, l);
+        w->bucket_block[l] = bucket(w, l, false);
+        w->bucket_block[L + l] = w->moe ? bucket(w, l, true) : -1;
     }
-    w->bucket_embed = model_bucket(w, OMNI_GRADS_EMBED);
+    w->bucket_embed = bucket(w, OMNI_GRADS_EMBED, false);
     omni_model_set_grads_ready(w->model, on_grads_ready, w);
     return OMNI_OK;
+}
+
+/* One checkpoint entry: tensor t's values in buf (params, AdamW m or v; NULL: t->data),
+ * named prefix + its name. A replicated tensor is written by rank 0, a routed expert's rows
+ * by their owner in group 0 (ranks < E; replicas elsewhere hold the same values). */
+static omni_status add_state(omni_worker *w, const omni_tensor *t, const char *prefix, float *buf)
+{
+    omni_tensor d = *t;
+    d.data = buf ? buf + t->offset : t->data;
+    d.writer = t->sharded ? w->rank < w->x->moe.num_experts : w->rank == 0;
+    return omni_tensor_table_add(&w->state, &d, "%s%s", prefix, t->name) ? OMNI_OK : OMNI_ERR_NOMEM;
+}
+
+/* The training state as checkpoint tensors, from the parts' tensor tables: each trainable
+ * tensor, then its AdamW moments under optim/m/ and optim/v/; each state tensor (the
+ * balancing biases, already named state/...) once. */
+static omni_status build_state(omni_worker *w)
+{
+    static const char *const prefix[3] = {"", "optim/m/", "optim/v/"};
+    omni_status st = OMNI_OK;
+    float *buf[3] = {omni_model_params(w->model), omni_model_adam_m(w->model),
+                     omni_model_adam_v(w->model)};
+    for (int k = 0; k < 3; k++)
+        for (int64_t i = 0; i < omni_model_n_tensors(w->model) && !st; i++)
+            st = add_state(w, omni_model_tensor(w->model, i), prefix[k], buf[k]);
+    if (!w->moe)
+        return st;
+    float *p, *g, *m, *v;
+    int64_t np, n_dense;
+    omni_moe_buffers(w->moe, &p, &g, &m, &v, &np, &n_dense);
+    float *mbuf[3] = {p, m, v};
+    for (int k = 0; k < 3; k++)
+        for (int64_t i = 0; i < omni_moe_n_tensors(w->moe) && !st; i++) {
+            const omni_tensor *t = omni_moe_tensor_at(w->moe, i);
+            if (t->trainable)
+                st = add_state(w, t, prefix[k], mbuf[k]);
+            else if (k == 0)
+                st = add_state(w, t, "", NULL);
+        }
+    return st;
 }
 
 static omni_status open_parts(omni_worker *w)
@@ -180,7 +210,10 @@ static omni_status open_parts(omni_worker *w)
     omni_model_init_params(w->model);
     if (w->moe)
         omni_moe_init_params(w->moe);
-    return add_buckets(w);
+    st = build_state(w);
+    if (!st)
+        st = add_buckets(w);
+    return omni_mpi_agree(w->comm, st);
 }
 
 omni_status omni_worker_create(omni_worker **out, MPI_Comm comm, const omni_experiment *x)
@@ -218,6 +251,8 @@ void omni_worker_free(omni_worker *w)
     omni_batch_free(&w->batch);
     omni_sampler_close(w->sampler);
     omni_free(w->scratch);
+    omni_free(w->bucket_block);
+    omni_tensor_table_free(&w->state);
     omni_free(w);
 }
 
@@ -410,115 +445,10 @@ omni_status omni_worker_eval(omni_worker *w, omni_metrics *m)
     return st;
 }
 
-static void add_tensor(omni_ckpt_tensor *t, const char *name, int rank, const int64_t *dims,
-                       void *data, int64_t lo, int64_t hi, bool writer, const char *meaning)
+int omni_worker_state(omni_worker *w, const omni_ckpt_tensor **t)
 {
-    memset(t, 0, sizeof *t);
-    t->name = name;
-    t->type = OMNI_CKPT_F32;
-    t->rank = rank;
-    for (int i = 0; i < rank; i++)
-        t->dims[i] = dims[i];
-    t->data = data;
-    t->row_lo = lo;
-    t->row_hi = hi;
-    t->writer = writer;
-    t->meaning = meaning;
-}
-
-/* What the dimensions of a tensor mean, from the last parts of its name (the "meaning"
- * attribute of its checkpoint dataset). */
-static const char *tensor_meaning(const char *name)
-{
-    static const struct {
-        const char *suffix, *meaning;
-    } table[] = {
-        {"embed/tok", "[vocab, d_model]: token embedding"},
-        {"embed/img_w", "[image_patch_dim, d_model]: image patch projection"},
-        {"embed/img_b", "[d_model]: image patch projection bias"},
-        {"embed/aud_w", "[audio_patch_dim, d_model]: audio patch projection"},
-        {"embed/aud_b", "[d_model]: audio patch projection bias"},
-        {"embed/row", "[max_rows, d_model]: patch row embedding"},
-        {"embed/col", "[max_cols, d_model]: patch column embedding"},
-        {"embed/pos", "[context, d_model]: position-in-sample embedding"},
-        {"attn/norm", "[d_model]: RMSNorm gain before attention"},
-        {"attn/wqkv", "[d_model, 3 d_model]: fused Q | K | V projection"},
-        {"attn/wo", "[d_model, d_model]: attention output projection"},
-        {"ffn/norm", "[d_model]: RMSNorm gain before the FFN"},
-        {"ffn/w1", "[d_model, d_ff]: SwiGLU gate"},
-        {"ffn/w3", "[d_model, d_ff]: SwiGLU up"},
-        {"ffn/w2", "[d_ff, d_model]: SwiGLU down"},
-        {"moe/router/w", "[d_model, num_experts]: router"},
-        {"moe/router/bias", "[num_experts]: auxiliary-loss-free balancing bias"},
-        {"moe/experts/w1", "[expert, d_model, expert_ff]: SwiGLU gate of each expert"},
-        {"moe/experts/w3", "[expert, d_model, expert_ff]: SwiGLU up of each expert"},
-        {"moe/experts/w2", "[expert, expert_ff, d_model]: SwiGLU down of each expert"},
-        {"moe/shared/w1", "[shared, d_model, expert_ff]: SwiGLU gate of each shared expert"},
-        {"moe/shared/w3", "[shared, d_model, expert_ff]: SwiGLU up of each shared expert"},
-        {"moe/shared/w2", "[shared, expert_ff, d_model]: SwiGLU down of each shared expert"},
-        {"head/norm", "[d_model]: final RMSNorm gain"},
-        {"head/w", "[d_model, vocab]: output head"},
-    };
-    size_t n = strlen(name);
-    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
-        size_t k = strlen(table[i].suffix);
-        if (n >= k && !strcmp(name + n - k, table[i].suffix))
-            return table[i].meaning;
-    }
-    return NULL;
-}
-
-int omni_worker_state(omni_worker *w, omni_ckpt_tensor *t, int max)
-{
-    static const char *const prefix[3] = {"", "optim/m/", "optim/v/"};
-    int n = 0;
-    float *buf[3] = {omni_model_params(w->model), omni_model_adam_m(w->model),
-                     omni_model_adam_v(w->model)};
-    for (int k = 0; k < 3; k++)
-        for (int i = 0; i < omni_model_n_tensors(w->model); i++) {
-            const omni_tensor_info *ti = omni_model_tensor(w->model, i);
-            if (n == max || n == MAX_STATE)
-                return -1;
-            snprintf(w->names[n], sizeof w->names[n], "%s%s", prefix[k], ti->name);
-            add_tensor(&t[n], w->names[n], ti->rank, ti->dims, buf[k] + ti->offset, 0, ti->dims[0],
-                       w->rank == 0, tensor_meaning(ti->name));
-            n++;
-        }
-    if (!w->moe)
-        return n;
-    float *p, *g, *m, *v;
-    int64_t np, n_dense;
-    omni_moe_buffers(w->moe, &p, &g, &m, &v, &np, &n_dense);
-    float *mbuf[3] = {p, m, v};
-    /* A replicated expert is written by its replica in group 0 (ranks < E). */
-    bool expert_writer = w->rank < w->x->moe.num_experts;
-    for (int k = 0; k < 3; k++)
-        for (int64_t i = 0; i < omni_moe_n_tensors(w->moe); i++) {
-            const omni_moe_tensor *mt = omni_moe_tensor_at(w->moe, i);
-            if (n == max || n == MAX_STATE)
-                return -1;
-            if (!mt->trainable) {
-                /* The balancing bias: model state, not a parameter; no moments. */
-                if (k != 0)
-                    continue;
-                const char *rest = strncmp(mt->name, "params/", 7) ? mt->name : mt->name + 7;
-                snprintf(w->names[n], sizeof w->names[n], "state/%s", rest);
-                add_tensor(&t[n], w->names[n], mt->ndim, mt->dims, mt->data, 0, mt->dims[0],
-                           w->rank == 0, tensor_meaning(mt->name));
-                n++;
-                continue;
-            }
-            snprintf(w->names[n], sizeof w->names[n], "%s%s", prefix[k], mt->name);
-            if (mt->sharded)
-                add_tensor(&t[n], w->names[n], mt->ndim, mt->dims, mbuf[k] + mt->offset,
-                           mt->shard_first, mt->shard_first + mt->shard_count, expert_writer,
-                           tensor_meaning(mt->name));
-            else
-                add_tensor(&t[n], w->names[n], mt->ndim, mt->dims, mbuf[k] + mt->offset, 0,
-                           mt->dims[0], w->rank == 0, tensor_meaning(mt->name));
-            n++;
-        }
-    return n;
+    *t = w->state.t;
+    return (int)w->state.n;
 }
 
 double omni_worker_mpi_seconds(omni_worker *w)

@@ -1,5 +1,5 @@
 /*
- * worker — the data plane (DESIGN.md §1), one per rank: it fills its slice of the
+ * worker — the data plane (docs/design.md §1), one per rank: it fills its slice of the
  * global batch, runs the dense layers data-parallel and its shard of the experts of every
  * MoE layer, exchanges tokens with MPI_Alltoallv, and sums dense gradients with
  * MPI_Allreduce in buckets started as soon as a layer's backward is done.
@@ -130,11 +130,11 @@ omni_status omni_worker_train_step(omni_worker *w, int64_t step, int64_t slot_lo
 omni_status omni_worker_eval(omni_worker *w, omni_metrics *m);
 
 /*
- * The training state as checkpoint tensors (params/, optim/m/, optim/v/, state/): up to
- * max entries written to t, returning the count (or -1 if max is too small). The
- * descriptors point into the worker's buffers (valid until it is freed).
+ * The training state as checkpoint tensors (params/, optim/m/, optim/v/, state/), built
+ * from the parts' tensor tables when the worker is created: *t points at the list (valid
+ * until the worker is freed); returns its length.
  */
-int omni_worker_state(omni_worker *w, omni_ckpt_tensor *t, int max);
+int omni_worker_state(omni_worker *w, const omni_ckpt_tensor **t);
 
 /* Seconds spent inside MPI calls by this worker (token exchange, reductions) since the
  * last call, which resets it. */

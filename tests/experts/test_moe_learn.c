@@ -49,9 +49,9 @@ static learn_result train(double aux, double bias_rate)
     omni_moe *m;
     cr_assert_eq(omni_moe_create(&m, &x, NT, 0, &comm), OMNI_OK);
     omni_moe_init_params(m);
-    const omni_moe_tensor *wr = omni_moe_tensor_at(m, 0);
+    const omni_tensor *wr = omni_moe_tensor_at(m, 0);
     cr_assert(strstr(wr->name, "router/w") != NULL);
-    wr->data[0 * E + 0] = 1.5f; /* the constant feature votes for expert 0 */
+    ((float *)wr->data)[0 * E + 0] = 1.5f; /* the constant feature votes for expert 0 */
 
     /* clusters and their maps */
     float center[E][D], A[E][D * D];

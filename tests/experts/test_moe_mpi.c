@@ -162,14 +162,14 @@ static void run(MPI_Comm world, int64_t E)
     MPI_Allreduce(MPI_IN_PLACE, g + nd, (int)(np - nd), MPI_FLOAT, MPI_SUM, replicas);
     MPI_Comm_free(&replicas);
     for (int64_t i = 0; i < omni_moe_n_tensors(m); i++) {
-        const omni_moe_tensor *t = omni_moe_tensor_at(m, i), *rt = omni_moe_tensor_at(ref, i);
+        const omni_tensor *t = omni_moe_tensor_at(m, i), *rt = omni_moe_tensor_at(ref, i);
         if (!t->sharded)
             continue;
         int64_t per = t->dims[1] * t->dims[2];
         OMNI_ASSERT(strcmp(t->name, rt->name) == 0);
         snprintf(what, sizeof what, "E%lld %s", (long long)E, t->name);
-        expect_close(what, rank, p + t->offset, rp + rt->offset + t->shard_first * per, t->numel);
-        expect_close(what, rank, g + t->offset, rg + rt->offset + t->shard_first * per, t->numel);
+        expect_close(what, rank, p + t->offset, rp + rt->offset + t->row_lo * per, t->numel);
+        expect_close(what, rank, g + t->offset, rg + rt->offset + t->row_lo * per, t->numel);
     }
     omni_moe_free(m);
     omni_moe_free(ref);

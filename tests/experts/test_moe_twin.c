@@ -69,10 +69,10 @@ static void compare(const char *what, const float *c, const float *ref, int64_t 
 }
 
 /* The tensor of the table whose name ends with `suffix`. */
-static const omni_moe_tensor *tensor(const omni_moe *m, const char *suffix)
+static const omni_tensor *tensor(const omni_moe *m, const char *suffix)
 {
     for (int64_t i = 0; i < omni_moe_n_tensors(m); i++) {
-        const omni_moe_tensor *t = omni_moe_tensor_at(m, i);
+        const omni_tensor *t = omni_moe_tensor_at(m, i);
         size_t a = strlen(t->name), b = strlen(suffix);
         if (a >= b && strcmp(t->name + a - b, suffix) == 0)
             return t;
@@ -111,7 +111,7 @@ static void run_case(const char *name)
     const char *suffix[] = {"/router/w",  "/experts/w1", "/experts/w3", "/experts/w2",
                             "/shared/w1", "/shared/w3",  "/shared/w2"};
     for (int i = 0; i < 7; i++) {
-        const omni_moe_tensor *t = tensor(m, suffix[i]);
+        const omni_tensor *t = tensor(m, suffix[i]);
         int64_t cnt;
         float *w = read_f(g, names[i], &cnt);
         if (!t) {
@@ -169,7 +169,7 @@ static void run_case(const char *name)
     int64_t np, nd;
     omni_moe_buffers(m, &p, &gr, &am, &av, &np, &nd);
     for (int i = 0; i < 7; i++) {
-        const omni_moe_tensor *t = tensor(m, suffix[i]);
+        const omni_tensor *t = tensor(m, suffix[i]);
         if (!t)
             continue;
         char dname[64];

@@ -28,8 +28,8 @@ Test(model, tensor_table_is_aligned_disjoint_and_named_for_checkpoints)
     omni_experiment x;
     omni_model *m = make(&x, OMNI_ATTN_CAUSAL, 2);
     int64_t end = 0;
-    for (int i = 0; i < omni_model_n_tensors(m); i++) {
-        const omni_tensor_info *t = omni_model_tensor(m, i);
+    for (int64_t i = 0; i < omni_model_n_tensors(m); i++) {
+        const omni_tensor *t = omni_model_tensor(m, i);
         cr_assert_eq(t->offset % 16, 0, "%s is not 64-byte aligned", t->name);
         cr_assert_geq(t->offset, end, "%s overlaps", t->name);
         int64_t numel = 1;
@@ -49,7 +49,7 @@ Test(model, tensor_table_is_aligned_disjoint_and_named_for_checkpoints)
     for (int i = 0; i < 5; i++)
         cr_assert(!omni_model_tensor(m, omni_model_find_tensor(m, no_decay[i]))->decay, "%s",
                   no_decay[i]);
-    const omni_tensor_info *q = omni_model_tensor(m, omni_model_find_tensor(m, decay[0]));
+    const omni_tensor *q = omni_model_tensor(m, omni_model_find_tensor(m, decay[0]));
     cr_assert_eq(q->rank, 2);
     cr_assert_eq(q->dims[0], 16);
     cr_assert_eq(q->dims[1], 48);
@@ -239,8 +239,8 @@ static void check_whole(omni_attention mode)
     omni_model_init_params(m);
     /* Larger weights than the init so that every path carries signal. */
     float *p = omni_model_params(m);
-    for (int i = 0; i < omni_model_n_tensors(m); i++) {
-        const omni_tensor_info *t = omni_model_tensor(m, i);
+    for (int64_t i = 0; i < omni_model_n_tensors(m); i++) {
+        const omni_tensor *t = omni_model_tensor(m, i);
         for (int64_t j = 0; j < t->numel; j++)
             p[t->offset + j] *= strstr(t->name, "norm") ? 1.0f : 20.0f;
     }
@@ -252,8 +252,8 @@ static void check_whole(omni_attention mode)
     float *g = omni_model_grads(m);
     float *gcopy = malloc((size_t)omni_model_n_params(m) * sizeof(float));
     memcpy(gcopy, g, (size_t)omni_model_n_params(m) * sizeof(float));
-    for (int i = 0; i < omni_model_n_tensors(m); i++) {
-        const omni_tensor_info *t = omni_model_tensor(m, i);
+    for (int64_t i = 0; i < omni_model_n_tensors(m); i++) {
+        const omni_tensor *t = omni_model_tensor(m, i);
         int64_t off = t->offset, n = t->numel;
         int64_t stride = n > 64 ? n / 32 + 1 : 1;
         if (!strcmp(t->name, "params/embed/tok")) /* the row of 'a', in use */
@@ -344,16 +344,6 @@ Test(model, learns_to_copy_the_first_half_of_a_window)
     omni_model_free(m);
 }
 
-Test(model, blas_threads_follow_an_explicit_setting)
-{
-    omni_experiment x;
-    omni_experiment_defaults(&x);
-    x.parallel.threads = 1;
-    int n = 0;
-    cr_assert_eq(omni_blas_set_threads(&x, MPI_COMM_NULL, &n), OMNI_OK); /* no MPI needed */
-    cr_assert_eq(n, 1);
-}
-
 /* Records the gradient groups backward announces, and checks each is final then. */
 typedef struct {
     omni_model *m;
@@ -402,8 +392,8 @@ Test(model, backward_announces_each_gradient_group_once_when_final)
             covered[j] = 1;
         }
     }
-    for (int i = 0; i < omni_model_n_tensors(m); i++) {
-        const omni_tensor_info *t = omni_model_tensor(m, i);
+    for (int64_t i = 0; i < omni_model_n_tensors(m); i++) {
+        const omni_tensor *t = omni_model_tensor(m, i);
         for (int64_t j = t->offset; j < t->offset + t->numel; j++)
             cr_assert_eq(covered[j], 1, "%s not in any group", t->name);
     }

@@ -138,8 +138,8 @@ static void twin_setup(twin *t, hid_t f, omni_attention mode)
                  omni_error_message());
     /* Every tensor of the table from the file; the file has no others. */
     float *params = omni_model_params(t->m);
-    for (int i = 0; i < omni_model_n_tensors(t->m); i++) {
-        const omni_tensor_info *ti = omni_model_tensor(t->m, i);
+    for (int64_t i = 0; i < omni_model_n_tensors(t->m); i++) {
+        const omni_tensor *ti = omni_model_tensor(t->m, i);
         read_ds(f, ti->name, H5T_NATIVE_FLOAT, params + ti->offset, ti->numel);
     }
     hid_t pg = H5Gopen2(f, "params", H5P_DEFAULT);
@@ -194,8 +194,8 @@ static void check_mode(omni_attention mode, const char *group)
     omni_model_zero_grad(t.m);
     cr_assert_eq(omni_model_backward(t.m, &t.b), OMNI_OK, "%s", omni_error_message());
     float *grads = omni_model_grads(t.m);
-    for (int i = 0; i < omni_model_n_tensors(t.m); i++) {
-        const omni_tensor_info *ti = omni_model_tensor(t.m, i);
+    for (int64_t i = 0; i < omni_model_n_tensors(t.m); i++) {
+        const omni_tensor *ti = omni_model_tensor(t.m, i);
         float *r = calloc((size_t)ti->numel, sizeof(float));
         snprintf(name, sizeof name, "%s/grads/%s", group, ti->name + strlen("params/"));
         read_ds(f, name, H5T_NATIVE_FLOAT, r, ti->numel);

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch twin of the omnimoe dense transformer (DESIGN.md section 2, docs/model.md).
+"""PyTorch twin of the omnimoe dense transformer (docs/design.md §2, docs/model.md).
 
 Regenerate the reference file (Debian's python3-torch and python3-h5py, CPU):
 
@@ -37,7 +37,7 @@ import torch
 
 torch.set_default_dtype(torch.float64)
 
-# ---- sizes and vocabulary (DESIGN.md section 3.1, model/model.h) -------------------
+# ---- sizes and vocabulary (docs/design.md §3, tokens/tokens.h) -------------------
 D, L, H, FF, T = 16, 2, 2, 32, 12
 N_TASKS = 2
 TEXT, BINS = 256, 1024

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch twin of the omnimoe MoE layer (DESIGN.md section 2, "MoE layer" and
+"""PyTorch twin of the omnimoe MoE layer (docs/design.md §2, "MoE layer" and
 "Auxiliary losses"), written from the design, not from the C code.
 
 Regenerate the reference file (Debian's python3-torch and python3-h5py):
