@@ -7,7 +7,6 @@
  */
 #include "model_private.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -248,8 +247,8 @@ static void attention_cached(const omni_model *m, omni_kv_cache *c, const omni_b
         }
         for (int64_t h = 0; h < H; h++) {
             float *p = c->scores;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)keys, (int)hd, scale,
-                        q + h * hd, (int)(3 * d), ks + h * hd, (int)d, 0.0f, p, (int)keys);
+            omni_matmul(false, true, n, keys, hd, scale, q + h * hd, 3 * d, ks + h * hd, d, 0.0f, p,
+                        keys);
             for (int64_t i = 0; i < n; i++) {
                 float *row = p + i * keys;
                 bool wide = m->prefix && pre[i];
@@ -258,9 +257,8 @@ static void attention_cached(const omni_model *m, omni_kv_cache *c, const omni_b
                         row[j] = -INFINITY;
                 softmax_row(row, keys);
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)hd, (int)keys, 1.0f,
-                        p, (int)keys, vs + h * hd, (int)d, 0.0f, c->atty + s * W * d + h * hd,
-                        (int)d);
+            omni_matmul(false, false, n, hd, keys, 1.0f, p, keys, vs + h * hd, d, 0.0f,
+                        c->atty + s * W * d + h * hd, d);
         }
     }
 }
