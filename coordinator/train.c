@@ -309,11 +309,12 @@ omni_status omni_train(MPI_Comm comm, const omni_experiment *x, const char *resu
     if ((st = omni_mpi_agree(comm, st)))
         goto out;
     omni_log(OMNI_LOG_INFO,
-             "training %s on %d process%s x %d BLAS thread%s: %lld steps of %lld sequences of "
-             "%lld tokens, %d tasks, %d MoE layers of %d experts",
+             "training %s on %d process%s x %d thread%s (GEMM %s, %s): %lld steps of %lld "
+             "sequences of %lld tokens, %d tasks, %d MoE layers of %d experts",
              x->experiment.name, t.size, t.size == 1 ? "" : "es", threads, threads == 1 ? "" : "s",
-             (long long)x->optim.steps, (long long)x->data.batch, (long long)x->model.context,
-             n_tasks, n_layers, n_experts);
+             omni_gemm_backend_name(omni_gemm_backend_of()),
+             omni_gemm_kernel(omni_gemm_backend_of()), (long long)x->optim.steps,
+             (long long)x->data.batch, (long long)x->model.context, n_tasks, n_layers, n_experts);
     st = loop(&t);
     if (!st)
         omni_log(OMNI_LOG_INFO, "done: %lld steps, %lld tokens", (long long)t.step,

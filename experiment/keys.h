@@ -18,6 +18,7 @@ typedef enum {
     FT_PATH,
     FT_ATTENTION,
     FT_THREADS,
+    FT_GEMM,
     FT_FILES,
     FT_TASKS,
     FT_COUNT
@@ -33,7 +34,7 @@ typedef struct {
 } field;
 
 /* Rows of the key table and sections (checked against the tables in keys.c). */
-#define N_FIELDS   40
+#define N_FIELDS   41
 #define N_SECTIONS 9
 
 extern const field omni_exp_fields[N_FIELDS];

@@ -3,7 +3,6 @@
  * hook, the learning-rate schedule and AdamW, a finite-difference check through the
  * whole model, and a learning test on a copying task.
  */
-#include <cblas.h>
 #include <criterion/criterion.h>
 #include <math.h>
 #include <omp.h>
@@ -447,7 +446,7 @@ Test(model, results_do_not_depend_on_the_thread_count)
         x.parallel.threads = threads;
         cr_assert_eq(omni_blas_set_threads(&x, MPI_COMM_NULL, NULL), OMNI_OK);
         cr_assert_eq(omp_get_max_threads(), threads);
-        openblas_set_num_threads(1);
+        omni_gemm_set_threads(1);
         omni_model *m = NULL;
         cr_assert_eq(omni_model_create(&m, &x, &dims, 3), OMNI_OK, "%s", omni_error_message());
         omni_model_init_params(m);
