@@ -17,6 +17,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- checks that every rank describes the same tensors ------------------------- */
@@ -492,6 +493,25 @@ static omni_status reserve(const char *tmp, hid_t file)
     return st;
 }
 
+/* Fault-injection hook of the kill tests (docs/checkpoints.md, "Testing"): with
+ * OMNI_TEST_CKPT_STALL_MS=N in the environment, every rank pauses N ms halfway through the
+ * tensor data of each save, so a test can kill a process while the .tmp is half-written
+ * instead of racing a save that takes milliseconds on an idle machine. Unset, it costs one
+ * getenv per save. */
+static void test_stall(void)
+{
+    const char *v = getenv("OMNI_TEST_CKPT_STALL_MS");
+    if (!v || !*v)
+        return;
+    char *end;
+    long ms = strtol(v, &end, 10);
+    if (*end || ms <= 0 || ms > 600000)
+        return;
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
 /* Collective: write the whole checkpoint into the open file. */
 static omni_status write_file(MPI_Comm comm, hid_t file, const meta_copy *mc,
                               const omni_ckpt_tensor *tensors, int n_tensors, const char *tmp)
@@ -545,9 +565,12 @@ static omni_status write_file(MPI_Comm comm, hid_t file, const meta_copy *mc,
     if (!st)
         st = omni_mpi_agree(comm, rank == 0 ? reserve(tmp, file) : OMNI_OK);
     /* Every rank enters every transfer; a writer moves its rows, the others nothing. */
-    for (int i = 0; i < n && !st; i++)
+    for (int i = 0; i < n && !st; i++) {
+        if (i == n / 2)
+            test_stall();
         st = omni_mpi_agree(comm,
                             ckpt_transfer(comm, dsets[i], &all[i], all[i].writer, true, tmp, NULL));
+    }
     for (int i = 0; i < n; i++)
         if (dsets[i] >= 0)
             H5Dclose(dsets[i]);

@@ -9,7 +9,9 @@ flags=(--oversubscribe --bind-to none)
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 rm -rf "$dir" && mkdir -p "$dir" || fail "cannot make $dir"
-"$mpiexec" -n 2 "${flags[@]}" "$tool" loop "$dir" >"$dir/loop.log" 2>&1 &
+# Each save pauses 2 s halfway through its data (the checkpoint's fault-injection hook), so
+# the kill lands inside a write however fast the machine is.
+OMNI_TEST_CKPT_STALL_MS=2000 "$mpiexec" -n 2 "${flags[@]}" "$tool" loop "$dir" >"$dir/loop.log" 2>&1 &
 job=$!
 
 # Wait for the save of step 3 or later to be writing data (its .tmp past 1 MiB of the

@@ -26,7 +26,11 @@ last_step() {
 mkdir -p chaos
 during_write=0
 for k in 1 2 3; do
+    # Saves pause 0.5 s halfway through their data (docs/checkpoints.md, "Testing"), so
+    # kills 1 and 3 find a write in progress on a fast machine too.
+    export OMNI_TEST_CKPT_STALL_MS=500
     start 2 chaos "${common[@]}" --set checkpoint.every=2 --resume auto
+    unset OMNI_TEST_CKPT_STALL_MS
     target=$(( (k - 1) * 4 + 2 + RANDOM % 2 )) # steps 2-3, 6-7, 10-11
     victim_rank=$((RANDOM % 2))
     killed=""

@@ -4,13 +4,17 @@
 # checkpoints, parameters and moments) checkpoints every step, so a write is in progress
 # for most of the run; rank 0 (the rank that renames the file and updates `latest`) is
 # killed once a .tmp of step 2 or later has more than 4 MiB in it (stopped first, and
-# killed only if that save is still unfinished). The storage-level
+# killed only if that save is still unfinished). OMNI_TEST_CKPT_STALL_MS holds each save
+# open for 3 s halfway through its data (docs/checkpoints.md, "Testing"), so the kill lands
+# in a write on an idle machine too, where a save takes well under a second. The storage-level
 # twin of this test is tests/checkpoint/kill_during_save.sh.
 . "$(dirname "$0")/lib.sh"
 wide=(--set model.d_model=128 --set moe.num_experts=8 --set moe.expert_ff=512
     --set data.batch=2 --set checkpoint.every=1 --set checkpoint.keep=2)
 
+export OMNI_TEST_CKPT_STALL_MS=3000
 start 2 run "${wide[@]}" --set optim.steps=40
+unset OMNI_TEST_CKPT_STALL_MS
 victim=""
 for _ in $(seq 1 6000); do
     tmp=$(cd run 2>/dev/null && ls ckpt-*.h5.tmp 2>/dev/null | head -n 1)
