@@ -12,7 +12,9 @@
  * backend's GFLOP/s (best of 3 measurements, interleaved so both see the same load)
  * and their ratio, the kernel oneDNN chose (its implementation name, e.g.
  * brg:avx512_core), and at the end the FLOP-weighted rate of each backend over the
- * step's products: the faster is "the machine's GEMM rate" of docs/bench.md.
+ * step's products: the faster is "the machine's GEMM rate" of docs/bench.md. A third
+ * column times omni_matmul on its oneDNN backend, the primitive with run-time sizes that
+ * training uses (ops/onednn.c), against the fastest of the three per shape.
  */
 #include <cblas.h>
 #include <dnnl.h>
@@ -23,6 +25,7 @@
 
 #include "experiment.h"
 #include "model.h"
+#include "ops.h"
 
 typedef struct {
     const char *what;
@@ -98,15 +101,25 @@ static void blas_run(const shape *s, const float *A, const float *B, float *C)
                 s->tb ? (int)s->k : (int)s->n, 0.0f, C, (int)s->n);
 }
 
-/* Seconds per call, over at least `secs` seconds of calls. */
-static double time_one(const shape *s, dnnl_mm *g, dnnl_ctx *x, const float *A, const float *B,
-                       float *C, double secs)
+/* The training path: omni_matmul on its oneDNN backend (sizes at run time, ops/onednn.c). */
+static void ours_run(const shape *s, const float *A, const float *B, float *C)
+{
+    omni_matmul(s->ta, s->tb, s->m, s->n, s->k, 1.0f, A, s->ta ? s->m : s->k, B,
+                s->tb ? s->k : s->n, 0.0f, C, s->n);
+}
+
+/* Seconds per call of one way (0 OpenBLAS, 1 the exact-shape oneDNN primitive, 2
+ * omni_matmul on oneDNN), over at least `secs` seconds of calls. */
+static double time_one(int way, const shape *s, dnnl_mm *g, dnnl_ctx *x, const float *A,
+                       const float *B, float *C, double secs)
 {
     int reps = 0;
     double t0 = omni_now(), t;
     do {
-        if (g)
+        if (way == 1)
             dnnl_mm_run(g, x);
+        else if (way == 2)
+            ours_run(s, A, B, C);
         else
             blas_run(s, A, B, C);
         reps++;
@@ -151,8 +164,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_gemm: %s\n", omni_error_message());
         return omni_exit_code(st);
     }
-    openblas_set_num_threads(threads);
+    omni_gemm_set_threads(threads);
     omp_set_num_threads(threads);
+    if ((st = omni_gemm_set_backend(OMNI_GEMM_ONEDNN))) {
+        fprintf(stderr, "bench_gemm: %s\n", omni_error_message());
+        return omni_exit_code(st);
+    }
 
     const int64_t d = ex.model.d_model, ff = ex.model.d_ff, T = ex.model.context;
     const int64_t N = ex.data.batch * T, V = OMNI_TOK_TASK0 + 4;
@@ -210,35 +227,45 @@ int main(int argc, char **argv)
            "OpenBLAS core %s (%s)\n",
            ex.experiment.name, (long long)N, (long long)ex.data.batch, (long long)T, (long long)er,
            threads, openblas_get_corename(), core ? core : "auto");
-    printf("  %-9s %-6s %5s %5s %5s  %9s %9s  %6s  %s\n", "product", "op", "m", "n", "k",
-           "OpenBLAS", "oneDNN", "ratio", "oneDNN kernel");
-    double f_all = 0.0, t_blas = 0.0, t_dnnl = 0.0, t_best = 0.0;
+    printf("  GFLOP/s: OpenBLAS cblas_sgemm; oneDNN's primitive made for the exact shape; ours: "
+           "omni_matmul on oneDNN (%s), as training runs it\n",
+           omni_gemm_kernel(OMNI_GEMM_ONEDNN));
+    printf("  %-9s %-6s %5s %5s %5s  %9s %9s %9s  %6s  %s\n", "product", "op", "m", "n", "k",
+           "OpenBLAS", "oneDNN", "ours", "ours/", "exact-shape kernel");
+    printf("  %-9s %-6s %5s %5s %5s  %9s %9s %9s  %6s\n", "", "", "", "", "", "", "exact", "",
+           "best");
+    double f_all = 0.0, t_blas = 0.0, t_dnnl = 0.0, t_ours = 0.0, t_best = 0.0;
     for (int i = 0; i < ns; i++) {
         const shape *s = &sh[i];
         dnnl_mm g;
         dnnl_mm_make(&g, &x, s, A, B, C);
-        double tb = 1e30, td = 1e30;
+        double tb = 1e30, td = 1e30, to = 1e30;
         for (int rep = 0; rep < 3; rep++) {
-            double a = time_one(s, NULL, &x, A, B, C, secs / 3);
-            double b = time_one(s, &g, &x, A, B, C, secs / 3);
-            tb = a < tb ? a : tb, td = b < td ? b : td;
+            double a = time_one(0, s, NULL, &x, A, B, C, secs / 3);
+            double b = time_one(1, s, &g, &x, A, B, C, secs / 3);
+            double c = time_one(2, s, NULL, &x, A, B, C, secs / 3);
+            tb = a < tb ? a : tb, td = b < td ? b : td, to = c < to ? c : to;
         }
+        double tm = tb < td ? tb : td;
+        tm = to < tm ? to : tm;
         double f = 2.0 * (double)s->m * (double)s->n * (double)s->k;
         const char *op = !s->ta && !s->tb ? "x W" : s->tb ? "dy W^T" : "x^T dy";
-        printf("  %-9s %-6s %5lld %5lld %5lld  %9.1f %9.1f  %6.2f  %s\n", s->what, op,
+        printf("  %-9s %-6s %5lld %5lld %5lld  %9.1f %9.1f %9.1f  %6.2f  %s\n", s->what, op,
                (long long)s->m, (long long)s->n, (long long)s->k, f / tb * 1e-9, f / td * 1e-9,
-               tb / td, g.impl);
+               f / to * 1e-9, tm / to, g.impl);
         f_all += f * s->weight;
-        t_blas += tb * s->weight, t_dnnl += td * s->weight;
-        t_best += (tb < td ? tb : td) * s->weight;
+        t_blas += tb * s->weight, t_dnnl += td * s->weight, t_ours += to * s->weight;
+        t_best += tm * s->weight;
         dnnl_mm_free(&g);
     }
-    double rb = f_all / t_blas * 1e-9, rd = f_all / t_dnnl * 1e-9;
-    printf("  step's products: OpenBLAS %.1f GFLOP/s, oneDNN %.1f GFLOP/s (oneDNN/OpenBLAS %.2f); "
-           "faster per shape %.1f GFLOP/s\n",
-           rb, rd, rd / rb, f_all / t_best * 1e-9);
-    printf("RESULT gemm threads=%d openblas=%.2f onednn=%.2f best=%.2f\n", threads, rb, rd,
-           f_all / t_best * 1e-9);
+    double rb = f_all / t_blas * 1e-9, rd = f_all / t_dnnl * 1e-9, ro = f_all / t_ours * 1e-9;
+    double rm = f_all / t_best * 1e-9;
+    printf("  step's products: OpenBLAS %.1f GFLOP/s, oneDNN exact-shape %.1f, ours %.1f; the "
+           "fastest per shape (the machine's GEMM rate) %.1f; ours/OpenBLAS %.2f, ours/best "
+           "%.2f\n",
+           rb, rd, ro, rm, ro / rb, ro / rm);
+    printf("RESULT gemm threads=%d openblas=%.2f onednn_exact=%.2f ours=%.2f best=%.2f\n", threads,
+           rb, rd, ro, rm);
     dnnl_stream_destroy(x.stream);
     dnnl_engine_destroy(x.engine);
     omni_free(A), omni_free(B), omni_free(C);
