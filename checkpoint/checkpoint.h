@@ -17,7 +17,8 @@
  *                           attribute "meaning" says what its dimensions are
  *   /state/coordinator/expert_load        [rows, moe layers, E] f32 (when rows > 0)
  *   /state/coordinator/expert_load_steps  [rows] i64: the step of each row
- *   /state/counters         group whose int64 attributes are the named counters
+ *   /state/counters         group whose int64 attributes are the named counters (only
+ *                           when there are counters)
  *   /tokenization           the dataset's tokenization (omni_tokenization): layout,
  *                           mu-law, image/audio settings as attributes; one group
  *                           /tokenization/tasks/<name> per task (kind, index, token,
@@ -157,6 +158,18 @@ omni_status omni_ckpt_read(omni_ckpt *c, const omni_ckpt_tensor *tensors, int n_
  */
 omni_status omni_ckpt_read_tokenization(omni_ckpt *c, omni_tokenization *t);
 
+/*
+ * Collective. omni_ckpt_read into a model whose task set differs from the checkpoint's
+ * (`then`: omni_ckpt_read_tokenization; `now`: the data's, with the same layout and
+ * image/audio settings). Tensors with a dimension indexed by token id (`vocab_dims` of
+ * their descriptor) are read in the checkpoint's size and carried over by task name: the entries of
+ * a task move from its index then to its index now; the entries of tasks that are new keep what the
+ * buffers held (their fresh initialisation, zero moments). Such tensors must be whole on every rank
+ * (row_lo 0, row_hi dims[0]).
+ */
+omni_status omni_ckpt_read_remapped(omni_ckpt *c, const omni_ckpt_tensor *tensors, int n_tensors,
+                                    const omni_tokenization *then, const omni_tokenization *now);
+
 /* Collective. Whether the checkpoint holds a dataset `name` (for optional state). */
 omni_status omni_ckpt_has(omni_ckpt *c, const char *name, bool *has);
 /* How many of the tensors read so far carry no checksum (files written before omnimoe
@@ -169,6 +182,14 @@ int64_t omni_ckpt_unchecked(const omni_ckpt *c, const char **first);
  * caller decides), and the bytes checked. */
 omni_status omni_ckpt_verify(omni_ckpt *c, int64_t *datasets, int64_t *unchecked,
                              const char **first_unchecked, double *bytes);
+
+/* Not collective. Read dataset `name` whole (a small one: statistics, not parameters), of
+ * `rank` dimensions and element type `type`: dims[d] >= 0 must match, dims[d] < 0 takes
+ * the file's, and on return dims holds the shape. *data is omni_alloc'ed (free with
+ * omni_free), NULL on failure. OMNI_ERR_CKPT "PATH: dataset NAME ..." when it is missing
+ * or not of that rank, shape or type. */
+omni_status omni_ckpt_read_whole(omni_ckpt *c, const char *name, omni_ckpt_type type, int rank,
+                                 int64_t *dims, void **data);
 
 /* Collective. Close and free (NULL is fine). */
 void omni_ckpt_close(omni_ckpt *c);
@@ -184,12 +205,13 @@ omni_status omni_ckpt_param_counts(omni_ckpt *c, int64_t *total, double *active)
 /*
  * Not collective. Compare the experiment stored in a checkpoint (`ckpt_yaml`, from
  * file `ckpt_path`) with the current one. When a key that shapes the model differs
- * (model.*, moe.num_experts, top_k, every, expert_ff, shared_experts, normalize_topk,
- * the task names and their order) it fails with OMNI_ERR_CKPT
+ * (model.*, moe.num_experts, top_k, every, expert_ff, shared_experts, normalize_topk)
+ * it fails with OMNI_ERR_CKPT
  * "CKPT: checkpoint of another model: model.d_model is 256 in the checkpoint, 128 in
  * the experiment". Otherwise it returns OMNI_OK and writes into `changed` (may be
  * NULL) the training-only keys that differ, "optim.steps 600 -> 800; log.every 20 ->
- * 10" ("" when none), for the caller to report.
+ * 10" ("" when none), for the caller to report. The tasks are not its business: the
+ * caller compares the checkpoint's task table with the data's (omni_tokenization_same).
  */
 omni_status omni_ckpt_check_experiment(const char *ckpt_path, const char *ckpt_yaml,
                                        const omni_experiment *now, char *changed,

@@ -14,6 +14,20 @@
 #define CKPT_COUNTERS    "state/counters"
 #define CKPT_LATEST      "latest"
 
+/* An open checkpoint (load.c opens it; remap.c reads through it). */
+struct omni_ckpt {
+    MPI_Comm comm;
+    hid_t file;
+    char path[OMNI_PATH_MAX];
+    omni_ckpt_meta meta;
+    char *yaml, *version;
+    int64_t *load_steps;
+    float *load;
+    int64_t unchecked; /* tensors read that carry no checksum */
+    char first_unchecked[OMNI_PATH_MAX];
+    bool warned;
+};
+
 /*
  * Largest transfer of one H5Dwrite/H5Dread call, in bytes. A tensor bigger than this
  * is moved in several collective calls (every rank makes the same number, with an

@@ -16,19 +16,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-struct omni_ckpt {
-    MPI_Comm comm;
-    hid_t file;
-    char path[OMNI_PATH_MAX];
-    omni_ckpt_meta meta;
-    char *yaml, *version;
-    int64_t *load_steps;
-    float *load;
-    int64_t unchecked; /* tensors read that carry no checksum */
-    char first_unchecked[OMNI_PATH_MAX];
-    bool warned;
-};
-
 const omni_ckpt_meta *omni_ckpt_meta_of(const omni_ckpt *c)
 {
     return &c->meta;
@@ -279,6 +266,22 @@ void omni_ckpt_close(omni_ckpt *c)
         H5E_END_TRY;
     }
     free_handle(c);
+}
+
+omni_status omni_ckpt_read_whole(omni_ckpt *c, const char *name, omni_ckpt_type type, int rank,
+                                 int64_t *dims, void **data)
+{
+    *data = NULL;
+    if (rank < 1 || rank > OMNI_CKPT_MAX_RANK || (int)type < 0 || type >= OMNI_CKPT_TYPE_COUNT)
+        return omni_fail(OMNI_ERR_INTERNAL, "checkpoint: bad request for %s", name);
+    if (!ckpt_path_exists(c->file, name))
+        return omni_fail(OMNI_ERR_CKPT, "%s: dataset %s is missing", c->path, name);
+    omni_status st = read_small(c->file, name, type, rank, dims, data, c->path);
+    if (st) {
+        omni_free(*data);
+        *data = NULL;
+    }
+    return st;
 }
 
 omni_status omni_ckpt_read_tokenization(omni_ckpt *c, omni_tokenization *t)

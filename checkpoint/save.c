@@ -416,7 +416,7 @@ static omni_status create_tensor(hid_t file, const omni_ckpt_tensor *t, const ch
     return st;
 }
 
-/* The counters, as int64 attributes of one group (collective). */
+/* The counters, as int64 attributes of one group (collective); no group without any. */
 static omni_status write_counters(hid_t file, const omni_ckpt_meta *m, const char *path)
 {
     omni_status st = OMNI_OK;
@@ -558,7 +558,7 @@ static omni_status write_file(MPI_Comm comm, hid_t file, const meta_copy *mc,
     st = omni_mpi_agree(comm, write_root(file, m, tmp));
     for (int i = 0; i < n && !st; i++)
         st = omni_mpi_agree(comm, create_tensor(file, &all[i], tmp, &dsets[i]));
-    if (!st)
+    if (!st && m->n_counters > 0)
         st = omni_mpi_agree(comm, write_counters(file, m, tmp));
     if (!st && m->tokenization)
         st = omni_mpi_agree(comm, ckpt_write_tokenization(file, m->tokenization, tmp));

@@ -14,6 +14,7 @@ typedef omni_status (*omni_command_fn)(MPI_Comm comm, int argc, char **argv);
 omni_status omni_cmd_train(MPI_Comm comm, int argc, char **argv);
 omni_status omni_cmd_data(MPI_Comm comm, int argc, char **argv);
 omni_status omni_cmd_ckpt(MPI_Comm comm, int argc, char **argv);
+omni_status omni_cmd_report(MPI_Comm comm, int argc, char **argv);
 omni_status omni_cmd_generate(MPI_Comm comm, int argc, char **argv);
 omni_status omni_cmd_eval(MPI_Comm comm, int argc, char **argv);
 omni_status omni_cmd_act(MPI_Comm comm, int argc, char **argv);

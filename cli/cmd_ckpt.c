@@ -8,6 +8,7 @@
 
 #include "checkpoint.h"
 #include "experiment.h"
+#include "gating.h"
 
 static const char usage[] = "usage: omnimoe ckpt info CKPT.h5 [--verify]\n"
                             "\n"
@@ -15,11 +16,13 @@ static const char usage[] = "usage: omnimoe ckpt info CKPT.h5 [--verify]\n"
                             "parameter\n"
                             "         counts (total and active per token), and the expert load "
                             "of the\n"
-                            "         last logged steps of each MoE layer; --verify also reads "
-                            "every\n"
-                            "         dataset and checks its checksums (exit 2 on a mismatch or "
-                            "a dataset\n"
-                            "         without one)\n";
+                            "         last logged steps of each MoE layer, and its routing by "
+                            "task and\n"
+                            "         by modality (assignments kept per expert, tokens, "
+                            "entropy); --verify\n"
+                            "         also reads every dataset and checks its checksums (exit 2 on "
+                            "a mismatch\n"
+                            "         or a dataset without one)\n";
 
 #define EXPERTS_PER_LINE 16
 
@@ -78,6 +81,146 @@ static void print_loads(const omni_ckpt_meta *m, const omni_experiment *x)
                 printf("\n");
             }
         }
+    }
+}
+
+/* The routing tables of the last logged window (state/coordinator/routing, absent in a
+ * dense model's checkpoints and in those written before any step was logged). */
+typedef struct {
+    int64_t steps[2];
+    int64_t L, T, E;
+    double *task_load, *task_drop, *task_tokens, *task_entropy;
+    double *mod_load, *mod_tokens, *mod_entropy;
+} routing;
+
+static void routing_free(routing *r)
+{
+    double *p[] = {r->task_load, r->task_drop,  r->task_tokens, r->task_entropy,
+                   r->mod_load,  r->mod_tokens, r->mod_entropy};
+    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
+        omni_free(p[i]);
+    memset(r, 0, sizeof *r);
+}
+
+/* Read one f64 table of the routing group into *out. */
+static omni_status routing_table(omni_ckpt *c, const char *leaf, int rank, int64_t *dims,
+                                 double **out)
+{
+    char name[128];
+    snprintf(name, sizeof name, "state/coordinator/routing/%s", leaf);
+    void *p = NULL;
+    omni_status st = omni_ckpt_read_whole(c, name, OMNI_CKPT_F64, rank, dims, &p);
+    *out = p;
+    return st;
+}
+
+/* Every rank reads (the caller agrees on the status); *found false when there is none. */
+static omni_status routing_read(omni_ckpt *c, routing *r, bool *found)
+{
+    memset(r, 0, sizeof *r);
+    omni_status st = omni_ckpt_has(c, "state/coordinator/routing/steps", found);
+    if (st || !*found)
+        return st;
+    int64_t s1[1] = {2}, d3[3] = {-1, -1, -1};
+    void *p = NULL;
+    st = omni_ckpt_read_whole(c, "state/coordinator/routing/steps", OMNI_CKPT_I64, 1, s1, &p);
+    if (!st) {
+        memcpy(r->steps, p, sizeof r->steps);
+        omni_free(p);
+        st = routing_table(c, "task_expert_load", 3, d3, &r->task_load);
+    }
+    r->L = d3[0], r->T = d3[1], r->E = d3[2];
+    int64_t t2[2] = {r->L, r->T};
+    int64_t m3[3] = {r->L, OMNI_MOD_COUNT, r->E}, m2[2] = {r->L, OMNI_MOD_COUNT};
+    if (!st)
+        st = routing_table(c, "task_expert_drop", 3, d3, &r->task_drop);
+    if (!st)
+        st = routing_table(c, "task_tokens", 2, t2, &r->task_tokens);
+    if (!st)
+        st = routing_table(c, "task_entropy", 2, t2, &r->task_entropy);
+    if (!st)
+        st = routing_table(c, "modality_expert_load", 3, m3, &r->mod_load);
+    if (!st)
+        st = routing_table(c, "modality_tokens", 2, m2, &r->mod_tokens);
+    if (!st)
+        st = routing_table(c, "modality_entropy", 2, m2, &r->mod_entropy);
+    if (st) {
+        routing_free(r);
+        *found = false;
+    }
+    return st;
+}
+
+/* One table: a row per group, experts in columns (EXPERTS_PER_LINE at a time), then the
+ * group's tokens and mean routing entropy; a row of drops under a group that dropped. */
+static void print_route_rows(const char *what, int64_t G, int64_t E, const double *load,
+                             const double *drop, const double *tokens, const double *entropy,
+                             const char *(*name)(const omni_experiment *, int64_t, char *, size_t),
+                             const omni_experiment *x)
+{
+    for (int64_t e0 = 0; e0 < E; e0 += EXPERTS_PER_LINE) {
+        int64_t e1 = e0 + EXPERTS_PER_LINE < E ? e0 + EXPERTS_PER_LINE : E;
+        printf("    %-12s", what);
+        for (int64_t e = e0; e < e1; e++) {
+            char head[32];
+            snprintf(head, sizeof head, "e%" PRId64, e);
+            printf(" %7s", head);
+        }
+        printf(" %8s %8s\n", "tokens", "entropy");
+        for (int64_t g = 0; g < G; g++) {
+            char buf[32];
+            printf("    %-12.12s", name(x, g, buf, sizeof buf));
+            for (int64_t e = e0; e < e1; e++)
+                printf(" %7.1f", load[g * E + e]);
+            printf(" %8.1f %8.3f\n", tokens[g], entropy[g]);
+            double d = 0;
+            for (int64_t e = e0; drop && e < e1; e++)
+                d += drop[g * E + e];
+            if (d > 0) {
+                printf("    %-12s", "  dropped");
+                for (int64_t e = e0; e < e1; e++)
+                    printf(" %7.1f", drop[g * E + e]);
+                printf("\n");
+            }
+        }
+    }
+}
+
+static const char *task_row_name(const omni_experiment *x, int64_t g, char *buf, size_t len)
+{
+    if (g < x->data.n_tasks)
+        return x->data.tasks[g].name;
+    snprintf(buf, len, "task %" PRId64, g);
+    return buf;
+}
+
+static const char *modality_row_name(const omni_experiment *x, int64_t g, char *buf, size_t len)
+{
+    (void)x, (void)buf, (void)len;
+    return omni_modality_name((omni_modality)g);
+}
+
+static void print_routing(const routing *r, bool found, const omni_experiment *x)
+{
+    if (!found) {
+        printf("\nrouting      none logged\n");
+        return;
+    }
+    printf("\nrouting (token->expert assignments kept per step, by task and by modality; "
+           "entropy in nats), steps %" PRId64 "..%" PRId64 "\n",
+           r->steps[0], r->steps[1]);
+    int64_t block = -1;
+    for (int64_t l = 0; l < r->L; l++) {
+        do
+            block++;
+        while (block < x->model.n_layers && !omni_experiment_is_moe_block(x, block));
+        printf("  MoE layer %" PRId64 " (block %" PRId64 ")\n", l, block);
+        print_route_rows("task", r->T, r->E, r->task_load + l * r->T * r->E,
+                         r->task_drop + l * r->T * r->E, r->task_tokens + l * r->T,
+                         r->task_entropy + l * r->T, task_row_name, x);
+        print_route_rows("modality", OMNI_MOD_COUNT, r->E, r->mod_load + l * OMNI_MOD_COUNT * r->E,
+                         NULL, r->mod_tokens + l * OMNI_MOD_COUNT,
+                         r->mod_entropy + l * OMNI_MOD_COUNT, modality_row_name, x);
     }
 }
 
@@ -173,8 +316,16 @@ static omni_status info(MPI_Comm comm, const char *path, bool verify)
         if (!st)
             st = omni_ckpt_read_tokenization(c, tok);
     }
-    if (!st && omni_log_rank() == 0)
+    routing r;
+    bool found = false;
+    if (!st)
+        st = omni_mpi_agree(comm, routing_read(c, &r, &found));
+    if (!st && omni_log_rank() == 0) {
         print_info(c, x, tok, total, active);
+        print_routing(&r, found, x);
+    }
+    if (found && !st)
+        routing_free(&r);
     free(tok);
     if (!st && verify) {
         int64_t datasets = 0, unchecked = 0;

@@ -10,11 +10,12 @@
 
 static const char usage[] =
     "usage: omnimoe data demo --out FILE.h5 [--seed N]\n"
-    "       omnimoe data build SPEC.yaml --out FILE.h5\n"
+    "       omnimoe data build SPEC.yaml --out FILE.h5 [--seed N]\n"
     "       omnimoe data info FILE.h5 [--verify]\n"
     "\n"
     "demo   make the demo dataset (shapes, tones, arith, cartpole)\n"
-    "build  build a dataset from raw files listed in a spec\n"
+    "build  build a dataset from raw files listed in a spec (--seed: in place of the\n"
+    "       spec's seed, which draws the validation split)\n"
     "info   check a dataset file and describe it; --verify also checks every array's\n"
     "       checksums (exit 2 on a mismatch or an array without one)\n"
     "The file format and the spec are described in docs/datasets.md.\n";
@@ -67,11 +68,14 @@ static omni_status run(int argc, char **argv)
         return st;
     }
     if (!strcmp(sub, "build")) {
+        seed = -1; /* the spec's, unless --seed */
         if ((st = parse_args(argc, argv, true, &pos, &out, &seed, NULL)))
             return st;
         if (!pos || !out)
             return omni_usage_error(usage, "data build: SPEC.yaml and --out FILE.h5 are required");
-        st = omni_data_build(pos, out, stdout);
+        if (seed >= 0)
+            printf("seed %lld (--seed, in place of the spec's)\n", seed);
+        st = omni_data_build(pos, out, seed, stdout);
         if (!st)
             printf("wrote %s\n", out);
         return st;

@@ -1,5 +1,5 @@
-/* omnimoe train: load the experiment (strictly), print the effective configuration,
- * and train. */
+/* omnimoe train: load the experiment (strictly) and train (the trainer prints the
+ * effective configuration once the run is under way); --check prints it and stops. */
 #include "cli.h"
 #include "coordinator.h"
 #include "experiment.h"
@@ -14,6 +14,9 @@ static const char usage[] =
     "\n"
     "  --set section.key=value  override a key of the experiment (value read as YAML)\n"
     "  --resume auto|CKPT       continue from the latest checkpoint in out_dir, or CKPT\n"
+    "  --remap-tasks            with --resume: the data's tasks may differ from the\n"
+    "                           checkpoint's; tasks are carried over by name, new ones start\n"
+    "                           from their initialisation (docs/training.md)\n"
     "  --check                  check the experiment, print the effective configuration, exit\n"
     "  --keys                   print the table of experiment keys and exit\n"
     "  --help                   this text\n"
@@ -25,14 +28,18 @@ static const char usage[] =
 omni_status omni_cmd_train(MPI_Comm comm, int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"set", required_argument, NULL, 's'}, {"resume", required_argument, NULL, 'r'},
-        {"help", no_argument, NULL, 'h'},      {"keys", no_argument, NULL, 'k'},
-        {"check", no_argument, NULL, 'c'},     {NULL, 0, NULL, 0},
+        {"set", required_argument, NULL, 's'},
+        {"resume", required_argument, NULL, 'r'},
+        {"help", no_argument, NULL, 'h'},
+        {"keys", no_argument, NULL, 'k'},
+        {"check", no_argument, NULL, 'c'},
+        {"remap-tasks", no_argument, NULL, 'm'},
+        {NULL, 0, NULL, 0},
     };
     const char *sets[MAX_SETS];
     int n_sets = 0;
     const char *resume = NULL;
-    bool check_only = false;
+    bool check_only = false, remap_tasks = false;
     opterr = 0;
     optind = 0;
     int c;
@@ -48,6 +55,9 @@ omni_status omni_cmd_train(MPI_Comm comm, int argc, char **argv)
             break;
         case 'c':
             check_only = true;
+            break;
+        case 'm':
+            remap_tasks = true;
             break;
         case 'k':
             if (omni_log_rank() == 0)
@@ -69,18 +79,22 @@ omni_status omni_cmd_train(MPI_Comm comm, int argc, char **argv)
     if (optind + 1 < argc)
         return omni_usage_error(usage, "train: unexpected argument '%s'", argv[optind + 1]);
     const char *path = argv[optind];
+    if (remap_tasks && !resume)
+        return omni_usage_error(usage, "train: --remap-tasks needs --resume auto|CKPT");
 
     omni_experiment x;
     omni_status st = omni_experiment_load(comm, path, sets, n_sets, &x);
     if (st)
         return st;
-    char *yaml = NULL;
-    if ((st = omni_experiment_to_yaml(&x, &yaml)))
-        return st;
-    omni_log(OMNI_LOG_INFO, "# omnimoe %s, experiment %s (%s)\n%s", OMNI_VERSION, x.experiment.name,
-             path, yaml);
-    free(yaml);
-    if (check_only)
+    if (check_only) {
+        char *yaml = NULL;
+        if ((st = omni_experiment_to_yaml(&x, &yaml)))
+            return st;
+        omni_log(OMNI_LOG_INFO, "# omnimoe %s, experiment %s (%s)\n%s", OMNI_VERSION,
+                 x.experiment.name, path, yaml);
+        free(yaml);
         return OMNI_OK;
-    return omni_train(comm, &x, resume);
+    }
+    omni_train_opts topts = {.resume = resume, .remap_tasks = remap_tasks, .source = path};
+    return omni_train(comm, &x, &topts);
 }

@@ -20,6 +20,7 @@ const char omni_usage_main[] =
     "  data build SPEC.yaml --out FILE.h5                    build a dataset from raw files\n"
     "  data info FILE.h5                                     describe a dataset file\n"
     "  ckpt info CKPT.h5                                     describe a checkpoint\n"
+    "  report RUN_DIR... [--out FILE.html] [--step N]        draw runs as one HTML page\n"
     "  generate CKPT --task NAME [--image F|--audio F|--text S]   run a trained model\n"
     "  eval CKPT DATA.h5 [--tasks A,B] [--json FILE]         evaluate a trained model\n"
     "  act CKPT --task NAME --env cartpole|\"COMMAND\"         play a control task\n"
@@ -83,8 +84,9 @@ static const struct {
     const char *name;
     omni_command_fn fn;
 } commands[] = {
-    {"train", omni_cmd_train},       {"data", omni_cmd_data}, {"ckpt", omni_cmd_ckpt},
-    {"generate", omni_cmd_generate}, {"eval", omni_cmd_eval}, {"act", omni_cmd_act},
+    {"report", omni_cmd_report}, {"train", omni_cmd_train},       {"data", omni_cmd_data},
+    {"ckpt", omni_cmd_ckpt},     {"generate", omni_cmd_generate}, {"eval", omni_cmd_eval},
+    {"act", omni_cmd_act},
 };
 
 static omni_status dispatch(MPI_Comm comm, int argc, char **argv)

@@ -91,10 +91,21 @@ omni_status omni_metrics_log_eval(omni_metrics_log *log, const omni_experiment *
 
 /*
  * Collective: train experiment x on the ranks of comm, from scratch or from a checkpoint
- * (`resume`: "auto", a file, or NULL): the loop of plan, worker step, metrics, log,
+ * (opts->resume: "auto", a file, or NULL): the loop of plan, worker step, metrics, log,
  * evaluation, checkpoints, and the stop decisions. A SIGTERM/SIGINT ends it after the
  * step in flight with a checkpoint and OMNI_OK; a non-finite loss with OMNI_ERR_NUMERIC.
+ * A checkpoint whose task table is not the data's is refused (OMNI_ERR_CKPT naming the
+ * tasks), unless opts->remap_tasks: then its tasks are carried over by name and new
+ * tasks start from their initialisation (omni_ckpt_read_remapped). The effective
+ * configuration is printed once the data and the checkpoint are checked, so a run that
+ * fails before shows its error alone. A run stopped by a signal ends with "stopped at
+ * step K of N by SIGTERM; checkpoint FILE; resume with --resume auto".
  */
-omni_status omni_train(MPI_Comm comm, const omni_experiment *x, const char *resume);
+typedef struct {
+    const char *resume; /* --resume: "auto", a checkpoint file, or NULL */
+    bool remap_tasks;   /* --remap-tasks */
+    const char *source; /* the experiment file, named above the configuration */
+} omni_train_opts;
+omni_status omni_train(MPI_Comm comm, const omni_experiment *x, const omni_train_opts *opts);
 
 #endif /* OMNI_COORDINATOR_H */

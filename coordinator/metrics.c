@@ -106,6 +106,121 @@ static void json_num(FILE *f, double v)
     fputs(buf, f);
 }
 
+/* The JSON key of group g of a routing table: the task's name, or the modality's. */
+static const char *group_name(const omni_metrics_log *log, bool by_task, int g)
+{
+    return by_task ? task_name(log, g) : omni_modality_name((omni_modality)g);
+}
+
+typedef enum { ROUTE_KEPT, ROUTE_DROPPED, ROUTE_PROB } route_field;
+
+/* "KEY": one object per MoE layer, {GROUP: [one value per expert]}: assignments kept or
+ * dropped per step (over n steps), or the mean router probability over the group's tokens
+ * (null for a group without tokens). */
+static void json_route_matrix(FILE *f, const char *key, const omni_metrics_log *log,
+                              const omni_metrics *sum, bool by_task, route_field what, double n)
+{
+    fprintf(f, ", \"%s\": [", key);
+    for (int l = 0; l < sum->n_moe_layers; l++) {
+        omni_route_table tt, tm;
+        omni_metrics_tables(sum, l, &tt, &tm);
+        const omni_route_table *t = by_task ? &tt : &tm;
+        fputs(l ? ", {" : "{", f);
+        for (int g = 0; g < t->n_groups; g++) {
+            fprintf(f, "%s\"%s\": [", g ? ", " : "", group_name(log, by_task, g));
+            const int64_t E = t->n_experts;
+            for (int64_t e = 0; e < E; e++) {
+                int64_t i = (int64_t)g * E + e;
+                double v = what == ROUTE_KEPT      ? t->kept[i] / n
+                           : what == ROUTE_DROPPED ? t->dropped[i] / n
+                           : t->tokens[g] > 0      ? t->prob[i] / t->tokens[g]
+                                                   : (double)NAN;
+                fputs(e ? ", " : "", f);
+                json_num(f, v);
+            }
+            fputs("]", f);
+        }
+        fputs("}", f);
+    }
+    fputs("]", f);
+}
+
+/* The entropy (nats) of a group's mean routing distribution, prob[E] / tokens. */
+static double mean_entropy(const double *prob, double tokens, int64_t E)
+{
+    if (tokens <= 0)
+        return NAN;
+    double h = 0;
+    for (int64_t e = 0; e < E; e++) {
+        double p = prob[e] / tokens;
+        if (p > 0)
+            h -= p * log(p);
+    }
+    return h;
+}
+
+/* "PREFIX_entropy" and "PREFIX_mean_entropy" per MoE layer {GROUP: nats}, and
+ * "PREFIX_tokens" {GROUP: tokens per step} (the same in every layer). */
+static void json_route_entropies(FILE *f, const char *prefix, const omni_metrics_log *log,
+                                 const omni_metrics *sum, bool by_task, double n)
+{
+    for (int which = 0; which < 2; which++) {
+        fprintf(f, ", \"%s_%s\": [", prefix, which ? "mean_entropy" : "entropy");
+        for (int l = 0; l < sum->n_moe_layers; l++) {
+            omni_route_table tt, tm;
+            omni_metrics_tables(sum, l, &tt, &tm);
+            const omni_route_table *t = by_task ? &tt : &tm;
+            fputs(l ? ", {" : "{", f);
+            for (int g = 0; g < t->n_groups; g++) {
+                fprintf(f, "%s\"%s\": ", g ? ", " : "", group_name(log, by_task, g));
+                double tok = t->tokens[g];
+                json_num(
+                    f, which ? mean_entropy(t->prob + (int64_t)g * t->n_experts, tok, t->n_experts)
+                       : tok > 0 ? t->entropy[g] / tok
+                                 : (double)NAN);
+            }
+            fputs("}", f);
+        }
+        fputs("]", f);
+    }
+    fprintf(f, ", \"%s_tokens\": {", prefix);
+    if (sum->n_moe_layers > 0) {
+        omni_route_table tt, tm;
+        omni_metrics_tables(sum, 0, &tt, &tm);
+        const omni_route_table *t = by_task ? &tt : &tm;
+        for (int g = 0; g < t->n_groups; g++) {
+            fprintf(f, "%s\"%s\": ", g ? ", " : "", group_name(log, by_task, g));
+            json_num(f, t->tokens[g] / n);
+        }
+    }
+    fputs("}", f);
+}
+
+/* The routing statistics of the logged steps (docs/metrics.md): nothing for a dense model. */
+static void json_routing(FILE *f, const omni_metrics_log *log, const omni_metrics *sum, double n)
+{
+    if (sum->n_moe_layers == 0)
+        return;
+    json_route_matrix(f, "task_expert_load", log, sum, true, ROUTE_KEPT, n);
+    json_route_matrix(f, "task_expert_drop", log, sum, true, ROUTE_DROPPED, n);
+    json_route_matrix(f, "task_expert_prob", log, sum, true, ROUTE_PROB, n);
+    json_route_entropies(f, "task", log, sum, true, n);
+    json_route_matrix(f, "modality_expert_load", log, sum, false, ROUTE_KEPT, n);
+    json_route_matrix(f, "modality_expert_drop", log, sum, false, ROUTE_DROPPED, n);
+    json_route_matrix(f, "modality_expert_prob", log, sum, false, ROUTE_PROB, n);
+    json_route_entropies(f, "modality", log, sum, false, n);
+    fputs(", \"dead_experts\": [", f);
+    for (int l = 0; l < sum->n_moe_layers; l++) {
+        fputs(l ? ", [" : "[", f);
+        int dead = 0;
+        for (int e = 0; e < sum->n_experts; e++)
+            if (sum->load[(int64_t)l * sum->n_experts + e] == 0)
+                fprintf(f, "%s%d", dead++ ? ", " : "", e);
+        fputs("]", f);
+    }
+    fputs("]", f);
+}
+
 omni_status omni_metrics_log_train(omni_metrics_log *log, const omni_experiment *x, int64_t step,
                                    double lr, const omni_metrics *sum, int64_t n_steps)
 {
@@ -179,7 +294,9 @@ omni_status omni_metrics_log_train(omni_metrics_log *log, const omni_experiment 
         }
         fputs("]", f);
     }
-    fputs("], \"elapsed_s\": ", f);
+    fputs("]", f);
+    json_routing(f, log, sum, n);
+    fputs(", \"elapsed_s\": ", f);
     json_num(f, elapsed);
     fputs(", \"eta_s\": ", f);
     json_num(f, eta);

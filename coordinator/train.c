@@ -7,6 +7,7 @@
 #include "coordinator.h"
 
 #include <dirent.h>
+#include <signal.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,9 @@ typedef struct {
     MPI_Comm comm;
     int rank, size;
     const omni_experiment *x;
+    bool remap_tasks;                   /* --remap-tasks: resume into a changed task set */
+    int stop_signal;                    /* the signal that stopped the run, 0 if none */
+    char last_path[OMNI_PATH_MAX + 64]; /* the newest checkpoint saved or resumed from */
     omni_worker *w;
     omni_metrics step_m, sum_m, eval_m;
     omni_metrics_log log;
@@ -33,10 +37,109 @@ typedef struct {
     int64_t tokens_seen; /* kept on rank 0, whose meta a checkpoint writes */
     /* the coordinator's running statistics: recent expert-load fractions */
     int64_t load_rows, load_steps[LOAD_ROWS];
-    float *load;       /* [LOAD_ROWS, moe layers, E] */
-    int64_t *plan;     /* [3 * size] rank 0's scratch for the batch plan */
-    omni_infer *infer; /* decoding for exact match at evaluations; made at the first */
+    /* The routing tables of the last logged window (docs/checkpoints.md), values on rank 0,
+     * descriptors on every rank: saved after the training state once a window is logged. */
+    bool route_logged;
+    double *route;          /* the tensors' values, in the order of route_tensors */
+    int64_t route_steps[2]; /* first and last step of the window */
+    omni_tensor_table save; /* what a checkpoint writes: the worker's state, then the
+                               routing tensors (MoE models), built once */
+    float *load;            /* [LOAD_ROWS, moe layers, E] */
+    int64_t *plan;          /* [3 * size] rank 0's scratch for the batch plan */
+    omni_infer *infer;      /* decoding for exact match at evaluations; made at the first */
 } trainer;
+
+/* The routing tensors: for tasks then modalities, load, drop, prob [L, G, E] and tokens,
+ * entropy [L, G] (f64), then the window's steps [2] (i64), laid end to end in t->route.
+ * Their values live on rank 0, which writes them; every rank holds the descriptors, since
+ * a checkpoint's tensor list is the same on all ranks. */
+static omni_status add_route_tensors(trainer *t)
+{
+    static const char *const what[5] = {"expert_load", "expert_drop", "expert_prob", "tokens",
+                                        "entropy"};
+    static const char *const meanings[5] = {
+        "[moe layer, group, expert]: token->expert assignments kept per step",
+        "[moe layer, group, expert]: assignments dropped over capacity per step",
+        "[moe layer, group, expert]: mean router probability over the group's tokens",
+        "[moe layer, group]: tokens routed per step",
+        "[moe layer, group]: mean routing entropy of the group's tokens (nats)"};
+    const omni_metrics *m = &t->step_m;
+    const int64_t L = m->n_moe_layers, E = m->n_experts;
+    double *p = t->route;
+    for (int q = 0; q < 10; q++) {
+        int64_t G = q < 5 ? m->n_tasks : OMNI_MOD_COUNT;
+        omni_tensor d;
+        memset(&d, 0, sizeof d);
+        d.type = OMNI_CKPT_F64;
+        d.rank = q % 5 < 3 ? 3 : 2;
+        d.dims[0] = L, d.dims[1] = G, d.dims[2] = E;
+        d.data = p;
+        d.row_hi = L;
+        d.writer = t->rank == 0;
+        d.meaning = meanings[q % 5];
+        p += L * G * (q % 5 < 3 ? E : 1);
+        if (!omni_tensor_table_add(&t->save, &d, "state/coordinator/routing/%s_%s",
+                                   q < 5 ? "task" : "modality", what[q % 5]))
+            return OMNI_ERR_NOMEM;
+    }
+    omni_tensor d;
+    memset(&d, 0, sizeof d);
+    d.type = OMNI_CKPT_I64;
+    d.rank = 1;
+    d.dims[0] = 2;
+    d.data = t->route_steps;
+    d.row_hi = 2;
+    d.writer = t->rank == 0;
+    d.meaning = "[2]: the first and last step of the logged window of these tables";
+    return omni_tensor_table_add(&t->save, &d, "state/coordinator/routing/steps") ? OMNI_OK
+                                                                                  : OMNI_ERR_NOMEM;
+}
+
+/* The checkpoint's tensor list: the worker's state, then the routing tensors. */
+static omni_status save_table(trainer *t)
+{
+    for (int i = 0; i < t->n_state; i++)
+        if (!omni_tensor_table_add(&t->save, &t->state[i], "%s", t->state[i].name))
+            return OMNI_ERR_NOMEM;
+    return t->step_m.n_moe_layers > 0 ? add_route_tensors(t) : OMNI_OK;
+}
+
+static int64_t route_values(const omni_metrics *m)
+{
+    return (int64_t)m->n_moe_layers * (m->n_tasks + OMNI_MOD_COUNT) * (3 * m->n_experts + 2);
+}
+
+/* Rank 0: keep the routing tables of the window just logged (n steps) for checkpoints. */
+static void keep_routing(trainer *t, int64_t n)
+{
+    const omni_metrics *m = &t->sum_m;
+    const int64_t L = m->n_moe_layers, E = m->n_experts;
+    double *p = t->route, steps = n > 0 ? (double)n : 1;
+    for (int by_task = 1; by_task >= 0; by_task--) {
+        const int64_t G = by_task ? m->n_tasks : OMNI_MOD_COUNT;
+        double *load = p, *drop = load + L * G * E, *prob = drop + L * G * E;
+        double *tokens = prob + L * G * E, *entropy = tokens + L * G;
+        for (int l = 0; l < L; l++) {
+            omni_route_table tt, tm;
+            omni_metrics_tables(m, l, &tt, &tm);
+            const omni_route_table *r = by_task ? &tt : &tm;
+            for (int64_t g = 0; g < G; g++) {
+                double tok = r->tokens[g];
+                for (int64_t e = 0; e < E; e++) {
+                    int64_t i = g * E + e, o = (l * G + g) * E + e;
+                    load[o] = r->kept[i] / steps;
+                    drop[o] = r->dropped[i] / steps;
+                    prob[o] = tok > 0 ? r->prob[i] / tok : 0.0;
+                }
+                tokens[l * G + g] = tok / steps;
+                entropy[l * G + g] = tok > 0 ? r->entropy[g] / tok : 0.0;
+            }
+        }
+        p = entropy + L * G;
+    }
+    t->route_steps[0] = t->step - n + 1;
+    t->route_steps[1] = t->step;
+}
 
 static omni_status save(trainer *t)
 {
@@ -54,11 +157,15 @@ static omni_status save(trainer *t)
     meta.tokenization = omni_worker_tokenization(t->w);
     char path[OMNI_PATH_MAX + 64];
     double t0 = omni_now();
-    omni_status st = omni_ckpt_save(t->comm, t->x->experiment.out_dir, &meta, t->state, t->n_state,
+    /* The training state, and the routing tables once a window of an MoE model is logged
+     * (the same decision on every rank: logging follows the step count). */
+    int n = t->route_logged ? (int)t->save.n : t->n_state;
+    omni_status st = omni_ckpt_save(t->comm, t->x->experiment.out_dir, &meta, t->save.t, n,
                                     t->x->checkpoint.keep, path, sizeof path);
     if (st)
         return st;
     t->last_saved = t->step;
+    snprintf(t->last_path, sizeof t->last_path, "%s", path);
     omni_log(OMNI_LOG_INFO, "checkpoint %s (%.1f s)", path, omni_now() - t0);
     return OMNI_OK;
 }
@@ -77,6 +184,75 @@ static bool has_checkpoint_files(const char *dir)
     }
     closedir(d);
     return found;
+}
+
+/*
+ * Not collective (every rank holds the same tables). The checkpoint's tasks must be the
+ * data's: the same names with the same index (their <task> tokens), kind and control
+ * dimensions. With --remap-tasks a different task set is accepted (*remap set) when the
+ * tasks it shares with the checkpoint kept their kind and dimensions and the vocabulary
+ * layout and image/audio settings are the same.
+ */
+static omni_status check_tasks(const char *path, const omni_tokenization *then,
+                               const omni_tokenization *now, bool remap_tasks, bool *remap)
+{
+    char why[1536];
+    *remap = false;
+    if (omni_tokenization_same(then, now, why, sizeof why))
+        return OMNI_OK;
+    if (!remap_tasks)
+        return omni_fail(OMNI_ERR_CKPT,
+                         "%s: the tasks of the data are not the checkpoint's: %s. Resume with the "
+                         "data.files and data.tasks of the run that wrote it, or add "
+                         "--remap-tasks to carry its tasks over by name and start new ones "
+                         "afresh (docs/training.md)",
+                         path, why);
+    /* Only the task set may change: compare the rest with the tables' tasks removed. */
+    omni_tokenization a = *then, b = *now;
+    a.n_tasks = b.n_tasks = 0;
+    if (!omni_tokenization_same(&a, &b, why, sizeof why))
+        return omni_fail(OMNI_ERR_CKPT,
+                         "%s: --remap-tasks carries tasks over, but the data differ from the "
+                         "checkpoint's in more than their tasks: %s",
+                         path, why);
+    for (int i = 0; i < now->n_tasks; i++) {
+        const omni_tokenization_task *k = &now->tasks[i];
+        const omni_tokenization_task *old = omni_tokenization_find(then, k->name);
+        if (old && (old->kind != k->kind || old->obs_dim != k->obs_dim ||
+                    old->act_dim != k->act_dim || old->discrete != k->discrete))
+            return omni_fail(OMNI_ERR_CKPT,
+                             "%s: task %s is a %s task (obs_dim %d, act_dim %d) in the "
+                             "checkpoint, a %s task (obs_dim %d, act_dim %d) in the data; "
+                             "--remap-tasks carries a task over only as it was: give the new "
+                             "one another name",
+                             path, k->name, omni_task_kind_name(old->kind), old->obs_dim,
+                             old->act_dim, omni_task_kind_name(k->kind), k->obs_dim, k->act_dim);
+    }
+    *remap = true;
+    return OMNI_OK;
+}
+
+/* The task table change of a --remap-tasks resume, for the log. */
+static void log_remap(const omni_tokenization *then, const omni_tokenization *now)
+{
+    char line[2048] = "";
+    for (int i = 0; i < now->n_tasks; i++) {
+        const omni_tokenization_task *old = omni_tokenization_find(then, now->tasks[i].name);
+        size_t len = strlen(line);
+        if (old)
+            snprintf(line + len, sizeof line - len, "%s%s %d -> %d", len ? ", " : "",
+                     now->tasks[i].name, old->index, i);
+        else
+            snprintf(line + len, sizeof line - len, "%s%s new (index %d)", len ? ", " : "",
+                     now->tasks[i].name, i);
+    }
+    for (int i = 0; i < then->n_tasks; i++)
+        if (!omni_tokenization_find(now, then->tasks[i].name)) {
+            size_t len = strlen(line);
+            snprintf(line + len, sizeof line - len, "%s%s dropped", len ? ", " : "",
+                     then->tasks[i].name);
+        }
+    omni_log(OMNI_LOG_INFO, "--remap-tasks: %s", line);
 }
 
 static omni_status resume(trainer *t, const char *arg)
@@ -114,12 +290,29 @@ static omni_status resume(trainer *t, const char *arg)
     /* Every rank reached the same verdict; agreeing on it makes it one failure of the job,
      * printed once by rank 0, rather than one per rank and an MPI_Abort. */
     st = omni_mpi_agree(t->comm, st);
+    omni_tokenization *then = NULL;
+    bool remapped = false;
+    if (!st) {
+        then = malloc(sizeof *then);
+        st = omni_mpi_agree(t->comm, then ? OMNI_OK : omni_fail(OMNI_ERR_NOMEM, "out of memory"));
+    }
     if (!st)
+        st = omni_ckpt_read_tokenization(c, then);
+    if (!st)
+        st = omni_mpi_agree(t->comm, check_tasks(path, then, omni_worker_tokenization(t->w),
+                                                 t->remap_tasks, &remapped));
+    if (!st && remapped)
+        st = omni_ckpt_read_remapped(c, t->state, t->n_state, then, omni_worker_tokenization(t->w));
+    else if (!st)
         st = omni_ckpt_read(c, t->state, t->n_state);
+    if (!st && remapped)
+        log_remap(then, omni_worker_tokenization(t->w));
+    free(then);
     if (!st) {
         t->step = meta->step;
         t->tokens_seen = meta->tokens_seen;
         t->last_saved = t->step;
+        snprintf(t->last_path, sizeof t->last_path, "%s", path);
         int64_t rows = meta->load_rows;
         if (rows > LOAD_ROWS)
             rows = LOAD_ROWS;
@@ -219,6 +412,8 @@ static omni_status loop(trainer *t)
         if ((st = omni_decide_next(t->comm, t->step, x->optim.steps, &next)))
             return st;
         if (next == OMNI_NEXT_STOP_SIGNAL) {
+            /* Rank 0 may not have had the signal itself (it went to another rank). */
+            t->stop_signal = omni_signal_number() ? omni_signal_number() : -1;
             omni_log(OMNI_LOG_INFO, "signal %d: stopping after step %lld", omni_signal_number(),
                      (long long)t->step);
             return t->last_saved == t->step ? OMNI_OK : save(t);
@@ -247,9 +442,11 @@ static omni_status loop(trainer *t)
                 st = omni_metrics_log_train(&t->log, x, t->step, omni_lr_at(x, t->step - 1),
                                             &t->sum_m, t->steps_in_sum);
                 keep_loads(t);
+                keep_routing(t, t->steps_in_sum);
                 omni_metrics_zero(&t->sum_m);
                 t->steps_in_sum = 0;
             }
+            t->route_logged = true;
             if ((st = omni_mpi_agree(t->comm, st)))
                 return st;
         }
@@ -265,12 +462,23 @@ static omni_status loop(trainer *t)
     return OMNI_OK;
 }
 
-omni_status omni_train(MPI_Comm comm, const omni_experiment *x, const char *resume_arg)
+/* "SIGTERM" for the signals that stop a run. */
+static const char *signal_name(int sig)
+{
+    return sig == SIGTERM   ? "SIGTERM"
+           : sig == SIGINT  ? "SIGINT"
+           : sig == SIGUSR1 ? "SIGUSR1"
+                            : "a signal";
+}
+
+omni_status omni_train(MPI_Comm comm, const omni_experiment *x, const omni_train_opts *opts)
 {
     trainer t;
     memset(&t, 0, sizeof t);
     t.comm = comm;
     t.x = x;
+    t.remap_tasks = opts->remap_tasks;
+    const char *resume_arg = opts->resume;
     t.last_saved = -1;
     t.last_eval = -1;
     MPI_Comm_rank(comm, &t.rank);
@@ -295,11 +503,16 @@ omni_status omni_train(MPI_Comm comm, const omni_experiment *x, const char *resu
         t.load = omni_alloc((int64_t)LOAD_ROWS * n_layers * (n_experts ? n_experts : 1),
                             sizeof *t.load, "expert load history");
         t.plan = omni_alloc(3 * (int64_t)t.size, sizeof *t.plan, "batch plan");
-        if (!t.load || !t.plan)
+        t.route = omni_alloc(route_values(&t.step_m) + 1, sizeof *t.route, "routing tables");
+        if (t.route)
+            memset(t.route, 0, (size_t)(route_values(&t.step_m) + 1) * sizeof *t.route);
+        if (!t.load || !t.plan || !t.route)
             st = OMNI_ERR_NOMEM;
     }
-    if (!st)
+    if (!st) {
         t.n_state = omni_worker_state(t.w, &t.state);
+        st = save_table(&t);
+    }
     if ((st = omni_mpi_agree(comm, st)))
         goto out;
     if (resume_arg && (st = resume(&t, resume_arg)))
@@ -308,15 +521,27 @@ omni_status omni_train(MPI_Comm comm, const omni_experiment *x, const char *resu
         st = omni_metrics_log_open(&t.log, x, omni_worker_tokenization(t.w), t.step);
     if ((st = omni_mpi_agree(comm, st)))
         goto out;
+    /* Only now, with the data checked and the checkpoint read, is the run under way: the
+     * configuration goes above its first line (a run that fails before shows its error
+     * alone). */
+    omni_log(OMNI_LOG_INFO, "# omnimoe %s, experiment %s (%s)\n%s", OMNI_VERSION,
+             x->experiment.name, opts->source ? opts->source : "-", t.yaml);
     omni_log(OMNI_LOG_INFO,
              "training %s on %d process%s x %d thread%s (GEMM %s, %s): %lld steps of %lld "
-             "sequences of %lld tokens, %d tasks, %d MoE layers of %d experts",
+             "sequences of %lld tokens, %d task%s, %d MoE layer%s of %d experts",
              x->experiment.name, t.size, t.size == 1 ? "" : "es", threads, threads == 1 ? "" : "s",
              omni_gemm_backend_name(omni_gemm_backend_of()),
              omni_gemm_kernel(omni_gemm_backend_of()), (long long)x->optim.steps,
-             (long long)x->data.batch, (long long)x->model.context, n_tasks, n_layers, n_experts);
+             (long long)x->data.batch, (long long)x->model.context, n_tasks,
+             n_tasks == 1 ? "" : "s", n_layers, n_layers == 1 ? "" : "s", n_experts);
     st = loop(&t);
-    if (!st)
+    if (!st && t.stop_signal)
+        omni_log(OMNI_LOG_INFO,
+                 "stopped at step %lld of %lld by %s; checkpoint %s; resume with "
+                 "--resume auto",
+                 (long long)t.step, (long long)x->optim.steps, signal_name(t.stop_signal),
+                 t.last_path);
+    else if (!st)
         omni_log(OMNI_LOG_INFO, "done: %lld steps, %lld tokens", (long long)t.step,
                  (long long)t.tokens_seen);
 out:
@@ -324,6 +549,8 @@ out:
         omni_metrics_log_close(&t.log);
     omni_free(t.load);
     omni_free(t.plan);
+    omni_tensor_table_free(&t.save);
+    omni_free(t.route);
     omni_metrics_free(&t.step_m);
     omni_metrics_free(&t.sum_m);
     omni_metrics_free(&t.eval_m);

@@ -385,12 +385,15 @@ out:
     return st;
 }
 
-omni_status omni_data_build(const char *spec_path, const char *out_path, FILE *progress)
+omni_status omni_data_build(const char *spec_path, const char *out_path, int64_t seed,
+                            FILE *progress)
 {
     ds_spec spec;
     omni_status st = ds_spec_parse(&spec, spec_path);
     if (st)
         return st;
+    if (seed >= 0)
+        spec.seed = (uint64_t)seed;
     ds_file *df = calloc(1, sizeof *df);
     if (!df) {
         ds_spec_free(&spec);

@@ -175,9 +175,11 @@ int64_t omni_cartpole_rollout(uint64_t seed, uint64_t episode, int64_t max_steps
 /* ---- building ---------------------------------------------------------------- */
 
 /* Build a dataset file from a spec (docs/design.md §3). Written to a temporary name and
- * renamed at the end: on failure no output file exists. Progress goes to `progress`
- * (a bar on a terminal, periodic lines otherwise; NULL: quiet). Not collective. */
-omni_status omni_data_build(const char *spec_path, const char *out_path, FILE *progress);
+ * renamed at the end: on failure no output file exists. `seed` >= 0 replaces the spec's
+ * seed (`data build --seed`); -1 keeps it. Progress goes to `progress` (a bar on a
+ * terminal, periodic lines otherwise; NULL: quiet). Not collective. */
+omni_status omni_data_build(const char *spec_path, const char *out_path, int64_t seed,
+                            FILE *progress);
 /* The demo dataset (shapes, tones, arith, cartpole), deterministic from `seed`. */
 omni_status omni_data_demo(const char *out_path, uint64_t seed, FILE *progress);
 /* Describe a dataset file (after checking all of it): tasks, counts, vocabulary, and

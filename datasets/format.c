@@ -534,6 +534,7 @@ static omni_status read_root(hid_t f, ds_file *df, bool image, bool audio, const
         return bad(path, "mu-law constants mu = %g, M = %g, expected %g and %g", mu, m,
                    (double)OMNI_MULAW_MU, (double)OMNI_MULAW_M);
     df->seed = seed >= 0 ? (uint64_t)seed : 0;
+    df->has_seed = has_seed;
     if (image) {
         if ((st = r_int(f, "/", "image_size", 1, 4096, &df->image_size, path)) ||
             (st = r_int(f, "/", "image_channels", 1, 3, &df->image_channels, path)) ||
@@ -691,6 +692,30 @@ static omni_status read_tasks(hid_t f, ds_file *df, const char *path)
     return st;
 }
 
+/* What a file without our format attribute looks like, for the message. */
+static omni_status not_a_dataset(hid_t f, const char *path)
+{
+    char fmt[64] = "";
+    if (H5Aexists(f, "format") > 0 && r_str(f, "/", "format", fmt, sizeof fmt, path) == OMNI_OK &&
+        !strcmp(fmt, "omnimoe checkpoint"))
+        return bad(path, "not an omnimoe dataset: it looks like a checkpoint (attribute "
+                         "format = \"omnimoe checkpoint\"); data.files and `data info` take "
+                         "dataset files made by `omnimoe data build` (docs/datasets.md)");
+    omni_error_clear();
+    if (H5Lexists(f, "episode_offsets", H5P_DEFAULT) > 0 ||
+        H5Lexists(f, "actions", H5P_DEFAULT) > 0)
+        return bad(path, "not an omnimoe dataset: it looks like a control episodes file "
+                         "(episode_offsets, actions); name it as `episodes:` of a control task "
+                         "in a build spec and run `omnimoe data build` (docs/datasets.md)");
+    if (fmt[0])
+        return bad(path, "not an omnimoe dataset: attribute /format is \"%s\", expected \"%s\"",
+                   fmt, OMNI_DS_FORMAT);
+    return bad(path,
+               "not an omnimoe dataset: its root has no attribute format = \"%s\" "
+               "(docs/datasets.md describes the file)",
+               OMNI_DS_FORMAT);
+}
+
 omni_status ds_read(const char *path, ds_file *df)
 {
     memset(df, 0, sizeof *df);
@@ -702,7 +727,13 @@ omni_status ds_read(const char *path, ds_file *df)
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0)
         return bad(path, "cannot open the HDF5 file");
-    omni_status st = read_tasks(f, df, path);
+    char fmt[64] = "";
+    omni_status st = OMNI_OK;
+    if (H5Aexists(f, "format") <= 0 || r_str(f, "/", "format", fmt, sizeof fmt, path) ||
+        strcmp(fmt, OMNI_DS_FORMAT))
+        st = not_a_dataset(f, path);
+    if (!st)
+        st = read_tasks(f, df, path);
     H5Fclose(f);
     if (st)
         ds_file_free(df);

@@ -76,9 +76,11 @@ omni_status omni_data_info(const char *path, FILE *out)
         free(f);
         return st;
     }
-    fprintf(out, "%s: %s version %d, %d task%s, seed %llu\n", path, OMNI_DS_FORMAT,
-            OMNI_DS_FORMAT_VERSION, f->n_tasks, f->n_tasks == 1 ? "" : "s",
-            (unsigned long long)f->seed);
+    char seed[48] = "no seed recorded";
+    if (f->has_seed)
+        snprintf(seed, sizeof seed, "seed %llu", (unsigned long long)f->seed);
+    fprintf(out, "%s: %s version %d, %d task%s, %s\n", path, OMNI_DS_FORMAT, OMNI_DS_FORMAT_VERSION,
+            f->n_tasks, f->n_tasks == 1 ? "" : "s", seed);
     fprintf(out,
             "vocabulary: text 0..%d, value bins %d..%d (mu-law mu %g, M %g), <pad> %d, "
             "<eos> %d, <sep> %d, <task> %d..%d\n",

@@ -30,6 +30,7 @@ typedef struct {
 
 typedef struct {
     uint64_t seed;
+    bool has_seed; /* the file records the seed it was built with (h5py files may not) */
     int32_t image_size, image_channels, image_patch; /* 0 when no image task */
     omni_audio_cfg audio;                            /* zeros when no audio task */
     int32_t n_tasks;

@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct {
     omni_task_info info;
@@ -128,6 +129,26 @@ static omni_status add_task(omni_sampler *s, int file, const ds_task *t, double 
     return OMNI_OK;
 }
 
+/* What to do about a task name found in two files (two %s: the name). */
+#define SAME_NAME_ADVICE                                                                           \
+    "rename the task in one file (h5py: f.move(\"tasks/%s\", \"tasks/%s_2\")), or build one "      \
+    "with another task name, or leave one file out of data.files"
+
+/* Read data file f of the experiment; a file that is not there is named with its key. */
+static omni_status read_file(omni_sampler *s, int f)
+{
+    if (access(s->paths[f], F_OK) != 0) {
+        char cwd[OMNI_PATH_MAX];
+        if (!getcwd(cwd, sizeof cwd))
+            snprintf(cwd, sizeof cwd, "?");
+        return omni_fail(OMNI_ERR_DATA,
+                         "data.files[%d] = %s: no such file; paths in data.files are relative "
+                         "to the working directory (%s), not to the experiment file",
+                         f, s->paths[f], cwd);
+    }
+    return ds_read(s->paths[f], &s->files[f]);
+}
+
 omni_status omni_sampler_open(omni_sampler **out, const omni_experiment *x)
 {
     *out = NULL;
@@ -149,7 +170,7 @@ omni_status omni_sampler_open(omni_sampler **out, const omni_experiment *x)
     }
     for (int f = 0; f < x->data.n_files; f++) {
         snprintf(s->paths[f], OMNI_PATH_MAX, "%s", x->data.files[f]);
-        if ((st = ds_read(s->paths[f], &s->files[f])))
+        if ((st = read_file(s, f)))
             goto fail;
         s->n_files++;
     }
@@ -160,9 +181,10 @@ omni_status omni_sampler_open(omni_sampler **out, const omni_experiment *x)
                 for (int k = 0; k < s->n_tasks; k++)
                     if (!strcmp(s->tasks[k].info.name, dt->name)) {
                         st = omni_fail(OMNI_ERR_DATA,
-                                       "task %s is in both %s and %s; name the "
-                                       "tasks to use in data.tasks",
-                                       dt->name, s->tasks[k].info.file, s->paths[f]);
+                                       "task %s is in both %s and %s; task names must be "
+                                       "unique across data.files: " SAME_NAME_ADVICE,
+                                       dt->name, s->tasks[k].info.file, s->paths[f], dt->name,
+                                       dt->name);
                         goto fail;
                     }
                 if (s->n_tasks == OMNI_MAX_TASKS) {
@@ -182,9 +204,10 @@ omni_status omni_sampler_open(omni_sampler **out, const omni_experiment *x)
                     if (!strcmp(s->files[f].tasks[t].name, w->name)) {
                         if (found_f >= 0) {
                             st = omni_fail(OMNI_ERR_DATA,
-                                           "task %s of data.tasks is in both %s "
-                                           "and %s, expected one file",
-                                           w->name, s->paths[found_f], s->paths[f]);
+                                           "task %s of data.tasks is in both %s and %s, "
+                                           "expected one file: " SAME_NAME_ADVICE,
+                                           w->name, s->paths[found_f], s->paths[f], w->name,
+                                           w->name);
                             goto fail;
                         }
                         found_f = f, found_t = t;

@@ -635,10 +635,16 @@ static omni_status check_consistency(const loader *ld, const char *source)
         return fail_at(blame(ld, source, &fb, "optim", "min_lr", "optim", "lr"),
                        "optim.min_lr = %g exceeds optim.lr = %g, expected min_lr <= lr",
                        x->optim.min_lr, x->optim.lr);
-    if (x->optim.warmup > x->optim.steps)
+    if (x->optim.warmup > x->optim.steps) {
+        /* A short run that leaves warmup unset meets the default: say so. */
+        bool warmup_default = !ld->set[field_index("optim", "warmup")];
         return fail_at(blame(ld, source, &fb, "optim", "warmup", "optim", "steps"),
-                       "optim.warmup = %lld exceeds optim.steps = %lld, expected warmup <= steps",
-                       (long long)x->optim.warmup, (long long)x->optim.steps);
+                       "optim.warmup = %lld%s exceeds optim.steps = %lld, expected warmup <= "
+                       "steps%s",
+                       (long long)x->optim.warmup, warmup_default ? " (the default)" : "",
+                       (long long)x->optim.steps,
+                       warmup_default ? ": set optim.warmup (e.g. --set optim.warmup=0)" : "");
+    }
     return OMNI_OK;
 }
 

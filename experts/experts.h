@@ -183,6 +183,14 @@ const omni_router_sums *omni_moe_layer_stats(const omni_moe *m, int64_t index);
  * n routed rows, which are the non-padding positions in order (padding is not routed). */
 void omni_moe_layer_routing(const omni_moe *m, int64_t index, const int32_t **expert,
                             const int32_t **slot, int64_t *n);
+/* This worker's routing statistics of one MoE layer's last TRAINING forward, by task and by
+ * modality (gating.h omni_route_table; local sums, not summed over ranks; zero after a
+ * forward that is not training). */
+void omni_moe_layer_tables(const omni_moe *m, int64_t index, omni_route_table *by_task,
+                           omni_route_table *by_modality);
+/* The modality of the token positions of `task` (patches go by their kind): text by
+ * default; control for control tasks. Set once after create. */
+void omni_moe_set_task_modality(omni_moe *m, int64_t task, omni_modality mod);
 /* The balancing bias [E] of one MoE layer (state: read, or set when resuming). */
 float *omni_moe_layer_bias(omni_moe *m, int64_t index);
 /* After a step: nudge every layer's bias from its last global loads (moe.bias_rate; a no-op

@@ -39,6 +39,8 @@ typedef struct {
     float *sh1, *sh3;      /* [S, n, ff] shared experts */
     omni_router_sums sums; /* global after forward */
     double aux, z;
+    double *route; /* [route_len] this worker's task then modality tables (training only) */
+    omni_route_table by_task, by_mod;
 } moe_layer;
 
 /* The layer fields that point at a tensor's values and gradients (NULL: none). */
@@ -67,6 +69,9 @@ struct omni_moe {
     float *dxr;              /* [n, d] */
     float *yc, *dxc;         /* [n, d] compact outputs or output gradients; input gradients */
     int32_t *task_c;         /* [n] task of routed row i */
+    int32_t *mod_c;          /* [n] modality of routed row i */
+    int8_t *task_mod;        /* [n_tasks] modality of the token positions of each task */
+    int64_t n_tasks, route_len;
     int64_t *assign_scratch;
     int64_t step, token_offset;
     bool training;
@@ -262,6 +267,9 @@ omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t ma
     m->S = x->moe.shared_experts;
     m->n_blocks = x->model.n_layers;
     m->max_tokens = max_tokens;
+    m->n_tasks = n_tasks;
+    m->route_len = omni_route_table_len(n_tasks, x->moe.num_experts) +
+                   omni_route_table_len(OMNI_MOD_COUNT, x->moe.num_experts);
     const int64_t d = m->d, E = m->E, k = m->k, ff = m->ff, S = m->S, n = max_tokens;
     omni_expert_shard(E, comm->size, comm->rank, &m->e_first, &m->e_count);
 
@@ -324,6 +332,12 @@ omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t ma
         st = omni_router_sums_create(&L->sums, E, n_tasks);
         if (st != OMNI_OK)
             goto out_fail;
+        L->route = omni_alloc_in(&m->mem, m->route_len, sizeof(double), "moe routing statistics");
+        if (m->mem.failed)
+            goto out_nomem;
+        omni_route_table_bind(&L->by_task, L->route, n_tasks, E);
+        omni_route_table_bind(&L->by_mod, L->route + omni_route_table_len(n_tasks, E),
+                              OMNI_MOD_COUNT, E);
     }
     m->send = omni_alloc_in(&m->mem, n * k * d, sizeof(float), "moe dispatch buffer");
     m->recv = omni_alloc_in(&m->mem, R * d, sizeof(float), "moe dispatch buffer");
@@ -336,10 +350,13 @@ omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t ma
     m->yc = omni_alloc_in(&m->mem, n * d, sizeof(float), "moe scratch");
     m->dxc = omni_alloc_in(&m->mem, n * d, sizeof(float), "moe scratch");
     m->task_c = omni_alloc_in(&m->mem, n, sizeof(int32_t), "moe scratch");
+    m->mod_c = omni_alloc_in(&m->mem, n, sizeof(int32_t), "moe scratch");
+    m->task_mod = omni_alloc_in(&m->mem, max64(1, n_tasks), sizeof(int8_t), "moe task modalities");
     m->assign_scratch = omni_alloc_in(&m->mem, omni_router_assign_scratch(n, E, k), sizeof(int64_t),
                                       "moe router scratch");
     if (m->mem.failed)
         goto out_nomem;
+    memset(m->task_mod, OMNI_MOD_TEXT, (size_t)max64(1, n_tasks));
     *out = m;
     return OMNI_OK;
 out_nomem:
@@ -398,6 +415,25 @@ static omni_status exchange(omni_moe *m, const float *send, const int64_t *scoun
     return m->comm.alltoallv_rows(m->comm.ctx, send, scount, sdispl, recv, rcount, rdispl, m->d);
 }
 
+void omni_moe_set_task_modality(omni_moe *m, int64_t task, omni_modality mod)
+{
+    if (task >= 0 && task < m->n_tasks)
+        m->task_mod[task] = (int8_t)mod;
+}
+
+/* The modality of position t: patches by their kind, tokens by their task's kind. */
+static int32_t modality_of(const omni_moe *m, const omni_batch *b, int64_t t)
+{
+    if (!b || !b->kind)
+        return -1;
+    if (b->kind[t] == OMNI_POS_IMAGE)
+        return OMNI_MOD_IMAGE;
+    if (b->kind[t] == OMNI_POS_AUDIO)
+        return OMNI_MOD_AUDIO;
+    int32_t task = b->task ? b->task[t] : -1;
+    return task >= 0 && task < m->n_tasks ? m->task_mod[task] : OMNI_MOD_TEXT;
+}
+
 /* Whether position t of the batch is routed: every position but padding. */
 static bool routed(const omni_batch *b, int64_t t)
 {
@@ -428,6 +464,7 @@ omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *
             continue;
         L->tok[na] = t;
         m->task_c[na] = b && b->task ? b->task[t] : -1;
+        m->mod_c[na] = modality_of(m, b, t);
         memcpy(L->x + na * d, in + t * d, (size_t)d * sizeof(float));
         na++;
     }
@@ -457,6 +494,10 @@ omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *
     if (st != OMNI_OK)
         return st;
     omni_router_losses(&L->sums, k, &L->aux, &L->z);
+    memset(L->route, 0, (size_t)m->route_len * sizeof(double));
+    if (m->training)
+        omni_route_tables_add(&L->by_task, m->task_c, &L->by_mod, m->mod_c, L->logits, L->probs,
+                              L->lse, L->expert, L->slot, na, k);
     lap(m, OMNI_MOE_T_ROUTE, &t0);
 
     /* dispatch, experts, combine */
@@ -633,6 +674,13 @@ void omni_moe_layer_routing(const omni_moe *m, int64_t index, const int32_t **ex
     *expert = m->layers[index].expert;
     *slot = m->layers[index].slot;
     *n = m->layers[index].na; /* routed rows: padding positions are not routed */
+}
+
+void omni_moe_layer_tables(const omni_moe *m, int64_t index, omni_route_table *by_task,
+                           omni_route_table *by_modality)
+{
+    *by_task = m->layers[index].by_task;
+    *by_modality = m->layers[index].by_mod;
 }
 
 float *omni_moe_layer_bias(omni_moe *m, int64_t index)

@@ -94,6 +94,50 @@ void omni_router_sums_add(omni_router_sums *s, const float *probs, const float *
                           int64_t n, int64_t k);
 
 /*
+ * Routing statistics by group of tokens, for seeing what the experts do (docs/metrics.md):
+ * per task and per modality, kept and dropped assignments per expert, the router's
+ * probabilities and the routing entropy. Unlike omni_router_sums these are LOCAL sums over
+ * one worker's tokens, accumulated without MPI; the caller sums them over ranks (with the
+ * metrics) and over steps. A table is a view into omni_route_table_len(G, E) doubles.
+ */
+typedef enum {
+    OMNI_MOD_TEXT = 0, /* token positions of every task but control ones */
+    OMNI_MOD_IMAGE,    /* image patches (of any task, control included) */
+    OMNI_MOD_AUDIO,    /* audio-spectrogram patches */
+    OMNI_MOD_CONTROL,  /* token positions of control tasks: observations and actions */
+    OMNI_MOD_COUNT
+} omni_modality;
+
+/* "text", "image", "audio", "control": the keys of the modality tables in metrics.jsonl. */
+const char *omni_modality_name(omni_modality m);
+
+typedef struct {
+    int64_t n_groups, n_experts;
+    double *kept;    /* [G, E] assignments kept after the capacity limit */
+    double *dropped; /* [G, E] assignments dropped over capacity */
+    double *prob;    /* [G, E] sum over the group's tokens of the router probability */
+    double *entropy; /* [G] sum over the group's tokens of the router entropy (nats) */
+    double *tokens;  /* [G] tokens routed */
+} omni_route_table;
+
+/* Doubles of one table: (3 E + 2) G. */
+int64_t omni_route_table_len(int64_t n_groups, int64_t n_experts);
+/* Point the views of t at buf (omni_route_table_len doubles, not cleared). */
+void omni_route_table_bind(omni_route_table *t, double *buf, int64_t n_groups, int64_t n_experts);
+
+/*
+ * Add n routed tokens to two tables at once: token t counts in group a_group[t] of `a` and
+ * b_group[t] of `b`; a group outside [0, n_groups) is not counted. logits, probs [n, E] and
+ * lse [n] as omni_router_forward gives them (a token's entropy is lse - sum_e p_e l_e, no
+ * logarithm per expert), expert/slot [n, k] as omni_router_topk and omni_router_assign
+ * give them. No allocation.
+ */
+void omni_route_tables_add(omni_route_table *a, const int32_t *a_group, omni_route_table *b,
+                           const int32_t *b_group, const float *logits, const float *probs,
+                           const float *lse, const int32_t *expert, const int32_t *slot, int64_t n,
+                           int64_t k);
+
+/*
  * The losses from (global) sums, T = tokens, A = k T assignments:
  *   aux = E * sum_i f_i P_i,  f_i = assigned_i / (k T),  P_i = prob_i / T
  *   z   = zsum / T

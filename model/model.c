@@ -20,8 +20,9 @@
  * multiples of 16 floats, so every tensor starts 64-byte aligned. A failure is kept in
  * m->layout_failed, checked once after the table.
  */
-static void add(omni_model *m, int64_t block, const char *part, size_t field, int64_t group,
-                bool decay, omni_init_rule init, const char *meaning, int64_t d0, int64_t d1)
+static omni_tensor *add(omni_model *m, int64_t block, const char *part, size_t field, int64_t group,
+                        bool decay, omni_init_rule init, const char *meaning, int64_t d0,
+                        int64_t d1)
 {
     omni_tensor proto = {
         .rank = d1 > 0 ? 2 : 1,
@@ -41,10 +42,11 @@ static void add(omni_model *m, int64_t block, const char *part, size_t field, in
                                                  (long long)block, part);
     if (!t) {
         m->layout_failed = true;
-        return;
+        return NULL;
     }
     m->slots[m->tensors.n - 1] = (omni_view_slot){block, field};
     m->n_params += (t->numel + 15) / 16 * 16;
+    return t;
 }
 
 #define VIEW(f)  offsetof(omni_param_view, f)
@@ -58,8 +60,10 @@ static omni_status build_table(omni_model *m)
     m->slots = omni_alloc(10 + 7 * m->L, sizeof *m->slots, "model tensor table");
     if (!m->slots)
         return OMNI_ERR_NOMEM;
-    add(m, -1, "embed/tok", VIEW(tok), E, false, OMNI_INIT_NORMAL,
-        "[vocab, d_model]: token embedding", m->V, d);
+    omni_tensor *t = add(m, -1, "embed/tok", VIEW(tok), E, false, OMNI_INIT_NORMAL,
+                         "[vocab, d_model]: token embedding", m->V, d);
+    if (t)
+        t->vocab_dims = 1u << 0;
     if (m->img_dim > 0) {
         add(m, -1, "embed/img_w", VIEW(img_w), E, true, OMNI_INIT_NORMAL,
             "[image_patch_dim, d_model]: image patch projection", m->img_dim, d);
@@ -100,8 +104,10 @@ static omni_status build_table(omni_model *m)
     }
     add(m, -1, "head/norm", VIEW(out_norm), OMNI_GRADS_HEAD, false, OMNI_INIT_ONES,
         "[d_model]: final RMSNorm gain", d, 0);
-    add(m, -1, "head/w", VIEW(out_w), OMNI_GRADS_HEAD, true, OMNI_INIT_NORMAL,
-        "[d_model, vocab]: output head", d, m->V);
+    t = add(m, -1, "head/w", VIEW(out_w), OMNI_GRADS_HEAD, true, OMNI_INIT_NORMAL,
+            "[d_model, vocab]: output head", d, m->V);
+    if (t)
+        t->vocab_dims = 1u << 1;
     return m->layout_failed ? OMNI_ERR_NOMEM : OMNI_OK;
 }
 #undef VIEW

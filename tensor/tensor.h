@@ -51,6 +51,10 @@ typedef struct {
     int64_t dims[OMNI_TENSOR_MAX_RANK]; /* GLOBAL shape, e.g. [E, d_model, expert_ff] */
     const char *meaning;    /* what the dimensions are: "[expert, d_model, expert_ff]: SwiGLU
                                gate of each expert"; the checkpoint's "meaning" attribute */
+    uint8_t vocab_dims;     /* bit d set: dimension d is indexed by token id (the vocabulary,
+                               whose last entries are the <task> tokens); a resume into
+                               another task set (--remap-tasks) moves those entries by task
+                               name */
     void *data;             /* this rank's rows [row_lo, row_hi) of dim 0, row-major */
     int64_t row_lo, row_hi; /* the whole tensor: 0, dims[0]; none: row_lo == row_hi */
     bool writer;            /* checkpoint save: this rank writes its rows. The writers' row

@@ -186,6 +186,9 @@ static omni_status open_parts(omni_worker *w)
         if (!st)
             st = omni_moe_create(&w->moe, x, w->max_seq * x->model.context, w->n_tasks, &w->ops);
         if (!st) {
+            for (int t = 0; t < w->n_tasks; t++)
+                if (omni_sampler_task(w->sampler, t)->kind == OMNI_KIND_CONTROL)
+                    omni_moe_set_task_modality(w->moe, t, OMNI_MOD_CONTROL);
             omni_ffn_hook hook = {
                 .ctx = w->moe, .forward = omni_moe_forward, .backward = omni_moe_backward};
             omni_model_set_moe(w->model, &hook);
@@ -283,7 +286,21 @@ static void add_metrics(omni_worker *w, const omni_model_metrics *mm, omni_metri
     for (int64_t p = 0; p < n; p++)
         tokens += b->kind[p] != OMNI_POS_PAD;
     *m->tokens += (double)tokens;
-    if (!training || !w->moe || w->rank != 0)
+    if (!training || !w->moe)
+        return;
+    /* This rank's routing tables (local sums): every rank adds, the reduce sums them. */
+    for (int l = 0; l < (int)omni_moe_n_layers(w->moe); l++) {
+        omni_route_table wt, wm, lt, lm;
+        omni_metrics_tables(m, l, &wt, &wm);
+        omni_moe_layer_tables(w->moe, l, &lt, &lm);
+        int64_t nt = omni_route_table_len(lt.n_groups, lt.n_experts);
+        int64_t nm = omni_route_table_len(lm.n_groups, lm.n_experts);
+        for (int64_t i = 0; i < nt; i++)
+            wt.kept[i] += lt.kept[i];
+        for (int64_t i = 0; i < nm; i++)
+            wm.kept[i] += lm.kept[i];
+    }
+    if (w->rank != 0)
         return;
     for (int64_t l = 0; l < omni_moe_n_layers(w->moe); l++) {
         double aux, z;

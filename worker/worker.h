@@ -68,6 +68,11 @@ typedef struct {
     double *load;         /* [n_moe_layers, n_experts] token assignments kept */
     double *dropped;      /* [n_moe_layers] assignments dropped over capacity */
     double *assigned;     /* [n_moe_layers] assignments routed (kept + dropped) */
+    /* [n_moe_layers, route_len]: per layer, the routing statistics by task then by
+     * modality (gating.h omni_route_table), summed over ranks like the rest; views by
+     * omni_metrics_tables. */
+    int64_t route_len;
+    double *route;
 } omni_metrics;
 
 omni_status omni_metrics_create(omni_metrics *m, int n_tasks, int n_moe_layers, int n_experts);
@@ -75,6 +80,9 @@ void omni_metrics_free(omni_metrics *m);
 void omni_metrics_zero(omni_metrics *m);
 /* Collective: sum every rank's values onto rank 0 (in place there). */
 omni_status omni_metrics_reduce(MPI_Comm comm, omni_metrics *m);
+/* The routing tables of MoE layer l: by task [n_tasks, E] and by modality [OMNI_MOD_COUNT, E]. */
+void omni_metrics_tables(const omni_metrics *m, int l, omni_route_table *by_task,
+                         omni_route_table *by_modality);
 /* max / mean expert load of MoE layer l (1.0 when perfectly even; 0 when no tokens). */
 double omni_metrics_load_ratio(const omni_metrics *m, int l);
 

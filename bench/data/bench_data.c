@@ -96,7 +96,7 @@ int main(int argc, char **argv)
     snprintf(spec, sizeof spec, "%s/spec.yaml", dir);
     snprintf(out, sizeof out, "%s/bench.h5", dir);
     double t0 = omni_now();
-    omni_status st = omni_data_build(spec, out, stdout); /* per-task times */
+    omni_status st = omni_data_build(spec, out, -1, stdout); /* per-task times */
     double t_build = omni_now() - t0;
     if (st) {
         fprintf(stderr, "bench_data: %s\n", omni_error_message());

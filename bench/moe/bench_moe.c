@@ -41,6 +41,49 @@ static double sgemm_rate(int64_t m, int64_t n, int64_t kk, int reps)
     return 2.0 * (double)m * (double)n * (double)kk * reps / dt / 1e9;
 }
 
+/*
+ * The cost of the routing statistics by task and modality (gating.h omni_route_tables_add,
+ * issue 13) for the n tokens of one layer's forward, beside the layer's fwd+bwd time: the
+ * same routing as a real step (router of random weights, top-k, capacity), best of 20.
+ */
+static void table_cost(const float *x, int64_t n, int64_t d, int64_t E, int64_t k, double cf,
+                       double layer_ms)
+{
+    float *w = omni_alloc(d * E, sizeof(float), "bench"), *logits = omni_alloc(n * E, 4, "bench");
+    float *probs = omni_alloc(n * E, 4, "bench"), *lse = omni_alloc(n, 4, "bench");
+    float *prob = omni_alloc(n * k, 4, "bench"), *gate = omni_alloc(n * k, 4, "bench");
+    int32_t *ex = omni_alloc(n * k, 4, "bench"), *slot = omni_alloc(n * k, 4, "bench");
+    int32_t *task = omni_alloc(n, 4, "bench"), *mod = omni_alloc(n, 4, "bench");
+    int64_t *kept = omni_alloc(E, 8, "bench");
+    int64_t *scratch = omni_alloc(omni_router_assign_scratch(n, E, k), 8, "bench");
+    const int64_t G = 8;
+    double *buf = omni_alloc(omni_route_table_len(G, E) + omni_route_table_len(OMNI_MOD_COUNT, E),
+                             sizeof(double), "bench");
+    omni_rng r;
+    omni_rng_init(&r, 1, "bench/router", 0);
+    omni_rng_fill_normal(&r, 0, d * E, 0.0f, 0.1f, w);
+    omni_router_forward(logits, probs, lse, x, w, n, d, E);
+    omni_router_topk(ex, prob, gate, logits, probs, NULL, n, E, k, true);
+    omni_router_assign(slot, kept, ex, prob, n, E, k, omni_moe_capacity(k, cf, n, E), scratch);
+    for (int64_t t = 0; t < n; t++)
+        task[t] = (int32_t)(t / 97 % G), mod[t] = (int32_t)(t / 31 % OMNI_MOD_COUNT);
+    omni_route_table a, b;
+    omni_route_table_bind(&a, buf, G, E);
+    omni_route_table_bind(&b, buf + omni_route_table_len(G, E), OMNI_MOD_COUNT, E);
+    double best = 1e30;
+    for (int rep = 0; rep < 20; rep++) {
+        double t0 = omni_now();
+        omni_route_tables_add(&a, task, &b, mod, logits, probs, lse, ex, slot, n, k);
+        best = fmin(best, omni_now() - t0);
+    }
+    printf("  routing tables (%lld tasks + modalities, per layer forward)  %.3f ms = %.3f%% of "
+           "fwd+bwd\n",
+           (long long)G, 1e3 * best, 100.0 * 1e3 * best / layer_ms);
+    void *all[] = {w, logits, probs, lse, prob, gate, ex, slot, task, mod, kept, scratch, buf};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        omni_free(all[i]);
+}
+
 int main(int argc, char **argv)
 {
     const char *cfg = OMNI_SOURCE_DIR "/configs/bench-medium.yaml";
@@ -144,6 +187,7 @@ int main(int argc, char **argv)
            100.0 * rate / gemm);
     printf("  experts alone (mean)  %.2f GFLOP/s = %.1f%% of sgemm\n", expert_rate,
            100.0 * expert_rate / gemm);
+    table_cost(in, n, d, E, k, x.moe.capacity_factor, 1e3 * t_total / iters);
     omni_free(in), omni_free(out), omni_free(dout), omni_free(din);
     omni_moe_free(m);
     return 0;

@@ -119,20 +119,19 @@ Test(checkpoint, model_key_mismatch_names_the_first_key)
     free(ck);
 }
 
-Test(checkpoint, task_list_order_shapes_the_model_weights_do_not)
+Test(checkpoint, task_list_is_left_to_the_task_table_weights_are_training_keys)
 {
     char *ck = effective(NULL, 0);
     omni_experiment now;
+    /* The order of data.tasks makes the task table, which resume compares itself. */
     const char *swapped = "experiment: {name: t, seed: 3}\n"
                           "model: {d_model: 64, n_layers: 4, n_heads: 4, d_ff: 128, context: 32}\n"
                           "moe: {num_experts: 8, top_k: 2, every: 2, expert_ff: 96}\n"
                           "data: {files: [d.h5], tasks: {b: 2.0, a: 1.0}, batch: 8}\n"
                           "optim: {steps: 100, lr: 1.0e-3}\n";
     cr_assert_eq(omni_experiment_parse(&now, swapped, strlen(swapped), "s.yaml", NULL, 0), OMNI_OK);
-    cr_assert_eq(omni_ckpt_check_experiment("c.h5", ck, &now, NULL, 0), OMNI_ERR_CKPT);
-    cr_assert(strstr(omni_error_message(), "data.tasks are [a, b] in the checkpoint, [b, a]") !=
-                  NULL,
-              "%s", omni_error_message());
+    cr_assert_eq(omni_ckpt_check_experiment("c.h5", ck, &now, NULL, 0), OMNI_OK, "%s",
+                 omni_error_message());
 
     const char *weights = "experiment: {name: t, seed: 3}\n"
                           "model: {d_model: 64, n_layers: 4, n_heads: 4, d_ff: 128, context: 32}\n"

@@ -37,7 +37,8 @@ Test(coordinator, load_ratio_is_max_over_mean)
     cr_assert_float_eq(omni_metrics_load_ratio(&m, 1), 4.0, 1e-12);
     omni_metrics_zero(&m);
     cr_assert_eq(omni_metrics_load_ratio(&m, 1), 0.0);
-    cr_assert_eq(m.v + m.n_values, m.assigned + 2, "views tile the storage");
+    cr_assert_eq(m.v + m.n_values, m.route + 2 * m.route_len, "views tile the storage");
+    cr_assert_eq(m.route, m.assigned + 2);
     omni_metrics_free(&m);
 }
 
@@ -57,6 +58,12 @@ Test(coordinator, log_writes_one_json_object_per_line_with_per_task_values)
     *m.loss = 2.0, *m.tokens = 100;
     m.task_loss[0] = 3.0, m.task_count[0] = 2, m.task_correct[0] = 1;
     m.load[0] = 3, m.load[1] = 1, m.assigned[0] = 5, m.dropped[0] = 1;
+    omni_route_table tt, tm;
+    omni_metrics_tables(&m, 0, &tt, &tm);
+    tt.kept[0] = 2, tt.kept[1] = 1, tt.kept[2] = 1, tt.dropped[2] = 1; /* a: [2, 1], b: [1, 0] */
+    tt.prob[0] = 1.2, tt.prob[1] = 0.8, tt.tokens[0] = 2, tt.entropy[0] = 1.0;
+    tm.kept[OMNI_MOD_IMAGE * 2 + 1] = 4, tm.prob[OMNI_MOD_IMAGE * 2] = 1,
+                                 tm.tokens[OMNI_MOD_IMAGE] = 1;
     /* The task table, not data.tasks, names the values. */
     omni_tokenization tok = {.n_tasks = 2};
     snprintf(tok.tasks[0].name, sizeof tok.tasks[0].name, "a");
@@ -78,6 +85,20 @@ Test(coordinator, log_writes_one_json_object_per_line_with_per_task_values)
     cr_assert(strstr(buf, "\"drop_share\": 0.2, \"load_max_over_mean\": [1.5], \"expert_load\": "
                           "[[3, 1]]") != NULL,
               "%s", buf);
+    const char *routing[] = {
+        "\"task_expert_load\": [{\"a\": [2, 1], \"b\": [1, 0]}]",
+        "\"task_expert_drop\": [{\"a\": [0, 0], \"b\": [1, 0]}]",
+        "\"task_expert_prob\": [{\"a\": [0.6, 0.4], \"b\": [null, null]}]",
+        "\"task_entropy\": [{\"a\": 0.5, \"b\": null}]",
+        "\"task_mean_entropy\": [{\"a\": 0.67301166700925", /* -(.6 ln .6 + .4 ln .4) */
+        "\"task_tokens\": {\"a\": 2, \"b\": 0}",
+        "\"modality_expert_load\": [{\"text\": [0, 0], \"image\": [0, 4], \"audio\": [0, 0], "
+        "\"control\": [0, 0]}]",
+        "\"modality_expert_prob\": [{\"text\": [null, null], \"image\": [1, 0]",
+        "\"modality_mean_entropy\": [{\"text\": null, \"image\": 0, ",
+        "\"dead_experts\": [[]]"};
+    for (size_t i = 0; i < sizeof routing / sizeof routing[0]; i++)
+        cr_assert(strstr(buf, routing[i]) != NULL, "no %s in %s", routing[i], buf);
     cr_assert(strstr(buf, "{\"eval\": true, \"step\": 10, \"task_loss\": {\"a\": 1.5, \"b\": "
                           "null}, \"task_accuracy\": {\"a\": 0.5, \"b\": null}}\n") != NULL,
               "%s", buf);

@@ -263,7 +263,7 @@ static void build_fixtures(char *dir, size_t cap, char *out, size_t out_cap, ds_
     snprintf(out, out_cap, "%s/fx.h5", dir);
     char spec[1024];
     snprintf(spec, sizeof spec, "%s/tests/data/spec.yaml", source_dir());
-    cr_assert_eq(omni_data_build(spec, out, NULL), OMNI_OK, "%s", omni_error_message());
+    cr_assert_eq(omni_data_build(spec, out, -1, NULL), OMNI_OK, "%s", omni_error_message());
     cr_assert_eq(ds_read(out, f), OMNI_OK, "%s", omni_error_message());
 }
 
@@ -749,7 +749,7 @@ Test(datasets, sampler_takes_tasks_from_several_files)
     omni_sampler_close(open_synthetic(dir, "{}", 32, 1.0)); /* writes dir/syn.h5 */
     snprintf(fx, sizeof fx, "%s/fx.h5", dir);
     snprintf(spec, sizeof spec, "%s/tests/data/spec.yaml", source_dir());
-    cr_assert_eq(omni_data_build(spec, fx, NULL), OMNI_OK, "%s", omni_error_message());
+    cr_assert_eq(omni_data_build(spec, fx, -1, NULL), OMNI_OK, "%s", omni_error_message());
     snprintf(yaml, sizeof yaml,
              "experiment: {name: t}\nmodel: {context: 32}\n"
              "data: {files: [%s/syn.h5, %s], tasks: {qa: 1, a: 1, ctrl: 1}}\n",

@@ -284,7 +284,7 @@ static void good_dataset(void)
     char spec[1024], out[256];
     snprintf(spec, sizeof spec, "%s/tests/data/spec.yaml", getenv("OMNI_SOURCE_DIR"));
     snprintf(out, sizeof out, "%s/data.h5", dir);
-    cr_assert_eq(omni_data_build(spec, out, NULL), OMNI_OK, "%s", omni_error_message());
+    cr_assert_eq(omni_data_build(spec, out, -1, NULL), OMNI_OK, "%s", omni_error_message());
 }
 
 static void poke(const char *dset, hid_t mtype, int64_t index, const void *value)
@@ -456,6 +456,67 @@ Test(datasets, file_control_loss_on_an_observation)
     uint8_t v = 1;
     poke("/tasks/ctrl/train/loss", H5T_NATIVE_UINT8, 1, &v);
     expect_info_fails("data.h5", "expected loss on action tokens only");
+}
+
+Test(datasets, file_that_is_not_a_dataset_says_what_it_looks_like)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/ckpt.h5", dir);
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t t = H5Tcopy(H5T_C_S1), sp = H5Screate(H5S_SCALAR);
+    H5Tset_size(t, 18);
+    hid_t a = H5Acreate2(f, "format", t, sp, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert(a >= 0 && H5Awrite(a, t, "omnimoe checkpoint") >= 0);
+    H5Aclose(a);
+    H5Sclose(sp);
+    H5Tclose(t);
+    H5Fclose(f);
+    const char *err;
+    cr_assert_eq(run("data info ckpt.h5", &err), 2, "%s", err);
+    cr_assert(strstr(err, "ckpt.h5: not an omnimoe dataset: it looks like a checkpoint"), "%s",
+              err);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "data info '%s/tests/data/episodes.h5'", getenv("OMNI_SOURCE_DIR"));
+    cr_assert_eq(run(cmd, &err), 2, "%s", err);
+    cr_assert(strstr(err, "episodes.h5: not an omnimoe dataset: it looks like a control episodes "
+                          "file"),
+              "%s", err);
+}
+
+Test(datasets, info_of_a_file_without_a_seed_says_so)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "data info '%s/tests/data/h5py_written.h5'",
+             getenv("OMNI_SOURCE_DIR"));
+    const char *err;
+    cr_assert_eq(run(cmd, &err), 0, "%s", err);
+    char *out;
+    size_t len;
+    char path[256];
+    snprintf(path, sizeof path, "%s/stdout.txt", dir);
+    cr_assert_eq(omni_read_file(path, &out, &len), OMNI_OK);
+    cr_assert(strstr(out, "2 tasks, no seed recorded\n"), "%s", out);
+    cr_assert_null(strstr(out, "seed 0"), "%s", out);
+    free(out);
+}
+
+Test(datasets, build_seed_flag_replaces_the_specs_seed)
+{
+    char cmd[1024], path[256];
+    snprintf(cmd, sizeof cmd, "data build '%s/tests/data/spec.yaml' --out seeded.h5 --seed 99",
+             getenv("OMNI_SOURCE_DIR"));
+    const char *err;
+    cr_assert_eq(run(cmd, &err), 0, "%s", err);
+    snprintf(path, sizeof path, "%s/stdout.txt", dir);
+    char *out;
+    size_t len;
+    cr_assert_eq(omni_read_file(path, &out, &len), OMNI_OK);
+    cr_assert(strstr(out, "seed 99 (--seed, in place of the spec's)"), "%s", out);
+    free(out);
+    cr_assert_eq(run("data info seeded.h5", &err), 0, "%s", err);
+    cr_assert_eq(omni_read_file(path, &out, &len), OMNI_OK);
+    cr_assert(strstr(out, "5 tasks, seed 99\n"), "%s", out);
+    free(out);
 }
 
 Test(datasets, file_missing_attribute)

@@ -90,6 +90,56 @@ Test(experts, padding_positions_are_not_routed_and_output_zero)
     omni_moe_free(ref);
 }
 
+Test(experts, routing_tables_count_tasks_and_modalities_of_training_forwards)
+{
+    omni_experiment x;
+    setup(&x);
+    enum { N = 8 };
+    omni_moe *m = make(&x, N, 0, 1);
+    omni_moe_set_task_modality(m, 2, OMNI_MOD_CONTROL); /* task 2 is a control task */
+    /* t0 token of task 0, t1 image patch of 0, t2 audio patch of 1, t3 token of 1,
+     * t4 padding, t5 token of 2, t6 image patch of 2, t7 token of 2 */
+    uint8_t kind[N] = {OMNI_POS_TOKEN, OMNI_POS_IMAGE, OMNI_POS_AUDIO, OMNI_POS_TOKEN,
+                       OMNI_POS_PAD,   OMNI_POS_TOKEN, OMNI_POS_IMAGE, OMNI_POS_TOKEN};
+    int32_t task[N] = {0, 0, 1, 1, -1, 2, 2, 2};
+    omni_batch b = {.n_seq = 1, .context = N, .kind = kind, .task = task};
+    float in[N * D], out[N * D];
+    omni_rng r;
+    omni_rng_init(&r, 1, "test/modality", 0);
+    omni_rng_fill_normal(&r, 0, N * D, 0.0f, 1.0f, in);
+    omni_moe_set_step(m, 0, 0, true);
+    cr_assert_eq(omni_moe_forward(m, 1, out, in, &b, N), OMNI_OK);
+    omni_route_table bt, bm;
+    omni_moe_layer_tables(m, 0, &bt, &bm);
+    const double want_task[3] = {2, 2, 3}, want_mod[OMNI_MOD_COUNT] = {2, 2, 1, 2};
+    for (int g = 0; g < 3; g++)
+        cr_assert_eq(bt.tokens[g], want_task[g], "task %d: %g tokens", g, bt.tokens[g]);
+    for (int g = 0; g < OMNI_MOD_COUNT; g++)
+        cr_assert_eq(bm.tokens[g], want_mod[g], "%s: %g tokens", omni_modality_name(g),
+                     bm.tokens[g]);
+    /* every kept assignment is in the tables, k per token (dropless), probabilities sum to
+     * one per token */
+    double kept = 0, prob = 0;
+    for (int i = 0; i < 3 * 4; i++)
+        kept += bt.kept[i], prob += bt.prob[i];
+    cr_assert_eq(kept, 7.0 * 2);
+    cr_assert_float_eq(prob, 7.0, 1e-5);
+    const int32_t *ex, *sl;
+    int64_t n;
+    omni_moe_layer_routing(m, 0, &ex, &sl, &n);
+    cr_assert_eq(n, 7);
+    /* the image patch of task 2 (row 5: t6) counts under image, its tokens under control */
+    for (int c = 0; c < 2; c++)
+        cr_assert_geq(bm.kept[OMNI_MOD_IMAGE * 4 + ex[5 * 2 + c]], 1.0);
+    /* an evaluation forward leaves the tables empty */
+    omni_moe_set_step(m, 0, 0, false);
+    cr_assert_eq(omni_moe_forward(m, 1, out, in, &b, N), OMNI_OK);
+    omni_moe_layer_tables(m, 0, &bt, &bm);
+    for (int g = 0; g < 3; g++)
+        cr_assert_eq(bt.tokens[g], 0.0);
+    omni_moe_free(m);
+}
+
 Test(experts, tensor_table_names_shapes_and_dense_prefix)
 {
     omni_experiment x;

@@ -268,3 +268,71 @@ Test(gating, jitter_is_bounded_and_independent_of_how_tokens_are_split)
     omni_router_jitter(part, x, 0.1f, 7, 1, 4, 100, NULL, N, D);
     cr_assert_neq(memcmp(part, whole, sizeof whole), 0);
 }
+
+/* The entropy of a distribution, written out with logarithms (the code uses lse - p.l). */
+static double entropy_of(const float *p, int n)
+{
+    double h = 0;
+    for (int i = 0; i < n; i++)
+        h -= (double)p[i] * log((double)p[i]);
+    return h;
+}
+
+Test(gating, route_tables_equal_a_hand_count_by_task_and_modality)
+{
+    /* 4 tokens, 3 experts, top-2. logits = log p, so lse = 0 and the probabilities are
+     * exact. t1 loses its second choice (expert 2), t2 its second (expert 1). */
+    enum { N = 4, E = 3, K = 2 };
+    const float probs[N * E] = {.5f, .3f, .2f, .1f, .6f, .3f, .7f, .2f, .1f, .25f, .25f, .5f};
+    float logits[N * E], lse[N] = {0};
+    for (int i = 0; i < N * E; i++)
+        logits[i] = logf(probs[i]);
+    const int32_t expert[N * K] = {0, 1, 1, 2, 0, 1, 2, 0};
+    const int32_t slot[N * K] = {0, 0, 1, -1, 1, -1, 0, 2};
+    const int32_t task[N] = {0, 1, 0, -1}; /* t3: none */
+    const int32_t mod[N] = {OMNI_MOD_TEXT, OMNI_MOD_TEXT, OMNI_MOD_AUDIO, OMNI_MOD_CONTROL};
+    double tbuf[64], mbuf[64];
+    cr_assert_eq(omni_route_table_len(2, E), 22);
+    cr_assert_eq(omni_route_table_len(OMNI_MOD_COUNT, E), 44);
+    memset(tbuf, 0, sizeof tbuf);
+    memset(mbuf, 0, sizeof mbuf);
+    omni_route_table bt, bm;
+    omni_route_table_bind(&bt, tbuf, 2, E);
+    omni_route_table_bind(&bm, mbuf, OMNI_MOD_COUNT, E);
+    omni_route_tables_add(&bt, task, &bm, mod, logits, probs, lse, expert, slot, N, K);
+
+    /* by task: task 0 = t0, t2; task 1 = t1 */
+    const double t_kept[2 * E] = {2, 1, 0, 0, 1, 0};
+    const double t_drop[2 * E] = {0, 1, 0, 0, 0, 1};
+    const double t_prob[2 * E] = {1.2, .5, .3, .1, .6, .3};
+    for (int i = 0; i < 2 * E; i++) {
+        cr_assert_eq(bt.kept[i], t_kept[i], "task kept[%d] = %g", i, bt.kept[i]);
+        cr_assert_eq(bt.dropped[i], t_drop[i], "task dropped[%d] = %g", i, bt.dropped[i]);
+        cr_assert_float_eq(bt.prob[i], t_prob[i], 1e-6, "task prob[%d] = %g", i, bt.prob[i]);
+    }
+    cr_assert_eq(bt.tokens[0], 2.0);
+    cr_assert_eq(bt.tokens[1], 1.0);
+    cr_assert_float_eq(bt.entropy[0], entropy_of(probs, E) + entropy_of(probs + 2 * E, E), 1e-6);
+    cr_assert_float_eq(bt.entropy[1], entropy_of(probs + E, E), 1e-6);
+
+    /* by modality: text = t0, t1; image none; audio = t2; control = t3 */
+    const double m_kept[OMNI_MOD_COUNT * E] = {1, 2, 0, 0, 0, 0, 1, 0, 0, 1, 0, 1};
+    const double m_drop[OMNI_MOD_COUNT * E] = {0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0};
+    const double m_prob[OMNI_MOD_COUNT * E] = {.6, .9, .5, 0, 0, 0, .7, .2, .1, .25, .25, .5};
+    for (int i = 0; i < OMNI_MOD_COUNT * E; i++) {
+        cr_assert_eq(bm.kept[i], m_kept[i], "modality kept[%d] = %g", i, bm.kept[i]);
+        cr_assert_eq(bm.dropped[i], m_drop[i], "modality dropped[%d] = %g", i, bm.dropped[i]);
+        cr_assert_float_eq(bm.prob[i], m_prob[i], 1e-6, "modality prob[%d] = %g", i, bm.prob[i]);
+    }
+    const double m_tok[OMNI_MOD_COUNT] = {2, 0, 1, 1};
+    for (int g = 0; g < OMNI_MOD_COUNT; g++)
+        cr_assert_eq(bm.tokens[g], m_tok[g]);
+    cr_assert_eq(bm.entropy[OMNI_MOD_IMAGE], 0.0);
+    cr_assert_float_eq(bm.entropy[OMNI_MOD_CONTROL], entropy_of(probs + 3 * E, E), 1e-6);
+    cr_assert_str_eq(omni_modality_name(OMNI_MOD_CONTROL), "control");
+
+    /* adding the same tokens again doubles every sum (tables accumulate) */
+    omni_route_tables_add(&bt, task, &bm, mod, logits, probs, lse, expert, slot, N, K);
+    cr_assert_eq(bt.kept[0], 4.0);
+    cr_assert_eq(bm.dropped[OMNI_MOD_AUDIO * E + 1], 2.0);
+}

@@ -6,6 +6,7 @@
 
 must_train 2 cap --set moe.capacity_factor=0.5 --set moe.aux_loss=0 --set optim.steps=30
 check drops cap/metrics.jsonl
+check routing cap/metrics.jsonl
 check falls cap/metrics.jsonl --steps 5 --by 0.9
 # The log line: "| drop 12.3% |" with a non-zero share on every step line.
 lines=$(grep -c '^step [0-9]*/30 ' cap.log)

@@ -5,6 +5,8 @@
                                          every field but the timings (bit-identical losses)
   jsonl.py close A B --rtol R [--from S] losses and per-task losses agree to relative R,
                                          expert loads and drop shares exactly
+  jsonl.py routing A [--k K]             the routing tables (task/modality x expert) add up:
+                                         to expert_load, to the drop share, to K per token
   jsonl.py drops A                       every step dropped some assignments (drop_share > 0)
   jsonl.py falls A --steps N --by F      the mean loss of the last N steps is below F times
                                          the mean of the first N
@@ -41,6 +43,26 @@ def load(path, first=0):
     if not steps:
         sys.exit(f"FAIL: {path}: no training steps >= {first}")
     return steps
+
+
+ROUTE_COUNTS = ("task_expert_load", "task_expert_drop", "task_tokens", "modality_expert_load",
+                "modality_expert_drop", "modality_tokens", "dead_experts")
+ROUTE_REALS = ("task_expert_prob", "modality_expert_prob", "task_entropy", "modality_entropy",
+               "task_mean_entropy", "modality_mean_entropy")
+
+
+def leaves(path, x, y):
+    """(path, a, b) for every number of two JSON values of the same shape."""
+    if isinstance(x, dict) and isinstance(y, dict) and x.keys() == y.keys():
+        for k in x:
+            yield from leaves(f"{path}.{k}", x[k], y[k])
+    elif isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
+        for i, (u, v) in enumerate(zip(x, y)):
+            yield from leaves(f"{path}[{i}]", u, v)
+    elif isinstance(x, (dict, list)) or isinstance(y, (dict, list)):
+        yield path, None, 0.0  # shapes differ: reported as a difference
+    else:
+        yield path, x, y
 
 
 def same_steps(a, b, pa, pb):
@@ -82,11 +104,58 @@ def cmd_close(args):
             if r > args.rtol:
                 sys.exit(f"FAIL: step {s}: {name} {x!r} vs {y!r}: relative difference "
                          f"{r:.3g} > {args.rtol:g}")
-        for k in ("expert_load", "drop_share"):
-            if a[s][k] != b[s][k]:
-                sys.exit(f"FAIL: step {s}: {k} {a[s][k]} in {args.a}, {b[s][k]} in {args.b}")
+        for k in ("expert_load", "drop_share") + ROUTE_COUNTS:
+            if a[s].get(k) != b[s].get(k):
+                sys.exit(f"FAIL: step {s}: {k} {a[s].get(k)} in {args.a}, {b[s].get(k)} in {args.b}")
+        for k in ROUTE_REALS:
+            for path, x, y in leaves(k, a[s].get(k), b[s].get(k)):
+                if rel(x, y) > args.rtol:
+                    sys.exit(f"FAIL: step {s}: {path} {x!r} vs {y!r}: relative difference "
+                             f"{rel(x, y):.3g} > {args.rtol:g}")
     print(f"close: {len(a)} steps, largest relative loss difference {worst:.3g} "
-          f"({where or 'none'}), expert loads identical")
+          f"({where or 'none'}), expert loads and routing counts identical, router "
+          f"probabilities and entropies within {args.rtol:g}")
+
+
+def cmd_routing(args):
+    a = load(args.a)
+    for s in sorted(a):
+        o = a[s]
+        for k in ROUTE_COUNTS + ROUTE_REALS:
+            if k not in o:
+                sys.exit(f"FAIL: step {s}: no {k}")
+        tokens = sum(o["task_tokens"].values())
+        if tokens != sum(o["modality_tokens"].values()):
+            sys.exit(f"FAIL: step {s}: task and modality tokens differ")
+        layer_drops = {}
+        for l, loads in enumerate(o["expert_load"]):
+            for table in ("task", "modality"):
+                kept = o[f"{table}_expert_load"][l]
+                drop = o[f"{table}_expert_drop"][l]
+                col = [sum(row[e] for row in kept.values()) for e in range(len(loads))]
+                if col != loads:
+                    sys.exit(f"FAIL: step {s} layer {l}: {table}_expert_load sums to {col}, "
+                             f"expert_load is {loads}")
+                assigned = sum(map(sum, kept.values())) + sum(map(sum, drop.values()))
+                if assigned != args.k * tokens:
+                    sys.exit(f"FAIL: step {s} layer {l}: {assigned} assignments in "
+                             f"{table}_expert_load/drop, expected k x tokens = {args.k * tokens}")
+                dropped = sum(map(sum, drop.values()))
+                layer_drops.setdefault(table, []).append((dropped, assigned))
+                for g, p in o[f"{table}_expert_prob"][l].items():
+                    if p[0] is not None and abs(sum(p) - 1) > 1e-5:
+                        sys.exit(f"FAIL: step {s} layer {l}: {table} {g} probabilities sum "
+                                 f"to {sum(p)}")
+            dead = [e for e, v in enumerate(loads) if v == 0]
+            if dead != o["dead_experts"][l]:
+                sys.exit(f"FAIL: step {s} layer {l}: dead_experts {o['dead_experts'][l]}, "
+                         f"loads {loads}")
+        for table, pairs in layer_drops.items():
+            share = sum(d for d, _ in pairs) / max(1, sum(n for _, n in pairs))
+            if abs(share - o["drop_share"]) > 1e-12:
+                sys.exit(f"FAIL: step {s}: {table} drops give a share of {share}, drop_share "
+                         f"is {o['drop_share']}")
+    print(f"routing: {len(a)} steps, tables add up to the expert loads and drop shares")
 
 
 def cmd_drops(args):
@@ -126,6 +195,10 @@ def main():
         if name == "close":
             q.add_argument("--rtol", type=float, required=True)
         q.set_defaults(fn=fn)
+    q = sub.add_parser("routing")
+    q.add_argument("a")
+    q.add_argument("--k", type=int, default=2)
+    q.set_defaults(fn=cmd_routing)
     q = sub.add_parser("drops")
     q.add_argument("a")
     q.set_defaults(fn=cmd_drops)
