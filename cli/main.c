@@ -1,5 +1,6 @@
 /* omnimoe: the program's entry, subcommand dispatch, and the exit-status policy. */
 #include "cli.h"
+#include "ops.h"
 
 #include <hdf5.h>
 #include <stdarg.h>
@@ -7,6 +8,7 @@
 #include <string.h>
 
 #include <cblas.h>
+#include <dnnl.h>
 #include <yaml.h>
 
 const char omni_usage_main[] =
@@ -61,6 +63,20 @@ static void print_version(void)
     printf("  MPI      %s (standard %d.%d)\n", mpi, major, minor);
     printf("  HDF5     %u.%u.%u (parallel)\n", hmaj, hmin, hrel);
     printf("  OpenBLAS %s\n", openblas_get_config());
+    const dnnl_version_t *dv = dnnl_version();
+    printf("  oneDNN   %d.%d.%d\n", dv->major, dv->minor, dv->patch);
+    /* the backend auto picks (parallel.gemm, env OMNI_GEMM), and each one's kernels */
+    omni_gemm_backend use = omni_gemm_backend_of();
+    for (int b = 0; b < OMNI_GEMM_BACKEND_COUNT; b++) {
+        if (b == OMNI_GEMM_ONEDNN && omni_gemm_set_backend(OMNI_GEMM_ONEDNN)) {
+            printf("  GEMM     onednn: cannot start (%s)\n", omni_error_message());
+            omni_error_clear();
+            continue;
+        }
+        printf("  GEMM     %-8s %s%s\n", omni_gemm_backend_name((omni_gemm_backend)b),
+               omni_gemm_kernel((omni_gemm_backend)b), b == (int)use ? " (default)" : "");
+    }
+    omni_gemm_set_backend(use);
     printf("  libyaml  %s\n", yaml_get_version_string());
 }
 

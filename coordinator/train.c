@@ -663,11 +663,13 @@ omni_status omni_train(MPI_Comm comm, const omni_experiment *x, const omni_train
     omni_log(OMNI_LOG_INFO, "# omnimoe %s, experiment %s (%s)\n%s", OMNI_VERSION,
              x->experiment.name, opts->source ? opts->source : "-", t.yaml);
     omni_log(OMNI_LOG_INFO,
-             "training %s on %d process%s x %d BLAS thread%s: %lld steps of %lld sequences of "
-             "%lld tokens, %d task%s, %d MoE layer%s of %d experts",
+             "training %s on %d process%s x %d thread%s (GEMM %s, %s): %lld steps of %lld "
+             "sequences of %lld tokens, %d task%s, %d MoE layer%s of %d experts",
              x->experiment.name, t.size, t.size == 1 ? "" : "es", threads, threads == 1 ? "" : "s",
-             (long long)x->optim.steps, (long long)x->data.batch, (long long)x->model.context,
-             n_tasks, n_tasks == 1 ? "" : "s", n_layers, n_layers == 1 ? "" : "s", n_experts);
+             omni_gemm_backend_name(omni_gemm_backend_of()),
+             omni_gemm_kernel(omni_gemm_backend_of()), (long long)x->optim.steps,
+             (long long)x->data.batch, (long long)x->model.context, n_tasks,
+             n_tasks == 1 ? "" : "s", n_layers, n_layers == 1 ? "" : "s", n_experts);
     st = loop(&t);
     if (!st && t.stop_signal)
         omni_log(OMNI_LOG_INFO,

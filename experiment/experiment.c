@@ -357,6 +357,16 @@ static omni_status set_field(omni_experiment *x, const field *f, const origin *b
         memcpy(dst, &v, sizeof v);
         return OMNI_OK;
     }
+    case FT_GEMM: {
+        if ((st = expect_scalar(f, &o, n)))
+            return st;
+        omni_gemm_choice v;
+        if (!omni_gemm_choice_parse(scalar(n), &v))
+            return fail_at(&o, "%s.%s is \"%s\", expected auto, onednn or openblas", f->section,
+                           f->key, scalar(n));
+        memcpy(dst, &v, sizeof v);
+        return OMNI_OK;
+    }
     case FT_THREADS: {
         int64_t v;
         if ((st = expect_scalar(f, &o, n)))
@@ -764,4 +774,23 @@ int omni_experiment_task(const omni_experiment *x, const char *name)
 bool omni_experiment_is_moe_block(const omni_experiment *x, int64_t layer)
 {
     return x->moe.every > 0 && (layer + 1) % x->moe.every == 0;
+}
+
+static const char *const gemm_choice_names[] = {"auto", "onednn", "openblas"};
+_Static_assert(sizeof gemm_choice_names / sizeof gemm_choice_names[0] == OMNI_GEMM_CHOICE_COUNT,
+               "a name for every GEMM choice");
+
+const char *omni_gemm_choice_name(omni_gemm_choice c)
+{
+    return (int)c >= 0 && c < OMNI_GEMM_CHOICE_COUNT ? gemm_choice_names[c] : "unknown";
+}
+
+bool omni_gemm_choice_parse(const char *s, omni_gemm_choice *c)
+{
+    for (int i = 0; i < OMNI_GEMM_CHOICE_COUNT; i++)
+        if (!strcmp(s, gemm_choice_names[i])) {
+            *c = (omni_gemm_choice)i;
+            return true;
+        }
+    return false;
 }

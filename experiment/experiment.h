@@ -22,6 +22,14 @@
 #define OMNI_PATH_MAX  1024
 
 typedef enum { OMNI_ATTN_CAUSAL = 0, OMNI_ATTN_PREFIX, OMNI_ATTN_COUNT } omni_attention;
+/* parallel.gemm: the library of the matrix products (ops/ops.h); auto: the faster one on
+ * this CPU, or the environment's OMNI_GEMM. */
+typedef enum {
+    OMNI_GEMM_CHOICE_AUTO = 0,
+    OMNI_GEMM_CHOICE_ONEDNN,
+    OMNI_GEMM_CHOICE_OPENBLAS,
+    OMNI_GEMM_CHOICE_COUNT
+} omni_gemm_choice;
 
 /* moe.router: who decides a token's experts (docs/moe.md). */
 typedef enum {
@@ -83,6 +91,7 @@ typedef struct omni_experiment {
     } optim;
     struct {
         int64_t threads; /* BLAS threads per process; 0 = auto (cores / processes per node) */
+        omni_gemm_choice gemm;
     } parallel;
     struct {
         int64_t every, keep; /* every 0: only at the end and on signals */
@@ -126,5 +135,9 @@ int omni_experiment_task(const omni_experiment *x, const char *name);
 
 /* Whether block `layer` (0-based) is an MoE block: every moe.every-th, none when 0. */
 bool omni_experiment_is_moe_block(const omni_experiment *x, int64_t layer);
+
+/* "auto", "onednn", "openblas"; and back (false for any other text). */
+const char *omni_gemm_choice_name(omni_gemm_choice c);
+bool omni_gemm_choice_parse(const char *s, omni_gemm_choice *c);
 
 #endif /* OMNI_EXPERIMENT_H */

@@ -20,6 +20,7 @@ const char *const omni_exp_type_names[] = {
     [FT_ROUTER] = "topk or task",
     [FT_ENTROPY] = "map {local, global, threshold} of numbers >= 0",
     [FT_THREADS] = "auto or an integer",
+    [FT_GEMM] = "auto, onednn or openblas",
     [FT_FILES] = "list of paths",
     [FT_TASKS] = "map task: weight or task: {weight, loss_weight}",
 };
@@ -97,6 +98,8 @@ const field omni_exp_fields[] = {
      "clip the global gradient norm to this; 0: off"},
     {"parallel", "threads", FT_THREADS, OFF(parallel.threads), "auto", 1, 1024,
      "BLAS threads per process; auto: cores of the node / processes on it"},
+    {"parallel", "gemm", FT_GEMM, OFF(parallel.gemm), "auto", 0, 0,
+     "matrix-product library; auto: oneDNN on AVX-512 CPUs, else OpenBLAS (env OMNI_GEMM)"},
     {"checkpoint", "every", FT_INT, OFF(checkpoint.every), "500", 0, 1e12,
      "steps between checkpoints; 0: only at the end and on SIGTERM/SIGINT"},
     {"checkpoint", "keep", FT_INT, OFF(checkpoint.keep), "3", 1, 1000,
@@ -245,6 +248,9 @@ static void write_value(strbuf *b, const omni_experiment *x, const field *f)
             sb_printf(b, "auto");
         else
             sb_printf(b, "%lld", (long long)x->parallel.threads);
+        break;
+    case FT_GEMM:
+        sb_printf(b, "%s", omni_gemm_choice_name(x->parallel.gemm));
         break;
     case FT_FILES:
         sb_printf(b, "[");

@@ -20,6 +20,7 @@ typedef enum {
     FT_ROUTER,
     FT_ENTROPY,
     FT_THREADS,
+    FT_GEMM,
     FT_FILES,
     FT_TASKS,
     FT_COUNT
@@ -35,7 +36,7 @@ typedef struct {
 } field;
 
 /* Rows of the key table and sections (checked against the tables in keys.c). */
-#define N_FIELDS   46
+#define N_FIELDS   47
 #define N_SECTIONS 9
 
 extern const field omni_exp_fields[N_FIELDS];

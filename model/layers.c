@@ -5,6 +5,7 @@
 #include "layers.h"
 
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 /* ---- embeddings -------------------------------------------------------------- */
@@ -35,6 +36,7 @@ static void embed_patches(float *out, const omni_batch *b, const float *w, const
 {
     int64_t m = gather_patches(s, b, n, kind, dim);
     omni_matmul_forward(s->yg, s->xg, w, m, dim, d, 0.0f);
+#pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < m; i++) {
         float *o = out + s->idx[i] * d;
         const float *y = s->yg + i * d;
@@ -46,6 +48,7 @@ static void embed_patches(float *out, const omni_batch *b, const float *w, const
 void omni_embed_forward(float *out, const omni_batch *b, const omni_param_view *p, int64_t n,
                         int64_t d, int64_t img_dim, int64_t aud_dim, omni_embed_scratch *s)
 {
+#pragma omp parallel for schedule(static)
     for (int64_t t = 0; t < n; t++) {
         float *o = out + t * d;
         const float *pe = p->pos + (int64_t)b->pos[t] * d;
@@ -85,16 +88,23 @@ void omni_embed_backward(const omni_param_view *dp, const float *dout, const omn
                          int64_t n, int64_t d, int64_t img_dim, int64_t aud_dim,
                          omni_embed_scratch *s)
 {
-    for (int64_t t = 0; t < n; t++) {
-        const float *g = dout + t * d;
-        add_row(dp->pos + (int64_t)b->pos[t] * d, g, d);
-        uint8_t kind = b->kind[t];
-        if (kind == OMNI_POS_TOKEN || kind == OMNI_POS_PAD) {
-            int64_t id = kind == OMNI_POS_TOKEN ? b->token[t] : OMNI_TOK_PAD;
-            add_row(dp->tok + id * d, g, d);
-        } else {
-            add_row(dp->row + (int64_t)b->patch_row[t] * d, g, d);
-            add_row(dp->col + (int64_t)b->patch_col[t] * d, g, d);
+    /* Rows of the tables are shared by positions: each thread takes a slice of the
+     * columns and adds every position into it in position order, as one thread would. */
+#pragma omp parallel
+    {
+        int nt = omp_get_num_threads(), me = omp_get_thread_num();
+        int64_t c0 = d * me / nt, c1 = d * (me + 1) / nt, w = c1 - c0;
+        for (int64_t t = 0; t < n; t++) {
+            const float *g = dout + t * d + c0;
+            add_row(dp->pos + (int64_t)b->pos[t] * d + c0, g, w);
+            uint8_t kind = b->kind[t];
+            if (kind == OMNI_POS_TOKEN || kind == OMNI_POS_PAD) {
+                int64_t id = kind == OMNI_POS_TOKEN ? b->token[t] : OMNI_TOK_PAD;
+                add_row(dp->tok + id * d + c0, g, w);
+            } else {
+                add_row(dp->row + (int64_t)b->patch_row[t] * d + c0, g, w);
+                add_row(dp->col + (int64_t)b->patch_col[t] * d + c0, g, w);
+            }
         }
     }
     if (img_dim > 0)
@@ -108,6 +118,7 @@ void omni_embed_backward(const omni_param_view *dp, const float *dout, const omn
 void omni_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *g, int64_t n,
                           int64_t d)
 {
+#pragma omp parallel for schedule(static)
     for (int64_t t = 0; t < n; t++) {
         const float *x = inp + t * d;
         float *o = out + t * d;
@@ -126,18 +137,29 @@ void omni_rmsnorm_forward(float *out, float *rstd, const float *inp, const float
 void omni_rmsnorm_backward(float *dinp, float *dg, const float *dout, const float *inp,
                            const float *g, const float *rstd, int64_t n, int64_t d)
 {
-    for (int64_t t = 0; t < n; t++) {
-        const float *x = inp + t * d;
-        const float *dy = dout + t * d;
-        float *dx = dinp + t * d;
-        float r = rstd[t];
-        float dot = 0.0f;
-        for (int64_t i = 0; i < d; i++)
-            dot += g[i] * dy[i] * x[i];
-        float c = r * r * dot / (float)d;
-        for (int64_t i = 0; i < d; i++) {
-            dx[i] += r * (g[i] * dy[i] - x[i] * c);
-            dg[i] += dy[i] * x[i] * r;
+#pragma omp parallel
+    {
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < n; t++) {
+            const float *x = inp + t * d;
+            const float *dy = dout + t * d;
+            float *dx = dinp + t * d;
+            float r = rstd[t];
+            float dot = 0.0f;
+            for (int64_t i = 0; i < d; i++)
+                dot += g[i] * dy[i] * x[i];
+            float c = r * r * dot / (float)d;
+            for (int64_t i = 0; i < d; i++)
+                dx[i] += r * (g[i] * dy[i] - x[i] * c);
+        }
+        /* dg: each thread a slice of the columns, rows in order */
+        int nt = omp_get_num_threads(), me = omp_get_thread_num();
+        int64_t c0 = d * me / nt, c1 = d * (me + 1) / nt;
+        for (int64_t t = 0; t < n; t++) {
+            const float *x = inp + t * d, *dy = dout + t * d;
+            float r = rstd[t];
+            for (int64_t i = c0; i < c1; i++)
+                dg[i] += dy[i] * x[i] * r;
         }
     }
 }
@@ -178,10 +200,12 @@ static float weight_of(const omni_batch *b, const float *loss_weight, int64_t t)
     return b->task[t] >= 0 ? loss_weight[b->task[t]] : 1.0f;
 }
 
-void omni_xent_forward(double *loss, float *probs, const float *logits, const omni_batch *b,
-                       const float *loss_weight, int64_t n, int64_t V, omni_model_metrics *metrics)
+void omni_xent_forward(double *loss, float *probs, double *rows, const float *logits,
+                       const omni_batch *b, const float *loss_weight, int64_t n, int64_t V,
+                       omni_model_metrics *metrics)
 {
-    double sum = 0.0;
+    /* rows in parallel, each row's CE and hit kept; then summed in row order */
+#pragma omp parallel for schedule(static)
     for (int64_t t = 0; t < n; t++) {
         if (!b->loss_mask[t])
             continue; /* no loss, no metric: skip the softmax */
@@ -200,13 +224,20 @@ void omni_xent_forward(double *loss, float *probs, const float *logits, const om
         float inv = 1.0f / se;
         for (int64_t v = 0; v < V; v++)
             pr[v] *= inv;
-        double ce = (double)mx + log((double)se) - (double)z[b->target[t]];
+        rows[2 * t] = (double)mx + log((double)se) - (double)z[b->target[t]];
+        rows[2 * t + 1] = arg == b->target[t];
+    }
+    double sum = 0.0;
+    for (int64_t t = 0; t < n; t++) {
+        if (!b->loss_mask[t])
+            continue;
+        double ce = rows[2 * t];
         sum += (double)weight_of(b, loss_weight, t) * ce;
         if (metrics && b->task[t] >= 0) {
             int32_t k = b->task[t];
             metrics->ce_sum[k] += ce;
             metrics->tokens[k]++;
-            metrics->correct[k] += arg == b->target[t];
+            metrics->correct[k] += rows[2 * t + 1] > 0.0;
         }
     }
     *loss = b->loss_norm > 0.0 ? sum / b->loss_norm : 0.0;
@@ -215,6 +246,7 @@ void omni_xent_forward(double *loss, float *probs, const float *logits, const om
 void omni_xent_backward(float *dlogits, const float *probs, const omni_batch *b,
                         const float *loss_weight, int64_t n, int64_t V)
 {
+#pragma omp parallel for schedule(static)
     for (int64_t t = 0; t < n; t++) {
         float *dz = dlogits + t * V;
         if (!b->loss_mask[t] || b->loss_norm <= 0.0) {

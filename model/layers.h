@@ -45,14 +45,29 @@ bool omni_attention_allowed(const omni_batch *b, int64_t s, int64_t i, int64_t j
 /*
  * Multi-head attention core over qkv [n_seq * T, 3d] (per position Q | K | V, head h
  * at columns h*hd..): out [n_seq * T, d] = softmax(Q K^T / sqrt(hd) + mask) V per
- * window and head; att [n_seq, H, T, T] keeps the probabilities (0 where masked).
+ * window and head, computed in tiles of OMNI_ATTN_TILE x OMNI_ATTN_TILE with an online
+ * softmax; tiles wholly masked are skipped and nothing T x T is stored. lse
+ * [n_seq, H, T] keeps each row's log-sum-exp of the scaled, masked scores, from which
+ * backward recomputes the probabilities. Work is split over (window, head) by OpenMP;
+ * the result does not depend on the number of threads.
  */
-void omni_attention_forward(float *out, float *att, const float *qkv, const omni_batch *b,
-                            int64_t n_seq, int64_t T, int64_t d, int64_t n_heads, bool prefix);
-/* dqkv += ...; dscratch is [T, T]. The mask is implied by att's zeros. */
-void omni_attention_backward(float *dqkv, float *dscratch, const float *dout, const float *qkv,
-                             const float *att, int64_t n_seq, int64_t T, int64_t d,
-                             int64_t n_heads);
+#define OMNI_ATTN_TILE 64
+typedef struct {
+    int64_t slots;    /* threads that may work at once: one tile scratch each */
+    float *tile;      /* [slots, omni_attention_scratch_floats(hd)] */
+    int32_t *lo, *hi; /* [n_seq * T] the key range of each query row */
+} omni_attention_scratch;
+/* Floats of one thread's tile scratch for head size hd. */
+int64_t omni_attention_scratch_floats(int64_t hd);
+void omni_attention_forward(float *out, float *lse, const float *qkv, const omni_batch *b,
+                            int64_t n_seq, int64_t T, int64_t d, int64_t n_heads, bool prefix,
+                            const omni_attention_scratch *ws);
+/* dqkv += the gradient for dout, given the forward's out, qkv and lse (same batch and
+ * mode). */
+void omni_attention_backward(float *dqkv, const float *dout, const float *out, const float *qkv,
+                             const float *lse, const omni_batch *b, int64_t n_seq, int64_t T,
+                             int64_t d, int64_t n_heads, bool prefix,
+                             const omni_attention_scratch *ws);
 
 /*
  * SwiGLU: out += W2 (silu(W1 x) * (W3 x)) per row x of inp [n, d] (added, so the
@@ -72,11 +87,13 @@ void omni_swiglu_backward(float *dinp, float *dw1, float *dw3, float *dw2, float
  * Cross-entropy of logits [n, V] against b->target where b->loss_mask is 1, each term
  * times loss_weight[b->task], summed and divided by b->loss_norm into *loss. probs
  * [n, V] keeps the softmax of the loss-bearing rows (other rows are not computed).
- * metrics (may be NULL) gets the per-task sums.
+ * rows [2n] is scratch (each row's CE and hit, summed in row order after the rows are
+ * computed in parallel). metrics (may be NULL) gets the per-task sums.
  */
-void omni_xent_forward(double *loss, float *probs, const float *logits, const omni_batch *b,
-                       const float *loss_weight, int64_t n, int64_t V, omni_model_metrics *metrics);
-/* dlogits [n, V] = d loss / d logits (written, not accumulated). */
+void omni_xent_forward(double *loss, float *probs, double *rows, const float *logits,
+                       const omni_batch *b, const float *loss_weight, int64_t n, int64_t V,
+                       omni_model_metrics *metrics);
+/* dlogits [n, V] = d loss / d logits (written, not accumulated; may be probs itself). */
 void omni_xent_backward(float *dlogits, const float *probs, const omni_batch *b,
                         const float *loss_weight, int64_t n, int64_t V);
 

@@ -6,6 +6,7 @@
 #include "model_private.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -165,12 +166,17 @@ omni_status omni_model_create(omni_model **out, const omni_experiment *x,
     m->last_n_seq = -1;
     for (int i = 0; i < OMNI_MAX_TASKS; i++)
         m->loss_weight[i] = i < x->data.n_tasks ? (float)x->data.tasks[i].loss_weight : 1.0f;
-    for (int64_t l = 0; l < m->L; l++)
+    for (int64_t l = 0; l < m->L; l++) {
         m->any_moe |= omni_experiment_is_moe_block(x, l);
+        m->n_dense += !omni_experiment_is_moe_block(x, l);
+    }
     if ((st = build_table(m)))
         goto out_free;
 
     const int64_t L = m->L, N = max_seq * T, V = m->V, ff = m->ff;
+    /* one attention tile scratch per thread this process may run */
+    m->ws.slots =
+        omp_get_max_threads() > omp_get_num_procs() ? omp_get_max_threads() : omp_get_num_procs();
     st = OMNI_ERR_NOMEM;
     m->params = omni_alloc_in(&m->mem, m->n_params, sizeof(float), "model parameters");
     m->grads = omni_alloc_in(&m->mem, m->n_params, sizeof(float), "model gradients");
@@ -190,32 +196,34 @@ omni_status omni_model_create(omni_model **out, const omni_experiment *x,
     m->ln1 = omni_alloc_in(&m->mem, L * N * d, sizeof(float), "activations");
     m->rstd1 = omni_alloc_in(&m->mem, L * N, sizeof(float), "activations");
     m->qkv = omni_alloc_in(&m->mem, L * N * 3 * d, sizeof(float), "activations");
-    m->att =
-        omni_alloc_in(&m->mem, L * max_seq * H * T * T, sizeof(float), "attention probabilities");
+    m->lse = omni_alloc_in(&m->mem, L * max_seq * H * T, sizeof(float), "attention statistics");
     m->atty = omni_alloc_in(&m->mem, L * N * d, sizeof(float), "activations");
     m->ln2 = omni_alloc_in(&m->mem, L * N * d, sizeof(float), "activations");
     m->rstd2 = omni_alloc_in(&m->mem, L * N, sizeof(float), "activations");
-    m->h1 = omni_alloc_in(&m->mem, L * N * ff, sizeof(float), "FFN activations");
-    m->h3 = omni_alloc_in(&m->mem, L * N * ff, sizeof(float), "FFN activations");
+    m->h1 = omni_alloc_in(&m->mem, m->n_dense * N * ff, sizeof(float), "FFN activations");
+    m->h3 = omni_alloc_in(&m->mem, m->n_dense * N * ff, sizeof(float), "FFN activations");
     m->lnf = omni_alloc_in(&m->mem, N * d, sizeof(float), "activations");
     m->rstdf = omni_alloc_in(&m->mem, N, sizeof(float), "activations");
-    m->ffa = omni_alloc_in(&m->mem, L * N * ff, sizeof(float), "FFN activations");
+    m->ffa = omni_alloc_in(&m->mem, m->n_dense * N * ff, sizeof(float), "FFN activations");
     m->logits = omni_alloc_in(&m->mem, N * V, sizeof(float), "logits");
     m->probs = omni_alloc_in(&m->mem, N * V, sizeof(float), "probabilities");
     m->ffs = omni_alloc_in(&m->mem, N * ff, sizeof(float), "scratch");
     m->ffd = omni_alloc_in(&m->mem, N * ff, sizeof(float), "scratch");
     m->moe_out = omni_alloc_in(&m->mem, N * d, sizeof(float), "scratch");
-    m->dlogits = omni_alloc_in(&m->mem, N * V, sizeof(float), "scratch");
     m->dres = omni_alloc_in(&m->mem, N * d, sizeof(float), "scratch");
     m->dln = omni_alloc_in(&m->mem, N * d, sizeof(float), "scratch");
     m->datty = omni_alloc_in(&m->mem, N * d, sizeof(float), "scratch");
     m->dqkv = omni_alloc_in(&m->mem, N * 3 * d, sizeof(float), "scratch");
-    m->dscratch = omni_alloc_in(&m->mem, T * T, sizeof(float), "scratch");
+    m->ws.tile = omni_alloc_in(&m->mem, m->ws.slots * omni_attention_scratch_floats(d / H),
+                               sizeof(float), "scratch");
+    m->ws.lo = omni_alloc_in(&m->mem, 2 * N, sizeof(int32_t), "scratch");
+    m->xent_rows = omni_alloc_in(&m->mem, 2 * N, sizeof(double), "scratch");
     m->es.xg = omni_alloc_in(&m->mem, N * m->patch_dim, sizeof(float), "scratch");
     m->es.yg = omni_alloc_in(&m->mem, N * d, sizeof(float), "scratch");
     m->es.idx = omni_alloc_in(&m->mem, N, sizeof(int64_t), "scratch");
     if (m->mem.failed)
         goto out_free;
+    m->ws.hi = m->ws.lo + N;
     *out = m;
     return OMNI_OK;
 out_free:
@@ -317,6 +325,16 @@ int64_t omni_model_vocab(const omni_model *m)
 
 /* ---- forward and backward ------------------------------------------------------ */
 
+/* The place of dense block l among the dense blocks (their FFN activations are kept;
+ * an MoE block's are the MoE layer's). */
+static int64_t dense_index(const omni_model *m, int64_t l)
+{
+    int64_t f = 0;
+    for (int64_t j = 0; j < l; j++)
+        f += !omni_experiment_is_moe_block(&m->x, j);
+    return f;
+}
+
 /* Every id, place and size of a batch checked before use (it comes from data files). */
 static omni_status check_batch(const omni_model *m, const omni_batch *b)
 {
@@ -380,20 +398,22 @@ omni_status omni_model_forward(omni_model *m, const omni_batch *b, omni_model_me
         float *h = m->res + l * NM * d, *hn = m->res + (l + 1) * NM * d, *mid = m->mid + l * NM * d;
         float *ln1 = m->ln1 + l * NM * d, *ln2 = m->ln2 + l * NM * d;
         float *qkv = m->qkv + l * NM * 3 * d, *atty = m->atty + l * NM * d;
-        float *att = m->att + l * m->max_seq * m->H * T * T;
+        float *lse = m->lse + l * m->max_seq * m->H * T;
         omni_rmsnorm_forward(ln1, m->rstd1 + l * NM, h, w->attn_norm, N, d);
         omni_matmul_forward(qkv, ln1, w->wqkv, N, d, 3 * d, 0.0f);
-        omni_attention_forward(atty, att, qkv, b, ns, T, d, m->H, m->prefix);
+        omni_attention_forward(atty, lse, qkv, b, ns, T, d, m->H, m->prefix, &m->ws);
         memcpy(mid, h, (size_t)(N * d) * sizeof(float));
         omni_matmul_forward(mid, atty, w->wo, N, d, d, 1.0f);
         omni_rmsnorm_forward(ln2, m->rstd2 + l * NM, mid, w->ffn_norm, N, d);
         memcpy(hn, mid, (size_t)(N * d) * sizeof(float));
         if (w->w1) {
-            omni_swiglu_forward(hn, m->h1 + l * NM * ff, m->h3 + l * NM * ff, m->ffa + l * NM * ff,
-                                ln2, w->w1, w->w3, w->w2, N, d, ff);
+            const int64_t f = dense_index(m, l) * NM * ff;
+            omni_swiglu_forward(hn, m->h1 + f, m->h3 + f, m->ffa + f, ln2, w->w1, w->w3, w->w2, N,
+                                d, ff);
         } else {
             if ((st = m->moe.forward(m->moe.ctx, l, m->moe_out, ln2, b, N)))
                 return st;
+#pragma omp parallel for schedule(static)
             for (int64_t i = 0; i < N * d; i++)
                 hn[i] += m->moe_out[i];
         }
@@ -401,7 +421,7 @@ omni_status omni_model_forward(omni_model *m, const omni_batch *b, omni_model_me
     omni_rmsnorm_forward(m->lnf, m->rstdf, m->res + m->L * NM * d, m->pv.out_norm, N, d);
     omni_matmul_forward(m->logits, m->lnf, m->pv.out_w, N, d, V, 0.0f);
     double loss = 0.0;
-    omni_xent_forward(&loss, m->probs, m->logits, b, m->loss_weight, N, V, metrics);
+    omni_xent_forward(&loss, m->probs, m->xent_rows, m->logits, b, m->loss_weight, N, V, metrics);
     if (metrics)
         metrics->loss = loss;
     m->last_n_seq = ns;
@@ -417,9 +437,11 @@ omni_status omni_model_backward(omni_model *m, const omni_batch *b)
     const int64_t NM = m->max_seq * m->T;
     const omni_param_view *p = &m->pv, *g = &m->gv;
 
-    omni_xent_backward(m->dlogits, m->probs, b, m->loss_weight, N, V);
+    /* the gradient of the logits takes the probabilities' place (they are not needed after) */
+    float *dlogits = m->probs;
+    omni_xent_backward(dlogits, m->probs, b, m->loss_weight, N, V);
     memset(m->dln, 0, (size_t)(N * d) * sizeof(float));
-    omni_matmul_backward(m->dln, g->out_w, m->dlogits, m->lnf, p->out_w, N, d, V);
+    omni_matmul_backward(m->dln, g->out_w, dlogits, m->lnf, p->out_w, N, d, V);
     memset(m->dres, 0, (size_t)(N * d) * sizeof(float));
     omni_rmsnorm_backward(m->dres, g->out_norm, m->dln, m->res + m->L * NM * d, p->out_norm,
                           m->rstdf, N, d);
@@ -430,13 +452,14 @@ omni_status omni_model_backward(omni_model *m, const omni_batch *b)
         float *h = m->res + l * NM * d, *mid = m->mid + l * NM * d;
         float *ln1 = m->ln1 + l * NM * d, *ln2 = m->ln2 + l * NM * d;
         float *qkv = m->qkv + l * NM * 3 * d, *atty = m->atty + l * NM * d;
-        float *att = m->att + l * m->max_seq * m->H * T * T;
+        const float *lse = m->lse + l * m->max_seq * m->H * T;
         /* FFN: dres is d/d(h_{l+1}) and passes through the residual unchanged. */
         memset(m->dln, 0, (size_t)(N * d) * sizeof(float));
         if (w->w1) {
-            omni_swiglu_backward(m->dln, gw->w1, gw->w3, gw->w2, m->ffs, m->ffd, m->dres, ln2,
-                                 m->h1 + l * NM * ff, m->h3 + l * NM * ff, m->ffa + l * NM * ff,
-                                 w->w1, w->w3, w->w2, N, d, ff);
+            omni_swiglu_backward(
+                m->dln, gw->w1, gw->w3, gw->w2, m->ffs, m->ffd, m->dres, ln2,
+                m->h1 + dense_index(m, l) * NM * ff, m->h3 + dense_index(m, l) * NM * ff,
+                m->ffa + dense_index(m, l) * NM * ff, w->w1, w->w3, w->w2, N, d, ff);
         } else if ((st = m->moe.backward(m->moe.ctx, l, m->dln, m->dres, b, N))) {
             return st;
         }
@@ -446,7 +469,8 @@ omni_status omni_model_backward(omni_model *m, const omni_batch *b)
         memset(m->datty, 0, (size_t)(N * d) * sizeof(float));
         omni_matmul_backward(m->datty, gw->wo, m->dres, atty, w->wo, N, d, d);
         memset(m->dqkv, 0, (size_t)(N * 3 * d) * sizeof(float));
-        omni_attention_backward(m->dqkv, m->dscratch, m->datty, qkv, att, ns, T, d, m->H);
+        omni_attention_backward(m->dqkv, m->datty, atty, qkv, lse, b, ns, T, d, m->H, m->prefix,
+                                &m->ws);
         memset(m->dln, 0, (size_t)(N * d) * sizeof(float));
         omni_matmul_backward(m->dln, gw->wqkv, m->dqkv, ln1, w->wqkv, N, d, 3 * d);
         omni_rmsnorm_backward(m->dres, gw->attn_norm, m->dln, h, w->attn_norm, m->rstd1 + l * NM, N,

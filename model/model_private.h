@@ -32,6 +32,7 @@ struct omni_model {
     omni_grads_ready_fn grads_ready; /* NULL: nobody waits for gradient groups */
     void *grads_ready_ctx;
     bool has_moe_hook, any_moe;
+    int64_t n_dense; /* blocks with a dense FFN */
 
     /* Activations of the last forward, N = max_seq * T rows at most. */
     float *res;    /* [L+1, N, d] residual stream entering each block, and after the last */
@@ -39,26 +40,26 @@ struct omni_model {
     float *ln1;    /* [L, N, d]   RMSNorm output before attention */
     float *rstd1;  /* [L, N] */
     float *qkv;    /* [L, N, 3d] */
-    float *att;    /* [L, max_seq, H, T, T] attention probabilities */
+    float *lse;    /* [L, max_seq, H, T] attention log-sum-exp per row */
     float *atty;   /* [L, N, d]   attention output before the projection */
     float *ln2;    /* [L, N, d]   RMSNorm output before the FFN (the MoE input) */
     float *rstd2;  /* [L, N] */
-    float *h1;     /* [L, N, ff]  x W1 (dense blocks) */
-    float *h3;     /* [L, N, ff]  x W3 */
-    float *ffa;    /* [L, N, ff]  silu(x W1) * (x W3) */
+    float *h1;     /* [n_dense, N, ff] x W1 (dense blocks only) */
+    float *h3;     /* [n_dense, N, ff] x W3 */
+    float *ffa;    /* [n_dense, N, ff] silu(x W1) * (x W3) */
     float *lnf;    /* [N, d] */
     float *rstdf;  /* [N] */
     float *logits; /* [N, V] */
-    float *probs;  /* [N, V] softmax at the loss-bearing positions */
+    float *probs;  /* [N, V] softmax at the loss-bearing positions; backward: dlogits */
     /* Scratch. */
-    float *ffs, *ffd; /* [N, ff] */
-    float *moe_out;   /* [N, d] */
-    float *dlogits;   /* [N, V] */
-    float *dres;      /* [N, d] gradient of the residual stream */
-    float *dln;       /* [N, d] */
-    float *datty;     /* [N, d] */
-    float *dqkv;      /* [N, 3d] */
-    float *dscratch;  /* [T, T] */
+    float *ffs, *ffd;          /* [N, ff] */
+    float *moe_out;            /* [N, d] */
+    double *xent_rows;         /* [2N] per-row CE and hit of the loss */
+    float *dres;               /* [N, d] gradient of the residual stream */
+    float *dln;                /* [N, d] */
+    float *datty;              /* [N, d] */
+    float *dqkv;               /* [N, 3d] */
+    omni_attention_scratch ws; /* attention tiles, per thread */
     omni_embed_scratch es;
 
     int64_t last_n_seq, last_T; /* shape of the last forward; -1: none */

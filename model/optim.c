@@ -73,6 +73,7 @@ void omni_adamw_update(const omni_adamw *a, float *p, const float *g, float *m, 
     const float b1 = a->b1, b2 = a->b2, eps = a->eps, clip = a->clip;
     const float step_size = a->step_size, inv_sqrt_bc2 = a->inv_sqrt_bc2;
     const float keep = decay ? 1.0f - a->lr * a->weight_decay : 1.0f;
+#pragma omp parallel for schedule(static) if (n > 4096)
     for (int64_t j = 0; j < n; j++) {
         float gj = g[j] * clip;
         m[j] = b1 * m[j] + (1.0f - b1) * gj;

@@ -19,19 +19,34 @@
 
 /* ---- the matrix product --------------------------------------------------------- */
 
-/* The library that computes omni_matmul. One today; a second (a oneDNN build, reduced
- * precision) adds a member and a branch in ops/matmul.c, and no caller changes. */
+/* The library that computes omni_matmul; every one is fp32, and a second precision adds
+ * a member and a branch in ops/matmul.c, no caller changes. */
 typedef enum {
-    OMNI_GEMM_OPENBLAS = 0, /* cblas_sgemm, fp32 */
+    OMNI_GEMM_OPENBLAS = 0, /* cblas_sgemm; the tests' reference */
+    OMNI_GEMM_ONEDNN,       /* oneDNN's matmul primitive (ops/onednn.c) */
     OMNI_GEMM_BACKEND_COUNT
 } omni_gemm_backend;
 
 /* Select the backend of every later omni_matmul of this process (not thread-safe: call
- * before training starts). OMNI_ERR_CONFIG for a backend this build lacks. */
+ * before training starts). OMNI_ERR_CONFIG for a backend this build or machine lacks. */
 omni_status omni_gemm_set_backend(omni_gemm_backend b);
+/*
+ * Select it from a parallel.gemm setting: onednn or openblas as given; auto takes the
+ * environment's OMNI_GEMM (onednn, openblas or auto) and else oneDNN where it is the
+ * faster (AVX-512 CPUs, docs/bench.md), OpenBLAS elsewhere. OMNI_ERR_CONFIG for a bad
+ * OMNI_GEMM or a oneDNN that cannot start.
+ */
+omni_status omni_gemm_choose(omni_gemm_choice c);
+/* The backend in use; before any selection, the choice of auto (as omni_gemm_choose). */
 omni_gemm_backend omni_gemm_backend_of(void);
-/* "openblas": the name a log line shows. */
+/* "openblas", "onednn": the name a log line shows. */
 const char *omni_gemm_backend_name(omni_gemm_backend b);
+/* The kernels a backend runs on this machine: OpenBLAS's core ("Haswell"), oneDNN's
+ * implementation and instruction set ("gemm:jit, avx512_core"). */
+const char *omni_gemm_kernel(omni_gemm_backend b);
+/* Threads of every later product, on either backend (n >= 1). OpenBLAS's own pool;
+ * oneDNN's OpenMP threads, set around each product. */
+void omni_gemm_set_threads(int n);
 
 /*
  * C = alpha op(A) op(B) + beta C, with op(A) [M, K], op(B) [K, N], C [M, N], each
@@ -75,7 +90,8 @@ void omni_swiglu_gate_backward(float *dh1, float *dh3, const float *da, const fl
 /* ---- threads ------------------------------------------------------------------ */
 
 /*
- * Collective over comm: set the OpenBLAS threads of this process from
+ * Collective over comm: set the OpenBLAS threads and the OpenMP threads of this process
+ * (the same number: the model never calls BLAS inside its OpenMP regions) from
  * parallel.threads; 0 (auto) = online cores / processes on this node (ranks sharing
  * memory, MPI_Comm_split_type SHARED), at least 1. *threads (may be NULL) gets it.
  */

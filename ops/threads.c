@@ -1,5 +1,6 @@
-/* ops: the BLAS library's threads, per process, from the experiment and the node. */
-#include <cblas.h>
+/* ops: the GEMM backend, and the threads of the GEMM library and of OpenMP, per process,
+ * from the experiment and the node. */
+#include <omp.h>
 #include <unistd.h>
 
 #include "ops.h"
@@ -24,7 +25,11 @@ omni_status omni_blas_set_threads(const omni_experiment *x, MPI_Comm comm, int *
         if (n < 1)
             n = 1;
     }
-    openblas_set_num_threads(n);
+    omni_status st = omni_gemm_choose(x->parallel.gemm);
+    if (st)
+        return st;
+    omni_gemm_set_threads(n);
+    omp_set_num_threads(n); /* the same cores: GEMM and OpenMP regions never overlap */
     if (threads)
         *threads = n;
     return OMNI_OK;

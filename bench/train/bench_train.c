@@ -26,10 +26,11 @@
  *    and 18 d expert_ff per routed token for each shared expert. Dropped assignments and
  *    padding (not routed) cost nothing and are not counted.
  * Not counted (overhead): router products, patch embeddings, norms, softmax, SiLU, AdamW.
- * The sgemm rate is cblas_sgemm at one expert's forward shape [batch context k / E, d] x
- * [d, expert_ff], best of 3 before the steps and 3 after, timed on every rank at once (so
- * under the same sharing of the cores as the step); the step's GFLOP/s per process divided by it is
- * the ratio printed.
+ * The GEMM rate is omni_matmul at one expert's forward shape [batch context k / E, d] x
+ * [d, expert_ff] on each backend (OpenBLAS, oneDNN), best of 3 before the steps and 3 after,
+ * timed on every rank at once (so under the same sharing of the cores as the step); the
+ * faster backend's is "the machine's GEMM rate", and the step's GFLOP/s per process divided
+ * by it is the ratio printed. The step itself runs on the backend parallel.gemm selects.
  *
  * Bytes of the MoE exchange: per layer and step, a rank's dispatch (forward and backward)
  * sends its kept rows whose expert lives on another rank; its combine (forward and
@@ -41,7 +42,6 @@
  * formula is evaluated from each layer's routing and compared with the bytes the MPI
  * exchange counted (omni_worker_exchange_bytes).
  */
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,32 +104,39 @@ static omni_status parse_args(int argc, char **argv, options *o)
     return OMNI_OK;
 }
 
-/* GFLOP/s of cblas_sgemm [m, k] x [k, n], best of 3 runs of calls for at least 0.1 s each. */
-static double sgemm_rate(int64_t m, int64_t n, int64_t k)
+/* GFLOP/s of omni_matmul [m, k] x [k, n] on backend b, best of 3 runs of calls for at
+ * least 0.1 s each (the selected backend is restored). */
+static double gemm_rate(omni_gemm_backend b, int64_t m, int64_t n, int64_t k)
 {
+    const omni_gemm_backend was = omni_gemm_backend_of();
+    if (omni_gemm_set_backend(b)) {
+        omni_error_clear();
+        return 0.0;
+    }
     float *a = omni_alloc(m * k, sizeof(float), "bench sgemm");
-    float *b = omni_alloc(k * n, sizeof(float), "bench sgemm");
+    float *bm = omni_alloc(k * n, sizeof(float), "bench sgemm");
     float *c = omni_alloc(m * n, sizeof(float), "bench sgemm");
-    if (!a || !b || !c) {
-        omni_free(a), omni_free(b), omni_free(c);
+    if (!a || !bm || !c) {
+        omni_free(a), omni_free(bm), omni_free(c);
+        omni_gemm_set_backend(was);
         return 0.0;
     }
     omni_rng r;
     omni_rng_init(&r, 1, "bench/sgemm", 0);
     omni_rng_fill_normal(&r, 0, m * k, 0.0f, 1.0f, a);
-    omni_rng_fill_normal(&r, (uint64_t)(m * k), k * n, 0.0f, 1.0f, b);
+    omni_rng_fill_normal(&r, (uint64_t)(m * k), k * n, 0.0f, 1.0f, bm);
     double flops = 2.0 * (double)m * (double)n * (double)k, best = 0.0;
     for (int trial = 0; trial < 3; trial++) {
         double t0 = omni_now(), dt;
         int calls = 0;
         do {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)k, 1.0f, a,
-                        (int)k, b, (int)n, 0.0f, c, (int)n);
+            omni_matmul(false, false, m, n, k, 1.0f, a, k, bm, n, 0.0f, c, n);
             calls++;
         } while ((dt = omni_now() - t0) < 0.1);
         best = fmax(best, flops * calls / dt / 1e9);
     }
-    omni_free(a), omni_free(b), omni_free(c);
+    omni_free(a), omni_free(bm), omni_free(c);
+    omni_gemm_set_backend(was);
     return best;
 }
 
@@ -282,11 +289,15 @@ static omni_status bench_one(bench *B, const char *path, const char *data)
     if ((st = omni_mpi_agree(comm, st)))
         goto out;
 
-    /* sgemm at one expert's shape, every rank at once */
+    /* each GEMM backend at one expert's shape, every rank at once; the faster is the
+     * reference of the ratios */
     const int64_t d = x.model.d_model, ff = x.moe.expert_ff, k = x.moe.top_k, E = n_experts;
     const int64_t positions = x.data.batch * x.model.context;
     MPI_Barrier(comm);
-    double gemm = all(comm, sgemm_rate(positions * k / E, ff, d), MPI_SUM) / size;
+    const int64_t em = positions * k / E;
+    double rate_b[OMNI_GEMM_BACKEND_COUNT];
+    for (int b = 0; b < OMNI_GEMM_BACKEND_COUNT; b++)
+        rate_b[b] = all(comm, gemm_rate((omni_gemm_backend)b, em, ff, d), MPI_SUM) / size;
 
     /* the steps */
     const int n_steps = B->o->warmup + B->o->steps;
@@ -383,7 +394,12 @@ static omni_status bench_one(bench *B, const char *path, const char *data)
     /* the sgemm reference again after the steps, the best of both (the clock of a shared,
      * virtualised core moves) */
     MPI_Barrier(comm);
-    gemm = fmax(gemm, all(comm, sgemm_rate(positions * k / E, ff, d), MPI_SUM) / size);
+    double gemm = 0.0;
+    for (int b = 0; b < OMNI_GEMM_BACKEND_COUNT; b++) {
+        rate_b[b] =
+            fmax(rate_b[b], all(comm, gemm_rate((omni_gemm_backend)b, em, ff, d), MPI_SUM) / size);
+        gemm = fmax(gemm, rate_b[b]);
+    }
 
     const int S = B->o->steps;
     double f_dense = dense_flops(&x, (int64_t)vocab);
@@ -403,7 +419,7 @@ static omni_status bench_one(bench *B, const char *path, const char *data)
 
     if (rank == 0) {
         const char *core = getenv("OPENBLAS_CORETYPE");
-        printf("bench_train: %s on %d process%s x %d BLAS thread%s (OPENBLAS_CORETYPE=%s)\n",
+        printf("bench_train: %s on %d process%s x %d thread%s (OPENBLAS_CORETYPE=%s)\n",
                x.experiment.name, size, size == 1 ? "" : "es", threads, threads == 1 ? "" : "s",
                core ? core : "unset");
         printf("  model d %lld, layers %lld, heads %lld, d_ff %lld, context %lld, batch %lld, "
@@ -425,9 +441,13 @@ static omni_status bench_one(bench *B, const char *path, const char *data)
                f_mean / 1e9, f_dense / 1e9, per_row * kept_sum / S / 1e9, kept_sum / S,
                f_shared / 1e9);
         printf("  achieved        %.2f GFLOP/s (%.2f per process)\n", rate, rate_proc);
-        printf("  sgemm           %.2f GFLOP/s per process at [%lld x %lld] x [%lld x %lld]\n",
-               gemm, (long long)(positions * k / E), (long long)d, (long long)d, (long long)ff);
-        printf("  ratio           %.1f%% of sgemm\n", 100.0 * rate_proc / gemm);
+        printf("  GEMM            %.2f GFLOP/s per process at [%lld x %lld] x [%lld x %lld], the "
+               "faster of openblas %.2f (%s) and onednn %.2f (%s); the step runs on %s\n",
+               gemm, (long long)em, (long long)d, (long long)d, (long long)ff,
+               rate_b[OMNI_GEMM_OPENBLAS], omni_gemm_kernel(OMNI_GEMM_OPENBLAS),
+               rate_b[OMNI_GEMM_ONEDNN], omni_gemm_kernel(OMNI_GEMM_ONEDNN),
+               omni_gemm_backend_name(omni_gemm_backend_of()));
+        printf("  ratio           %.1f%% of GEMM\n", 100.0 * rate_proc / gemm);
         printf("  MPI share       %.1f%% of step time (mean over ranks; max rank %.1f%%)\n",
                100.0 * mpi_sum / t_sum, 100.0 * mpi_max_share);
         printf("  CPU/wall        %.0f%% of each step on a core (mean over ranks; lowest %.0f%%; "
@@ -435,7 +455,7 @@ static omni_status bench_one(bench *B, const char *path, const char *data)
                100.0 * cpu_share_mean / S, 100.0 * cpu_share_min);
         printf("  expert rows     %.0f per rank per step, max rank %.0f (imbalance %.2f)\n",
                rows_mean / S, rows_max / S, rows_mean > 0 ? rows_max / rows_mean : 0.0);
-        printf("  MoE layers      %.2f GFLOP/s per process over routed FLOPs = %.1f%% of sgemm "
+        printf("  MoE layers      %.2f GFLOP/s per process over routed FLOPs = %.1f%% of GEMM "
                "(target >= 55%%); experts alone %.2f GFLOP/s = %.1f%%\n",
                moe_rate, 100.0 * moe_rate / gemm, exp_rate, 100.0 * exp_rate / gemm);
         printf("  MoE time/step   %.1f ms per process: routing %.1f, gather/exchange/combine "
@@ -455,10 +475,12 @@ static omni_status bench_one(bench *B, const char *path, const char *data)
         printf("  sampling        %.3g positions/s (one thread) vs training %.3g positions/s: "
                "ratio %.1f (target >= 10)\n",
                sample_rate, train_pos, sample_rate / train_pos);
-        printf("RESULT config=%s np=%d step_best=%.4f step_mean=%.4f gflops=%.3f sgemm=%.3f "
-               "mpi_share=%.4f bytes_ok=%d steps=",
-               x.experiment.name, size, t_best, t_mean, rate, gemm, mpi_sum / t_sum,
-               mismatches == 0);
+        printf("RESULT config=%s np=%d gemm_backend=%s step_best=%.4f step_mean=%.4f "
+               "tokens_per_s=%.1f gflops=%.3f gemm_best=%.3f gemm_openblas=%.3f gemm_onednn=%.3f "
+               "moe_gflops=%.3f mpi_share=%.4f bytes_ok=%d steps=",
+               x.experiment.name, size, omni_gemm_backend_name(omni_gemm_backend_of()), t_best,
+               t_mean, train_pos, rate, gemm, rate_b[OMNI_GEMM_OPENBLAS], rate_b[OMNI_GEMM_ONEDNN],
+               moe_rate, mpi_sum / t_sum, mismatches == 0);
         for (int i = 0; i < S; i++)
             printf("%s%.4f", i ? "," : "", step_t[i]);
         printf(" cpu=");

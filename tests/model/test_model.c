@@ -5,11 +5,13 @@
  */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fixture.h"
 #include "model.h"
+#include "ops.h"
 
 static omni_model *make(omni_experiment *x, omni_attention mode, int64_t max_seq)
 {
@@ -409,4 +411,81 @@ Test(model, backward_announces_each_gradient_group_once_when_final)
     free(log.snapshot);
     fixture_batch_free(&b);
     omni_model_free(m);
+}
+
+/*
+ * OpenMP threads change nothing: a forward, backward and AdamW step of a model whose
+ * attention spans several tiles (context 150, packed samples with prefixes, padding)
+ * gives the same loss, logits, gradients and parameters to the bit with 1, 2 and 3
+ * threads. OpenBLAS stays on one thread here: its own multi-threaded sgemm can change
+ * the last bits of a product (docs/model.md, Threads).
+ */
+Test(model, results_do_not_depend_on_the_thread_count)
+{
+    omni_experiment x;
+    fixture_experiment(&x, OMNI_ATTN_PREFIX);
+    x.model.context = 150, x.model.d_model = 32, x.model.d_ff = 48;
+    omni_data_dims dims = fixture_dims();
+    omni_batch b = fixture_batch_alloc(3, 150, 4);
+    omni_rng r;
+    omni_rng_init(&r, 5, "thread-batch", 0);
+    for (int64_t p = 0; p < 3 * 150; p++) {
+        int64_t t = p % 150, s = p / 150;
+        int64_t len = s == 0 ? 70 : s == 1 ? 150 : 100; /* then a second sample or padding */
+        bool second = t >= len;
+        if (s == 2 && second) {
+            b.kind[p] = OMNI_POS_PAD, b.segment[p] = -1, b.task[p] = -1;
+            continue;
+        }
+        b.kind[p] = OMNI_POS_TOKEN;
+        b.token[p] = (int32_t)(omni_rng_u32(&r, (uint64_t)p) % 256);
+        b.segment[p] = second, b.task[p] = (int32_t)(s % 2);
+        b.pos[p] = (int32_t)(second ? t - len : t);
+        b.in_prefix[p] = b.pos[p] < 20;
+        if (!b.in_prefix[p] && t + 1 < 150) {
+            b.target[p] = (int32_t)(omni_rng_u32(&r, (uint64_t)p + 1000) % 256);
+            b.loss_mask[p] = 1;
+            b.loss_norm += 1.0;
+        }
+    }
+    float *ref = NULL;
+    double ref_loss = 0.0;
+    int64_t np = 0, nl = 0;
+    for (int threads = 1; threads <= 3; threads++) {
+        x.parallel.threads = threads;
+        cr_assert_eq(omni_blas_set_threads(&x, MPI_COMM_NULL, NULL), OMNI_OK);
+        cr_assert_eq(omp_get_max_threads(), threads);
+        omni_gemm_set_threads(1);
+        omni_model *m = NULL;
+        cr_assert_eq(omni_model_create(&m, &x, &dims, 3), OMNI_OK, "%s", omni_error_message());
+        omni_model_init_params(m);
+        omni_model_metrics met;
+        cr_assert_eq(omni_model_forward(m, &b, &met), OMNI_OK, "%s", omni_error_message());
+        cr_assert_eq(omni_model_backward(m, &b), OMNI_OK);
+        np = omni_model_n_params(m), nl = 3 * 150 * omni_model_vocab(m);
+        float *now = malloc((size_t)(2 * np + nl) * sizeof(float));
+        cr_assert(now);
+        memcpy(now, omni_model_grads(m), (size_t)np * sizeof(float));
+        memcpy(now + np, omni_model_logits(m), (size_t)nl * sizeof(float));
+        cr_assert_eq(omni_model_step(m, 0, sqrt(omni_model_grad_sumsq(m))), OMNI_OK);
+        memcpy(now + np + nl, omni_model_params(m), (size_t)np * sizeof(float));
+        if (!ref) {
+            ref = now, ref_loss = met.loss;
+            cr_assert(met.loss > 0.0);
+        } else {
+            cr_assert_eq(met.loss, ref_loss, "loss with %d threads differs", threads);
+            cr_assert(!memcmp(now, ref, (size_t)np * sizeof(float)),
+                      "gradients with %d threads differ", threads);
+            cr_assert(!memcmp(now + np, ref + np, (size_t)nl * sizeof(float)),
+                      "logits with %d threads differ", threads);
+            cr_assert(!memcmp(now + np + nl, ref + np + nl, (size_t)np * sizeof(float)),
+                      "parameters after a step with %d threads differ", threads);
+            free(now);
+        }
+        omni_model_free(m);
+    }
+    free(ref);
+    x.parallel.threads = 1;
+    omni_blas_set_threads(&x, MPI_COMM_NULL, NULL);
+    fixture_batch_free(&b);
 }

@@ -10,6 +10,7 @@
  */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -97,51 +98,150 @@ Test(model, swiglu_backward_matches_finite_differences)
 
 /* ---- attention ---------------------------------------------------------------- */
 
+/* A tile scratch for the attention calls of these tests (freed by attn_scratch_free). */
+static omni_attention_scratch attn_scratch(int64_t n, int64_t hd)
+{
+    omni_attention_scratch w = {.slots = omp_get_num_procs() > omp_get_max_threads()
+                                             ? omp_get_num_procs()
+                                             : omp_get_max_threads()};
+    w.tile = calloc((size_t)(w.slots * omni_attention_scratch_floats(hd)), sizeof(float));
+    w.lo = calloc((size_t)(2 * n), sizeof(int32_t));
+    cr_assert(w.tile && w.lo);
+    w.hi = w.lo + n;
+    return w;
+}
+
+static void attn_scratch_free(omni_attention_scratch *w)
+{
+    free(w->tile), free(w->lo);
+}
+
+/*
+ * The reference: the whole T x T probability matrix of each (window, head) in double,
+ * straight from the definition (omni_attention_allowed, softmax, P V), and its backward.
+ * p [n_seq, H, T, T] gets the probabilities.
+ */
+static void naive_attention(double *out, double *dqkv, double *p, const float *qkv,
+                            const float *dout, const omni_batch *b, int64_t d, int64_t H,
+                            bool prefix)
+{
+    const int64_t T = b->context, hd = d / H, ld = 3 * d;
+    const double scale = 1.0 / sqrt((double)hd);
+    double *dp = calloc((size_t)T, sizeof(double));
+    cr_assert(dp);
+    for (int64_t s = 0; s < b->n_seq; s++)
+        for (int64_t h = 0; h < H; h++) {
+            const float *q = qkv + s * T * ld + h * hd, *k = q + d, *v = q + 2 * d;
+            double *pr = p + (s * H + h) * T * T;
+            for (int64_t i = 0; i < T; i++) {
+                double mx = -HUGE_VAL, sum = 0.0;
+                for (int64_t j = 0; j < T; j++) {
+                    double sc = 0.0;
+                    for (int64_t c = 0; c < hd; c++)
+                        sc += (double)q[i * ld + c] * (double)k[j * ld + c];
+                    pr[i * T + j] =
+                        omni_attention_allowed(b, s, i, j, prefix) ? sc * scale : -HUGE_VAL;
+                    mx = fmax(mx, pr[i * T + j]);
+                }
+                for (int64_t j = 0; j < T; j++)
+                    sum += pr[i * T + j] = exp(pr[i * T + j] - mx);
+                for (int64_t j = 0; j < T; j++)
+                    pr[i * T + j] /= sum;
+                for (int64_t c = 0; c < hd; c++) {
+                    double y = 0.0;
+                    for (int64_t j = 0; j < T; j++)
+                        y += pr[i * T + j] * (double)v[j * ld + c];
+                    out[(s * T + i) * d + h * hd + c] = y;
+                }
+            }
+            if (!dqkv)
+                continue;
+            double *dq = dqkv + s * T * ld + h * hd, *dk = dq + d, *dv = dq + 2 * d;
+            const float *dy = dout + s * T * d + h * hd;
+            for (int64_t i = 0; i < T; i++) {
+                double dot = 0.0;
+                for (int64_t j = 0; j < T; j++) {
+                    dp[j] = 0.0;
+                    for (int64_t c = 0; c < hd; c++)
+                        dp[j] += (double)dy[i * d + c] * (double)v[j * ld + c];
+                    dot += pr[i * T + j] * dp[j];
+                }
+                for (int64_t j = 0; j < T; j++) {
+                    double ds = pr[i * T + j] * (dp[j] - dot) * scale;
+                    for (int64_t c = 0; c < hd; c++) {
+                        dv[j * ld + c] += pr[i * T + j] * (double)dy[i * d + c];
+                        dq[i * ld + c] += ds * (double)k[j * ld + c];
+                        dk[j * ld + c] += ds * (double)q[i * ld + c];
+                    }
+                }
+            }
+        }
+    free(dp);
+}
+
 typedef struct {
     const omni_batch *b;
     int64_t d, H;
     bool prefix;
-    float *qkv, *out, *att, *r;
+    float *qkv, *out, *lse, *r;
+    omni_attention_scratch w;
 } attn_case;
 
 static double attn_f(void *ctx)
 {
     attn_case *c = ctx;
-    omni_attention_forward(c->out, c->att, c->qkv, c->b, c->b->n_seq, c->b->context, c->d, c->H,
-                           c->prefix);
+    omni_attention_forward(c->out, c->lse, c->qkv, c->b, c->b->n_seq, c->b->context, c->d, c->H,
+                           c->prefix, &c->w);
     return dot(c->out, c->r, c->b->n_seq * c->b->context * c->d);
+}
+
+/* max |a - ref| / max |ref| */
+static double rel_err(const float *a, const double *ref, int64_t n)
+{
+    double err = 0.0, mag = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        err = fmax(err, fabs((double)a[i] - ref[i]));
+        mag = fmax(mag, fabs(ref[i]));
+    }
+    return err / fmax(mag, 1e-30);
+}
+
+/* Forward and backward against the reference (float32 against double: 1e-5 relative to
+ * the largest entry; a wrong mask or scale is off by 1e-2 or more). */
+static void check_against_naive(attn_case *c, const float *dqkv)
+{
+    const omni_batch *b = c->b;
+    int64_t n = b->n_seq * b->context, T = b->context;
+    double *ro = calloc((size_t)(n * c->d), sizeof(double));
+    double *rd = calloc((size_t)(n * 3 * c->d), sizeof(double));
+    double *rp = calloc((size_t)(b->n_seq * c->H * T * T), sizeof(double));
+    cr_assert(ro && rd && rp);
+    naive_attention(ro, rd, rp, c->qkv, c->r, b, c->d, c->H, c->prefix);
+    double eo = rel_err(c->out, ro, n * c->d), ed = rel_err(dqkv, rd, n * 3 * c->d);
+    cr_assert_lt(eo, 1e-5, "attention output off the reference by %g", eo);
+    cr_assert_lt(ed, 1e-5, "attention dqkv off the reference by %g", ed);
+    free(ro), free(rd), free(rp);
 }
 
 static void check_attention(bool prefix)
 {
     omni_batch b = fixture_mixed_batch(); /* two packed samples, a prefix, padding */
     attn_case c = {.b = &b, .d = 8, .H = 2, .prefix = prefix};
-    int64_t n = b.n_seq * b.context, T = b.context;
-    float *m = calloc((size_t)(n * 3 * c.d * 2 + 2 * n * c.d + b.n_seq * c.H * T * T + T * T),
-                      sizeof(float));
-    c.qkv = m, c.out = m + n * 3 * c.d, c.r = c.out + n * c.d, c.att = c.r + n * c.d;
-    float *dqkv = c.att + b.n_seq * c.H * T * T, *ds = dqkv + n * 3 * c.d;
+    int64_t n = b.n_seq * b.context;
+    float *m =
+        calloc((size_t)(n * 3 * c.d * 2 + 2 * n * c.d + b.n_seq * c.H * b.context), sizeof(float));
+    cr_assert(m);
+    c.w = attn_scratch(n, c.d / c.H);
+    c.qkv = m, c.out = m + n * 3 * c.d, c.r = c.out + n * c.d, c.lse = c.r + n * c.d;
+    float *dqkv = c.lse + b.n_seq * c.H * b.context;
     fill(c.qkv, n * 3 * c.d, "qkv", 1.0f), fill(c.r, n * c.d, "r", 1.0f);
     attn_f(&c);
-    /* The probabilities respect the mask: zero where not allowed, rows sum to 1. */
-    for (int64_t s = 0; s < b.n_seq; s++)
-        for (int64_t h = 0; h < c.H; h++)
-            for (int64_t i = 0; i < T; i++) {
-                double sum = 0.0;
-                for (int64_t j = 0; j < T; j++) {
-                    float p = c.att[((s * c.H + h) * T + i) * T + j];
-                    sum += (double)p;
-                    if (!omni_attention_allowed(&b, s, i, j, prefix))
-                        cr_assert_eq(p, 0.0f, "window %lld head %lld: %lld sees %lld", (long long)s,
-                                     (long long)h, (long long)i, (long long)j);
-                    else
-                        cr_assert_gt(p, 0.0f);
-                }
-                cr_assert_float_eq(sum, 1.0, 1e-5);
-            }
-    omni_attention_backward(dqkv, ds, c.r, c.qkv, c.att, b.n_seq, T, c.d, c.H);
+    omni_attention_backward(dqkv, c.r, c.out, c.qkv, c.lse, &b, b.n_seq, b.context, c.d, c.H,
+                            prefix, &c.w);
+    check_against_naive(&c, dqkv);
     fixture_check_grad(prefix ? "prefix attention dqkv" : "causal attention dqkv", c.qkv, dqkv,
                        n * 3 * c.d, 1, attn_f, &c, 1e-2f, 1e-3, 2e-2);
+    attn_scratch_free(&c.w);
     free(m);
     fixture_batch_free(&b);
 }
@@ -154,6 +254,69 @@ Test(model, attention_causal_packed_padding_matches_finite_differences)
 Test(model, attention_prefix_matches_finite_differences)
 {
     check_attention(true);
+}
+
+/*
+ * A long batch whose tiles matter: windows of 150 positions (3 tiles, the last partial)
+ * packing samples of 70, 1, 50 and 29 positions with prefixes of various lengths (one
+ * crossing a tile border), a window of one long sample, and a window whose samples
+ * are out of order and whose padding sits in the middle.
+ */
+static omni_batch long_batch(void)
+{
+    const int64_t T = 150;
+    omni_batch b = fixture_batch_alloc(3, T, 0);
+    const int64_t len0[] = {70, 1, 50, 29}, pre0[] = {66, 0, 3, 29};
+    int64_t t = 0;
+    for (int k = 0; k < 4; k++)
+        for (int64_t i = 0; i < len0[k]; i++, t++) {
+            b.kind[t] = OMNI_POS_TOKEN, b.segment[t] = k, b.pos[t] = (int32_t)i;
+            b.in_prefix[t] = i < pre0[k];
+        }
+    for (int64_t i = 0; i < T; i++) {
+        int64_t p = T + i;
+        b.kind[p] = OMNI_POS_TOKEN, b.segment[p] = 0, b.pos[p] = (int32_t)i;
+        b.in_prefix[p] = i < 100;
+    }
+    for (int64_t i = 0; i < T; i++) {
+        int64_t p = 2 * T + i;
+        bool pad = i >= 60 && i < 80;
+        b.kind[p] = pad ? OMNI_POS_PAD : OMNI_POS_TOKEN;
+        b.segment[p] = pad ? -1 : i < 60 ? 1 : i < 120 ? 0 : 2;
+        b.in_prefix[p] = !pad && (i % 60) < 10;
+    }
+    return b;
+}
+
+static void check_long_attention(bool prefix)
+{
+    omni_batch b = long_batch();
+    attn_case c = {.b = &b, .d = 32, .H = 2, .prefix = prefix};
+    int64_t n = b.n_seq * b.context;
+    float *m =
+        calloc((size_t)(n * 3 * c.d * 2 + 2 * n * c.d + b.n_seq * c.H * b.context), sizeof(float));
+    cr_assert(m);
+    c.w = attn_scratch(n, c.d / c.H);
+    c.qkv = m, c.out = m + n * 3 * c.d, c.r = c.out + n * c.d, c.lse = c.r + n * c.d;
+    float *dqkv = c.lse + b.n_seq * c.H * b.context;
+    fill(c.qkv, n * 3 * c.d, "qkv", 1.0f), fill(c.r, n * c.d, "r", 1.0f);
+    attn_f(&c);
+    omni_attention_backward(dqkv, c.r, c.out, c.qkv, c.lse, &b, b.n_seq, b.context, c.d, c.H,
+                            prefix, &c.w);
+    check_against_naive(&c, dqkv);
+    attn_scratch_free(&c.w);
+    free(m);
+    fixture_batch_free(&b);
+}
+
+Test(model, attention_tiles_match_the_full_matrix_causal)
+{
+    check_long_attention(false);
+}
+
+Test(model, attention_tiles_match_the_full_matrix_prefix)
+{
+    check_long_attention(true);
 }
 
 Test(model, attention_mask_follows_segments_prefix_and_padding)
@@ -239,6 +402,7 @@ typedef struct {
     const omni_batch *b;
     int64_t V;
     float *logits, *probs;
+    double *rows;
     float w[OMNI_MAX_TASKS];
 } xent_case;
 
@@ -246,8 +410,8 @@ static double xent_f(void *ctx)
 {
     xent_case *c = ctx;
     double loss;
-    omni_xent_forward(&loss, c->probs, c->logits, c->b, c->w, c->b->n_seq * c->b->context, c->V,
-                      NULL);
+    omni_xent_forward(&loss, c->probs, c->rows, c->logits, c->b, c->w, c->b->n_seq * c->b->context,
+                      c->V, NULL);
     return loss;
 }
 
@@ -258,12 +422,13 @@ Test(model, cross_entropy_with_loss_weights_matches_finite_differences)
     xent_case c = {.b = &b, .V = V, .w = {1.0f, 0.5f}};
     c.logits = calloc((size_t)(n * V), sizeof(float));
     c.probs = calloc((size_t)(n * V), sizeof(float));
+    c.rows = calloc((size_t)(2 * n), sizeof(double));
     float *dl = calloc((size_t)(n * V), sizeof(float));
     fill(c.logits, n * V, "logits", 2.0f);
     omni_model_metrics met;
     memset(&met, 0, sizeof met);
     double loss;
-    omni_xent_forward(&loss, c.probs, c.logits, &b, c.w, n, V, &met);
+    omni_xent_forward(&loss, c.probs, c.rows, c.logits, &b, c.w, n, V, &met);
     cr_assert_eq(met.tokens[0], 3);
     cr_assert_eq(met.tokens[1], 4);
     cr_assert_float_eq(loss, (met.ce_sum[0] + 0.5 * met.ce_sum[1]) / 7.0, 1e-9);
@@ -282,6 +447,6 @@ Test(model, cross_entropy_with_loss_weights_matches_finite_differences)
         fixture_check_grad("xent dlogits[target]", row + tgt, dl + p * V + tgt, 1, 1, xent_f, &c,
                            1e-2f, 1e-5, 2e-2);
     }
-    free(c.logits), free(c.probs), free(dl);
+    free(c.logits), free(c.probs), free(c.rows), free(dl);
     fixture_batch_free(&b);
 }

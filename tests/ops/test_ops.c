@@ -1,10 +1,11 @@
 /*
  * ops: the matrix product against a plain triple loop in every transpose case with
  * leading dimensions wider than the rows, the SwiGLU gate's backward against central
- * differences, and the backend and thread settings.
+ * differences, oneDNN against OpenBLAS, and the backend and thread settings.
  */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ops.h"
@@ -36,8 +37,10 @@ static void reference(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float a
 Test(ops, matmul_matches_the_definition_in_every_transpose_case)
 {
     enum { M = 5, N = 7, K = 3, PAD = 2 };
-    for (int c = 0; c < 4; c++) {
+    for (int c = 0; c < 4 * OMNI_GEMM_BACKEND_COUNT; c++) {
         bool ta = c & 1, tb = c & 2;
+        cr_assert_eq(omni_gemm_set_backend((omni_gemm_backend)(c / 4)), OMNI_OK, "%s",
+                     omni_error_message());
         int64_t lda = (ta ? M : K) + PAD, ldb = (tb ? K : N) + PAD, ldc = N + PAD;
         float A[(M + PAD) * (K + PAD)], B[(N + PAD) * (K + PAD)], C[M * (N + PAD)],
             R[M * (N + PAD)];
@@ -48,8 +51,9 @@ Test(ops, matmul_matches_the_definition_in_every_transpose_case)
         omni_matmul(ta, tb, M, N, K, 0.5f, A, lda, B, ldb, 2.0f, C, ldc);
         reference(ta, tb, M, N, K, 0.5f, A, lda, B, ldb, 2.0f, R, ldc);
         for (int64_t i = 0; i < M * ldc; i++)
-            cr_assert_float_eq(C[i], R[i], 1e-5f, "trans %d/%d element %lld: %g vs %g", ta, tb,
-                               (long long)i, (double)C[i], (double)R[i]);
+            cr_assert_float_eq(C[i], R[i], 1e-5f, "%s trans %d/%d element %lld: %g vs %g",
+                               omni_gemm_backend_name(omni_gemm_backend_of()), ta, tb, (long long)i,
+                               (double)C[i], (double)R[i]);
     }
 }
 
@@ -113,12 +117,134 @@ Test(ops, swiglu_gate_backward_matches_finite_differences)
     cr_assert(!memcmp(g1, dh1, sizeof g1) && !memcmp(g3, dh3, sizeof g3));
 }
 
+/*
+ * oneDNN and OpenBLAS on the model's kinds of product (forward, both backward products,
+ * a row count that is no multiple of any block, leading dimensions wider than the rows,
+ * alpha and beta as the layers use them): each within fp32 rounding of the product in
+ * double, and so of each other. The bound is 1e-6 sqrt(K) sum_k |a_ik b_kj|: float32
+ * rounding of a K-term sum is ~6e-8 sqrt(K) of that; a wrong element, transpose or
+ * stride is off by the order of the sum itself.
+ */
+Test(ops, onednn_agrees_with_openblas_within_fp32_rounding)
+{
+    enum { PAD = 3 };
+    static const int64_t shapes[][3] = {{131, 96, 64}, {67, 300, 129}, {200, 8, 48}, {1, 33, 17}};
+    static const float ab[][2] = {{1.0f, 0.0f}, {1.0f, 1.0f}, {0.125f, 2.0f}};
+    float *buf[6];
+    const int64_t cap = 400 * 400;
+    for (int i = 0; i < 6; i++) {
+        buf[i] = omni_alloc(cap, sizeof(float), "test");
+        cr_assert(buf[i]);
+    }
+    float *A = buf[0], *B = buf[1], *C0 = buf[2], *Cb = buf[3], *Cd = buf[4], *Abs = buf[5];
+    fill(A, cap, "A");
+    fill(B, cap, "B");
+    fill(C0, cap, "C");
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int c = 0; c < 4; c++)
+            for (size_t v = 0; v < sizeof ab / sizeof ab[0]; v++) {
+                const int64_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+                const bool ta = c & 1, tb = c & 2;
+                const float alpha = ab[v][0], beta = ab[v][1];
+                const int64_t lda = (ta ? M : K) + PAD, ldb = (tb ? K : N) + PAD, ldc = N + PAD;
+                memcpy(Cb, C0, (size_t)(M * ldc) * sizeof(float));
+                memcpy(Cd, C0, (size_t)(M * ldc) * sizeof(float));
+                memcpy(Abs, C0, (size_t)(M * ldc) * sizeof(float));
+                cr_assert_eq(omni_gemm_set_backend(OMNI_GEMM_OPENBLAS), OMNI_OK);
+                omni_matmul(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, Cb, ldc);
+                cr_assert_eq(omni_gemm_set_backend(OMNI_GEMM_ONEDNN), OMNI_OK, "%s",
+                             omni_error_message());
+                omni_matmul(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, Cd, ldc);
+                for (int64_t i = 0; i < M; i++)
+                    for (int64_t j = 0; j < ldc; j++) {
+                        const int64_t at = i * ldc + j;
+                        if (j >= N) { /* the padding of C is never written */
+                            cr_assert(Cb[at] == C0[at] && Cd[at] == C0[at]);
+                            continue;
+                        }
+                        double exact = 0.0, size = 0.0;
+                        for (int64_t k = 0; k < K; k++) {
+                            double a = ta ? A[k * lda + i] : A[i * lda + k];
+                            double b = tb ? B[j * ldb + k] : B[k * ldb + j];
+                            exact += a * b, size += fabs(a * b);
+                        }
+                        exact = (double)alpha * exact + (double)beta * (double)C0[at];
+                        size = fabs((double)alpha) * size + fabs((double)beta * (double)C0[at]);
+                        const double tol = 1e-6 * sqrt((double)K) * size + 1e-7;
+                        cr_assert(fabs((double)Cb[at] - exact) <= tol &&
+                                      fabs((double)Cd[at] - exact) <= tol &&
+                                      fabs((double)Cd[at] - (double)Cb[at]) <= tol,
+                                  "%lldx%lldx%lld trans %d/%d alpha %g beta %g [%lld,%lld]: "
+                                  "openblas %.9g onednn %.9g exact %.9g (tolerance %.3g)",
+                                  (long long)M, (long long)N, (long long)K, ta, tb, (double)alpha,
+                                  (double)beta, (long long)i, (long long)j, (double)Cb[at],
+                                  (double)Cd[at], exact, tol);
+                    }
+            }
+    for (int i = 0; i < 6; i++)
+        omni_free(buf[i]);
+}
+
+/* With K = 0 each backend leaves C = beta C, as BLAS defines it (beta 0: zeros, even
+ * over a NaN). */
+Test(ops, matmul_with_no_inner_dimension_scales_the_output)
+{
+    for (int b = 0; b < OMNI_GEMM_BACKEND_COUNT; b++) {
+        cr_assert_eq(omni_gemm_set_backend((omni_gemm_backend)b), OMNI_OK);
+        float c[4] = {1, 2, 3, NAN}, d[4] = {1, 2, 3, 4};
+        omni_matmul(false, false, 2, 2, 0, 1.0f, NULL, 1, NULL, 2, 0.0f, c, 2);
+        omni_matmul(false, false, 2, 2, 0, 1.0f, NULL, 1, NULL, 2, 2.0f, d, 2);
+        cr_assert(c[0] == 0 && c[3] == 0 && d[0] == 2 && d[3] == 8, "%s",
+                  omni_gemm_backend_name((omni_gemm_backend)b));
+    }
+}
+
+/* oneDNN on 1 and 2 threads: the same product within rounding (the split of the work may
+ * change the order of the sums, as OpenBLAS's does). */
+Test(ops, onednn_products_agree_across_thread_counts)
+{
+    enum { M = 96, N = 160, K = 256 };
+    static float A[M * K], B[K * N], C1[M * N], C2[M * N];
+    fill(A, M * K, "A");
+    fill(B, K * N, "B");
+    cr_assert_eq(omni_gemm_set_backend(OMNI_GEMM_ONEDNN), OMNI_OK);
+    omni_gemm_set_threads(1);
+    omni_matmul(false, false, M, N, K, 1.0f, A, K, B, N, 0.0f, C1, N);
+    omni_gemm_set_threads(2);
+    omni_matmul(false, false, M, N, K, 1.0f, A, K, B, N, 0.0f, C2, N);
+    for (int64_t i = 0; i < M * N; i++)
+        cr_assert_float_eq(C1[i], C2[i], 1e-4f * (1.0f + fabsf(C1[i])));
+}
+
 Test(ops, gemm_backend_refuses_one_not_built)
 {
-    cr_assert_eq(omni_gemm_backend_of(), OMNI_GEMM_OPENBLAS);
+    omni_gemm_backend before = omni_gemm_backend_of();
     cr_assert_str_eq(omni_gemm_backend_name(OMNI_GEMM_OPENBLAS), "openblas");
+    cr_assert_str_eq(omni_gemm_backend_name(OMNI_GEMM_ONEDNN), "onednn");
     cr_assert_eq(omni_gemm_set_backend(OMNI_GEMM_BACKEND_COUNT), OMNI_ERR_CONFIG);
+    cr_assert_eq(omni_gemm_backend_of(), before);
+}
+
+/* parallel.gemm as given; auto defers to OMNI_GEMM, and a bad OMNI_GEMM is a config error
+ * naming it. */
+Test(ops, gemm_choice_follows_the_setting_then_the_environment)
+{
+    cr_assert_eq(omni_gemm_choose(OMNI_GEMM_CHOICE_OPENBLAS), OMNI_OK);
     cr_assert_eq(omni_gemm_backend_of(), OMNI_GEMM_OPENBLAS);
+    cr_assert_eq(omni_gemm_choose(OMNI_GEMM_CHOICE_ONEDNN), OMNI_OK);
+    cr_assert_eq(omni_gemm_backend_of(), OMNI_GEMM_ONEDNN);
+    cr_assert_eq(setenv("OMNI_GEMM", "openblas", 1), 0);
+    cr_assert_eq(omni_gemm_choose(OMNI_GEMM_CHOICE_AUTO), OMNI_OK);
+    cr_assert_eq(omni_gemm_backend_of(), OMNI_GEMM_OPENBLAS);
+    cr_assert_eq(omni_gemm_choose(OMNI_GEMM_CHOICE_ONEDNN), OMNI_OK); /* the setting wins */
+    cr_assert_eq(omni_gemm_backend_of(), OMNI_GEMM_ONEDNN);
+    cr_assert_eq(setenv("OMNI_GEMM", "mkl", 1), 0);
+    cr_assert_eq(omni_gemm_choose(OMNI_GEMM_CHOICE_AUTO), OMNI_ERR_CONFIG);
+    cr_assert(strstr(omni_error_message(), "OMNI_GEMM") && strstr(omni_error_message(), "mkl"));
+    omni_error_clear();
+    cr_assert_eq(setenv("OMNI_GEMM", "auto", 1), 0);
+    cr_assert_eq(omni_gemm_choose(OMNI_GEMM_CHOICE_AUTO), OMNI_OK);
+    cr_assert_str_neq(omni_gemm_kernel(omni_gemm_backend_of()), "unknown");
 }
 
 Test(ops, blas_threads_follow_an_explicit_setting)

@@ -1,0 +1,273 @@
+/*
+ * bench_gemm — the fp32 matrix-product rate of this machine at the model's shapes, by
+ * both backends: OpenBLAS's cblas_sgemm and oneDNN's matmul primitive (created once per
+ * shape before timing, as a training step would use it).
+ *
+ *   bench_gemm [EXP.yaml] [--threads N] [--seconds S]
+ *
+ * (default configs/bench-medium.yaml, 1 thread, 0.2 s per measurement). For every
+ * product of a training step — forward y = x W, backward dx = dy W^T and dW = x^T dy —
+ * at the dense, expert and head shapes of the experiment (rows = batch x context of one
+ * process; an expert's rows = its share of the top-k assignments), it prints each
+ * backend's GFLOP/s (best of 3 measurements, interleaved so both see the same load)
+ * and their ratio, the kernel oneDNN chose (its implementation name, e.g.
+ * brg:avx512_core), and at the end the FLOP-weighted rate of each backend over the
+ * step's products: the faster is "the machine's GEMM rate" of docs/bench.md. A third
+ * column times omni_matmul on its oneDNN backend, the primitive with run-time sizes that
+ * training uses (ops/onednn.c), against the fastest of the three per shape.
+ */
+#include <cblas.h>
+#include <dnnl.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "experiment.h"
+#include "model.h"
+#include "ops.h"
+
+typedef struct {
+    const char *what;
+    int64_t m, n, k;
+    bool ta, tb;   /* op(A) = A^T, op(B) = B^T (row-major storage of A, B as given) */
+    double weight; /* how many such products one training step issues */
+} shape;
+
+typedef struct {
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+} dnnl_ctx;
+
+static void dnnl_check(dnnl_status_t s, const char *what)
+{
+    if (s != dnnl_success) {
+        fprintf(stderr, "bench_gemm: oneDNN failed in %s (status %d)\n", what, (int)s);
+        exit(1);
+    }
+}
+
+/* A row-major [rows, cols] matrix, or the transpose of a stored [cols, rows] one. */
+static void md_of(dnnl_memory_desc_t *md, int64_t rows, int64_t cols, bool trans)
+{
+    dnnl_dims_t dims = {rows, cols};
+    dnnl_dims_t strides = {trans ? 1 : cols, trans ? rows : 1};
+    dnnl_check(dnnl_memory_desc_init_by_strides(md, 2, dims, dnnl_f32, strides), "memory desc");
+}
+
+typedef struct {
+    dnnl_primitive_t prim;
+    dnnl_memory_t a, b, c;
+    const char *impl;
+} dnnl_mm;
+
+static void dnnl_mm_make(dnnl_mm *g, dnnl_ctx *x, const shape *s, float *A, float *B, float *C)
+{
+    dnnl_memory_desc_t amd, bmd, cmd;
+    md_of(&amd, s->m, s->k, s->ta);
+    md_of(&bmd, s->k, s->n, s->tb);
+    md_of(&cmd, s->m, s->n, false);
+    dnnl_matmul_desc_t desc;
+    dnnl_check(dnnl_matmul_desc_init(&desc, &amd, &bmd, NULL, &cmd), "matmul desc");
+    dnnl_primitive_desc_t pd;
+    dnnl_check(dnnl_primitive_desc_create(&pd, &desc, NULL, x->engine, NULL), "primitive desc");
+    dnnl_check(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &g->impl), "impl");
+    dnnl_check(dnnl_primitive_create(&g->prim, pd), "primitive");
+    dnnl_check(dnnl_memory_create(&g->a, &amd, x->engine, A), "memory");
+    dnnl_check(dnnl_memory_create(&g->b, &bmd, x->engine, B), "memory");
+    dnnl_check(dnnl_memory_create(&g->c, &cmd, x->engine, C), "memory");
+    dnnl_primitive_desc_destroy(pd);
+}
+
+static void dnnl_mm_run(dnnl_mm *g, dnnl_ctx *x)
+{
+    dnnl_exec_arg_t args[3] = {{.arg = DNNL_ARG_SRC, .memory = g->a},
+                               {.arg = DNNL_ARG_WEIGHTS, .memory = g->b},
+                               {.arg = DNNL_ARG_DST, .memory = g->c}};
+    dnnl_check(dnnl_primitive_execute(g->prim, x->stream, 3, args), "execute");
+    dnnl_check(dnnl_stream_wait(x->stream), "stream wait");
+}
+
+static void dnnl_mm_free(dnnl_mm *g)
+{
+    dnnl_memory_destroy(g->a), dnnl_memory_destroy(g->b), dnnl_memory_destroy(g->c);
+    dnnl_primitive_destroy(g->prim);
+}
+
+static void blas_run(const shape *s, const float *A, const float *B, float *C)
+{
+    cblas_sgemm(CblasRowMajor, s->ta ? CblasTrans : CblasNoTrans, s->tb ? CblasTrans : CblasNoTrans,
+                (int)s->m, (int)s->n, (int)s->k, 1.0f, A, s->ta ? (int)s->m : (int)s->k, B,
+                s->tb ? (int)s->k : (int)s->n, 0.0f, C, (int)s->n);
+}
+
+/* The training path: omni_matmul on its oneDNN backend (sizes at run time, ops/onednn.c). */
+static void ours_run(const shape *s, const float *A, const float *B, float *C)
+{
+    omni_matmul(s->ta, s->tb, s->m, s->n, s->k, 1.0f, A, s->ta ? s->m : s->k, B,
+                s->tb ? s->k : s->n, 0.0f, C, s->n);
+}
+
+/* Seconds per call of one way (0 OpenBLAS, 1 the exact-shape oneDNN primitive, 2
+ * omni_matmul on oneDNN), over at least `secs` seconds of calls. */
+static double time_one(int way, const shape *s, dnnl_mm *g, dnnl_ctx *x, const float *A,
+                       const float *B, float *C, double secs)
+{
+    int reps = 0;
+    double t0 = omni_now(), t;
+    do {
+        if (way == 1)
+            dnnl_mm_run(g, x);
+        else if (way == 2)
+            ours_run(s, A, B, C);
+        else
+            blas_run(s, A, B, C);
+        reps++;
+        t = omni_now() - t0;
+    } while (t < secs);
+    return t / reps;
+}
+
+int main(int argc, char **argv)
+{
+    const char *src = getenv("OMNI_SOURCE_DIR");
+    char def[4096];
+    snprintf(def, sizeof def, "%s/configs/bench-medium.yaml", src ? src : OMNI_BENCH_SRC);
+    const char *path = def;
+    int threads = 1;
+    double secs = 0.2;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
+            secs = atof(argv[++i]);
+        else if (argv[i][0] != '-')
+            path = argv[i];
+        else {
+            fprintf(stderr, "usage: bench_gemm [EXP.yaml] [--threads N] [--seconds S]\n");
+            return 2;
+        }
+    }
+    if (threads < 1 || !(secs > 0.0)) {
+        fprintf(stderr, "bench_gemm: --threads must be >= 1 and --seconds > 0\n");
+        return 2;
+    }
+    omni_log_setup(0, OMNI_LOG_INFO);
+    omni_experiment ex;
+    char *text = NULL;
+    size_t len = 0;
+    omni_status st = omni_read_file(path, &text, &len);
+    if (!st)
+        st = omni_experiment_parse(&ex, text, len, path, NULL, 0);
+    free(text);
+    if (st) {
+        fprintf(stderr, "bench_gemm: %s\n", omni_error_message());
+        return omni_exit_code(st);
+    }
+    omni_gemm_set_threads(threads);
+    omp_set_num_threads(threads);
+    if ((st = omni_gemm_set_backend(OMNI_GEMM_ONEDNN))) {
+        fprintf(stderr, "bench_gemm: %s\n", omni_error_message());
+        return omni_exit_code(st);
+    }
+
+    const int64_t d = ex.model.d_model, ff = ex.model.d_ff, T = ex.model.context;
+    const int64_t N = ex.data.batch * T, V = OMNI_TOK_TASK0 + 4;
+    const int64_t E = ex.moe.num_experts > 0 ? ex.moe.num_experts : 1;
+    const int64_t eff = ex.moe.expert_ff > 0 ? ex.moe.expert_ff : ff;
+    const int64_t er = N * (ex.moe.top_k > 0 ? ex.moe.top_k : 1) / E; /* rows per expert */
+    const double L = (double)ex.model.n_layers;
+    const double nmoe = ex.moe.every > 0 ? (double)(ex.model.n_layers / ex.moe.every) : 0.0;
+    const double ndense = L - nmoe;
+    /* forward y = x W, backward dx = dy W^T and dW = x^T dy, for each weight */
+    typedef struct {
+        const char *what;
+        int64_t rows, in, out;
+        double count;
+    } weight;
+    const weight ws[] = {{"qkv", N, d, 3 * d, L},
+                         {"attn out", N, d, d, L},
+                         {"ffn up", N, d, ff, 2 * ndense},
+                         {"ffn down", N, ff, d, ndense},
+                         {"expert up", er, d, eff, 2 * nmoe * (double)E},
+                         {"expert dn", er, eff, d, nmoe * (double)E},
+                         {"head", N, d, V, 1}};
+    const int nw = (int)(sizeof ws / sizeof ws[0]);
+    shape sh[3 * 8];
+    int ns = 0;
+    for (int i = 0; i < nw; i++) {
+        if (ws[i].count <= 0.0)
+            continue;
+        sh[ns++] = (shape){ws[i].what, ws[i].rows, ws[i].out, ws[i].in, false, false, ws[i].count};
+        sh[ns++] = (shape){ws[i].what, ws[i].rows, ws[i].in, ws[i].out, false, true, ws[i].count};
+        sh[ns++] = (shape){ws[i].what, ws[i].in, ws[i].out, ws[i].rows, true, false, ws[i].count};
+    }
+    int64_t big = 0;
+    for (int i = 0; i < ns; i++) {
+        int64_t sz[3] = {sh[i].m * sh[i].k, sh[i].k * sh[i].n, sh[i].m * sh[i].n};
+        for (int j = 0; j < 3; j++)
+            big = sz[j] > big ? sz[j] : big;
+    }
+    float *A = omni_alloc(big, sizeof(float), "bench"),
+          *B = omni_alloc(big, sizeof(float), "bench");
+    float *C = omni_alloc(big, sizeof(float), "bench");
+    if (!A || !B || !C)
+        return 1;
+    omni_rng r;
+    omni_rng_init(&r, 1, "bench/gemm", 0);
+    omni_rng_fill_normal(&r, 0, big, 0.0f, 1.0f, A);
+    omni_rng_fill_normal(&r, (uint64_t)big, big, 0.0f, 1.0f, B);
+    memset(C, 0, (size_t)big * sizeof(float));
+
+    dnnl_ctx x;
+    dnnl_check(dnnl_engine_create(&x.engine, dnnl_cpu, 0), "engine");
+    dnnl_check(dnnl_stream_create(&x.stream, x.engine, dnnl_stream_default_flags), "stream");
+    const char *core = getenv("OPENBLAS_CORETYPE");
+    printf("%s: rows %lld (batch %lld x context %lld), expert rows %lld, %d thread(s); "
+           "OpenBLAS core %s (%s)\n",
+           ex.experiment.name, (long long)N, (long long)ex.data.batch, (long long)T, (long long)er,
+           threads, openblas_get_corename(), core ? core : "auto");
+    printf("  GFLOP/s: OpenBLAS cblas_sgemm; oneDNN's primitive made for the exact shape; ours: "
+           "omni_matmul on oneDNN (%s), as training runs it\n",
+           omni_gemm_kernel(OMNI_GEMM_ONEDNN));
+    printf("  %-9s %-6s %5s %5s %5s  %9s %9s %9s  %6s  %s\n", "product", "op", "m", "n", "k",
+           "OpenBLAS", "oneDNN", "ours", "ours/", "exact-shape kernel");
+    printf("  %-9s %-6s %5s %5s %5s  %9s %9s %9s  %6s\n", "", "", "", "", "", "", "exact", "",
+           "best");
+    double f_all = 0.0, t_blas = 0.0, t_dnnl = 0.0, t_ours = 0.0, t_best = 0.0;
+    for (int i = 0; i < ns; i++) {
+        const shape *s = &sh[i];
+        dnnl_mm g;
+        dnnl_mm_make(&g, &x, s, A, B, C);
+        double tb = 1e30, td = 1e30, to = 1e30;
+        for (int rep = 0; rep < 3; rep++) {
+            double a = time_one(0, s, NULL, &x, A, B, C, secs / 3);
+            double b = time_one(1, s, &g, &x, A, B, C, secs / 3);
+            double c = time_one(2, s, NULL, &x, A, B, C, secs / 3);
+            tb = a < tb ? a : tb, td = b < td ? b : td, to = c < to ? c : to;
+        }
+        double tm = tb < td ? tb : td;
+        tm = to < tm ? to : tm;
+        double f = 2.0 * (double)s->m * (double)s->n * (double)s->k;
+        const char *op = !s->ta && !s->tb ? "x W" : s->tb ? "dy W^T" : "x^T dy";
+        printf("  %-9s %-6s %5lld %5lld %5lld  %9.1f %9.1f %9.1f  %6.2f  %s\n", s->what, op,
+               (long long)s->m, (long long)s->n, (long long)s->k, f / tb * 1e-9, f / td * 1e-9,
+               f / to * 1e-9, tm / to, g.impl);
+        f_all += f * s->weight;
+        t_blas += tb * s->weight, t_dnnl += td * s->weight, t_ours += to * s->weight;
+        t_best += tm * s->weight;
+        dnnl_mm_free(&g);
+    }
+    double rb = f_all / t_blas * 1e-9, rd = f_all / t_dnnl * 1e-9, ro = f_all / t_ours * 1e-9;
+    double rm = f_all / t_best * 1e-9;
+    printf("  step's products: OpenBLAS %.1f GFLOP/s, oneDNN exact-shape %.1f, ours %.1f; the "
+           "fastest per shape (the machine's GEMM rate) %.1f; ours/OpenBLAS %.2f, ours/best "
+           "%.2f\n",
+           rb, rd, ro, rm, ro / rb, ro / rm);
+    printf("RESULT gemm threads=%d openblas=%.2f onednn_exact=%.2f ours=%.2f best=%.2f\n", threads,
+           rb, rd, ro, rm);
+    dnnl_stream_destroy(x.stream);
+    dnnl_engine_destroy(x.engine);
+    omni_free(A), omni_free(B), omni_free(C);
+    return 0;
+}
