@@ -115,7 +115,8 @@ omni_status ckpt_write_tokenization(hid_t file, const omni_tokenization *t, cons
     if (!st)
         st = omni_h5_attr_write_f64(g, "audio_top_db", (double)t->audio.top_db, path);
     if (!st)
-        st = ckpt_attr_write_str(g, "image_resize", omni_resize_mode_name(t->image_resize), path);
+        st =
+            omni_h5_attr_write_str(g, "image_resize", omni_resize_mode_name(t->image_resize), path);
     if (!st)
         st = make_group(g, "tasks", &tasks, path);
     for (int i = 0; i < t->n_tasks && !st; i++)
@@ -300,7 +301,8 @@ omni_status ckpt_read_tokenization(hid_t file, const char *path, int64_t version
     if (!st && H5Aexists(g, "image_resize") > 0) {
         char *mode = NULL;
         int m = -1;
-        if (!(st = ckpt_attr_read_str(g, "image_resize", &mode, path)) &&
+        if (!(st = omni_h5_attr_read_str(g, "image_resize", OMNI_NAME_MAX, &mode, OMNI_ERR_CKPT,
+                                         path)) &&
             (m = omni_resize_mode_parse(mode)) < 0)
             st = omni_fail(OMNI_ERR_CKPT,
                            "%s: attribute image_resize of /%s is \"%s\", expected stretch, pad "
