@@ -126,6 +126,7 @@ static void eval_title(const char *key, char *title, size_t tl, char *unit, size
         {"cer", "Character error rate", "CER (%)", true},
         {"mean_return", "Mean return per episode", "return", false},
         {"task_mean_return", "Mean return per episode", "return", false},
+        {"task_return", "Mean return per episode (eval.env rollouts)", "return", false},
         {"bits_per_byte", "Bits per byte", "bits/byte", false},
     };
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)

@@ -29,6 +29,10 @@ assert runs[0] == runs[1], ("1 and 2 processes differ", runs)
 print("returns", runs[0])
 PY
 
+# The report draws the returns over the steps.
+"$bin" report one --out one.html >report.log 2>&1 || fail "report: $(cat report.log)"
+grep -q "Mean return per episode (eval.env rollouts)" one.html || fail "no return chart in one.html"
+
 # Without eval.env no rollouts and no task_return.
 must_train 1 plain --set optim.steps=5 --set eval.every=5
 ! grep -q task_return plain/metrics.jsonl || fail "task_return without eval.env"
