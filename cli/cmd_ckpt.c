@@ -11,6 +11,7 @@
 #include "gating.h"
 
 static const char usage[] = "usage: omnimoe ckpt info CKPT.h5 [--verify]\n"
+                            "       omnimoe ckpt extract CKPT.h5 --task NAME --out FILE.h5\n"
                             "\n"
                             "  info   step, tokens seen, world size, the experiment's model, "
                             "parameter\n"
@@ -22,7 +23,12 @@ static const char usage[] = "usage: omnimoe ckpt info CKPT.h5 [--verify]\n"
                             "entropy); --verify\n"
                             "         also reads every dataset and checks its checksums (exit 2 on "
                             "a mismatch\n"
-                            "         or a dataset without one)\n";
+                            "         or a dataset without one)\n"
+                            "  extract  (a model trained with moe.router: task) a checkpoint "
+                            "holding\n"
+                            "         only the experts that task NAME uses in each MoE layer: "
+                            "a smaller\n"
+                            "         model that generates for that task as the full one does\n";
 
 #define EXPERTS_PER_LINE 16
 
@@ -377,6 +383,27 @@ omni_status omni_cmd_ckpt(MPI_Comm comm, int argc, char **argv)
         if (!path)
             return omni_usage_error(usage, "ckpt info: no checkpoint file given");
         return info(comm, path, verify);
+    }
+    if (!strcmp(argv[1], "extract")) {
+        const char *path = NULL, *task = NULL, *out = NULL;
+        for (int i = 2; i < argc; i++) {
+            if (!strcmp(argv[i], "--help")) {
+                if (omni_log_rank() == 0)
+                    fputs(usage, stdout);
+                return OMNI_OK;
+            } else if (!strcmp(argv[i], "--task") && i + 1 < argc) {
+                task = argv[++i];
+            } else if (!strcmp(argv[i], "--out") && i + 1 < argc) {
+                out = argv[++i];
+            } else if (!path && argv[i][0] != '-') {
+                path = argv[i];
+            } else {
+                return omni_usage_error(usage, "ckpt extract: unexpected argument '%s'", argv[i]);
+            }
+        }
+        if (!path || !task || !out)
+            return omni_usage_error(usage, "ckpt extract: expected CKPT --task NAME --out FILE");
+        return omni_ckpt_extract(comm, path, task, out);
     }
     return omni_usage_error(usage, "ckpt: unknown subcommand '%s'", argv[1]);
 }
