@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
 # Task routing (issue 14, moe.router: task): every token of a task takes its task's top-k
 # experts (each task's row of the per-step task x expert table has exactly top_k experts
-# used); 1 and 2 processes agree to a relative 1e-4 over 20 steps (dropless); a run with
+# used); 1, 2 and 4 processes agree to a relative 1e-4 over 20 steps (dropless); a run with
 # drops and balancing biases resumed from its step-10 checkpoint is bit-identical to the
-# straight run; the checkpoint holds the task embeddings, and `omnimoe eval` (greedy
+# straight run; a 4-process checkpoint resumes on 1 and 2 processes alike; the checkpoint holds the task embeddings, and `omnimoe eval` (greedy
 # captions through the KV cache) runs on the task-routed model; --remap-tasks moves the
 # task embeddings' rows; `ckpt extract` keeps a task's experts and the smaller model
 # generates as the full one does.
 . "$(dirname "$0")/lib.sh"
 
-for np in 1 2; do
+for np in 1 2 4; do
     must_train $np task-np$np --set moe.router=task
 done
 check close task-np1/metrics.jsonl task-np2/metrics.jsonl --rtol 1e-4
+check close task-np1/metrics.jsonl task-np4/metrics.jsonl --rtol 1e-4
 check routing task-np1/metrics.jsonl
+# reshard: the 4-process checkpoint resumed for 4 more steps on 1 and on 2 processes
+for np in 1 2; do
+    mkdir -p reshard-np$np && cp task-np4/ckpt-00000020.h5 reshard-np$np/ || fail "no checkpoint"
+    must_train $np reshard-np$np --set moe.router=task --set optim.steps=24 \
+        --resume reshard-np$np/ckpt-00000020.h5
+done
+check close reshard-np1/metrics.jsonl reshard-np2/metrics.jsonl --rtol 1e-4 --from 21
+[[ $(check last-step reshard-np1/metrics.jsonl) == 24 ]] || fail "reshard did not reach step 24"
 "$py" - task-np2/metrics.jsonl <<'PY' || fail "a task's tokens did not all take the same experts"
 import json, sys
 rows = 0
