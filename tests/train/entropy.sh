@@ -18,11 +18,22 @@ def losses(path):
     return [json.loads(l)["loss"] for l in open(path) if '"eval"' not in l]
 a, b = losses(sys.argv[1]), losses(sys.argv[2])
 assert len(a) == len(b) == 20, (len(a), len(b))
-# step 1: the same model and batch; the entropy terms add about 0.05 * (4 log 4 - 4 log 4)
-# per layer, so compare later steps, where the gradients have differed
+# the logged loss is the model's cross-entropy: equal at step 1 (same model and batch),
+# different once the entropy terms' gradients have moved the routers
+assert a[0] == b[0], (a[0], b[0])
 assert any(abs(x - y) > 1e-4 * abs(y) for x, y in zip(a[1:], b[1:])), "identical losses"
 print("entropy losses change the trajectory")
 PY
+"$py" - ent-np1/metrics.jsonl off/metrics.jsonl <<'PY' || fail "entropy_loss is not logged as documented"
+import json, sys
+on = [json.loads(l) for l in open(sys.argv[1]) if '"eval"' not in l]
+off = [json.loads(l) for l in open(sys.argv[2]) if '"eval"' not in l]
+assert all("entropy_loss" in o for o in on) and not any("entropy_loss" in o for o in off)
+# step 1, near-uniform routers: local ~ 4 log 4 per layer, global ~ -4 log 4: they cancel
+assert abs(on[0]["entropy_loss"]) < 0.05, on[0]["entropy_loss"]
+print("entropy_loss logged:", [round(o["entropy_loss"], 4) for o in on[:3]], "...")
+PY
+grep -q '| load [0-9. ]*| entropy -\?[0-9.]* |' ent-np1.log || fail "no entropy in the log line"
 train 1 dense --set moe.every=0 --set 'moe.entropy={local: 0.01}'
 rc=$?
 [[ $rc == 2 ]] || fail "entropy on a dense model: exit $rc, expected 2"
