@@ -5,7 +5,8 @@
  * experts (and the router's columns and biases of them; their AdamW moments too) generates
  * for that task as the full model does. The new checkpoint's experiment has
  * moe.num_experts = top_k; its dense tensors, tokenization and counters are the source's,
- * and it records the source's expert numbers in state/extract/experts. Docs: docs/moe.md.
+ * and it records the task in state/extract/task and the source's expert numbers in
+ * state/extract/experts (ckpt info prints them). Docs: docs/moe.md.
  */
 #include "cli.h"
 
@@ -258,7 +259,7 @@ omni_status omni_ckpt_extract(MPI_Comm comm, const char *path, const char *task,
         st = omni_mpi_agree(comm, grown ? OMNI_OK : OMNI_ERR_NOMEM);
     }
     if (!st) {
-        outs = calloc((size_t)n_in + 1, sizeof *outs);
+        outs = calloc((size_t)n_in + 2, sizeof *outs);
         st = omni_mpi_agree(comm, outs ? OMNI_OK : OMNI_ERR_NOMEM);
     }
     for (int i = 0; i < n_in && !st; i++) {
@@ -278,6 +279,16 @@ omni_status omni_ckpt_extract(MPI_Comm comm, const char *path, const char *task,
                              .data = keep,
                              .row_hi = m ? omni_moe_n_layers(m) : 0,
                              .writer = omni_log_rank() == 0};
+    int64_t task_index = index;
+    omni_ckpt_tensor which = {.name = "state/extract/task",
+                              .type = OMNI_CKPT_I64,
+                              .rank = 1,
+                              .dims = {1},
+                              .meaning = "[1]: the task (its index in the task table) whose "
+                                         "experts these are (ckpt extract --task)",
+                              .data = &task_index,
+                              .row_hi = 1,
+                              .writer = omni_log_rank() == 0};
     if (!st) {
         omni_experiment y = *x;
         y.moe.num_experts = k;
@@ -291,9 +302,10 @@ omni_status omni_ckpt_extract(MPI_Comm comm, const char *path, const char *task,
         meta.load = NULL;
         meta.tokenization = tok;
         outs[n_out] = kept;
+        outs[n_out + 1] = which;
         char dir[OMNI_PATH_MAX + 16], written[OMNI_PATH_MAX + 64];
         snprintf(dir, sizeof dir, "%s.extract.d", out);
-        st = omni_ckpt_save(comm, dir, &meta, outs, n_out + 1, 1, written, sizeof written);
+        st = omni_ckpt_save(comm, dir, &meta, outs, n_out + 2, 1, written, sizeof written);
         if (!st && omni_log_rank() == 0) {
             char latest[OMNI_PATH_MAX + 32];
             snprintf(latest, sizeof latest, "%s/latest", dir);

@@ -329,12 +329,38 @@ static omni_status info(MPI_Comm comm, const char *path, bool verify)
     bool found = false;
     if (!st)
         st = omni_mpi_agree(comm, routing_read(c, &r, &found));
+    /* an extracted task's checkpoint (ckpt extract) says which task and experts */
+    bool extracted = false;
+    int64_t *ex = NULL, *ex_task = NULL, ex_dims[2] = {-1, -1}, one = 1;
+    if (!st)
+        st = omni_ckpt_has(c, "state/extract/experts", &extracted);
+    if (!st && extracted) {
+        st = omni_ckpt_read_whole(c, "state/extract/experts", OMNI_CKPT_I64, 2, ex_dims,
+                                  (void **)&ex);
+        if (!st)
+            st = omni_ckpt_read_whole(c, "state/extract/task", OMNI_CKPT_I64, 1, &one,
+                                      (void **)&ex_task);
+        st = omni_mpi_agree(comm, st);
+    }
     if (!st && omni_log_rank() == 0) {
         print_info(c, x, tok, total, active);
+        if (extracted) {
+            int64_t t = ex_task[0];
+            printf("extracted    task %s: experts of the source checkpoint per MoE layer:",
+                   tok && t >= 0 && t < tok->n_tasks ? tok->tasks[t].name : "?");
+            for (int64_t l = 0; l < ex_dims[0]; l++) {
+                printf("%s", l ? " |" : "");
+                for (int64_t j = 0; j < ex_dims[1]; j++)
+                    printf(" %" PRId64, ex[l * ex_dims[1] + j]);
+            }
+            printf("\n");
+        }
         print_routing(&r, found, x);
     }
     if (found && !st)
         routing_free(&r);
+    omni_free(ex);
+    omni_free(ex_task);
     free(tok);
     if (!st && verify) {
         int64_t datasets = 0, unchecked = 0;

@@ -2,7 +2,8 @@
 # LIMoE's entropy losses (issue 14, moe.entropy): with the local and global terms on (the
 # threshold above log 4, so the global term counts in every modality), 1 and 2 processes
 # agree to a relative 1e-4 over 20 steps (the losses come from statistics summed over the
-# ranks); the terms change the training (the losses differ from the run without them); and
+# ranks); the terms change the training (the losses differ from the run without them) and
+# are logged (entropy_loss); a resumed run equals the straight one bit for bit; and
 # entropy losses on a dense model are refused before any work (exit 2).
 . "$(dirname "$0")/lib.sh"
 
@@ -34,6 +35,12 @@ assert abs(on[0]["entropy_loss"]) < 0.05, on[0]["entropy_loss"]
 print("entropy_loss logged:", [round(o["entropy_loss"], 4) for o in on[:3]], "...")
 PY
 grep -q '| load [0-9. ]*| entropy -\?[0-9.]* |' ent-np1.log || fail "no entropy in the log line"
+# resume: no state of its own; 10 + resume + 10 equals the straight run bit for bit
+must_train 1 leg1 "${on[@]}" --set checkpoint.every=10
+mkdir -p leg2 && cp leg1/ckpt-00000010.h5 leg2/ || fail "no step-10 checkpoint"
+must_train 1 leg2 "${on[@]}" --resume leg2/ckpt-00000010.h5
+check same ent-np1/metrics.jsonl leg1/metrics.jsonl
+check same ent-np1/metrics.jsonl leg2/metrics.jsonl --from 11
 train 1 dense --set moe.every=0 --set 'moe.entropy={local: 0.01}'
 rc=$?
 [[ $rc == 2 ]] || fail "entropy on a dense model: exit $rc, expected 2"

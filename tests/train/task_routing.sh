@@ -102,6 +102,8 @@ grep -q "2 of 4 experts in each of 2 MoE layers" <<<"$out" || fail "extract said
 h5diff arith.h5 arith2.h5 /params /params || fail "1 and 2 processes extract different parameters"
 "$bin" ckpt info arith.h5 --verify >info.log || fail "the extracted checkpoint does not verify"
 grep -q "^moe          2 experts, top-2.*router task$" info.log || fail "ckpt info: $(grep ^moe info.log)"
+grep -q "^extracted    task arith: experts of the source checkpoint per MoE layer: [0-3] [0-3] | [0-3] [0-3]$" info.log ||
+    fail "ckpt info: $(grep ^extracted info.log)"
 h5ls -r arith.h5 >ls.log
 grep -q "^/params/layers/01/moe/experts/w1 .*{2, 32, 32}" ls.log || fail "experts: $(grep experts/w1 ls.log)"
 grep -q "^/params/layers/00/moe/router/w .*{32, 2}" ls.log || fail "router: $(grep router/w ls.log)"
@@ -117,6 +119,13 @@ done
 "$bin" eval $full "$data" --tasks arith --limit 8 --json full.json >/dev/null || fail "eval full"
 "$bin" eval arith.h5 "$data" --tasks arith --limit 8 --json part.json >/dev/null || fail "eval part"
 cmp full.json part.json || fail "eval differs: $(cat full.json part.json)"
+# a control task: act gives the same episodes
+"$bin" ckpt extract $full --task cartpole --out cartpole.h5 >/dev/null || fail "extract cartpole"
+"$bin" act $full --task cartpole --env cartpole --episodes 2 --max-steps 40 --seed 3 \
+    --json act-full.json >/dev/null || fail "act full"
+"$bin" act cartpole.h5 --task cartpole --env cartpole --episodes 2 --max-steps 40 --seed 3 \
+    --json act-part.json >/dev/null || fail "act part"
+cmp act-full.json act-part.json || fail "act differs: $(cat act-full.json act-part.json)"
 # refused: a model of token routing, a task it does not have
 must_train 1 topk --set optim.steps=2
 "$bin" ckpt extract topk/ckpt-00000002.h5 --task arith --out x.h5 >x.log 2>&1
