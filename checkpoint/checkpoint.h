@@ -191,6 +191,16 @@ omni_status omni_ckpt_verify(omni_ckpt *c, int64_t *datasets, int64_t *unchecked
 omni_status omni_ckpt_read_whole(omni_ckpt *c, const char *name, omni_ckpt_type type, int rank,
                                  int64_t *dims, void **data);
 
+/*
+ * Not collective. The datasets under group `group` ("params", "optim", "state"; none when
+ * it is absent) as descriptors: name (the full path without the leading '/'), type, global
+ * shape, rows [0, dims[0]) (a read of them reads the whole tensor), meaning (NULL when the
+ * dataset has none); data NULL. OMNI_ERR_CKPT for a dataset that is not a tensor of the
+ * checkpoint's types. Free with omni_ckpt_list_free.
+ */
+omni_status omni_ckpt_list(omni_ckpt *c, const char *group, omni_ckpt_tensor **tensors, int *n);
+void omni_ckpt_list_free(omni_ckpt_tensor *tensors, int n);
+
 /* Collective. Close and free (NULL is fine). */
 void omni_ckpt_close(omni_ckpt *c);
 

@@ -14,6 +14,9 @@ typedef omni_status (*omni_command_fn)(MPI_Comm comm, int argc, char **argv);
 omni_status omni_cmd_train(MPI_Comm comm, int argc, char **argv);
 omni_status omni_cmd_data(MPI_Comm comm, int argc, char **argv);
 omni_status omni_cmd_ckpt(MPI_Comm comm, int argc, char **argv);
+/* `omnimoe ckpt extract CKPT --task NAME --out FILE`: the sub-network of one task of a
+ * task-routed model (cli/ckpt_extract.c). Collective. */
+omni_status omni_ckpt_extract(MPI_Comm comm, const char *path, const char *task, const char *out);
 omni_status omni_cmd_report(MPI_Comm comm, int argc, char **argv);
 omni_status omni_cmd_generate(MPI_Comm comm, int argc, char **argv);
 omni_status omni_cmd_eval(MPI_Comm comm, int argc, char **argv);

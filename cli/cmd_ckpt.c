@@ -12,6 +12,7 @@
 #include "gating.h"
 
 static const char usage[] = "usage: omnimoe ckpt info CKPT.h5 [--verify]\n"
+                            "       omnimoe ckpt extract CKPT.h5 --task NAME --out FILE.h5\n"
                             "\n"
                             "  info   step, tokens seen, world size, the experiment's model, "
                             "parameter\n"
@@ -23,7 +24,12 @@ static const char usage[] = "usage: omnimoe ckpt info CKPT.h5 [--verify]\n"
                             "entropy); --verify\n"
                             "         also reads every dataset and checks its checksums (exit 2 on "
                             "a mismatch\n"
-                            "         or a dataset without one)\n";
+                            "         or a dataset without one)\n"
+                            "  extract  (a model trained with moe.router: task) a checkpoint "
+                            "holding\n"
+                            "         only the experts that task NAME uses in each MoE layer: "
+                            "a smaller\n"
+                            "         model that generates for that task as the full one does\n";
 
 #define EXPERTS_PER_LINE 16
 
@@ -346,12 +352,38 @@ static omni_status info(MPI_Comm comm, const char *path, bool verify)
     bool found = false;
     if (!st)
         st = omni_mpi_agree(comm, routing_read(c, x, tok, &r, &found));
+    /* an extracted task's checkpoint (ckpt extract) says which task and experts */
+    bool extracted = false;
+    int64_t *ex = NULL, *ex_task = NULL, ex_dims[2] = {-1, -1}, one = 1;
+    if (!st)
+        st = omni_ckpt_has(c, "state/extract/experts", &extracted);
+    if (!st && extracted) {
+        st = omni_ckpt_read_whole(c, "state/extract/experts", OMNI_CKPT_I64, 2, ex_dims,
+                                  (void **)&ex);
+        if (!st)
+            st = omni_ckpt_read_whole(c, "state/extract/task", OMNI_CKPT_I64, 1, &one,
+                                      (void **)&ex_task);
+        st = omni_mpi_agree(comm, st);
+    }
     if (!st && omni_log_rank() == 0) {
         print_info(c, x, tok, total, active);
+        if (extracted) {
+            int64_t t = ex_task[0];
+            printf("extracted    task %s: experts of the source checkpoint per MoE layer:",
+                   tok && t >= 0 && t < tok->n_tasks ? tok->tasks[t].name : "?");
+            for (int64_t l = 0; l < ex_dims[0]; l++) {
+                printf("%s", l ? " |" : "");
+                for (int64_t j = 0; j < ex_dims[1]; j++)
+                    printf(" %" PRId64, ex[l * ex_dims[1] + j]);
+            }
+            printf("\n");
+        }
         print_routing(&r, found, x, tok);
     }
     if (found && !st)
         routing_free(&r);
+    omni_free(ex);
+    omni_free(ex_task);
     free(tok);
     if (!st && verify) {
         int64_t datasets = 0, unchecked = 0;
@@ -400,6 +432,27 @@ omni_status omni_cmd_ckpt(MPI_Comm comm, int argc, char **argv)
         if (!path)
             return omni_usage_error(usage, "ckpt info: no checkpoint file given");
         return info(comm, path, verify);
+    }
+    if (!strcmp(argv[1], "extract")) {
+        const char *path = NULL, *task = NULL, *out = NULL;
+        for (int i = 2; i < argc; i++) {
+            if (!strcmp(argv[i], "--help")) {
+                if (omni_log_rank() == 0)
+                    fputs(usage, stdout);
+                return OMNI_OK;
+            } else if (!strcmp(argv[i], "--task") && i + 1 < argc) {
+                task = argv[++i];
+            } else if (!strcmp(argv[i], "--out") && i + 1 < argc) {
+                out = argv[++i];
+            } else if (!path && argv[i][0] != '-') {
+                path = argv[i];
+            } else {
+                return omni_usage_error(usage, "ckpt extract: unexpected argument '%s'", argv[i]);
+            }
+        }
+        if (!path || !task || !out)
+            return omni_usage_error(usage, "ckpt extract: expected CKPT --task NAME --out FILE");
+        return omni_ckpt_extract(comm, path, task, out);
     }
     return omni_usage_error(usage, "ckpt: unknown subcommand '%s'", argv[1]);
 }

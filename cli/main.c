@@ -20,6 +20,7 @@ const char omni_usage_main[] =
     "  data build SPEC.yaml --out FILE.h5                    build a dataset from raw files\n"
     "  data info FILE.h5                                     describe a dataset file\n"
     "  ckpt info CKPT.h5                                     describe a checkpoint\n"
+    "  ckpt extract CKPT.h5 --task NAME --out FILE.h5        one task's experts (task routing)\n"
     "  report RUN_DIR... [--out FILE.html] [--step N]        draw runs as one HTML page\n"
     "  generate CKPT --task NAME [--image F|--audio F|--text S]   run a trained model\n"
     "  eval CKPT DATA.h5 [--tasks A,B] [--json FILE]         evaluate a trained model\n"

@@ -235,6 +235,7 @@ omni_status omni_metrics_log_train(omni_metrics_log *log, const omni_experiment 
     for (int l = 0; l < sum->n_moe_layers; l++)
         drop += sum->dropped[l], assigned += sum->assigned[l];
     double drop_share = assigned > 0 ? drop / assigned : 0;
+    const bool entropy_on = x->moe.entropy.local > 0.0 || x->moe.entropy.global > 0.0;
 
     char line[4096], el[32], et[32];
     int len = snprintf(line, sizeof line, "step %lld/%lld | lr %.3e | loss %.4f |", (long long)step,
@@ -254,6 +255,9 @@ omni_status omni_metrics_log_train(omni_metrics_log *log, const omni_experiment 
         for (int l = 0; l < sum->n_moe_layers && len < (int)sizeof line - 32; l++)
             len += snprintf(line + len, sizeof line - (size_t)len, " %.2f",
                             omni_metrics_load_ratio(sum, l));
+        if (entropy_on && len < (int)sizeof line - 32)
+            len += snprintf(line + len, sizeof line - (size_t)len, " | entropy %.4f",
+                            *sum->entropy / n);
     }
     hms(el, sizeof el, elapsed);
     hms(et, sizeof et, eta);
@@ -276,6 +280,10 @@ omni_status omni_metrics_log_train(omni_metrics_log *log, const omni_experiment 
     json_num(f, *sum->aux / n);
     fputs(", \"z_loss\": ", f);
     json_num(f, *sum->z / n);
+    if (entropy_on) {
+        fputs(", \"entropy_loss\": ", f);
+        json_num(f, *sum->entropy / n);
+    }
     fputs(", \"tokens_per_s\": ", f);
     json_num(f, tok_s);
     fputs(", \"drop_share\": ", f);

@@ -166,6 +166,7 @@ static omni_status build_table(omni_moe *m)
                            .dims = {d, E},
                            .trainable = true,
                            .decay = true,
+                           .expert_dims = 1u << 1,
                            .meaning = "[d_model, num_experts]: router"},
             &L->wr, &L->dwr, &off);
         if (m->task_router)
@@ -223,6 +224,7 @@ static omni_status build_table(omni_moe *m)
                            .decay = true,
                            .per_expert = true,
                            .sharded = true,
+                           .expert_dims = 1u << 0,
                            .meaning = "[expert, d_model, expert_ff]: SwiGLU gate of each expert"},
             &L->w1, &L->dw1, &off);
         add(m, i, "experts/w3",
@@ -234,6 +236,7 @@ static omni_status build_table(omni_moe *m)
                            .decay = true,
                            .per_expert = true,
                            .sharded = true,
+                           .expert_dims = 1u << 0,
                            .meaning = "[expert, d_model, expert_ff]: SwiGLU up of each expert"},
             &L->w3, &L->dw3, &off);
         add(m, i, "experts/w2",
@@ -245,6 +248,7 @@ static omni_status build_table(omni_moe *m)
                            .decay = true,
                            .per_expert = true,
                            .sharded = true,
+                           .expert_dims = 1u << 0,
                            .init = OMNI_INIT_RESIDUAL,
                            .meaning = "[expert, expert_ff, d_model]: SwiGLU down of each expert"},
             &L->w2, &L->dw2, &off);
@@ -255,6 +259,7 @@ static omni_status build_table(omni_moe *m)
             &(omni_tensor){.rank = 1,
                            .dims = {E},
                            .init = OMNI_INIT_ZEROS,
+                           .expert_dims = 1u << 0,
                            .meaning = "[num_experts]: auxiliary-loss-free balancing bias"},
             &m->layers[i].bias, NULL, &off);
     return m->layout_failed ? OMNI_ERR_NOMEM : OMNI_OK;

@@ -60,6 +60,9 @@ typedef struct {
     uint8_t task_dims;      /* bit d set: dimension d is indexed by task (the task table's
                                order, e.g. task embeddings); --remap-tasks moves its entries
                                by task name like those of vocab_dims */
+    uint8_t expert_dims;    /* bit d set: dimension d is indexed by routed expert (experts'
+                               rows, the router's columns, the balancing bias): what
+                               `omnimoe ckpt extract` keeps a task's entries of */
     void *data;             /* this rank's rows [row_lo, row_hi) of dim 0, row-major */
     int64_t row_lo, row_hi; /* the whole tensor: 0, dims[0]; none: row_lo == row_hi */
     bool writer;            /* checkpoint save: this rank writes its rows. The writers' row

@@ -9,14 +9,14 @@ omni_status omni_metrics_create(omni_metrics *m, int n_tasks, int n_moe_layers, 
     m->n_tasks = n_tasks, m->n_moe_layers = n_moe_layers, m->n_experts = n_experts;
     m->route_len =
         omni_route_table_len(n_tasks, n_experts) + omni_route_table_len(OMNI_MOD_COUNT, n_experts);
-    int64_t n = 4 + 3 * (int64_t)n_tasks + (int64_t)n_moe_layers * (n_experts + 2) +
+    int64_t n = 5 + 3 * (int64_t)n_tasks + (int64_t)n_moe_layers * (n_experts + 2) +
                 (int64_t)n_moe_layers * m->route_len;
     m->v = omni_alloc(n, sizeof *m->v, "metrics");
     if (!m->v)
         return OMNI_ERR_NOMEM;
     m->n_values = n;
     double *p = m->v;
-    m->loss = p++, m->aux = p++, m->z = p++, m->tokens = p++;
+    m->loss = p++, m->aux = p++, m->z = p++, m->entropy = p++, m->tokens = p++;
     m->task_loss = p, p += n_tasks;
     m->task_count = p, p += n_tasks;
     m->task_correct = p, p += n_tasks;

@@ -307,6 +307,9 @@ static void add_metrics(omni_worker *w, const omni_model_metrics *mm, omni_metri
         omni_moe_layer_losses(w->moe, l, &aux, &z);
         *m->aux += w->x->moe.aux_loss * aux;
         *m->z += w->x->moe.z_loss * z;
+        double el, eg;
+        omni_moe_layer_entropy(w->moe, l, &el, &eg);
+        *m->entropy += w->x->moe.entropy.local * el + w->x->moe.entropy.global * eg;
         const omni_router_sums *s = omni_moe_layer_stats(w->moe, l);
         for (int e = 0; e < m->n_experts; e++)
             m->load[l * m->n_experts + e] += s->kept[e];

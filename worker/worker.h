@@ -61,6 +61,7 @@ typedef struct {
     double *loss;         /* [1] the batch loss (sum of rank parts, each already / loss_norm) */
     double *aux;          /* [1] weighted aux (load balance) loss, summed over MoE layers */
     double *z;            /* [1] weighted z-loss, summed over MoE layers */
+    double *entropy;      /* [1] weighted entropy losses (moe.entropy), summed over MoE layers */
     double *tokens;       /* [1] positions that are not padding */
     double *task_loss;    /* [n_tasks] sum of unweighted CE over loss tokens */
     double *task_count;   /* [n_tasks] loss tokens */

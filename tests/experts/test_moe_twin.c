@@ -3,6 +3,9 @@
  * float64 from float32 inputs): routing decisions exactly, then per tensor
  *   max |c - ref| <= 1e-4 * max(1, max |ref|)
  * for the output and every gradient, and |c - ref| <= 1e-5 * max(1, |ref|) for the losses.
+ * Cases of token routing, of task routing (moe.router: task, with the task embeddings'
+ * gradient) and of LIMoE's entropy losses (moe.entropy, over four modalities, two of them
+ * under the global term's threshold).
  */
 #include <criterion/criterion.h>
 #include <hdf5.h>
@@ -46,6 +49,45 @@ static void *read_ds(hid_t f, const char *name, hid_t type, size_t size, int64_t
 static float *read_f(hid_t g, const char *name, int64_t *n)
 {
     return read_ds(g, name, H5T_NATIVE_FLOAT, sizeof(float), n);
+}
+
+static double attr_d(hid_t g, const char *name);
+
+/* An attribute the first cases of the file do not have (then `def`). */
+static double attr_or(hid_t g, const char *name, double def)
+{
+    return H5Aexists(g, name) > 0 ? attr_d(g, name) : def;
+}
+
+/* The batch of a case with task routing or entropy losses: task routing takes the tokens'
+ * tasks; the entropy case gives token t modality m[t] through its position kind (image,
+ * audio) or task (task 2 is a control task; task 0 text). Only kind and task are read. */
+static uint8_t kinds[64];
+static int32_t tasks[64];
+static omni_batch twin_batch = {.n_seq = 1, .kind = kinds, .task = tasks};
+
+static const omni_batch *batch_of(hid_t g, int64_t n, bool task_router, bool entropy)
+{
+    if (!task_router && !entropy)
+        return NULL;
+    cr_assert_leq(n, 64);
+    int64_t cnt;
+    int32_t *t = read_ds(g, "task", H5T_NATIVE_INT32, sizeof(int32_t), &cnt);
+    int32_t *mod = read_ds(g, "modality", H5T_NATIVE_INT32, sizeof(int32_t), &cnt);
+    twin_batch.context = n;
+    for (int64_t i = 0; i < n; i++) {
+        kinds[i] = OMNI_POS_TOKEN;
+        tasks[i] = task_router ? t[i] : 0;
+        if (entropy && mod[i] == OMNI_MOD_IMAGE)
+            kinds[i] = OMNI_POS_IMAGE;
+        if (entropy && mod[i] == OMNI_MOD_AUDIO)
+            kinds[i] = OMNI_POS_AUDIO;
+        if (entropy && mod[i] == OMNI_MOD_CONTROL)
+            tasks[i] = 2;
+    }
+    free(t);
+    free(mod);
+    return &twin_batch;
 }
 
 static double attr_d(hid_t g, const char *name)
@@ -100,18 +142,33 @@ static void run_case(const char *name)
     x.moe.shared_experts = (int64_t)attr_d(g, "shared_experts");
     x.moe.aux_loss = attr_d(g, "aux_loss");
     x.moe.z_loss = attr_d(g, "z_loss");
+    const bool task_router = attr_or(g, "router", 0.0) != 0.0;
+    x.moe.router = task_router ? OMNI_ROUTER_TASK : OMNI_ROUTER_TOPK;
+    x.moe.entropy.local = attr_or(g, "entropy_local", 0.0);
+    x.moe.entropy.global = attr_or(g, "entropy_global", 0.0);
+    x.moe.entropy.threshold = attr_or(g, "entropy_threshold", 0.0);
+    const bool entropy = x.moe.entropy.local > 0.0 || x.moe.entropy.global > 0.0;
+    const int64_t n_tasks = task_router ? (int64_t)attr_d(g, "n_tasks") : entropy ? 3 : 0;
     const int64_t n = (int64_t)attr_d(g, "tokens"), d = x.model.d_model, k = x.moe.top_k;
 
     omni_moe_comm comm;
     omni_moe_comm_local(&comm);
     omni_moe *m;
-    cr_assert_eq(omni_moe_create(&m, &x, n, 0, &comm), OMNI_OK, "%s", omni_error_message());
+    cr_assert_eq(omni_moe_create(&m, &x, n, n_tasks, &comm), OMNI_OK, "%s", omni_error_message());
+    if (entropy)
+        omni_moe_set_task_modality(m, 2, OMNI_MOD_CONTROL);
+    const omni_batch *b = batch_of(g, n, task_router, entropy);
     const char *names[] = {"router_w",  "experts_w1", "experts_w3", "experts_w2",
-                           "shared_w1", "shared_w3",  "shared_w2"};
+                           "shared_w1", "shared_w3",  "shared_w2",  "task_emb"};
     const char *suffix[] = {"/router/w",  "/experts/w1", "/experts/w3", "/experts/w2",
-                            "/shared/w1", "/shared/w3",  "/shared/w2"};
-    for (int i = 0; i < 7; i++) {
+                            "/shared/w1", "/shared/w3",  "/shared/w2",  "/router/task"};
+    enum { N_W = 8 };
+    for (int i = 0; i < N_W; i++) {
         const omni_tensor *t = tensor(m, suffix[i]);
+        if (H5Lexists(g, names[i], H5P_DEFAULT) <= 0) {
+            cr_assert_null(t, "%s: in the table, not in the reference", names[i]);
+            continue;
+        }
         int64_t cnt;
         float *w = read_f(g, names[i], &cnt);
         if (!t) {
@@ -129,7 +186,7 @@ static void run_case(const char *name)
     float *R = read_f(g, "R", &cnt);
     float *out = calloc((size_t)(n * d), sizeof(float));
     float *din = calloc((size_t)(n * d), sizeof(float));
-    cr_assert_eq(omni_moe_forward(m, 0, out, in, NULL, n), OMNI_OK);
+    cr_assert_eq(omni_moe_forward(m, 0, out, in, b, n), OMNI_OK, "%s", omni_error_message());
 
     /* routing decisions exactly */
     int32_t *rex = read_ds(g, "experts", H5T_NATIVE_INT32, sizeof(int32_t), &cnt);
@@ -151,6 +208,12 @@ static void run_case(const char *name)
               "%s: aux %.8g, reference %.8g", name, aux, attr_d(g, "aux"));
     cr_assert(fabs(z - attr_d(g, "z")) <= 1e-5 * fmax(1.0, fabs(attr_d(g, "z"))),
               "%s: z %.8g, reference %.8g", name, z, attr_d(g, "z"));
+    double el, eg;
+    omni_moe_layer_entropy(m, 0, &el, &eg);
+    cr_assert(fabs(el - attr_or(g, "ent_local", 0.0)) <= 1e-5 * fmax(1.0, fabs(el)),
+              "%s: entropy local %.8g, reference %.8g", name, el, attr_or(g, "ent_local", 0.0));
+    cr_assert(fabs(eg - attr_or(g, "ent_global", 0.0)) <= 1e-5 * fmax(1.0, fabs(eg)),
+              "%s: entropy global %.8g, reference %.8g", name, eg, attr_or(g, "ent_global", 0.0));
     double loss = omni_moe_loss(m);
     for (int64_t i = 0; i < n * d; i++)
         loss += (double)out[i] * (double)R[i];
@@ -161,14 +224,14 @@ static void run_case(const char *name)
     free(ref);
 
     omni_moe_zero_grad(m);
-    cr_assert_eq(omni_moe_backward(m, 0, din, R, NULL, n), OMNI_OK);
+    cr_assert_eq(omni_moe_backward(m, 0, din, R, b, n), OMNI_OK);
     ref = read_f(g, "d_x", &cnt);
     compare("d_x", din, ref, n * d);
     free(ref);
     float *p, *gr, *am, *av;
     int64_t np, nd;
     omni_moe_buffers(m, &p, &gr, &am, &av, &np, &nd);
-    for (int i = 0; i < 7; i++) {
+    for (int i = 0; i < N_W; i++) {
         const omni_tensor *t = tensor(m, suffix[i]);
         if (!t)
             continue;
@@ -203,4 +266,14 @@ Test(experts, twin_top2_dropless_shared_expert)
 Test(experts, twin_top1_dropless_two_shared_experts)
 {
     run_case("top1_dropless_shared");
+}
+
+Test(experts, twin_task_routing_top2_with_drops)
+{
+    run_case("task_top2_drop");
+}
+
+Test(experts, twin_entropy_losses_top2_with_drops)
+{
+    run_case("entropy_top2_drop");
 }

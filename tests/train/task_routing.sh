@@ -1,17 +1,28 @@
 #!/usr/bin/env bash
 # Task routing (issue 14, moe.router: task): every token of a task takes its task's top-k
 # experts (each task's row of the per-step task x expert table has exactly top_k experts
-# used); 1 and 2 processes agree to a relative 1e-4 over 20 steps (dropless); a run with
+# used); 1, 2 and 4 processes agree to a relative 1e-4 over 20 steps (dropless); a run with
 # drops and balancing biases resumed from its step-10 checkpoint is bit-identical to the
-# straight run; the checkpoint holds the task embeddings, and `omnimoe eval` (greedy
-# captions through the KV cache) runs on the task-routed model.
+# straight run; a 4-process checkpoint resumes on 1 and 2 processes alike; the checkpoint holds the task embeddings, and `omnimoe eval` (greedy
+# captions through the KV cache) runs on the task-routed model; --remap-tasks moves the
+# task embeddings' rows; `ckpt extract` keeps a task's experts and the smaller model
+# generates as the full one does.
 . "$(dirname "$0")/lib.sh"
 
-for np in 1 2; do
+for np in 1 2 4; do
     must_train $np task-np$np --set moe.router=task
 done
 check close task-np1/metrics.jsonl task-np2/metrics.jsonl --rtol 1e-4
+check close task-np1/metrics.jsonl task-np4/metrics.jsonl --rtol 1e-4
 check routing task-np1/metrics.jsonl
+# reshard: the 4-process checkpoint resumed for 4 more steps on 1 and on 2 processes
+for np in 1 2; do
+    mkdir -p reshard-np$np && cp task-np4/ckpt-00000020.h5 reshard-np$np/ || fail "no checkpoint"
+    must_train $np reshard-np$np --set moe.router=task --set optim.steps=24 \
+        --resume reshard-np$np/ckpt-00000020.h5
+done
+check close reshard-np1/metrics.jsonl reshard-np2/metrics.jsonl --rtol 1e-4 --from 21
+[[ $(check last-step reshard-np1/metrics.jsonl) == 24 ]] || fail "reshard did not reach step 24"
 "$py" - task-np2/metrics.jsonl <<'PY' || fail "a task's tokens did not all take the same experts"
 import json, sys
 rows = 0
@@ -81,4 +92,47 @@ with h5py.File(sys.argv[1], "r") as a, h5py.File(sys.argv[2], "r") as b:
         assert not near(new[2], old[0]) and not near(new[2], old[1]), "the new task's row"
 print("remap: task embedding rows moved with their tasks")
 PY
+# ckpt extract: the experts arith uses; the smaller model generates (greedy and sampled) and
+# evaluates exactly as the full one for arith; 2 processes extract the same file.
+full=task-np1/ckpt-00000020.h5
+out=$("$bin" ckpt extract $full --task arith --out arith.h5) || fail "extract failed: $out"
+grep -q "2 of 4 experts in each of 2 MoE layers" <<<"$out" || fail "extract said: $out"
+"$mpiexec" -n 2 "${flags[@]}" "$bin" ckpt extract $full --task arith --out arith2.h5 >/dev/null ||
+    fail "extract on 2 processes failed"
+h5diff arith.h5 arith2.h5 /params /params || fail "1 and 2 processes extract different parameters"
+"$bin" ckpt info arith.h5 --verify >info.log || fail "the extracted checkpoint does not verify"
+grep -q "^moe          2 experts, top-2.*router task$" info.log || fail "ckpt info: $(grep ^moe info.log)"
+grep -q "^extracted    task arith: experts of the source checkpoint per MoE layer: [0-3] [0-3] | [0-3] [0-3]$" info.log ||
+    fail "ckpt info: $(grep ^extracted info.log)"
+h5ls -r arith.h5 >ls.log
+grep -q "^/params/layers/01/moe/experts/w1 .*{2, 32, 32}" ls.log || fail "experts: $(grep experts/w1 ls.log)"
+grep -q "^/params/layers/00/moe/router/w .*{32, 2}" ls.log || fail "router: $(grep router/w ls.log)"
+grep -q "^/state/extract/experts .*{2, 2}" ls.log || fail "no state/extract/experts"
+[[ $(stat -c %s arith.h5) -lt $(stat -c %s $full) ]] || fail "the extracted checkpoint is not smaller"
+for text in "12+34="; do
+    for opts in "" "--temperature 1 --seed 1" "--temperature 1 --seed 2" "--beam 2"; do
+        a=$("$bin" generate $full --task arith --text "$text" $opts --json) || fail "generate: $a"
+        b=$("$bin" generate arith.h5 --task arith --text "$text" $opts --json) || fail "generate: $b"
+        [[ "$a" == "$b" ]] || fail "'$text' $opts: full model $a, extracted $b"
+    done
+done
+"$bin" eval $full "$data" --tasks arith --limit 8 --json full.json >/dev/null || fail "eval full"
+"$bin" eval arith.h5 "$data" --tasks arith --limit 8 --json part.json >/dev/null || fail "eval part"
+cmp full.json part.json || fail "eval differs: $(cat full.json part.json)"
+# a control task: act gives the same episodes
+"$bin" ckpt extract $full --task cartpole --out cartpole.h5 >/dev/null || fail "extract cartpole"
+"$bin" act $full --task cartpole --env cartpole --episodes 2 --max-steps 40 --seed 3 \
+    --json act-full.json >/dev/null || fail "act full"
+"$bin" act cartpole.h5 --task cartpole --env cartpole --episodes 2 --max-steps 40 --seed 3 \
+    --json act-part.json >/dev/null || fail "act part"
+cmp act-full.json act-part.json || fail "act differs: $(cat act-full.json act-part.json)"
+# refused: a model of token routing, a task it does not have
+must_train 1 topk --set optim.steps=2
+"$bin" ckpt extract topk/ckpt-00000002.h5 --task arith --out x.h5 >x.log 2>&1
+[[ $? == 2 ]] || fail "extract of a topk model: not exit 2"
+grep -q "trained with moe.router: topk" x.log || fail "extract of a topk model: $(cat x.log)"
+"$bin" ckpt extract $full --task nope --out x.h5 >x.log 2>&1
+[[ $? == 2 ]] || fail "extract of an unknown task: not exit 2"
+grep -q "no task nope; its tasks: shapes, tones, arith, cartpole" x.log || fail "$(cat x.log)"
+[[ ! -e x.h5 && ! -e x.h5.extract.d ]] || fail "a refused extract left files"
 echo "ok: task routing is world-size invariant, resumes exactly and evaluates"
