@@ -6,95 +6,11 @@
  * one prefix of the gradient buffer. The data flow of one forward and backward is written
  * out in docs/moe.md.
  */
-#include "experts.h"
+#include "moe_private.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-
-typedef struct {
-    int64_t block; /* the model block this layer replaces the FFN of */
-    /* parameters and gradients (views into the flat buffers) */
-    float *wr, *dwr;        /* [d, E] router */
-    float *sw1, *sw3, *sw2; /* [S, d, ff], [S, d, ff], [S, ff, d] shared experts */
-    float *dsw1, *dsw3, *dsw2;
-    float *w1, *w3, *w2; /* [E_local, d, ff], ..., [E_local, ff, d] */
-    float *dw1, *dw3, *dw2;
-    float *bias;         /* [E] balancing bias (state) */
-    float *temb, *dtemb; /* [n_tasks, d] task embeddings (moe.router: task) */
-    /* the cache of the last forward: na routed rows of n positions */
-    int64_t n, na;
-    int64_t *tok; /* [na] position of routed row i (padding is not routed) */
-    bool jittered;
-    int64_t step, token_offset;
-    float *x;               /* [n, d] layer input */
-    float *xr;              /* [n, d] jittered router input (jitter > 0 only) */
-    float *logits, *probs;  /* [n, E] */
-    float *lse;             /* [n] */
-    int32_t *expert, *slot; /* [n, k] */
-    float *prob, *gate;     /* [n, k] */
-    int64_t *kept;          /* [E] */
-    omni_dispatch_plan plan;
-    float *xe, *h1, *h3;   /* [R, d], [R, ff], [R, ff] expert-major rows on this rank */
-    float *ret;            /* [n k, d] expert outputs back in send order */
-    float *sh1, *sh3;      /* [S, n, ff] shared experts */
-    omni_router_sums sums; /* global after forward */
-    double aux, z;
-    /* task routing (moe.router: task): the router's rows of the tasks, and this worker's
-     * tokens of each task in the last forward */
-    float *t_logits, *t_probs;    /* [n_tasks, E] */
-    float *t_lse;                 /* [n_tasks] */
-    int32_t *t_expert;            /* [n_tasks, k] */
-    float *t_prob, *t_gate;       /* [n_tasks, k] */
-    double *t_local;              /* [n_tasks] */
-    int32_t *rtask;               /* [n] task of routed row i */
-    int32_t *rmod;                /* [n] modality of routed row i (entropy losses on) */
-    double ent_local, ent_global; /* LIMoE's losses of the last forward, unscaled */
-    double *route; /* [route_len] this worker's task then modality tables (training only) */
-    omni_route_table by_task, by_mod;
-} moe_layer;
-
-/* The layer fields that point at a tensor's values and gradients (NULL: none). */
-typedef struct {
-    float **view, **grad_view;
-} moe_slot;
-
-struct omni_moe {
-    omni_experiment x;
-    omni_moe_comm comm;
-    int64_t d, E, k, ff, S, n_blocks, n_moe, max_tokens, max_recv, e_first, e_count;
-    int64_t *block_to_moe; /* [n_blocks] */
-    moe_layer *layers;     /* [n_moe] */
-    float *params, *grads, *adam_m, *adam_v;
-    int64_t n_params, n_dense;
-    float *state;              /* [n_moe, E] biases */
-    omni_tensor_table tensors; /* every parameter and bias, described where it is made */
-    moe_slot *slots;           /* [tensors.n] */
-    bool layout_failed;
-    /* scratch shared by the layers */
-    float *send;             /* [n k, d] */
-    float *recv, *ye;        /* [R, d] */
-    float *act;              /* [max(R, n), ff] */
-    float *dprobs, *dlogits; /* [n, E] */
-    float *dgate;            /* [n k] */
-    float *dxr;              /* [n, d] */
-    float *yc, *dxc;         /* [n, d] compact outputs or output gradients; input gradients */
-    int32_t *task_c;         /* [n] task of routed row i */
-    int32_t *mod_c;          /* [n] modality of routed row i */
-    int8_t *task_mod;        /* [n_tasks] modality of the token positions of each task */
-    int64_t n_tasks, route_len;
-    bool task_router;             /* moe.router: task */
-    bool entropy;                 /* moe.entropy on */
-    double *ent_scratch;          /* [E] */
-    double *dprobs_t;             /* [n_tasks, E] task routing: dprobs summed over a task's rows */
-    float *dprobs_tf, *dlogits_t; /* [n_tasks, E] */
-    float *demb;                  /* [n_tasks, d] */
-    int64_t *assign_scratch;
-    int64_t step, token_offset;
-    bool training;
-    double timer[OMNI_MOE_T_COUNT];
-    omni_alloc_list mem; /* every buffer above and of the layers */
-};
 
 /* Add the time since *t0 to timer `which` and restart the clock. */
 static void lap(omni_moe *m, omni_moe_timer which, double *t0)
@@ -112,173 +28,6 @@ void omni_moe_timers(const omni_moe *m, double out[OMNI_MOE_T_COUNT])
 void omni_moe_timers_reset(omni_moe *m)
 {
     memset(m->timer, 0, sizeof m->timer);
-}
-
-static int64_t max64(int64_t a, int64_t b)
-{
-    return a > b ? a : b;
-}
-
-static int64_t min64(int64_t a, int64_t b)
-{
-    return a < b ? a : b;
-}
-
-/*
- * Add one tensor of MoE layer i: its descriptor (name "params/layers/<block>/moe/" + part,
- * or "state/..." for state that does not train), the layer's view fields that point at its
- * values and (trainable) its gradients, and its place in the flat buffers at *off. A
- * failure is kept in m->layout_failed, checked once after the table.
- */
-static void add(omni_moe *m, int64_t i, const char *part, const omni_tensor *proto, float **view,
-                float **grad_view, int64_t *off)
-{
-    omni_tensor d = *proto;
-    d.group = m->layers[i].block;
-    d.row_hi = d.row_hi ? d.row_hi : d.dims[0];
-    d.numel = (d.row_hi - d.row_lo) * omni_tensor_row_elems(&d);
-    d.offset = d.trainable ? *off : -1;
-    const char *root = d.trainable ? "params" : "state";
-    omni_tensor *t = omni_tensor_table_add(&m->tensors, &d, "%s/layers/%02lld/moe/%s", root,
-                                           (long long)d.group, part);
-    if (!t) {
-        m->layout_failed = true;
-        return;
-    }
-    m->slots[m->tensors.n - 1] = (moe_slot){view, grad_view};
-    if (d.trainable)
-        *off += d.numel;
-}
-
-/* The tensor table: replicated tensors of every layer (router, shared experts), then this
- * rank's routed experts, then the balancing biases (state). */
-static omni_status build_table(omni_moe *m)
-{
-    const int64_t d = m->d, E = m->E, ff = m->ff, S = m->S;
-    int64_t off = 0;
-    m->slots = omni_alloc_in(&m->mem, max64(1, 9 * m->n_moe), sizeof *m->slots, "moe tensors");
-    if (!m->slots)
-        return OMNI_ERR_NOMEM;
-    for (int64_t i = 0; i < m->n_moe; i++) {
-        moe_layer *L = &m->layers[i];
-        add(m, i, "router/w",
-            &(omni_tensor){.rank = 2,
-                           .dims = {d, E},
-                           .trainable = true,
-                           .decay = true,
-                           .expert_dims = 1u << 1,
-                           .meaning = "[d_model, num_experts]: router"},
-            &L->wr, &L->dwr, &off);
-        if (m->task_router)
-            add(m, i, "router/task",
-                &(omni_tensor){.rank = 2,
-                               .dims = {m->n_tasks, d},
-                               .trainable = true,
-                               .init = OMNI_INIT_UNIT,
-                               .task_dims = 1u << 0,
-                               .meaning = "[task, d_model]: the task embedding that the router "
-                                          "sees (moe.router: task), one row per task of the "
-                                          "task table"},
-                &L->temb, &L->dtemb, &off);
-        if (S == 0)
-            continue;
-        add(m, i, "shared/w1",
-            &(omni_tensor){.rank = 3,
-                           .dims = {S, d, ff},
-                           .trainable = true,
-                           .decay = true,
-                           .per_expert = true,
-                           .meaning = "[shared, d_model, expert_ff]: SwiGLU gate of each "
-                                      "shared expert"},
-            &L->sw1, &L->dsw1, &off);
-        add(m, i, "shared/w3",
-            &(omni_tensor){.rank = 3,
-                           .dims = {S, d, ff},
-                           .trainable = true,
-                           .decay = true,
-                           .per_expert = true,
-                           .meaning = "[shared, d_model, expert_ff]: SwiGLU up of each "
-                                      "shared expert"},
-            &L->sw3, &L->dsw3, &off);
-        add(m, i, "shared/w2",
-            &(omni_tensor){.rank = 3,
-                           .dims = {S, ff, d},
-                           .trainable = true,
-                           .decay = true,
-                           .per_expert = true,
-                           .init = OMNI_INIT_RESIDUAL,
-                           .meaning = "[shared, expert_ff, d_model]: SwiGLU down of each "
-                                      "shared expert"},
-            &L->sw2, &L->dsw2, &off);
-    }
-    m->n_dense = off;
-    const int64_t lo = m->e_first, hi = m->e_first + m->e_count;
-    for (int64_t i = 0; i < m->n_moe; i++) {
-        moe_layer *L = &m->layers[i];
-        add(m, i, "experts/w1",
-            &(omni_tensor){.rank = 3,
-                           .dims = {E, d, ff},
-                           .row_lo = lo,
-                           .row_hi = hi,
-                           .trainable = true,
-                           .decay = true,
-                           .per_expert = true,
-                           .sharded = true,
-                           .expert_dims = 1u << 0,
-                           .meaning = "[expert, d_model, expert_ff]: SwiGLU gate of each expert"},
-            &L->w1, &L->dw1, &off);
-        add(m, i, "experts/w3",
-            &(omni_tensor){.rank = 3,
-                           .dims = {E, d, ff},
-                           .row_lo = lo,
-                           .row_hi = hi,
-                           .trainable = true,
-                           .decay = true,
-                           .per_expert = true,
-                           .sharded = true,
-                           .expert_dims = 1u << 0,
-                           .meaning = "[expert, d_model, expert_ff]: SwiGLU up of each expert"},
-            &L->w3, &L->dw3, &off);
-        add(m, i, "experts/w2",
-            &(omni_tensor){.rank = 3,
-                           .dims = {E, ff, d},
-                           .row_lo = lo,
-                           .row_hi = hi,
-                           .trainable = true,
-                           .decay = true,
-                           .per_expert = true,
-                           .sharded = true,
-                           .expert_dims = 1u << 0,
-                           .init = OMNI_INIT_RESIDUAL,
-                           .meaning = "[expert, expert_ff, d_model]: SwiGLU down of each expert"},
-            &L->w2, &L->dw2, &off);
-    }
-    m->n_params = off;
-    for (int64_t i = 0; i < m->n_moe; i++)
-        add(m, i, "router/bias",
-            &(omni_tensor){.rank = 1,
-                           .dims = {E},
-                           .init = OMNI_INIT_ZEROS,
-                           .expert_dims = 1u << 0,
-                           .meaning = "[num_experts]: auxiliary-loss-free balancing bias"},
-            &m->layers[i].bias, NULL, &off);
-    return m->layout_failed ? OMNI_ERR_NOMEM : OMNI_OK;
-}
-
-/* Point every tensor's data and the layers' views at the buffers: trainable tensors at
- * their offset in params (and grads), the biases one after another in state. */
-static void bind_views(omni_moe *m)
-{
-    int64_t state = 0;
-    for (int64_t i = 0; i < m->tensors.n; i++) {
-        omni_tensor *t = &m->tensors.t[i];
-        float *p = t->trainable ? m->params + t->offset : m->state + state;
-        if (!t->trainable)
-            state += t->numel;
-        t->data = *m->slots[i].view = p;
-        if (m->slots[i].grad_view)
-            *m->slots[i].grad_view = m->grads + t->offset;
-    }
 }
 
 omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t max_tokens,
@@ -333,7 +82,7 @@ omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t ma
         if (m->block_to_moe[b] >= 0)
             m->layers[m->block_to_moe[b]].block = b;
 
-    if ((st = build_table(m)))
+    if ((st = moe_build_table(m)))
         goto out_fail;
     m->params = omni_alloc_in(&m->mem, max64(1, m->n_params), sizeof(float), "moe parameters");
     m->grads = omni_alloc_in(&m->mem, max64(1, m->n_params), sizeof(float), "moe gradients");
@@ -342,7 +91,7 @@ omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t ma
     m->state = omni_alloc_in(&m->mem, max64(1, m->n_moe * E), sizeof(float), "moe balancing bias");
     if (m->mem.failed)
         goto out_nomem;
-    bind_views(m);
+    moe_bind_views(m);
 
     for (int64_t i = 0; i < m->n_moe; i++) {
         moe_layer *L = &m->layers[i];
