@@ -86,8 +86,7 @@ omni_status omni_metrics_log_train(omni_metrics_log *log, const omni_experiment 
  * rollouts where ret[t] is not NaN; exact and ret may be NULL) and append one JSON object
  * with "eval": true. */
 omni_status omni_metrics_log_eval(omni_metrics_log *log, const omni_experiment *x, int64_t step,
-                                  const omni_metrics *sum, const double *exact,
-                                  const double *ret);
+                                  const omni_metrics *sum, const double *exact, const double *ret);
 
 /* ---- the run ----------------------------------------------------------------- */
 

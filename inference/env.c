@@ -1,8 +1,8 @@
 /*
  * Environments for acting: the built-in cart-pole, and a child process spoken to in JSON
- * lines (inference/inference.h, "acting", has the protocol). The child is started with posix_spawn (no
- * fork of an MPI process's address space) in its own process group, so that ending it
- * also ends whatever its shell started. Every read waits with poll() against a deadline.
+ * lines (inference/inference.h, "acting", has the protocol). The child is started with posix_spawn
+ * (no fork of an MPI process's address space) in its own process group, so that ending it also ends
+ * whatever its shell started. Every read waits with poll() against a deadline.
  */
 #include "inference.h"
 
