@@ -28,6 +28,12 @@ extern const char omni_usage_main[];
 /* A usage error: the one-line message, recorded with the subcommand's usage text to
  * print after it. */
 omni_status omni_usage_error(const char *usage, const char *fmt, ...) OMNI_PRINTF(2, 3);
+/* A whole-string integer in [lo, hi] / a finite number >= lo given to option `opt`
+ * ("--seed"), or a usage error naming the option and the value (exit 2). */
+omni_status omni_parse_int(const char *usage, const char *opt, const char *s, int64_t lo,
+                           int64_t hi, int64_t *out);
+omni_status omni_parse_real(const char *usage, const char *opt, const char *s, double lo,
+                            double *out);
 /* The usage text recorded with the last usage error, or NULL. */
 const char *omni_usage_pending(void);
 

@@ -28,31 +28,6 @@ static const char usage[] =
     "\n"
     "Prints each episode's return and steps, then the mean return.\n";
 
-/* A whole-string number in [lo, hi], or a usage error naming the option. */
-static omni_status parse_int(const char *opt, const char *s, int64_t lo, int64_t hi, int64_t *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return omni_usage_error(usage,
-                                "act: --%s '%s' is not an integer in [%" PRId64 ", %" PRId64 "]",
-                                opt, s, lo, hi);
-    *out = v;
-    return OMNI_OK;
-}
-
-static omni_status parse_real(const char *opt, const char *s, double lo, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v) || v < lo)
-        return omni_usage_error(usage, "act: --%s '%s' is not a number >= %g", opt, s, lo);
-    *out = v;
-    return OMNI_OK;
-}
-
 static omni_status act(MPI_Comm comm, const char *ckpt, const char *task, omni_act_options *opt,
                        const char *json_path)
 {
@@ -112,17 +87,17 @@ omni_status omni_cmd_act(MPI_Comm comm, int argc, char **argv)
             opt.env = optarg;
             break;
         case 'n':
-            st = parse_int("episodes", optarg, 1, 1000000, &opt.episodes);
+            st = omni_parse_int(usage, "--episodes", optarg, 1, 1000000, &opt.episodes);
             break;
         case 's':
-            st = parse_int("seed", optarg, 0, INT64_MAX / 2, &v);
+            st = omni_parse_int(usage, "--seed", optarg, 0, INT64_MAX / 2, &v);
             opt.seed = (uint64_t)v;
             break;
         case 'm':
-            st = parse_int("max-steps", optarg, 1, INT64_MAX / 2, &opt.max_steps);
+            st = omni_parse_int(usage, "--max-steps", optarg, 1, INT64_MAX / 2, &opt.max_steps);
             break;
         case 'w':
-            st = parse_real("env-timeout", optarg, 0.0, &opt.timeout);
+            st = omni_parse_real(usage, "--env-timeout", optarg, 0.0, &opt.timeout);
             if (!st && !(opt.timeout > 0))
                 st = omni_usage_error(usage, "act: --env-timeout must be > 0");
             break;

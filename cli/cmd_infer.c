@@ -48,30 +48,6 @@ static const char usage_eval[] =
     "rate of the greedy caption from the input alone; text: bits per byte; control: action\n"
     "accuracy under teacher forcing. Same numbers on any number of processes.\n";
 
-static omni_status parse_int(const char *usage, const char *opt, const char *v, int64_t lo,
-                             int64_t *out)
-{
-    char *end = NULL;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (errno || !end || *end || end == v || x < lo)
-        return omni_usage_error(usage, "%s '%s': expected an integer >= %lld", opt, v,
-                                (long long)lo);
-    *out = x;
-    return OMNI_OK;
-}
-
-static omni_status parse_real(const char *usage, const char *opt, const char *v, double *out)
-{
-    char *end = NULL;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (errno || !end || *end || end == v || !(x >= 0.0))
-        return omni_usage_error(usage, "%s '%s': expected a number >= 0", opt, v);
-    *out = x;
-    return OMNI_OK;
-}
-
 /* The prompt of a task from a raw input (rank 0), exactly as `data build` serializes the
  * input part of a sample. */
 typedef struct {
@@ -220,22 +196,22 @@ omni_status omni_cmd_generate(MPI_Comm comm, int argc, char **argv)
             text = optarg, inputs++;
             break;
         case 'm':
-            if (!(st = parse_int(usage_generate, "--max-new", optarg, 1, &v)))
+            if (!(st = omni_parse_int(usage_generate, "--max-new", optarg, 1, INT64_MAX, &v)))
                 o.max_new = v;
             break;
         case 'T':
-            st = parse_real(usage_generate, "--temperature", optarg, &o.temperature);
+            st = omni_parse_real(usage_generate, "--temperature", optarg, 0.0, &o.temperature);
             break;
         case 'k':
-            if (!(st = parse_int(usage_generate, "--top-k", optarg, 0, &v)))
+            if (!(st = omni_parse_int(usage_generate, "--top-k", optarg, 0, INT64_MAX, &v)))
                 o.top_k = v;
             break;
         case 'b':
-            if (!(st = parse_int(usage_generate, "--beam", optarg, 1, &v)))
+            if (!(st = omni_parse_int(usage_generate, "--beam", optarg, 1, INT64_MAX, &v)))
                 o.beam = v;
             break;
         case 's':
-            if (!(st = parse_int(usage_generate, "--seed", optarg, 0, &v)))
+            if (!(st = omni_parse_int(usage_generate, "--seed", optarg, 0, INT64_MAX, &v)))
                 o.seed = (uint64_t)v;
             break;
         case 'j':
@@ -343,18 +319,18 @@ omni_status omni_cmd_eval(MPI_Comm comm, int argc, char **argv)
                 return omni_usage_error(usage_eval, "--split '%s': expected val or train", optarg);
             break;
         case 'l':
-            if (!(st = parse_int(usage_eval, "--limit", optarg, 1, &v)))
+            if (!(st = omni_parse_int(usage_eval, "--limit", optarg, 1, INT64_MAX, &v)))
                 o.limit = v;
             break;
         case 'g':
-            if (!(st = parse_int(usage_eval, "--generate", optarg, 0, &v)))
+            if (!(st = omni_parse_int(usage_eval, "--generate", optarg, 0, INT64_MAX, &v)))
                 o.generate = v;
             break;
         case 'b':
-            st = parse_int(usage_eval, "--batch", optarg, 1, &batch);
+            st = omni_parse_int(usage_eval, "--batch", optarg, 1, INT64_MAX, &batch);
             break;
         case 'w':
-            if (!(st = parse_int(usage_eval, "--show", optarg, 0, &v)))
+            if (!(st = omni_parse_int(usage_eval, "--show", optarg, 0, INT64_MAX, &v)))
                 o.show = v;
             break;
         case 'j':

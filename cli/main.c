@@ -3,7 +3,11 @@
 #include "ops.h"
 
 #include <hdf5.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -42,6 +46,34 @@ omni_status omni_usage_error(const char *usage, const char *fmt, ...)
     va_end(ap);
     pending_usage = usage;
     return omni_fail(OMNI_ERR_USAGE, "%s", line);
+}
+
+omni_status omni_parse_int(const char *usage, const char *opt, const char *s, int64_t lo,
+                           int64_t hi, int64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        if (hi == INT64_MAX)
+            return omni_usage_error(usage, "%s '%s': expected an integer >= %" PRId64, opt, s, lo);
+        return omni_usage_error(usage, "%s '%s': expected an integer in [%" PRId64 ", %" PRId64 "]",
+                                opt, s, lo, hi);
+    }
+    *out = v;
+    return OMNI_OK;
+}
+
+omni_status omni_parse_real(const char *usage, const char *opt, const char *s, double lo,
+                            double *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < lo)
+        return omni_usage_error(usage, "%s '%s': expected a number >= %g", opt, s, lo);
+    *out = v;
+    return OMNI_OK;
 }
 
 const char *omni_usage_pending(void)
