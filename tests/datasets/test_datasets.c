@@ -503,6 +503,78 @@ Test(datasets, demo_feeds_the_demo_experiment, .timeout = 60)
     rmdir(dir);
 }
 
+/* FNV-1a over bytes, continuing h. */
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ c[i]) * 1099511628211ull;
+    return h;
+}
+
+static uint64_t hash_window(uint64_t h, const omni_batch *b, int64_t row)
+{
+    int64_t p0 = row * b->context, n = b->context;
+    h = fnv(h, b->kind + p0, (size_t)n);
+    h = fnv(h, b->token + p0, (size_t)n * sizeof *b->token);
+    h = fnv(h, b->patch + p0 * b->patch_dim, (size_t)(n * b->patch_dim) * sizeof *b->patch);
+    h = fnv(h, b->patch_row + p0, (size_t)n * sizeof *b->patch_row);
+    h = fnv(h, b->patch_col + p0, (size_t)n * sizeof *b->patch_col);
+    h = fnv(h, b->pos + p0, (size_t)n * sizeof *b->pos);
+    h = fnv(h, b->segment + p0, (size_t)n * sizeof *b->segment);
+    h = fnv(h, b->in_prefix + p0, (size_t)n);
+    h = fnv(h, b->target + p0, (size_t)n * sizeof *b->target);
+    h = fnv(h, b->loss_mask + p0, (size_t)n);
+    return fnv(h, b->task + p0, (size_t)n * sizeof *b->task);
+}
+
+/* The windows of the demo experiment (train: 40 steps of its batch; every validation
+ * window), hashed: their value before the dataset file became windowed reads
+ * (issue 15), so the demo's training trajectory is unchanged by the file format. */
+Test(datasets, demo_windows_are_those_of_format_1, .timeout = 60)
+{
+    char dir[64], out[128], cfg[1024], set[256];
+    temp_dir(dir, sizeof dir);
+    snprintf(out, sizeof out, "%s/demo.h5", dir);
+    cr_assert_eq(omni_data_demo(out, 1, NULL), OMNI_OK, "%s", omni_error_message());
+    snprintf(cfg, sizeof cfg, "%s/configs/demo.yaml", source_dir());
+    char *text;
+    size_t len;
+    cr_assert_eq(omni_read_file(cfg, &text, &len), OMNI_OK);
+    snprintf(set, sizeof set, "data.files=[%s]", out);
+    const char *sets[] = {set};
+    omni_experiment x;
+    cr_assert_eq(omni_experiment_parse(&x, text, len, cfg, sets, 1), OMNI_OK, "%s",
+                 omni_error_message());
+    free(text);
+    omni_sampler *s;
+    cr_assert_eq(omni_sampler_open(&s, &x), OMNI_OK, "%s", omni_error_message());
+    omni_data_dims d = omni_sampler_dims(s);
+    omni_batch b;
+    cr_assert_eq(omni_batch_alloc(&b, x.data.batch, x.model.context, d.image_patch_dim), OMNI_OK);
+    uint64_t h_train = 14695981039346656037ull, h_val = h_train;
+    int64_t losses = 0;
+    for (int64_t step = 0; step < 40; step++)
+        for (int64_t slot = 0; slot < b.n_seq; slot++) {
+            losses += omni_sampler_fill(s, OMNI_SPLIT_TRAIN, 1, step, slot, &b, slot);
+            h_train = hash_window(h_train, &b, slot);
+        }
+    for (int t = 0; t < omni_sampler_n_tasks(s); t++)
+        for (int64_t i = 0; i < omni_sampler_task(s, t)->n_val_windows; i++) {
+            losses += omni_sampler_fill_val(s, t, i, &b, 0);
+            h_val = hash_window(h_val, &b, 0);
+        }
+    cr_assert_eq(h_train, UINT64_C(0x2cfbfd047f9e1ec1), "train windows hash to %016llx",
+                 (unsigned long long)h_train);
+    cr_assert_eq(h_val, UINT64_C(0x0c593a52ba4f27ec), "validation windows hash to %016llx",
+                 (unsigned long long)h_val);
+    cr_assert_eq(losses, 30829);
+    omni_batch_free(&b);
+    omni_sampler_close(s);
+    remove(out);
+    rmdir(dir);
+}
+
 Test(datasets, sampler_takes_tasks_from_several_files)
 {
     char dir[64], fx[128], yaml[1024], spec[1024];
