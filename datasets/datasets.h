@@ -25,7 +25,7 @@
 #include "tokens.h"
 
 #define OMNI_DS_FORMAT         "omnimoe-dataset"
-#define OMNI_DS_FORMAT_VERSION 1
+#define OMNI_DS_FORMAT_VERSION 2
 #define OMNI_DS_PATCH          (-1) /* token-array marker of a patch element */
 #define OMNI_MULAW_MU          100.0f
 #define OMNI_MULAW_M           256.0f
@@ -272,10 +272,12 @@ typedef struct omni_sampler omni_sampler;
 
 /*
  * Open the dataset files of an experiment (data.files) and select its tasks
- * (data.tasks, in that order; all tasks of the files when empty). Every file is read
- * whole and checked (attributes, offsets, ids, sizes) before this returns:
- * OMNI_ERR_DATA naming the file and fault. Not collective: each rank opens the files
- * itself; callers agree on the status (omni_mpi_agree).
+ * (data.tasks, in that order; all tasks of the files when empty). The files' attributes,
+ * array types, shapes and end offsets are checked before this returns (OMNI_ERR_DATA
+ * naming the file and fault); samples are read later, in windows, through a cache of
+ * data.cache_mb MiB, each checked (offsets, ids, sizes, HDF5's chunk checksums) as it is
+ * read: a failure then is kept and reported by omni_sampler_status. Not collective: each
+ * rank opens the files itself; callers agree on the status (omni_mpi_agree).
  */
 omni_status omni_sampler_open(omni_sampler **s, const omni_experiment *x);
 void omni_sampler_close(omni_sampler *s);
@@ -306,7 +308,8 @@ int64_t omni_sampler_fill(const omni_sampler *s, omni_split split, uint64_t seed
                           int64_t slot, omni_batch *b, int64_t row);
 /* Sample i (0 <= i < n_samples[split]) of task `task` as stored, after its <task> token:
  * its n elements (token ids, OMNI_DS_PATCH for the next patch), their loss flags, and its
- * patches (patch bytes in order, NULL for kinds without). Views into the sampler. */
+ * patches (patch bytes in order, NULL for kinds without). Views into the sampler, valid
+ * until its next read; n = 0 after a failed read (omni_sampler_status). */
 typedef struct {
     int64_t n;
     const int32_t *tok;
@@ -315,6 +318,13 @@ typedef struct {
 } omni_sample;
 void omni_sampler_sample(const omni_sampler *s, int task, omni_split split, int64_t i,
                          omni_sample *out);
+
+/* The first failure of a read since open (OMNI_OK: none): a damaged or unreadable part of a
+ * file, found as a window was filled; the window is then incomplete. Callers check it
+ * after filling (and agree on it across ranks). */
+omni_status omni_sampler_status(const omni_sampler *s);
+/* The read cache: hits and misses (chunks) since open, and its size in bytes. */
+void omni_sampler_cache_stats(const omni_sampler *s, int64_t *hits, int64_t *misses, size_t *bytes);
 
 /* Fill window `row` with the i-th fixed validation window of `task` (0 <= i <
  * n_val_windows): the task's validation samples packed in file order, each window

@@ -28,69 +28,7 @@ static omni_status w_f64(hid_t obj, const char *name, double v, const char *path
     return omni_h5_attr_write(obj, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v, path);
 }
 
-/* A whole array, with its checksums (h5.h). `type` is both the stored and the memory
- * type: omnimoe writes little-endian types it holds natively. */
-static omni_status w_data(hid_t g, const char *name, hid_t type, int rank, const hsize_t *dims,
-                          const void *buf, const char *path)
-{
-    hid_t sp = H5Screate_simple(rank, dims, NULL);
-    hid_t d = H5Dcreate2(g, name, type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    int64_t idims[2] = {0, 1};
-    for (int i = 0; i < rank; i++)
-        idims[i] = (int64_t)dims[i];
-    herr_t rc = d < 0 ? -1 : 0;
-    if (rc == 0 && idims[0] * idims[1] > 0)
-        rc = H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
-    omni_status st = OMNI_OK;
-    if (rc < 0) {
-        st = omni_fail(OMNI_ERR_IO, "%s: cannot write dataset %s", path, name);
-    } else {
-        int64_t n = omni_h5_slabs(rank, idims);
-        uint32_t *crc = omni_alloc(n, sizeof *crc, "checksums");
-        omni_h5_rows r = {.name = name,
-                          .mem_type = type,
-                          .elem_size = H5Tget_size(type),
-                          .rank = rank,
-                          .dims = idims,
-                          .row_lo = 0,
-                          .row_hi = idims[0],
-                          .data = (void *)buf};
-        st = crc ? OMNI_OK : OMNI_ERR_NOMEM;
-        if (!st) {
-            memset(crc, 0, sizeof *crc * (size_t)n);
-            st = omni_h5_sum_rows(&r, crc);
-        }
-        if (!st)
-            st = omni_h5_sum_write(d, rank, idims, crc, path);
-        omni_free(crc);
-    }
-    if (d >= 0)
-        H5Dclose(d);
-    H5Sclose(sp);
-    return st;
-}
-
-static omni_status write_pool(hid_t g, const ds_task *t, const ds_pool *p, const char *path)
-{
-    int64_t zero = 0;
-    const int64_t *off = p->n ? p->off : &zero;
-    const int64_t *poff = p->n ? p->poff : &zero;
-    hsize_t d1 = (hsize_t)p->n + 1, ne = (hsize_t)off[p->n];
-    omni_status st;
-    if ((st = w_data(g, "offsets", H5T_STD_I64LE, 1, &d1, off, path)) ||
-        (st = w_data(g, "tokens", H5T_STD_I32LE, 1, &ne, p->tok, path)) ||
-        (st = w_data(g, "loss", H5T_STD_U8LE, 1, &ne, p->loss, path)))
-        return st;
-    if (t->patch_dim > 0) {
-        hsize_t pd[2] = {(hsize_t)poff[p->n], (hsize_t)t->patch_dim};
-        if ((st = w_data(g, "patch_offsets", H5T_STD_I64LE, 1, &d1, poff, path)) ||
-            (st = w_data(g, "patches", H5T_STD_U8LE, 2, pd, p->patch, path)))
-            return st;
-    }
-    return OMNI_OK;
-}
-
-static omni_status write_all(hid_t f, const ds_file *df, const char *path)
+omni_status ds_write_attrs(hid_t f, const ds_file *df, const char *path)
 {
     omni_status st;
     bool image = false, audio = false;
@@ -126,14 +64,14 @@ static omni_status write_all(hid_t f, const ds_file *df, const char *path)
                   (st = w_i32(f, "audio_hop", df->audio.hop, path)) ||
                   (st = w_f64(f, "audio_top_db", (double)df->audio.top_db, path))))
         return st;
-    hid_t tasks = H5Gcreate2(f, "tasks", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t tasks = H5Gopen2(f, "tasks", H5P_DEFAULT);
     if (tasks < 0)
-        return omni_fail(OMNI_ERR_IO, "%s: cannot create group /tasks", path);
+        return omni_fail(OMNI_ERR_IO, "%s: cannot open group /tasks", path);
     for (int i = 0; i < df->n_tasks && !st; i++) {
         const ds_task *t = &df->tasks[i];
-        hid_t g = H5Gcreate2(tasks, t->name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        hid_t g = H5Gopen2(tasks, t->name, H5P_DEFAULT);
         if (g < 0) {
-            st = omni_fail(OMNI_ERR_IO, "%s: cannot create group /tasks/%s", path, t->name);
+            st = omni_fail(OMNI_ERR_IO, "%s: cannot open group /tasks/%s", path, t->name);
             break;
         }
         st = omni_h5_attr_write_str(g, "kind", omni_task_kind_name(t->kind), path);
@@ -146,43 +84,28 @@ static omni_status write_all(hid_t f, const ds_file *df, const char *path)
                 !(st = w_i32(g, "act_dim", t->act_dim, path)))
                 st = w_i32(g, "discrete", t->discrete, path);
         }
-        static const char *const split_names[OMNI_SPLIT_COUNT] = {"train", "val"};
-        for (int s = 0; s < OMNI_SPLIT_COUNT && !st; s++) {
-            hid_t sg = H5Gcreate2(g, split_names[s], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-            if (sg < 0) {
-                st = omni_fail(OMNI_ERR_IO, "%s: cannot create /tasks/%s/%s", path, t->name,
-                               split_names[s]);
-                break;
-            }
-            st = write_pool(sg, t, &t->split[s], path);
-            H5Gclose(sg);
-        }
         H5Gclose(g);
     }
     H5Gclose(tasks);
     return st;
 }
 
+/* Write a whole in-memory file (the demo, tests) through the streaming writer. */
 omni_status ds_write(const ds_file *df, const char *path)
 {
-    char tmp[OMNI_PATH_MAX + 32];
-    int n = snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid());
-    if (n < 0 || (size_t)n >= sizeof tmp)
-        return omni_fail(OMNI_ERR_USAGE, "%s: output path too long", path);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0)
-        return omni_fail(OMNI_ERR_IO,
-                         "%s: cannot create the file (is the directory there "
-                         "and writable?)",
-                         path);
-    omni_status st = write_all(f, df, path);
-    if (H5Fclose(f) < 0 && !st)
-        st = omni_fail(OMNI_ERR_IO, "%s: cannot close the file", path);
-    if (!st && rename(tmp, path) != 0)
-        st = omni_fail(OMNI_ERR_IO, "%s: cannot rename %s into place", path, tmp);
+    ds_writer *w;
+    omni_status st = ds_writer_open(&w, df, path, 0);
     if (st)
-        remove(tmp);
-    return st;
+        return st;
+    for (int t = 0; t < df->n_tasks && !st; t++)
+        for (int s = 0; s < OMNI_SPLIT_COUNT && !st; s++)
+            for (int64_t i = 0; i < df->tasks[t].split[s].n && !st; i++)
+                st = ds_writer_append_pool(w, t, (omni_split)s, &df->tasks[t].split[s], i);
+    if (st) {
+        ds_writer_close(w, NULL);
+        return st;
+    }
+    return ds_writer_close(w, df);
 }
 
 /* ---- reading ------------------------------------------------------------------ */
@@ -234,133 +157,10 @@ static omni_status r_str(hid_t obj, const char *where, const char *name, char *o
     return st;
 }
 
-/* Half of this machine's memory: no array of a dataset file may claim more (every rank
- * holds its files whole), so a file claiming 2^40 elements is refused, not OOM-killed. */
-static double memory_limit(void)
+/* Check the samples of a pool against the rules of its kind (docs/datasets.md). */
+omni_status ds_check_pool(const ds_task *t, const ds_pool *p, const char *where, const char *path)
 {
-    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGE_SIZE);
-    return pages > 0 && size > 0 ? 0.5 * (double)pages * (double)size : 1e12;
-}
-
-/* Read a whole 1-D (rank 1) or 2-D integer dataset into a new buffer of `mtype`. */
-static omni_status r_data(hid_t g, const char *where, const char *name, hid_t mtype, int rank,
-                          hsize_t *dims, void **buf, ds_file *df, const char *path)
-{
-    *buf = NULL;
-    if (H5Lexists(g, name, H5P_DEFAULT) <= 0)
-        return bad(path, "missing dataset %s%s", where, name);
-    hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
-    if (d < 0)
-        return bad(path, "%s%s is not a dataset", where, name);
-    hid_t t = H5Dget_type(d), sp = H5Dget_space(d);
-    omni_status st = OMNI_OK;
-    int r = H5Sget_simple_extent_ndims(sp);
-    if (H5Tget_class(t) != H5T_INTEGER) {
-        st = bad(path, "dataset %s%s is not of an integer type", where, name);
-        goto out;
-    }
-    if (r != rank) {
-        st = bad(path, "dataset %s%s has rank %d, expected %d", where, name, r, rank);
-        goto out;
-    }
-    /* Bytes (loss flags, patches) must be stored as uint8: a wider type would be
-     * clipped silently by HDF5's conversion. */
-    if (mtype == H5T_NATIVE_UINT8 && (H5Tget_size(t) != 1 || H5Tget_sign(t) != H5T_SGN_NONE)) {
-        st = bad(path, "dataset %s%s is a %zu-byte %s integer, expected uint8", where, name,
-                 H5Tget_size(t), H5Tget_sign(t) == H5T_SGN_NONE ? "unsigned" : "signed");
-        goto out;
-    }
-    H5Sget_simple_extent_dims(sp, dims, NULL);
-    int64_t n = 1;
-    for (int i = 0; i < rank; i++) {
-        if (dims[i] > (hsize_t)1 << 40 ||
-            (dims[i] > 0 && n > ((int64_t)1 << 40) / (int64_t)dims[i])) {
-            st = bad(path, "dataset %s%s is implausibly large", where, name);
-            goto out;
-        }
-        n *= (int64_t)dims[i];
-    }
-    /* Sizes checked before anything is allocated: within memory, and an array without
-     * filters must store as many bytes as it claims (else it is truncated or sparse). */
-    double claim = (double)n * (double)H5Tget_size(mtype);
-    if (claim > memory_limit()) {
-        st = bad(path,
-                 "dataset %s%s claims %lld elements (%.1f GiB), more than this machine "
-                 "can hold",
-                 where, name, (long long)n, claim / 1073741824.0);
-        goto out;
-    }
-    hid_t dcpl = H5Dget_create_plist(d);
-    int nfilters = dcpl < 0 ? -1 : H5Pget_nfilters(dcpl);
-    if (dcpl >= 0)
-        H5Pclose(dcpl);
-    hsize_t stored = H5Dget_storage_size(d);
-    if (nfilters == 0 && (double)stored < (double)n * (double)H5Tget_size(t)) {
-        st = bad(path,
-                 "dataset %s%s claims %lld elements but stores only %llu bytes (truncated "
-                 "or never written)",
-                 where, name, (long long)n, (unsigned long long)stored);
-        goto out;
-    }
-    size_t bytes;
-    if (!omni_mul_size(n ? n : 1, H5Tget_size(mtype), &bytes) || !(*buf = malloc(bytes))) {
-        st = omni_fail(OMNI_ERR_NOMEM, "%s: cannot allocate %s%s", path, where, name);
-        goto out;
-    }
-    if (n > 0 && H5Dread(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, *buf) < 0) {
-        char why[512];
-        omni_h5_reason(why, sizeof why);
-        st = bad(path, "dataset %s%s cannot be read (%s)", where, name, why);
-        free(*buf);
-        *buf = NULL;
-        goto out;
-    }
-    /* Its checksums, checked as it is read (h5.h); an array without any is counted. */
-    char full[OMNI_NAME_MAX + 64];
-    snprintf(full, sizeof full, "%s%s", where, name);
-    int64_t idims[2] = {(int64_t)dims[0], rank > 1 ? (int64_t)dims[1] : 1};
-    omni_h5_rows rows = {.name = full,
-                         .mem_type = mtype,
-                         .elem_size = H5Tget_size(mtype),
-                         .rank = rank,
-                         .dims = idims,
-                         .row_lo = 0,
-                         .row_hi = idims[0],
-                         .data = *buf};
-    omni_h5_sum_kind kind;
-    st = omni_h5_sum_check(d, &rows, &kind, OMNI_ERR_DATA, path);
-    if (!st && kind == OMNI_H5_SUM_NONE && !df->unchecked++)
-        snprintf(df->first_unchecked, sizeof df->first_unchecked, "%s", full);
-    if (st) {
-        free(*buf);
-        *buf = NULL;
-    }
-out:
-    H5Sclose(sp);
-    H5Tclose(t);
-    H5Dclose(d);
-    return st;
-}
-
-static omni_status check_offsets(const int64_t *off, int64_t n, int64_t total, const char *what,
-                                 const char *where, const char *path)
-{
-    if (off[0] != 0)
-        return bad(path, "%s%s[0] = %lld, expected 0", where, what, (long long)off[0]);
-    for (int64_t i = 0; i < n; i++)
-        if (off[i + 1] < off[i])
-            return bad(path, "%s%s decreases at sample %lld (%lld then %lld)", where, what,
-                       (long long)i, (long long)off[i], (long long)off[i + 1]);
-    if (off[n] != total)
-        return bad(path, "%s%s ends at %lld, but the array it indexes has %lld entries", where,
-                   what, (long long)off[n], (long long)total);
-    return OMNI_OK;
-}
-
-/* Check the samples of one split against the rules of its kind (docs/datasets.md). */
-static omni_status check_pool(const ds_task *t, const ds_pool *p, const char *where,
-                              const char *path)
-{
+    const long long s0 = (long long)p->first, e0 = (long long)p->first_el;
     int32_t task_tok = OMNI_TOK_TASK0 + t->index;
     int32_t step = t->obs_dim + 1 + t->act_dim;
     for (int64_t i = 0; i < p->n; i++) {
@@ -369,47 +169,47 @@ static omni_status check_pool(const ds_task *t, const ds_pool *p, const char *wh
             return bad(path,
                        "%ssample %lld has %lld elements, expected at least 2 (<task> and "
                        "more)",
-                       where, (long long)i, (long long)(b - a));
+                       where, s0 + (long long)i, (long long)(b - a));
         if (p->tok[a] != task_tok)
             return bad(path, "%ssample %lld starts with token %d, expected its task token %d",
-                       where, (long long)i, p->tok[a], task_tok);
+                       where, s0 + (long long)i, p->tok[a], task_tok);
         int64_t patches = 0, losses = 0;
         for (int64_t j = a; j < b; j++) {
             int32_t v = p->tok[j];
             uint8_t l = p->loss[j];
             if (l > 1)
-                return bad(path, "%sloss[%lld] = %u, expected 0 or 1", where, (long long)j, l);
+                return bad(path, "%sloss[%lld] = %u, expected 0 or 1", where, e0 + (long long)j, l);
             if (j == a) {
                 if (l)
                     return bad(path, "%ssample %lld: loss on its <task> token", where,
-                               (long long)i);
+                               s0 + (long long)i);
                 continue;
             }
             if (v == OMNI_DS_PATCH) {
                 if (t->patch_dim == 0)
-                    return bad(path, "%stokens[%lld] is a patch (-1) in a %s task", where,
-                               (long long)j, omni_task_kind_name(t->kind));
+                    return bad(path, "%stokens[%lld] is a patch element in a %s task", where,
+                               e0 + (long long)j, omni_task_kind_name(t->kind));
                 if (l)
                     return bad(path, "%sloss[%lld] = 1 on a patch, expected 0", where,
-                               (long long)j);
+                               e0 + (long long)j);
                 patches++;
             } else if (v < 0 || v >= OMNI_TOK_TASK0 || v == OMNI_TOK_PAD) {
                 return bad(path,
                            "%stokens[%lld] = %d is outside the vocabulary (0..%d, or -1 for "
                            "a patch; <pad> and <task> tokens only where documented)",
-                           where, (long long)j, v, OMNI_TOK_TASK0 - 1);
+                           where, e0 + (long long)j, v, OMNI_TOK_TASK0 - 1);
             }
             losses += l;
         }
         if (losses == 0)
-            return bad(path, "%ssample %lld has no loss-bearing element", where, (long long)i);
+            return bad(path, "%ssample %lld has no loss-bearing element", where, s0 + (long long)i);
         if (t->patch_dim > 0) {
             int64_t np = p->poff[i + 1] - p->poff[i];
             if (np != patches || np != (int64_t)t->rows * t->cols)
                 return bad(path,
                            "%ssample %lld has %lld patch tokens and %lld patches, expected "
                            "%d (%d x %d)",
-                           where, (long long)i, (long long)patches, (long long)np,
+                           where, s0 + (long long)i, (long long)patches, (long long)np,
                            t->rows * t->cols, t->rows, t->cols);
         }
         if (t->kind == OMNI_KIND_CONTROL) {
@@ -417,7 +217,7 @@ static omni_status check_pool(const ds_task *t, const ds_pool *p, const char *wh
                 return bad(path,
                            "%ssample %lld: %lld elements after <task> are not whole steps "
                            "of %d (obs_dim + 1 + act_dim)",
-                           where, (long long)i, (long long)(b - a - 1), step);
+                           where, s0 + (long long)i, (long long)(b - a - 1), step);
             for (int64_t j = a + 1; j < b; j++) {
                 int64_t k = (j - a - 1) % step;
                 int32_t v = p->tok[j];
@@ -425,52 +225,14 @@ static omni_status check_pool(const ds_task *t, const ds_pool *p, const char *wh
                 if (is_sep ? v != OMNI_TOK_SEP
                            : (v < OMNI_TOK_BIN0 || v >= OMNI_TOK_BIN0 + OMNI_BINS))
                     return bad(path, "%stokens[%lld] = %d, expected %s in a control step", where,
-                               (long long)j, v, is_sep ? "<sep>" : "a value bin");
+                               e0 + (long long)j, v, is_sep ? "<sep>" : "a value bin");
                 if (p->loss[j] != (is_act ? 1 : 0))
                     return bad(path, "%sloss[%lld] = %u, expected loss on action tokens only",
-                               where, (long long)j, p->loss[j]);
+                               where, e0 + (long long)j, p->loss[j]);
             }
         }
     }
     return OMNI_OK;
-}
-
-static omni_status read_pool(hid_t g, const char *where, ds_task *t, ds_pool *p, ds_file *df,
-                             const char *path)
-{
-    hsize_t d_off[1], d_tok[1], d_loss[1], d_poff[1], d_patch[2];
-    omni_status st;
-    char w[OMNI_NAME_MAX + 32];
-    if ((st =
-             r_data(g, where, "offsets", H5T_NATIVE_INT64, 1, d_off, (void **)&p->off, df, path)) ||
-        (st = r_data(g, where, "tokens", H5T_NATIVE_INT32, 1, d_tok, (void **)&p->tok, df, path)) ||
-        (st = r_data(g, where, "loss", H5T_NATIVE_UINT8, 1, d_loss, (void **)&p->loss, df, path)))
-        return st;
-    if (d_off[0] < 1)
-        return bad(path, "%soffsets is empty, expected n + 1 entries", where);
-    p->n = (int64_t)d_off[0] - 1;
-    if (d_tok[0] != d_loss[0])
-        return bad(path, "%stokens has %llu entries but loss has %llu", where,
-                   (unsigned long long)d_tok[0], (unsigned long long)d_loss[0]);
-    if ((st = check_offsets(p->off, p->n, (int64_t)d_tok[0], "offsets", where, path)))
-        return st;
-    if (t->patch_dim > 0) {
-        if ((st = r_data(g, where, "patch_offsets", H5T_NATIVE_INT64, 1, d_poff, (void **)&p->poff,
-                         df, path)) ||
-            (st = r_data(g, where, "patches", H5T_NATIVE_UINT8, 2, d_patch, (void **)&p->patch, df,
-                         path)))
-            return st;
-        if (d_poff[0] != d_off[0])
-            return bad(path, "%spatch_offsets has %llu entries, expected %lld (like offsets)",
-                       where, (unsigned long long)d_poff[0], (long long)(p->n + 1));
-        if (d_patch[1] != (hsize_t)t->patch_dim)
-            return bad(path, "%spatches rows have %llu values, expected %d", where,
-                       (unsigned long long)d_patch[1], t->patch_dim);
-        if ((st = check_offsets(p->poff, p->n, (int64_t)d_patch[0], "patch_offsets", where, path)))
-            return st;
-    }
-    snprintf(w, sizeof w, "%s", where);
-    return check_pool(t, p, w, path);
 }
 
 typedef struct {
@@ -676,30 +438,6 @@ static omni_status read_tasks(hid_t f, ds_file *df, const char *path)
         df->n_tasks++;
         ds_task_geometry(df, t);
     }
-    for (int i = 0; i < n_tasks && !st; i++) {
-        ds_task *t = &df->tasks[i];
-        static const char *const split_names[OMNI_SPLIT_COUNT] = {"train", "val"};
-        for (int s = 0; s < OMNI_SPLIT_COUNT && !st; s++) {
-            char where[OMNI_NAME_MAX + 24];
-            snprintf(where, sizeof where, "/tasks/%s/%s/", t->name, split_names[s]);
-            char gname[OMNI_NAME_MAX + 16];
-            snprintf(gname, sizeof gname, "%s/%s", t->name, split_names[s]);
-            if (H5Lexists(tg, t->name, H5P_DEFAULT) <= 0 ||
-                H5Lexists(tg, gname, H5P_DEFAULT) <= 0) {
-                st = bad(path, "missing group %.*s", (int)strlen(where) - 1, where);
-                break;
-            }
-            hid_t g = H5Gopen2(tg, gname, H5P_DEFAULT);
-            if (g < 0) {
-                st = bad(path, "%s is not a group", where);
-                break;
-            }
-            st = read_pool(g, where, t, &t->split[s], df, path);
-            H5Gclose(g);
-        }
-        if (!st && t->split[OMNI_SPLIT_TRAIN].n == 0)
-            st = bad(path, "task %s has no training samples", t->name);
-    }
     H5Gclose(tg);
     return st;
 }
@@ -728,32 +466,149 @@ static omni_status not_a_dataset(hid_t f, const char *path)
                OMNI_DS_FORMAT);
 }
 
-omni_status ds_read(const char *path, ds_file *df)
+omni_status ds_store_open(ds_store *s, const char *path, ds_cache *cache)
 {
-    memset(df, 0, sizeof *df);
+    memset(s, 0, sizeof *s);
+    s->h5 = -1;
+    ds_file *df = &s->meta;
+    snprintf(s->path, sizeof s->path, "%s", path);
     if (access(path, R_OK) != 0)
         return bad(path, "cannot open the file (missing or unreadable)");
     htri_t is = H5Fis_hdf5(path);
     if (is <= 0)
         return bad(path, "not an HDF5 file");
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0)
+    /* A small metadata cache per file: a job may open many shards. */
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl >= 0) {
+        H5AC_cache_config_t mdc = {.version = H5AC__CURR_CACHE_CONFIG_VERSION};
+        if (H5Pget_mdc_config(fapl, &mdc) >= 0) {
+            mdc.set_initial_size = true;
+            mdc.initial_size = 1 << 20;
+            mdc.max_size = 4 << 20;
+            mdc.min_size = 1 << 20;
+            H5Pset_mdc_config(fapl, &mdc);
+        }
+    }
+    s->h5 = H5Fopen(path, H5F_ACC_RDONLY, fapl >= 0 ? fapl : H5P_DEFAULT);
+    if (fapl >= 0)
+        H5Pclose(fapl);
+    if (s->h5 < 0)
         return bad(path, "cannot open the HDF5 file");
     char fmt[64] = "";
+    int32_t version = 0;
     omni_status st = OMNI_OK;
-    if (H5Aexists(f, "format") <= 0 || r_str(f, "/", "format", fmt, sizeof fmt, path) ||
+    if (H5Aexists(s->h5, "format") <= 0 || r_str(s->h5, "/", "format", fmt, sizeof fmt, path) ||
         strcmp(fmt, OMNI_DS_FORMAT))
-        st = not_a_dataset(f, path);
+        st = not_a_dataset(s->h5, path);
+    if (!st && !(st = r_int(s->h5, "/", "format_version", 0, INT32_MAX, &version, path)) &&
+        version != OMNI_DS_FORMAT_VERSION)
+        st = bad(path,
+                 "dataset format_version %d is not read by this omnimoe, which reads version "
+                 "%d%s (docs/datasets.md)",
+                 version, OMNI_DS_FORMAT_VERSION,
+                 version == 1 ? ": version 1 stored whole int32 arrays that every process had to "
+                                "load; rebuild the file with `omnimoe data build` (or `data demo`)"
+                              : "");
     if (!st)
-        st = read_tasks(f, df, path);
-    H5Fclose(f);
-    if (st)
-        ds_file_free(df);
-    else if (df->unchecked)
+        st = read_tasks(s->h5, df, path);
+    static const char *const split_names[OMNI_SPLIT_COUNT] = {"train", "val"};
+    for (int i = 0; i < df->n_tasks && !st; i++) {
+        ds_task *t = &df->tasks[i];
+        for (int sp = 0; sp < OMNI_SPLIT_COUNT && !st; sp++) {
+            char where[OMNI_NAME_MAX + 24], gname[OMNI_NAME_MAX + 24];
+            snprintf(where, sizeof where, "/tasks/%s/%s/", t->name, split_names[sp]);
+            snprintf(gname, sizeof gname, "tasks/%s/%s", t->name, split_names[sp]);
+            if (!omni_h5_path_exists(s->h5, gname)) {
+                st = bad(path, "missing group %.*s", (int)strlen(where) - 1, where);
+                break;
+            }
+            hid_t g = H5Gopen2(s->h5, gname, H5P_DEFAULT);
+            if (g < 0) {
+                st = bad(path, "%s is not a group", where);
+                break;
+            }
+            st = ds_split_open(&s->split[i][sp], g, where, t, cache, path);
+            H5Gclose(g);
+            if (!st) {
+                t->split[sp].n = s->split[i][sp].n;
+                const char *u = ds_split_unchecked(&s->split[i][sp]);
+                if (u && !df->unchecked++)
+                    snprintf(df->first_unchecked, sizeof df->first_unchecked, "%s", u);
+            }
+        }
+        if (!st && t->split[OMNI_SPLIT_TRAIN].n == 0)
+            st = bad(path, "task %s has no training samples", t->name);
+    }
+    if (st) {
+        ds_store_close(s);
+        return st;
+    }
+    if (df->unchecked)
         omni_log(OMNI_LOG_WARN,
-                 "%s: %lld array%s carry no checksum (first: %s): read unverified (a file "
-                 "written by h5py can add them: docs/datasets.md)",
+                 "%s: arrays of %lld split%s carry no checksum (first: %s): read "
+                 "unverified (a file written by h5py adds them with fletcher32=True: "
+                 "docs/datasets.md)",
                  path, (long long)df->unchecked, df->unchecked == 1 ? "" : "s",
                  df->first_unchecked);
+    return OMNI_OK;
+}
+
+void ds_store_close(ds_store *s)
+{
+    for (int i = 0; i < OMNI_MAX_TASKS; i++)
+        for (int sp = 0; sp < OMNI_SPLIT_COUNT; sp++)
+            ds_split_close(&s->split[i][sp]);
+    if (s->h5 >= 0)
+        H5Fclose(s->h5);
+    s->h5 = -1;
+    for (int i = 0; i < s->meta.n_tasks; i++)
+        for (int sp = 0; sp < OMNI_SPLIT_COUNT; sp++)
+            s->meta.tasks[i].split[sp].n = 0; /* no pools behind these counts */
+    ds_file_free(&s->meta);
+}
+
+omni_status ds_read(const char *path, ds_file *df)
+{
+    memset(df, 0, sizeof *df);
+    ds_cache *cache;
+    omni_status st = ds_cache_create(&cache, 4 << 20);
+    if (st)
+        return st;
+    ds_store *s = malloc(sizeof *s);
+    if (!s) {
+        ds_cache_free(cache);
+        return omni_fail(OMNI_ERR_NOMEM, "cannot allocate a dataset reader");
+    }
+    st = ds_store_open(s, path, cache);
+    ds_sample_buf b = {0};
+    if (!st) {
+        *df = s->meta;
+        for (int i = 0; i < df->n_tasks; i++)
+            for (int sp = 0; sp < OMNI_SPLIT_COUNT; sp++)
+                df->tasks[i].split[sp] = (ds_pool){0};
+    }
+    for (int i = 0; i < df->n_tasks && !st; i++) {
+        ds_task *t = &df->tasks[i];
+        for (int sp = 0; sp < OMNI_SPLIT_COUNT && !st; sp++) {
+            ds_split_store *ss = &s->split[i][sp];
+            ss->t = t;
+            for (int64_t k = 0; k < ss->n && !st; k++) {
+                if (!(st = ds_split_sample(ss, k, &b, path)))
+                    st = ds_pool_append(&t->split[sp], b.pool.tok, b.pool.loss, b.pool.off[1],
+                                        b.pool.patch, b.pool.poff[1], t->patch_dim);
+            }
+        }
+    }
+    ds_sample_buf_free(&b);
+    if (s->h5 >= 0) {
+        for (int i = 0; i < OMNI_MAX_TASKS; i++)
+            for (int sp = 0; sp < OMNI_SPLIT_COUNT; sp++)
+                ds_split_close(&s->split[i][sp]);
+        H5Fclose(s->h5);
+    }
+    free(s);
+    ds_cache_free(cache);
+    if (st)
+        ds_file_free(df);
     return st;
 }

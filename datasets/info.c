@@ -66,16 +66,64 @@ static void print_sample(FILE *out, const ds_task *t, const ds_pool *p, int64_t 
     fputc('\n', out);
 }
 
-omni_status omni_data_info(const char *path, FILE *out)
+/* Open a file and read every sample of it (each checked as training would), in windows.
+ * On success *sp is open (with its cache in *cache) and *first holds, per task, its train
+ * sample 0 (a copy). */
+static omni_status read_all(const char *path, ds_store **sp, ds_cache **cache, ds_file *first)
 {
-    ds_file *f = calloc(1, sizeof *f);
-    if (!f)
-        return omni_fail(OMNI_ERR_NOMEM, "cannot allocate the dataset");
-    omni_status st = ds_read(path, f);
-    if (st) {
-        free(f);
+    omni_status st = ds_cache_create(cache, 16 << 20);
+    if (st)
+        return st;
+    ds_store *s = malloc(sizeof *s);
+    if (!s) {
+        ds_cache_free(*cache);
+        return omni_fail(OMNI_ERR_NOMEM, "cannot allocate a dataset reader");
+    }
+    if ((st = ds_store_open(s, path, *cache))) {
+        free(s);
+        ds_cache_free(*cache);
         return st;
     }
+    memset(first, 0, sizeof *first);
+    ds_sample_buf b = {0};
+    for (int i = 0; i < s->meta.n_tasks && !st; i++) {
+        ds_task *t = &s->meta.tasks[i];
+        first->tasks[i] = *t;
+        memset(first->tasks[i].split, 0, sizeof first->tasks[i].split);
+        for (int k = 0; k < OMNI_SPLIT_COUNT && !st; k++)
+            for (int64_t j = 0; j < s->split[i][k].n && !st; j++) {
+                st = ds_split_sample(&s->split[i][k], j, &b, path);
+                if (!st && k == OMNI_SPLIT_TRAIN && j == 0)
+                    st = ds_pool_append(&first->tasks[i].split[0], b.pool.tok, b.pool.loss,
+                                        b.pool.off[1], b.pool.patch, b.pool.poff[1], t->patch_dim);
+            }
+        first->n_tasks++;
+    }
+    ds_sample_buf_free(&b);
+    if (st) {
+        ds_file_free(first);
+        ds_store_close(s);
+        free(s);
+        ds_cache_free(*cache);
+        return st;
+    }
+    *sp = s;
+    return OMNI_OK;
+}
+
+omni_status omni_data_info(const char *path, FILE *out)
+{
+    ds_file *ex = calloc(1, sizeof *ex);
+    if (!ex)
+        return omni_fail(OMNI_ERR_NOMEM, "cannot allocate the dataset");
+    ds_store *s;
+    ds_cache *cache;
+    omni_status st = read_all(path, &s, &cache, ex);
+    if (st) {
+        free(ex);
+        return st;
+    }
+    const ds_file *f = &s->meta;
     char seed[48] = "no seed recorded";
     if (f->has_seed)
         snprintf(seed, sizeof seed, "seed %llu", (unsigned long long)f->seed);
@@ -99,14 +147,14 @@ omni_status omni_data_info(const char *path, FILE *out)
             "train elems", "val", "val elems");
     for (int i = 0; i < f->n_tasks; i++) {
         const ds_task *t = &f->tasks[i];
-        const ds_pool *tr = &t->split[OMNI_SPLIT_TRAIN], *va = &t->split[OMNI_SPLIT_VAL];
+        const ds_split_store *tr = &s->split[i][OMNI_SPLIT_TRAIN],
+                             *va = &s->split[i][OMNI_SPLIT_VAL];
         fprintf(out, "%-16s %-14s %6d %10lld %12lld %10lld %12lld\n", t->name,
                 omni_task_kind_name(t->kind), OMNI_TOK_TASK0 + t->index, (long long)tr->n,
-                (long long)tr->off[tr->n], (long long)va->n,
-                (long long)(va->n ? va->off[va->n] : 0));
+                (long long)tr->tok.rows, (long long)va->n, (long long)va->tok.rows);
     }
     for (int i = 0; i < f->n_tasks; i++) {
-        const ds_task *t = &f->tasks[i];
+        const ds_task *t = &ex->tasks[i];
         fprintf(out, "\nexample of %s (train sample 0", t->name);
         if (t->kind == OMNI_KIND_CONTROL)
             fprintf(out, "; steps of %d observation bins, <sep>, %d %s action bin%s", t->obs_dim,
@@ -115,25 +163,33 @@ omni_status omni_data_info(const char *path, FILE *out)
         fprintf(out, "):\n");
         print_sample(out, t, &t->split[OMNI_SPLIT_TRAIN], 0);
     }
-    ds_file_free(f);
-    free(f);
+    ds_file_free(ex);
+    free(ex);
+    ds_store_close(s);
+    free(s);
+    ds_cache_free(cache);
     return OMNI_OK;
 }
 
 omni_status omni_data_verify(const char *path, FILE *out)
 {
-    ds_file *f = calloc(1, sizeof *f);
-    if (!f)
+    ds_file *ex = calloc(1, sizeof *ex);
+    if (!ex)
         return omni_fail(OMNI_ERR_NOMEM, "cannot allocate the dataset");
-    /* The reader checks every array it reads; the walk then covers every dataset of the
+    /* The reader checks every sample it reads; the walk then covers every dataset of the
      * file, including any the reader does not use. */
-    omni_status st = ds_read(path, f);
+    ds_store *s;
+    ds_cache *cache;
+    omni_status st = read_all(path, &s, &cache, ex);
     if (st) {
-        free(f);
+        free(ex);
         return st;
     }
-    ds_file_free(f);
-    free(f);
+    ds_file_free(ex);
+    free(ex);
+    ds_store_close(s);
+    free(s);
+    ds_cache_free(cache);
     omni_h5_verify_report rep;
     hid_t h = -1;
     H5E_BEGIN_TRY

@@ -5,7 +5,17 @@
 #ifndef OMNI_DATASETS_INTERNAL_H
 #define OMNI_DATASETS_INTERNAL_H
 
+#include <hdf5.h>
+
 #include "datasets.h"
+
+/* Format 2 storage (store.c, docs/datasets.md). */
+#define DS_CHUNK_BYTES 65536     /* bytes per chunk of every sample array, at most */
+#define DS_WRITE_BUF   (1 << 20) /* bytes a writer buffers per array before writing */
+#define DS_SAMPLE_MAX  (1 << 24) /* elements of one sample, at most */
+#define DS_TOK_LOSS    0x8000u   /* tokens: the loss flag */
+#define DS_TOK_ID      0x7fffu   /* tokens: the id bits */
+#define DS_TOK_PATCH   0x7fff    /* tokens: the id of a patch element */
 
 /* Samples of one split of one task: ragged arrays with offsets (as in the file). */
 typedef struct {
@@ -16,6 +26,8 @@ typedef struct {
     int64_t *poff;  /* [n + 1] patch offsets (NULL when the kind has no patches) */
     uint8_t *patch; /* [poff[n], patch_dim] */
     int64_t cap_n, cap_el, cap_patch; /* growth capacities while building */
+    int64_t first, first_el; /* read in windows: sample 0 and element 0 are these in the file
+                                (for messages) */
 } ds_pool;
 
 typedef struct {
@@ -55,8 +67,94 @@ omni_status ds_split(ds_task *t, ds_pool *all, uint64_t seed, int32_t patch_dim)
 
 /* Write a file (temporary name, then rename; nothing left on failure). */
 omni_status ds_write(const ds_file *f, const char *path);
-/* Read and check all of a file. On failure nothing is left allocated. */
+/* Read and check all of a file into memory (small files: tests, info examples). On failure
+ * nothing is left allocated. */
 omni_status ds_read(const char *path, ds_file *f);
+/* The attributes of a file (root and tasks; the task groups exist already). */
+omni_status ds_write_attrs(hid_t f, const ds_file *df, const char *path);
+/* Check the samples of a pool against the rules of their kind (messages count samples and
+ * elements from p->first, p->first_el). */
+omni_status ds_check_pool(const ds_task *t, const ds_pool *p, const char *where, const char *path);
+
+/* ---- format 2: chunked arrays read in windows (store.c) ---- */
+
+/* A block cache of whole chunks (DS_CHUNK_BYTES each) for every array read through it:
+ * its memory is fixed at creation, whatever the size of the files. Not thread-safe. */
+typedef struct ds_cache ds_cache;
+omni_status ds_cache_create(ds_cache **c, size_t bytes);
+void ds_cache_free(ds_cache *c);
+void ds_cache_stats(const ds_cache *c, int64_t *hits, int64_t *misses, size_t *bytes);
+
+typedef struct {
+    hid_t d;
+    char name[OMNI_NAME_MAX + 48]; /* its path in the file, for messages */
+    const char *file;
+    hid_t mem_type;
+    size_t elem_size;
+    int64_t rows, row_elems, chunk_rows;
+    bool sum; /* Fletcher32 on its chunks */
+    ds_cache *cache;
+    int64_t id; /* in the cache */
+} ds_array;
+/* Rows [lo, hi) of an array into out (through its cache). */
+omni_status ds_array_read(ds_array *a, int64_t lo, int64_t hi, void *out);
+
+/* One split of one task of an open file. */
+typedef struct {
+    const ds_task *t;
+    char where[OMNI_NAME_MAX + 32]; /* "/tasks/NAME/train/" */
+    ds_array off, tok, poff, patch;
+    int64_t n; /* samples */
+} ds_split_store;
+
+/* A sample read: a one-sample pool (off {0, n}, poff {0, np}) and scratch. */
+typedef struct {
+    ds_pool pool;
+    uint16_t *raw;
+    int64_t cap_raw;
+} ds_sample_buf;
+void ds_sample_buf_free(ds_sample_buf *b);
+
+/* Open the arrays of split group g (attributes of t already read); checks types, shapes,
+ * chunking and the first and last offsets. */
+omni_status ds_split_open(ds_split_store *s, hid_t g, const char *where, const ds_task *t,
+                          ds_cache *cache, const char *path);
+void ds_split_close(ds_split_store *s);
+/* The first of its arrays without a checksum (its name), or NULL. */
+const char *ds_split_unchecked(const ds_split_store *s);
+/* Offsets [lo, hi) of the split. */
+omni_status ds_split_offsets(ds_split_store *s, int64_t lo, int64_t hi, int64_t *out);
+/* Sample i into b->pool, checked like every sample (ds_check_pool). */
+omni_status ds_split_sample(ds_split_store *s, int64_t i, ds_sample_buf *b, const char *path);
+
+/* An open dataset file: its attributes (pools empty) and the arrays of every split. */
+typedef struct {
+    ds_file meta;
+    hid_t h5;
+    char path[OMNI_PATH_MAX];
+    ds_split_store split[OMNI_MAX_TASKS][OMNI_SPLIT_COUNT];
+} ds_store;
+/* Open a file for windowed reads: attributes checked, arrays opened (format 2; a file of
+ * format 1 is refused naming its version). On failure nothing is left open. */
+omni_status ds_store_open(ds_store *s, const char *path, ds_cache *cache);
+void ds_store_close(ds_store *s);
+
+/* A streaming writer: the file's groups and arrays at open, samples appended in any order
+ * of tasks and splits (each split keeps its order), the attributes of df (which may have
+ * changed since open, e.g. control dimensions) at close, then the rename. deflate: 0 (none)
+ * or the level of HDF5's deflate on tokens and patches. */
+typedef struct ds_writer ds_writer;
+omni_status ds_writer_open(ds_writer **w, const ds_file *df, const char *path, int deflate);
+omni_status ds_writer_append(ds_writer *w, int task, omni_split split, const int32_t *tok,
+                             const uint8_t *loss, int64_t n_el, const uint8_t *patch,
+                             int64_t n_patch);
+/* Sample i of pool p. */
+omni_status ds_writer_append_pool(ds_writer *w, int task, omni_split split, const ds_pool *p,
+                                  int64_t i);
+void ds_writer_counts(const ds_writer *w, int task, omni_split split, int64_t *n, int64_t *n_el);
+/* Finish (df != NULL: flush, write attributes, rename) or abandon (df == NULL: remove the
+ * temporary file). Frees w either way. */
+omni_status ds_writer_close(ds_writer *w, const ds_file *df);
 
 /* Patch geometry of a task kind from the file's attributes. */
 void ds_task_geometry(const ds_file *f, ds_task *t);

@@ -1,8 +1,9 @@
 /*
- * The sampler: the dataset files of an experiment, checked whole at open, and the
- * packing of context windows for the batch plan. Filling a window is a pure function
- * of (data, weights, seed, split, step, slot), so any process can fill any slot and
- * the global batch does not depend on the number of processes.
+ * The sampler: the dataset files of an experiment, opened and checked at open and read in
+ * windows (one sample at a time, through a block cache of data.cache_mb MiB, each sample
+ * checked as it is read), and the packing of context windows for the batch plan. Filling a window
+ * is a pure function of (data, weights, seed, split, step, slot), so any process can fill any slot
+ * and the global batch does not depend on the number of processes.
  */
 #include "internal.h"
 
@@ -14,15 +15,25 @@
 typedef struct {
     omni_task_info info;
     const ds_task *t;
+    ds_split_store *split[OMNI_SPLIT_COUNT]; /* its arrays, read in windows */
+    const char *path;                        /* its file */
     int32_t token;      /* the experiment's <task> token: OMNI_TOK_TASK0 + index */
     uint8_t pos_kind;   /* OMNI_POS_IMAGE or OMNI_POS_AUDIO for patch kinds */
     float lut[256];     /* stored patch byte -> normalised value */
     int64_t *val_start; /* [n_val_windows + 1] first validation sample of each window */
 } s_task;
 
+/* What reading changes: the cache, the sample being packed, the first failure. */
+typedef struct {
+    ds_cache *cache;
+    ds_sample_buf buf;
+    omni_status err;
+} s_io;
+
 struct omni_sampler {
     int n_files;
-    ds_file *files;
+    ds_store *files;
+    s_io *io;
     char (*paths)[OMNI_PATH_MAX];
     int n_tasks;
     s_task tasks[OMNI_MAX_TASKS];
@@ -40,8 +51,13 @@ void omni_sampler_close(omni_sampler *s)
     for (int i = 0; i < s->n_tasks; i++)
         free(s->tasks[i].val_start);
     for (int f = 0; f < s->n_files; f++)
-        ds_file_free(&s->files[f]);
+        ds_store_close(&s->files[f]);
     free(s->files);
+    if (s->io) {
+        ds_sample_buf_free(&s->io->buf);
+        ds_cache_free(s->io->cache);
+        free(s->io);
+    }
     free(s->paths);
     free(s);
 }
@@ -67,11 +83,34 @@ const omni_tokenization *omni_sampler_tokenization(const omni_sampler *s)
     return &s->tok;
 }
 
+/* The lengths of validation samples in order, their offsets read in pieces. */
+typedef struct {
+    ds_split_store *v;
+    int64_t off[4097], base;
+    const char *path;
+} val_reader;
+
+static omni_status val_len(val_reader *r, int64_t i, int64_t *len)
+{
+    if (r->base < 0 || i + 1 >= r->base + 4097) {
+        r->base = i;
+        int64_t hi = i + 4097 < r->v->n + 1 ? i + 4097 : r->v->n + 1;
+        omni_status st = ds_split_offsets(r->v, i, hi, r->off);
+        if (st)
+            return st;
+    }
+    *len = r->off[i + 1 - r->base] - r->off[i - r->base];
+    if (*len < 0)
+        return omni_fail(OMNI_ERR_DATA, "%s: %soffsets decreases at sample %lld", r->path,
+                         r->v->where, (long long)i);
+    return OMNI_OK;
+}
+
 static omni_status add_task(omni_sampler *s, int file, const ds_task *t, double weight,
                             double loss_weight)
 {
-    omni_status rc = ds_tokenization_add(&s->tok, &s->files[file], t, s->paths[file], s->image_file,
-                                         s->audio_file);
+    omni_status rc = ds_tokenization_add(&s->tok, &s->files[file].meta, t, s->paths[file],
+                                         s->image_file, s->audio_file);
     if (rc)
         return rc;
     if (t->kind == OMNI_KIND_IMAGE_TO_TEXT && !s->image_file)
@@ -81,6 +120,9 @@ static omni_status add_task(omni_sampler *s, int file, const ds_task *t, double 
     s_task *st = &s->tasks[s->n_tasks];
     memset(st, 0, sizeof *st);
     st->t = t;
+    st->path = s->paths[file];
+    for (int sp = 0; sp < OMNI_SPLIT_COUNT; sp++)
+        st->split[sp] = &s->files[file].split[t->index][sp];
     st->token = OMNI_TOK_TASK0 + s->n_tasks;
     snprintf(st->info.name, sizeof st->info.name, "%s", t->name);
     st->info.kind = t->kind;
@@ -88,8 +130,8 @@ static omni_status add_task(omni_sampler *s, int file, const ds_task *t, double 
     st->info.weight = weight;
     st->info.loss_weight = loss_weight;
     for (int sp = 0; sp < OMNI_SPLIT_COUNT; sp++) {
-        st->info.n_samples[sp] = t->split[sp].n;
-        st->info.n_elements[sp] = t->split[sp].n ? t->split[sp].off[t->split[sp].n] : 0;
+        st->info.n_samples[sp] = st->split[sp]->n;
+        st->info.n_elements[sp] = st->split[sp]->tok.rows;
     }
     if (t->patch_dim > 0) {
         st->pos_kind = t->kind == OMNI_KIND_IMAGE_TO_TEXT ? OMNI_POS_IMAGE : OMNI_POS_AUDIO;
@@ -109,21 +151,29 @@ static omni_status add_task(omni_sampler *s, int file, const ds_task *t, double 
         if (t->cols > s->dims.max_cols)
             s->dims.max_cols = t->cols;
     }
-    /* Fixed validation windows: whole samples packed greedily in file order. */
-    const ds_pool *v = &t->split[OMNI_SPLIT_VAL];
-    st->val_start = malloc(sizeof *st->val_start * (size_t)(v->n + 1));
+    /* Fixed validation windows: whole samples packed greedily in file order (their
+     * offsets read in pieces; only the window starts are kept). */
+    ds_split_store *v = st->split[OMNI_SPLIT_VAL];
+    int64_t n_val = v->n;
+    st->val_start = malloc(sizeof *st->val_start * (size_t)(n_val + 1));
     if (!st->val_start)
         return omni_fail(OMNI_ERR_NOMEM, "cannot allocate validation windows");
-    int64_t w = 0, i = 0;
-    while (i < v->n) {
+    val_reader vr = {.v = v, .base = -1, .path = s->paths[file]};
+    int64_t w = 0, i = 0, len;
+    omni_status rc2;
+    while (i < n_val) {
         st->val_start[w++] = i;
         int64_t used = 0;
         do {
-            used += v->off[i + 1] - v->off[i];
+            if ((rc2 = val_len(&vr, i, &len)))
+                return rc2;
+            used += len;
             i++;
-        } while (i < v->n && used + (v->off[i + 1] - v->off[i]) <= s->context);
+        } while (i < n_val && !(rc2 = val_len(&vr, i, &len)) && used + len <= s->context);
+        if (rc2)
+            return rc2;
     }
-    st->val_start[w] = v->n;
+    st->val_start[w] = n_val;
     st->info.n_val_windows = w;
     s->n_tasks++;
     return OMNI_OK;
@@ -146,7 +196,7 @@ static omni_status read_file(omni_sampler *s, int f)
                          "to the working directory (%s), not to the experiment file",
                          f, s->paths[f], cwd);
     }
-    return ds_read(s->paths[f], &s->files[f]);
+    return ds_store_open(&s->files[f], s->paths[f], s->io->cache);
 }
 
 omni_status omni_sampler_open(omni_sampler **out, const omni_experiment *x)
@@ -168,6 +218,14 @@ omni_status omni_sampler_open(omni_sampler **out, const omni_experiment *x)
         st = omni_fail(OMNI_ERR_CONFIG, "data.files is empty, expected dataset files");
         goto fail;
     }
+    s->io = calloc(1, sizeof *s->io);
+    if (!s->io) {
+        st = omni_fail(OMNI_ERR_NOMEM, "cannot allocate the sampler");
+        goto fail;
+    }
+    if ((st = ds_cache_create(&s->io->cache, (size_t)(x->data.cache_mb > 0 ? x->data.cache_mb : 64)
+                                                 << 20)))
+        goto fail;
     for (int f = 0; f < x->data.n_files; f++) {
         snprintf(s->paths[f], OMNI_PATH_MAX, "%s", x->data.files[f]);
         if ((st = read_file(s, f)))
@@ -176,8 +234,8 @@ omni_status omni_sampler_open(omni_sampler **out, const omni_experiment *x)
     }
     if (x->data.n_tasks == 0) {
         for (int f = 0; f < s->n_files; f++)
-            for (int t = 0; t < s->files[f].n_tasks; t++) {
-                const ds_task *dt = &s->files[f].tasks[t];
+            for (int t = 0; t < s->files[f].meta.n_tasks; t++) {
+                const ds_task *dt = &s->files[f].meta.tasks[t];
                 for (int k = 0; k < s->n_tasks; k++)
                     if (!strcmp(s->tasks[k].info.name, dt->name)) {
                         st = omni_fail(OMNI_ERR_DATA,
@@ -200,8 +258,8 @@ omni_status omni_sampler_open(omni_sampler **out, const omni_experiment *x)
             const omni_task_weight *w = &x->data.tasks[k];
             int found_f = -1, found_t = -1;
             for (int f = 0; f < s->n_files; f++)
-                for (int t = 0; t < s->files[f].n_tasks; t++)
-                    if (!strcmp(s->files[f].tasks[t].name, w->name)) {
+                for (int t = 0; t < s->files[f].meta.n_tasks; t++)
+                    if (!strcmp(s->files[f].meta.tasks[t].name, w->name)) {
                         if (found_f >= 0) {
                             st = omni_fail(OMNI_ERR_DATA,
                                            "task %s of data.tasks is in both %s and %s, "
@@ -219,7 +277,7 @@ omni_status omni_sampler_open(omni_sampler **out, const omni_experiment *x)
                                w->name, s->paths[0], s->n_files > 1 ? ", ..." : "");
                 goto fail;
             }
-            if ((st = add_task(s, found_f, &s->files[found_f].tasks[found_t], w->weight,
+            if ((st = add_task(s, found_f, &s->files[found_f].meta.tasks[found_t], w->weight,
                                w->loss_weight)))
                 goto fail;
         }
@@ -314,6 +372,28 @@ static void clear_window(omni_batch *b, int64_t row)
  * elements from body element `skip` on (0: the whole sample), as many as fit in the
  * window. Returns the loss-bearing positions written.
  */
+/* Sample i of a task's split, read and checked, as a one-sample pool (valid until the next
+ * read); NULL on a failure, which is kept for omni_sampler_status (the first one). */
+static const ds_pool *read_sample(const omni_sampler *s, int task, omni_split split, int64_t i)
+{
+    s_io *io = s->io;
+    if (io->err)
+        return NULL;
+    const s_task *st = &s->tasks[task];
+    io->err = ds_split_sample(st->split[split], i, &io->buf, st->path);
+    return io->err ? NULL : &io->buf.pool;
+}
+
+omni_status omni_sampler_status(const omni_sampler *s)
+{
+    return s->io->err;
+}
+
+void omni_sampler_cache_stats(const omni_sampler *s, int64_t *hits, int64_t *misses, size_t *bytes)
+{
+    ds_cache_stats(s->io->cache, hits, misses, bytes);
+}
+
 static int64_t put_sample(const omni_sampler *s, int task, const ds_pool *pool, int64_t i,
                           int64_t skip, int32_t segment, omni_batch *b, int64_t row, int64_t *at)
 {
@@ -407,9 +487,11 @@ int64_t omni_sampler_fill(const omni_sampler *s, omni_split split, uint64_t seed
         while (s->tasks[task].info.n_samples[split] == 0) /* rounding at the top end */
             task--;
         const s_task *st = &s->tasks[task];
-        const ds_pool *pool = &st->t->split[split];
-        int64_t i = draw_index(&r, w + 1, pool->n);
-        int64_t len = pool->off[i + 1] - pool->off[i];
+        int64_t i = draw_index(&r, w + 1, st->info.n_samples[split]);
+        const ds_pool *pool = read_sample(s, task, split, i);
+        if (!pool)
+            break; /* the failure is kept: omni_sampler_status */
+        int64_t len = pool->off[1];
         int64_t skip = 0;
         if (len > b->context) {
             /* A long sample: a random window of it (at a step boundary for control). */
@@ -421,7 +503,7 @@ int64_t omni_sampler_fill(const omni_sampler *s, omni_split split, uint64_t seed
             }
         }
         w += 5;
-        losses += put_sample(s, task, pool, i, skip, segment++, b, row, &at);
+        losses += put_sample(s, task, pool, 0, skip, segment++, b, row, &at);
     }
     return losses;
 }
@@ -434,11 +516,14 @@ int64_t omni_sampler_fill_val(const omni_sampler *s, int task, int64_t i, omni_b
     OMNI_ASSERT(i >= 0 && i < st->info.n_val_windows && b->context == s->context);
     OMNI_ASSERT(b->patch_dim >= s->dims.image_patch_dim && b->patch_dim >= s->dims.audio_patch_dim);
     clear_window(b, row);
-    const ds_pool *pool = &st->t->split[OMNI_SPLIT_VAL];
     int64_t at = 0, losses = 0;
     int32_t segment = 0;
-    for (int64_t k = st->val_start[i]; k < st->val_start[i + 1] && at < b->context; k++)
-        losses += put_sample(s, task, pool, k, 0, segment++, b, row, &at);
+    for (int64_t k = st->val_start[i]; k < st->val_start[i + 1] && at < b->context; k++) {
+        const ds_pool *pool = read_sample(s, task, OMNI_SPLIT_VAL, k);
+        if (!pool)
+            break;
+        losses += put_sample(s, task, pool, 0, 0, segment++, b, row, &at);
+    }
     return losses;
 }
 
@@ -447,11 +532,19 @@ void omni_sampler_sample(const omni_sampler *s, int task, omni_split split, int6
 {
     OMNI_ASSERT(task >= 0 && task < s->n_tasks && split >= 0 && split < OMNI_SPLIT_COUNT);
     const ds_task *t = s->tasks[task].t;
-    const ds_pool *pool = &t->split[split];
-    OMNI_ASSERT(i >= 0 && i < pool->n);
-    int64_t a = pool->off[i] + 1; /* after the <task> token */
-    out->n = pool->off[i + 1] - a;
-    out->tok = pool->tok + a;
-    out->loss = pool->loss + a;
-    out->patches = t->patch_dim > 0 ? pool->patch + pool->poff[i] * t->patch_dim : NULL;
+    OMNI_ASSERT(i >= 0 && i < s->tasks[task].info.n_samples[split]);
+    const ds_pool *pool = read_sample(s, task, split, i);
+    if (!pool) { /* the failure is kept: omni_sampler_status */
+        static const int32_t none_tok[1] = {OMNI_TOK_EOS};
+        static const uint8_t none_loss[1] = {0};
+        out->n = 0;
+        out->tok = none_tok;
+        out->loss = none_loss;
+        out->patches = NULL;
+        return;
+    }
+    out->n = pool->off[1] - 1; /* after the <task> token */
+    out->tok = pool->tok + 1;
+    out->loss = pool->loss + 1;
+    out->patches = t->patch_dim > 0 ? pool->patch : NULL;
 }

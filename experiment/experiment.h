@@ -81,7 +81,8 @@ typedef struct omni_experiment {
         int n_tasks; /* 0: every task of the files, weight 1 */
         omni_task_weight tasks[OMNI_MAX_TASKS];
         double temperature;
-        int64_t batch; /* sequences in the global batch */
+        int64_t batch;    /* sequences in the global batch */
+        int64_t cache_mb; /* MiB of dataset chunks cached per process */
     } data;
     struct {
         int64_t steps;

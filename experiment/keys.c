@@ -84,6 +84,9 @@ const field omni_exp_fields[] = {
      "task probabilities proportional to weight^(1/temperature)"},
     {"data", "batch", FT_INT, OFF(data.batch), "16", 1, 1048576,
      "sequences in the global batch (independent of the number of processes)"},
+    {"data", "cache_mb", FT_INT, OFF(data.cache_mb), "64", 1, 1048576,
+     "MiB of dataset chunks each process keeps in memory (its read cache; the dataset files "
+     "are read in windows, never whole)"},
     {"optim", "steps", FT_INT, OFF(optim.steps), "2000", 1, 1e12, "training steps"},
     {"optim", "lr", FT_FLOAT, OFF(optim.lr), "3.0e-4", 0, 10, "peak learning rate"},
     {"optim", "min_lr", FT_FLOAT, OFF(optim.min_lr), "3.0e-5", 0, 10,

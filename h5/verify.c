@@ -7,6 +7,8 @@
 
 /* The largest slab read at once: a file claiming more is damaged or not ours. */
 #define VERIFY_SLAB_MAX ((int64_t)1 << 32)
+/* The piece read at once from an array without CRC32C slabs. */
+#define VERIFY_PIECE ((int64_t)16 << 20)
 
 typedef struct {
     int share, n_shares;
@@ -59,6 +61,12 @@ static omni_status verify_dataset(walk *w, hid_t dset, const char *name)
     int64_t row_bytes = row_elems * (int64_t)esize;
     if (dims[0] == 0 || row_bytes == 0)
         goto out;
+    if (H5Aexists(dset, OMNI_H5_SUM_ATTR) <= 0) {
+        /* No CRC32C slabs (Fletcher32 chunks, or nothing): read it in pieces of about
+         * VERIFY_PIECE bytes, each checked by HDF5 as it is read. */
+        rows = VERIFY_PIECE / row_bytes > 0 ? VERIFY_PIECE / row_bytes : 1;
+        slabs = (dims[0] + rows - 1) / rows;
+    }
     if (rows > VERIFY_SLAB_MAX / row_bytes) {
         st = omni_fail(w->fault,
                        "%s: dataset /%s claims %" PRId64 " rows of %" PRId64

@@ -328,9 +328,13 @@ static omni_status fill_slice(omni_worker *w, omni_split split, int64_t step, in
     for (int64_t slot = lo; slot < hi; slot++)
         count += omni_sampler_fill(w->sampler, split, (uint64_t)w->x->experiment.seed, step, slot,
                                    b, slot - lo);
+    /* A sample that could not be read or failed its checks ends the job on every rank. */
+    omni_status st = omni_mpi_agree(w->comm, omni_sampler_status(w->sampler));
+    if (st)
+        return st;
     double c = (double)count, total = 0;
-    omni_status st = omni_mpi_check(MPI_Allreduce(&c, &total, 1, MPI_DOUBLE, MPI_SUM, w->comm),
-                                    "MPI_Allreduce of loss tokens");
+    st = omni_mpi_check(MPI_Allreduce(&c, &total, 1, MPI_DOUBLE, MPI_SUM, w->comm),
+                        "MPI_Allreduce of loss tokens");
     *loss_tokens = total;
     b->loss_norm = total > 0 ? total : 1.0;
     return st;
@@ -450,6 +454,8 @@ omni_status omni_worker_eval(omni_worker *w, omni_metrics *m)
             int64_t count = 0;
             for (int64_t i = lo; i < hi; i++)
                 count += omni_sampler_fill_val(w->sampler, task, i, b, i - lo);
+            if ((st = omni_mpi_agree(w->comm, omni_sampler_status(w->sampler))))
+                break;
             b->loss_norm = count > 0 ? (double)count : 1.0;
             if (w->moe)
                 omni_moe_set_step(w->moe, 0, lo * x->model.context, false);

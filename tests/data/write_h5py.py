@@ -12,25 +12,33 @@ import numpy as np
 TEXT_VOCAB, BINS = 256, 1024
 BIN0 = TEXT_VOCAB
 PAD, EOS, SEP, TASK0 = BIN0 + BINS, BIN0 + BINS + 1, BIN0 + BINS + 2, BIN0 + BINS + 3
-PATCH = -1  # a patch element in `tokens`
+PATCH = 0x7FFF  # the id of a patch element in `tokens`
+LOSS = 0x8000  # the loss flag in `tokens`
+
+
+def put(group, name, data):
+    """An array as omnimoe reads it best: chunks of at most 64 KiB, each with its checksum."""
+    row = data.dtype.itemsize * (data.shape[1] if data.ndim == 2 else 1)
+    rows = max(1, min(len(data), 65536 // row))
+    group.create_dataset(name, data=data, maxshape=(None,) + data.shape[1:],
+                         chunks=(rows,) + data.shape[1:], fletcher32=True)
 
 
 def write_split(group, samples, patch_dim=0):
     """samples: list of (tokens, loss, patches) with patches [n, patch_dim] uint8 or None."""
-    tokens = np.concatenate([np.asarray(s[0], np.int32) for s in samples]) if samples \
-        else np.zeros(0, np.int32)
-    loss = np.concatenate([np.asarray(s[1], np.uint8) for s in samples]) if samples \
-        else np.zeros(0, np.uint8)
+    tokens = np.concatenate([np.asarray(s[0], np.uint16) | np.asarray(s[1], np.uint16) * LOSS
+                             for s in samples]) if samples else np.zeros(0, np.uint16)
     offsets = np.zeros(len(samples) + 1, np.int64)
     offsets[1:] = np.cumsum([len(s[0]) for s in samples])
-    group["tokens"], group["loss"], group["offsets"] = tokens, loss, offsets
+    put(group, "tokens", tokens)
+    put(group, "offsets", offsets)
     if patch_dim:
         counts = [0 if s[2] is None else len(s[2]) for s in samples]
         poff = np.zeros(len(samples) + 1, np.int64)
         poff[1:] = np.cumsum(counts)
-        group["patch_offsets"] = poff
-        group["patches"] = np.concatenate([s[2] for s in samples]).astype(np.uint8) if samples \
-            else np.zeros((0, patch_dim), np.uint8)
+        put(group, "patch_offsets", poff)
+        put(group, "patches", np.concatenate([s[2] for s in samples]).astype(np.uint8) if samples
+            else np.zeros((0, patch_dim), np.uint8))
 
 
 def text_to_text(task_index, inp, out):
@@ -48,7 +56,7 @@ def image_to_text(task_index, patches, caption):
 
 with h5py.File(sys.argv[1], "w") as f:
     f.attrs["format"] = "omnimoe-dataset"
-    f.attrs["format_version"] = 1
+    f.attrs["format_version"] = 2
     for k, v in dict(text_vocab=TEXT_VOCAB, bins=BINS, tok_bin0=BIN0, tok_pad=PAD, tok_eos=EOS,
                      tok_sep=SEP, tok_task0=TASK0, n_tasks=2).items():
         f.attrs[k] = np.int32(v)

@@ -19,14 +19,19 @@ BIN0 = TEXT_VOCAB
 PAD, EOS, SEP, TASK0 = BIN0 + BINS, BIN0 + BINS + 1, BIN0 + BINS + 2, BIN0 + BINS + 3
 
 
+def put(group, name, data):
+    """64 KiB chunks, each with its checksum (docs/datasets.md, format 2)."""
+    rows = max(1, min(len(data), 65536 // data.dtype.itemsize))
+    group.create_dataset(name, data=data, maxshape=(None,), chunks=(rows,), fletcher32=True)
+
+
 def write_split(group, samples):
-    group["tokens"] = np.concatenate([np.asarray(t, np.int32) for t, _ in samples]) \
-        if samples else np.zeros(0, np.int32)
-    group["loss"] = np.concatenate([np.asarray(l, np.uint8) for _, l in samples]) \
-        if samples else np.zeros(0, np.uint8)
+    put(group, "tokens", np.concatenate([np.asarray(t, np.uint16) | np.asarray(l, np.uint16) *
+                                         0x8000 for t, l in samples])
+        if samples else np.zeros(0, np.uint16))
     offsets = np.zeros(len(samples) + 1, np.int64)
     offsets[1:] = np.cumsum([len(t) for t, _ in samples])
-    group["offsets"] = offsets
+    put(group, "offsets", offsets)
 
 
 def text_to_text(index, i):
@@ -46,7 +51,7 @@ def control(index, i):
 tasks = [a.partition(":") for a in sys.argv[2:]]
 with h5py.File(sys.argv[1], "w") as f:
     f.attrs["format"] = "omnimoe-dataset"
-    f.attrs["format_version"] = 1
+    f.attrs["format_version"] = 2
     for k, v in dict(text_vocab=TEXT_VOCAB, bins=BINS, tok_bin0=BIN0, tok_pad=PAD, tok_eos=EOS,
                      tok_sep=SEP, tok_task0=TASK0, n_tasks=len(tasks)).items():
         f.attrs[k] = np.int32(v)
