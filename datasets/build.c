@@ -9,21 +9,24 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* ---- CSV ---------------------------------------------------------------------- */
 
 #define CSV_MAX_FIELDS 16
 
-omni_status ds_csv_parse(const char *path, const char *text, size_t len, ds_csv_row_fn row,
-                         void *ctx)
+/* Records of text that starts at line `first_line` of the file (1: its start, where a byte
+ * order mark may be). */
+static omni_status csv_parse_at(const char *path, const char *text, size_t len, int64_t first_line,
+                                ds_csv_row_fn row, void *ctx)
 {
     char *buf = malloc(len + 1);
     if (!buf)
         return omni_fail(OMNI_ERR_NOMEM, "%s: cannot allocate the CSV buffer", path);
     omni_status st = OMNI_OK;
     size_t i = 0;
-    int64_t line = 1;
-    if (len >= 3 && !memcmp(text, "\xef\xbb\xbf", 3))
+    int64_t line = first_line;
+    if (first_line == 1 && len >= 3 && !memcmp(text, "\xef\xbb\xbf", 3))
         i = 3; /* a UTF-8 byte order mark */
     while (i < len && !st) {
         char *fields[CSV_MAX_FIELDS];
@@ -104,21 +107,129 @@ omni_status ds_csv_parse(const char *path, const char *text, size_t len, ds_csv_
     return st;
 }
 
+omni_status ds_csv_parse(const char *path, const char *text, size_t len, ds_csv_row_fn row,
+                         void *ctx)
+{
+    return csv_parse_at(path, text, len, 1, row, ctx);
+}
+
+/* A CSV file read in blocks of CSV_BLOCK bytes (larger when one record is), each cut
+ * after the last newline outside quotes (a quote inside a quoted field is doubled, so the
+ * parity of the quotes seen says whether a newline is inside one). *bytes counts the
+ * bytes parsed so far, for progress. */
+#define CSV_BLOCK ((size_t)4 << 20)
+
+static omni_status csv_stream(const char *path, ds_csv_row_fn row, void *ctx, int64_t *bytes)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return omni_fail(OMNI_ERR_DATA, "%s: cannot read the manifest (missing or unreadable)",
+                         path);
+    size_t cap = CSV_BLOCK, len = 0;
+    char *buf = malloc(cap);
+    omni_status st = buf ? OMNI_OK : omni_fail(OMNI_ERR_NOMEM, "%s: cannot allocate", path);
+    int64_t line = 1;
+    bool eof = false;
+    while (!st) {
+        while (!eof && len < cap) {
+            size_t n = fread(buf + len, 1, cap - len, f);
+            len += n;
+            if (n == 0) {
+                if (ferror(f))
+                    st = omni_fail(OMNI_ERR_DATA, "%s: read error", path);
+                eof = true;
+            }
+        }
+        if (st || (eof && len == 0))
+            break;
+        size_t cut = 0;
+        int quoted = 0;
+        for (size_t i = 0; i < len; i++) {
+            if (buf[i] == '"')
+                quoted ^= 1;
+            else if (buf[i] == '\n' && !quoted)
+                cut = i + 1;
+        }
+        if (eof)
+            cut = len;
+        if (cut == 0) { /* one record longer than the buffer */
+            char *q = realloc(buf, cap * 2);
+            if (!q) {
+                st = omni_fail(OMNI_ERR_NOMEM, "%s: a record of more than %zu bytes", path, cap);
+                break;
+            }
+            buf = q;
+            cap *= 2;
+            continue;
+        }
+        st = csv_parse_at(path, buf, cut, line, row, ctx);
+        for (size_t i = 0; i < cut; i++)
+            line += buf[i] == '\n';
+        if (bytes)
+            *bytes += (int64_t)cut;
+        memmove(buf, buf + cut, len - cut);
+        len -= cut;
+    }
+    free(buf);
+    fclose(f);
+    return st;
+}
+
 /* ---- building ----------------------------------------------------------------- */
+
+/*
+ * Samples stream: each kind emits its samples into a small pool, which is routed to the
+ * writer (train or validation, by the split plan of the task) whenever it holds more than
+ * BUILD_POOL elements. The plan needs the number of samples first: a first pass counts
+ * them (b->emit false: text is chunked, manifest rows checked and counted, nothing
+ * decoded), the second emits them.
+ */
+#define BUILD_POOL ((int64_t)4 << 20)
 
 typedef struct {
     const ds_spec *spec;
     const ds_spec_task *st;
     ds_task *task;
     ds_pool *all;
+    ds_writer *w;
+    ds_split_plan plan;
+    bool emit;     /* false: the counting pass */
+    int64_t count; /* samples counted (first pass) or routed (second) */
     const char *manifest;
     omni_logmel *lm;
     float *db;
     uint8_t *spec_bytes, *patches;
-    int64_t rows, done;
+    int64_t rows, done, bytes, total_bytes;
     int64_t images, resized; /* image tasks: images read, and of them not image.size square */
     ds_progress *progress;
 } builder;
+
+/* Send the pooled samples to the writer (all of them, or once the pool is large). */
+static omni_status route(builder *b, bool all)
+{
+    ds_pool *p = b->all;
+    if (p->n == 0 || (!all && p->off[p->n] < BUILD_POOL && p->n < 65536))
+        return OMNI_OK;
+    omni_status st = OMNI_OK;
+    for (int64_t i = 0; i < p->n && !st; i++) {
+        omni_split sp =
+            ds_split_plan_is_val(&b->plan, b->count) ? OMNI_SPLIT_VAL : OMNI_SPLIT_TRAIN;
+        st = ds_writer_append_pool(b->w, b->task->index, sp, p, i);
+        b->count++;
+    }
+    p->n = 0;
+    return st;
+}
+
+/* The count is known: make the split plan, and go on to emit. */
+static omni_status begin_emit(builder *b, int64_t n)
+{
+    b->emit = true;
+    b->count = 0;
+    b->done = 0;
+    b->bytes = 0;
+    return ds_split_plan_make(&b->plan, b->task->name, n, b->task->val_fraction, b->spec->seed);
+}
 
 static bool is_header(char **f, const char *a, const char *b)
 {
@@ -133,10 +244,15 @@ static omni_status row_text_to_text(void *vctx, char **f, int nf, int64_t line)
                          b->manifest, (long long)line, nf);
     if (line == 1 && is_header(f, "input", "target"))
         return OMNI_OK;
+    if (!b->emit) {
+        b->count++;
+        return OMNI_OK;
+    }
     ds_progress_update(b->progress, ++b->done, b->rows);
-    return ds_emit_text_to_text(b->all, OMNI_TOK_TASK0 + b->task->index, (const uint8_t *)f[0],
-                                (int64_t)strlen(f[0]), (const uint8_t *)f[1],
-                                (int64_t)strlen(f[1]));
+    omni_status st =
+        ds_emit_text_to_text(b->all, OMNI_TOK_TASK0 + b->task->index, (const uint8_t *)f[0],
+                             (int64_t)strlen(f[0]), (const uint8_t *)f[1], (int64_t)strlen(f[1]));
+    return st ? st : route(b, false);
 }
 
 static omni_status row_media(void *vctx, char **f, int nf, int64_t line)
@@ -147,6 +263,10 @@ static omni_status row_media(void *vctx, char **f, int nf, int64_t line)
                          (long long)line, nf);
     if (line == 1 && is_header(f, "path", "text"))
         return OMNI_OK;
+    if (!b->emit) {
+        b->count++;
+        return OMNI_OK;
+    }
     char path[OMNI_PATH_MAX];
     omni_status st = ds_path_join(b->manifest, f[0], path, sizeof path);
     if (st)
@@ -165,82 +285,122 @@ static omni_status row_media(void *vctx, char **f, int nf, int64_t line)
     }
     ds_progress_update(b->progress, ++b->done, b->rows);
     int64_t np = (int64_t)b->task->rows * b->task->cols;
-    return ds_emit_patches_to_text(b->all, OMNI_TOK_TASK0 + b->task->index, b->patches, np,
-                                   b->task->patch_dim, (const uint8_t *)f[1],
-                                   (int64_t)strlen(f[1]));
-}
-
-static int64_t count_lines(const char *text, size_t len)
-{
-    int64_t n = 0;
-    for (size_t i = 0; i < len; i++)
-        n += text[i] == '\n';
-    return n;
+    st = ds_emit_patches_to_text(b->all, OMNI_TOK_TASK0 + b->task->index, b->patches, np,
+                                 b->task->patch_dim, (const uint8_t *)f[1], (int64_t)strlen(f[1]));
+    return st ? st : route(b, false);
 }
 
 static omni_status build_manifest(builder *b)
 {
-    char *text = NULL;
-    size_t len = 0;
-    if (omni_read_file(b->manifest, &text, &len))
-        return omni_fail(OMNI_ERR_DATA, "%s: cannot read the manifest (missing or unreadable)",
-                         b->manifest);
-    b->rows = count_lines(text, len);
-    omni_status st;
-    if (b->task->kind == OMNI_KIND_TEXT_TO_TEXT) {
-        st = ds_csv_parse(b->manifest, text, len, row_text_to_text, b);
-    } else {
-        const omni_audio_cfg *a = &b->spec->audio;
-        int64_t np = (int64_t)b->task->rows * b->task->cols;
-        b->patches = omni_alloc(np * b->task->patch_dim, 1, "patches");
-        b->db = omni_alloc((int64_t)a->mels * a->frames, sizeof *b->db, "spectrogram");
-        b->spec_bytes = omni_alloc((int64_t)a->mels * a->frames, 1, "spectrogram bytes");
-        st = b->patches && b->db && b->spec_bytes ? OMNI_OK : OMNI_ERR_NOMEM;
-        if (!st && b->task->kind == OMNI_KIND_AUDIO_TO_TEXT)
-            st = omni_logmel_create(&b->lm, a);
-        if (!st)
-            st = ds_csv_parse(b->manifest, text, len, row_media, b);
-        omni_free(b->patches);
-        omni_free(b->db);
-        omni_free(b->spec_bytes);
-        omni_logmel_free(b->lm);
-        b->lm = NULL;
+    ds_csv_row_fn row = b->task->kind == OMNI_KIND_TEXT_TO_TEXT ? row_text_to_text : row_media;
+    b->emit = false;
+    omni_status st = csv_stream(b->manifest, row, b, NULL);
+    if (st)
+        return st;
+    b->rows = b->count;
+    if ((st = begin_emit(b, b->rows)))
+        return st;
+    if (b->task->kind == OMNI_KIND_TEXT_TO_TEXT)
+        return csv_stream(b->manifest, row, b, &b->bytes);
+    const omni_audio_cfg *a = &b->spec->audio;
+    int64_t np = (int64_t)b->task->rows * b->task->cols;
+    b->patches = omni_alloc(np * b->task->patch_dim, 1, "patches");
+    b->db = omni_alloc((int64_t)a->mels * a->frames, sizeof *b->db, "spectrogram");
+    b->spec_bytes = omni_alloc((int64_t)a->mels * a->frames, 1, "spectrogram bytes");
+    st = b->patches && b->db && b->spec_bytes ? OMNI_OK : OMNI_ERR_NOMEM;
+    if (!st && b->task->kind == OMNI_KIND_AUDIO_TO_TEXT)
+        st = omni_logmel_create(&b->lm, a);
+    if (!st)
+        st = csv_stream(b->manifest, row, b, &b->bytes);
+    omni_free(b->patches);
+    omni_free(b->db);
+    omni_free(b->spec_bytes);
+    omni_logmel_free(b->lm);
+    b->lm = NULL;
+    return st;
+}
+
+static int64_t file_size(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 ? (int64_t)sb.st_size : -1;
+}
+
+/* One text file cut into samples of at most `chunk` bytes, each ending after its last
+ * newline when that keeps at least half of it; only the file's last sample ends with
+ * <eos>. Read in blocks: memory is TEXT_BLOCK + chunk bytes whatever the file's size. */
+#define TEXT_BLOCK ((size_t)8 << 20)
+
+static omni_status text_file(builder *b, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return omni_fail(OMNI_ERR_DATA, "%s: cannot read the text file (missing or unreadable)",
+                         path);
+    size_t chunk = (size_t)b->st->chunk, cap = TEXT_BLOCK + chunk + 1, pos = 0, end = 0;
+    char *buf = malloc(cap);
+    omni_status st = buf ? OMNI_OK : omni_fail(OMNI_ERR_NOMEM, "%s: cannot allocate", path);
+    bool eof = false;
+    while (!st) {
+        if (!eof && end - pos <= chunk) {
+            memmove(buf, buf + pos, end - pos);
+            end -= pos;
+            pos = 0;
+            while (!eof && end < cap) {
+                size_t n = fread(buf + end, 1, cap - end, f);
+                end += n;
+                if (n == 0) {
+                    if (ferror(f))
+                        st = omni_fail(OMNI_ERR_DATA, "%s: read error", path);
+                    eof = true;
+                }
+            }
+            if (st)
+                break;
+        }
+        size_t avail = end - pos, n = avail;
+        if (avail == 0)
+            break;
+        if (n > chunk) {
+            n = chunk;
+            for (size_t k = n; k > n / 2; k--)
+                if (buf[pos + k - 1] == '\n') {
+                    n = k;
+                    break;
+                }
+        }
+        if (b->emit) {
+            st = ds_emit_text(b->all, OMNI_TOK_TASK0 + b->task->index, (const uint8_t *)buf + pos,
+                              (int64_t)n, eof && n == avail);
+            if (!st)
+                st = route(b, false);
+            b->bytes += (int64_t)n;
+            b->done++;
+            ds_progress_bytes(b->progress, b->bytes, b->total_bytes, b->done);
+        } else {
+            b->count++;
+        }
+        pos += n;
     }
-    free(text);
+    free(buf);
+    fclose(f);
     return st;
 }
 
 static omni_status build_text(builder *b)
 {
     omni_status st = OMNI_OK;
+    b->emit = false;
+    b->total_bytes = 0;
     for (int i = 0; i < b->st->n_files && !st; i++) {
-        const char *path = b->st->files[i];
-        char *text = NULL;
-        size_t len = 0;
-        if (omni_read_file(path, &text, &len))
-            return omni_fail(OMNI_ERR_DATA,
-                             "%s: cannot read the text file (missing or "
-                             "unreadable)",
-                             path);
-        size_t at = 0;
-        while (at < len && !st) {
-            size_t n = len - at;
-            if (n > (size_t)b->st->chunk) {
-                n = (size_t)b->st->chunk;
-                /* End the chunk after its last newline when that keeps half of it. */
-                for (size_t k = n; k > n / 2; k--)
-                    if (text[at + k - 1] == '\n') {
-                        n = k;
-                        break;
-                    }
-            }
-            st = ds_emit_text(b->all, OMNI_TOK_TASK0 + b->task->index, (const uint8_t *)text + at,
-                              (int64_t)n, at + n == len);
-            at += n;
-        }
-        free(text);
-        ds_progress_update(b->progress, i + 1, b->st->n_files);
+        int64_t size = file_size(b->st->files[i]);
+        b->total_bytes += size > 0 ? size : 0;
+        st = text_file(b, b->st->files[i]);
     }
+    if (!st)
+        st = begin_emit(b, b->count);
+    for (int i = 0; i < b->st->n_files && !st; i++)
+        st = text_file(b, b->st->files[i]);
     return st;
 }
 
@@ -374,12 +534,15 @@ static omni_status build_control(builder *b)
     b->task->obs_dim = (int32_t)obs_dim;
     b->task->act_dim = (int32_t)act_dim;
     b->task->discrete = act_int;
+    st = begin_emit(b, n_ep);
     for (int64_t e = 0; e < n_ep && !st; e++) {
         int64_t a = off[e], len = off[e + 1] - off[e];
         st =
             ds_emit_control(b->all, OMNI_TOK_TASK0 + b->task->index, len, (int32_t)obs_dim,
                             obs + a * obs_dim, (int32_t)act_dim, act_f ? act_f + a * act_dim : NULL,
                             act_i ? act_i + a * act_dim : NULL);
+        if (!st)
+            st = route(b, false);
         ds_progress_update(b->progress, e + 1, n_ep);
     }
 out:
@@ -432,7 +595,7 @@ omni_status omni_data_build(const char *spec_path, const char *out_path, int64_t
     df->image_patch = spec.image_patch;
     df->image_resize = spec.image_resize;
     df->audio = spec.audio;
-    for (int i = 0; i < spec.n_tasks && !st; i++) {
+    for (int i = 0; i < spec.n_tasks; i++) {
         const ds_spec_task *s = &spec.tasks[i];
         ds_task *t = &df->tasks[i];
         snprintf(t->name, sizeof t->name, "%s", s->name);
@@ -441,32 +604,43 @@ omni_status omni_data_build(const char *spec_path, const char *out_path, int64_t
         t->val_fraction = s->val_fraction;
         ds_task_geometry(df, t);
         df->n_tasks++;
-        ds_pool all = {0};
+    }
+    ds_writer *w = NULL;
+    st = ds_writer_open(&w, df, out_path, spec.deflate);
+    ds_pool all = {0};
+    for (int i = 0; i < spec.n_tasks && !st; i++) {
+        const ds_spec_task *s = &spec.tasks[i];
+        ds_task *t = &df->tasks[i];
         ds_progress pr;
         ds_progress_start(&pr, progress, t->name);
-        builder b = {
-            .spec = &spec, .st = s, .task = t, .all = &all, .manifest = s->input, .progress = &pr};
+        builder b = {.spec = &spec,
+                     .st = s,
+                     .task = t,
+                     .all = &all,
+                     .w = w,
+                     .manifest = s->input,
+                     .progress = &pr};
         if (s->kind == OMNI_KIND_TEXT)
             st = build_text(&b);
         else if (s->kind == OMNI_KIND_CONTROL)
             st = build_control(&b);
         else
             st = build_manifest(&b);
-        if (!st && all.n == 0)
+        if (!st)
+            st = route(&b, true);
+        if (!st && b.count == 0)
             st = omni_fail(OMNI_ERR_DATA, "%s:%ld: task %s is empty (no samples in %s)", spec_path,
                            s->line, t->name, s->kind == OMNI_KIND_TEXT ? s->files[0] : s->input);
-        if (st) {
-            ds_pool_free(&all);
+        ds_pool_free(&all); /* a pool per task: its arrays depend on the kind */
+        if (st)
             break;
-        }
-        ds_progress_end(&pr, all.n);
+        ds_progress_end(&pr, b.count);
         if (progress && s->kind == OMNI_KIND_IMAGE_TO_TEXT)
             report_resized(progress, t->name, &spec, b.images, b.resized);
-        st = ds_split(t, &all, spec.seed, t->patch_dim);
     }
-    if (!st)
-        st = ds_write(df, out_path);
-    ds_file_free(df);
+    ds_pool_free(&all);
+    if (w)
+        st = st ? (ds_writer_close(w, NULL), st) : ds_writer_close(w, df);
     free(df);
     ds_spec_free(&spec);
     return st;

@@ -64,6 +64,17 @@ void ds_file_free(ds_file *f);
  * by keys from omni_rng(seed, "split/<name>"), file order kept within each split.
  * `all` is freed. At least one train sample stays. */
 omni_status ds_split(ds_task *t, ds_pool *all, uint64_t seed, int32_t patch_dim);
+/* The same assignment for samples 0..n-1 of a task known only by their count (a
+ * streaming build): ds_split_plan_is_val(p, i) says where sample i goes. */
+typedef struct {
+    omni_rng rng;
+    int64_t n, n_val;
+    uint32_t key; /* sample i is validation when its key < key, or == key and i <= last */
+    int64_t last;
+} ds_split_plan;
+omni_status ds_split_plan_make(ds_split_plan *p, const char *task, int64_t n, double val_fraction,
+                               uint64_t seed);
+bool ds_split_plan_is_val(const ds_split_plan *p, int64_t i);
 
 /* Write a file (temporary name, then rename; nothing left on failure). */
 omni_status ds_write(const ds_file *f, const char *path);
@@ -183,6 +194,8 @@ typedef struct {
 } ds_progress;
 void ds_progress_start(ds_progress *p, FILE *f, const char *what);
 void ds_progress_update(ds_progress *p, int64_t done, int64_t total);
+/* Progress in bytes of input (text), with the samples made so far. */
+void ds_progress_bytes(ds_progress *p, int64_t bytes, int64_t total, int64_t samples);
 void ds_progress_end(ds_progress *p, int64_t total);
 
 /* Build from a parsed spec (spec.c parses, build.c builds). */
@@ -199,6 +212,7 @@ typedef struct {
 
 typedef struct {
     uint64_t seed;
+    int deflate; /* 0: none, else HDF5's deflate level on tokens and patches */
     int32_t image_size, image_channels, image_patch;
     omni_resize_mode image_resize; /* image.resize */
     omni_audio_cfg audio;

@@ -237,6 +237,61 @@ out:
     return st;
 }
 
+/* The same split without holding the samples (a streaming build): the n_val smallest
+ * (key, index) pairs found by a radix selection over the keys, which are recomputed
+ * rather than stored: top 16 bits, then low 16 bits, then the index among equal keys. */
+omni_status ds_split_plan_make(ds_split_plan *p, const char *task, int64_t n, double val_fraction,
+                               uint64_t seed)
+{
+    memset(p, 0, sizeof *p);
+    p->n = n;
+    p->n_val = (int64_t)llround((double)n * val_fraction);
+    if (p->n_val >= n)
+        p->n_val = n - 1;
+    if (p->n_val < 0)
+        p->n_val = 0;
+    char name[OMNI_NAME_MAX + 8];
+    snprintf(name, sizeof name, "split/%s", task);
+    omni_rng_init(&p->rng, seed, name, 0);
+    if (p->n_val == 0)
+        return OMNI_OK;
+    int64_t *hist = omni_alloc(65536, sizeof *hist, "split histogram");
+    if (!hist)
+        return OMNI_ERR_NOMEM;
+    int64_t need = p->n_val; /* the rank (1-based) of the last validation pair */
+    memset(hist, 0, 65536 * sizeof *hist);
+    for (int64_t i = 0; i < n; i++)
+        hist[omni_rng_u32(&p->rng, (uint64_t)i) >> 16]++;
+    uint32_t hi = 0;
+    while (need > hist[hi])
+        need -= hist[hi++];
+    memset(hist, 0, 65536 * sizeof *hist);
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t k = omni_rng_u32(&p->rng, (uint64_t)i);
+        if (k >> 16 == hi)
+            hist[k & 0xffff]++;
+    }
+    uint32_t lo = 0;
+    while (need > hist[lo])
+        need -= hist[lo++];
+    p->key = hi << 16 | lo;
+    for (int64_t i = 0; i < n; i++)
+        if (omni_rng_u32(&p->rng, (uint64_t)i) == p->key && --need == 0) {
+            p->last = i;
+            break;
+        }
+    omni_free(hist);
+    return OMNI_OK;
+}
+
+bool ds_split_plan_is_val(const ds_split_plan *p, int64_t i)
+{
+    if (p->n_val == 0)
+        return false;
+    uint32_t k = omni_rng_u32(&p->rng, (uint64_t)i);
+    return k < p->key || (k == p->key && i <= p->last);
+}
+
 /* ---- the task kinds ----------------------------------------------------------- */
 
 /* A per-thread scratch sequence: the builder is single-threaded, but keep it simple
@@ -395,6 +450,29 @@ void ds_progress_update(ds_progress *p, int64_t done, int64_t total)
     } else {
         fprintf(p->f, "%s: %lld/%lld (%.0f%%), %.1f s\n", p->what, (long long)done,
                 (long long)total, 100.0 * frac, now - p->t0);
+    }
+    fflush(p->f);
+}
+
+void ds_progress_bytes(ds_progress *p, int64_t bytes, int64_t total, int64_t samples)
+{
+    if (!p->f)
+        return;
+    double now = omni_now();
+    if (now - p->last < (p->tty ? 0.1 : 5.0))
+        return;
+    p->last = now;
+    double frac = total > 0 ? (double)bytes / (double)total : 0.0, mib = 1.0 / 1048576.0;
+    double rate = now > p->t0 ? (double)bytes * mib / (now - p->t0) : 0.0;
+    if (p->tty) {
+        int w = (int)(frac * 30.0);
+        fprintf(p->f, "\r%-12s [%.*s%*s] %.0f/%.0f MiB, %lld samples, %.0f MiB/s", p->what, w,
+                "##############################", 30 - w, "", (double)bytes * mib,
+                (double)total * mib, (long long)samples, rate);
+    } else {
+        fprintf(p->f, "%s: %.0f/%.0f MiB (%.0f%%), %lld samples, %.0f MiB/s, %.1f s\n", p->what,
+                (double)bytes * mib, (double)total * mib, 100.0 * frac, (long long)samples, rate,
+                now - p->t0);
     }
     fflush(p->f);
 }

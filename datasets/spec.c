@@ -254,6 +254,12 @@ static omni_status root_key(const ctx *c, void *dst, const char *key, const yaml
         s->seed = (uint64_t)seed;
         return st;
     }
+    if (!strcmp(key, "deflate")) {
+        int64_t level;
+        omni_status st = get_int(c, v, "deflate", 0, 9, &level);
+        s->deflate = (int)level;
+        return st;
+    }
     if (!strcmp(key, "image")) {
         static const char *const keys[] = {"size", "channels", "patch", "resize", NULL};
         return each_key(c, v, "image", keys, s, image_key);
@@ -341,7 +347,7 @@ omni_status ds_spec_parse(ds_spec *spec, const char *path)
         return st;
     }
     yaml_node_t *root = yaml_document_get_root_node(&doc);
-    static const char *const keys[] = {"seed", "image", "audio", "tasks", NULL};
+    static const char *const keys[] = {"seed", "deflate", "image", "audio", "tasks", NULL};
     if (!root)
         st = omni_fail(OMNI_ERR_DATA, "%s:1:1: the spec is empty, expected tasks: [...]", path);
     else

@@ -133,7 +133,14 @@ static omni_status score_task(task_run *r)
     uint8_t **correct = omni_alloc(B, sizeof *correct, "eval prompts");
     double *lp = omni_alloc(B * T, sizeof *lp, "eval scores");
     uint8_t *ok = omni_alloc(B * T, 1, "eval scores");
-    omni_status st = w && p && loss && logp && correct && lp && ok ? OMNI_OK : OMNI_ERR_NOMEM;
+    /* The sampler reads samples in windows: its views last until its next read, so the
+     * windows of a round are copied here. */
+    int32_t *tok_of = omni_alloc(B * T, sizeof *tok_of, "eval windows");
+    uint8_t *loss_of = omni_alloc(B * T, 1, "eval windows");
+    uint8_t *patch_of = omni_alloc(t->patch_dim > 0 ? B * T * t->patch_dim : 1, 1, "eval windows");
+    omni_status st = w && p && loss && logp && correct && lp && ok && tok_of && loss_of && patch_of
+                         ? OMNI_OK
+                         : OMNI_ERR_NOMEM;
     int64_t nw = 0;
     for (int64_t i = r->lo; !st && i < r->hi; i++) {
         omni_sampler_sample(r->sp, r->ft, r->split, i, &sm);
@@ -147,12 +154,22 @@ static omni_status score_task(task_run *r)
         int64_t c0 = k * B < nw ? k * B : nw, c1 = c0 + B < nw ? c0 + B : nw;
         for (int64_t q = c0; q < c1; q++) {
             omni_sampler_sample(r->sp, r->ft, r->split, r->lo + w[q].sample, &sm);
+            int64_t n = sm.n - w[q].a < w[q].n ? sm.n - w[q].a : w[q].n, np = 0;
+            int32_t *tq = tok_of + (q - c0) * T;
+            uint8_t *lq = loss_of + (q - c0) * T, *pq = patch_of + (q - c0) * T * t->patch_dim;
+            memcpy(tq, sm.tok + w[q].a, (size_t)(n > 0 ? n : 0) * sizeof *tq);
+            memcpy(lq, sm.loss + w[q].a, (size_t)(n > 0 ? n : 0));
+            for (int64_t j = 0; j < n; j++)
+                np += tq[j] == OMNI_DS_PATCH;
+            const uint8_t *src = patches_at(t, &sm, w[q].a);
+            if (src && np > 0)
+                memcpy(pq, src, (size_t)(np * t->patch_dim));
             p[q - c0] = (omni_prompt){.task = r->mt,
                                       .id = (uint64_t)(r->lo + w[q].sample),
-                                      .n = w[q].n,
-                                      .tok = sm.tok + w[q].a,
-                                      .patches = patches_at(t, &sm, w[q].a)};
-            loss[q - c0] = sm.loss + w[q].a;
+                                      .n = n > 0 ? n : 0,
+                                      .tok = tq,
+                                      .patches = src ? pq : NULL};
+            loss[q - c0] = lq;
             logp[q - c0] = lp + (q - c0) * T;
             correct[q - c0] = ok + (q - c0) * T;
         }
@@ -187,7 +204,7 @@ static omni_status score_task(task_run *r)
         }
     }
     omni_free(w), omni_free(p), omni_free(loss), omni_free(logp), omni_free(correct);
-    omni_free(lp), omni_free(ok);
+    omni_free(lp), omni_free(ok), omni_free(tok_of), omni_free(loss_of), omni_free(patch_of);
     return st;
 }
 
@@ -203,7 +220,13 @@ static omni_status generate_task(task_run *r, int64_t limit)
     int64_t *n_out = omni_alloc(n > 0 ? n : 1, sizeof *n_out, "eval captions");
     int64_t *row = omni_alloc(T + 1, sizeof *row, "eval scratch");
     int32_t *ref = omni_alloc(T + 1, sizeof *ref, "eval scratch");
-    omni_status st = p && out && n_out && row && ref ? OMNI_OK : OMNI_ERR_NOMEM;
+    /* Copies of the prompts (the sampler's views last until its next read). */
+    const infer_task *t = &s->tasks[r->mt];
+    int32_t *tok_of = omni_alloc((n > 0 ? n : 1) * T, sizeof *tok_of, "eval prompts");
+    uint8_t *patch_of =
+        omni_alloc(t->patch_dim > 0 ? (n > 0 ? n : 1) * T * t->patch_dim : 1, 1, "eval prompts");
+    omni_status st =
+        p && out && n_out && row && ref && tok_of && patch_of ? OMNI_OK : OMNI_ERR_NOMEM;
     omni_sample sm;
     for (int64_t i = 0; !st && i < n; i++) {
         omni_sampler_sample(r->sp, r->ft, r->split, r->lo + i, &sm);
@@ -212,11 +235,17 @@ static omni_status generate_task(task_run *r, int64_t limit)
             first++;
         if (first > T - 1)
             first = T - 1; /* an input longer than the context: cut (counts as a miss) */
+        int64_t np = 0;
+        memcpy(tok_of + i * T, sm.tok, (size_t)first * sizeof *tok_of);
+        for (int64_t j = 0; j < first; j++)
+            np += sm.tok[j] == OMNI_DS_PATCH;
+        if (sm.patches && np > 0)
+            memcpy(patch_of + i * T * t->patch_dim, sm.patches, (size_t)(np * t->patch_dim));
         p[i] = (omni_prompt){.task = r->mt,
                              .id = (uint64_t)(r->lo + i),
                              .n = first,
-                             .tok = sm.tok,
-                             .patches = sm.patches};
+                             .tok = tok_of + i * T,
+                             .patches = sm.patches ? patch_of + i * T * t->patch_dim : NULL};
     }
     omni_decode_opts o;
     omni_decode_defaults(&o);
@@ -244,6 +273,7 @@ static omni_status generate_task(task_run *r, int64_t limit)
         }
     }
     omni_free(p), omni_free(out), omni_free(n_out), omni_free(row), omni_free(ref);
+    omni_free(tok_of), omni_free(patch_of);
     return st;
 }
 
@@ -326,6 +356,9 @@ omni_status omni_infer_eval_sampler(omni_infer *s, const omni_sampler *sp, const
         int64_t gen = o->generate < 0 ? total : o->generate;
         if (!st && to_text(s->tasks[r.mt].kind) && gen > 0)
             st = generate_task(&r, gen);
+        /* A sample that could not be read (the sampler keeps the failure) ends it all. */
+        if (!st)
+            st = omni_mpi_agree(s->comm, omni_sampler_status(sp));
         double sum[R_COUNT];
         if (!st)
             st = gather_sums(s, r.res, r.hi - r.lo, total, sum);

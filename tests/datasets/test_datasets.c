@@ -273,6 +273,44 @@ static int64_t check_window(const omni_sampler *s, const omni_batch *b, int64_t 
     return losses;
 }
 
+/* The streaming build's split (a plan from the count alone) is ds_split's, sample for
+ * sample, including ties of the 32-bit keys (n = 300000 has some). */
+Test(datasets, split_plan_matches_the_split_of_a_whole_pool)
+{
+    const int64_t ns[] = {1, 2, 7, 100, 3001, 300000};
+    const double fr[] = {0.0, 0.1, 0.5, 0.9};
+    for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
+        for (size_t c = 0; c < sizeof fr / sizeof fr[0]; c++) {
+            int64_t n = ns[a];
+            ds_task t = {.name = "plan", .val_fraction = fr[c]};
+            ds_pool all = {0};
+            for (int64_t i = 0; i < n; i++) {
+                int32_t tok[3] = {(int32_t)(i & 0xff), (int32_t)(i >> 8 & 0xff),
+                                  (int32_t)(i >> 16 & 0xff)};
+                uint8_t loss[3] = {0, 1, 1};
+                cr_assert_eq(ds_pool_append(&all, tok, loss, 3, NULL, 0, 0), OMNI_OK);
+            }
+            cr_assert_eq(ds_split(&t, &all, 7, 0), OMNI_OK);
+            ds_split_plan p;
+            cr_assert_eq(ds_split_plan_make(&p, "plan", n, fr[c], 7), OMNI_OK);
+            int64_t k[OMNI_SPLIT_COUNT] = {0, 0};
+            for (int64_t i = 0; i < n; i++) {
+                int sp = ds_split_plan_is_val(&p, i) ? OMNI_SPLIT_VAL : OMNI_SPLIT_TRAIN;
+                const ds_pool *q = &t.split[sp];
+                cr_assert(k[sp] < q->n, "n %lld fraction %g: sample %lld", (long long)n, fr[c],
+                          (long long)i);
+                int64_t o = q->off[k[sp]++];
+                cr_assert(q->tok[o] == (int32_t)(i & 0xff) &&
+                              q->tok[o + 1] == (int32_t)(i >> 8 & 0xff),
+                          "n %lld fraction %g: sample %lld went to the other split", (long long)n,
+                          fr[c], (long long)i);
+            }
+            cr_assert_eq(k[OMNI_SPLIT_VAL], t.split[OMNI_SPLIT_VAL].n);
+            ds_pool_free(&t.split[0]);
+            ds_pool_free(&t.split[1]);
+        }
+}
+
 Test(datasets, sampler_windows_are_valid_and_counted)
 {
     char dir[64];

@@ -4,8 +4,10 @@
 #  1. rank 1's copy of the data is corrupt. Clusters stage datasets to node-local disks;
 #     here each rank runs in a directory of its own (an MPMD launch with --wdir, as two
 #     nodes would) and data.files names the relative path demo.h5: rank 0's copy is good,
-#     rank 1's has one token id out of the vocabulary (written with h5py). Every rank
-#     checks its files at start; the failure is agreed and rank 0 prints rank 1's message.
+#     rank 1's has an offsets array that does not end at its tokens' length (written with
+#     h5py). Every rank checks its files at start (attributes, shapes, end offsets; each
+#     sample is checked when it is read); the failure is agreed and rank 0 prints rank 1's
+#     message.
 #  2. rank 0's disk fills while training: its metrics.jsonl is /dev/full, so the first
 #     logged step fails to write on rank 0 only, mid-run; the job ends, exit 1.
 #  3. rank 1 dies (SIGKILL, as the OOM killer does) mid-run: Open MPI ends the job.
@@ -18,8 +20,7 @@ mkdir -p node0 node1 && cp "$data" node0/demo.h5 && cp "$data" node1/demo.h5
 "$pyh5" -c '
 import h5py
 with h5py.File("node1/demo.h5", "r+") as f:
-    f["tasks/arith/train/tokens"][100] = 60000
-    del f["tasks/arith/train/tokens"].attrs["crc32c"]  # an edit drops the checksum
+    f["tasks/arith/train/offsets"][-1] = 5  # HDF5 updates the chunk checksum
 ' || fail "cannot corrupt node1/demo.h5"
 one=("$bin" train "$exp" --set data.files=[demo.h5] --set experiment.out_dir=out)
 set -m
@@ -30,7 +31,7 @@ set +m
 ends_within $job 20
 grep "^omnimoe:" corrupt.log
 [[ $rc -eq 2 ]] || fail "corrupt data on rank 1: exit $rc, expected 2"
-grep -q '^omnimoe: \[rank 1\] demo.h5: /tasks/arith/train/tokens\[100\] = 60000 is outside the vocabulary' \
+grep -q '^omnimoe: \[rank 1\] demo.h5: /tasks/arith/train/offsets runs from 0 to 5, but tokens has' \
     corrupt.log || fail "rank 1's message is not printed"
 [[ $(grep -c '^omnimoe:' corrupt.log) -eq 1 ]] || fail "the message is not printed once"
 [[ ! -e node0/out && ! -e node1/out ]] || fail "the failed job left an out_dir"
