@@ -6,12 +6,17 @@
  *   2. sampling: windows of the medium config (context 256) filled from that file,
  *      printed as windows/s and positions (tokens)/s, to compare with the positions/s
  *      training consumes (bench of the model).
- *   bench_data [--images N] [--wavs N] [--windows N] [--context N] [--keep DIR]
+ *   3. with --data FILE: no build; sampling from FILE (any dataset file, e.g. the 1 GiB
+ *      text corpus of docs/bench.md), through a cache of --cache-mb MiB (default 64).
+ *   Peak RSS (getrusage) is printed after each part.
+ *   bench_data [--images N] [--wavs N] [--windows N] [--context N] [--keep 1]
+ *              [--data FILE.h5] [--cache-mb N]
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "datasets.h"
@@ -22,6 +27,21 @@ static int64_t arg(int argc, char **argv, const char *name, int64_t def)
         if (!strcmp(argv[i], name))
             return atoll(argv[i + 1]);
     return def;
+}
+
+static const char *sarg(int argc, char **argv, const char *name)
+{
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], name))
+            return argv[i + 1];
+    return NULL;
+}
+
+static double peak_rss_mib(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss / 1024.0;
 }
 
 static int generate(const char *dir, int64_t n_img, int64_t n_wav)
@@ -80,7 +100,14 @@ int main(int argc, char **argv)
     int64_t n_img = arg(argc, argv, "--images", 10000), n_wav = arg(argc, argv, "--wavs", 1000);
     int64_t n_win = arg(argc, argv, "--windows", 20000),
             context = arg(argc, argv, "--context", 256);
+    const char *data = sarg(argc, argv, "--data");
+    int64_t cache_mb = arg(argc, argv, "--cache-mb", 64);
     char dir[] = "/tmp/omni-bench-data-XXXXXX";
+    char spec[1024], out[1024];
+    if (data) {
+        snprintf(out, sizeof out, "%s", data);
+        goto sample;
+    }
     if (!mkdtemp(dir)) {
         perror("mkdtemp");
         return 1;
@@ -92,7 +119,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_data: cannot write the inputs: %s\n", omni_error_message());
         return 1;
     }
-    char spec[1024], out[1024];
     snprintf(spec, sizeof spec, "%s/spec.yaml", dir);
     snprintf(out, sizeof out, "%s/bench.h5", dir);
     double t0 = omni_now();
@@ -102,13 +128,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_data: %s\n", omni_error_message());
         return 1;
     }
-    printf("build: %lld images + %lld WAV files in %.2f s (%.0f files/s)\n", (long long)n_img,
-           (long long)n_wav, t_build, (double)(n_img + n_wav) / t_build);
+    printf("build: %lld images + %lld WAV files in %.2f s (%.0f files/s); peak RSS so far "
+           "%.0f MiB\n",
+           (long long)n_img, (long long)n_wav, t_build, (double)(n_img + n_wav) / t_build,
+           peak_rss_mib());
+sample:;
 
     char yaml[2048];
     snprintf(yaml, sizeof yaml,
-             "experiment: {name: bench}\nmodel: {context: %lld}\ndata: {files: [%s]}\n",
-             (long long)context, out);
+             "experiment: {name: bench}\nmodel: {context: %lld}\ndata: {files: [%s], cache_mb: "
+             "%lld}\n",
+             (long long)context, out, (long long)cache_mb);
     omni_experiment x;
     omni_sampler *s = NULL;
     if (omni_experiment_parse(&x, yaml, strlen(yaml), "bench", NULL, 0) ||
@@ -127,13 +157,23 @@ int main(int argc, char **argv)
     for (int64_t w = 0; w < n_win; w++)
         losses += omni_sampler_fill(s, OMNI_SPLIT_TRAIN, 1, w / 16, w % 16, &b, w % 16);
     double t_fill = omni_now() - t0;
+    if (omni_sampler_status(s)) {
+        fprintf(stderr, "bench_data: %s\n", omni_error_message());
+        return 1;
+    }
+    int64_t hits, misses;
+    size_t cache_bytes;
+    omni_sampler_cache_stats(s, &hits, &misses, &cache_bytes);
     printf("sampling: %lld windows of %lld positions in %.3f s: %.0f windows/s, %.3g tokens/s "
-           "(one thread; %.1f loss tokens per window)\n",
+           "(one thread; %.1f loss tokens per window); cache %.0f MiB, %.1f%% of chunk reads "
+           "hit; peak RSS %.0f MiB\n",
            (long long)n_win, (long long)context, t_fill, (double)n_win / t_fill,
-           (double)(n_win * context) / t_fill, (double)losses / (double)n_win);
+           (double)(n_win * context) / t_fill, (double)losses / (double)n_win,
+           (double)cache_bytes / 1048576.0,
+           hits + misses ? 100.0 * (double)hits / (double)(hits + misses) : 0.0, peak_rss_mib());
     omni_batch_free(&b);
     omni_sampler_close(s);
-    if (arg(argc, argv, "--keep", 0) == 0) {
+    if (!data && arg(argc, argv, "--keep", 0) == 0) {
         char cmd[256];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
         if (system(cmd) != 0)
