@@ -180,9 +180,9 @@ static omni_status csv_stream(const char *path, ds_csv_row_fn row, void *ctx, in
 /*
  * Samples stream: each kind emits its samples into a small pool, which is routed to the
  * writer (train or validation, by the split plan of the task) whenever it holds more than
- * BUILD_POOL elements. The plan needs the number of samples first: a first pass counts
- * them (b->emit false: text is chunked, manifest rows checked and counted, nothing
- * decoded), the second emits them.
+ * BUILD_POOL elements or bytes of patches, or 65536 samples. The plan needs the number of samples
+ * first: a first pass counts them (b->emit false: text is chunked, manifest rows checked and
+ * counted, nothing decoded), the second emits them.
  */
 #define BUILD_POOL ((int64_t)4 << 20)
 
@@ -208,7 +208,9 @@ typedef struct {
 static omni_status route(builder *b, bool all)
 {
     ds_pool *p = b->all;
-    if (p->n == 0 || (!all && p->off[p->n] < BUILD_POOL && p->n < 65536))
+    int64_t patch_bytes = b->task->patch_dim > 0 && p->n ? p->poff[p->n] * b->task->patch_dim : 0;
+    if (p->n == 0 ||
+        (!all && p->off[p->n] < BUILD_POOL && patch_bytes < BUILD_POOL && p->n < 65536))
         return OMNI_OK;
     omni_status st = OMNI_OK;
     for (int64_t i = 0; i < p->n && !st; i++) {

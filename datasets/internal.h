@@ -102,6 +102,7 @@ typedef struct {
     const char *file;
     hid_t mem_type;
     size_t elem_size;
+    int rank; /* 1, or 2 for patches */
     int64_t rows, row_elems, chunk_rows;
     bool sum; /* Fletcher32 on its chunks */
     ds_cache *cache;

@@ -161,8 +161,9 @@ static omni_status get_block(ds_array *a, int64_t block, const uint8_t **data)
     int64_t lo = block * a->chunk_rows;
     int64_t rows = a->rows - lo < a->chunk_rows ? a->rows - lo : a->chunk_rows;
     hsize_t start[2] = {(hsize_t)lo, 0}, count[2] = {(hsize_t)rows, (hsize_t)a->row_elems};
-    hsize_t n = (hsize_t)(rows * a->row_elems);
-    hid_t fs = H5Dget_space(a->d), ms = H5Screate_simple(1, &n, NULL);
+    /* The memory space has the selection's shape: HDF5 then copies rows, where a 1-D
+     * memory space for a 2-D selection costs it a callback per element. */
+    hid_t fs = H5Dget_space(a->d), ms = H5Screate_simple(a->rank, count, NULL);
     bool ok = fs >= 0 && ms >= 0 &&
               H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
               H5Dread(a->d, a->mem_type, ms, fs, H5P_DEFAULT, sl->data) >= 0;
@@ -261,6 +262,7 @@ static omni_status array_open(ds_array *a, hid_t g, const char *where, const cha
         goto out;
     }
     a->rows = (int64_t)dims[0];
+    a->rank = rank;
     a->row_elems = row_elems;
     a->elem_size = esize;
     a->mem_type = mem_type;
