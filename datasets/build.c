@@ -108,6 +108,7 @@ omni_status ds_csv_parse(const char *path, const char *text, size_t len, ds_csv_
 
 typedef struct {
     const ds_spec *spec;
+    const ds_file *df;
     const ds_spec_task *st;
     ds_task *task;
     ds_pool *all;
@@ -187,7 +188,10 @@ static omni_status build_manifest(builder *b)
                          b->manifest);
     b->rows = count_lines(text, len);
     omni_status st;
-    if (b->task->kind == OMNI_KIND_TEXT_TO_TEXT) {
+    if (omni_kind_prompted(b->task->kind)) {
+        st = ds_build_prompted(b->spec, b->task, b->manifest, text, len, b->all, b->progress,
+                               &b->images, &b->resized);
+    } else if (b->task->kind == OMNI_KIND_TEXT_TO_TEXT) {
         st = ds_csv_parse(b->manifest, text, len, row_text_to_text, b);
     } else {
         const omni_audio_cfg *a = &b->spec->audio;
@@ -304,22 +308,35 @@ static omni_status build_control(builder *b)
     int32_t *act_i = NULL;
     float *act_f = NULL;
     omni_status st;
-    if ((st =
-             read_episode_array(f, path, "observations", false, (void **)&obs, od, &orank, NULL)) ||
-        (st = read_episode_array(f, path, "actions", false, &act, ad, &arank, &act_int)) ||
+    uint8_t *img = NULL;
+    bool has_img = false, has_obs = H5Lexists(f, "observations", H5P_DEFAULT) > 0;
+    if ((st = read_episode_array(f, path, "actions", false, &act, ad, &arank, &act_int)) ||
+        (has_obs && (st = read_episode_array(f, path, "observations", false, (void **)&obs, od,
+                                             &orank, NULL))) ||
         (st =
              read_episode_array(f, path, "episode_offsets", true, (void **)&off, fd, &frank, NULL)))
         goto out;
-    int64_t T = (int64_t)od[0], obs_dim = (int64_t)od[1], act_dim = (int64_t)ad[1];
+    int64_t T = (int64_t)ad[0], act_dim = (int64_t)ad[1];
+    int64_t obs_dim = has_obs ? (int64_t)od[1] : 0;
     int64_t n_ep = (int64_t)fd[0] - 1;
     if (frank != 1 || n_ep < 1) {
         st = omni_fail(OMNI_ERR_DATA, "%s: episode_offsets must be 1-D with n + 1 >= 2 entries",
                        path);
         goto out;
     }
-    if ((int64_t)ad[0] != T) {
+    if (has_obs && (int64_t)od[0] != T) {
         st = omni_fail(OMNI_ERR_DATA, "%s: observations has %lld steps but actions has %lld", path,
-                       (long long)T, (long long)ad[0]);
+                       (long long)od[0], (long long)T);
+        goto out;
+    }
+    /* Pixel observations (Gato): beside or instead of the vectors. */
+    if ((st = ds_episode_images(f, path, b->spec, T, &img, &has_img)))
+        goto out;
+    if (!has_obs && !has_img) {
+        st = omni_fail(OMNI_ERR_DATA,
+                       "%s: missing dataset observations (a control episodes file needs "
+                       "observations [T, obs], images [T, H, W(, C)] uint8, or both)",
+                       path);
         goto out;
     }
     if (off[0] != 0 || off[n_ep] != T) {
@@ -374,15 +391,20 @@ static omni_status build_control(builder *b)
     b->task->obs_dim = (int32_t)obs_dim;
     b->task->act_dim = (int32_t)act_dim;
     b->task->discrete = act_int;
+    b->task->images = has_img;
+    ds_task_geometry(b->df, b->task);
+    int64_t grid = (int64_t)b->task->rows * b->task->cols;
     for (int64_t e = 0; e < n_ep && !st; e++) {
         int64_t a = off[e], len = off[e + 1] - off[e];
-        st =
-            ds_emit_control(b->all, OMNI_TOK_TASK0 + b->task->index, len, (int32_t)obs_dim,
-                            obs + a * obs_dim, (int32_t)act_dim, act_f ? act_f + a * act_dim : NULL,
-                            act_i ? act_i + a * act_dim : NULL);
+        st = ds_emit_control_steps(
+            b->all, OMNI_TOK_TASK0 + b->task->index, len, grid, b->task->patch_dim,
+            img ? img + a * grid * b->task->patch_dim : NULL, (int32_t)obs_dim,
+            obs ? obs + a * obs_dim : NULL, (int32_t)act_dim, act_f ? act_f + a * act_dim : NULL,
+            act_i ? act_i + a * act_dim : NULL);
         ds_progress_update(b->progress, e + 1, n_ep);
     }
 out:
+    omni_free(img);
     omni_free(obs);
     omni_free(act);
     omni_free(off);
@@ -444,8 +466,13 @@ omni_status omni_data_build(const char *spec_path, const char *out_path, int64_t
         ds_pool all = {0};
         ds_progress pr;
         ds_progress_start(&pr, progress, t->name);
-        builder b = {
-            .spec = &spec, .st = s, .task = t, .all = &all, .manifest = s->input, .progress = &pr};
+        builder b = {.spec = &spec,
+                     .df = df,
+                     .st = s,
+                     .task = t,
+                     .all = &all,
+                     .manifest = s->input,
+                     .progress = &pr};
         if (s->kind == OMNI_KIND_TEXT)
             st = build_text(&b);
         else if (s->kind == OMNI_KIND_CONTROL)
@@ -460,7 +487,7 @@ omni_status omni_data_build(const char *spec_path, const char *out_path, int64_t
             break;
         }
         ds_progress_end(&pr, all.n);
-        if (progress && s->kind == OMNI_KIND_IMAGE_TO_TEXT)
+        if (progress && omni_kind_image(s->kind))
             report_resized(progress, t->name, &spec, b.images, b.resized);
         st = ds_split(t, &all, spec.seed, t->patch_dim);
     }

@@ -46,8 +46,7 @@ static void print_sample(FILE *out, const ds_task *t, const ds_pool *p, int64_t 
             while (k < e && p->tok[k] == OMNI_DS_PATCH)
                 k++;
             fprintf(out, " [%lld %s patches %dx%d of %d values]", (long long)(k - j),
-                    t->kind == OMNI_KIND_IMAGE_TO_TEXT ? "image" : "audio", t->patch, t->patch,
-                    t->patch_dim);
+                    omni_kind_audio(t->kind) ? "audio" : "image", t->patch, t->patch, t->patch_dim);
             j = k - 1;
         } else if (v >= OMNI_TOK_BIN0 && v < OMNI_TOK_BIN0 + OMNI_BINS) {
             fprintf(out, " b%d", v - OMNI_TOK_BIN0);
@@ -109,9 +108,12 @@ omni_status omni_data_info(const char *path, FILE *out)
         const ds_task *t = &f->tasks[i];
         fprintf(out, "\nexample of %s (train sample 0", t->name);
         if (t->kind == OMNI_KIND_CONTROL)
-            fprintf(out, "; steps of %d observation bins, <sep>, %d %s action bin%s", t->obs_dim,
-                    t->act_dim, t->discrete ? "discrete" : "continuous",
-                    t->act_dim == 1 ? "" : "s");
+            fprintf(out, "; steps of %s%d observation bins, <sep>, %d %s action bin%s",
+                    t->images ? "image patches, " : "", t->obs_dim, t->act_dim,
+                    t->discrete ? "discrete" : "continuous", t->act_dim == 1 ? "" : "s");
+        if (omni_kind_prompted(t->kind))
+            fprintf(out, "; %s patches, the prompt, <sep>, the answer",
+                    omni_kind_audio(t->kind) ? "audio" : "image");
         fprintf(out, "):\n");
         print_sample(out, t, &t->split[OMNI_SPLIT_TRAIN], 0);
     }
