@@ -89,9 +89,11 @@ static void put_prompt(omni_infer *s, int64_t row, const omni_prompt *p, const u
             b->kind[at] = OMNI_POS_TOKEN, b->token[at] = v;
             continue;
         }
-        b->kind[at] = t->kind == OMNI_KIND_AUDIO_TO_TEXT ? OMNI_POS_AUDIO : OMNI_POS_IMAGE;
-        b->patch_row[at] = (int32_t)(patch / t->cols);
-        b->patch_col[at] = (int32_t)(patch % t->cols);
+        b->kind[at] = omni_kind_audio(t->kind) ? OMNI_POS_AUDIO : OMNI_POS_IMAGE;
+        /* Positions restart at each image (several images, a control step's picture). */
+        int64_t in_grid = t->grid > 0 ? patch % t->grid : patch;
+        b->patch_row[at] = (int32_t)(in_grid / t->cols);
+        b->patch_col[at] = (int32_t)(in_grid % t->cols);
         float *dst = b->patch + at * b->patch_dim;
         const uint8_t *src = p->patches + patch * t->patch_dim;
         for (int64_t k = 0; k < b->patch_dim; k++)
