@@ -94,12 +94,12 @@ omni_status omni_data_info(const char *path, FILE *out)
         fprintf(out, "audio: %d Hz, %d mels x %d frames (n_fft %d, hop %d), patch %d\n",
                 f->audio.sample_rate, f->audio.mels, f->audio.frames, f->audio.n_fft, f->audio.hop,
                 f->audio.patch);
-    fprintf(out, "\n%-16s %-14s %6s %10s %12s %10s %12s\n", "task", "kind", "token", "train",
+    fprintf(out, "\n%-16s %-18s %6s %10s %12s %10s %12s\n", "task", "kind", "token", "train",
             "train elems", "val", "val elems");
     for (int i = 0; i < f->n_tasks; i++) {
         const ds_task *t = &f->tasks[i];
         const ds_pool *tr = &t->split[OMNI_SPLIT_TRAIN], *va = &t->split[OMNI_SPLIT_VAL];
-        fprintf(out, "%-16s %-14s %6d %10lld %12lld %10lld %12lld\n", t->name,
+        fprintf(out, "%-16s %-18s %6d %10lld %12lld %10lld %12lld\n", t->name,
                 omni_task_kind_name(t->kind), OMNI_TOK_TASK0 + t->index, (long long)tr->n,
                 (long long)tr->off[tr->n], (long long)va->n,
                 (long long)(va->n ? va->off[va->n] : 0));

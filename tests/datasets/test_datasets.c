@@ -476,8 +476,8 @@ Test(datasets, demo_feeds_the_demo_experiment, .timeout = 60)
     omni_sampler *s;
     cr_assert_eq(omni_sampler_open(&s, &x), OMNI_OK, "%s", omni_error_message());
     omni_data_dims d = omni_sampler_dims(s);
-    cr_assert_eq(d.n_tasks, 4);
-    cr_assert_eq(d.vocab, OMNI_TOK_TASK0 + 4);
+    cr_assert_eq(d.n_tasks, 6);
+    cr_assert_eq(d.vocab, OMNI_TOK_TASK0 + 6);
     cr_assert_eq(d.image_patch_dim, 8 * 8 * 3);
     cr_assert_eq(d.audio_patch_dim, 8 * 8);
     cr_assert_eq(d.max_rows, 4);
@@ -491,7 +491,7 @@ Test(datasets, demo_feeds_the_demo_experiment, .timeout = 60)
     for (int64_t slot = 0; slot < b.n_seq; slot++)
         check_window(s, &b, slot);
     cr_assert(loss_norm > 0);
-    for (int t = 0; t < 4; t++) {
+    for (int t = 0; t < 6; t++) {
         const omni_task_info *ti = omni_sampler_task(s, t);
         cr_assert(ti->n_val_windows > 0);
         omni_sampler_fill_val(s, t, ti->n_val_windows - 1, &b, 0);
