@@ -222,6 +222,34 @@ typedef int32_t (*omni_policy_fn)(void *ctx, const float *obs, int64_t t);
 int64_t omni_cartpole_rollout(uint64_t seed, uint64_t episode, int64_t max_steps,
                               omni_policy_fn policy, void *ctx, float *obs, int32_t *act);
 
+/* ---- the grid world of the pixel-control demo --------------------------------- */
+
+/*
+ * An agent and a goal on a 4 x 4 grid (datasets/gridworld.c), observed only as a picture.
+ * Actions 0 up, 1 down, 2 left, 3 right (walls stop the agent). Reaching the goal pays 1
+ * and ends the episode; every other step pays -0.1; an episode ends after 20 steps. The
+ * goal is the bottom-right cell; the agent starts in any other, drawn from omni_rng keyed
+ * by (seed, "gridworld", episode).
+ */
+#define OMNI_GRIDWORLD_SIDE    4
+#define OMNI_GRIDWORLD_ACTIONS 4
+#define OMNI_GRIDWORLD_STEPS   20
+
+typedef struct {
+    int32_t row, col, goal_row, goal_col;
+    int64_t t;
+    bool done;
+} omni_gridworld;
+
+void omni_gridworld_reset(omni_gridworld *g, uint64_t seed, uint64_t episode);
+/* Apply an action (0..3); returns its reward; g->done says whether the episode ended. */
+double omni_gridworld_step(omni_gridworld *g, int32_t action);
+/* The expert: straight to the goal, columns first. */
+int32_t omni_gridworld_expert(const omni_gridworld *g);
+/* The picture: size x size x channels (1 or 3), one cell per size / 4 pixels a side: dark
+ * floor, a green goal, a white agent, cells with dark borders. */
+void omni_gridworld_render(const omni_gridworld *g, int32_t size, int32_t channels, uint8_t *px);
+
 /* ---- building ---------------------------------------------------------------- */
 
 /* Build a dataset file from a spec (docs/design.md §3). Written to a temporary name and
@@ -230,7 +258,8 @@ int64_t omni_cartpole_rollout(uint64_t seed, uint64_t episode, int64_t max_steps
  * terminal, periodic lines otherwise; NULL: quiet). Not collective. */
 omni_status omni_data_build(const char *spec_path, const char *out_path, int64_t seed,
                             FILE *progress);
-/* The demo dataset (shapes, tones, arith, cartpole), deterministic from `seed`. */
+/* The demo dataset (shapes, tones, arith, cartpole, shapes_qa, gridworld), deterministic
+ * from `seed`. */
 omni_status omni_data_demo(const char *out_path, uint64_t seed, FILE *progress);
 /* Describe a dataset file (after checking all of it): tasks, counts, vocabulary, and
  * one decoded example per task. */

@@ -7,7 +7,8 @@
  *   cartpole control        episodes of the expert controller in the built-in cart-pole
  *   shapes_qa image_text_to_text  the shapes pictures asked "what colour is it?", "what shape
  *                           is it?", "where is it?" separately -> "red", "circle", "top left"
- *   cartpole_pixels control  the expert's episodes seen as 32x32 pictures (no state vector)
+ *   gridworld control       walk to the goal on a 4x4 grid seen as a 32x32 picture (no
+ *                           state vector; control from pixels, Gato-style)
  */
 #include "internal.h"
 
@@ -21,8 +22,7 @@
 #define DEMO_EPISODES       160
 #define DEMO_STEPS          200
 #define DEMO_QA_PICTURES    1200
-#define DEMO_PIXEL_EPISODES 50
-#define DEMO_PIXEL_STEPS    100
+#define DEMO_GRID_EPISODES  2000
 
 static const char *const colour_names[] = {"red", "green", "blue", "yellow", "white"};
 static const uint8_t colour_rgb[][3] = {
@@ -236,34 +236,30 @@ static omni_status demo_cartpole(ds_pool *all, ds_task *t, uint64_t seed, ds_pro
     return st;
 }
 
-/* cartpole_pixels: the expert's episodes again (another stream of start states), each
- * step observed as a picture of the cart-pole (omni_cartpole_render) instead of its state
- * vector. */
-static omni_status demo_cartpole_pixels(ds_pool *all, ds_task *t, uint64_t seed, ds_progress *pr)
+/* gridworld: the grid world's expert episodes, each step observed as the 32 x 32 picture of
+ * the grid (one patch a cell), with no state vector (control from pixels). */
+static omni_status demo_gridworld(ds_pool *all, ds_task *t, uint64_t seed, ds_progress *pr)
 {
     const int32_t size = 32, c = 3, patch = 8;
     int64_t grid = (int64_t)t->rows * t->cols, dim = t->patch_dim;
     uint8_t *px = omni_alloc(size * size * c, 1, "demo picture");
-    uint8_t *patches = omni_alloc(DEMO_PIXEL_STEPS * grid * dim, 1, "demo pixel patches");
-    int32_t *act = omni_alloc(DEMO_PIXEL_STEPS, sizeof *act, "demo actions");
+    uint8_t *patches = omni_alloc(OMNI_GRIDWORLD_STEPS * grid * dim, 1, "demo grid patches");
+    int32_t *act = omni_alloc(OMNI_GRIDWORLD_STEPS, sizeof *act, "demo actions");
     omni_status st = px && patches && act ? OMNI_OK : OMNI_ERR_NOMEM;
-    for (int64_t e = 0; e < DEMO_PIXEL_EPISODES && !st; e++) {
-        omni_cartpole env;
-        omni_cartpole_reset(&env, seed ^ 0x9e3779b97f4a7c15ULL, (uint64_t)e);
+    for (int64_t e = 0; e < DEMO_GRID_EPISODES && !st; e++) {
+        omni_gridworld g;
+        omni_gridworld_reset(&g, seed ^ 0x9e3779b97f4a7c15ULL, (uint64_t)e);
         int64_t n = 0;
-        while (n < DEMO_PIXEL_STEPS) {
-            float o[OMNI_CARTPOLE_OBS];
-            omni_cartpole_observe(&env, o);
-            omni_cartpole_render(&env, size, c, px);
+        while (!g.done && n < OMNI_GRIDWORLD_STEPS) {
+            omni_gridworld_render(&g, size, c, px);
             omni_image img = {.h = size, .w = size, .c = c, .px = px};
             omni_image_patches(&img, patch, patches + n * grid * dim);
-            act[n] = omni_cartpole_expert(o);
-            if (omni_cartpole_step(&env, act[n++]))
-                break;
+            act[n] = omni_gridworld_expert(&g);
+            omni_gridworld_step(&g, act[n++]);
         }
         st = ds_emit_control_steps(all, OMNI_TOK_TASK0 + t->index, n, grid, t->patch_dim, patches,
                                    0, NULL, 1, NULL, act);
-        ds_progress_update(pr, e + 1, DEMO_PIXEL_EPISODES);
+        ds_progress_update(pr, e + 1, DEMO_GRID_EPISODES);
     }
     omni_free(px);
     omni_free(patches);
@@ -291,7 +287,7 @@ omni_status omni_data_demo(const char *out_path, uint64_t seed, FILE *progress)
     } tasks[] = {
         {"shapes", OMNI_KIND_IMAGE_TO_TEXT},         {"tones", OMNI_KIND_AUDIO_TO_TEXT},
         {"arith", OMNI_KIND_TEXT_TO_TEXT},           {"cartpole", OMNI_KIND_CONTROL},
-        {"shapes_qa", OMNI_KIND_IMAGE_TEXT_TO_TEXT}, {"cartpole_pixels", OMNI_KIND_CONTROL}};
+        {"shapes_qa", OMNI_KIND_IMAGE_TEXT_TO_TEXT}, {"gridworld", OMNI_KIND_CONTROL}};
     omni_status st = OMNI_OK;
     for (int i = 0; i < (int)(sizeof tasks / sizeof tasks[0]) && !st; i++) {
         ds_task *t = &df->tasks[i];
@@ -302,7 +298,7 @@ omni_status omni_data_demo(const char *out_path, uint64_t seed, FILE *progress)
         if (t->kind == OMNI_KIND_CONTROL)
             t->obs_dim = OMNI_CARTPOLE_OBS, t->act_dim = 1, t->discrete = 1;
         if (i == 5)
-            t->obs_dim = 0, t->images = 1; /* cartpole_pixels: pictures, no state vector */
+            t->obs_dim = 0, t->images = 1; /* gridworld: pictures, no state vector */
         ds_task_geometry(df, t);
         df->n_tasks++;
         ds_pool all = {0};
@@ -325,8 +321,7 @@ omni_status omni_data_demo(const char *out_path, uint64_t seed, FILE *progress)
             st = demo_arith(&all, t, seed);
             break;
         default:
-            st = t->images ? demo_cartpole_pixels(&all, t, seed, &pr)
-                           : demo_cartpole(&all, t, seed, &pr);
+            st = t->images ? demo_gridworld(&all, t, seed, &pr) : demo_cartpole(&all, t, seed, &pr);
         }
         if (st) {
             ds_pool_free(&all);

@@ -38,7 +38,9 @@ struct omni_env {
     omni_resize_mode img_mode;
     uint8_t *img; /* [img_size^2 * img_channels]; NULL: not wanted */
     /* built-in */
+    bool grid; /* the grid world (else the cart-pole) */
     omni_cartpole cp;
+    omni_gridworld gw;
     /* child */
     pid_t pid;           /* 0 when reaped */
     int wstatus;         /* its wait status once reaped */
@@ -431,6 +433,19 @@ omni_status omni_env_open(omni_env **out, const char *what, int32_t obs_dim, int
     snprintf(e->what, sizeof e->what, "%.*s%s", (int)(n < 200 ? n : 200), what,
              n < 200 ? "" : "...");
     omni_status st;
+    if (!strcmp(what, OMNI_ENV_GRIDWORLD)) {
+        e->builtin = e->grid = true;
+        if (obs_dim != 0 || act_dim != 1 || !discrete) {
+            st = omni_fail(OMNI_ERR_DATA,
+                           "environment 'gridworld' is seen only as a picture and has 1 discrete "
+                           "action; the task has %d observations and %d %s action%s",
+                           (int)obs_dim, (int)act_dim, discrete ? "discrete" : "continuous",
+                           act_dim == 1 ? "" : "s");
+            goto out_free;
+        }
+        *out = e;
+        return OMNI_OK;
+    }
     if (!strcmp(what, OMNI_ENV_CARTPOLE)) {
         e->builtin = true;
         if ((obs_dim != OMNI_CARTPOLE_OBS && obs_dim != 0) || act_dim != 1 || !discrete) {
@@ -490,11 +505,19 @@ static void cartpole_observe(omni_env *e, float *obs)
 
 int32_t omni_env_discrete_actions(const omni_env *e)
 {
-    return e->builtin ? OMNI_CARTPOLE_ACTIONS : OMNI_BINS;
+    return e->grid ? OMNI_GRIDWORLD_ACTIONS : e->builtin ? OMNI_CARTPOLE_ACTIONS : OMNI_BINS;
 }
 
 omni_status omni_env_reset(omni_env *e, uint64_t seed, float *obs)
 {
+    if (e->grid) {
+        if (!e->img)
+            return omni_fail(OMNI_ERR_DATA, "environment 'gridworld' is seen only as a picture: "
+                                            "its task must be trained on images");
+        omni_gridworld_reset(&e->gw, seed, 0);
+        omni_gridworld_render(&e->gw, e->img_size, e->img_channels, e->img);
+        return OMNI_OK;
+    }
     if (e->builtin) {
         omni_cartpole_reset(&e->cp, seed, 0);
         cartpole_observe(e, obs);
@@ -510,6 +533,14 @@ omni_status omni_env_reset(omni_env *e, uint64_t seed, float *obs)
 omni_status omni_env_step(omni_env *e, const float *act_f, const int32_t *act_i, float *obs,
                           double *reward, bool *done)
 {
+    if (e->grid) {
+        if (act_i[0] < 0 || act_i[0] >= OMNI_GRIDWORLD_ACTIONS)
+            return omni_fail(OMNI_ERR_INTERNAL, "gridworld: action %d is not 0..3", (int)act_i[0]);
+        *reward = omni_gridworld_step(&e->gw, act_i[0]);
+        *done = e->gw.done;
+        omni_gridworld_render(&e->gw, e->img_size, e->img_channels, e->img);
+        return OMNI_OK;
+    }
     if (e->builtin) {
         if (act_i[0] < 0 || act_i[0] >= OMNI_CARTPOLE_ACTIONS)
             return omni_fail(OMNI_ERR_INTERNAL, "cartpole: action %d is not 0 or 1", (int)act_i[0]);
