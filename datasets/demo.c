@@ -16,13 +16,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DEMO_SHAPES         3000
-#define DEMO_TONES          1500
-#define DEMO_ARITH          6000
-#define DEMO_EPISODES       160
-#define DEMO_STEPS          200
-#define DEMO_QA_PICTURES    1200
-#define DEMO_GRID_EPISODES  2000
+#define DEMO_SHAPES        3000
+#define DEMO_TONES         1500
+#define DEMO_ARITH         6000
+#define DEMO_EPISODES      160
+#define DEMO_STEPS         200
+#define DEMO_QA_PICTURES   1200
+#define DEMO_GRID_EPISODES 2000
 
 static const char *const colour_names[] = {"red", "green", "blue", "yellow", "white"};
 static const uint8_t colour_rgb[][3] = {
@@ -284,10 +284,9 @@ omni_status omni_data_demo(const char *out_path, uint64_t seed, FILE *progress)
     static const struct {
         const char *name;
         omni_task_kind kind;
-    } tasks[] = {
-        {"shapes", OMNI_KIND_IMAGE_TO_TEXT},         {"tones", OMNI_KIND_AUDIO_TO_TEXT},
-        {"arith", OMNI_KIND_TEXT_TO_TEXT},           {"cartpole", OMNI_KIND_CONTROL},
-        {"shapes_qa", OMNI_KIND_IMAGE_TEXT_TO_TEXT}, {"gridworld", OMNI_KIND_CONTROL}};
+    } tasks[] = {{"shapes", OMNI_KIND_IMAGE_TO_TEXT},         {"tones", OMNI_KIND_AUDIO_TO_TEXT},
+                 {"arith", OMNI_KIND_TEXT_TO_TEXT},           {"cartpole", OMNI_KIND_CONTROL},
+                 {"shapes_qa", OMNI_KIND_IMAGE_TEXT_TO_TEXT}, {"gridworld", OMNI_KIND_CONTROL}};
     omni_status st = OMNI_OK;
     for (int i = 0; i < (int)(sizeof tasks / sizeof tasks[0]) && !st; i++) {
         ds_task *t = &df->tasks[i];

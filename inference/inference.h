@@ -228,8 +228,8 @@ omni_status omni_infer_exact_match(omni_infer *s, const omni_sampler *sp, int64_
 
 #define OMNI_ENV_CARTPOLE  "cartpole"
 #define OMNI_ENV_GRIDWORLD "gridworld" /* seen only as a picture (datasets.h) */
-#define OMNI_ENV_LINE_MAX (1 << 20) /* longest reply line accepted, in bytes */
-#define OMNI_ENV_TIMEOUT  30.0      /* default seconds to wait for a reply */
+#define OMNI_ENV_LINE_MAX  (1 << 20)   /* longest reply line accepted, in bytes */
+#define OMNI_ENV_TIMEOUT   30.0        /* default seconds to wait for a reply */
 
 typedef struct omni_env omni_env;
 

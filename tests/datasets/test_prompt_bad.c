@@ -127,8 +127,8 @@ Test(prompt_bad, joined_paths_naming_a_file_that_is_not_there)
 {
     put_pgm("a.pgm", 4);
     put_text("vqa.csv", "a.pgm;gone.pgm,which?,b\n");
-    expect_build_fails(VQA_SPEC(""), "vqa.csv:1: image 2 of 2: ",
-                       "gone.pgm: cannot read the image");
+    expect_build_fails(VQA_SPEC(""),
+                       "vqa.csv:1: image 2 of 2: ", "gone.pgm: cannot read the image");
 }
 
 Test(prompt_bad, image_of_another_size_under_resize_error)
