@@ -12,7 +12,8 @@
  *                                 stretch when absent, as in files of older omnimoe)
  *   /tokenization/tasks/<name>    one group per task, attributes kind (string), index,
  *                                 token, obs_dim, act_dim, discrete (int64; 0 unless
- *                                 the kind is control)
+ *                                 the kind is control), images (int64, control tasks
+ *                                 whose steps start with image patches; absent: 0)
  */
 #include "ckpt_private.h"
 
@@ -96,6 +97,8 @@ static omni_status write_task(hid_t tasks, const omni_tokenization_task *k, cons
         st = omni_h5_attr_write_i64(g, "act_dim", k->act_dim, path);
     if (!st)
         st = omni_h5_attr_write_i64(g, "discrete", k->discrete, path);
+    if (!st && k->images)
+        st = omni_h5_attr_write_i64(g, "images", k->images, path);
     H5Gclose(g);
     return st;
 }
@@ -207,8 +210,11 @@ static omni_status read_task(hid_t tasks, const char *name, const omni_tokenizat
         st = read_int(g, where, "index", 0, t->n_tasks - 1, &k->index, path);
     if (!st)
         st = read_int(g, where, "token", 0, 1 << 20, &k->token, path);
+    if (!st && control && H5Aexists(g, "images") > 0)
+        st = read_int(g, where, "images", 0, 1, &k->images, path);
     if (!st)
-        st = read_int(g, where, "obs_dim", control ? 1 : 0, control ? 65536 : 0, &k->obs_dim, path);
+        st = read_int(g, where, "obs_dim", control && !k->images ? 1 : 0, control ? 65536 : 0,
+                      &k->obs_dim, path);
     if (!st)
         st = read_int(g, where, "act_dim", control ? 1 : 0, control ? 65536 : 0, &k->act_dim, path);
     if (!st)
@@ -248,8 +254,8 @@ static omni_status check_layout(const omni_tokenization *t, const char *path)
                          (double)OMNI_MULAW_M);
     bool image = false, audio = false;
     for (int i = 0; i < t->n_tasks; i++) {
-        image |= t->tasks[i].kind == OMNI_KIND_IMAGE_TO_TEXT;
-        audio |= t->tasks[i].kind == OMNI_KIND_AUDIO_TO_TEXT;
+        image |= omni_kind_image(t->tasks[i].kind) || t->tasks[i].images;
+        audio |= omni_kind_audio(t->tasks[i].kind);
     }
     if (image && (t->image_size < 1 || t->image_patch < 1 || t->image_size % t->image_patch ||
                   (t->image_channels != 1 && t->image_channels != 3)))

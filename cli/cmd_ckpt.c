@@ -288,8 +288,9 @@ static void print_info(const omni_ckpt *c, const omni_experiment *x, const omni_
             printf("  %2d %-16s %-14s token %d", k->index, k->name, omni_task_kind_name(k->kind),
                    k->token);
             if (k->kind == OMNI_KIND_CONTROL)
-                printf(", obs_dim %d, act_dim %d, %s actions", k->obs_dim, k->act_dim,
-                       k->discrete ? "discrete" : "continuous");
+                printf(", obs_dim %d, act_dim %d, %s actions%s", k->obs_dim, k->act_dim,
+                       k->discrete ? "discrete" : "continuous",
+                       k->images ? ", images (control from pixels)" : "");
             printf("\n");
         }
         if (tok->image_size)

@@ -20,9 +20,11 @@ static const char usage_generate[] =
     "[options]\n"
     "\n"
     "  --task NAME        the task to run (its kind says which input it takes)\n"
-    "  --image FILE       image_to_text: a PNG or binary PGM/PPM\n"
-    "  --audio FILE       audio_to_text: a WAV (PCM 16-bit)\n"
-    "  --text STR         text_to_text: the input; text: the start of the text to continue\n"
+    "  --image FILE       image_to_text: a PNG or binary PGM/PPM; image_text_to_text: the\n"
+    "                     same, several joined by ';', with --text\n"
+    "  --audio FILE       audio_to_text: a WAV (PCM 16-bit); audio_text_to_text: with --text\n"
+    "  --text STR         text_to_text: the input; text: the start of the text to continue;\n"
+    "                     image_text_to_text, audio_text_to_text: the prompt (the question)\n"
     "  --max-new N        tokens to generate at most (default: until <eos>, within the "
     "context)\n"
     "  --temperature T    0 = greedy (default); > 0 samples from softmax(logits / T)\n"
@@ -56,6 +58,63 @@ typedef struct {
     int64_t n;
 } prompt_storage;
 
+/* image_text_to_text, audio_text_to_text: the patches of the image(s) or clip, the prompt
+ * bytes and <sep>, as `data build` serializes a sample's input. */
+static omni_status make_prompted(const omni_infer *s, int task, omni_task_kind kind,
+                                 const char *image, const char *audio, const char *text,
+                                 prompt_storage *ps)
+{
+    (void)task;
+    const omni_tokenization *tk = omni_infer_tokenization(s);
+    int64_t T = omni_infer_context(s), np = 0, dim;
+    omni_status st;
+    if (kind == OMNI_KIND_IMAGE_TEXT_TO_TEXT) {
+        int32_t side = tk->image_size / tk->image_patch, n_img = 0;
+        int32_t max_images = omni_path_list_count(image);
+        dim = (int64_t)tk->image_patch * tk->image_patch * tk->image_channels;
+        if (!(ps->patches =
+                  omni_alloc((int64_t)max_images * side * side * dim, 1, "image patches")))
+            return OMNI_ERR_NOMEM;
+        st = omni_image_list_patches(image, NULL, tk->image_size, tk->image_channels,
+                                     tk->image_patch, tk->image_resize, max_images, ps->patches,
+                                     &n_img, NULL);
+        if (st)
+            return omni_fail_context(st, "--image: ");
+        np = (int64_t)n_img * side * side;
+    } else {
+        const omni_audio_cfg *a = &tk->audio;
+        np = (int64_t)(a->mels / a->patch) * (a->frames / a->patch);
+        dim = (int64_t)a->patch * a->patch;
+        float *db = omni_alloc((int64_t)a->mels * a->frames, sizeof *db, "spectrogram");
+        uint8_t *bytes = omni_alloc((int64_t)a->mels * a->frames, 1, "spectrogram");
+        ps->patches = omni_alloc(np * dim, 1, "audio patches");
+        omni_logmel *lm = NULL;
+        st = db && bytes && ps->patches ? omni_logmel_create(&lm, a) : OMNI_ERR_NOMEM;
+        if (!st)
+            st = omni_audio_file_patches(audio, a, lm, db, bytes, ps->patches);
+        omni_logmel_free(lm);
+        omni_free(db);
+        omni_free(bytes);
+        if (st)
+            return st;
+    }
+    int64_t len = (int64_t)strlen(text);
+    if (1 + np + len + 1 > T)
+        return omni_fail(OMNI_ERR_DATA,
+                         "%lld patches and a prompt of %lld bytes do not fit the model's "
+                         "context of %lld positions",
+                         (long long)np, (long long)len, (long long)T);
+    if (!(ps->tok = omni_alloc(T + 1, sizeof *ps->tok, "prompt")))
+        return OMNI_ERR_NOMEM;
+    ps->n = 0;
+    for (int64_t i = 0; i < np; i++)
+        ps->tok[ps->n++] = OMNI_PROMPT_PATCH;
+    for (int64_t i = 0; i < len; i++)
+        ps->tok[ps->n++] = (uint8_t)text[i];
+    ps->tok[ps->n++] = OMNI_TOK_SEP;
+    return OMNI_OK;
+}
+
 static omni_status make_prompt(const omni_infer *s, int task, const char *image, const char *audio,
                                const char *text, prompt_storage *ps)
 {
@@ -70,6 +129,23 @@ static omni_status make_prompt(const omni_infer *s, int task, const char *image,
     if (!want)
         return omni_usage_error(
             usage_generate, "task %s is control: it acts in an environment (omnimoe act)", name);
+    if (omni_kind_prompted(kind)) {
+        bool img = kind == OMNI_KIND_IMAGE_TEXT_TO_TEXT;
+        if ((img ? !image || audio : !audio || image) || !text)
+            return omni_usage_error(
+                usage_generate, "task %s is %s: it takes %s and --text STR (the prompt)", name,
+                omni_task_kind_name(kind), img ? "--image FILE" : "--audio FILE");
+        if (!*text)
+            return omni_usage_error(usage_generate,
+                                    "--text: the prompt is empty (task %s answers a question "
+                                    "about its input: ask one)",
+                                    name);
+        return make_prompted(s, task, kind, image, audio, text, ps);
+    }
+    if (text && (image || audio))
+        return omni_usage_error(usage_generate,
+                                "task %s is %s: it takes %s alone (no prompt beside it)", name,
+                                omni_task_kind_name(kind), want);
     if (!given || strncmp(want, given, strlen(given)))
         return omni_usage_error(usage_generate, "task %s is %s: it takes %s%s%s", name,
                                 omni_task_kind_name(kind), want, given ? ", not " : "",
@@ -237,9 +313,10 @@ omni_status omni_cmd_generate(MPI_Comm comm, int argc, char **argv)
                                 argv[optind + 1]);
     if (!task)
         return omni_usage_error(usage_generate, "generate: --task NAME is required");
-    if (inputs > 1)
+    if (inputs > 2 || (inputs == 2 && !text) || (image && audio))
         return omni_usage_error(usage_generate,
-                                "generate: give one input (--image, --audio or --text)");
+                                "generate: give one input (--image, --audio or --text), or an "
+                                "image or audio with --text for a prompted task");
     if (o.beam > 0 && o.temperature > 0)
         return omni_usage_error(usage_generate,
                                 "generate: --beam searches greedily; it takes no --temperature");

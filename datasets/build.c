@@ -188,6 +188,7 @@ static omni_status csv_stream(const char *path, ds_csv_row_fn row, void *ctx, in
 
 typedef struct {
     const ds_spec *spec;
+    const ds_file *df;
     const ds_spec_task *st;
     ds_task *task;
     ds_pool *all;
@@ -199,6 +200,7 @@ typedef struct {
     omni_logmel *lm;
     float *db;
     uint8_t *spec_bytes, *patches;
+    ds_prompted *prompted; /* the prompted kinds' rows (prompt.c) */
     int64_t rows, done, bytes, total_bytes;
     int64_t images, resized; /* image tasks: images read, and of them not image.size square */
     ds_progress *progress;
@@ -292,18 +294,44 @@ static omni_status row_media(void *vctx, char **f, int nf, int64_t line)
     return st ? st : route(b, false);
 }
 
+/* The prompted kinds: prompt.c checks a row in both passes and decodes it in the second. */
+static omni_status row_prompted(void *vctx, char **f, int nf, int64_t line)
+{
+    builder *b = vctx;
+    bool sample = false;
+    omni_status st = ds_prompted_row(b->prompted, f, nf, line, b->emit ? b->all : NULL, &sample);
+    if (st || !sample)
+        return st;
+    if (!b->emit) {
+        b->count++;
+        return OMNI_OK;
+    }
+    ds_progress_update(b->progress, ++b->done, b->rows);
+    return route(b, false);
+}
+
 static omni_status build_manifest(builder *b)
 {
-    ds_csv_row_fn row = b->task->kind == OMNI_KIND_TEXT_TO_TEXT ? row_text_to_text : row_media;
+    bool prompted = omni_kind_prompted(b->task->kind);
+    ds_csv_row_fn row = prompted                                  ? row_prompted
+                        : b->task->kind == OMNI_KIND_TEXT_TO_TEXT ? row_text_to_text
+                                                                  : row_media;
+    omni_status st = OMNI_OK;
+    if (prompted && (st = ds_prompted_open(&b->prompted, b->spec, b->task, b->manifest)))
+        return st;
     b->emit = false;
-    omni_status st = csv_stream(b->manifest, row, b, NULL);
-    if (st)
+    if (!(st = csv_stream(b->manifest, row, b, NULL))) {
+        b->rows = b->count;
+        st = begin_emit(b, b->rows);
+    }
+    if (st || prompted || b->task->kind == OMNI_KIND_TEXT_TO_TEXT) {
+        if (!st)
+            st = csv_stream(b->manifest, row, b, &b->bytes);
+        if (prompted)
+            ds_prompted_close(b->prompted, &b->images, &b->resized);
+        b->prompted = NULL;
         return st;
-    b->rows = b->count;
-    if ((st = begin_emit(b, b->rows)))
-        return st;
-    if (b->task->kind == OMNI_KIND_TEXT_TO_TEXT)
-        return csv_stream(b->manifest, row, b, &b->bytes);
+    }
     const omni_audio_cfg *a = &b->spec->audio;
     int64_t np = (int64_t)b->task->rows * b->task->cols;
     b->patches = omni_alloc(np * b->task->patch_dim, 1, "patches");
@@ -466,22 +494,35 @@ static omni_status build_control(builder *b)
     int32_t *act_i = NULL;
     float *act_f = NULL;
     omni_status st;
-    if ((st =
-             read_episode_array(f, path, "observations", false, (void **)&obs, od, &orank, NULL)) ||
-        (st = read_episode_array(f, path, "actions", false, &act, ad, &arank, &act_int)) ||
+    uint8_t *img = NULL;
+    bool has_img = false, has_obs = H5Lexists(f, "observations", H5P_DEFAULT) > 0;
+    if ((st = read_episode_array(f, path, "actions", false, &act, ad, &arank, &act_int)) ||
+        (has_obs && (st = read_episode_array(f, path, "observations", false, (void **)&obs, od,
+                                             &orank, NULL))) ||
         (st =
              read_episode_array(f, path, "episode_offsets", true, (void **)&off, fd, &frank, NULL)))
         goto out;
-    int64_t T = (int64_t)od[0], obs_dim = (int64_t)od[1], act_dim = (int64_t)ad[1];
+    int64_t T = (int64_t)ad[0], act_dim = (int64_t)ad[1];
+    int64_t obs_dim = has_obs ? (int64_t)od[1] : 0;
     int64_t n_ep = (int64_t)fd[0] - 1;
     if (frank != 1 || n_ep < 1) {
         st = omni_fail(OMNI_ERR_DATA, "%s: episode_offsets must be 1-D with n + 1 >= 2 entries",
                        path);
         goto out;
     }
-    if ((int64_t)ad[0] != T) {
+    if (has_obs && (int64_t)od[0] != T) {
         st = omni_fail(OMNI_ERR_DATA, "%s: observations has %lld steps but actions has %lld", path,
-                       (long long)T, (long long)ad[0]);
+                       (long long)od[0], (long long)T);
+        goto out;
+    }
+    /* Pixel observations (Gato): beside or instead of the vectors. */
+    if ((st = ds_episode_images(f, path, b->spec, T, &img, &has_img)))
+        goto out;
+    if (!has_obs && !has_img) {
+        st = omni_fail(OMNI_ERR_DATA,
+                       "%s: missing dataset observations (a control episodes file needs "
+                       "observations [T, obs], images [T, H, W(, C)] uint8, or both)",
+                       path);
         goto out;
     }
     if (off[0] != 0 || off[n_ep] != T) {
@@ -536,18 +577,27 @@ static omni_status build_control(builder *b)
     b->task->obs_dim = (int32_t)obs_dim;
     b->task->act_dim = (int32_t)act_dim;
     b->task->discrete = act_int;
-    st = begin_emit(b, n_ep);
+    b->task->images = has_img;
+    ds_task_geometry(b->df, b->task);
+    int64_t grid = (int64_t)b->task->rows * b->task->cols;
+    /* The writer learns only now that this task's steps carry patches. */
+    if (has_img)
+        st = ds_writer_add_patches(b->w, b->task->index, b->task->patch_dim);
+    if (!st)
+        st = begin_emit(b, n_ep);
     for (int64_t e = 0; e < n_ep && !st; e++) {
         int64_t a = off[e], len = off[e + 1] - off[e];
-        st =
-            ds_emit_control(b->all, OMNI_TOK_TASK0 + b->task->index, len, (int32_t)obs_dim,
-                            obs + a * obs_dim, (int32_t)act_dim, act_f ? act_f + a * act_dim : NULL,
-                            act_i ? act_i + a * act_dim : NULL);
+        st = ds_emit_control_steps(
+            b->all, OMNI_TOK_TASK0 + b->task->index, len, grid, b->task->patch_dim,
+            img ? img + a * grid * b->task->patch_dim : NULL, (int32_t)obs_dim,
+            obs ? obs + a * obs_dim : NULL, (int32_t)act_dim, act_f ? act_f + a * act_dim : NULL,
+            act_i ? act_i + a * act_dim : NULL);
         if (!st)
             st = route(b, false);
         ds_progress_update(b->progress, e + 1, n_ep);
     }
 out:
+    omni_free(img);
     omni_free(obs);
     omni_free(act);
     omni_free(off);
@@ -616,6 +666,7 @@ omni_status omni_data_build(const char *spec_path, const char *out_path, int64_t
         ds_progress pr;
         ds_progress_start(&pr, progress, t->name);
         builder b = {.spec = &spec,
+                     .df = df,
                      .st = s,
                      .task = t,
                      .all = &all,
@@ -637,7 +688,7 @@ omni_status omni_data_build(const char *spec_path, const char *out_path, int64_t
         if (st)
             break;
         ds_progress_end(&pr, b.count);
-        if (progress && s->kind == OMNI_KIND_IMAGE_TO_TEXT)
+        if (progress && omni_kind_image(s->kind))
             report_resized(progress, t->name, &spec, b.images, b.resized);
     }
     ds_pool_free(&all);

@@ -36,12 +36,24 @@ typedef enum {
     OMNI_KIND_IMAGE_TO_TEXT,
     OMNI_KIND_AUDIO_TO_TEXT,
     OMNI_KIND_CONTROL,
+    OMNI_KIND_IMAGE_TEXT_TO_TEXT, /* OFA-style: image(s) and a prompt -> text */
+    OMNI_KIND_AUDIO_TEXT_TO_TEXT, /* a clip and a prompt -> text */
     OMNI_KIND_COUNT
 } omni_task_kind;
 
 /* "text", "text_to_text", ...; and back (-1 when unknown). */
 const char *omni_task_kind_name(omni_task_kind k);
 int omni_task_kind_parse(const char *name);
+/* The kinds by what their samples hold: image patches (image_to_text, image_text_to_text;
+ * a control task may hold them too, per task: omni_tokenization_task.images), audio
+ * patches (audio_to_text, audio_text_to_text), a text output generated after <sep>
+ * (every *_to_text kind), a prompt beside the media (*_text_to_text). */
+bool omni_kind_image(omni_task_kind k);
+bool omni_kind_audio(omni_task_kind k);
+bool omni_kind_to_text(omni_task_kind k);
+bool omni_kind_prompted(omni_task_kind k);
+/* "text, text_to_text, ..., audio_text_to_text" for messages. */
+const char *omni_task_kind_list(void);
 
 typedef enum { OMNI_SPLIT_TRAIN = 0, OMNI_SPLIT_VAL, OMNI_SPLIT_COUNT } omni_split;
 
@@ -118,6 +130,19 @@ omni_status omni_png_write(const char *path, const omni_image *img);
 omni_status omni_image_file_patches(const char *path, int32_t size, int32_t channels, int32_t patch,
                                     omni_resize_mode mode, uint8_t *out, bool *resized);
 
+/* Several images of one sample (image_text_to_text) are their paths joined by ';'. The
+ * number of paths in such a list (1 + the number of ';'). */
+int32_t omni_path_list_count(const char *list);
+/* The patches of each image of a ';'-joined list, image after image (each as
+ * omni_image_file_patches: (size / patch)^2 patches), into out [max_images * per image];
+ * paths relative to the file `base` (NULL: as given). An empty path in the list, more than
+ * max_images paths, or an image that cannot be read is OMNI_ERR_DATA naming it. *n_images
+ * gets the images read; *resized (may be NULL) is increased by those not size x size. */
+omni_status omni_image_list_patches(const char *list, const char *base, int32_t size,
+                                    int32_t channels, int32_t patch, omni_resize_mode mode,
+                                    int32_t max_images, uint8_t *out, int32_t *n_images,
+                                    int64_t *resized);
+
 /* The load-time normalisation of a stored patch byte: (v / 255 * 2 - 1) / sqrt(patch). */
 float omni_patch_value(uint8_t v, int32_t patch);
 
@@ -184,12 +209,46 @@ bool omni_cartpole_step(omni_cartpole *env, int32_t action);
 /* The expert: a linear state-feedback controller that balances the pole indefinitely. */
 int32_t omni_cartpole_expert(const float obs[OMNI_CARTPOLE_OBS]);
 
+/* The state drawn as a size x size picture of `channels` (1 or 3, grey either way) into px
+ * [size * size * channels]: a chase view with the cart at the bottom centre, the pole at
+ * its angle, and a mark for the track's centre (datasets/pixels.c). Pixel observations of
+ * the demo's pixel task and of `act --env cartpole` for a task trained on them. */
+void omni_cartpole_render(const omni_cartpole *env, int32_t size, int32_t channels, uint8_t *px);
+
 /* A policy for rollouts: the action for an observation at step t. */
 typedef int32_t (*omni_policy_fn)(void *ctx, const float *obs, int64_t t);
 /* Run one episode of at most max_steps with `policy`; returns the steps survived (the
  * return). When obs/act are not NULL they receive [steps, OBS] and [steps]. */
 int64_t omni_cartpole_rollout(uint64_t seed, uint64_t episode, int64_t max_steps,
                               omni_policy_fn policy, void *ctx, float *obs, int32_t *act);
+
+/* ---- the grid world of the pixel-control demo --------------------------------- */
+
+/*
+ * An agent and a goal on a 4 x 4 grid (datasets/gridworld.c), observed only as a picture.
+ * Actions 0 up, 1 down, 2 left, 3 right (walls stop the agent). Reaching the goal pays 1
+ * and ends the episode; every other step pays -0.1; an episode ends after 20 steps. The
+ * goal is the bottom-right cell; the agent starts in any other, drawn from omni_rng keyed
+ * by (seed, "gridworld", episode).
+ */
+#define OMNI_GRIDWORLD_SIDE    4
+#define OMNI_GRIDWORLD_ACTIONS 4
+#define OMNI_GRIDWORLD_STEPS   20
+
+typedef struct {
+    int32_t row, col, goal_row, goal_col;
+    int64_t t;
+    bool done;
+} omni_gridworld;
+
+void omni_gridworld_reset(omni_gridworld *g, uint64_t seed, uint64_t episode);
+/* Apply an action (0..3); returns its reward; g->done says whether the episode ended. */
+double omni_gridworld_step(omni_gridworld *g, int32_t action);
+/* The expert: straight to the goal, columns first. */
+int32_t omni_gridworld_expert(const omni_gridworld *g);
+/* The picture: size x size x channels (1 or 3), one cell per size / 4 pixels a side: dark
+ * floor, a green goal, a white agent, cells with dark borders. */
+void omni_gridworld_render(const omni_gridworld *g, int32_t size, int32_t channels, uint8_t *px);
 
 /* ---- building ---------------------------------------------------------------- */
 
@@ -199,7 +258,8 @@ int64_t omni_cartpole_rollout(uint64_t seed, uint64_t episode, int64_t max_steps
  * terminal, periodic lines otherwise; NULL: quiet). Not collective. */
 omni_status omni_data_build(const char *spec_path, const char *out_path, int64_t seed,
                             FILE *progress);
-/* The demo dataset (shapes, tones, arith, cartpole), deterministic from `seed`. */
+/* The demo dataset (shapes, tones, arith, cartpole, shapes_qa, gridworld), deterministic
+ * from `seed`. */
 omni_status omni_data_demo(const char *out_path, uint64_t seed, FILE *progress);
 /* Describe a dataset file (after checking all of it): tasks, counts, vocabulary, and
  * one decoded example per task. */
@@ -227,6 +287,8 @@ typedef struct {
     int32_t index;                      /* the model's task index: 0..n_tasks-1 */
     int32_t token;                      /* its <task> token: tok_task0 + index */
     int32_t obs_dim, act_dim, discrete; /* control tasks; 0 for other kinds */
+    int32_t images; /* control tasks: 1 when each step starts with image patches (pixel
+                       observations; obs_dim may then be 0) */
 } omni_tokenization_task;
 
 typedef struct {

@@ -5,6 +5,10 @@
  *   tones    audio_to_text  two to four tones from seven pitches -> their letters, "c a f"
  *   arith    text_to_text   "17+25" -> "42"
  *   cartpole control        episodes of the expert controller in the built-in cart-pole
+ *   shapes_qa image_text_to_text  the shapes pictures asked "what colour is it?", "what shape
+ *                           is it?", "where is it?" separately -> "red", "circle", "top left"
+ *   gridworld control       walk to the goal on a 4x4 grid seen as a 32x32 picture (no
+ *                           state vector; control from pixels, Gato-style)
  */
 #include "internal.h"
 
@@ -12,11 +16,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DEMO_SHAPES   3000
-#define DEMO_TONES    1500
-#define DEMO_ARITH    6000
-#define DEMO_EPISODES 160
-#define DEMO_STEPS    200
+#define DEMO_SHAPES        3000
+#define DEMO_TONES         1500
+#define DEMO_ARITH         6000
+#define DEMO_EPISODES      160
+#define DEMO_STEPS         200
+#define DEMO_QA_PICTURES   1200
+#define DEMO_GRID_EPISODES 2000
 
 static const char *const colour_names[] = {"red", "green", "blue", "yellow", "white"};
 static const uint8_t colour_rgb[][3] = {
@@ -42,6 +48,32 @@ static bool inside(int k, float x, float y, float cx, float cy, float r)
     }
 }
 
+/* Draw picture i of stream r (words from w on): a shape of one of five colours in one of
+ * five places, on a dark noisy background. */
+static void draw_shape(const omni_rng *r, uint64_t w, omni_image *img, int *colour, int *shape,
+                       int *place)
+{
+    const int32_t size = img->w, c = img->c;
+    *colour = (int)(omni_rng_u32(r, w) % 5), *shape = (int)(omni_rng_u32(r, w + 1) % 4);
+    *place = (int)(omni_rng_u32(r, w + 2) % 5);
+    float cx = *place == 4 ? 16.0f : (*place % 2 ? 24.0f : 8.0f);
+    float cy = *place == 4 ? 16.0f : (*place < 2 ? 8.0f : 24.0f);
+    cx += 3.0f * omni_rng_uniform(r, w + 3) - 1.5f;
+    cy += 3.0f * omni_rng_uniform(r, w + 4) - 1.5f;
+    float rad = 4.5f + 2.0f * omni_rng_uniform(r, w + 5);
+    uint8_t bg = (uint8_t)(20 + omni_rng_u32(r, w + 6) % 40);
+    for (int y = 0; y < size; y++)
+        for (int x = 0; x < size; x++) {
+            bool in = inside(*shape, (float)x + 0.5f, (float)y + 0.5f, cx, cy, rad);
+            for (int ch = 0; ch < c; ch++) {
+                float noise = 16.0f * omni_rng_uniform(r, w + 16 + (uint64_t)(y * size + x) * 3 +
+                                                              (uint64_t)ch);
+                float v = (in ? colour_rgb[*colour][ch] : bg) + noise - 8.0f;
+                img->px[(y * size + x) * c + ch] = (uint8_t)fminf(fmaxf(v, 0.0f), 255.0f);
+            }
+        }
+}
+
 static omni_status demo_shapes(ds_pool *all, ds_task *t, uint64_t seed, ds_progress *pr)
 {
     const int32_t size = 32, patch = 8, c = 3;
@@ -52,26 +84,8 @@ static omni_status demo_shapes(ds_pool *all, ds_task *t, uint64_t seed, ds_progr
     omni_rng r;
     omni_rng_init(&r, seed, "demo/shapes", 0);
     for (int64_t i = 0; i < DEMO_SHAPES && !st; i++) {
-        uint64_t w = (uint64_t)i * 4096;
-        int colour = (int)(omni_rng_u32(&r, w) % 5), shape = (int)(omni_rng_u32(&r, w + 1) % 4);
-        int place = (int)(omni_rng_u32(&r, w + 2) % 5);
-        float cx = place == 4 ? 16.0f : (place % 2 ? 24.0f : 8.0f);
-        float cy = place == 4 ? 16.0f : (place < 2 ? 8.0f : 24.0f);
-        cx += 3.0f * omni_rng_uniform(&r, w + 3) - 1.5f;
-        cy += 3.0f * omni_rng_uniform(&r, w + 4) - 1.5f;
-        float rad = 4.5f + 2.0f * omni_rng_uniform(&r, w + 5);
-        uint8_t bg = (uint8_t)(20 + omni_rng_u32(&r, w + 6) % 40);
-        for (int y = 0; y < size; y++)
-            for (int x = 0; x < size; x++) {
-                bool in = inside(shape, (float)x + 0.5f, (float)y + 0.5f, cx, cy, rad);
-                for (int ch = 0; ch < c; ch++) {
-                    float noise =
-                        16.0f *
-                        omni_rng_uniform(&r, w + 16 + (uint64_t)(y * size + x) * 3 + (uint64_t)ch);
-                    float v = (in ? colour_rgb[colour][ch] : bg) + noise - 8.0f;
-                    img.px[(y * size + x) * c + ch] = (uint8_t)fminf(fmaxf(v, 0.0f), 255.0f);
-                }
-            }
+        int colour, shape, place;
+        draw_shape(&r, (uint64_t)i * 4096, &img, &colour, &shape, &place);
         omni_image_patches(&img, patch, patches);
         char caption[64];
         snprintf(caption, sizeof caption, "%s %s %s", colour_names[colour], shape_names[shape],
@@ -81,6 +95,43 @@ static omni_status demo_shapes(ds_pool *all, ds_task *t, uint64_t seed, ds_progr
                                      (int64_t)strlen(caption));
         ds_progress_update(pr, i + 1, DEMO_SHAPES);
     }
+    omni_free(img.px);
+    omni_free(patches);
+    return st;
+}
+
+/* The questions of shapes_qa, asked separately of the same picture (OFA-style). */
+static const char *const qa_questions[3] = {"what colour is it?", "what shape is it?",
+                                            "where is it?"};
+
+/* shapes_qa: pictures drawn as for shapes (another stream), each with its three questions;
+ * the three samples of a picture go to the same split (val_fraction of the pictures), so
+ * validation asks about pictures never seen in training. Fills t->split directly. */
+static omni_status demo_shapes_qa(ds_task *t, uint64_t seed, ds_progress *pr)
+{
+    const int32_t size = 32, patch = 8, c = 3;
+    omni_image img = {.h = size, .w = size, .c = c};
+    img.px = omni_alloc(size * size * c, 1, "demo image");
+    uint8_t *patches = omni_alloc(size * size * c, 1, "demo patches");
+    omni_status st = img.px && patches ? OMNI_OK : OMNI_ERR_NOMEM;
+    omni_rng r;
+    omni_rng_init(&r, seed, "demo/shapes_qa", 0);
+    for (int64_t i = 0; i < DEMO_QA_PICTURES && !st; i++) {
+        int colour, shape, place;
+        draw_shape(&r, (uint64_t)i * 4096, &img, &colour, &shape, &place);
+        omni_image_patches(&img, patch, patches);
+        bool val = omni_rng_uniform(&r, (uint64_t)i * 4096 + 4095) < (float)t->val_fraction;
+        ds_pool *pool = &t->split[val ? OMNI_SPLIT_VAL : OMNI_SPLIT_TRAIN];
+        const char *answers[3] = {colour_names[colour], shape_names[shape], place_names[place]};
+        for (int q = 0; q < 3 && !st; q++)
+            st = ds_emit_prompted(pool, OMNI_TOK_TASK0 + t->index, patches, t->rows * t->cols,
+                                  t->patch_dim, (const uint8_t *)qa_questions[q],
+                                  (int64_t)strlen(qa_questions[q]), (const uint8_t *)answers[q],
+                                  (int64_t)strlen(answers[q]));
+        ds_progress_update(pr, i + 1, DEMO_QA_PICTURES);
+    }
+    if (!st && t->split[OMNI_SPLIT_TRAIN].n == 0)
+        st = omni_fail(OMNI_ERR_INTERNAL, "demo: shapes_qa drew no training picture");
     omni_free(img.px);
     omni_free(patches);
     return st;
@@ -185,6 +236,37 @@ static omni_status demo_cartpole(ds_pool *all, ds_task *t, uint64_t seed, ds_pro
     return st;
 }
 
+/* gridworld: the grid world's expert episodes, each step observed as the 32 x 32 picture of
+ * the grid (one patch a cell), with no state vector (control from pixels). */
+static omni_status demo_gridworld(ds_pool *all, ds_task *t, uint64_t seed, ds_progress *pr)
+{
+    const int32_t size = 32, c = 3, patch = 8;
+    int64_t grid = (int64_t)t->rows * t->cols, dim = t->patch_dim;
+    uint8_t *px = omni_alloc(size * size * c, 1, "demo picture");
+    uint8_t *patches = omni_alloc(OMNI_GRIDWORLD_STEPS * grid * dim, 1, "demo grid patches");
+    int32_t *act = omni_alloc(OMNI_GRIDWORLD_STEPS, sizeof *act, "demo actions");
+    omni_status st = px && patches && act ? OMNI_OK : OMNI_ERR_NOMEM;
+    for (int64_t e = 0; e < DEMO_GRID_EPISODES && !st; e++) {
+        omni_gridworld g;
+        omni_gridworld_reset(&g, seed ^ 0x9e3779b97f4a7c15ULL, (uint64_t)e);
+        int64_t n = 0;
+        while (!g.done && n < OMNI_GRIDWORLD_STEPS) {
+            omni_gridworld_render(&g, size, c, px);
+            omni_image img = {.h = size, .w = size, .c = c, .px = px};
+            omni_image_patches(&img, patch, patches + n * grid * dim);
+            act[n] = omni_gridworld_expert(&g);
+            omni_gridworld_step(&g, act[n++]);
+        }
+        st = ds_emit_control_steps(all, OMNI_TOK_TASK0 + t->index, n, grid, t->patch_dim, patches,
+                                   0, NULL, 1, NULL, act);
+        ds_progress_update(pr, e + 1, DEMO_GRID_EPISODES);
+    }
+    omni_free(px);
+    omni_free(patches);
+    omni_free(act);
+    return st;
+}
+
 omni_status omni_data_demo(const char *out_path, uint64_t seed, FILE *progress)
 {
     ds_file *df = calloc(1, sizeof *df);
@@ -202,12 +284,11 @@ omni_status omni_data_demo(const char *out_path, uint64_t seed, FILE *progress)
     static const struct {
         const char *name;
         omni_task_kind kind;
-    } tasks[] = {{"shapes", OMNI_KIND_IMAGE_TO_TEXT},
-                 {"tones", OMNI_KIND_AUDIO_TO_TEXT},
-                 {"arith", OMNI_KIND_TEXT_TO_TEXT},
-                 {"cartpole", OMNI_KIND_CONTROL}};
+    } tasks[] = {{"shapes", OMNI_KIND_IMAGE_TO_TEXT},         {"tones", OMNI_KIND_AUDIO_TO_TEXT},
+                 {"arith", OMNI_KIND_TEXT_TO_TEXT},           {"cartpole", OMNI_KIND_CONTROL},
+                 {"shapes_qa", OMNI_KIND_IMAGE_TEXT_TO_TEXT}, {"gridworld", OMNI_KIND_CONTROL}};
     omni_status st = OMNI_OK;
-    for (int i = 0; i < 4 && !st; i++) {
+    for (int i = 0; i < (int)(sizeof tasks / sizeof tasks[0]) && !st; i++) {
         ds_task *t = &df->tasks[i];
         snprintf(t->name, sizeof t->name, "%s", tasks[i].name);
         t->kind = tasks[i].kind;
@@ -215,11 +296,19 @@ omni_status omni_data_demo(const char *out_path, uint64_t seed, FILE *progress)
         t->val_fraction = 0.1;
         if (t->kind == OMNI_KIND_CONTROL)
             t->obs_dim = OMNI_CARTPOLE_OBS, t->act_dim = 1, t->discrete = 1;
+        if (i == 5)
+            t->obs_dim = 0, t->images = 1; /* gridworld: pictures, no state vector */
         ds_task_geometry(df, t);
         df->n_tasks++;
         ds_pool all = {0};
         ds_progress pr;
         ds_progress_start(&pr, progress, t->name);
+        if (t->kind == OMNI_KIND_IMAGE_TEXT_TO_TEXT) {
+            st = demo_shapes_qa(t, seed, &pr);
+            if (!st)
+                ds_progress_end(&pr, t->split[0].n + t->split[1].n);
+            continue;
+        }
         switch (t->kind) {
         case OMNI_KIND_IMAGE_TO_TEXT:
             st = demo_shapes(&all, t, seed, &pr);
@@ -231,7 +320,7 @@ omni_status omni_data_demo(const char *out_path, uint64_t seed, FILE *progress)
             st = demo_arith(&all, t, seed);
             break;
         default:
-            st = demo_cartpole(&all, t, seed, &pr);
+            st = t->images ? demo_gridworld(&all, t, seed, &pr) : demo_cartpole(&all, t, seed, &pr);
         }
         if (st) {
             ds_pool_free(&all);

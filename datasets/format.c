@@ -33,8 +33,8 @@ omni_status ds_write_attrs(hid_t f, const ds_file *df, const char *path)
     omni_status st;
     bool image = false, audio = false;
     for (int t = 0; t < df->n_tasks; t++) {
-        image |= df->tasks[t].kind == OMNI_KIND_IMAGE_TO_TEXT;
-        audio |= df->tasks[t].kind == OMNI_KIND_AUDIO_TO_TEXT;
+        image |= omni_kind_image(df->tasks[t].kind) || df->tasks[t].images;
+        audio |= omni_kind_audio(df->tasks[t].kind);
     }
     if ((st = omni_h5_attr_write_str(f, "format", OMNI_DS_FORMAT, path)) ||
         (st = w_i32(f, "format_version", OMNI_DS_FORMAT_VERSION, path)) ||
@@ -83,6 +83,8 @@ omni_status ds_write_attrs(hid_t f, const ds_file *df, const char *path)
             if (!(st = w_i32(g, "obs_dim", t->obs_dim, path)) &&
                 !(st = w_i32(g, "act_dim", t->act_dim, path)))
                 st = w_i32(g, "discrete", t->discrete, path);
+            if (!st && t->images)
+                st = w_i32(g, "images", 1, path);
         }
         H5Gclose(g);
     }
@@ -162,7 +164,9 @@ omni_status ds_check_pool(const ds_task *t, const ds_pool *p, const char *where,
 {
     const long long s0 = (long long)p->first, e0 = (long long)p->first_el;
     int32_t task_tok = OMNI_TOK_TASK0 + t->index;
-    int32_t step = t->obs_dim + 1 + t->act_dim;
+    int32_t grid = t->rows * t->cols;
+    int32_t step =
+        (t->kind == OMNI_KIND_CONTROL && t->images ? grid : 0) + t->obs_dim + 1 + t->act_dim;
     for (int64_t i = 0; i < p->n; i++) {
         int64_t a = p->off[i], b = p->off[i + 1];
         if (b - a < 2)
@@ -203,7 +207,22 @@ omni_status ds_check_pool(const ds_task *t, const ds_pool *p, const char *where,
         }
         if (losses == 0)
             return bad(path, "%ssample %lld has no loss-bearing element", where, s0 + (long long)i);
-        if (t->patch_dim > 0) {
+        if (t->patch_dim > 0 && t->kind != OMNI_KIND_IMAGE_TO_TEXT &&
+            t->kind != OMNI_KIND_AUDIO_TO_TEXT) {
+            /* Whole grids: several images (image_text_to_text), a step's image (control). */
+            int64_t np = p->poff[i + 1] - p->poff[i];
+            int64_t most = t->kind == OMNI_KIND_IMAGE_TEXT_TO_TEXT ? DS_MAX_IMAGES : 1;
+            bool control = t->kind == OMNI_KIND_CONTROL;
+            if (control)
+                most = (b - a - 1) / step;
+            if (np != patches || np % grid || np < grid || np > most * grid ||
+                (control && np != most * grid))
+                return bad(path,
+                           "%ssample %lld has %lld patch tokens and %lld patches, expected "
+                           "whole grids of %d (%d x %d), %lld at most",
+                           where, s0 + (long long)i, (long long)patches, (long long)np, grid,
+                           t->rows, t->cols, (long long)most);
+        } else if (t->patch_dim > 0) {
             int64_t np = p->poff[i + 1] - p->poff[i];
             if (np != patches || np != (int64_t)t->rows * t->cols)
                 return bad(path,
@@ -216,12 +235,18 @@ omni_status ds_check_pool(const ds_task *t, const ds_pool *p, const char *where,
             if ((b - a - 1) % step != 0)
                 return bad(path,
                            "%ssample %lld: %lld elements after <task> are not whole steps "
-                           "of %d (obs_dim + 1 + act_dim)",
+                           "of %d (patches + obs_dim + 1 + act_dim)",
                            where, s0 + (long long)i, (long long)(b - a - 1), step);
+            int64_t g = t->images ? grid : 0;
             for (int64_t j = a + 1; j < b; j++) {
-                int64_t k = (j - a - 1) % step;
+                int64_t k = (j - a - 1) % step - g;
                 int32_t v = p->tok[j];
                 bool is_act = k > t->obs_dim, is_sep = k == t->obs_dim;
+                if ((k < 0) != (v == OMNI_DS_PATCH))
+                    return bad(path, "%stokens[%lld] = %d, expected %s in a control step", where,
+                               e0 + (long long)j, v, k < 0 ? "a patch (-1)" : "no patch");
+                if (k < 0)
+                    continue;
                 if (is_sep ? v != OMNI_TOK_SEP
                            : (v < OMNI_TOK_BIN0 || v >= OMNI_TOK_BIN0 + OMNI_BINS))
                     return bad(path, "%stokens[%lld] = %d, expected %s in a control step", where,
@@ -349,11 +374,11 @@ static omni_status read_root(hid_t f, ds_file *df, bool image, bool audio, const
 void ds_task_geometry(const ds_file *f, ds_task *t)
 {
     t->patch = t->patch_dim = t->rows = t->cols = 0;
-    if (t->kind == OMNI_KIND_IMAGE_TO_TEXT) {
+    if (omni_kind_image(t->kind) || (t->kind == OMNI_KIND_CONTROL && t->images)) {
         t->patch = f->image_patch;
         t->rows = t->cols = f->image_size / f->image_patch;
         t->patch_dim = f->image_patch * f->image_patch * f->image_channels;
-    } else if (t->kind == OMNI_KIND_AUDIO_TO_TEXT) {
+    } else if (omni_kind_audio(t->kind)) {
         t->patch = f->audio.patch;
         t->rows = f->audio.mels / f->audio.patch;
         t->cols = f->audio.frames / f->audio.patch;
@@ -406,27 +431,28 @@ static omni_status read_tasks(hid_t f, ds_file *df, const char *path)
             !(st = r_int(g, where, "index", 0, n_tasks - 1, &idx, path))) {
             int k = omni_task_kind_parse(kind);
             if (k < 0)
-                st = bad(path,
-                         "%skind is \"%s\", expected text, text_to_text, image_to_text, "
-                         "audio_to_text or control",
-                         where, kind);
+                st = bad(path, "%skind is \"%s\", expected %s", where, kind, omni_task_kind_list());
             else if (seen[idx])
                 st = bad(path, "%sindex %d is used by two tasks", where, idx);
             t->kind = (omni_task_kind)k;
             t->index = idx;
             seen[idx] = true;
-            image |= t->kind == OMNI_KIND_IMAGE_TO_TEXT;
-            audio |= t->kind == OMNI_KIND_AUDIO_TO_TEXT;
+            audio |= omni_kind_audio(t->kind);
         }
         double vf;
         bool has;
         if (!st && !(st = r_num(g, where, "val_fraction", false, &vf, &has, path)))
             t->val_fraction = has ? vf : 0.0;
         if (!st && t->kind == OMNI_KIND_CONTROL) {
-            if (!(st = r_int(g, where, "obs_dim", 1, 65536, &t->obs_dim, path)) &&
+            /* Optional: 1 when each step has image patches (then obs_dim may be 0). */
+            if (H5Aexists(g, "images") > 0)
+                st = r_int(g, where, "images", 0, 1, &t->images, path);
+            if (!st &&
+                !(st = r_int(g, where, "obs_dim", t->images ? 0 : 1, 65536, &t->obs_dim, path)) &&
                 !(st = r_int(g, where, "act_dim", 1, 65536, &t->act_dim, path)))
                 st = r_int(g, where, "discrete", 0, 1, &t->discrete, path);
         }
+        image |= omni_kind_image(t->kind) || t->images;
         H5Gclose(g);
     }
     if (!st)

@@ -46,8 +46,7 @@ static void print_sample(FILE *out, const ds_task *t, const ds_pool *p, int64_t 
             while (k < e && p->tok[k] == OMNI_DS_PATCH)
                 k++;
             fprintf(out, " [%lld %s patches %dx%d of %d values]", (long long)(k - j),
-                    t->kind == OMNI_KIND_IMAGE_TO_TEXT ? "image" : "audio", t->patch, t->patch,
-                    t->patch_dim);
+                    omni_kind_audio(t->kind) ? "audio" : "image", t->patch, t->patch, t->patch_dim);
             j = k - 1;
         } else if (v >= OMNI_TOK_BIN0 && v < OMNI_TOK_BIN0 + OMNI_BINS) {
             fprintf(out, " b%d", v - OMNI_TOK_BIN0);
@@ -143,13 +142,13 @@ omni_status omni_data_info(const char *path, FILE *out)
         fprintf(out, "audio: %d Hz, %d mels x %d frames (n_fft %d, hop %d), patch %d\n",
                 f->audio.sample_rate, f->audio.mels, f->audio.frames, f->audio.n_fft, f->audio.hop,
                 f->audio.patch);
-    fprintf(out, "\n%-16s %-14s %6s %10s %12s %10s %12s\n", "task", "kind", "token", "train",
+    fprintf(out, "\n%-16s %-18s %6s %10s %12s %10s %12s\n", "task", "kind", "token", "train",
             "train elems", "val", "val elems");
     for (int i = 0; i < f->n_tasks; i++) {
         const ds_task *t = &f->tasks[i];
         const ds_split_store *tr = &s->split[i][OMNI_SPLIT_TRAIN],
                              *va = &s->split[i][OMNI_SPLIT_VAL];
-        fprintf(out, "%-16s %-14s %6d %10lld %12lld %10lld %12lld\n", t->name,
+        fprintf(out, "%-16s %-18s %6d %10lld %12lld %10lld %12lld\n", t->name,
                 omni_task_kind_name(t->kind), OMNI_TOK_TASK0 + t->index, (long long)tr->n,
                 (long long)tr->tok.rows, (long long)va->n, (long long)va->tok.rows);
     }
@@ -157,9 +156,12 @@ omni_status omni_data_info(const char *path, FILE *out)
         const ds_task *t = &ex->tasks[i];
         fprintf(out, "\nexample of %s (train sample 0", t->name);
         if (t->kind == OMNI_KIND_CONTROL)
-            fprintf(out, "; steps of %d observation bins, <sep>, %d %s action bin%s", t->obs_dim,
-                    t->act_dim, t->discrete ? "discrete" : "continuous",
-                    t->act_dim == 1 ? "" : "s");
+            fprintf(out, "; steps of %s%d observation bins, <sep>, %d %s action bin%s",
+                    t->images ? "image patches, " : "", t->obs_dim, t->act_dim,
+                    t->discrete ? "discrete" : "continuous", t->act_dim == 1 ? "" : "s");
+        if (omni_kind_prompted(t->kind))
+            fprintf(out, "; %s patches, the prompt, <sep>, the answer",
+                    omni_kind_audio(t->kind) ? "audio" : "image");
         fprintf(out, "):\n");
         print_sample(out, t, &t->split[OMNI_SPLIT_TRAIN], 0);
     }

@@ -36,6 +36,7 @@ typedef struct {
     int32_t index;                      /* task index in its file; token = OMNI_TOK_TASK0 + index */
     double val_fraction;                /* recorded, informative */
     int32_t obs_dim, act_dim, discrete; /* control only */
+    int32_t images;                     /* control only: 1 when each step has image patches */
     int32_t patch, patch_dim, rows, cols; /* patch geometry (image/audio kinds) */
     ds_pool split[OMNI_SPLIT_COUNT];
 } ds_task;
@@ -164,6 +165,9 @@ omni_status ds_writer_append(ds_writer *w, int task, omni_split split, const int
 omni_status ds_writer_append_pool(ds_writer *w, int task, omni_split split, const ds_pool *p,
                                   int64_t i);
 void ds_writer_counts(const ds_writer *w, int task, omni_split split, int64_t *n, int64_t *n_el);
+/* Give a task's splits patch arrays of patch_dim bytes a patch, before its first sample (a
+ * control task learns from its episodes file whether its steps carry images). */
+omni_status ds_writer_add_patches(ds_writer *w, int task, int32_t patch_dim);
 /* Finish (df != NULL: flush, write attributes, rename) or abandon (df == NULL: remove the
  * temporary file). Frees w either way. */
 omni_status ds_writer_close(ds_writer *w, const ds_file *df);
@@ -180,6 +184,18 @@ omni_status ds_emit_text_to_text(ds_pool *pool, int32_t task_tok, const uint8_t 
 omni_status ds_emit_patches_to_text(ds_pool *pool, int32_t task_tok, const uint8_t *patches,
                                     int64_t n_patch, int32_t patch_dim, const uint8_t *text,
                                     int64_t n_text);
+/* The prompted kinds (prompt.c): <task>, the patches of the image(s) or clip, the prompt
+ * bytes, <sep>, then the loss-bearing text and <eos>. */
+omni_status ds_emit_prompted(ds_pool *pool, int32_t task_tok, const uint8_t *patches,
+                             int64_t n_patch, int32_t patch_dim, const uint8_t *prompt,
+                             int64_t n_prompt, const uint8_t *text, int64_t n_text);
+/* Control steps with pixel observations (pixels.c): per step, the step's `grid` patches
+ * (patches [T * grid, patch_dim]; NULL when grid is 0), the observation tokens, <sep>, the
+ * action tokens. ds_emit_control is this with grid 0. */
+omni_status ds_emit_control_steps(ds_pool *pool, int32_t task_tok, int64_t T, int64_t grid,
+                                  int32_t patch_dim, const uint8_t *patches, int32_t obs_dim,
+                                  const float *obs, int32_t act_dim, const float *act_f,
+                                  const int32_t *act_i);
 /* Control: obs [T, obs_dim] (finite, checked by the caller), actions as floats
  * (continuous) or ints (discrete, 0 <= a < OMNI_BINS). */
 omni_status ds_emit_control(ds_pool *pool, int32_t task_tok, int64_t T, int32_t obs_dim,
@@ -223,6 +239,26 @@ typedef struct {
 
 omni_status ds_spec_parse(ds_spec *spec, const char *path);
 void ds_spec_free(ds_spec *spec);
+
+/* The images one sample of image_text_to_text may join with ';'. */
+#define DS_MAX_IMAGES 16
+
+/* The rows of a prompted task's manifest (prompt.c, `path,prompt,text`), for the build's
+ * two passes. ds_prompted_row checks a row's columns, sets *sample when it is a sample (not
+ * the header) and, when pool is not NULL, decodes its image(s) or clip and appends the
+ * sample to pool. Close gives the images read and those of another size. */
+typedef struct ds_prompted ds_prompted;
+omni_status ds_prompted_open(ds_prompted **p, const ds_spec *spec, const ds_task *t,
+                             const char *manifest);
+omni_status ds_prompted_row(ds_prompted *p, char **f, int nf, int64_t line, ds_pool *pool,
+                            bool *sample);
+void ds_prompted_close(ds_prompted *p, int64_t *images, int64_t *resized);
+
+/* The `images` of a control episodes file (pixels.c), checked against the T steps of its
+ * actions and fitted to the spec's image settings: *patches [T * grid, patch_dim] (free
+ * with omni_free), NULL with *has_images false when the file has no `images`. */
+omni_status ds_episode_images(int64_t file, const char *path, const ds_spec *spec, int64_t T,
+                              uint8_t **patches, bool *has_images);
 
 /* RFC 4180 CSV: calls row(ctx, fields, n_fields, line) for each record. Fields are NUL
  * terminated and may contain commas, quotes and newlines. */

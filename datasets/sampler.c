@@ -113,9 +113,10 @@ static omni_status add_task(omni_sampler *s, int file, const ds_task *t, double 
                                          s->image_file, s->audio_file);
     if (rc)
         return rc;
-    if (t->kind == OMNI_KIND_IMAGE_TO_TEXT && !s->image_file)
+    bool image = omni_kind_image(t->kind) || (t->kind == OMNI_KIND_CONTROL && t->images);
+    if (image && !s->image_file)
         s->image_file = s->paths[file];
-    if (t->kind == OMNI_KIND_AUDIO_TO_TEXT && !s->audio_file)
+    if (omni_kind_audio(t->kind) && !s->audio_file)
         s->audio_file = s->paths[file];
     s_task *st = &s->tasks[s->n_tasks];
     memset(st, 0, sizeof *st);
@@ -134,7 +135,7 @@ static omni_status add_task(omni_sampler *s, int file, const ds_task *t, double 
         st->info.n_elements[sp] = st->split[sp]->tok.rows;
     }
     if (t->patch_dim > 0) {
-        st->pos_kind = t->kind == OMNI_KIND_IMAGE_TO_TEXT ? OMNI_POS_IMAGE : OMNI_POS_AUDIO;
+        st->pos_kind = image ? OMNI_POS_IMAGE : OMNI_POS_AUDIO;
         for (int v = 0; v < 256; v++)
             st->lut[v] = omni_patch_value((uint8_t)v, t->patch);
         int32_t *dim =
@@ -429,7 +430,9 @@ static int64_t put_sample(const omni_sampler *s, int task, const ds_pool *pool, 
         b->task[p] = task;
         b->in_prefix[p] = q < first_loss;
         if (v == OMNI_DS_PATCH) {
-            int64_t k = patch - pool->poff[i]; /* index in the sample's grid */
+            /* Its place in its own image or spectrogram: positions restart at each image of
+             * a sample (several images; a control step's picture). */
+            int64_t k = (patch - pool->poff[i]) % ((int64_t)t->rows * t->cols);
             b->kind[p] = st->pos_kind;
             b->token[p] = OMNI_TOK_PAD;
             b->patch_row[p] = (int32_t)(k / t->cols);
@@ -496,7 +499,8 @@ int64_t omni_sampler_fill(const omni_sampler *s, omni_split split, uint64_t seed
         if (len > b->context) {
             /* A long sample: a random window of it (at a step boundary for control). */
             if (st->info.kind == OMNI_KIND_CONTROL) {
-                int64_t step_len = st->t->obs_dim + 1 + st->t->act_dim;
+                int64_t step_len = (st->t->images ? (int64_t)st->t->rows * st->t->cols : 0) +
+                                   st->t->obs_dim + 1 + st->t->act_dim;
                 skip = draw_index(&r, w + 3, (len - 1) / step_len) * step_len;
             } else {
                 skip = draw_index(&r, w + 3, len - b->context + 1);

@@ -16,6 +16,8 @@ static const char *const kind_names[] = {
     [OMNI_KIND_IMAGE_TO_TEXT] = "image_to_text",
     [OMNI_KIND_AUDIO_TO_TEXT] = "audio_to_text",
     [OMNI_KIND_CONTROL] = "control",
+    [OMNI_KIND_IMAGE_TEXT_TO_TEXT] = "image_text_to_text",
+    [OMNI_KIND_AUDIO_TEXT_TO_TEXT] = "audio_text_to_text",
 };
 _Static_assert(sizeof kind_names / sizeof kind_names[0] == OMNI_KIND_COUNT,
                "a name for every task kind");
@@ -33,6 +35,32 @@ int omni_task_kind_parse(const char *name)
         if (!strcmp(name, kind_names[k]))
             return k;
     return -1;
+}
+
+bool omni_kind_image(omni_task_kind k)
+{
+    return k == OMNI_KIND_IMAGE_TO_TEXT || k == OMNI_KIND_IMAGE_TEXT_TO_TEXT;
+}
+
+bool omni_kind_audio(omni_task_kind k)
+{
+    return k == OMNI_KIND_AUDIO_TO_TEXT || k == OMNI_KIND_AUDIO_TEXT_TO_TEXT;
+}
+
+bool omni_kind_to_text(omni_task_kind k)
+{
+    return k == OMNI_KIND_TEXT_TO_TEXT || omni_kind_image(k) || omni_kind_audio(k);
+}
+
+bool omni_kind_prompted(omni_task_kind k)
+{
+    return k == OMNI_KIND_IMAGE_TEXT_TO_TEXT || k == OMNI_KIND_AUDIO_TEXT_TO_TEXT;
+}
+
+const char *omni_task_kind_list(void)
+{
+    return "text, text_to_text, image_to_text, audio_to_text, control, image_text_to_text or "
+           "audio_text_to_text";
 }
 
 /* ---- mu-law and bins ---------------------------------------------------------- */
@@ -387,26 +415,8 @@ omni_status ds_emit_control(ds_pool *pool, int32_t task_tok, int64_t T, int32_t 
                             const float *obs, int32_t act_dim, const float *act_f,
                             const int32_t *act_i)
 {
-    seq s = {0};
-    int32_t *step = malloc(((size_t)obs_dim + (size_t)act_dim) * sizeof *step);
-    omni_status st = step ? seq_push(&s, task_tok, 0)
-                          : omni_fail(OMNI_ERR_NOMEM, "cannot allocate a control step");
-    for (int64_t t = 0; !st && t < T; t++) {
-        omni_control_obs_tokens(obs + t * obs_dim, obs_dim, step);
-        omni_control_act_tokens(act_f ? act_f + t * act_dim : NULL,
-                                act_i ? act_i + t * act_dim : NULL, act_dim, step + obs_dim);
-        for (int32_t j = 0; !st && j < obs_dim; j++)
-            st = seq_push(&s, step[j], 0);
-        if (!st)
-            st = seq_push(&s, OMNI_TOK_SEP, 0);
-        for (int32_t j = 0; !st && j < act_dim; j++)
-            st = seq_push(&s, step[obs_dim + j], 1);
-    }
-    if (!st)
-        st = ds_pool_append(pool, s.tok, s.loss, s.n, NULL, 0, 0);
-    free(step);
-    seq_free(&s);
-    return st;
+    return ds_emit_control_steps(pool, task_tok, T, 0, 0, NULL, obs_dim, obs, act_dim, act_f,
+                                 act_i);
 }
 
 /* ---- paths and progress ------------------------------------------------------- */

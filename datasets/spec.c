@@ -205,10 +205,8 @@ static omni_status task_key(const ctx *c, void *dst, const char *key, const yaml
     if (!strcmp(key, "kind")) {
         int kind = v->type == YAML_SCALAR_NODE ? omni_task_kind_parse(scalar(v)) : -1;
         if (kind < 0)
-            return fail_at(c, v,
-                           "kind is \"%s\", expected text, text_to_text, image_to_text, "
-                           "audio_to_text or control",
-                           v->type == YAML_SCALAR_NODE ? scalar(v) : "?");
+            return fail_at(c, v, "kind is \"%s\", expected %s",
+                           v->type == YAML_SCALAR_NODE ? scalar(v) : "?", omni_task_kind_list());
         t->kind = (omni_task_kind)kind;
         tc->has_kind = true;
         return OMNI_OK;

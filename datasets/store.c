@@ -667,6 +667,26 @@ omni_status ds_writer_open(ds_writer **out, const ds_file *df, const char *path,
     return st;
 }
 
+omni_status ds_writer_add_patches(ds_writer *w, int task, int32_t patch_dim)
+{
+    omni_status st = OMNI_OK;
+    for (int s = 0; s < OMNI_SPLIT_COUNT && !st; s++) {
+        w_split *ws = &w->s[task][s];
+        if (ws->patch_dim == patch_dim)
+            continue;
+        if (ws->patch_dim > 0 || ws->n > 0)
+            return omni_fail(OMNI_ERR_INTERNAL, "%s: task %d: patches added too late", w->path,
+                             task);
+        int64_t zero = 0;
+        if (!(st = w_create(&ws->poff, ws->g, "patch_offsets", H5T_STD_I64LE, 1, 1, 0, w->path)) &&
+            !(st = w_create(&ws->patch, ws->g, "patches", H5T_STD_U8LE, 2, patch_dim, w->deflate,
+                            w->path)))
+            st = w_append(&ws->poff, &zero, 1, w->path);
+        ws->patch_dim = patch_dim;
+    }
+    return st;
+}
+
 omni_status ds_writer_append(ds_writer *w, int task, omni_split split, const int32_t *tok,
                              const uint8_t *loss, int64_t n_el, const uint8_t *patch,
                              int64_t n_patch)

@@ -28,7 +28,7 @@ omni_status ds_tokenization_add(omni_tokenization *t, const ds_file *f, const ds
                                 const char *path, const char *first_image, const char *first_audio)
 {
     OMNI_ASSERT(t->n_tasks < OMNI_MAX_TASKS);
-    if (dt->kind == OMNI_KIND_IMAGE_TO_TEXT) {
+    if (omni_kind_image(dt->kind) || (dt->kind == OMNI_KIND_CONTROL && dt->images)) {
         if (t->image_size == 0) {
             t->image_size = f->image_size;
             t->image_channels = f->image_channels;
@@ -47,7 +47,7 @@ omni_status ds_tokenization_add(omni_tokenization *t, const ds_file *f, const ds
                              omni_resize_mode_name(t->image_resize));
         }
     }
-    if (dt->kind == OMNI_KIND_AUDIO_TO_TEXT) {
+    if (omni_kind_audio(dt->kind)) {
         const omni_audio_cfg *a = &f->audio, *b = &t->audio;
         if (b->sample_rate == 0) {
             t->audio = *a;
@@ -73,6 +73,7 @@ omni_status ds_tokenization_add(omni_tokenization *t, const ds_file *f, const ds
         k->obs_dim = dt->obs_dim;
         k->act_dim = dt->act_dim;
         k->discrete = dt->discrete;
+        k->images = dt->images;
     }
     t->n_tasks++;
     t->vocab = t->tok_task0 + t->n_tasks;
@@ -164,6 +165,11 @@ bool omni_tokenization_same(const omni_tokenization *then, const omni_tokenizati
         if (a->kind != b->kind) {
             note(why, why_len, "task %s is %s in the checkpoint, %s in the data", a->name,
                  omni_task_kind_name(a->kind), omni_task_kind_name(b->kind));
+            same = false;
+        }
+        if (a->images != b->images) {
+            note(why, why_len, "task %s %s image observations in the checkpoint, %s in the data",
+                 a->name, a->images ? "has" : "has no", b->images ? "has them" : "not");
             same = false;
         }
         if (a->obs_dim != b->obs_dim || a->act_dim != b->act_dim || a->discrete != b->discrete) {

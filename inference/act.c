@@ -33,17 +33,23 @@ omni_status omni_act_run(MPI_Comm comm, const omni_act_task *task, const omni_ac
     int rank = 0;
     MPI_Comm_rank(comm, &rank);
     const int32_t od = task->obs_dim, ad = task->act_dim;
-    const int64_t step_len = (int64_t)od + 1 + ad;
-    if (od < 1 || ad < 1)
+    /* Pixel observations: each step starts with the picture's patches (Gato). */
+    const int64_t side = task->images ? task->image_size / task->image_patch : 0;
+    const int64_t grid = side * side,
+                  dim = (int64_t)task->image_patch * task->image_patch * task->image_channels;
+    const int64_t step_len = grid + od + 1 + ad;
+    if (od < (task->images ? 0 : 1) || ad < 1 ||
+        (task->images && (task->image_patch < 1 || grid < 1)))
         return omni_fail(OMNI_ERR_INTERNAL, "act: task '%s' has obs_dim %d, act_dim %d", task->name,
                          (int)od, (int)ad);
     if (opt->episodes < 1 || opt->max_steps < 1)
         return omni_fail(OMNI_ERR_USAGE, "act: episodes and max steps must be >= 1");
     if (1 + step_len > task->context)
         return omni_fail(OMNI_ERR_DATA,
-                         "act: task '%s': the <task> token and one step (%d observations, "
-                         "<sep>, %d actions) do not fit the model's context of %" PRId64,
-                         task->name, (int)od, (int)ad, task->context);
+                         "act: task '%s': the <task> token and one step (%" PRId64
+                         " patches, %d observations, <sep>, %d actions) do not fit the model's "
+                         "context of %" PRId64,
+                         task->name, grid, (int)od, (int)ad, task->context);
     /* Whole past steps that fit before the current observation, <sep> and the action. */
     const int64_t keep = (task->context - 1 - step_len) / step_len;
 
@@ -51,21 +57,27 @@ omni_status omni_act_run(MPI_Comm comm, const omni_act_task *task, const omni_ac
     int32_t *hist = omni_alloc(keep * step_len + 1, sizeof *hist, "act history");
     int32_t *prompt = omni_alloc(task->context, sizeof *prompt, "act prompt");
     int32_t *msg = omni_alloc(2 + ad + od, sizeof *msg, "act step message");
-    int32_t *cur = omni_alloc(od, sizeof *cur, "act observation tokens");
+    int32_t *cur = omni_alloc(od > 0 ? od : 1, sizeof *cur, "act observation tokens");
     int32_t *act_tok = omni_alloc(ad, sizeof *act_tok, "act action tokens");
     int32_t *act_i = omni_alloc(ad, sizeof *act_i, "act actions");
     float *act_f = omni_alloc(ad, sizeof *act_f, "act actions");
-    float *obs = omni_alloc(od, sizeof *obs, "act observation");
+    float *obs = omni_alloc(od > 0 ? od : 1, sizeof *obs, "act observation");
+    /* Pixel tasks: the patches of the kept steps then of the current one (the prompt's, in
+     * order), and of the picture just received. */
+    uint8_t *pat = omni_alloc((keep + 1) * grid * dim + 1, 1, "act patches");
+    uint8_t *new_pat = omni_alloc(grid * dim + 1, 1, "act patches");
     res->returns = omni_alloc(opt->episodes, sizeof *res->returns, "act returns");
     res->steps = omni_alloc(opt->episodes, sizeof *res->steps, "act steps");
-    if (!hist || !prompt || !msg || !cur || !act_tok || !act_i || !act_f || !obs || !res->returns ||
-        !res->steps)
+    if (!hist || !prompt || !msg || !cur || !act_tok || !act_i || !act_f || !obs || !pat ||
+        !new_pat || !res->returns || !res->steps)
         st = OMNI_ERR_NOMEM;
     res->episodes = opt->episodes;
 
     omni_env *env = NULL;
     if (!st && rank == 0)
         st = omni_env_open(&env, opt->env, od, ad, task->discrete, opt->timeout);
+    if (!st && rank == 0 && task->images)
+        st = omni_env_want_images(env, task->image_size, task->image_channels, task->image_resize);
     if ((st = omni_mpi_agree(comm, st)))
         goto out;
     /* The legal action tokens: every bin, or the environment's discrete actions. */
@@ -74,6 +86,7 @@ omni_status omni_act_run(MPI_Comm comm, const omni_act_task *task, const omni_ac
         goto out;
     const int32_t tok_lo = OMNI_TOK_BIN0, tok_hi = OMNI_TOK_BIN0 + n_legal;
 
+    uint8_t *cur_pat = pat + keep * grid * dim;
     for (int64_t e = 0; e < opt->episodes; e++) {
         int64_t t = 0, n_hist = 0;
         double ret = 0.0;
@@ -82,7 +95,8 @@ omni_status omni_act_run(MPI_Comm comm, const omni_act_task *task, const omni_ac
             st = omni_env_reset(env, opt->seed + (uint64_t)e, obs);
         for (;;) {
             /* One broadcast a step: rank 0's status, whether the episode is over, the
-             * action tokens just sent (after step 1) and the observation's tokens. */
+             * action tokens just sent (after step 1) and the observation's tokens; for a
+             * pixel task a second one with the picture's patches. */
             if (rank == 0) {
                 if (st)
                     st = at_step(st, e, t);
@@ -91,6 +105,13 @@ omni_status omni_act_run(MPI_Comm comm, const omni_act_task *task, const omni_ac
                 memcpy(msg + 2, act_tok, (size_t)ad * sizeof *msg);
                 if (!st)
                     omni_control_obs_tokens(obs, od, msg + 2 + ad);
+                if (!st && grid > 0) {
+                    omni_image im = {.h = task->image_size,
+                                     .w = task->image_size,
+                                     .c = task->image_channels,
+                                     .px = (uint8_t *)omni_env_image(env)};
+                    omni_image_patches(&im, task->image_patch, new_pat);
+                }
             }
             if ((st = omni_mpi_check(MPI_Bcast(msg, (int)(2 + ad + od), MPI_INT32_T, 0, comm),
                                      "act: broadcast")))
@@ -100,31 +121,44 @@ omni_status omni_act_run(MPI_Comm comm, const omni_act_task *task, const omni_ac
                 st = omni_mpi_agree(comm, rank == 0 ? (omni_status)msg[0] : OMNI_OK);
                 goto out;
             }
+            if (grid > 0 &&
+                (st = omni_mpi_check(MPI_Bcast(new_pat, (int)(grid * dim), MPI_UINT8_T, 0, comm),
+                                     "act: broadcast")))
+                goto out;
             /* The step just taken joins the history; the oldest leaves when it is full. */
             if (t > 0 && keep > 0) {
                 if (n_hist == keep) {
                     memmove(hist, hist + step_len, (size_t)((keep - 1) * step_len) * sizeof *hist);
+                    memmove(pat, pat + grid * dim, (size_t)((keep - 1) * grid * dim));
                     n_hist--;
                 }
                 int32_t *s = hist + n_hist * step_len;
-                memcpy(s, cur, (size_t)od * sizeof *s);
-                s[od] = OMNI_TOK_SEP;
-                memcpy(s + od + 1, msg + 2, (size_t)ad * sizeof *s);
+                for (int64_t k = 0; k < grid; k++)
+                    s[k] = OMNI_PROMPT_PATCH;
+                memcpy(s + grid, cur, (size_t)od * sizeof *s);
+                s[grid + od] = OMNI_TOK_SEP;
+                memcpy(s + grid + od + 1, msg + 2, (size_t)ad * sizeof *s);
+                memcpy(pat + n_hist * grid * dim, cur_pat, (size_t)(grid * dim));
                 n_hist++;
             }
             memcpy(cur, msg + 2 + ad, (size_t)od * sizeof *cur);
             if (msg[1])
                 break;
-            /* <task>, the kept steps, this observation, <sep>. */
+            /* <task>, the kept steps, this step's picture and observation, <sep>; the
+             * patches of the kept steps and of this one follow each other in pat. */
+            memcpy(pat + n_hist * grid * dim, new_pat, (size_t)(grid * dim));
+            memcpy(cur_pat, new_pat, (size_t)(grid * dim));
             int64_t n = 0;
             prompt[n++] = task->token;
             memcpy(prompt + n, hist, (size_t)(n_hist * step_len) * sizeof *prompt);
             n += n_hist * step_len;
+            for (int64_t k = 0; k < grid; k++)
+                prompt[n++] = OMNI_PROMPT_PATCH;
             memcpy(prompt + n, cur, (size_t)od * sizeof *prompt);
             n += od;
             prompt[n++] = OMNI_TOK_SEP;
-            if ((st = policy->act(policy->ctx, prompt, n, 1 + (int64_t)od + 1, ad, tok_lo, tok_hi,
-                                  act_tok))) {
+            if ((st = policy->act(policy->ctx, prompt, n, 1 + grid + (int64_t)od + 1,
+                                  grid > 0 ? pat : NULL, ad, tok_lo, tok_hi, act_tok))) {
                 st = at_step(st, e, t + 1);
                 goto out;
             }
@@ -171,6 +205,8 @@ out:
     omni_free(act_i);
     omni_free(act_f);
     omni_free(obs);
+    omni_free(pat);
+    omni_free(new_pat);
     if (st)
         omni_act_result_free(res);
     return st;
@@ -201,7 +237,12 @@ omni_status omni_infer_act(MPI_Comm comm, omni_infer *s, const char *task_name,
                                 .obs_dim = t->obs_dim,
                                 .act_dim = t->act_dim,
                                 .discrete = t->discrete != 0,
-                                .context = omni_infer_context(s)};
+                                .context = omni_infer_context(s),
+                                .images = t->images != 0,
+                                .image_size = tk->image_size,
+                                .image_channels = tk->image_channels,
+                                .image_patch = tk->image_patch,
+                                .image_resize = tk->image_resize};
     omni_act_policy pol;
     omni_infer_act_policy(s, &pol);
     return omni_act_run(comm, &task, opt, &pol, res);

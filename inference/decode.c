@@ -89,9 +89,11 @@ static void put_prompt(omni_infer *s, int64_t row, const omni_prompt *p, const u
             b->kind[at] = OMNI_POS_TOKEN, b->token[at] = v;
             continue;
         }
-        b->kind[at] = t->kind == OMNI_KIND_AUDIO_TO_TEXT ? OMNI_POS_AUDIO : OMNI_POS_IMAGE;
-        b->patch_row[at] = (int32_t)(patch / t->cols);
-        b->patch_col[at] = (int32_t)(patch % t->cols);
+        b->kind[at] = omni_kind_audio(t->kind) ? OMNI_POS_AUDIO : OMNI_POS_IMAGE;
+        /* Positions restart at each image (several images, a control step's picture). */
+        int64_t in_grid = t->grid > 0 ? patch % t->grid : patch;
+        b->patch_row[at] = (int32_t)(in_grid / t->cols);
+        b->patch_col[at] = (int32_t)(in_grid % t->cols);
         float *dst = b->patch + at * b->patch_dim;
         const uint8_t *src = p->patches + patch * t->patch_dim;
         for (int64_t k = 0; k < b->patch_dim; k++)
@@ -500,8 +502,8 @@ omni_status omni_infer_score(omni_infer *s, const omni_prompt *prompts, int64_t 
 /* ---- the act policy -------------------------------------------------------------- */
 
 static omni_status act_with_session(void *ctx, const int32_t *prompt, int64_t n_prompt,
-                                    int64_t n_prefix, int32_t n_act, int32_t tok_lo, int32_t tok_hi,
-                                    int32_t *out)
+                                    int64_t n_prefix, const uint8_t *patches, int32_t n_act,
+                                    int32_t tok_lo, int32_t tok_hi, int32_t *out)
 {
     omni_infer *s = ctx;
     (void)n_prefix; /* the control rule of prefix_len: up to the first <sep> */
@@ -523,7 +525,8 @@ static omni_status act_with_session(void *ctx, const int32_t *prompt, int64_t n_
     o.max_new = n_act;
     o.stop_at_eos = false;
     o.legal = legal;
-    omni_prompt p = {.task = task, .id = 0, .n = n_prompt - 1, .tok = prompt + 1};
+    omni_prompt p = {
+        .task = task, .id = 0, .n = n_prompt - 1, .tok = prompt + 1, .patches = patches};
     int64_t n_out = 0;
     int32_t *buf = omni_alloc(n_act > 0 ? n_act : 1, sizeof *buf, "act tokens");
     st = buf ? OMNI_OK : OMNI_ERR_NOMEM;

@@ -33,8 +33,14 @@ struct omni_env {
     bool discrete;
     double timeout;
     char what[256]; /* the command (or "cartpole"), cut for messages */
+    /* pixel observations (omni_env_want_images): the last picture, fitted */
+    int32_t img_size, img_channels;
+    omni_resize_mode img_mode;
+    uint8_t *img; /* [img_size^2 * img_channels]; NULL: not wanted */
     /* built-in */
+    bool grid; /* the grid world (else the cart-pole) */
     omni_cartpole cp;
+    omni_gridworld gw;
     /* child */
     pid_t pid;           /* 0 when reaped */
     int wstatus;         /* its wait status once reaped */
@@ -245,6 +251,77 @@ static omni_status bad_reply(omni_env *e, const char *line, const char *fault)
                      (int)(n > SHOWN_MAX ? SHOWN_MAX : n), line, n > SHOWN_MAX ? "..." : "");
 }
 
+/* The "image" of a reply: nested lists H x W (grey) or H x W x C (C = 1 or 3) of integers
+ * 0..255, fitted to the task's image size by its resize mode (as `data build` fits the
+ * images of an episodes file). On a fault, `fault` says what is wrong and OMNI_ERR_DATA is
+ * returned without a message (the caller quotes the reply); a picture of another size
+ * under resize: error has its message. */
+static omni_status read_image(omni_env *e, json_t *im, char *fault, size_t cap)
+{
+    size_t h = json_is_array(im) ? json_array_size(im) : 0;
+    json_t *row0 = h ? json_array_get(im, 0) : NULL;
+    size_t w = json_is_array(row0) ? json_array_size(row0) : 0;
+    json_t *px0 = w ? json_array_get(row0, 0) : NULL;
+    size_t c = json_is_array(px0) ? json_array_size(px0) : 1;
+    if (!h || !w || h > 4096 || w > 4096) {
+        snprintf(fault, cap, "\"image\" is not a list of 1..4096 rows of 1..4096 pixels");
+        return OMNI_ERR_DATA;
+    }
+    if (c != 1 && c != 3) {
+        snprintf(fault, cap, "\"image\"[0][0] has %zu channels, expected 1 (grey) or 3 (RGB)", c);
+        return OMNI_ERR_DATA;
+    }
+    omni_image src = {.h = (int32_t)h, .w = (int32_t)w, .c = (int32_t)c};
+    src.px = omni_alloc((int64_t)(h * w * c), 1, "environment image");
+    if (!src.px)
+        return OMNI_ERR_NOMEM;
+    omni_status st = OMNI_OK;
+    for (size_t y = 0; y < h && !st; y++) {
+        json_t *row = json_array_get(im, y);
+        if (!json_is_array(row) || json_array_size(row) != w) {
+            snprintf(fault, cap, "\"image\" row %zu has %zu pixels, row 0 has %zu (a ragged image)",
+                     y, json_is_array(row) ? json_array_size(row) : 0, w);
+            st = OMNI_ERR_DATA;
+            break;
+        }
+        for (size_t x = 0; x < w && !st; x++) {
+            json_t *p = json_array_get(row, x);
+            if ((c == 1 && json_is_array(p) && json_array_size(p) != 1) ||
+                (c == 3 && (!json_is_array(p) || json_array_size(p) != 3))) {
+                snprintf(fault, cap, "\"image\"[%zu][%zu] has not %zu channel%s like [0][0]", y, x,
+                         c, c == 1 ? "" : "s");
+                st = OMNI_ERR_DATA;
+                break;
+            }
+            for (size_t k = 0; k < c; k++) {
+                json_t *v = json_is_array(p) ? json_array_get(p, k) : p;
+                json_int_t iv = json_is_integer(v) ? json_integer_value(v) : -1;
+                if (iv < 0 || iv > 255) {
+                    snprintf(fault, cap, "\"image\"[%zu][%zu] is not an integer in 0..255", y, x);
+                    st = OMNI_ERR_DATA;
+                    break;
+                }
+                src.px[(y * w + x) * c + k] = (uint8_t)iv;
+            }
+        }
+    }
+    if (!st) {
+        char where[320];
+        snprintf(where, sizeof where, "environment '%s': its \"image\"", e->what);
+        omni_image fit;
+        st = omni_image_fit(&src, e->img_size, e->img_channels, e->img_mode, where, &fit, NULL);
+        if (!st) {
+            memcpy(e->img, fit.px,
+                   (size_t)e->img_size * (size_t)e->img_size * (size_t)e->img_channels);
+            omni_image_free(&fit);
+        } else {
+            fault[0] = '\0'; /* the message says it */
+        }
+    }
+    omni_image_free(&src);
+    return st;
+}
+
 /* Read a reply: {"obs": [...]} and, after a step, "reward" and "done". */
 static omni_status read_reply(omni_env *e, bool step, float *obs, double *reward, bool *done)
 {
@@ -265,6 +342,21 @@ static omni_status read_reply(omni_env *e, bool step, float *obs, double *reward
         goto out;
     }
     json_t *o = json_object_get(root, "obs");
+    if (e->img) {
+        /* A task trained on pixels: the picture, and "obs" only when it has a state too. */
+        json_t *im = json_object_get(root, "image");
+        if (!im) {
+            st = bad_reply(e, line, "no \"image\" (the task observes pictures)");
+            goto out;
+        }
+        if ((st = read_image(e, im, fault, sizeof fault))) {
+            if (fault[0])
+                st = bad_reply(e, line, fault);
+            goto out;
+        }
+        if (!o && e->obs_dim == 0)
+            goto step;
+    }
     if (!o || !json_is_array(o)) {
         st = bad_reply(e, line, o ? "\"obs\" is not an array" : "no \"obs\"");
         goto out;
@@ -285,6 +377,7 @@ static omni_status read_reply(omni_env *e, bool step, float *obs, double *reward
         }
         obs[j] = (float)x;
     }
+step:
     if (step) {
         json_t *r = json_object_get(root, "reward"), *d = json_object_get(root, "done");
         if (!r || !json_is_number(r) || !isfinite(json_number_value(r))) {
@@ -326,7 +419,7 @@ omni_status omni_env_open(omni_env **out, const char *what, int32_t obs_dim, int
     *out = NULL;
     if (!what || !*what)
         return omni_fail(OMNI_ERR_USAGE, "no environment given");
-    if (obs_dim < 1 || act_dim < 1)
+    if (obs_dim < 0 || act_dim < 1)
         return omni_fail(OMNI_ERR_INTERNAL, "environment: obs_dim %d, act_dim %d", (int)obs_dim,
                          (int)act_dim);
     if (!(timeout > 0))
@@ -340,11 +433,25 @@ omni_status omni_env_open(omni_env **out, const char *what, int32_t obs_dim, int
     snprintf(e->what, sizeof e->what, "%.*s%s", (int)(n < 200 ? n : 200), what,
              n < 200 ? "" : "...");
     omni_status st;
+    if (!strcmp(what, OMNI_ENV_GRIDWORLD)) {
+        e->builtin = e->grid = true;
+        if (obs_dim != 0 || act_dim != 1 || !discrete) {
+            st = omni_fail(OMNI_ERR_DATA,
+                           "environment 'gridworld' is seen only as a picture and has 1 discrete "
+                           "action; the task has %d observations and %d %s action%s",
+                           (int)obs_dim, (int)act_dim, discrete ? "discrete" : "continuous",
+                           act_dim == 1 ? "" : "s");
+            goto out_free;
+        }
+        *out = e;
+        return OMNI_OK;
+    }
     if (!strcmp(what, OMNI_ENV_CARTPOLE)) {
         e->builtin = true;
-        if (obs_dim != OMNI_CARTPOLE_OBS || act_dim != 1 || !discrete) {
+        if ((obs_dim != OMNI_CARTPOLE_OBS && obs_dim != 0) || act_dim != 1 || !discrete) {
             st = omni_fail(OMNI_ERR_DATA,
-                           "environment 'cartpole' has %d observations and 1 discrete action; "
+                           "environment 'cartpole' has %d observations (or none, for a task "
+                           "that sees its pictures) and 1 discrete action; "
                            "the task has %d observations and %d %s action%s",
                            OMNI_CARTPOLE_OBS, (int)obs_dim, (int)act_dim,
                            discrete ? "discrete" : "continuous", act_dim == 1 ? "" : "s");
@@ -369,16 +476,51 @@ out_free:
     return st;
 }
 
+omni_status omni_env_want_images(omni_env *e, int32_t size, int32_t channels, omni_resize_mode mode)
+{
+    if (size < 1 || size > 4096 || (channels != 1 && channels != 3))
+        return omni_fail(OMNI_ERR_INTERNAL, "environment: pictures of %d x %d x %d", (int)size,
+                         (int)size, (int)channels);
+    omni_free(e->img);
+    e->img = omni_alloc((int64_t)size * size * channels, 1, "environment image");
+    if (!e->img)
+        return OMNI_ERR_NOMEM;
+    e->img_size = size, e->img_channels = channels, e->img_mode = mode;
+    return OMNI_OK;
+}
+
+const uint8_t *omni_env_image(const omni_env *e)
+{
+    return e->img;
+}
+
+/* The built-in cart-pole's picture, and its state when the task has one. */
+static void cartpole_observe(omni_env *e, float *obs)
+{
+    if (e->obs_dim > 0)
+        omni_cartpole_observe(&e->cp, obs);
+    if (e->img)
+        omni_cartpole_render(&e->cp, e->img_size, e->img_channels, e->img);
+}
+
 int32_t omni_env_discrete_actions(const omni_env *e)
 {
-    return e->builtin ? OMNI_CARTPOLE_ACTIONS : OMNI_BINS;
+    return e->grid ? OMNI_GRIDWORLD_ACTIONS : e->builtin ? OMNI_CARTPOLE_ACTIONS : OMNI_BINS;
 }
 
 omni_status omni_env_reset(omni_env *e, uint64_t seed, float *obs)
 {
+    if (e->grid) {
+        if (!e->img)
+            return omni_fail(OMNI_ERR_DATA, "environment 'gridworld' is seen only as a picture: "
+                                            "its task must be trained on images");
+        omni_gridworld_reset(&e->gw, seed, 0);
+        omni_gridworld_render(&e->gw, e->img_size, e->img_channels, e->img);
+        return OMNI_OK;
+    }
     if (e->builtin) {
         omni_cartpole_reset(&e->cp, seed, 0);
-        omni_cartpole_observe(&e->cp, obs);
+        cartpole_observe(e, obs);
         return OMNI_OK;
     }
     json_t *msg = json_pack("{s:I}", "reset", (json_int_t)(seed & INT64_MAX));
@@ -391,12 +533,20 @@ omni_status omni_env_reset(omni_env *e, uint64_t seed, float *obs)
 omni_status omni_env_step(omni_env *e, const float *act_f, const int32_t *act_i, float *obs,
                           double *reward, bool *done)
 {
+    if (e->grid) {
+        if (act_i[0] < 0 || act_i[0] >= OMNI_GRIDWORLD_ACTIONS)
+            return omni_fail(OMNI_ERR_INTERNAL, "gridworld: action %d is not 0..3", (int)act_i[0]);
+        *reward = omni_gridworld_step(&e->gw, act_i[0]);
+        *done = e->gw.done;
+        omni_gridworld_render(&e->gw, e->img_size, e->img_channels, e->img);
+        return OMNI_OK;
+    }
     if (e->builtin) {
         if (act_i[0] < 0 || act_i[0] >= OMNI_CARTPOLE_ACTIONS)
             return omni_fail(OMNI_ERR_INTERNAL, "cartpole: action %d is not 0 or 1", (int)act_i[0]);
         *done = omni_cartpole_step(&e->cp, act_i[0]);
         *reward = 1.0; /* as Gym's CartPole: 1 for every step, the last one too */
-        omni_cartpole_observe(&e->cp, obs);
+        cartpole_observe(e, obs);
         return OMNI_OK;
     }
     json_t *a = json_array();
@@ -426,6 +576,7 @@ void omni_env_close(omni_env *e)
         kill(e->pid, SIGKILL);
         reap(e, 5000);
     }
+    omni_free(e->img);
     free(e->buf);
     free(e);
 }

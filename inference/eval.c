@@ -59,8 +59,7 @@ static int64_t edit_distance(const int32_t *a, int64_t n, const int32_t *b, int6
 
 static bool to_text(omni_task_kind k)
 {
-    return k == OMNI_KIND_TEXT_TO_TEXT || k == OMNI_KIND_IMAGE_TO_TEXT ||
-           k == OMNI_KIND_AUDIO_TO_TEXT;
+    return omni_kind_to_text(k);
 }
 
 /* The windows of one sample: whole when it fits; else a *_to_text sample is cut at the
@@ -82,7 +81,7 @@ static int64_t windows_of(const omni_infer *s, const infer_task *t, const omni_s
     }
     int64_t len = room;
     if (t->kind == OMNI_KIND_CONTROL) {
-        int64_t step = t->obs_dim + 1 + t->act_dim;
+        int64_t step = (t->images ? t->grid : 0) + t->obs_dim + 1 + t->act_dim;
         if (step > 0 && room >= step)
             len = room / step * step;
     }
@@ -407,8 +406,14 @@ static omni_status match_tasks(const omni_infer *s, const omni_sampler *sp, cons
             return omni_fail(OMNI_ERR_DATA, "%s: task %s is %s, the model's task %s is %s", path,
                              ti->name, omni_task_kind_name(ti->kind), ti->name,
                              omni_task_kind_name(s->tasks[mt].kind));
-        bool image = ti->kind == OMNI_KIND_IMAGE_TO_TEXT,
-             audio = ti->kind == OMNI_KIND_AUDIO_TO_TEXT;
+        const omni_tokenization_task *nt_task = omni_tokenization_find(now, ti->name);
+        bool image = omni_kind_image(ti->kind) || (nt_task && nt_task->images),
+             audio = omni_kind_audio(ti->kind);
+        if (then->vocab && nt_task && nt_task->images != s->tasks[mt].images)
+            return omni_fail(OMNI_ERR_DATA,
+                             "%s: task %s %s image observations, the model's task %s %s", path,
+                             ti->name, nt_task->images ? "has" : "has no", ti->name,
+                             s->tasks[mt].images ? "has them" : "has none");
         if (then->vocab && image &&
             (now->image_size != then->image_size || now->image_channels != then->image_channels ||
              now->image_patch != then->image_patch || now->image_resize != then->image_resize))

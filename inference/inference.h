@@ -226,9 +226,10 @@ omni_status omni_infer_exact_match(omni_infer *s, const omni_sampler *sp, int64_
 
 /* ---- environments (not collective: one process talks to one) ------------------ */
 
-#define OMNI_ENV_CARTPOLE "cartpole"
-#define OMNI_ENV_LINE_MAX (1 << 20) /* longest reply line accepted, in bytes */
-#define OMNI_ENV_TIMEOUT  30.0      /* default seconds to wait for a reply */
+#define OMNI_ENV_CARTPOLE  "cartpole"
+#define OMNI_ENV_GRIDWORLD "gridworld" /* seen only as a picture (datasets.h) */
+#define OMNI_ENV_LINE_MAX  (1 << 20)   /* longest reply line accepted, in bytes */
+#define OMNI_ENV_TIMEOUT   30.0        /* default seconds to wait for a reply */
 
 typedef struct omni_env omni_env;
 
@@ -241,6 +242,18 @@ typedef struct omni_env omni_env;
  */
 omni_status omni_env_open(omni_env **env, const char *what, int32_t obs_dim, int32_t act_dim,
                           bool discrete, double timeout);
+/* Pixel observations, for a control task trained on pictures (its tokenization's images):
+ * from now on every reset and step also yields a picture, fitted to size x size x channels
+ * by `mode` as `data build` fits the images of an episodes file. The built-in cart-pole
+ * draws itself (omni_cartpole_render); a child must add "image": nested lists H x W or
+ * H x W x C (C = 1 or 3) of integers 0..255 to every reply that carries "obs" ("obs" may
+ * be left out when the task has no state vector, obs_dim 0). A missing or malformed
+ * "image" (ragged, other channel counts, values outside 0..255; another size under
+ * resize: error) is OMNI_ERR_DATA naming the fault. */
+omni_status omni_env_want_images(omni_env *env, int32_t size, int32_t channels,
+                                 omni_resize_mode mode);
+/* The picture of the last reset or step ([size * size * channels]); NULL when not wanted. */
+const uint8_t *omni_env_image(const omni_env *env);
 /* Number of legal values of a discrete action: 2 for the built-in cart-pole, OMNI_BINS
  * (every bin) for a child, which alone knows its action space. */
 int32_t omni_env_discrete_actions(const omni_env *env);
@@ -263,19 +276,26 @@ typedef struct {
     int32_t obs_dim, act_dim;
     bool discrete;
     int64_t context; /* the model's context: the longest prompt plus its action tokens */
+    bool images;     /* pixel observations: each step starts with the picture's patches
+                        (obs_dim may be 0), from the environment at the image settings below */
+    int32_t image_size, image_channels, image_patch;
+    omni_resize_mode image_resize;
 } omni_act_task;
 
 /*
  * A policy: from prompt [n_prompt] (the <task> token, then whole past steps, then the
- * current observation's tokens and <sep>; positions 0.., one sample; its first n_prefix
- * tokens are the sample's prefix, up to the first action), write the next n_act tokens,
- * each in [tok_lo, tok_hi), into out. COLLECTIVE over the loop's comm: every rank calls
- * it with the same prompt; rank 0's out is used. Returns a status agreed across ranks.
+ * current observation's tokens and <sep>; for a pixel task each step starts with the
+ * picture's patches, OMNI_PROMPT_PATCH in the prompt, their bytes in order in `patches`; positions
+ * 0.., one sample; its first n_prefix tokens are the sample's prefix, up to the first action),
+ * write the next n_act tokens, each in [tok_lo, tok_hi), into out. COLLECTIVE over the loop's comm:
+ * every rank calls it with the same prompt; rank 0's out is used. Returns a status agreed across
+ * ranks.
  */
 typedef struct omni_act_policy {
     void *ctx;
     omni_status (*act)(void *ctx, const int32_t *prompt, int64_t n_prompt, int64_t n_prefix,
-                       int32_t n_act, int32_t tok_lo, int32_t tok_hi, int32_t *out);
+                       const uint8_t *patches, int32_t n_act, int32_t tok_lo, int32_t tok_hi,
+                       int32_t *out);
 } omni_act_policy;
 
 typedef struct {

@@ -16,7 +16,9 @@ typedef struct {
     int32_t patch;     /* patch side (patch kinds): patch values are normalised with it */
     int32_t patch_dim; /* values per patch; 0: no patches */
     int32_t cols;      /* patch columns of the task's image or spectrogram grid */
+    int32_t grid;      /* patches of one image or spectrogram (positions restart at each) */
     int32_t obs_dim, act_dim, discrete;
+    int32_t images; /* control: each step starts with `grid` image patches */
 } infer_task;
 
 struct omni_infer {

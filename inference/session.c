@@ -170,10 +170,13 @@ static void from_tokenization(const omni_tokenization *tk, omni_data_dims *dims,
         snprintf(it->name, sizeof it->name, "%s", t->name);
         it->kind = t->kind;
         it->obs_dim = t->obs_dim, it->act_dim = t->act_dim, it->discrete = t->discrete;
-        if (t->kind == OMNI_KIND_IMAGE_TO_TEXT && ip > 0) {
+        it->images = t->images;
+        if ((omni_kind_image(t->kind) || t->images) && ip > 0) {
             it->patch = ip, it->patch_dim = dims->image_patch_dim, it->cols = tk->image_size / ip;
-        } else if (t->kind == OMNI_KIND_AUDIO_TO_TEXT && ap > 0) {
+            it->grid = it->cols * it->cols;
+        } else if (omni_kind_audio(t->kind) && ap > 0) {
             it->patch = ap, it->patch_dim = dims->audio_patch_dim, it->cols = tk->audio.frames / ap;
+            it->grid = it->cols * (tk->audio.mels / ap);
         }
     }
 }

@@ -77,9 +77,11 @@ static void check_prompt(stub *s, const int32_t *p, int64_t n, int64_t n_prefix,
 }
 
 static omni_status stub_act(void *ctx, const int32_t *prompt, int64_t n, int64_t n_prefix,
-                            int32_t n_act, int32_t lo, int32_t hi, int32_t *out)
+                            const uint8_t *patches, int32_t n_act, int32_t lo, int32_t hi,
+                            int32_t *out)
 {
     stub *s = ctx;
+    CHECK(!patches, "patches for a task without pictures");
     check_prompt(s, prompt, n, n_prefix, n_act, lo, hi);
     if (s->mode == 0) {
         float obs[OMNI_CARTPOLE_OBS];

@@ -194,7 +194,7 @@ int main(int argc, char **argv)
     int32_t hist[8] = {OMNI_TOK_TASK0 + 2, OMNI_TOK_BIN0 + 5, OMNI_TOK_BIN0 + 700,
                        OMNI_TOK_BIN0 + 9, OMNI_TOK_SEP};
     int32_t act[2] = {-1, -1};
-    omni_status pst = pol.act(pol.ctx, hist, 5, 5, 2, OMNI_TOK_BIN0, OMNI_TOK_BIN0 + 2, act);
+    omni_status pst = pol.act(pol.ctx, hist, 5, 5, NULL, 2, OMNI_TOK_BIN0, OMNI_TOK_BIN0 + 2, act);
     EXPECT(pst == OMNI_OK, "act policy: %s", omni_error_message());
     for (int k = 0; rank == 0 && k < 2; k++)
         EXPECT(act[k] >= OMNI_TOK_BIN0 && act[k] < OMNI_TOK_BIN0 + 2,
