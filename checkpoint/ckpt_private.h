@@ -35,6 +35,9 @@ struct omni_ckpt {
  * the 2 GiB that MPI counts in int can describe. Tests lower it to exercise pieces.
  */
 extern size_t omni_ckpt_piece_bytes;
+/* Pieces of at most this many bytes (4 MiB) when checksums are taken during a transfer:
+ * each is summed while in cache. */
+extern size_t omni_ckpt_sum_piece_bytes;
 
 /*
  * How tensors are checksummed when saved: CRC32C attributes (h5.h; the default), none,
