@@ -29,6 +29,11 @@
 
 #define POLY 0x82F63B78u
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define HAVE_X86 1 /* the sse4.2 and vpclmul paths are built (and run if the CPU can) */
+#endif
+
+#ifdef HAVE_X86
 /* Reflected bit order: bit i of a 32-bit value is the coefficient of x^(31 - i), so
  * 0x80000000 is 1 and 0x40000000 is x. */
 
@@ -58,6 +63,8 @@ static uint32_t x_pow(uint64_t k)
     return result;
 }
 
+#endif /* HAVE_X86 */
+
 static uint32_t crc_bits(uint32_t c, const unsigned char *p, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -83,8 +90,7 @@ static struct {
     fold_pair by_48, by_32, by_16;      /* the lanes of a 512-bit register into its last */
 } tab;
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define HAVE_X86 1
+#ifdef HAVE_X86
 #include <immintrin.h>
 
 #define BLOCK 4096 /* bytes of each of the three streams per round (sse4.2) */
@@ -253,7 +259,7 @@ VPCLMUL_TARGET static uint32_t crc_vpclmul(uint32_t c, const unsigned char *p, s
     }
     return crc_sse42(c, p, n);
 }
-#endif
+#endif /* HAVE_X86 */
 
 static pthread_once_t tab_once = PTHREAD_ONCE_INIT;
 
@@ -276,7 +282,7 @@ static void tab_init(void)
     tab.path[OMNI_CRC32C_VPCLMUL] =
         sse42 && __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("avx512f") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("vpclmulqdq");
-#endif
+#endif /* HAVE_X86 */
     for (int p = 0; p < OMNI_CRC32C_PATH_COUNT; p++)
         if (tab.path[p])
             tab.chosen = (omni_crc32c_path)p;
@@ -290,7 +296,7 @@ static uint32_t crc_by(omni_crc32c_path path, uint32_t crc, const unsigned char 
         return ~crc_vpclmul(~crc, p, n);
     case OMNI_CRC32C_SSE42:
         return ~crc_sse42(~crc, p, n);
-#endif
+#endif /* HAVE_X86 */
     default:
         return ~crc_bits(~crc, p, n);
     }
