@@ -9,7 +9,7 @@
 #include <string.h>
 
 size_t omni_ckpt_piece_bytes = (size_t)1 << 30;
-size_t omni_ckpt_sum_piece_bytes = (size_t)4 << 20;
+size_t omni_ckpt_sum_piece_bytes = (size_t)1 << 30;
 ckpt_sum_mode omni_ckpt_sum_mode = CKPT_SUM_CRC32C;
 
 static const struct {
@@ -129,8 +129,8 @@ omni_status ckpt_transfer(MPI_Comm comm, hid_t dset, const omni_ckpt_tensor *t, 
     omni_h5_rows r = ckpt_rows(t);
     const bool summing = !write || omni_ckpt_sum_mode == CKPT_SUM_CRC32C;
     size_t piece = omni_ckpt_piece_bytes;
-    /* Checksums are taken piece by piece as the transfer passes, in pieces small enough
-     * to be still in cache when summed: one pass over memory instead of two. */
+    /* Checksums are taken piece by piece as the transfer passes, right after each piece
+     * is read and before it is written (pieces of at most omni_ckpt_sum_piece_bytes). */
     if (summing) {
         /* Without the array (out of memory) the sums are taken after the transfer. */
         r.sums = omni_alloc(omni_h5_slabs(r.rank, r.dims), sizeof *r.sums, "checksums");

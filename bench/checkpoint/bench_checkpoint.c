@@ -4,7 +4,7 @@
  *   mpiexec -n N bench_checkpoint DIR [MiB of experts, default 256] [experts, default 8]
  *                                     [checksums: crc32c (default), none, fletcher32, all,
  *                                      both] [rounds, default 3]
- *                                     [KiB per checksummed piece, default 4096]
+ *                                     [KiB per checksummed piece, default 1 GiB]
  * Prints seconds and GB/s (of the whole checkpoint) for each, the best of the rounds; with
  * "all", the three checksum choices in turn, round-robin, and each one's cost over none;
  * "both" is crc32c and none only (Fletcher32's slow saves leave the disk busy for the
