@@ -57,6 +57,7 @@ typedef struct omni_experiment {
     struct {
         int64_t d_model, n_layers, n_heads, d_ff, context;
         omni_attention attention;
+        bool recompute; /* make block activations again in backward instead of keeping them */
     } model;
     struct {
         int64_t num_experts, top_k;

@@ -47,6 +47,9 @@ const field omni_exp_fields[] = {
      "tokens per sequence (context window)"},
     {"model", "attention", FT_ATTENTION, OFF(model.attention), "causal", 0, 0,
      "causal, or prefix: a sample's prefix attends both ways (OFA style)"},
+    {"model", "recompute", FT_BOOL, OFF(model.recompute), "false", 0, 0,
+     "keep only each block's input and make its activations again in backward: less memory "
+     "for long contexts, one more forward of attention and dense FFNs per step"},
     {"moe", "num_experts", FT_INT, OFF(moe.num_experts), "8", 1, 4096,
      "routed experts in each MoE layer"},
     {"moe", "top_k", FT_INT, OFF(moe.top_k), "2", 1, 4096,

@@ -173,7 +173,8 @@ void omni_swiglu_forward(float *out, float *h1, float *h3, float *a, const float
     omni_matmul_forward(h1, inp, w1, n, d, ff, 0.0f);
     omni_matmul_forward(h3, inp, w3, n, d, ff, 0.0f);
     omni_swiglu_gate_forward(a, h1, h3, n * ff);
-    omni_matmul_forward(out, a, w2, n, ff, d, 1.0f);
+    if (out)
+        omni_matmul_forward(out, a, w2, n, ff, d, 1.0f);
 }
 
 void omni_swiglu_backward(float *dinp, float *dw1, float *dw3, float *dw2, float *scratch_a,
