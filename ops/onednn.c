@@ -10,10 +10,24 @@
  * alpha is the primitive's output scale, beta its sum post-op (dst = beta dst + result);
  * K = 0 is done here (C = beta C), as BLAS does. oneDNN runs on the OpenMP threads: the
  * count of omni_gemm_set_threads is set around each execution.
+ *
+ * Signals: oneDNN 2.6's own sgemm kernels (gemm:jit, jit_avx512_common_gemm_f32) point the
+ * stack pointer into a heap workspace while they run, so the kernel's frame for a signal
+ * handled on that thread (a few KiB with the AVX-512 state) is written over the heap below
+ * it: glibc later aborts with "corrupted size vs. prev_size" in a free inside
+ * dnnl_primitive_execute (oneDNN issue 4845, fixed upstream in 2026; seen here when
+ * SIGTERM/SIGUSR1 stopped training). So the asynchronous signals are blocked on the
+ * calling thread for the time of each execution (one that arrives meanwhile is handled
+ * just after, on the real stack), and for good on the OpenMP worker threads that run
+ * oneDNN's work (a signal for the process goes to a thread that takes it: the caller
+ * outside a product, or MPI's own threads). tests/ops signals the products thousands of
+ * times a second.
  */
 #include <dnnl.h>
 #include <math.h>
 #include <omp.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -34,8 +48,12 @@ static struct {
     dnnl_stream_t stream;
     int n;
     entry e[CACHE_MAX];
-    char impl[32]; /* implementation of the first primitive, e.g. "gemm:jit" */
+    char impl[32];  /* implementation of the first primitive, e.g. "gemm:jit" */
+    sigset_t async; /* every signal but those a fault raises on the faulting thread */
 } dn;
+
+/* Whether this thread already blocks dn.async for good (the OpenMP workers). */
+static _Thread_local bool worker_blocked;
 
 static const char *status_text(dnnl_status_t s)
 {
@@ -118,6 +136,10 @@ omni_status omni_onednn_init(void)
         return omni_fail(OMNI_ERR_CONFIG, "ops: oneDNN: cannot create a CPU engine and stream (%s)",
                          status_text(s));
     }
+    sigfillset(&dn.async);
+    static const int faults[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT};
+    for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++)
+        sigdelset(&dn.async, faults[i]);
     dn.ready = true;
     /* one primitive now, so that a machine where oneDNN has no f32 matmul says so here */
     entry probe = {.ta = false, .tb = false, .alpha = 1.0f, .beta = 0.0f};
@@ -210,9 +232,21 @@ void omni_onednn_matmul(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
     const int saved = omp_get_max_threads();
     if (threads > 0 && threads != saved)
         omp_set_num_threads(threads);
+    sigset_t before;
+    pthread_sigmask(SIG_BLOCK, &dn.async, &before);
+    if (omp_get_max_threads() > 1) {
+        /* the workers that will run this product block the signals too (threads made
+         * now inherit the caller's blocked mask; older ones block here, once) */
+#pragma omp parallel
+        if (omp_get_thread_num() > 0 && !worker_blocked) {
+            pthread_sigmask(SIG_BLOCK, &dn.async, NULL);
+            worker_blocked = true;
+        }
+    }
     s = dnnl_primitive_execute(prim, dn.stream, 3, args);
     if (!s)
         s = dnnl_stream_wait(dn.stream);
+    pthread_sigmask(SIG_SETMASK, &before, NULL);
     if (threads > 0 && threads != saved)
         omp_set_num_threads(saved);
 out:

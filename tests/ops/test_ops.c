@@ -5,8 +5,13 @@
  */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "ops.h"
 
@@ -214,6 +219,74 @@ Test(ops, onednn_products_agree_across_thread_counts)
     omni_matmul(false, false, M, N, K, 1.0f, A, K, B, N, 0.0f, C2, N);
     for (int64_t i = 0; i < M * N; i++)
         cr_assert_float_eq(C1[i], C2[i], 1e-4f * (1.0f + fabsf(C1[i])));
+}
+
+/* A thread that sends SIGUSR2 to the process every 20 microseconds until told to stop. */
+static volatile sig_atomic_t signals_seen;
+static atomic_bool stop_signalling;
+
+static void count_signal(int sig)
+{
+    (void)sig;
+    signals_seen++;
+}
+
+static void *signal_often(void *arg)
+{
+    (void)arg;
+    const struct timespec gap = {0, 20000};
+    while (!atomic_load(&stop_signalling)) {
+        kill(getpid(), SIGUSR2);
+        nanosleep(&gap, NULL);
+    }
+    return NULL;
+}
+
+/*
+ * Signals during oneDNN's products (ops/onednn.c, "Signals"): oneDNN 2.6's sgemm kernels run
+ * with the stack pointer in a heap workspace, and a signal frame written there corrupted
+ * the heap ("corrupted size vs. prev_size" in a free inside dnnl_primitive_execute, within
+ * a second at these shapes before the fix). Thousands of signals to the process while it
+ * multiplies, on 1 and 2 threads, with the heap in use: every product equals the one made
+ * without signals, the process survives, and the signals were handled.
+ */
+Test(ops, onednn_products_survive_signals_during_the_kernels)
+{
+    enum { D = 32, F = 64, R = 100 }; /* the tiny test model's expert backward */
+    static float x[R * D], h[R * F], ref[D * F], dw[D * F];
+    fill(x, R * D, "x");
+    fill(h, R * F, "h");
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = count_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    cr_assert_eq(sigaction(SIGUSR2, &sa, NULL), 0);
+    cr_assert_eq(omni_gemm_set_backend(OMNI_GEMM_ONEDNN), OMNI_OK, "%s", omni_error_message());
+    for (int threads = 1; threads <= 2; threads++) {
+        omni_gemm_set_threads(threads);
+        omni_matmul(true, false, D, F, R, 1.0f, x, D, h, F, 0.0f, ref, F);
+        signals_seen = 0;
+        atomic_store(&stop_signalling, false);
+        pthread_t killer;
+        cr_assert_eq(pthread_create(&killer, NULL, signal_often, NULL), 0);
+        struct timespec t0, t;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        long products = 0, wrong = 0;
+        do {
+            omni_matmul(true, false, D, F, R, 1.0f, x, D, h, F, 0.0f, dw, F);
+            wrong += memcmp(dw, ref, sizeof dw) != 0;
+            free(malloc(3000 + (size_t)(products % 5000))); /* the heap in use meanwhile */
+            products++;
+            clock_gettime(CLOCK_MONOTONIC, &t);
+        } while ((double)(t.tv_sec - t0.tv_sec) + 1e-9 * (double)(t.tv_nsec - t0.tv_nsec) < 1.0);
+        atomic_store(&stop_signalling, true);
+        pthread_join(killer, NULL);
+        cr_assert_eq(wrong, 0, "%ld of %ld products changed under signals (%d threads)", wrong,
+                     products, threads);
+        cr_assert_gt(signals_seen, 1000, "only %d signals handled in %ld products",
+                     (int)signals_seen, products);
+    }
 }
 
 Test(ops, gemm_backend_refuses_one_not_built)
