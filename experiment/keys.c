@@ -21,6 +21,7 @@ const char *const omni_exp_type_names[] = {
     [FT_ENTROPY] = "map {local, global, threshold} of numbers >= 0",
     [FT_THREADS] = "auto or an integer",
     [FT_GEMM] = "auto, onednn or openblas",
+    [FT_PRECISION] = "fp32 or bf16",
     [FT_FILES] = "list of paths",
     [FT_TASKS] = "map task: weight or task: {weight, loss_weight}",
 };
@@ -47,6 +48,8 @@ const field omni_exp_fields[] = {
      "tokens per sequence (context window)"},
     {"model", "attention", FT_ATTENTION, OFF(model.attention), "causal", 0, 0,
      "causal, or prefix: a sample's prefix attends both ways (OFA style)"},
+    {"model", "precision", FT_PRECISION, OFF(model.precision), "fp32", 0, 0,
+     "inputs of the matrix products: fp32, or bf16 (fp32 sums; needs avx512_bf16)"},
     {"moe", "num_experts", FT_INT, OFF(moe.num_experts), "8", 1, 4096,
      "routed experts in each MoE layer"},
     {"moe", "top_k", FT_INT, OFF(moe.top_k), "2", 1, 4096,
@@ -252,6 +255,9 @@ static void write_value(strbuf *b, const omni_experiment *x, const field *f)
         break;
     case FT_GEMM:
         sb_printf(b, "%s", omni_gemm_choice_name(x->parallel.gemm));
+        break;
+    case FT_PRECISION:
+        sb_printf(b, "%s", omni_precision_name(x->model.precision));
         break;
     case FT_FILES:
         sb_printf(b, "[");

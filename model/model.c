@@ -391,6 +391,7 @@ omni_status omni_model_forward(omni_model *m, const omni_batch *b, omni_model_me
     const int64_t d = m->d, ff = m->ff, T = b->context, ns = b->n_seq, N = ns * T, V = m->V;
     const int64_t NM = m->max_seq * m->T; /* stride of the per-layer buffers */
     m->last_n_seq = -1;
+    omni_bf16_weights_changed(); /* bf16 copies of the weights: once per forward pass */
 
     omni_embed_forward(m->res, b, &m->pv, N, d, m->img_dim, m->aud_dim, &m->es);
     for (int64_t l = 0; l < m->L; l++) {
@@ -400,10 +401,10 @@ omni_status omni_model_forward(omni_model *m, const omni_batch *b, omni_model_me
         float *qkv = m->qkv + l * NM * 3 * d, *atty = m->atty + l * NM * d;
         float *lse = m->lse + l * m->max_seq * m->H * T;
         omni_rmsnorm_forward(ln1, m->rstd1 + l * NM, h, w->attn_norm, N, d);
-        omni_matmul_forward(qkv, ln1, w->wqkv, N, d, 3 * d, 0.0f);
+        omni_matmul_forward_mp(qkv, ln1, w->wqkv, N, d, 3 * d, 0.0f);
         omni_attention_forward(atty, lse, qkv, b, ns, T, d, m->H, m->prefix, &m->ws);
         memcpy(mid, h, (size_t)(N * d) * sizeof(float));
-        omni_matmul_forward(mid, atty, w->wo, N, d, d, 1.0f);
+        omni_matmul_forward_mp(mid, atty, w->wo, N, d, d, 1.0f);
         omni_rmsnorm_forward(ln2, m->rstd2 + l * NM, mid, w->ffn_norm, N, d);
         memcpy(hn, mid, (size_t)(N * d) * sizeof(float));
         if (w->w1) {
@@ -419,7 +420,7 @@ omni_status omni_model_forward(omni_model *m, const omni_batch *b, omni_model_me
         }
     }
     omni_rmsnorm_forward(m->lnf, m->rstdf, m->res + m->L * NM * d, m->pv.out_norm, N, d);
-    omni_matmul_forward(m->logits, m->lnf, m->pv.out_w, N, d, V, 0.0f);
+    omni_matmul_forward_mp(m->logits, m->lnf, m->pv.out_w, N, d, V, 0.0f);
     double loss = 0.0;
     omni_xent_forward(&loss, m->probs, m->xent_rows, m->logits, b, m->loss_weight, N, V, metrics);
     if (metrics)
@@ -441,7 +442,7 @@ omni_status omni_model_backward(omni_model *m, const omni_batch *b)
     float *dlogits = m->probs;
     omni_xent_backward(dlogits, m->probs, b, m->loss_weight, N, V);
     memset(m->dln, 0, (size_t)(N * d) * sizeof(float));
-    omni_matmul_backward(m->dln, g->out_w, dlogits, m->lnf, p->out_w, N, d, V);
+    omni_matmul_backward_mp(m->dln, g->out_w, dlogits, m->lnf, p->out_w, N, d, V);
     memset(m->dres, 0, (size_t)(N * d) * sizeof(float));
     omni_rmsnorm_backward(m->dres, g->out_norm, m->dln, m->res + m->L * NM * d, p->out_norm,
                           m->rstdf, N, d);
@@ -467,12 +468,12 @@ omni_status omni_model_backward(omni_model *m, const omni_batch *b)
                               d);
         /* Attention: dres is now d/d(mid). */
         memset(m->datty, 0, (size_t)(N * d) * sizeof(float));
-        omni_matmul_backward(m->datty, gw->wo, m->dres, atty, w->wo, N, d, d);
+        omni_matmul_backward_mp(m->datty, gw->wo, m->dres, atty, w->wo, N, d, d);
         memset(m->dqkv, 0, (size_t)(N * 3 * d) * sizeof(float));
         omni_attention_backward(m->dqkv, m->datty, atty, qkv, lse, b, ns, T, d, m->H, m->prefix,
                                 &m->ws);
         memset(m->dln, 0, (size_t)(N * d) * sizeof(float));
-        omni_matmul_backward(m->dln, gw->wqkv, m->dqkv, ln1, w->wqkv, N, d, 3 * d);
+        omni_matmul_backward_mp(m->dln, gw->wqkv, m->dqkv, ln1, w->wqkv, N, d, 3 * d);
         omni_rmsnorm_backward(m->dres, gw->attn_norm, m->dln, h, w->attn_norm, m->rstd1 + l * NM, N,
                               d);
         if (m->grads_ready && (st = m->grads_ready(m->grads_ready_ctx, l)))

@@ -73,6 +73,11 @@ const char *omni_gemm_kernel(omni_gemm_backend b)
     }
 }
 
+int omni_gemm_threads(void)
+{
+    return gemm_threads;
+}
+
 void omni_gemm_set_threads(int n)
 {
     OMNI_ASSERT(n >= 1);

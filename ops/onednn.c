@@ -38,6 +38,7 @@
 
 typedef struct {
     bool ta, tb;
+    bool bf16; /* bf16 inputs (A, B), else f32; C is f32 either way */
     float alpha, beta;
     dnnl_primitive_t prim;
 } entry;
@@ -74,19 +75,19 @@ static const char *status_text(dnnl_status_t s)
 /* The descriptor of a row-major [rows, cols] operand, stored transposed when trans;
  * rows, cols and ld of RT leave them to run time. */
 static dnnl_status_t desc(dnnl_memory_desc_t *md, int64_t rows, int64_t cols, int64_t ld,
-                          bool trans)
+                          bool trans, bool bf16)
 {
     dnnl_dims_t dims = {rows, cols};
     dnnl_dims_t strides = {trans ? 1 : ld, trans ? ld : 1};
-    return dnnl_memory_desc_init_by_strides(md, 2, dims, dnnl_f32, strides);
+    return dnnl_memory_desc_init_by_strides(md, 2, dims, bf16 ? dnnl_bf16 : dnnl_f32, strides);
 }
 
 static dnnl_status_t create(entry *en)
 {
     dnnl_memory_desc_t a, b, c;
     dnnl_status_t s;
-    if ((s = desc(&a, RT, RT, RT, en->ta)) || (s = desc(&b, RT, RT, RT, en->tb)) ||
-        (s = desc(&c, RT, RT, RT, false)))
+    if ((s = desc(&a, RT, RT, RT, en->ta, en->bf16)) ||
+        (s = desc(&b, RT, RT, RT, en->tb, en->bf16)) || (s = desc(&c, RT, RT, RT, false, false)))
         return s;
     dnnl_matmul_desc_t md;
     if ((s = dnnl_matmul_desc_init(&md, &a, &b, NULL, &c)))
@@ -107,7 +108,7 @@ static dnnl_status_t create(entry *en)
     }
     if ((s = dnnl_primitive_desc_create(&pd, &md, attr, dn.engine, NULL)))
         goto out_post;
-    if (!dn.impl[0]) {
+    if (!dn.impl[0] && !en->bf16) {
         const char *impl = NULL;
         if (!dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) && impl)
             snprintf(dn.impl, sizeof dn.impl, "%s", impl);
@@ -184,17 +185,18 @@ const char *omni_onednn_kernel(void)
     return name;
 }
 
-/* The primitive of (ta, tb, alpha, beta), made on first use. */
-static dnnl_primitive_t lookup(bool ta, bool tb, float alpha, float beta)
+/* The primitive of (ta, tb, bf16, alpha, beta), made on first use. */
+static dnnl_primitive_t lookup(bool ta, bool tb, bool bf16, float alpha, float beta)
 {
     for (int i = 0; i < dn.n; i++) {
         const entry *en = &dn.e[i];
-        if (en->ta == ta && en->tb == tb && en->alpha == alpha && en->beta == beta)
+        if (en->ta == ta && en->tb == tb && en->bf16 == bf16 && en->alpha == alpha &&
+            en->beta == beta)
             return en->prim;
     }
     /* the model's alphas and betas are a handful of constants */
     OMNI_ASSERT(dn.n < CACHE_MAX);
-    entry en = {.ta = ta, .tb = tb, .alpha = alpha, .beta = beta};
+    entry en = {.ta = ta, .tb = tb, .bf16 = bf16, .alpha = alpha, .beta = beta};
     dnnl_status_t s = create(&en);
     if (s) {
         omni_log_any_rank(OMNI_LOG_ERROR, "ops: oneDNN cannot create a matmul (%s)",
@@ -205,9 +207,10 @@ static dnnl_primitive_t lookup(bool ta, bool tb, float alpha, float beta)
     return en.prim;
 }
 
-void omni_onednn_matmul(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
-                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
-                        float *C, int64_t ldc, int threads)
+/* C = alpha op(A) op(B) + beta C with A and B of f32 or bf16 (bf16), C f32. */
+static void matmul(bool ta, bool tb, bool bf16, int64_t M, int64_t N, int64_t K, float alpha,
+                   const void *A, int64_t lda, const void *B, int64_t ldb, float beta, float *C,
+                   int64_t ldc, int threads)
 {
     if (K == 0) {
         for (int64_t i = 0; i < M; i++)
@@ -216,12 +219,12 @@ void omni_onednn_matmul(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
         return;
     }
     OMNI_ASSERT(dn.ready && !omp_in_parallel());
-    dnnl_primitive_t prim = lookup(ta, tb, alpha, beta);
+    dnnl_primitive_t prim = lookup(ta, tb, bf16, alpha, beta);
     dnnl_memory_desc_t a, b, c;
     dnnl_memory_t ma = NULL, mb = NULL, mc = NULL;
     dnnl_status_t s;
-    if ((s = desc(&a, M, K, lda, ta)) || (s = desc(&b, K, N, ldb, tb)) ||
-        (s = desc(&c, M, N, ldc, false)) ||
+    if ((s = desc(&a, M, K, lda, ta, bf16)) || (s = desc(&b, K, N, ldb, tb, bf16)) ||
+        (s = desc(&c, M, N, ldc, false, false)) ||
         (s = dnnl_memory_create(&ma, &a, dn.engine, (void *)(uintptr_t)A)) ||
         (s = dnnl_memory_create(&mb, &b, dn.engine, (void *)(uintptr_t)B)) ||
         (s = dnnl_memory_create(&mc, &c, dn.engine, C)))
@@ -253,8 +256,30 @@ out:
     dnnl_memory_destroy(ma), dnnl_memory_destroy(mb), dnnl_memory_destroy(mc);
     if (s) {
         omni_log_any_rank(OMNI_LOG_ERROR,
-                          "ops: oneDNN matmul %lld x %lld x %lld (trans %d/%d) failed (%s)",
-                          (long long)M, (long long)N, (long long)K, ta, tb, status_text(s));
+                          "ops: oneDNN %s matmul %lld x %lld x %lld (trans %d/%d) failed (%s)",
+                          bf16 ? "bf16" : "f32", (long long)M, (long long)N, (long long)K, ta, tb,
+                          status_text(s));
         OMNI_ASSERT(s == dnnl_success);
     }
+}
+
+void omni_onednn_matmul(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                        float *C, int64_t ldc, int threads)
+{
+    matmul(ta, tb, false, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, threads);
+}
+
+void omni_onednn_matmul_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                             const uint16_t *A, int64_t lda, const uint16_t *B, int64_t ldb,
+                             float beta, float *C, int64_t ldc, int threads)
+{
+    matmul(ta, tb, true, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, threads);
+}
+
+bool omni_onednn_has_bf16(void)
+{
+    const unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
+    const unsigned bf16 = (unsigned)dnnl_cpu_isa_avx512_core_bf16;
+    return (isa & bf16) == bf16;
 }
