@@ -102,8 +102,7 @@ const field omni_exp_fields[] = {
     {"parallel", "threads", FT_THREADS, OFF(parallel.threads), "auto", 1, 1024,
      "BLAS threads per process; auto: cores of the node / processes on it"},
     {"parallel", "gemm", FT_GEMM, OFF(parallel.gemm), "auto", 0, 0,
-     "matrix-product library; auto: the environment's OMNI_GEMM, else OpenBLAS; onednn is faster "
-     "on AVX-512 (docs/model.md)"},
+     "matrix-product library; auto: oneDNN on AVX-512 CPUs, else OpenBLAS (env OMNI_GEMM)"},
     {"checkpoint", "every", FT_INT, OFF(checkpoint.every), "500", 0, 1e12,
      "steps between checkpoints; 0: only at the end and on SIGTERM/SIGINT"},
     {"checkpoint", "keep", FT_INT, OFF(checkpoint.keep), "3", 1, 1000,
