@@ -4,7 +4,8 @@
  * CPU's vcvtneps2bf16: subnormal inputs become zero) and oneDNN's bf16 matmul multiplies
  * them with fp32 sums into an fp32 C, whatever parallel.gemm says (OpenBLAS 0.3.21 has no
  * bf16 GEMM). A product of two bf16 numbers is exact in fp32, so a bf16 product differs
- * from the fp32 one only by the rounding of its inputs (relative 2^-9 each).
+ * from the fp32 one only by the rounding of its inputs (8 significant bits: relative
+ * 2^-8 at most, each).
  *
  * Activations are rounded per call, by AVX-512-BF16 code, into two scratch buffers that
  * grow to the largest product of the first step and stay. A B operand that the caller
