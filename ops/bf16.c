@@ -142,13 +142,18 @@ static uint16_t *scratch(uint16_t **buf, int64_t *cap, int64_t n)
     return *buf;
 }
 
-/* The stored [rows, cols] matrix at src (leading dimension ld) rounded into dense dst. */
+/* The stored [rows, cols] matrix at src (leading dimension ld) rounded into dense dst, on
+ * the OpenMP threads when it is large (element by element: no thread count changes it). */
 static void round_matrix(uint16_t *dst, const float *src, int64_t rows, int64_t cols, int64_t ld)
 {
+    const int64_t n = rows * cols, chunk = 16384;
     if (ld == cols) {
-        omni_bf16_round(dst, src, rows * cols);
+#pragma omp parallel for schedule(static) if (n > 4 * chunk)
+        for (int64_t c = 0; c < n; c += chunk)
+            omni_bf16_round(dst + c, src + c, n - c < chunk ? n - c : chunk);
         return;
     }
+#pragma omp parallel for schedule(static) if (n > 4 * chunk)
     for (int64_t r = 0; r < rows; r++)
         omni_bf16_round(dst + r * cols, src + r * ld, cols);
 }
