@@ -220,7 +220,22 @@ void omni_matmul_backward_mp(float *dinp, float *dw, const float *dout, const fl
 {
     if (n == 0)
         return;
-    if (dinp)
-        omni_matmul_mp(false, true, n, in, k, 1.0f, dout, k, w, k, 1.0f, dinp, in, true);
-    omni_matmul_mp(true, false, in, k, n, 1.0f, inp, in, dout, k, 1.0f, dw, k, false);
+    if (bf.precision == OMNI_PREC_FP32 || in == 0 || k == 0) {
+        omni_matmul_backward(dinp, dw, dout, inp, w, n, in, k);
+        return;
+    }
+    /* dout [n, k] enters both products: rounded once */
+    uint16_t *g = scratch(&bf.b, &bf.b_cap, n * k), *x = scratch(&bf.a, &bf.a_cap, n * in);
+    const uint16_t *wb = dinp ? weight(w, in, k, k) : NULL;
+    if (!g || !x || (dinp && !wb)) {
+        omni_log_any_rank(OMNI_LOG_ERROR, "ops: out of memory for a bf16 product");
+        OMNI_ASSERT(g && x && (wb || !dinp));
+    }
+    round_matrix(g, dout, n, k, k);
+    if (dinp) /* dinp += dout W^T, W stored [in, k] */
+        omni_onednn_matmul_bf16(false, true, n, in, k, 1.0f, g, k, wb, k, 1.0f, dinp, in,
+                                omni_gemm_threads());
+    round_matrix(x, inp, n, in, in); /* dw += inp^T dout */
+    omni_onednn_matmul_bf16(true, false, in, k, n, 1.0f, x, in, g, k, 1.0f, dw, k,
+                            omni_gemm_threads());
 }
