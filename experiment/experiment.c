@@ -357,6 +357,16 @@ static omni_status set_field(omni_experiment *x, const field *f, const origin *b
         memcpy(dst, &v, sizeof v);
         return OMNI_OK;
     }
+    case FT_PRECISION: {
+        if ((st = expect_scalar(f, &o, n)))
+            return st;
+        omni_precision v;
+        if (!omni_precision_parse(scalar(n), &v))
+            return fail_at(&o, "%s.%s is \"%s\", expected fp32 or bf16", f->section, f->key,
+                           scalar(n));
+        memcpy(dst, &v, sizeof v);
+        return OMNI_OK;
+    }
     case FT_GEMM: {
         if ((st = expect_scalar(f, &o, n)))
             return st;
@@ -774,6 +784,25 @@ int omni_experiment_task(const omni_experiment *x, const char *name)
 bool omni_experiment_is_moe_block(const omni_experiment *x, int64_t layer)
 {
     return x->moe.every > 0 && (layer + 1) % x->moe.every == 0;
+}
+
+static const char *const precision_names[] = {"fp32", "bf16"};
+_Static_assert(sizeof precision_names / sizeof precision_names[0] == OMNI_PREC_COUNT,
+               "a name for every precision");
+
+const char *omni_precision_name(omni_precision p)
+{
+    return (int)p >= 0 && p < OMNI_PREC_COUNT ? precision_names[p] : "unknown";
+}
+
+bool omni_precision_parse(const char *s, omni_precision *p)
+{
+    for (int i = 0; i < OMNI_PREC_COUNT; i++)
+        if (!strcmp(s, precision_names[i])) {
+            *p = (omni_precision)i;
+            return true;
+        }
+    return false;
 }
 
 static const char *const gemm_choice_names[] = {"auto", "onednn", "openblas"};

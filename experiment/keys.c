@@ -21,6 +21,7 @@ const char *const omni_exp_type_names[] = {
     [FT_ENTROPY] = "map {local, global, threshold} of numbers >= 0",
     [FT_THREADS] = "auto or an integer",
     [FT_GEMM] = "auto, onednn or openblas",
+    [FT_PRECISION] = "fp32 or bf16",
     [FT_FILES] = "list of paths",
     [FT_TASKS] = "map task: weight or task: {weight, loss_weight}",
 };
@@ -50,6 +51,8 @@ const field omni_exp_fields[] = {
     {"model", "recompute", FT_BOOL, OFF(model.recompute), "false", 0, 0,
      "keep only each block's input and make its activations again in backward: less memory "
      "for long contexts, one more forward of attention and dense FFNs per step"},
+    {"model", "precision", FT_PRECISION, OFF(model.precision), "fp32", 0, 0,
+     "inputs of the matrix products: fp32, or bf16 (fp32 sums; needs avx512_bf16)"},
     {"moe", "num_experts", FT_INT, OFF(moe.num_experts), "8", 1, 4096,
      "routed experts in each MoE layer"},
     {"moe", "top_k", FT_INT, OFF(moe.top_k), "2", 1, 4096,
@@ -102,8 +105,7 @@ const field omni_exp_fields[] = {
     {"parallel", "threads", FT_THREADS, OFF(parallel.threads), "auto", 1, 1024,
      "BLAS threads per process; auto: cores of the node / processes on it"},
     {"parallel", "gemm", FT_GEMM, OFF(parallel.gemm), "auto", 0, 0,
-     "matrix-product library; auto: the environment's OMNI_GEMM, else OpenBLAS; onednn is faster "
-     "on AVX-512 (docs/model.md)"},
+     "matrix-product library; auto: oneDNN on AVX-512 CPUs, else OpenBLAS (env OMNI_GEMM)"},
     {"checkpoint", "every", FT_INT, OFF(checkpoint.every), "500", 0, 1e12,
      "steps between checkpoints; 0: only at the end and on SIGTERM/SIGINT"},
     {"checkpoint", "keep", FT_INT, OFF(checkpoint.keep), "3", 1, 1000,
@@ -255,6 +257,9 @@ static void write_value(strbuf *b, const omni_experiment *x, const field *f)
         break;
     case FT_GEMM:
         sb_printf(b, "%s", omni_gemm_choice_name(x->parallel.gemm));
+        break;
+    case FT_PRECISION:
+        sb_printf(b, "%s", omni_precision_name(x->model.precision));
         break;
     case FT_FILES:
         sb_printf(b, "[");

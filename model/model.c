@@ -374,10 +374,10 @@ static void block_front(const omni_model *m, const omni_batch *b, int64_t l, con
     const omni_block_view *w = &m->pl[l];
     const int64_t d = m->d, T = b->context, ns = b->n_seq, N = ns * T;
     omni_rmsnorm_forward(a->ln1, a->rstd1, a->h, w->attn_norm, N, d);
-    omni_matmul_forward(a->qkv, a->ln1, w->wqkv, N, d, 3 * d, 0.0f);
+    omni_matmul_forward_mp(a->qkv, a->ln1, w->wqkv, N, d, 3 * d, 0.0f);
     omni_attention_forward(a->atty, a->lse, a->qkv, b, ns, T, d, m->H, m->prefix, &m->ws);
     memcpy(a->mid, a->h, (size_t)(N * d) * sizeof(float));
-    omni_matmul_forward(a->mid, a->atty, w->wo, N, d, d, 1.0f);
+    omni_matmul_forward_mp(a->mid, a->atty, w->wo, N, d, d, 1.0f);
     omni_rmsnorm_forward(a->ln2, a->rstd2, a->mid, w->ffn_norm, N, d);
 }
 
@@ -437,6 +437,7 @@ omni_status omni_model_forward(omni_model *m, const omni_batch *b, omni_model_me
     const int64_t d = m->d, ff = m->ff, T = b->context, ns = b->n_seq, N = ns * T, V = m->V;
     const int64_t NM = m->max_seq * m->T; /* stride of the per-layer buffers */
     m->last_n_seq = -1;
+    omni_bf16_weights_changed(); /* bf16 copies of the weights: once per forward pass */
 
     omni_embed_forward(m->res, b, &m->pv, N, d, m->img_dim, m->aud_dim, &m->es);
     for (int64_t l = 0; l < m->L; l++) {
@@ -456,7 +457,7 @@ omni_status omni_model_forward(omni_model *m, const omni_batch *b, omni_model_me
         }
     }
     omni_rmsnorm_forward(m->lnf, m->rstdf, m->res + m->L * NM * d, m->pv.out_norm, N, d);
-    omni_matmul_forward(m->logits, m->lnf, m->pv.out_w, N, d, V, 0.0f);
+    omni_matmul_forward_mp(m->logits, m->lnf, m->pv.out_w, N, d, V, 0.0f);
     double loss = 0.0;
     omni_xent_forward(&loss, m->probs, m->xent_rows, m->logits, b, m->loss_weight, N, V, metrics);
     if (metrics)
@@ -478,7 +479,7 @@ omni_status omni_model_backward(omni_model *m, const omni_batch *b)
     float *dlogits = m->probs;
     omni_xent_backward(dlogits, m->probs, b, m->loss_weight, N, V);
     memset(m->dln, 0, (size_t)(N * d) * sizeof(float));
-    omni_matmul_backward(m->dln, g->out_w, dlogits, m->lnf, p->out_w, N, d, V);
+    omni_matmul_backward_mp(m->dln, g->out_w, dlogits, m->lnf, p->out_w, N, d, V);
     memset(m->dres, 0, (size_t)(N * d) * sizeof(float));
     omni_rmsnorm_backward(m->dres, g->out_norm, m->dln, m->res + m->L * NM * d, p->out_norm,
                           m->rstdf, N, d);
@@ -505,12 +506,12 @@ omni_status omni_model_backward(omni_model *m, const omni_batch *b)
         omni_rmsnorm_backward(m->dres, gw->ffn_norm, m->dln, a.mid, w->ffn_norm, a.rstd2, N, d);
         /* Attention: dres is now d/d(mid). */
         memset(m->datty, 0, (size_t)(N * d) * sizeof(float));
-        omni_matmul_backward(m->datty, gw->wo, m->dres, a.atty, w->wo, N, d, d);
+        omni_matmul_backward_mp(m->datty, gw->wo, m->dres, a.atty, w->wo, N, d, d);
         memset(m->dqkv, 0, (size_t)(N * 3 * d) * sizeof(float));
         omni_attention_backward(m->dqkv, m->datty, a.atty, a.qkv, a.lse, b, ns, T, d, m->H,
                                 m->prefix, &m->ws);
         memset(m->dln, 0, (size_t)(N * d) * sizeof(float));
-        omni_matmul_backward(m->dln, gw->wqkv, m->dqkv, a.ln1, w->wqkv, N, d, 3 * d);
+        omni_matmul_backward_mp(m->dln, gw->wqkv, m->dqkv, a.ln1, w->wqkv, N, d, 3 * d);
         omni_rmsnorm_backward(m->dres, gw->attn_norm, m->dln, a.h, w->attn_norm, a.rstd1, N, d);
         if (m->grads_ready && (st = m->grads_ready(m->grads_ready_ctx, l)))
             return st;
