@@ -351,8 +351,8 @@ static omni_status set_field(omni_experiment *x, const field *f, const origin *b
         while (r < OMNI_ROUTER_COUNT && strcmp(scalar(n), omni_router_name((omni_router_kind)r)))
             r++;
         if (r == OMNI_ROUTER_COUNT)
-            return fail_at(&o, "%s.%s is \"%s\", expected topk or task", f->section, f->key,
-                           scalar(n));
+            return fail_at(&o, "%s.%s is \"%s\", expected topk, task or expert_choice", f->section,
+                           f->key, scalar(n));
         omni_router_kind v = (omni_router_kind)r;
         memcpy(dst, &v, sizeof v);
         return OMNI_OK;
@@ -695,6 +695,31 @@ static omni_status check_consistency(const loader *ld, const char *source)
                        "embedding, not the tokens, so there is nothing to jitter; expected "
                        "moe.jitter = 0",
                        x->moe.jitter);
+    if (x->moe.router == OMNI_ROUTER_EXPERT_CHOICE) {
+        if (x->moe.every == 0)
+            return fail_at(blame(ld, source, &fb, "moe", "router", "moe", "every"),
+                           "moe.router = expert_choice with moe.every = 0: a dense model has no "
+                           "router, expected moe.every >= 1 or moe.router left out");
+        if (x->moe.capacity_factor <= 0.0)
+            return fail_at(blame(ld, source, &fb, "moe", "capacity_factor", "moe", "router"),
+                           "moe.capacity_factor = %g with moe.router = expert_choice: each expert "
+                           "takes ceil(capacity_factor * top_k * tokens / num_experts) tokens, so "
+                           "there is no dropless expert choice; expected capacity_factor > 0 "
+                           "(1.0: on average top_k experts per token)",
+                           x->moe.capacity_factor);
+        if (x->moe.aux_loss > 0.0)
+            return fail_at(blame(ld, source, &fb, "moe", "aux_loss", "moe", "router"),
+                           "moe.aux_loss = %g with moe.router = expert_choice: every expert takes "
+                           "exactly its capacity, so the balance loss is a constant without "
+                           "gradient; expected moe.aux_loss = 0",
+                           x->moe.aux_loss);
+        if (x->moe.bias_rate > 0.0)
+            return fail_at(blame(ld, source, &fb, "moe", "bias_rate", "moe", "router"),
+                           "moe.bias_rate = %g with moe.router = expert_choice: the load is "
+                           "balanced by construction, there is nothing for the bias to balance; "
+                           "expected moe.bias_rate = 0",
+                           x->moe.bias_rate);
+    }
     bool entropy_on = x->moe.entropy.local > 0.0 || x->moe.entropy.global > 0.0;
     if (entropy_on && x->moe.every == 0)
         return fail_at(blame(ld, source, &fb, "moe", "entropy", "moe", "every"),

@@ -268,7 +268,7 @@ static const bad_case bad_cases[] = {
     {MINIMAL, "data.files=[a.h5", "--set data.files=[a.h5: YAML syntax error"},
     /* 45 bad router */
     {MINIMAL "moe: {router: expert}\n", NULL,
-     "exp.yaml:3:15: moe.router is \"expert\", expected topk or task"},
+     "exp.yaml:3:15: moe.router is \"expert\", expected topk, task or expert_choice"},
     /* 46 task routing in a dense model */
     {MINIMAL "moe: {router: task, every: 0}\n", NULL,
      "exp.yaml:3:15: moe.router = task with moe.every = 0: a dense model has no router"},
