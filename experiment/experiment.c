@@ -244,6 +244,28 @@ static omni_status set_entropy(omni_experiment *x, const field *f, const origin 
     return OMNI_OK;
 }
 
+/* --set moe.entropy.KEY=NUMBER: one of local, global, threshold; the others keep their
+ * values (from the file or the defaults). */
+static omni_status set_entropy_key(omni_experiment *x, const field *f, const origin *o,
+                                   const char *key, const yaml_node_t *vn)
+{
+    static const char *const names[3] = {"local", "global", "threshold"};
+    int i = 0;
+    while (i < 3 && strcmp(key, names[i]))
+        i++;
+    if (i == 3)
+        return fail_at(o, "unknown key moe.entropy.%s, expected local, global or threshold", key);
+    double v;
+    if (vn->type != YAML_SCALAR_NODE || !is_plain(vn) || !parse_float(scalar(vn), &v))
+        return fail_at(o, "moe.entropy.%s is %s, expected a number", key, node_kind(vn));
+    if (v < f->min || v > f->max)
+        return fail_at(o, "moe.entropy.%s = %.17g is out of range, expected [%g, %g]", key, v,
+                       f->min, f->max);
+    double *dst[3] = {&x->moe.entropy.local, &x->moe.entropy.global, &x->moe.entropy.threshold};
+    *dst[i] = v;
+    return OMNI_OK;
+}
+
 static omni_status set_files(omni_experiment *x, const field *f, const origin *base,
                              yaml_document_t *doc, const yaml_node_t *n)
 {
@@ -592,11 +614,18 @@ static omni_status apply_flag(loader *ld, const char *flag)
     section[ls] = '\0';
     memcpy(key, dot + 1, lk);
     key[lk] = '\0';
+    /* section.key.part: one key inside a mapping-valued field (moe.entropy.local) */
+    char *part = strchr(key, '.');
+    if (part)
+        *part++ = '\0';
     if (find_section(section) < 0)
         return unknown_section(&o, section);
     int fi = find_field(section, key);
     if (fi < 0)
         return unknown_key(&o, section, key);
+    if (part && omni_exp_fields[fi].type != FT_ENTROPY)
+        return fail_at(&o, "%s.%s is %s, not a mapping of keys: set it whole, %s.%s=VALUE", section,
+                       key, omni_exp_type_names[omni_exp_fields[fi].type], section, key);
     const char *value = eq + 1;
     yaml_document_t doc;
     omni_status st = load_document(&doc, value, strlen(value), &o);
@@ -606,6 +635,8 @@ static omni_status apply_flag(loader *ld, const char *flag)
     if (!root)
         st = fail_at(&o, "%s.%s has no value, expected %s", section, key,
                      omni_exp_type_names[omni_exp_fields[fi].type]);
+    else if (part)
+        st = set_entropy_key(ld->x, &omni_exp_fields[fi], &o, part, root);
     else
         st = set_field(ld->x, &omni_exp_fields[fi], &o, &doc, root);
     if (!st) {
