@@ -370,9 +370,11 @@ layout:
  * Task routing (moe.router: task): the router on the task embeddings, one row per task
  * (choice through the balancing bias as for tokens), then every routed row takes the
  * logits, probabilities, choice and gates of its task's row. Counts this worker's rows of
- * each task for the losses' backward. Every row must carry a task.
+ * each task for the losses' backward. Every row must carry a task: a row that does not is
+ * routed as task 0 and counted in the sums' `faults` (with its position in *bad), so that
+ * after the all-reduce every rank fails the forward together instead of one rank alone.
  */
-static omni_status route_by_task(omni_moe *m, moe_layer *L)
+static void route_by_task(omni_moe *m, moe_layer *L, int64_t *bad)
 {
     const int64_t E = m->E, k = m->k, T = m->n_tasks;
     omni_router_forward(L->t_logits, L->t_probs, L->t_lse, L->temb, L->wr, T, m->d, E);
@@ -380,13 +382,15 @@ static omni_status route_by_task(omni_moe *m, moe_layer *L)
                      m->x.moe.normalize_topk);
     memset(L->t_local, 0, (size_t)T * sizeof(double));
     L->jittered = false;
+    *bad = -1;
     for (int64_t i = 0; i < L->na; i++) {
         int32_t t = m->task_c[i];
-        if (t < 0 || t >= T)
-            return omni_fail(OMNI_ERR_INTERNAL,
-                             "moe: task routing: position %lld carries task %d, expected a task "
-                             "of the model's %lld",
-                             (long long)L->tok[i], (int)t, (long long)T);
+        if (t < 0 || t >= T) {
+            if (*bad < 0)
+                *bad = i;
+            *L->sums.faults += 1.0;
+            t = 0;
+        }
         L->rtask[i] = t;
         L->t_local[t] += 1.0;
         memcpy(L->logits + i * E, L->t_logits + t * E, (size_t)E * sizeof(float));
@@ -396,7 +400,6 @@ static omni_status route_by_task(omni_moe *m, moe_layer *L)
         memcpy(L->prob + i * k, L->t_prob + t * k, (size_t)k * sizeof(float));
         memcpy(L->gate + i * k, L->t_gate + t * k, (size_t)k * sizeof(float));
     }
-    return OMNI_OK;
 }
 
 /*
@@ -459,9 +462,10 @@ omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *
     L->na = na;
 
     /* route */
+    int64_t bad = -1;
+    omni_router_sums_zero(&L->sums);
     if (m->task_router) {
-        if ((st = route_by_task(m, L)) != OMNI_OK)
-            return st;
+        route_by_task(m, L, &bad);
     } else if (m->expert_choice) {
         if ((st = route_by_expert_choice(m, L)) != OMNI_OK)
             return st;
@@ -474,7 +478,6 @@ omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *
     }
 
     /* statistics and losses over the global batch */
-    omni_router_sums_zero(&L->sums);
     if (m->expert_choice)
         omni_router_choice_sums_add(&L->sums, L->probs, L->lse, m->ec_chosen, m->task_c, na);
     else
@@ -486,6 +489,19 @@ omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *
     st = m->comm.allreduce_sum(m->comm.ctx, L->sums.buf, L->sums.len);
     if (st != OMNI_OK)
         return st;
+    if (*L->sums.faults > 0.0) {
+        if (bad >= 0)
+            return omni_fail(OMNI_ERR_INTERNAL,
+                             "moe: task routing: position %lld of this rank carries task %d, "
+                             "expected a task of the model's %lld (%.0f such positions in the "
+                             "batch)",
+                             (long long)L->tok[bad], (int)m->task_c[bad], (long long)m->n_tasks,
+                             *L->sums.faults);
+        return omni_fail(OMNI_ERR_INTERNAL,
+                         "moe: task routing: %.0f positions of another rank carry no task of "
+                         "the model",
+                         *L->sums.faults);
+    }
     if (m->task_router)
         omni_router_task_losses(&L->sums, L->t_probs, L->t_lse, L->t_expert, k, &L->aux, &L->z);
     else

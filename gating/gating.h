@@ -87,6 +87,8 @@ typedef struct {
     double *mod_prob;    /* [n_modalities, E] sum over the modality's tokens of the probability */
     double *mod_entropy; /* [n_modalities] sum over its tokens of the router entropy (nats) */
     double *mod_tokens;  /* [n_modalities] its tokens routed */
+    double *faults;      /* [1] routed rows that could not be routed (task routing: a row
+                          * without a task); after the all-reduce every rank sees them */
 } omni_router_sums;
 
 /* Sums for E experts, n_tasks tasks, and n_modalities groups of the entropy losses (0 when
