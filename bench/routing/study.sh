@@ -5,12 +5,16 @@
 # (SVG, one per router) and one `omnimoe report` page of all runs.
 #
 #   bench/routing/study.sh [-b BUILD_DIR] [-o OUT_DIR] [-s STEPS] [-j JOBS] [-r "ROWS"] [-S "SEEDS"]
+#                          [-T SPEED_STEPS]
 #
 # Defaults: build, runs/study, 160 steps, 3 runs at a time (one process each, 1 BLAS thread),
 # rows = all of ROWS below, seeds "1 2". A run whose directory holds `done` is not run again
 # (delete it, or the directory, to rerun); so an interrupted study continues where it stopped,
 # and `-r dense -S 3` adds one run. The table is printed and written to OUT_DIR/table.md.
-# tokens/s are measured while JOBS runs share the machine: compare them within one study.
+# Speed is measured apart, one run at a time: each row trains 10 and 10 + SPEED_STEPS (default
+# 40; 0: skip) steps without evaluation, twice, rows alternating; tokens per CPU-second of the
+# difference (so start-up and the final evaluation cancel, and the load of other jobs on a
+# shared machine counts less than in wall time), the best of the two, in OUT_DIR/speed-ROW.txt.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
 build="$src/build"
@@ -19,6 +23,7 @@ steps=160
 jobs=3
 rows=""
 seeds="1 2"
+speed_steps=40
 while [[ $# -gt 0 ]]; do
     case "$1" in
     -b) build=$2; shift 2 ;;
@@ -27,7 +32,8 @@ while [[ $# -gt 0 ]]; do
     -j) jobs=$2; shift 2 ;;
     -r) rows=$2; shift 2 ;;
     -S) seeds=$2; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -T) speed_steps=$2; shift 2 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "study.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -84,7 +90,42 @@ export out data steps omnimoe src
 export ROW_DEFS="$(declare -p ROW)"
 status=0
 for seed in $seeds; do for r in $rows; do echo "$r $seed"; done; done |
-    xargs -P "$jobs" -L 1 bash -c 'eval "$ROW_DEFS"; run_one "$0" "$1"' || status=1
+    xargs -r -P "$jobs" -L 1 bash -c 'eval "$ROW_DEFS"; run_one "$0" "$1"' || status=1
+
+# speed: CPU time of SPEED_STEPS training steps per row (the difference of two runs)
+speed_one() {
+    local name=$1 steps=$2 dir="$out/speed/$1-$2" sets=() kv
+    local IFS=';'
+    for kv in ${ROW[$name]}; do sets+=(--set "$kv"); done
+    IFS=$' \t\n'
+    rm -rf "$dir"
+    /usr/bin/time -f "%U %S %e" -o "$dir.time" "$omnimoe" train "$src/configs/demo.yaml" \
+        --set data.files="[$data]" --set experiment.out_dir="$dir" --set experiment.seed=1 \
+        --set optim.steps="$steps" --set optim.warmup=5 --set log.every=10 --set eval.every=0 --set eval.batches=1 \
+        --set eval.generate=0 --set eval.env='""' --set checkpoint.every=0 --set checkpoint.keep=1 \
+        --set parallel.threads=1 "${sets[@]}" >"$dir.log" 2>&1 || return 1
+    local tokens
+    tokens=$(sed -n 's/^done: [0-9]* steps, \([0-9]*\) tokens$/\1/p' "$dir.log")
+    echo "$tokens $(cat "$dir.time")"
+}
+if [[ "$speed_steps" -gt 0 ]]; then
+    mkdir -p "$out/speed"
+    for rep in 1 2; do
+        order=$rows
+        [[ $rep == 2 ]] && order=$(echo $rows | tr ' ' '\n' | tac | tr '\n' ' ')
+        for r in $order; do
+            a=$(speed_one "$r" 10) && b=$(speed_one "$r" $((10 + speed_steps))) || {
+                echo "study: speed of $r FAILED, see $out/speed/" >&2; status=1; continue; }
+            # tokens, user s, system s, wall s of each run -> tokens per CPU-second of the difference
+            echo "$a $b" | awk '{ printf "%.1f %.4f\n", ($5 - $1) / (($6 + $7) - ($2 + $3)), ($8 - $4) }' \
+                >>"$out/speed-$r.runs"
+        done
+    done
+    for r in $rows; do
+        [[ -f "$out/speed-$r.runs" ]] && sort -g -r "$out/speed-$r.runs" | head -1 >"$out/speed-$r.txt"
+        rm -f "$out/speed-$r.runs"
+    done
+fi
 
 python3 "$src/bench/routing/table.py" "$out" $ORDER | tee "$out/table.md"
 mapfile -t reps < <(for r in $ORDER; do [[ -d "$out/$r-s1" && "$r" != dense ]] && echo "$out/$r-s1"; done)

@@ -182,12 +182,17 @@ def main():
         cells.append(" ".join(str(ranks[row].get(s, "–")) for s in seeds))
         print("| " + " | ".join(cells) + " |")
     print()
+    speed = {}
+    for row in res:
+        f = os.path.join(out, f"speed-{row}.txt")
+        if os.path.isfile(f):
+            speed[row] = float(open(f).read().split()[0])
     print("Exact match (greedy captions of 64 validation samples per task), cart-pole return "
-          "(5 episodes, at most 200 steps), tokens/s (training, while the study's other runs "
-          "shared the machine)")
+          "(5 episodes, at most 200 steps), training tokens per CPU-second (one process, one "
+          "BLAS thread; speed-ROW.txt) and relative to dense")
     print()
     hdr = ["router"] + [f"{t} exact" for t in text_tasks] + [f"{t} return" for t in ctl] + \
-        ["tokens/s"]
+        ["tokens/CPU-s", "vs dense"]
     print("| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
     for row in res:
@@ -196,7 +201,9 @@ def main():
             cells.append(fmt(*over(row, lambda s: s["exact"].get(t)), digits=2))
         for t in ctl:
             cells.append(fmt(*over(row, lambda s: s["ret"].get(t)), digits=0))
-        cells.append(fmt(over(row, lambda s: s["tok_s"])[0], digits=0))
+        cells.append(fmt(speed.get(row), digits=0))
+        cells.append(f"{speed[row] / speed['dense']:.2f}" if row in speed and "dense" in speed
+                     else "–")
         print("| " + " | ".join(cells) + " |")
     print()
     print("Routing: drop share (all assignments; per task, the largest), mean token routing "
