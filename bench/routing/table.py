@@ -103,7 +103,7 @@ def run_summary(d):
 def svg_heatmap(name, heat, tasks, path):
     cell, left, top, gap = 34, 78, 34, 24
     E = len(next(iter(heat[0].values())))
-    w = left + len(heat) * (E * cell + gap) + 10
+    w = max(left + len(heat) * (E * cell + gap) + 10, 600)
     h = top + len(tasks) * cell + 30
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
            f'font-family="sans-serif" font-size="11">',
