@@ -41,7 +41,7 @@ omnimoe="$build/cli/omnimoe"
 [[ -x "$omnimoe" ]] || { echo "study.sh: $omnimoe not found: build first (cmake --build $build)" >&2; exit 2; }
 
 # Every row is the demo experiment (configs/demo.yaml: d_model 128, 4 blocks, every 2nd an MoE
-# FFN; dense blocks d_ff 512) with these overrides. Active FFN parameters per token are equal
+# FFN; dense blocks d_ff 512) with these overrides, separated by ";". Active FFN parameters per token are equal
 # in every row: top_k * expert_ff = 512 = the dense model's d_ff.
 declare -A ROW=(
     [dense]="moe.every=0"
@@ -53,9 +53,8 @@ declare -A ROW=(
     [top2-entropy]="moe.entropy={local: 0.01, global: 0.02, threshold: 1.0}"
     [top2-dropless]="moe.capacity_factor=0"
     [top2-e8]="moe.num_experts=8"
-    [top2-e8-dropless]="moe.num_experts=8;moe.capacity_factor=0"
 )
-ORDER="dense top1 top2 top2-bias expert-choice task top2-entropy top2-dropless top2-e8 top2-e8-dropless"
+ORDER="dense top1 top2 top2-bias expert-choice task top2-entropy top2-dropless top2-e8"
 [[ -n "$rows" ]] || rows=$ORDER
 for r in $rows; do [[ -v "ROW[$r]" ]] || { echo "study.sh: unknown row $r (rows: $ORDER)" >&2; exit 2; }; done
 
