@@ -38,10 +38,11 @@ typedef enum {
 typedef enum {
     OMNI_ROUTER_TOPK = 0, /* token choice: each token its top-k of x W_r */
     OMNI_ROUTER_TASK,     /* task routing: each task its top-k of e_task W_r, for all its tokens */
+    OMNI_ROUTER_EXPERT_CHOICE, /* expert choice: each expert its top-C tokens of the global batch */
     OMNI_ROUTER_COUNT
 } omni_router_kind;
 
-/* "topk", "task": the values of moe.router. */
+/* "topk", "task", "expert_choice": the values of moe.router. */
 const char *omni_router_name(omni_router_kind r);
 
 /* One entry of data.tasks: `name: weight` or `name: {weight: w, loss_weight: l}`. */

@@ -77,7 +77,9 @@ const field omni_exp_fields[] = {
      "always-on shared experts added to the routed output"},
     {"moe", "router", FT_ROUTER, OFF(moe.router), "topk", 0, 0,
      "topk: each token picks its experts; task: each task does, for all its tokens, from a "
-     "learned task embedding (Kudugunta et al. 2021)"},
+     "learned task embedding (Kudugunta et al. 2021); expert_choice: each expert picks its "
+     "ceil(capacity_factor * top_k * tokens / num_experts) tokens of the global batch (Zhou et "
+     "al. 2022)"},
     {"moe", "entropy", FT_ENTROPY, OFF(moe.entropy), "{local: 0.0, global: 0.0, threshold: 0.0}", 0,
      100,
      "LIMoE's per-modality losses: local * mean token routing entropy + global * -(entropy of "
@@ -137,7 +139,7 @@ _Static_assert(sizeof omni_exp_sections / sizeof omni_exp_sections[0] == N_SECTI
 
 const char *omni_router_name(omni_router_kind r)
 {
-    static const char *const names[] = {"topk", "task"};
+    static const char *const names[] = {"topk", "task", "expert_choice"};
     _Static_assert(sizeof names / sizeof names[0] == OMNI_ROUTER_COUNT, "a name per router");
     return r >= 0 && r < OMNI_ROUTER_COUNT ? names[r] : "?";
 }
