@@ -35,6 +35,11 @@ struct omni_ckpt {
  * the 2 GiB that MPI counts in int can describe. Tests lower it to exercise pieces.
  */
 extern size_t omni_ckpt_piece_bytes;
+/* Pieces of at most this many bytes when checksums are taken during a transfer. 1 GiB
+ * (no smaller than omni_ckpt_piece_bytes): pieces of 1 and 4 MiB, summed while in cache,
+ * measured no cheaper here (the kernel's page-cache copies pass by the cache), and they
+ * multiply the collective calls. bench_checkpoint's last argument sets it. */
+extern size_t omni_ckpt_sum_piece_bytes;
 
 /*
  * How tensors are checksummed when saved: CRC32C attributes (h5.h; the default), none,

@@ -19,8 +19,15 @@ static const char *const model_keys[] = {
     "moe.expert_ff", "moe.shared_experts", "moe.normalize_topk",
 };
 
+/* Keys under model.* that change how the model is computed, not what it computes: a run
+ * resumes with them changed (a bf16 run in fp32 and the reverse: docs/model.md, "bf16"). */
+static const char *const training_model_keys[] = {"model.recompute", "model.precision"};
+
 static bool is_model_key(const char *key)
 {
+    for (size_t i = 0; i < sizeof training_model_keys / sizeof training_model_keys[0]; i++)
+        if (!strcmp(key, training_model_keys[i]))
+            return false;
     for (size_t i = 0; i < sizeof model_keys / sizeof model_keys[0]; i++) {
         const char *k = model_keys[i];
         size_t n = strlen(k);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 size_t omni_ckpt_piece_bytes = (size_t)1 << 30;
+size_t omni_ckpt_sum_piece_bytes = (size_t)1 << 30;
 ckpt_sum_mode omni_ckpt_sum_mode = CKPT_SUM_CRC32C;
 
 static const struct {
@@ -126,18 +127,29 @@ omni_status ckpt_transfer(MPI_Comm comm, hid_t dset, const omni_ckpt_tensor *t, 
                           bool write, const char *file, omni_h5_sum_kind *sum)
 {
     omni_h5_rows r = ckpt_rows(t);
-    omni_status st =
-        omni_h5_transfer(comm, dset, &r, active, write, omni_ckpt_piece_bytes, OMNI_ERR_CKPT, file);
-    if (write) {
-        if (omni_ckpt_sum_mode != CKPT_SUM_CRC32C)
-            return st;
-        /* Collective: entered by every rank whatever its transfer did. */
-        omni_status sst = omni_h5_sum_write_shared(comm, dset, &r, active && !st, file);
-        return st ? st : sst;
+    const bool summing = !write || omni_ckpt_sum_mode == CKPT_SUM_CRC32C;
+    size_t piece = omni_ckpt_piece_bytes;
+    /* Checksums are taken piece by piece as the transfer passes, right after each piece
+     * is read and before it is written (pieces of at most omni_ckpt_sum_piece_bytes). */
+    if (summing) {
+        /* Without the array (out of memory) the sums are taken after the transfer. */
+        r.sums = omni_alloc(omni_h5_slabs(r.rank, r.dims), sizeof *r.sums, "checksums");
+        if (r.sums && piece > omni_ckpt_sum_piece_bytes)
+            piece = omni_ckpt_sum_piece_bytes;
     }
-    *sum = OMNI_H5_SUM_NONE;
-    if (!st && active)
-        st = omni_h5_sum_check(dset, &r, sum, OMNI_ERR_CKPT, file);
+    omni_status st = omni_h5_transfer(comm, dset, &r, active, write, piece, OMNI_ERR_CKPT, file);
+    if (write) {
+        /* Collective: entered by every rank whatever its transfer did. */
+        if (summing) {
+            omni_status sst = omni_h5_sum_write_shared(comm, dset, &r, active && !st, file);
+            st = st ? st : sst;
+        }
+    } else {
+        *sum = OMNI_H5_SUM_NONE;
+        if (!st && active)
+            st = omni_h5_sum_check(dset, &r, sum, OMNI_ERR_CKPT, file);
+    }
+    omni_free(r.sums);
     return st;
 }
 

@@ -110,6 +110,10 @@ static void print_version(void)
                omni_gemm_kernel((omni_gemm_backend)b), b == (int)use ? " (default)" : "");
     }
     omni_gemm_set_backend(use);
+    printf("  bf16     %s\n", omni_bf16_available()
+                                  ? "available (avx512_bf16: model.precision bf16 runs on oneDNN)"
+                                  : "not available (this CPU lacks avx512_bf16, or oneDNN does "
+                                    "not use it: model.precision fp32 only)");
     printf("  libyaml  %s\n", yaml_get_version_string());
 }
 

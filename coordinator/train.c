@@ -620,6 +620,8 @@ omni_status omni_train(MPI_Comm comm, const omni_experiment *x, const omni_train
     omni_signals_install();
     int threads = 1;
     omni_status st = omni_blas_set_threads(x, comm, &threads);
+    if (!st) /* every rank runs the same CPU check: a refusal is the job's, before any work */
+        st = omni_gemm_set_precision(x->model.precision);
     if (st)
         return st;
     if ((st = omni_experiment_to_yaml(x, &t.yaml)))
@@ -663,13 +665,14 @@ omni_status omni_train(MPI_Comm comm, const omni_experiment *x, const omni_train
     omni_log(OMNI_LOG_INFO, "# omnimoe %s, experiment %s (%s)\n%s", OMNI_VERSION,
              x->experiment.name, opts->source ? opts->source : "-", t.yaml);
     omni_log(OMNI_LOG_INFO,
-             "training %s on %d process%s x %d thread%s (GEMM %s, %s): %lld steps of %lld "
+             "training %s on %d process%s x %d thread%s (GEMM %s, %s%s): %lld steps of %lld "
              "sequences of %lld tokens, %d task%s, %d MoE layer%s of %d experts",
              x->experiment.name, t.size, t.size == 1 ? "" : "es", threads, threads == 1 ? "" : "s",
              omni_gemm_backend_name(omni_gemm_backend_of()),
-             omni_gemm_kernel(omni_gemm_backend_of()), (long long)x->optim.steps,
-             (long long)x->data.batch, (long long)x->model.context, n_tasks,
-             n_tasks == 1 ? "" : "s", n_layers, n_layers == 1 ? "" : "s", n_experts);
+             omni_gemm_kernel(omni_gemm_backend_of()),
+             x->model.precision == OMNI_PREC_BF16 ? "; model products in bf16 on onednn" : "",
+             (long long)x->optim.steps, (long long)x->data.batch, (long long)x->model.context,
+             n_tasks, n_tasks == 1 ? "" : "s", n_layers, n_layers == 1 ? "" : "s", n_experts);
     st = loop(&t);
     if (!st && t.stop_signal)
         omni_log(OMNI_LOG_INFO,

@@ -244,6 +244,28 @@ static omni_status set_entropy(omni_experiment *x, const field *f, const origin 
     return OMNI_OK;
 }
 
+/* --set moe.entropy.KEY=NUMBER: one of local, global, threshold; the others keep their
+ * values (from the file or the defaults). */
+static omni_status set_entropy_key(omni_experiment *x, const field *f, const origin *o,
+                                   const char *key, const yaml_node_t *vn)
+{
+    static const char *const names[3] = {"local", "global", "threshold"};
+    int i = 0;
+    while (i < 3 && strcmp(key, names[i]))
+        i++;
+    if (i == 3)
+        return fail_at(o, "unknown key moe.entropy.%s, expected local, global or threshold", key);
+    double v;
+    if (vn->type != YAML_SCALAR_NODE || !is_plain(vn) || !parse_float(scalar(vn), &v))
+        return fail_at(o, "moe.entropy.%s is %s, expected a number", key, node_kind(vn));
+    if (v < f->min || v > f->max)
+        return fail_at(o, "moe.entropy.%s = %.17g is out of range, expected [%g, %g]", key, v,
+                       f->min, f->max);
+    double *dst[3] = {&x->moe.entropy.local, &x->moe.entropy.global, &x->moe.entropy.threshold};
+    *dst[i] = v;
+    return OMNI_OK;
+}
+
 static omni_status set_files(omni_experiment *x, const field *f, const origin *base,
                              yaml_document_t *doc, const yaml_node_t *n)
 {
@@ -351,9 +373,19 @@ static omni_status set_field(omni_experiment *x, const field *f, const origin *b
         while (r < OMNI_ROUTER_COUNT && strcmp(scalar(n), omni_router_name((omni_router_kind)r)))
             r++;
         if (r == OMNI_ROUTER_COUNT)
-            return fail_at(&o, "%s.%s is \"%s\", expected topk or task", f->section, f->key,
-                           scalar(n));
+            return fail_at(&o, "%s.%s is \"%s\", expected topk, task or expert_choice", f->section,
+                           f->key, scalar(n));
         omni_router_kind v = (omni_router_kind)r;
+        memcpy(dst, &v, sizeof v);
+        return OMNI_OK;
+    }
+    case FT_PRECISION: {
+        if ((st = expect_scalar(f, &o, n)))
+            return st;
+        omni_precision v;
+        if (!omni_precision_parse(scalar(n), &v))
+            return fail_at(&o, "%s.%s is \"%s\", expected fp32 or bf16", f->section, f->key,
+                           scalar(n));
         memcpy(dst, &v, sizeof v);
         return OMNI_OK;
     }
@@ -592,11 +624,18 @@ static omni_status apply_flag(loader *ld, const char *flag)
     section[ls] = '\0';
     memcpy(key, dot + 1, lk);
     key[lk] = '\0';
+    /* section.key.part: one key inside a mapping-valued field (moe.entropy.local) */
+    char *part = strchr(key, '.');
+    if (part)
+        *part++ = '\0';
     if (find_section(section) < 0)
         return unknown_section(&o, section);
     int fi = find_field(section, key);
     if (fi < 0)
         return unknown_key(&o, section, key);
+    if (part && omni_exp_fields[fi].type != FT_ENTROPY)
+        return fail_at(&o, "%s.%s is %s, not a mapping of keys: set it whole, %s.%s=VALUE", section,
+                       key, omni_exp_type_names[omni_exp_fields[fi].type], section, key);
     const char *value = eq + 1;
     yaml_document_t doc;
     omni_status st = load_document(&doc, value, strlen(value), &o);
@@ -606,6 +645,8 @@ static omni_status apply_flag(loader *ld, const char *flag)
     if (!root)
         st = fail_at(&o, "%s.%s has no value, expected %s", section, key,
                      omni_exp_type_names[omni_exp_fields[fi].type]);
+    else if (part)
+        st = set_entropy_key(ld->x, &omni_exp_fields[fi], &o, part, root);
     else
         st = set_field(ld->x, &omni_exp_fields[fi], &o, &doc, root);
     if (!st) {
@@ -695,6 +736,31 @@ static omni_status check_consistency(const loader *ld, const char *source)
                        "embedding, not the tokens, so there is nothing to jitter; expected "
                        "moe.jitter = 0",
                        x->moe.jitter);
+    if (x->moe.router == OMNI_ROUTER_EXPERT_CHOICE) {
+        if (x->moe.every == 0)
+            return fail_at(blame(ld, source, &fb, "moe", "router", "moe", "every"),
+                           "moe.router = expert_choice with moe.every = 0: a dense model has no "
+                           "router, expected moe.every >= 1 or moe.router left out");
+        if (x->moe.capacity_factor <= 0.0)
+            return fail_at(blame(ld, source, &fb, "moe", "capacity_factor", "moe", "router"),
+                           "moe.capacity_factor = %g with moe.router = expert_choice: each expert "
+                           "takes ceil(capacity_factor * top_k * tokens / num_experts) tokens, so "
+                           "there is no dropless expert choice; expected capacity_factor > 0 "
+                           "(1.0: on average top_k experts per token)",
+                           x->moe.capacity_factor);
+        if (x->moe.aux_loss > 0.0)
+            return fail_at(blame(ld, source, &fb, "moe", "aux_loss", "moe", "router"),
+                           "moe.aux_loss = %g with moe.router = expert_choice: every expert takes "
+                           "exactly its capacity, so the balance loss is a constant without "
+                           "gradient; expected moe.aux_loss = 0",
+                           x->moe.aux_loss);
+        if (x->moe.bias_rate > 0.0)
+            return fail_at(blame(ld, source, &fb, "moe", "bias_rate", "moe", "router"),
+                           "moe.bias_rate = %g with moe.router = expert_choice: the load is "
+                           "balanced by construction, there is nothing for the bias to balance; "
+                           "expected moe.bias_rate = 0",
+                           x->moe.bias_rate);
+    }
     bool entropy_on = x->moe.entropy.local > 0.0 || x->moe.entropy.global > 0.0;
     if (entropy_on && x->moe.every == 0)
         return fail_at(blame(ld, source, &fb, "moe", "entropy", "moe", "every"),
@@ -774,6 +840,25 @@ int omni_experiment_task(const omni_experiment *x, const char *name)
 bool omni_experiment_is_moe_block(const omni_experiment *x, int64_t layer)
 {
     return x->moe.every > 0 && (layer + 1) % x->moe.every == 0;
+}
+
+static const char *const precision_names[] = {"fp32", "bf16"};
+_Static_assert(sizeof precision_names / sizeof precision_names[0] == OMNI_PREC_COUNT,
+               "a name for every precision");
+
+const char *omni_precision_name(omni_precision p)
+{
+    return (int)p >= 0 && p < OMNI_PREC_COUNT ? precision_names[p] : "unknown";
+}
+
+bool omni_precision_parse(const char *s, omni_precision *p)
+{
+    for (int i = 0; i < OMNI_PREC_COUNT; i++)
+        if (!strcmp(s, precision_names[i])) {
+            *p = (omni_precision)i;
+            return true;
+        }
+    return false;
 }
 
 static const char *const gemm_choice_names[] = {"auto", "onednn", "openblas"};

@@ -22,6 +22,9 @@
 #define OMNI_PATH_MAX  1024
 
 typedef enum { OMNI_ATTN_CAUSAL = 0, OMNI_ATTN_PREFIX, OMNI_ATTN_COUNT } omni_attention;
+/* model.precision: the inputs of the model's matrix products (ops/ops.h); fp32 always
+ * accumulates, and everything else (weights, moments, norms, router, losses) is fp32. */
+typedef enum { OMNI_PREC_FP32 = 0, OMNI_PREC_BF16, OMNI_PREC_COUNT } omni_precision;
 /* parallel.gemm: the library of the matrix products (ops/ops.h); auto: the faster one on
  * this CPU, or the environment's OMNI_GEMM. */
 typedef enum {
@@ -35,10 +38,11 @@ typedef enum {
 typedef enum {
     OMNI_ROUTER_TOPK = 0, /* token choice: each token its top-k of x W_r */
     OMNI_ROUTER_TASK,     /* task routing: each task its top-k of e_task W_r, for all its tokens */
+    OMNI_ROUTER_EXPERT_CHOICE, /* expert choice: each expert its top-C tokens of the global batch */
     OMNI_ROUTER_COUNT
 } omni_router_kind;
 
-/* "topk", "task": the values of moe.router. */
+/* "topk", "task", "expert_choice": the values of moe.router. */
 const char *omni_router_name(omni_router_kind r);
 
 /* One entry of data.tasks: `name: weight` or `name: {weight: w, loss_weight: l}`. */
@@ -57,6 +61,8 @@ typedef struct omni_experiment {
     struct {
         int64_t d_model, n_layers, n_heads, d_ff, context;
         omni_attention attention;
+        bool recompute; /* make block activations again in backward instead of keeping them */
+        omni_precision precision;
     } model;
     struct {
         int64_t num_experts, top_k;
@@ -140,5 +146,8 @@ bool omni_experiment_is_moe_block(const omni_experiment *x, int64_t layer);
 /* "auto", "onednn", "openblas"; and back (false for any other text). */
 const char *omni_gemm_choice_name(omni_gemm_choice c);
 bool omni_gemm_choice_parse(const char *s, omni_gemm_choice *c);
+/* "fp32", "bf16"; and back (false for any other text). */
+const char *omni_precision_name(omni_precision p);
+bool omni_precision_parse(const char *s, omni_precision *p);
 
 #endif /* OMNI_EXPERIMENT_H */

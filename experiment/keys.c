@@ -21,6 +21,7 @@ const char *const omni_exp_type_names[] = {
     [FT_ENTROPY] = "map {local, global, threshold} of numbers >= 0",
     [FT_THREADS] = "auto or an integer",
     [FT_GEMM] = "auto, onednn or openblas",
+    [FT_PRECISION] = "fp32 or bf16",
     [FT_FILES] = "list of paths",
     [FT_TASKS] = "map task: weight or task: {weight, loss_weight}",
 };
@@ -47,6 +48,11 @@ const field omni_exp_fields[] = {
      "tokens per sequence (context window)"},
     {"model", "attention", FT_ATTENTION, OFF(model.attention), "causal", 0, 0,
      "causal, or prefix: a sample's prefix attends both ways (OFA style)"},
+    {"model", "recompute", FT_BOOL, OFF(model.recompute), "false", 0, 0,
+     "keep only each block's input and make its activations again in backward: less memory "
+     "for long contexts, one more forward of attention and dense FFNs per step"},
+    {"model", "precision", FT_PRECISION, OFF(model.precision), "fp32", 0, 0,
+     "inputs of the matrix products: fp32, or bf16 (fp32 sums; needs avx512_bf16)"},
     {"moe", "num_experts", FT_INT, OFF(moe.num_experts), "8", 1, 4096,
      "routed experts in each MoE layer"},
     {"moe", "top_k", FT_INT, OFF(moe.top_k), "2", 1, 4096,
@@ -71,7 +77,9 @@ const field omni_exp_fields[] = {
      "always-on shared experts added to the routed output"},
     {"moe", "router", FT_ROUTER, OFF(moe.router), "topk", 0, 0,
      "topk: each token picks its experts; task: each task does, for all its tokens, from a "
-     "learned task embedding (Kudugunta et al. 2021)"},
+     "learned task embedding (Kudugunta et al. 2021); expert_choice: each expert picks its "
+     "ceil(capacity_factor * top_k * tokens / num_experts) tokens of the global batch (Zhou et "
+     "al. 2022)"},
     {"moe", "entropy", FT_ENTROPY, OFF(moe.entropy), "{local: 0.0, global: 0.0, threshold: 0.0}", 0,
      100,
      "LIMoE's per-modality losses: local * mean token routing entropy + global * -(entropy of "
@@ -102,8 +110,7 @@ const field omni_exp_fields[] = {
     {"parallel", "threads", FT_THREADS, OFF(parallel.threads), "auto", 1, 1024,
      "BLAS threads per process; auto: cores of the node / processes on it"},
     {"parallel", "gemm", FT_GEMM, OFF(parallel.gemm), "auto", 0, 0,
-     "matrix-product library; auto: the environment's OMNI_GEMM, else OpenBLAS; onednn is faster "
-     "on AVX-512 (docs/model.md)"},
+     "matrix-product library; auto: oneDNN on AVX-512 CPUs, else OpenBLAS (env OMNI_GEMM)"},
     {"checkpoint", "every", FT_INT, OFF(checkpoint.every), "500", 0, 1e12,
      "steps between checkpoints; 0: only at the end and on SIGTERM/SIGINT"},
     {"checkpoint", "keep", FT_INT, OFF(checkpoint.keep), "3", 1, 1000,
@@ -135,7 +142,7 @@ _Static_assert(sizeof omni_exp_sections / sizeof omni_exp_sections[0] == N_SECTI
 
 const char *omni_router_name(omni_router_kind r)
 {
-    static const char *const names[] = {"topk", "task"};
+    static const char *const names[] = {"topk", "task", "expert_choice"};
     _Static_assert(sizeof names / sizeof names[0] == OMNI_ROUTER_COUNT, "a name per router");
     return r >= 0 && r < OMNI_ROUTER_COUNT ? names[r] : "?";
 }
@@ -255,6 +262,9 @@ static void write_value(strbuf *b, const omni_experiment *x, const field *f)
         break;
     case FT_GEMM:
         sb_printf(b, "%s", omni_gemm_choice_name(x->parallel.gemm));
+        break;
+    case FT_PRECISION:
+        sb_printf(b, "%s", omni_precision_name(x->model.precision));
         break;
     case FT_FILES:
         sb_printf(b, "[");

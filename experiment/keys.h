@@ -21,6 +21,7 @@ typedef enum {
     FT_ENTROPY,
     FT_THREADS,
     FT_GEMM,
+    FT_PRECISION,
     FT_FILES,
     FT_TASKS,
     FT_COUNT
@@ -36,7 +37,7 @@ typedef struct {
 } field;
 
 /* Rows of the key table and sections (checked against the tables in keys.c). */
-#define N_FIELDS   48
+#define N_FIELDS   50
 #define N_SECTIONS 9
 
 extern const field omni_exp_fields[N_FIELDS];

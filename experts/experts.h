@@ -184,7 +184,8 @@ void omni_moe_layer_entropy(const omni_moe *m, int64_t index, double *local, dou
 /* The global routing statistics of one MoE layer's last forward. */
 const omni_router_sums *omni_moe_layer_stats(const omni_moe *m, int64_t index);
 /* The routing of one MoE layer's last forward: expert and slot [n, k] (see gating.h) of its
- * n routed rows, which are the non-padding positions in order (padding is not routed). */
+ * n routed rows, which are the non-padding positions in order (padding is not routed). With
+ * moe.router: expert_choice the rows are E wide ([n, E], omni_router_choice_layout). */
 void omni_moe_layer_routing(const omni_moe *m, int64_t index, const int32_t **expert,
                             const int32_t **slot, int64_t *n);
 /* This worker's routing statistics of one MoE layer's last TRAINING forward, by task and by

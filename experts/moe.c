@@ -51,6 +51,8 @@ omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t ma
     m->max_tokens = max_tokens;
     m->n_tasks = n_tasks;
     m->task_router = x->moe.router == OMNI_ROUTER_TASK;
+    m->expert_choice = x->moe.router == OMNI_ROUTER_EXPERT_CHOICE;
+    m->kr = m->expert_choice ? x->moe.num_experts : x->moe.top_k;
     m->entropy = x->moe.entropy.local > 0.0 || x->moe.entropy.global > 0.0;
     if (m->task_router && n_tasks < 1) {
         omni_free(m);
@@ -59,7 +61,7 @@ omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t ma
     }
     m->route_len = omni_route_table_len(n_tasks, x->moe.num_experts) +
                    omni_route_table_len(OMNI_MOD_COUNT, x->moe.num_experts);
-    const int64_t d = m->d, E = m->E, k = m->k, ff = m->ff, S = m->S, n = max_tokens;
+    const int64_t d = m->d, E = m->E, k = m->k, kr = m->kr, ff = m->ff, S = m->S, n = max_tokens;
     omni_expert_shard(E, comm->size, comm->rank, &m->e_first, &m->e_count);
 
     /* Rows that can reach this rank: from each source at most one row per token and local
@@ -68,6 +70,15 @@ omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t ma
     int64_t per_src = min64(n * min64(k, m->e_count), m->e_count * min64(cap, n));
     int64_t n_src = comm->size > E ? E : comm->size;
     m->max_recv = max64(1, n_src * per_src);
+    if (m->expert_choice) {
+        /* training: each local expert at most its capacity over the global batch (at most
+         * n N tokens); evaluation and inference: the per-token fallback, k rows a token */
+        int64_t T = n * comm->size;
+        int64_t c = x->moe.capacity_factor > 0.0
+                        ? omni_router_choice_capacity(k, x->moe.capacity_factor, T, E)
+                        : 0;
+        m->max_recv = max64(max64(1, m->e_count * c), n_src * n * min64(k, m->e_count));
+    }
     const int64_t R = m->max_recv;
 
     m->block_to_moe = omni_alloc_in(&m->mem, m->n_blocks, sizeof(int64_t), "moe layer map");
@@ -102,20 +113,20 @@ omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t ma
         L->logits = omni_alloc_in(&m->mem, n * E, sizeof(float), "moe cache");
         L->probs = omni_alloc_in(&m->mem, n * E, sizeof(float), "moe cache");
         L->lse = omni_alloc_in(&m->mem, n, sizeof(float), "moe cache");
-        L->expert = omni_alloc_in(&m->mem, n * k, sizeof(int32_t), "moe cache");
-        L->slot = omni_alloc_in(&m->mem, n * k, sizeof(int32_t), "moe cache");
-        L->prob = omni_alloc_in(&m->mem, n * k, sizeof(float), "moe cache");
-        L->gate = omni_alloc_in(&m->mem, n * k, sizeof(float), "moe cache");
+        L->expert = omni_alloc_in(&m->mem, n * kr, sizeof(int32_t), "moe cache");
+        L->slot = omni_alloc_in(&m->mem, n * kr, sizeof(int32_t), "moe cache");
+        L->prob = omni_alloc_in(&m->mem, n * kr, sizeof(float), "moe cache");
+        L->gate = omni_alloc_in(&m->mem, n * kr, sizeof(float), "moe cache");
         L->kept = omni_alloc_in(&m->mem, E, sizeof(int64_t), "moe cache");
         L->xe = omni_alloc_in(&m->mem, R * d, sizeof(float), "moe expert rows");
         L->h1 = omni_alloc_in(&m->mem, R * ff, sizeof(float), "moe expert activations");
         L->h3 = omni_alloc_in(&m->mem, R * ff, sizeof(float), "moe expert activations");
-        L->ret = omni_alloc_in(&m->mem, n * k * d, sizeof(float), "moe expert outputs");
+        L->ret = omni_alloc_in(&m->mem, n * kr * d, sizeof(float), "moe expert outputs");
         if (S > 0) {
             L->sh1 = omni_alloc_in(&m->mem, S * n * ff, sizeof(float), "moe shared activations");
             L->sh3 = omni_alloc_in(&m->mem, S * n * ff, sizeof(float), "moe shared activations");
         }
-        st = omni_dispatch_plan_create(&L->plan, E, k, comm->size, comm->rank, n, R);
+        st = omni_dispatch_plan_create(&L->plan, E, kr, comm->size, comm->rank, n, R);
         if (st != OMNI_OK)
             goto out_fail;
         st = omni_router_sums_create(&L->sums, E, n_tasks, m->entropy ? OMNI_MOD_COUNT : 0);
@@ -142,13 +153,23 @@ omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t ma
         omni_route_table_bind(&L->by_mod, L->route + omni_route_table_len(n_tasks, E),
                               OMNI_MOD_COUNT, E);
     }
-    m->send = omni_alloc_in(&m->mem, n * k * d, sizeof(float), "moe dispatch buffer");
+    m->send = omni_alloc_in(&m->mem, n * kr * d, sizeof(float), "moe dispatch buffer");
     m->recv = omni_alloc_in(&m->mem, R * d, sizeof(float), "moe dispatch buffer");
     m->ye = omni_alloc_in(&m->mem, R * d, sizeof(float), "moe dispatch buffer");
     m->act = omni_alloc_in(&m->mem, max64(R, n) * ff, sizeof(float), "moe expert scratch");
     m->dprobs = omni_alloc_in(&m->mem, n * E, sizeof(float), "moe router scratch");
     m->dlogits = omni_alloc_in(&m->mem, n * E, sizeof(float), "moe router scratch");
-    m->dgate = omni_alloc_in(&m->mem, n * k, sizeof(float), "moe router scratch");
+    m->dgate = omni_alloc_in(&m->mem, n * kr, sizeof(float), "moe router scratch");
+    if (m->expert_choice) {
+        const int64_t N = comm->size, T = n * N;
+        m->ec_cnt = omni_alloc_in(&m->mem, 6 * N, sizeof(int64_t), "moe expert choice");
+        m->ec_send = omni_alloc_in(&m->mem, n * max64(E, N), sizeof(float), "moe expert choice");
+        m->ec_recv = omni_alloc_in(&m->mem, m->e_count * T, sizeof(float), "moe expert choice");
+        m->ec_col = omni_alloc_in(&m->mem, T, sizeof(float), "moe expert choice");
+        m->ec_flag = omni_alloc_in(&m->mem, T, sizeof(float), "moe expert choice");
+        m->ec_chosen = omni_alloc_in(&m->mem, n * E, sizeof(float), "moe expert choice");
+        m->ec_heap = omni_alloc_in(&m->mem, T, sizeof(int64_t), "moe expert choice");
+    }
     m->dxr = omni_alloc_in(&m->mem, n * d, sizeof(float), "moe router scratch");
     m->yc = omni_alloc_in(&m->mem, n * d, sizeof(float), "moe scratch");
     m->dxc = omni_alloc_in(&m->mem, n * d, sizeof(float), "moe scratch");
@@ -251,10 +272,10 @@ static bool routed(const omni_batch *b, int64_t t)
     return !b || !b->kind || b->kind[t] != OMNI_POS_PAD;
 }
 
-/* Token choice (moe.router: topk): the router on each routed row (jittered in training). */
-static void route_by_token(omni_moe *m, moe_layer *L)
+/* The router's logits, probabilities and lse on each routed row (jittered in training). */
+static void router_rows(omni_moe *m, moe_layer *L)
 {
-    const int64_t d = m->d, E = m->E, k = m->k, na = L->na;
+    const int64_t d = m->d, E = m->E, na = L->na;
     L->jittered = m->training && m->x.moe.jitter > 0.0;
     L->step = m->step;
     L->token_offset = m->token_offset;
@@ -265,17 +286,95 @@ static void route_by_token(omni_moe *m, moe_layer *L)
         xr = L->xr;
     }
     omni_router_forward(L->logits, L->probs, L->lse, xr, L->wr, na, d, E);
-    omni_router_topk(L->expert, L->prob, L->gate, L->logits, L->probs, L->bias, na, E, k,
+}
+
+/* Token choice (moe.router: topk): each routed row its top-k experts. */
+static void route_by_token(omni_moe *m, moe_layer *L)
+{
+    router_rows(m, L);
+    omni_router_topk(L->expert, L->prob, L->gate, L->logits, L->probs, L->bias, L->na, m->E, m->k,
                      m->x.moe.normalize_topk);
+}
+
+/*
+ * Expert choice (moe.router: expert_choice), in training: each expert takes its capacity
+ * of the global batch's tokens by router probability. Collective. The ranks learn each
+ * other's row counts (the global token order is rank order, then row order: the order of the
+ * global batch, whatever the number of processes); every rank sends each expert's column of
+ * probabilities to the ranks that hold it (scores, not activations); there, the expert
+ * selects over the whole batch and the 0/1 choice goes back by the mirror exchange. With
+ * replicated experts every replica receives all the scores and selects alike. Outside
+ * training (evaluation, inference), the per-token fallback: a token's top-k experts.
+ * Leaves the choice [na, E] in m->ec_chosen and the E-wide routing in the layer.
+ */
+static omni_status route_by_expert_choice(omni_moe *m, moe_layer *L)
+{
+    const int64_t E = m->E, na = L->na, N = m->comm.size;
+    int64_t *nsend = m->ec_cnt, *nall = nsend + N, *sc = nall + N, *sd = sc + N, *rc = sd + N,
+            *rd = rc + N;
+    omni_status st;
+    router_rows(m, L);
+    if (!m->training) {
+        omni_router_choice_fallback(m->ec_chosen, L->logits, na, E, m->k);
+        goto layout;
+    }
+    for (int64_t q = 0; q < N; q++)
+        nsend[q] = na;
+    if ((st = m->comm.alltoall_counts(m->comm.ctx, nsend, nall, 1)) != OMNI_OK)
+        return st;
+    int64_t T = 0, off = 0;
+    for (int64_t q = 0; q < N; q++) {
+        int64_t first, count;
+        omni_expert_shard(E, (int)N, (int)q, &first, &count);
+        sc[q] = count * na;
+        sd[q] = off;
+        for (int64_t j = 0; j < count; j++)
+            for (int64_t t = 0; t < na; t++)
+                m->ec_send[off + j * na + t] = L->probs[t * E + first + j];
+        off += sc[q];
+        rc[q] = m->e_count * nall[q];
+        rd[q] = T * m->e_count;
+        T += nall[q];
+    }
+    st = m->comm.alltoallv_rows(m->comm.ctx, m->ec_send, sc, sd, m->ec_recv, rc, rd, 1);
+    if (st != OMNI_OK)
+        return st;
+    const int64_t C = omni_router_choice_capacity(m->k, m->x.moe.capacity_factor, T, E);
+    for (int64_t j = 0; j < m->e_count; j++) {
+        /* expert j's scores in global token order, its choice, written back in place */
+        for (int64_t s = 0, g = 0; s < N; g += nall[s], s++)
+            for (int64_t i = 0; i < nall[s]; i++)
+                m->ec_col[g + i] = m->ec_recv[rd[s] + j * nall[s] + i];
+        omni_router_choice_select(m->ec_flag, m->ec_col, T, C, m->ec_heap);
+        for (int64_t s = 0, g = 0; s < N; g += nall[s], s++)
+            for (int64_t i = 0; i < nall[s]; i++)
+                m->ec_recv[rd[s] + j * nall[s] + i] = m->ec_flag[g + i];
+    }
+    st = m->comm.alltoallv_rows(m->comm.ctx, m->ec_recv, rc, rd, m->ec_send, sc, sd, 1);
+    if (st != OMNI_OK)
+        return st;
+    for (int64_t q = 0; q < N; q++) {
+        int64_t first, count;
+        omni_expert_shard(E, (int)N, (int)q, &first, &count);
+        for (int64_t j = 0; j < count; j++)
+            for (int64_t t = 0; t < na; t++)
+                m->ec_chosen[t * E + first + j] = m->ec_send[sd[q] + j * na + t];
+    }
+layout:
+    omni_router_choice_layout(L->expert, L->slot, L->prob, L->gate, L->kept, m->ec_chosen, L->probs,
+                              na, E);
+    return OMNI_OK;
 }
 
 /*
  * Task routing (moe.router: task): the router on the task embeddings, one row per task
  * (choice through the balancing bias as for tokens), then every routed row takes the
  * logits, probabilities, choice and gates of its task's row. Counts this worker's rows of
- * each task for the losses' backward. Every row must carry a task.
+ * each task for the losses' backward. Every row must carry a task: a row that does not is
+ * routed as task 0 and counted in the sums' `faults` (with its position in *bad), so that
+ * after the all-reduce every rank fails the forward together instead of one rank alone.
  */
-static omni_status route_by_task(omni_moe *m, moe_layer *L)
+static void route_by_task(omni_moe *m, moe_layer *L, int64_t *bad)
 {
     const int64_t E = m->E, k = m->k, T = m->n_tasks;
     omni_router_forward(L->t_logits, L->t_probs, L->t_lse, L->temb, L->wr, T, m->d, E);
@@ -283,13 +382,15 @@ static omni_status route_by_task(omni_moe *m, moe_layer *L)
                      m->x.moe.normalize_topk);
     memset(L->t_local, 0, (size_t)T * sizeof(double));
     L->jittered = false;
+    *bad = -1;
     for (int64_t i = 0; i < L->na; i++) {
         int32_t t = m->task_c[i];
-        if (t < 0 || t >= T)
-            return omni_fail(OMNI_ERR_INTERNAL,
-                             "moe: task routing: position %lld carries task %d, expected a task "
-                             "of the model's %lld",
-                             (long long)L->tok[i], (int)t, (long long)T);
+        if (t < 0 || t >= T) {
+            if (*bad < 0)
+                *bad = i;
+            *L->sums.faults += 1.0;
+            t = 0;
+        }
         L->rtask[i] = t;
         L->t_local[t] += 1.0;
         memcpy(L->logits + i * E, L->t_logits + t * E, (size_t)E * sizeof(float));
@@ -299,7 +400,6 @@ static omni_status route_by_task(omni_moe *m, moe_layer *L)
         memcpy(L->prob + i * k, L->t_prob + t * k, (size_t)k * sizeof(float));
         memcpy(L->gate + i * k, L->t_gate + t * k, (size_t)k * sizeof(float));
     }
-    return OMNI_OK;
 }
 
 /*
@@ -334,7 +434,7 @@ omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *
                              const omni_batch *b, int64_t n)
 {
     omni_moe *m = ctx;
-    const int64_t d = m->d, E = m->E, k = m->k, ff = m->ff;
+    const int64_t d = m->d, E = m->E, k = m->k, kr = m->kr, ff = m->ff;
     int64_t li = omni_moe_layer_index(m, layer);
     if (li < 0)
         return omni_fail(OMNI_ERR_INTERNAL, "moe: block %lld is not an MoE block",
@@ -362,18 +462,26 @@ omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *
     L->na = na;
 
     /* route */
+    int64_t bad = -1;
+    omni_router_sums_zero(&L->sums);
     if (m->task_router) {
-        if ((st = route_by_task(m, L)) != OMNI_OK)
+        route_by_task(m, L, &bad);
+    } else if (m->expert_choice) {
+        if ((st = route_by_expert_choice(m, L)) != OMNI_OK)
             return st;
     } else {
         route_by_token(m, L);
     }
-    int64_t cap = omni_moe_capacity(k, m->x.moe.capacity_factor, na, E);
-    omni_router_assign(L->slot, L->kept, L->expert, L->prob, na, E, k, cap, m->assign_scratch);
+    if (!m->expert_choice) {
+        int64_t cap = omni_moe_capacity(k, m->x.moe.capacity_factor, na, E);
+        omni_router_assign(L->slot, L->kept, L->expert, L->prob, na, E, k, cap, m->assign_scratch);
+    }
 
     /* statistics and losses over the global batch */
-    omni_router_sums_zero(&L->sums);
-    omni_router_sums_add(&L->sums, L->probs, L->lse, L->expert, L->slot, m->task_c, na, k);
+    if (m->expert_choice)
+        omni_router_choice_sums_add(&L->sums, L->probs, L->lse, m->ec_chosen, m->task_c, na);
+    else
+        omni_router_sums_add(&L->sums, L->probs, L->lse, L->expert, L->slot, m->task_c, na, k);
     if (m->entropy) {
         omni_router_sums_add_modality(&L->sums, L->logits, L->probs, L->lse, m->mod_c, na);
         memcpy(L->rmod, m->mod_c, (size_t)na * sizeof(int32_t));
@@ -381,6 +489,19 @@ omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *
     st = m->comm.allreduce_sum(m->comm.ctx, L->sums.buf, L->sums.len);
     if (st != OMNI_OK)
         return st;
+    if (*L->sums.faults > 0.0) {
+        if (bad >= 0)
+            return omni_fail(OMNI_ERR_INTERNAL,
+                             "moe: task routing: position %lld of this rank carries task %d, "
+                             "expected a task of the model's %lld (%.0f such positions in the "
+                             "batch)",
+                             (long long)L->tok[bad], (int)m->task_c[bad], (long long)m->n_tasks,
+                             *L->sums.faults);
+        return omni_fail(OMNI_ERR_INTERNAL,
+                         "moe: task routing: %.0f positions of another rank carry no task of "
+                         "the model",
+                         *L->sums.faults);
+    }
     if (m->task_router)
         omni_router_task_losses(&L->sums, L->t_probs, L->t_lse, L->t_expert, k, &L->aux, &L->z);
     else
@@ -389,7 +510,10 @@ omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *
         omni_router_entropy_losses(&L->sums, m->x.moe.entropy.threshold, &L->ent_local,
                                    &L->ent_global);
     memset(L->route, 0, (size_t)m->route_len * sizeof(double));
-    if (m->training)
+    if (m->training && m->expert_choice)
+        omni_route_tables_add_choice(&L->by_task, m->task_c, &L->by_mod, m->mod_c, L->logits,
+                                     L->probs, L->lse, m->ec_chosen, na);
+    else if (m->training)
         omni_route_tables_add(&L->by_task, m->task_c, &L->by_mod, m->mod_c, L->logits, L->probs,
                               L->lse, L->expert, L->slot, na, k);
     lap(m, OMNI_MOE_T_ROUTE, &t0);
@@ -417,11 +541,11 @@ omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *
     for (int64_t t = 0; t < na; t++) {
         float *o = m->yc + t * d;
         memset(o, 0, (size_t)d * sizeof(float));
-        for (int64_t c = 0; c < k; c++) {
-            int32_t pos = p->pos[t * k + c];
+        for (int64_t c = 0; c < kr; c++) {
+            int32_t pos = p->pos[t * kr + c];
             if (pos < 0)
                 continue;
-            float g = L->gate[t * k + c];
+            float g = L->gate[t * kr + c];
             const float *r = L->ret + (int64_t)pos * d;
             for (int64_t i = 0; i < d; i++)
                 o[i] += g * r[i];
@@ -447,7 +571,7 @@ omni_status omni_moe_backward(void *ctx, int64_t layer, float *din, const float 
                               const omni_batch *b, int64_t n)
 {
     omni_moe *m = ctx;
-    const int64_t d = m->d, E = m->E, k = m->k, ff = m->ff;
+    const int64_t d = m->d, E = m->E, k = m->k, kr = m->kr, ff = m->ff;
     (void)b; /* the routed positions are those of the forward */
     int64_t li = omni_moe_layer_index(m, layer);
     if (li < 0)
@@ -467,13 +591,13 @@ omni_status omni_moe_backward(void *ctx, int64_t layer, float *din, const float 
         memcpy(dy + t * d, dout + L->tok[t] * d, (size_t)d * sizeof(float));
     memset(dx, 0, (size_t)(na * d) * sizeof(float));
     /* gate gradients, and the rows of g dy in send order */
-    for (int64_t a = 0; a < na * k; a++) {
+    for (int64_t a = 0; a < na * kr; a++) {
         int32_t pos = p->pos[a];
         if (pos < 0) {
             m->dgate[a] = 0.0f;
             continue;
         }
-        const float *dyt = dy + (a / k) * d, *r = L->ret + (int64_t)pos * d;
+        const float *dyt = dy + (a / kr) * d, *r = L->ret + (int64_t)pos * d;
         float *s = m->send + (int64_t)pos * d, g = L->gate[a];
         double dot = 0.0;
         for (int64_t i = 0; i < d; i++) {
@@ -494,11 +618,11 @@ omni_status omni_moe_backward(void *ctx, int64_t layer, float *din, const float 
     st = exchange(m, m->recv, p->recv_count, p->recv_displ, m->send, p->send_count, p->send_displ);
     if (st != OMNI_OK)
         return st;
-    for (int64_t a = 0; a < na * k; a++) {
+    for (int64_t a = 0; a < na * kr; a++) {
         int32_t pos = p->pos[a];
         if (pos < 0)
             continue;
-        float *dxt = dx + (a / k) * d;
+        float *dxt = dx + (a / kr) * d;
         const float *r = m->send + (int64_t)pos * d;
         for (int64_t i = 0; i < d; i++)
             dxt[i] += r[i];
@@ -519,8 +643,8 @@ omni_status omni_moe_backward(void *ctx, int64_t layer, float *din, const float 
 
     /* router: gates, load-balance and z-losses, softmax, logits = xr W_r */
     memset(m->dprobs, 0, (size_t)(na * E) * sizeof(float));
-    omni_router_gate_backward(m->dprobs, m->dgate, L->expert, L->prob, na, E, k,
-                              m->x.moe.normalize_topk);
+    omni_router_gate_backward(m->dprobs, m->dgate, L->expert, L->prob, na, E, kr,
+                              m->x.moe.normalize_topk && !m->expert_choice);
     if (m->entropy)
         omni_router_entropy_backward(m->dprobs, L->logits, L->lse, L->rmod, &L->sums,
                                      m->x.moe.entropy.local, m->x.moe.entropy.global,

@@ -78,7 +78,15 @@ struct omni_moe {
     int32_t *mod_c;          /* [n] modality of routed row i */
     int8_t *task_mod;        /* [n_tasks] modality of the token positions of each task */
     int64_t n_tasks, route_len;
-    bool task_router;             /* moe.router: task */
+    bool task_router;   /* moe.router: task */
+    bool expert_choice; /* moe.router: expert_choice */
+    int64_t kr; /* routing width: choices per token in expert/slot/gate (k; E for expert choice) */
+    /* expert choice: counts [6, N] (na sent, na of every rank, score counts and displacements
+     * sent and received), scores sent [n * max(E, N)] and received [E_local * n N], one
+     * expert's scores and choice over the global batch [n N], the choice [n, E], heap [n N] */
+    int64_t *ec_cnt;
+    float *ec_send, *ec_recv, *ec_col, *ec_flag, *ec_chosen;
+    int64_t *ec_heap;
     bool entropy;                 /* moe.entropy on */
     double *ent_scratch;          /* [E] */
     double *dprobs_t;             /* [n_tasks, E] task routing: dprobs summed over a task's rows */

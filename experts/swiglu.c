@@ -14,11 +14,13 @@ void omni_experts_forward(float *y, float *h1, float *h3, float *act, const floa
             continue;
         const float *xj = x + r0 * d;
         float *h1j = h1 + r0 * ff, *h3j = h3 + r0 * ff, *aj = act + r0 * ff;
-        omni_matmul(false, false, m, ff, d, 1.0f, xj, d, w1 + j * d * ff, ff, 0.0f, h1j, ff);
-        omni_matmul(false, false, m, ff, d, 1.0f, xj, d, w3 + j * d * ff, ff, 0.0f, h3j, ff);
+        omni_matmul_mp(false, false, m, ff, d, 1.0f, xj, d, w1 + j * d * ff, ff, 0.0f, h1j, ff,
+                       true);
+        omni_matmul_mp(false, false, m, ff, d, 1.0f, xj, d, w3 + j * d * ff, ff, 0.0f, h3j, ff,
+                       true);
         omni_swiglu_gate_forward(aj, h1j, h3j, m * ff);
-        omni_matmul(false, false, m, d, ff, 1.0f, aj, ff, w2 + j * ff * d, d,
-                    accumulate ? 1.0f : 0.0f, y + r0 * d, d);
+        omni_matmul_mp(false, false, m, d, ff, 1.0f, aj, ff, w2 + j * ff * d, d,
+                       accumulate ? 1.0f : 0.0f, y + r0 * d, d, true);
     }
 }
 
@@ -35,15 +37,20 @@ void omni_experts_backward(float *dx, float *dw1, float *dw3, float *dw2, float 
         float *h1j = h1 + r0 * ff, *h3j = h3 + r0 * ff, *aj = act + r0 * ff;
         /* dW2 += a^T dy with a recomputed from the kept h1, h3 */
         omni_swiglu_gate_forward(aj, h1j, h3j, m * ff);
-        omni_matmul(true, false, ff, d, m, 1.0f, aj, ff, dyj, d, 1.0f, dw2 + j * ff * d, d);
+        omni_matmul_mp(true, false, ff, d, m, 1.0f, aj, ff, dyj, d, 1.0f, dw2 + j * ff * d, d,
+                       false);
         /* da = dy W2^T, then dh1 (into h1) and dh3 (into h3) */
-        omni_matmul(false, true, m, ff, d, 1.0f, dyj, d, w2 + j * ff * d, d, 0.0f, aj, ff);
+        omni_matmul_mp(false, true, m, ff, d, 1.0f, dyj, d, w2 + j * ff * d, d, 0.0f, aj, ff, true);
         omni_swiglu_gate_backward(h1j, h3j, aj, h1j, h3j, m * ff);
-        omni_matmul(true, false, d, ff, m, 1.0f, xj, d, h1j, ff, 1.0f, dw1 + j * d * ff, ff);
-        omni_matmul(true, false, d, ff, m, 1.0f, xj, d, h3j, ff, 1.0f, dw3 + j * d * ff, ff);
+        omni_matmul_mp(true, false, d, ff, m, 1.0f, xj, d, h1j, ff, 1.0f, dw1 + j * d * ff, ff,
+                       false);
+        omni_matmul_mp(true, false, d, ff, m, 1.0f, xj, d, h3j, ff, 1.0f, dw3 + j * d * ff, ff,
+                       false);
         /* x is no longer needed: dx may overwrite it */
         float *dxj = dx + r0 * d;
-        omni_matmul(false, true, m, d, ff, 1.0f, h1j, ff, w1 + j * d * ff, ff, 0.0f, dxj, d);
-        omni_matmul(false, true, m, d, ff, 1.0f, h3j, ff, w3 + j * d * ff, ff, 1.0f, dxj, d);
+        omni_matmul_mp(false, true, m, d, ff, 1.0f, h1j, ff, w1 + j * d * ff, ff, 0.0f, dxj, d,
+                       true);
+        omni_matmul_mp(false, true, m, d, ff, 1.0f, h3j, ff, w3 + j * d * ff, ff, 1.0f, dxj, d,
+                       true);
     }
 }

@@ -87,6 +87,8 @@ typedef struct {
     double *mod_prob;    /* [n_modalities, E] sum over the modality's tokens of the probability */
     double *mod_entropy; /* [n_modalities] sum over its tokens of the router entropy (nats) */
     double *mod_tokens;  /* [n_modalities] its tokens routed */
+    double *faults;      /* [1] routed rows that could not be routed (task routing: a row
+                          * without a task); after the all-reduce every rank sees them */
 } omni_router_sums;
 
 /* Sums for E experts, n_tasks tasks, and n_modalities groups of the entropy losses (0 when
@@ -215,6 +217,38 @@ void omni_router_task_aux_backward(float *dprobs, const omni_router_sums *s, con
 void omni_router_task_z_backward(float *dlogits, const float *probs, const float *lse,
                                  const omni_router_sums *s, const double *local, double coef,
                                  int64_t k);
+
+/*
+ * Expert choice (moe.router: expert_choice; Zhou et al. 2022). Each expert takes the
+ * `capacity` = ceil(capacity_factor * k * T / E) tokens (at most T, at least 1) of the T
+ * tokens of the global batch with the highest router probability for it; k (moe.top_k) is
+ * so the average number of experts per token at capacity_factor 1.
+ * choice_select: chosen[i] = 1 for the `capacity` tokens of highest score[i] (score
+ *   descending, ties to the lower index: a total order), else 0; scratch holds capacity words.
+ * choice_fallback: the per-token rule of inference (no batch to choose from):
+ *   chosen[t, e] = 1 for the token's k largest logits (ties to the lower expert), else 0.
+ * choice_layout: from chosen [n, E], the E-wide routing that the dispatch takes: for token
+ *   t and c = e, expert[t*E+e] = e, prob = gate = probs[t, e] (not renormalised), slot =
+ *   the token's place among e's chosen tokens in token order, or -1; kept[e] = its tokens.
+ * choice_sums_add: as omni_router_sums_add, with assigned = kept = the choices and
+ *   `dropped` = tokens chosen by no expert (they pass through the residual).
+ * route_tables_add_choice: as omni_route_tables_add; a token chosen by no expert counts one
+ *   drop at its most probable expert.
+ */
+int64_t omni_router_choice_capacity(int64_t k, double capacity_factor, int64_t tokens,
+                                    int64_t n_experts);
+void omni_router_choice_select(float *chosen, const float *score, int64_t n, int64_t capacity,
+                               int64_t *scratch);
+void omni_router_choice_fallback(float *chosen, const float *logits, int64_t n, int64_t n_experts,
+                                 int64_t k);
+void omni_router_choice_layout(int32_t *expert, int32_t *slot, float *prob, float *gate,
+                               int64_t *kept, const float *chosen, const float *probs, int64_t n,
+                               int64_t n_experts);
+void omni_router_choice_sums_add(omni_router_sums *s, const float *probs, const float *lse,
+                                 const float *chosen, const int32_t *task, int64_t n);
+void omni_route_tables_add_choice(omni_route_table *a, const int32_t *a_group, omni_route_table *b,
+                                  const int32_t *b_group, const float *logits, const float *probs,
+                                  const float *lse, const float *chosen, int64_t n);
 
 /* Auxiliary-loss-free balancing: bias_i += rate * sign(mean_j load_j - load_i), from the
  * global loads (assignments per expert). */

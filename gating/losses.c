@@ -15,7 +15,7 @@ omni_status omni_router_sums_create(omni_router_sums *s, int64_t n_experts, int6
     s->n_experts = E;
     s->n_tasks = n_tasks;
     s->n_modalities = M;
-    s->len = 3 * E + 4 + n_tasks * E + M * (E + 2);
+    s->len = 3 * E + 4 + n_tasks * E + M * (E + 2) + 1;
     s->buf = omni_alloc(s->len, sizeof(double), "router statistics");
     if (!s->buf)
         return OMNI_ERR_NOMEM;
@@ -30,6 +30,7 @@ omni_status omni_router_sums_create(omni_router_sums *s, int64_t n_experts, int6
     s->mod_prob = s->task_assigned + n_tasks * E;
     s->mod_entropy = s->mod_prob + M * E;
     s->mod_tokens = s->mod_entropy + M;
+    s->faults = s->mod_tokens + M;
     return OMNI_OK;
 }
 

@@ -77,9 +77,16 @@ typedef struct {
     const int64_t *dims;
     int64_t row_lo, row_hi;
     void *data;
+    /* Optional (NULL: none), an array of omni_h5_slabs() checksums. omni_h5_transfer
+     * fills the entries of the slabs inside the rows as each piece passes, while the
+     * piece is in cache (before it is written, after it is read), and
+     * omni_h5_sum_write_shared and omni_h5_sum_check then use them instead of reading
+     * the rows from memory a second time. Valid only after a transfer that succeeded. */
+    uint32_t *sums;
 } omni_h5_rows;
 
-/* The checksums of the slabs inside r's rows into crc[slabs] (others left as they are).
+/* The checksums of the slabs inside r's rows into crc[slabs] (others left as they are;
+ * taken from r->sums when it is set).
  * OMNI_ERR_INTERNAL when r's rows cut a slab: a writer must hold whole slabs. */
 omni_status omni_h5_sum_rows(const omni_h5_rows *r, uint32_t *crc);
 
@@ -118,6 +125,11 @@ typedef struct {
  * the dataset. */
 omni_status omni_h5_verify(hid_t loc, int share, int n_shares, omni_h5_verify_report *rep,
                            omni_status fault, const char *file);
+
+/* CPU seconds (this process's threads) spent on checksums so far: computing them, in
+ * transfers and apart, and writing and checking their attributes. For bench_checkpoint,
+ * whose save and load times on a shared machine are noisier than the cost it measures. */
+extern double omni_h5_sum_cpu_seconds;
 
 /* ---- row transfers ------------------------------------------------------------- */
 

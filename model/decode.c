@@ -36,6 +36,7 @@ struct omni_kv_cache {
 omni_status omni_kv_cache_create(omni_kv_cache **out, const omni_model *m, int64_t n_seq,
                                  int64_t max_step)
 {
+    omni_bf16_weights_changed(); /* a new decode: the weights may have moved since */
     *out = NULL;
     if (n_seq <= 0 || max_step <= 0 || max_step > m->T || n_seq > INT32_MAX / m->T)
         return omni_fail(OMNI_ERR_CONFIG,
@@ -87,6 +88,7 @@ void omni_kv_cache_free(omni_kv_cache *c)
 
 void omni_kv_cache_clear(omni_kv_cache *c)
 {
+    omni_bf16_weights_changed(); /* a new decode: the weights may have moved since */
     memset(c->len, 0, (size_t)c->n_seq * sizeof *c->len);
 }
 
@@ -265,9 +267,9 @@ omni_status omni_model_forward_cached(omni_model *m, omni_kv_cache *c, const omn
     for (int64_t l = 0; l < m->L; l++) {
         const omni_block_view *w = &m->pl[l];
         omni_rmsnorm_forward(c->ln, c->rstd, c->h, w->attn_norm, N, d);
-        omni_matmul_forward(c->qkv, c->ln, w->wqkv, N, d, 3 * d, 0.0f);
+        omni_matmul_forward_mp(c->qkv, c->ln, w->wqkv, N, d, 3 * d, 0.0f);
         attention_cached(m, c, b, l);
-        omni_matmul_forward(c->h, c->atty, w->wo, N, d, d, 1.0f);
+        omni_matmul_forward_mp(c->h, c->atty, w->wo, N, d, d, 1.0f);
         omni_rmsnorm_forward(c->ln, c->rstd, c->h, w->ffn_norm, N, d);
         if (w->w1) {
             omni_swiglu_forward(c->h, c->h1, c->h3, c->ffa, c->ln, w->w1, w->w3, w->w2, N, d, ff);
@@ -281,6 +283,6 @@ omni_status omni_model_forward_cached(omni_model *m, omni_kv_cache *c, const omn
     for (int64_t s = 0; s < b->n_seq; s++)
         c->len[s] += c->valid[s];
     omni_rmsnorm_forward(c->ln, c->rstd, c->h, m->pv.out_norm, N, d);
-    omni_matmul_forward(c->logits, c->ln, m->pv.out_w, N, d, c->V, 0.0f);
+    omni_matmul_forward_mp(c->logits, c->ln, m->pv.out_w, N, d, c->V, 0.0f);
     return OMNI_OK;
 }

@@ -35,7 +35,7 @@ static void embed_patches(float *out, const omni_batch *b, const float *w, const
                           int64_t n, int64_t d, int64_t dim, uint8_t kind, omni_embed_scratch *s)
 {
     int64_t m = gather_patches(s, b, n, kind, dim);
-    omni_matmul_forward(s->yg, s->xg, w, m, dim, d, 0.0f);
+    omni_matmul_forward_mp(s->yg, s->xg, w, m, dim, d, 0.0f);
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < m; i++) {
         float *o = out + s->idx[i] * d;
@@ -81,7 +81,7 @@ static void embed_patches_backward(float *dw, float *dbias, const float *dout, c
         memcpy(s->yg + i * d, g, (size_t)d * sizeof(float));
         add_row(dbias, g, d);
     }
-    omni_matmul_backward(NULL, dw, s->yg, s->xg, NULL, m, dim, d);
+    omni_matmul_backward_mp(NULL, dw, s->yg, s->xg, NULL, m, dim, d);
 }
 
 void omni_embed_backward(const omni_param_view *dp, const float *dout, const omni_batch *b,
@@ -170,10 +170,11 @@ void omni_swiglu_forward(float *out, float *h1, float *h3, float *a, const float
                          const float *w1, const float *w3, const float *w2, int64_t n, int64_t d,
                          int64_t ff)
 {
-    omni_matmul_forward(h1, inp, w1, n, d, ff, 0.0f);
-    omni_matmul_forward(h3, inp, w3, n, d, ff, 0.0f);
+    omni_matmul_forward_mp(h1, inp, w1, n, d, ff, 0.0f);
+    omni_matmul_forward_mp(h3, inp, w3, n, d, ff, 0.0f);
     omni_swiglu_gate_forward(a, h1, h3, n * ff);
-    omni_matmul_forward(out, a, w2, n, ff, d, 1.0f);
+    if (out)
+        omni_matmul_forward_mp(out, a, w2, n, ff, d, 1.0f);
 }
 
 void omni_swiglu_backward(float *dinp, float *dw1, float *dw3, float *dw2, float *scratch_a,
@@ -185,12 +186,12 @@ void omni_swiglu_backward(float *dinp, float *dw1, float *dw3, float *dw2, float
         return;
     float *dh1 = scratch_a, *da = scratch_d;
     /* dw2 += a^T dout; da = dout W2^T */
-    omni_matmul(true, false, ff, d, n, 1.0f, a, ff, dout, d, 1.0f, dw2, d);
-    omni_matmul(false, true, n, ff, d, 1.0f, dout, d, w2, d, 0.0f, da, ff);
+    omni_matmul_mp(true, false, ff, d, n, 1.0f, a, ff, dout, d, 1.0f, dw2, d, false);
+    omni_matmul_mp(false, true, n, ff, d, 1.0f, dout, d, w2, d, 0.0f, da, ff, true);
     /* da's buffer then takes dh3 */
     omni_swiglu_gate_backward(dh1, da, da, h1, h3, n * ff);
-    omni_matmul_backward(dinp, dw1, dh1, inp, w1, n, d, ff);
-    omni_matmul_backward(dinp, dw3, da, inp, w3, n, d, ff);
+    omni_matmul_backward_mp(dinp, dw1, dh1, inp, w1, n, d, ff);
+    omni_matmul_backward_mp(dinp, dw3, da, inp, w3, n, d, ff);
 }
 
 /* ---- cross-entropy ------------------------------------------------------------- */

@@ -72,7 +72,7 @@ void omni_attention_backward(float *dqkv, const float *dout, const float *out, c
 /*
  * SwiGLU: out += W2 (silu(W1 x) * (W3 x)) per row x of inp [n, d] (added, so the
  * residual stream can be passed); h1, h3, a [n, ff] keep x W1, x W3 and the gated
- * silu(x W1) * (x W3).
+ * silu(x W1) * (x W3). out NULL makes only h1, h3 and a (backward's recomputation).
  */
 void omni_swiglu_forward(float *out, float *h1, float *h3, float *a, const float *inp,
                          const float *w1, const float *w3, const float *w2, int64_t n, int64_t d,

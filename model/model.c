@@ -163,6 +163,7 @@ omni_status omni_model_create(omni_model **out, const omni_experiment *x,
     m->img_dim = dims->image_patch_dim, m->aud_dim = dims->audio_patch_dim;
     m->patch_dim = m->img_dim > m->aud_dim ? m->img_dim : m->aud_dim;
     m->prefix = x->model.attention == OMNI_ATTN_PREFIX;
+    m->recompute = x->model.recompute;
     m->last_n_seq = -1;
     for (int i = 0; i < OMNI_MAX_TASKS; i++)
         m->loss_weight[i] = i < x->data.n_tasks ? (float)x->data.tasks[i].loss_weight : 1.0f;
@@ -191,20 +192,23 @@ omni_status omni_model_create(omni_model **out, const omni_experiment *x,
     for (int64_t i = 0; i < m->tensors.n; i++)
         m->tensors.t[i].data = m->params + m->tensors.t[i].offset;
 
+    /* Under model.recompute one slot of per-block activations serves every block. */
+    const int64_t Ls = m->recompute ? 1 : L;
+    const int64_t nd = m->recompute ? (m->n_dense > 0) : m->n_dense;
     m->res = omni_alloc_in(&m->mem, (L + 1) * N * d, sizeof(float), "activations");
-    m->mid = omni_alloc_in(&m->mem, L * N * d, sizeof(float), "activations");
-    m->ln1 = omni_alloc_in(&m->mem, L * N * d, sizeof(float), "activations");
-    m->rstd1 = omni_alloc_in(&m->mem, L * N, sizeof(float), "activations");
-    m->qkv = omni_alloc_in(&m->mem, L * N * 3 * d, sizeof(float), "activations");
-    m->lse = omni_alloc_in(&m->mem, L * max_seq * H * T, sizeof(float), "attention statistics");
-    m->atty = omni_alloc_in(&m->mem, L * N * d, sizeof(float), "activations");
-    m->ln2 = omni_alloc_in(&m->mem, L * N * d, sizeof(float), "activations");
-    m->rstd2 = omni_alloc_in(&m->mem, L * N, sizeof(float), "activations");
-    m->h1 = omni_alloc_in(&m->mem, m->n_dense * N * ff, sizeof(float), "FFN activations");
-    m->h3 = omni_alloc_in(&m->mem, m->n_dense * N * ff, sizeof(float), "FFN activations");
+    m->mid = omni_alloc_in(&m->mem, Ls * N * d, sizeof(float), "activations");
+    m->ln1 = omni_alloc_in(&m->mem, Ls * N * d, sizeof(float), "activations");
+    m->rstd1 = omni_alloc_in(&m->mem, Ls * N, sizeof(float), "activations");
+    m->qkv = omni_alloc_in(&m->mem, Ls * N * 3 * d, sizeof(float), "activations");
+    m->lse = omni_alloc_in(&m->mem, Ls * max_seq * H * T, sizeof(float), "attention statistics");
+    m->atty = omni_alloc_in(&m->mem, Ls * N * d, sizeof(float), "activations");
+    m->ln2 = omni_alloc_in(&m->mem, Ls * N * d, sizeof(float), "activations");
+    m->rstd2 = omni_alloc_in(&m->mem, Ls * N, sizeof(float), "activations");
+    m->h1 = omni_alloc_in(&m->mem, nd * N * ff, sizeof(float), "FFN activations");
+    m->h3 = omni_alloc_in(&m->mem, nd * N * ff, sizeof(float), "FFN activations");
     m->lnf = omni_alloc_in(&m->mem, N * d, sizeof(float), "activations");
     m->rstdf = omni_alloc_in(&m->mem, N, sizeof(float), "activations");
-    m->ffa = omni_alloc_in(&m->mem, m->n_dense * N * ff, sizeof(float), "FFN activations");
+    m->ffa = omni_alloc_in(&m->mem, nd * N * ff, sizeof(float), "FFN activations");
     m->logits = omni_alloc_in(&m->mem, N * V, sizeof(float), "logits");
     m->probs = omni_alloc_in(&m->mem, N * V, sizeof(float), "probabilities");
     m->ffs = omni_alloc_in(&m->mem, N * ff, sizeof(float), "scratch");
@@ -335,6 +339,48 @@ static int64_t dense_index(const omni_model *m, int64_t l)
     return f;
 }
 
+/* Where block l's activations live: its own slot of the per-block buffers, or, with
+ * model.recompute, the one slot that every block shares (filled again in backward). */
+typedef struct {
+    float *h, *mid, *ln1, *rstd1, *qkv, *lse, *atty, *ln2, *rstd2;
+    float *h1, *h3, *ffa; /* dense blocks only */
+} block_acts;
+
+static block_acts acts_of(const omni_model *m, int64_t l)
+{
+    const int64_t NM = m->max_seq * m->T, d = m->d;
+    const int64_t s = m->recompute ? 0 : l;
+    block_acts a = {.h = m->res + l * NM * d,
+                    .mid = m->mid + s * NM * d,
+                    .ln1 = m->ln1 + s * NM * d,
+                    .rstd1 = m->rstd1 + s * NM,
+                    .qkv = m->qkv + s * NM * 3 * d,
+                    .lse = m->lse + s * m->max_seq * m->H * m->T,
+                    .atty = m->atty + s * NM * d,
+                    .ln2 = m->ln2 + s * NM * d,
+                    .rstd2 = m->rstd2 + s * NM};
+    if (m->pl[l].w1) {
+        const int64_t f = (m->recompute ? 0 : dense_index(m, l)) * NM * m->ff;
+        a.h1 = m->h1 + f, a.h3 = m->h3 + f, a.ffa = m->ffa + f;
+    }
+    return a;
+}
+
+/* Block l up to its FFN's input: attention, the residual after it (mid) and the FFN's
+ * RMSNorm (ln2). Run by forward, and again by backward under model.recompute: the same
+ * calls on the same inputs, so the recomputed values are the stored ones to the bit. */
+static void block_front(const omni_model *m, const omni_batch *b, int64_t l, const block_acts *a)
+{
+    const omni_block_view *w = &m->pl[l];
+    const int64_t d = m->d, T = b->context, ns = b->n_seq, N = ns * T;
+    omni_rmsnorm_forward(a->ln1, a->rstd1, a->h, w->attn_norm, N, d);
+    omni_matmul_forward_mp(a->qkv, a->ln1, w->wqkv, N, d, 3 * d, 0.0f);
+    omni_attention_forward(a->atty, a->lse, a->qkv, b, ns, T, d, m->H, m->prefix, &m->ws);
+    memcpy(a->mid, a->h, (size_t)(N * d) * sizeof(float));
+    omni_matmul_forward_mp(a->mid, a->atty, w->wo, N, d, d, 1.0f);
+    omni_rmsnorm_forward(a->ln2, a->rstd2, a->mid, w->ffn_norm, N, d);
+}
+
 /* Every id, place and size of a batch checked before use (it comes from data files). */
 static omni_status check_batch(const omni_model *m, const omni_batch *b)
 {
@@ -391,27 +437,19 @@ omni_status omni_model_forward(omni_model *m, const omni_batch *b, omni_model_me
     const int64_t d = m->d, ff = m->ff, T = b->context, ns = b->n_seq, N = ns * T, V = m->V;
     const int64_t NM = m->max_seq * m->T; /* stride of the per-layer buffers */
     m->last_n_seq = -1;
+    omni_bf16_weights_changed(); /* bf16 copies of the weights: once per forward pass */
 
     omni_embed_forward(m->res, b, &m->pv, N, d, m->img_dim, m->aud_dim, &m->es);
     for (int64_t l = 0; l < m->L; l++) {
         const omni_block_view *w = &m->pl[l];
-        float *h = m->res + l * NM * d, *hn = m->res + (l + 1) * NM * d, *mid = m->mid + l * NM * d;
-        float *ln1 = m->ln1 + l * NM * d, *ln2 = m->ln2 + l * NM * d;
-        float *qkv = m->qkv + l * NM * 3 * d, *atty = m->atty + l * NM * d;
-        float *lse = m->lse + l * m->max_seq * m->H * T;
-        omni_rmsnorm_forward(ln1, m->rstd1 + l * NM, h, w->attn_norm, N, d);
-        omni_matmul_forward(qkv, ln1, w->wqkv, N, d, 3 * d, 0.0f);
-        omni_attention_forward(atty, lse, qkv, b, ns, T, d, m->H, m->prefix, &m->ws);
-        memcpy(mid, h, (size_t)(N * d) * sizeof(float));
-        omni_matmul_forward(mid, atty, w->wo, N, d, d, 1.0f);
-        omni_rmsnorm_forward(ln2, m->rstd2 + l * NM, mid, w->ffn_norm, N, d);
-        memcpy(hn, mid, (size_t)(N * d) * sizeof(float));
+        const block_acts a = acts_of(m, l);
+        float *hn = m->res + (l + 1) * NM * d;
+        block_front(m, b, l, &a);
+        memcpy(hn, a.mid, (size_t)(N * d) * sizeof(float));
         if (w->w1) {
-            const int64_t f = dense_index(m, l) * NM * ff;
-            omni_swiglu_forward(hn, m->h1 + f, m->h3 + f, m->ffa + f, ln2, w->w1, w->w3, w->w2, N,
-                                d, ff);
+            omni_swiglu_forward(hn, a.h1, a.h3, a.ffa, a.ln2, w->w1, w->w3, w->w2, N, d, ff);
         } else {
-            if ((st = m->moe.forward(m->moe.ctx, l, m->moe_out, ln2, b, N)))
+            if ((st = m->moe.forward(m->moe.ctx, l, m->moe_out, a.ln2, b, N)))
                 return st;
 #pragma omp parallel for schedule(static)
             for (int64_t i = 0; i < N * d; i++)
@@ -419,7 +457,7 @@ omni_status omni_model_forward(omni_model *m, const omni_batch *b, omni_model_me
         }
     }
     omni_rmsnorm_forward(m->lnf, m->rstdf, m->res + m->L * NM * d, m->pv.out_norm, N, d);
-    omni_matmul_forward(m->logits, m->lnf, m->pv.out_w, N, d, V, 0.0f);
+    omni_matmul_forward_mp(m->logits, m->lnf, m->pv.out_w, N, d, V, 0.0f);
     double loss = 0.0;
     omni_xent_forward(&loss, m->probs, m->xent_rows, m->logits, b, m->loss_weight, N, V, metrics);
     if (metrics)
@@ -441,7 +479,7 @@ omni_status omni_model_backward(omni_model *m, const omni_batch *b)
     float *dlogits = m->probs;
     omni_xent_backward(dlogits, m->probs, b, m->loss_weight, N, V);
     memset(m->dln, 0, (size_t)(N * d) * sizeof(float));
-    omni_matmul_backward(m->dln, g->out_w, dlogits, m->lnf, p->out_w, N, d, V);
+    omni_matmul_backward_mp(m->dln, g->out_w, dlogits, m->lnf, p->out_w, N, d, V);
     memset(m->dres, 0, (size_t)(N * d) * sizeof(float));
     omni_rmsnorm_backward(m->dres, g->out_norm, m->dln, m->res + m->L * NM * d, p->out_norm,
                           m->rstdf, N, d);
@@ -449,32 +487,32 @@ omni_status omni_model_backward(omni_model *m, const omni_batch *b)
         return st;
     for (int64_t l = m->L - 1; l >= 0; l--) {
         const omni_block_view *w = &m->pl[l], *gw = &m->gl[l];
-        float *h = m->res + l * NM * d, *mid = m->mid + l * NM * d;
-        float *ln1 = m->ln1 + l * NM * d, *ln2 = m->ln2 + l * NM * d;
-        float *qkv = m->qkv + l * NM * 3 * d, *atty = m->atty + l * NM * d;
-        const float *lse = m->lse + l * m->max_seq * m->H * T;
+        const block_acts a = acts_of(m, l);
+        if (m->recompute) {
+            /* The block's activations again, from its input res[l] (kept); the MoE layer
+             * keeps its own, so only a dense FFN's hidden rows are made again. */
+            block_front(m, b, l, &a);
+            if (w->w1)
+                omni_swiglu_forward(NULL, a.h1, a.h3, a.ffa, a.ln2, w->w1, w->w3, w->w2, N, d, ff);
+        }
         /* FFN: dres is d/d(h_{l+1}) and passes through the residual unchanged. */
         memset(m->dln, 0, (size_t)(N * d) * sizeof(float));
         if (w->w1) {
-            omni_swiglu_backward(
-                m->dln, gw->w1, gw->w3, gw->w2, m->ffs, m->ffd, m->dres, ln2,
-                m->h1 + dense_index(m, l) * NM * ff, m->h3 + dense_index(m, l) * NM * ff,
-                m->ffa + dense_index(m, l) * NM * ff, w->w1, w->w3, w->w2, N, d, ff);
+            omni_swiglu_backward(m->dln, gw->w1, gw->w3, gw->w2, m->ffs, m->ffd, m->dres, a.ln2,
+                                 a.h1, a.h3, a.ffa, w->w1, w->w3, w->w2, N, d, ff);
         } else if ((st = m->moe.backward(m->moe.ctx, l, m->dln, m->dres, b, N))) {
             return st;
         }
-        omni_rmsnorm_backward(m->dres, gw->ffn_norm, m->dln, mid, w->ffn_norm, m->rstd2 + l * NM, N,
-                              d);
+        omni_rmsnorm_backward(m->dres, gw->ffn_norm, m->dln, a.mid, w->ffn_norm, a.rstd2, N, d);
         /* Attention: dres is now d/d(mid). */
         memset(m->datty, 0, (size_t)(N * d) * sizeof(float));
-        omni_matmul_backward(m->datty, gw->wo, m->dres, atty, w->wo, N, d, d);
+        omni_matmul_backward_mp(m->datty, gw->wo, m->dres, a.atty, w->wo, N, d, d);
         memset(m->dqkv, 0, (size_t)(N * 3 * d) * sizeof(float));
-        omni_attention_backward(m->dqkv, m->datty, atty, qkv, lse, b, ns, T, d, m->H, m->prefix,
-                                &m->ws);
+        omni_attention_backward(m->dqkv, m->datty, a.atty, a.qkv, a.lse, b, ns, T, d, m->H,
+                                m->prefix, &m->ws);
         memset(m->dln, 0, (size_t)(N * d) * sizeof(float));
-        omni_matmul_backward(m->dln, gw->wqkv, m->dqkv, ln1, w->wqkv, N, d, 3 * d);
-        omni_rmsnorm_backward(m->dres, gw->attn_norm, m->dln, h, w->attn_norm, m->rstd1 + l * NM, N,
-                              d);
+        omni_matmul_backward_mp(m->dln, gw->wqkv, m->dqkv, a.ln1, w->wqkv, N, d, 3 * d);
+        omni_rmsnorm_backward(m->dres, gw->attn_norm, m->dln, a.h, w->attn_norm, a.rstd1, N, d);
         if (m->grads_ready && (st = m->grads_ready(m->grads_ready_ctx, l)))
             return st;
     }

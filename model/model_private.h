@@ -18,6 +18,7 @@ struct omni_model {
     omni_data_dims dims;
     int64_t d, L, H, ff, T, V, max_seq, img_dim, aud_dim, patch_dim;
     bool prefix;
+    bool recompute; /* model.recompute: one slot of block activations, made again in backward */
 
     omni_tensor_table tensors; /* every parameter, in buffer order */
     omni_view_slot *slots;     /* [tensors.n] */
@@ -34,7 +35,8 @@ struct omni_model {
     bool has_moe_hook, any_moe;
     int64_t n_dense; /* blocks with a dense FFN */
 
-    /* Activations of the last forward, N = max_seq * T rows at most. */
+    /* Activations of the last forward, N = max_seq * T rows at most; the [L, ...] and
+     * [n_dense, ...] buffers hold one block's ([1, ...]) under model.recompute. */
     float *res;    /* [L+1, N, d] residual stream entering each block, and after the last */
     float *mid;    /* [L, N, d]   residual after attention */
     float *ln1;    /* [L, N, d]   RMSNorm output before attention */

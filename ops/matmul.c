@@ -40,9 +40,8 @@ omni_status omni_gemm_choose(omni_gemm_choice c)
     case OMNI_GEMM_CHOICE_OPENBLAS:
         return omni_gemm_set_backend(OMNI_GEMM_OPENBLAS);
     default:
-        /* OpenBLAS until the one heap-corruption abort seen inside libdnnl (docs/model.md,
-         * "GEMM backends") is explained; oneDNN, faster on AVX-512, is asked for by name. */
-        return omni_gemm_set_backend(OMNI_GEMM_OPENBLAS);
+        return omni_gemm_set_backend(omni_onednn_preferred() ? OMNI_GEMM_ONEDNN
+                                                             : OMNI_GEMM_OPENBLAS);
     }
 }
 
@@ -71,6 +70,11 @@ const char *omni_gemm_kernel(omni_gemm_backend b)
     default:
         return "unknown";
     }
+}
+
+int omni_gemm_threads(void)
+{
+    return gemm_threads;
 }
 
 void omni_gemm_set_threads(int n)

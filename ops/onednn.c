@@ -10,10 +10,24 @@
  * alpha is the primitive's output scale, beta its sum post-op (dst = beta dst + result);
  * K = 0 is done here (C = beta C), as BLAS does. oneDNN runs on the OpenMP threads: the
  * count of omni_gemm_set_threads is set around each execution.
+ *
+ * Signals: oneDNN 2.6's own sgemm kernels (gemm:jit, jit_avx512_common_gemm_f32) point the
+ * stack pointer into a heap workspace while they run, so the kernel's frame for a signal
+ * handled on that thread (a few KiB with the AVX-512 state) is written over the heap below
+ * it: glibc later aborts with "corrupted size vs. prev_size" in a free inside
+ * dnnl_primitive_execute (oneDNN issue 4845, fixed upstream in 2026; seen here when
+ * SIGTERM/SIGUSR1 stopped training). So the asynchronous signals are blocked on the
+ * calling thread for the time of each execution (one that arrives meanwhile is handled
+ * just after, on the real stack), and for good on the OpenMP worker threads that run
+ * oneDNN's work (a signal for the process goes to a thread that takes it: the caller
+ * outside a product, or MPI's own threads). tests/ops signals the products thousands of
+ * times a second.
  */
 #include <dnnl.h>
 #include <math.h>
 #include <omp.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -24,6 +38,7 @@
 
 typedef struct {
     bool ta, tb;
+    bool bf16; /* bf16 inputs (A, B), else f32; C is f32 either way */
     float alpha, beta;
     dnnl_primitive_t prim;
 } entry;
@@ -34,8 +49,12 @@ static struct {
     dnnl_stream_t stream;
     int n;
     entry e[CACHE_MAX];
-    char impl[32]; /* implementation of the first primitive, e.g. "gemm:jit" */
+    char impl[32];  /* implementation of the first primitive, e.g. "gemm:jit" */
+    sigset_t async; /* every signal but those a fault raises on the faulting thread */
 } dn;
+
+/* Whether this thread already blocks dn.async for good (the OpenMP workers). */
+static _Thread_local bool worker_blocked;
 
 static const char *status_text(dnnl_status_t s)
 {
@@ -56,19 +75,19 @@ static const char *status_text(dnnl_status_t s)
 /* The descriptor of a row-major [rows, cols] operand, stored transposed when trans;
  * rows, cols and ld of RT leave them to run time. */
 static dnnl_status_t desc(dnnl_memory_desc_t *md, int64_t rows, int64_t cols, int64_t ld,
-                          bool trans)
+                          bool trans, bool bf16)
 {
     dnnl_dims_t dims = {rows, cols};
     dnnl_dims_t strides = {trans ? 1 : ld, trans ? ld : 1};
-    return dnnl_memory_desc_init_by_strides(md, 2, dims, dnnl_f32, strides);
+    return dnnl_memory_desc_init_by_strides(md, 2, dims, bf16 ? dnnl_bf16 : dnnl_f32, strides);
 }
 
 static dnnl_status_t create(entry *en)
 {
     dnnl_memory_desc_t a, b, c;
     dnnl_status_t s;
-    if ((s = desc(&a, RT, RT, RT, en->ta)) || (s = desc(&b, RT, RT, RT, en->tb)) ||
-        (s = desc(&c, RT, RT, RT, false)))
+    if ((s = desc(&a, RT, RT, RT, en->ta, en->bf16)) ||
+        (s = desc(&b, RT, RT, RT, en->tb, en->bf16)) || (s = desc(&c, RT, RT, RT, false, false)))
         return s;
     dnnl_matmul_desc_t md;
     if ((s = dnnl_matmul_desc_init(&md, &a, &b, NULL, &c)))
@@ -89,7 +108,7 @@ static dnnl_status_t create(entry *en)
     }
     if ((s = dnnl_primitive_desc_create(&pd, &md, attr, dn.engine, NULL)))
         goto out_post;
-    if (!dn.impl[0]) {
+    if (!dn.impl[0] && !en->bf16) {
         const char *impl = NULL;
         if (!dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) && impl)
             snprintf(dn.impl, sizeof dn.impl, "%s", impl);
@@ -118,6 +137,10 @@ omni_status omni_onednn_init(void)
         return omni_fail(OMNI_ERR_CONFIG, "ops: oneDNN: cannot create a CPU engine and stream (%s)",
                          status_text(s));
     }
+    sigfillset(&dn.async);
+    static const int faults[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT};
+    for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++)
+        sigdelset(&dn.async, faults[i]);
     dn.ready = true;
     /* one primitive now, so that a machine where oneDNN has no f32 matmul says so here */
     entry probe = {.ta = false, .tb = false, .alpha = 1.0f, .beta = 0.0f};
@@ -162,17 +185,18 @@ const char *omni_onednn_kernel(void)
     return name;
 }
 
-/* The primitive of (ta, tb, alpha, beta), made on first use. */
-static dnnl_primitive_t lookup(bool ta, bool tb, float alpha, float beta)
+/* The primitive of (ta, tb, bf16, alpha, beta), made on first use. */
+static dnnl_primitive_t lookup(bool ta, bool tb, bool bf16, float alpha, float beta)
 {
     for (int i = 0; i < dn.n; i++) {
         const entry *en = &dn.e[i];
-        if (en->ta == ta && en->tb == tb && en->alpha == alpha && en->beta == beta)
+        if (en->ta == ta && en->tb == tb && en->bf16 == bf16 && en->alpha == alpha &&
+            en->beta == beta)
             return en->prim;
     }
     /* the model's alphas and betas are a handful of constants */
     OMNI_ASSERT(dn.n < CACHE_MAX);
-    entry en = {.ta = ta, .tb = tb, .alpha = alpha, .beta = beta};
+    entry en = {.ta = ta, .tb = tb, .bf16 = bf16, .alpha = alpha, .beta = beta};
     dnnl_status_t s = create(&en);
     if (s) {
         omni_log_any_rank(OMNI_LOG_ERROR, "ops: oneDNN cannot create a matmul (%s)",
@@ -183,9 +207,10 @@ static dnnl_primitive_t lookup(bool ta, bool tb, float alpha, float beta)
     return en.prim;
 }
 
-void omni_onednn_matmul(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
-                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
-                        float *C, int64_t ldc, int threads)
+/* C = alpha op(A) op(B) + beta C with A and B of f32 or bf16 (bf16), C f32. */
+static void matmul(bool ta, bool tb, bool bf16, int64_t M, int64_t N, int64_t K, float alpha,
+                   const void *A, int64_t lda, const void *B, int64_t ldb, float beta, float *C,
+                   int64_t ldc, int threads)
 {
     if (K == 0) {
         for (int64_t i = 0; i < M; i++)
@@ -194,12 +219,12 @@ void omni_onednn_matmul(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
         return;
     }
     OMNI_ASSERT(dn.ready && !omp_in_parallel());
-    dnnl_primitive_t prim = lookup(ta, tb, alpha, beta);
+    dnnl_primitive_t prim = lookup(ta, tb, bf16, alpha, beta);
     dnnl_memory_desc_t a, b, c;
     dnnl_memory_t ma = NULL, mb = NULL, mc = NULL;
     dnnl_status_t s;
-    if ((s = desc(&a, M, K, lda, ta)) || (s = desc(&b, K, N, ldb, tb)) ||
-        (s = desc(&c, M, N, ldc, false)) ||
+    if ((s = desc(&a, M, K, lda, ta, bf16)) || (s = desc(&b, K, N, ldb, tb, bf16)) ||
+        (s = desc(&c, M, N, ldc, false, false)) ||
         (s = dnnl_memory_create(&ma, &a, dn.engine, (void *)(uintptr_t)A)) ||
         (s = dnnl_memory_create(&mb, &b, dn.engine, (void *)(uintptr_t)B)) ||
         (s = dnnl_memory_create(&mc, &c, dn.engine, C)))
@@ -210,17 +235,51 @@ void omni_onednn_matmul(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
     const int saved = omp_get_max_threads();
     if (threads > 0 && threads != saved)
         omp_set_num_threads(threads);
+    sigset_t before;
+    pthread_sigmask(SIG_BLOCK, &dn.async, &before);
+    if (omp_get_max_threads() > 1) {
+        /* the workers that will run this product block the signals too (threads made
+         * now inherit the caller's blocked mask; older ones block here, once) */
+#pragma omp parallel
+        if (omp_get_thread_num() > 0 && !worker_blocked) {
+            pthread_sigmask(SIG_BLOCK, &dn.async, NULL);
+            worker_blocked = true;
+        }
+    }
     s = dnnl_primitive_execute(prim, dn.stream, 3, args);
     if (!s)
         s = dnnl_stream_wait(dn.stream);
+    pthread_sigmask(SIG_SETMASK, &before, NULL);
     if (threads > 0 && threads != saved)
         omp_set_num_threads(saved);
 out:
     dnnl_memory_destroy(ma), dnnl_memory_destroy(mb), dnnl_memory_destroy(mc);
     if (s) {
         omni_log_any_rank(OMNI_LOG_ERROR,
-                          "ops: oneDNN matmul %lld x %lld x %lld (trans %d/%d) failed (%s)",
-                          (long long)M, (long long)N, (long long)K, ta, tb, status_text(s));
+                          "ops: oneDNN %s matmul %lld x %lld x %lld (trans %d/%d) failed (%s)",
+                          bf16 ? "bf16" : "f32", (long long)M, (long long)N, (long long)K, ta, tb,
+                          status_text(s));
         OMNI_ASSERT(s == dnnl_success);
     }
+}
+
+void omni_onednn_matmul(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                        float *C, int64_t ldc, int threads)
+{
+    matmul(ta, tb, false, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, threads);
+}
+
+void omni_onednn_matmul_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                             const uint16_t *A, int64_t lda, const uint16_t *B, int64_t ldb,
+                             float beta, float *C, int64_t ldc, int threads)
+{
+    matmul(ta, tb, true, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, threads);
+}
+
+bool omni_onednn_has_bf16(void)
+{
+    const unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
+    const unsigned bf16 = (unsigned)dnnl_cpu_isa_avx512_core_bf16;
+    return (isa & bf16) == bf16;
 }

@@ -19,8 +19,8 @@
 
 /* ---- the matrix product --------------------------------------------------------- */
 
-/* The library that computes omni_matmul; every one is fp32, and a second precision adds
- * a member and a branch in ops/matmul.c, no caller changes. */
+/* The library that computes omni_matmul (fp32); bf16 products (omni_matmul_mp) always
+ * run on oneDNN. */
 typedef enum {
     OMNI_GEMM_OPENBLAS = 0, /* cblas_sgemm; the tests' reference */
     OMNI_GEMM_ONEDNN,       /* oneDNN's matmul primitive (ops/onednn.c) */
@@ -68,6 +68,42 @@ void omni_matmul_forward(float *out, const float *inp, const float *w, int64_t n
 /* Its backward: dinp += dout W^T (skipped when dinp is NULL); dw += inp^T dout. */
 void omni_matmul_backward(float *dinp, float *dw, const float *dout, const float *inp,
                           const float *w, int64_t n, int64_t in, int64_t k);
+
+/* ---- the model's products: the compute precision (ops/bf16.c) ------------------ */
+
+/* Whether this machine runs bf16 products: the CPU has avx512_bf16 (and AVX-512 BW/VL)
+ * and oneDNN uses it. */
+bool omni_bf16_available(void);
+/*
+ * Set the precision of omni_matmul_mp and its linear pair (not thread-safe: call before
+ * training): fp32 (the default), or bf16 inputs with fp32 sums on oneDNN whatever the
+ * backend of omni_matmul. OMNI_ERR_CONFIG naming the CPU flag avx512_bf16 where bf16 is not
+ * available. omni_matmul itself (the router, the tests' references) stays fp32.
+ */
+omni_status omni_gemm_set_precision(omni_precision p);
+omni_precision omni_gemm_precision(void);
+/*
+ * The model's products (dense layers, attention projections, experts, head): omni_matmul
+ * in the precision set. In bf16, A and B are rounded to bf16 (nearest even) and the
+ * products summed in fp32. b_is_weight: B is a parameter unchanged since the last
+ * omni_bf16_weights_changed, whose bf16 copy is made once and reused.
+ */
+void omni_matmul_mp(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                    const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                    int64_t ldc, bool b_is_weight);
+/* The parameters may have changed (an update, a load): bf16 copies are remade on use. */
+void omni_bf16_weights_changed(void);
+/* omni_matmul_forward and omni_matmul_backward in the precision set (w a weight). */
+void omni_matmul_forward_mp(float *out, const float *inp, const float *w, int64_t n, int64_t in,
+                            int64_t k, float beta);
+void omni_matmul_backward_mp(float *dinp, float *dw, const float *dout, const float *inp,
+                             const float *w, int64_t n, int64_t in, int64_t k);
+
+/* bf16 of f (nearest even; subnormals to signed zero, NaN stays NaN) and back. */
+uint16_t omni_bf16_of(float f);
+float omni_bf16_to_f32(uint16_t h);
+/* dst[i] = omni_bf16_of(src[i]), with AVX-512-BF16 where available. */
+void omni_bf16_round(uint16_t *dst, const float *src, int64_t n);
 
 /* ---- activations -------------------------------------------------------------- */
 

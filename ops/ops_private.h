@@ -15,4 +15,14 @@ void omni_onednn_matmul(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
                         const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                         float *C, int64_t ldc, int threads);
 
+/* The same with bf16 A and B (f32 sums and C): oneDNN's bf16 matmul. */
+void omni_onednn_matmul_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                             const uint16_t *A, int64_t lda, const uint16_t *B, int64_t ldb,
+                             float beta, float *C, int64_t ldc, int threads);
+/* Whether oneDNN runs bf16 kernels here (its ISA includes avx512_core_bf16; ONEDNN_MAX_CPU_ISA
+ * may lower it). */
+bool omni_onednn_has_bf16(void);
+/* The threads of every product (0: the libraries' default), set by omni_gemm_set_threads. */
+int omni_gemm_threads(void);
+
 #endif /* OMNI_OPS_PRIVATE_H */

@@ -15,17 +15,30 @@
  * step's products: the faster is "the machine's GEMM rate" of docs/bench.md. A third
  * column times omni_matmul on its oneDNN backend, the primitive with run-time sizes that
  * training uses (ops/onednn.c), against the fastest of the three per shape.
+ *
+ * bf16 (issue 19), where the CPU has avx512_bf16: a fourth column times omni_matmul_mp in
+ * bf16 as training runs it (activations rounded to bf16 in each call, the weight's bf16
+ * copy made once), against the fastest fp32 way per shape; and the CPU's own peaks,
+ * measured by a loop of independent AVX-512 FMAs (fp32) and VDPBF16PS (bf16) on this
+ * core, against which the achieved rates are stated. With one thread every rate is timed
+ * by the thread's CPU time, not the wall clock, so that other jobs on a shared machine do
+ * not count against it (with more threads, the wall clock).
  */
 #include <cblas.h>
 #include <dnnl.h>
+#include <immintrin.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "experiment.h"
 #include "model.h"
 #include "ops.h"
+
+/* --threads: 1 times by the thread's CPU time (see cpu_now), more by the wall clock. */
+static int bench_threads = 1;
 
 typedef struct {
     const char *what;
@@ -108,22 +121,97 @@ static void ours_run(const shape *s, const float *A, const float *B, float *C)
                 s->tb ? s->k : s->n, 0.0f, C, s->n);
 }
 
+/* The training path in bf16: omni_matmul_mp, B a weight in the forward and dx products. */
+static void bf16_run(const shape *s, const float *A, const float *B, float *C)
+{
+    omni_matmul_mp(s->ta, s->tb, s->m, s->n, s->k, 1.0f, A, s->ta ? s->m : s->k, B,
+                   s->tb ? s->k : s->n, 0.0f, C, s->n, !s->ta);
+}
+
+/* CPU seconds of this thread: on a shared, loaded machine a single-threaded measurement
+ * must not count the time other processes held the core. */
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The peak rates of one core in GFLOP/s: 16 independent chains (more than latency x
+ * throughput of either instruction) of 512-bit fp32 FMAs (32 flops each) or of VDPBF16PS
+ * (32 bf16 pairs summed into 16 fp32: 64 flops each), in named registers; best of 5. */
+#define ALL(op)                                                                                    \
+    op(a0), op(a1), op(a2), op(a3), op(a4), op(a5), op(a6), op(a7), op(a8), op(a9), op(a10),       \
+        op(a11), op(a12), op(a13), op(a14), op(a15)
+#define KEEP()                                                                                     \
+    __asm__ volatile(""                                                                            \
+                     : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(a4), "+v"(a5), "+v"(a6),       \
+                       "+v"(a7));                                                                  \
+    __asm__ volatile(""                                                                            \
+                     : "+v"(a8), "+v"(a9), "+v"(a10), "+v"(a11), "+v"(a12), "+v"(a13), "+v"(a14),  \
+                       "+v"(a15))
+__attribute__((target("avx512f,avx512bf16"))) static double peak(bool bf16)
+{
+    const long iters = 3000000;
+    double best = 0.0;
+    volatile float xv = 1.1e-3f, yv = 0.9f; /* not constants: no multiplication is folded */
+    const __m512 x = _mm512_set1_ps(xv), y = _mm512_set1_ps(yv);
+    const __m512bh xb = _mm512_cvtne2ps_pbh(x, x), yb = _mm512_cvtne2ps_pbh(y, y);
+    for (int run = 0; run < 5; run++) {
+        float k = 0.0f; /* distinct chains: none may merge with another */
+#define INIT(a) a = _mm512_set1_ps(k++)
+        __m512 a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15;
+        ALL(INIT);
+        double t0 = cpu_now();
+#define FMA(a)  a = _mm512_fmadd_ps(x, y, a)
+#define DPBF(a) a = _mm512_dpbf16_ps(a, xb, yb)
+        if (bf16)
+            for (long i = 0; i < iters; i++) {
+                ALL(DPBF);
+                KEEP();
+            }
+        else
+            for (long i = 0; i < iters; i++) {
+                ALL(FMA);
+                KEEP();
+            }
+        double t = cpu_now() - t0;
+        __m512 sum = _mm512_set1_ps(0.0f);
+#define SUM(a) sum = _mm512_add_ps(sum, a)
+        ALL(SUM);
+        if (_mm512_reduce_add_ps(sum) == 42.0f) /* never: keeps the chains */
+            printf(" ");
+        double r = (double)iters * 16.0 * (bf16 ? 64.0 : 32.0) / t * 1e-9;
+        best = r > best ? r : best;
+    }
+    return best;
+}
+#undef INIT
+#undef FMA
+#undef DPBF
+#undef SUM
+#undef KEEP
+#undef ALL
+
 /* Seconds per call of one way (0 OpenBLAS, 1 the exact-shape oneDNN primitive, 2
  * omni_matmul on oneDNN), over at least `secs` seconds of calls. */
 static double time_one(int way, const shape *s, dnnl_mm *g, dnnl_ctx *x, const float *A,
                        const float *B, float *C, double secs)
 {
     int reps = 0;
-    double t0 = omni_now(), t;
+    double (*clock)(void) = bench_threads == 1 ? cpu_now : omni_now;
+    double t0 = clock(), t;
     do {
         if (way == 1)
             dnnl_mm_run(g, x);
         else if (way == 2)
             ours_run(s, A, B, C);
+        else if (way == 3)
+            bf16_run(s, A, B, C);
         else
             blas_run(s, A, B, C);
         reps++;
-        t = omni_now() - t0;
+        t = clock() - t0;
     } while (t < secs);
     return t / reps;
 }
@@ -166,6 +254,7 @@ int main(int argc, char **argv)
     }
     omni_gemm_set_threads(threads);
     omp_set_num_threads(threads);
+    bench_threads = threads;
     if ((st = omni_gemm_set_backend(OMNI_GEMM_ONEDNN))) {
         fprintf(stderr, "bench_gemm: %s\n", omni_error_message());
         return omni_exit_code(st);
@@ -230,29 +319,36 @@ int main(int argc, char **argv)
     printf("  GFLOP/s: OpenBLAS cblas_sgemm; oneDNN's primitive made for the exact shape; ours: "
            "omni_matmul on oneDNN (%s), as training runs it\n",
            omni_gemm_kernel(OMNI_GEMM_ONEDNN));
-    printf("  %-9s %-6s %5s %5s %5s  %9s %9s %9s  %6s  %s\n", "product", "op", "m", "n", "k",
-           "OpenBLAS", "oneDNN", "ours", "ours/", "exact-shape kernel");
-    printf("  %-9s %-6s %5s %5s %5s  %9s %9s %9s  %6s\n", "", "", "", "", "", "", "exact", "",
-           "best");
-    double f_all = 0.0, t_blas = 0.0, t_dnnl = 0.0, t_ours = 0.0, t_best = 0.0;
+    const bool bf16 = omni_bf16_available() && !omni_gemm_set_precision(OMNI_PREC_BF16);
+    if (!bf16)
+        omni_error_clear();
+    printf("  %-9s %-6s %5s %5s %5s  %9s %9s %9s  %6s  %9s %6s  %s\n", "product", "op", "m", "n",
+           "k", "OpenBLAS", "oneDNN", "ours", "ours/", "bf16", "bf16/", "exact-shape kernel");
+    printf("  %-9s %-6s %5s %5s %5s  %9s %9s %9s  %6s  %9s %6s\n", "", "", "", "", "", "", "exact",
+           "", "best", "ours", "best");
+    double f_all = 0.0, t_blas = 0.0, t_dnnl = 0.0, t_ours = 0.0, t_best = 0.0, t_bf16 = 0.0;
     for (int i = 0; i < ns; i++) {
         const shape *s = &sh[i];
         dnnl_mm g;
         dnnl_mm_make(&g, &x, s, A, B, C);
-        double tb = 1e30, td = 1e30, to = 1e30;
+        double tb = 1e30, td = 1e30, to = 1e30, th = 1e30;
         for (int rep = 0; rep < 3; rep++) {
             double a = time_one(0, s, NULL, &x, A, B, C, secs / 3);
             double b = time_one(1, s, &g, &x, A, B, C, secs / 3);
             double c = time_one(2, s, NULL, &x, A, B, C, secs / 3);
+            double h = bf16 ? time_one(3, s, NULL, &x, A, B, C, secs / 3) : 1e30;
             tb = a < tb ? a : tb, td = b < td ? b : td, to = c < to ? c : to;
+            th = h < th ? h : th;
         }
         double tm = tb < td ? tb : td;
         tm = to < tm ? to : tm;
         double f = 2.0 * (double)s->m * (double)s->n * (double)s->k;
         const char *op = !s->ta && !s->tb ? "x W" : s->tb ? "dy W^T" : "x^T dy";
-        printf("  %-9s %-6s %5lld %5lld %5lld  %9.1f %9.1f %9.1f  %6.2f  %s\n", s->what, op,
-               (long long)s->m, (long long)s->n, (long long)s->k, f / tb * 1e-9, f / td * 1e-9,
-               f / to * 1e-9, tm / to, g.impl);
+        printf("  %-9s %-6s %5lld %5lld %5lld  %9.1f %9.1f %9.1f  %6.2f  %9.1f %6.2f  %s\n",
+               s->what, op, (long long)s->m, (long long)s->n, (long long)s->k, f / tb * 1e-9,
+               f / td * 1e-9, f / to * 1e-9, tm / to, bf16 ? f / th * 1e-9 : 0.0,
+               bf16 ? tm / th : 0.0, g.impl);
+        t_bf16 += th * s->weight;
         f_all += f * s->weight;
         t_blas += tb * s->weight, t_dnnl += td * s->weight, t_ours += to * s->weight;
         t_best += tm * s->weight;
@@ -264,8 +360,18 @@ int main(int argc, char **argv)
            "fastest per shape (the machine's GEMM rate) %.1f; ours/OpenBLAS %.2f, ours/best "
            "%.2f\n",
            rb, rd, ro, rm, ro / rb, ro / rm);
-    printf("RESULT gemm threads=%d openblas=%.2f onednn_exact=%.2f ours=%.2f best=%.2f\n", threads,
-           rb, rd, ro, rm);
+    double rh = 0.0, pf = 0.0, ph = 0.0;
+    if (bf16) {
+        rh = f_all / t_bf16 * 1e-9;
+        pf = peak(false), ph = peak(true);
+        printf("  bf16: the step's products %.1f GFLOP/s, %.2fx the fastest fp32 per shape; "
+               "peaks of this core (measured): fp32 FMA %.1f, bf16 VDPBF16PS %.1f GFLOP/s; "
+               "achieved %.0f%% of the bf16 peak (fp32 fastest: %.0f%% of the fp32 peak)\n",
+               rh, rh / rm, pf, ph, 100.0 * rh / ph, 100.0 * rm / pf);
+    }
+    printf("RESULT gemm threads=%d openblas=%.2f onednn_exact=%.2f ours=%.2f best=%.2f bf16=%.2f "
+           "peak_fp32=%.2f peak_bf16=%.2f\n",
+           threads, rb, rd, ro, rm, rh, pf, ph);
     dnnl_stream_destroy(x.stream);
     dnnl_engine_destroy(x.engine);
     omni_free(A), omni_free(B), omni_free(C);

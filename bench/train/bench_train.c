@@ -261,7 +261,8 @@ static omni_status bench_one(bench *B, const char *path, const char *data)
     x.data.n_files = 1;
     x.data.n_tasks = 0;
     int threads = 1;
-    if ((st = omni_blas_set_threads(&x, comm, &threads)))
+    if ((st = omni_blas_set_threads(&x, comm, &threads)) ||
+        (st = omni_gemm_set_precision(x.model.precision)))
         return st;
 
     double sample_rate = 0.0, vocab = 0.0;

@@ -212,6 +212,18 @@ static int mode_reshard(const char *base)
                     ckpt_name(dir, step, want, sizeof want);
                     EXPECT(!strcmp(path, want), "latest is %s, expected %s", path, want);
                     load_and_check(rc, path, E, 3, step, w);
+                    /* The checksums taken piece by piece as the save passed (pieces of
+                     * 1000 bytes cut the single-slab tensors) are those of the stored
+                     * bytes, summed again apart from any transfer. */
+                    omni_ckpt *vc = NULL;
+                    int64_t nd = 0, nu = 0;
+                    double vb = 0;
+                    const char *first_unchecked = NULL;
+                    EXPECT(!omni_ckpt_open(rc, path, &vc) &&
+                               !omni_ckpt_verify(vc, &nd, &nu, &first_unchecked, &vb) && nd > 0 &&
+                               nu == 0,
+                           "verify %s: %s", path, omni_error_message());
+                    omni_ckpt_close(vc);
                     ckpt_name(dir, step - 1, want, sizeof want);
                     load_and_check(rc, want, E, 3, step - 1, w);
                     if (world_rank == 0)

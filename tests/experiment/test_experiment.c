@@ -268,7 +268,7 @@ static const bad_case bad_cases[] = {
     {MINIMAL, "data.files=[a.h5", "--set data.files=[a.h5: YAML syntax error"},
     /* 45 bad router */
     {MINIMAL "moe: {router: expert}\n", NULL,
-     "exp.yaml:3:15: moe.router is \"expert\", expected topk or task"},
+     "exp.yaml:3:15: moe.router is \"expert\", expected topk, task or expert_choice"},
     /* 46 task routing in a dense model */
     {MINIMAL "moe: {router: task, every: 0}\n", NULL,
      "exp.yaml:3:15: moe.router = task with moe.every = 0: a dense model has no router"},
@@ -292,6 +292,24 @@ static const bad_case bad_cases[] = {
     {MINIMAL, "moe.entropy={global: 0.01}",
      "--set moe.entropy={global: 0.01}: moe.entropy.global = 0.01 with threshold 0: the global "
      "loss counts only while"},
+    /* 53 one key of the entropy mapping: unknown, not a number, out of range */
+    {MINIMAL, "moe.entropy.locl=0.1",
+     "--set moe.entropy.locl=0.1: unknown key moe.entropy.locl, expected local, global or "
+     "threshold"},
+    {MINIMAL, "moe.entropy.local=[1]",
+     "--set moe.entropy.local=[1]: moe.entropy.local is a list, expected a number"},
+    {MINIMAL, "moe.entropy.threshold=101",
+     "--set moe.entropy.threshold=101: moe.entropy.threshold = 101 is out of range"},
+    /* 56 a dotted key into a field that is not a mapping */
+    {MINIMAL, "moe.top_k.x=1",
+     "--set moe.top_k.x=1: moe.top_k is integer, not a mapping of keys: set it whole"},
+    /* 57 expert choice contradictions */
+    {MINIMAL "moe: {router: expert_choice, aux_loss: 0, capacity_factor: 0}\n", NULL,
+     "exp.yaml:3:60: moe.capacity_factor = 0 with moe.router = expert_choice"},
+    {MINIMAL "moe: {router: expert_choice}\n", NULL,
+     "exp.yaml:3:15: moe.aux_loss = 0.01 with moe.router = expert_choice"},
+    {MINIMAL "moe: {router: expert_choice, aux_loss: 0, bias_rate: 0.01}\n", NULL,
+     "exp.yaml:3:54: moe.bias_rate = 0.01 with moe.router = expert_choice"},
     /* 44 flag with a list where a scalar is expected */
     {MINIMAL, "model.d_model=[1,2]",
      "--set model.d_model=[1,2]: model.d_model is a list, expected integer"},
@@ -363,4 +381,16 @@ Test(experiment, describe_lists_every_key_and_readme_documents_them)
     cr_assert_geq(keys, 39);
     free(readme);
     free(buf);
+}
+
+/* --set moe.entropy.KEY=V changes one key of the mapping; the others keep the file's. */
+Test(experiment, set_one_key_of_the_entropy_mapping)
+{
+    const char *sets[] = {"moe.entropy.local=0.05", "moe.entropy.threshold=1.5"};
+    omni_experiment x;
+    cr_assert_eq(parse(&x, MINIMAL "moe: {entropy: {global: 0.02, threshold: 1.0}}\n", sets, 2),
+                 OMNI_OK, "%s", omni_error_message());
+    cr_assert_eq(x.moe.entropy.local, 0.05);
+    cr_assert_eq(x.moe.entropy.global, 0.02);
+    cr_assert_eq(x.moe.entropy.threshold, 1.5);
 }

@@ -7,7 +7,8 @@
  * Router jitter (training) is covered with its noise fixed by the step. Task routing
  * (moe.router: task) runs on a batch of three tasks and checks the task embeddings too;
  * LIMoE's entropy losses (moe.entropy) on a batch of text, image, audio and control
- * positions.
+ * positions; expert choice (moe.router: expert_choice) in training, where each expert
+ * takes its capacity of the batch's tokens, with tokens chosen by no expert.
  * Tolerance per coordinate: |fd - analytic| <= 2e-3 + 2e-2 * max(|fd|, |analytic|).
  * A coordinate whose perturbation changes any routing decision (top-k choice or drop) is
  * not differentiable there; such coordinates are skipped and must stay rare (< 2%).
@@ -30,6 +31,7 @@ typedef struct {
     double jitter; /* training with router jitter (fixed step, so the noise is fixed) */
     bool task;     /* moe.router: task, positions of tasks t % N_TASKS */
     double ent_local, ent_global, ent_threshold; /* moe.entropy (a batch of 4 modalities) */
+    bool ec; /* moe.router: expert_choice, in training (no aux loss: the config refuses it) */
 } grad_case;
 
 enum { N_TASKS = 3 };
@@ -68,11 +70,13 @@ static omni_moe *make(const grad_case *gc, omni_experiment *x)
     x->moe.expert_ff = FF;
     x->moe.capacity_factor = gc->cf;
     x->moe.normalize_topk = gc->normalize;
-    x->moe.aux_loss = 0.3;
+    x->moe.aux_loss = gc->ec ? 0.0 : 0.3;
     x->moe.z_loss = 0.05;
     x->moe.shared_experts = gc->shared;
     x->moe.jitter = gc->jitter;
-    x->moe.router = gc->task ? OMNI_ROUTER_TASK : OMNI_ROUTER_TOPK;
+    x->moe.router = gc->task ? OMNI_ROUTER_TASK
+                    : gc->ec ? OMNI_ROUTER_EXPERT_CHOICE
+                             : OMNI_ROUTER_TOPK;
     x->moe.entropy.local = gc->ent_local;
     x->moe.entropy.global = gc->ent_global;
     x->moe.entropy.threshold = gc->ent_threshold;
@@ -88,7 +92,7 @@ static omni_moe *make(const grad_case *gc, omni_experiment *x)
     omni_rng r;
     omni_rng_init(&r, 11, "test/params", 0);
     omni_rng_fill_normal(&r, 0, np, 0.0f, 0.5f, p);
-    omni_moe_set_step(m, 7, 100, gc->jitter > 0.0);
+    omni_moe_set_step(m, 7, 100, gc->jitter > 0.0 || gc->ec);
     return m;
 }
 
@@ -122,19 +126,21 @@ static void check(const grad_case *gc)
     omni_experiment xp;
     omni_moe *m = make(gc, &xp);
     const omni_batch *b = batch_of(gc);
-    const int64_t k = gc->k;
+    const int64_t k = gc->ec ? gc->experts : gc->k; /* the routing's width */
     float x[NT * D], R[NT * D], out[NT * D], din[NT * D] = {0};
     omni_rng r;
     omni_rng_init(&r, 5, "test/input", 0);
     omni_rng_fill_normal(&r, 0, NT * D, 0.0f, 1.0f, x);
     omni_rng_fill_normal(&r, NT * D, NT * D, 0.0f, 1.0f, R);
-    int32_t base[NT * 3], now[NT * 3];
+    int32_t base[NT * 8], now[NT * 8];
 
     loss_of(m, x, R, out, b);
     routing(m, base, k);
     const omni_router_sums *s = omni_moe_layer_stats(m, 0);
     double dropped = *s->dropped;
-    if (gc->cf > 0.0)
+    if (gc->ec)
+        cr_assert_gt(dropped, 0.0, "the expert-choice case must leave tokens unchosen");
+    else if (gc->cf > 0.0)
         cr_assert_gt(dropped, 0.0, "the capacity case must drop assignments");
     else
         cr_assert_eq(dropped, 0.0);
@@ -280,4 +286,25 @@ Test(experts, moe_gradient_entropy_local_with_task_routing)
     cr_assert(local > 0.0, "local %g", local);
     cr_assert_eq(global, 0.0, "the global term is off below the threshold");
     omni_moe_free(m);
+}
+
+/* Expert choice: each of 4 experts takes ceil(cf k 12 / 4) tokens of the 12 by its router
+ * probability; gates are the probabilities (normalize_topk has no effect); tokens chosen by
+ * no expert output 0 (plus shared experts). */
+Test(experts, moe_gradient_expert_choice_k2)
+{
+    check(&(grad_case){.k = 2, .cf = 0.5, .normalize = true, .experts = 4, .ec = true});
+}
+
+Test(experts, moe_gradient_expert_choice_k1_with_shared_expert_and_entropy)
+{
+    check(&(grad_case){.k = 1,
+                       .cf = 1.0,
+                       .normalize = false,
+                       .experts = 4,
+                       .shared = 1,
+                       .ec = true,
+                       .ent_local = 0.1,
+                       .ent_global = 0.2,
+                       .ent_threshold = 3.0});
 }

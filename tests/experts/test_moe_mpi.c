@@ -10,8 +10,12 @@
  *  - replicated gradients (router, shared expert) summed over ranks equal the single-process
  *    ones, and each rank's expert gradients (summed over the replicas of an expert when
  *    processes > experts) equal the single-process gradients of those experts.
- * Run for E = 4 (sharded) and E = 2 (replicated on 4 processes). Exit 0 on success, 1 with
- * a message naming the mismatch.
+ * Run for E = 4 (sharded) and E = 2 (replicated on 4 processes), with token choice and with
+ * expert choice (moe.router: expert_choice, capacity factor 0.5: each expert selects over
+ * the whole 32-token batch from scores sent by every rank, some tokens taken by none).
+ * Task routing with a position that carries no task on the last rank only: the forward fails
+ * on EVERY rank (no rank left waiting in a collective), naming the position on that rank.
+ * Exit 0 on success, 1 with a message naming the mismatch.
  */
 #include <math.h>
 #include <stdio.h>
@@ -70,7 +74,7 @@ static void expect_close(const char *what, int rank, const float *a, const float
     }
 }
 
-static void setup(omni_experiment *x, int64_t E)
+static void setup(omni_experiment *x, int64_t E, bool expert_choice)
 {
     omni_experiment_defaults(x);
     x->experiment.seed = 17;
@@ -85,15 +89,20 @@ static void setup(omni_experiment *x, int64_t E)
     x->moe.z_loss = 0.01;
     x->moe.jitter = 0.1;
     x->moe.shared_experts = 1;
+    if (expert_choice) {
+        x->moe.router = OMNI_ROUTER_EXPERT_CHOICE;
+        x->moe.capacity_factor = 0.5;
+        x->moe.aux_loss = 0.0;
+    }
 }
 
-static void run(MPI_Comm world, int64_t E)
+static void run(MPI_Comm world, int64_t E, bool expert_choice)
 {
     int rank, size;
     MPI_Comm_rank(world, &rank);
     MPI_Comm_size(world, &size);
     omni_experiment x;
-    setup(&x, E);
+    setup(&x, E, expert_choice);
     const int64_t n = NT / size, first = rank * n;
 
     float in[NT * D], dout[NT * D], out[NT * D], din[NT * D] = {0};
@@ -111,6 +120,10 @@ static void run(MPI_Comm world, int64_t E)
     omni_moe_init_params(ref);
     omni_moe_set_step(ref, 4, 0, true);
     OMNI_ASSERT(omni_moe_forward(ref, 1, ref_out, in, NULL, NT) == OMNI_OK);
+    /* with 4 experts the case leaves tokens to the residual (with 2, each taking half the
+     * batch by p and 1 - p, the choice is a partition) */
+    if (expert_choice && E == 4)
+        OMNI_ASSERT(*omni_moe_layer_stats(ref, 0)->dropped > 0.0);
     omni_moe_zero_grad(ref);
     OMNI_ASSERT(omni_moe_backward(ref, 1, ref_din, dout, NULL, NT) == OMNI_OK);
 
@@ -135,9 +148,9 @@ static void run(MPI_Comm world, int64_t E)
         MPI_Abort(world, 1);
     }
     char what[160];
-    snprintf(what, sizeof what, "E%lld out", (long long)E);
+    snprintf(what, sizeof what, "%sE%lld out", expert_choice ? "choice " : "", (long long)E);
     expect_close(what, rank, out, ref_out + first * D, n * D);
-    snprintf(what, sizeof what, "E%lld din", (long long)E);
+    snprintf(what, sizeof what, "%sE%lld din", expert_choice ? "choice " : "", (long long)E);
     expect_close(what, rank, din, ref_din + first * D, n * D);
     double aux, z, raux, rz;
     omni_moe_layer_losses(m, 0, &aux, &z);
@@ -154,7 +167,8 @@ static void run(MPI_Comm world, int64_t E)
     omni_moe_buffers(ref, &rp, &rg, &am, &av, &rnp, &rnd);
     OMNI_ASSERT(nd == rnd);
     MPI_Allreduce(MPI_IN_PLACE, g, (int)nd, MPI_FLOAT, MPI_SUM, world);
-    snprintf(what, sizeof what, "E%lld replicated grads", (long long)E);
+    snprintf(what, sizeof what, "%sE%lld replicated grads", expert_choice ? "choice " : "",
+             (long long)E);
     expect_close(what, rank, g, rg, nd);
     /* replicas of one expert (processes > experts) sum their gradients */
     MPI_Comm replicas;
@@ -167,12 +181,57 @@ static void run(MPI_Comm world, int64_t E)
             continue;
         int64_t per = t->dims[1] * t->dims[2];
         OMNI_ASSERT(strcmp(t->name, rt->name) == 0);
-        snprintf(what, sizeof what, "E%lld %s", (long long)E, t->name);
+        snprintf(what, sizeof what, "%sE%lld %s", expert_choice ? "choice " : "", (long long)E,
+                 t->name);
         expect_close(what, rank, p + t->offset, rp + rt->offset + t->row_lo * per, t->numel);
         expect_close(what, rank, g + t->offset, rg + rt->offset + t->row_lo * per, t->numel);
     }
     omni_moe_free(m);
     omni_moe_free(ref);
+    MPI_Comm_free(&dup);
+}
+
+/* Task routing, the last rank's position 3 carrying no task: every rank's forward fails. */
+static void run_taskless(MPI_Comm world)
+{
+    int rank, size;
+    MPI_Comm_rank(world, &rank);
+    MPI_Comm_size(world, &size);
+    omni_experiment x;
+    setup(&x, 4, false);
+    x.moe.router = OMNI_ROUTER_TASK;
+    x.moe.jitter = 0.0;
+    const int64_t n = NT / size;
+    MPI_Comm dup;
+    MPI_Comm_dup(world, &dup);
+    omni_moe_comm mc = {.ctx = &dup,
+                        .rank = rank,
+                        .size = size,
+                        .alltoall_counts = mpi_counts,
+                        .alltoallv_rows = mpi_rows,
+                        .allreduce_sum = mpi_sum};
+    omni_moe *m;
+    OMNI_ASSERT(omni_moe_create(&m, &x, n, 2, &mc) == OMNI_OK);
+    omni_moe_init_params(m);
+    omni_moe_set_step(m, 1, rank * n, true);
+    uint8_t kind[NT];
+    int32_t task[NT];
+    for (int64_t i = 0; i < n; i++)
+        kind[i] = OMNI_POS_TOKEN, task[i] = (int32_t)(i % 2);
+    if (rank == size - 1)
+        task[3] = -1;
+    omni_batch b = {.n_seq = 1, .context = n, .kind = kind, .task = task};
+    float in[NT * D] = {0}, out[NT * D];
+    omni_status st = omni_moe_forward(m, 1, out, in, &b, n);
+    const char *want = rank == size - 1 ? "moe: task routing: position 3 of this rank carries "
+                                          "task -1"
+                                        : "moe: task routing: 1 positions of another rank";
+    if (st != OMNI_ERR_INTERNAL || strncmp(omni_error_message(), want, strlen(want)) != 0) {
+        fprintf(stderr, "rank %d: a position without a task: status %d, message \"%s\"\n", rank,
+                (int)st, st ? omni_error_message() : "");
+        failures++;
+    }
+    omni_moe_free(m);
     MPI_Comm_free(&dup);
 }
 
@@ -182,9 +241,12 @@ int main(int argc, char **argv)
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     int size;
     MPI_Comm_size(MPI_COMM_WORLD, &size);
-    run(MPI_COMM_WORLD, 4);
-    if (size <= 2 || size % 2 == 0)
-        run(MPI_COMM_WORLD, 2);
+    for (int ec = 0; ec < 2; ec++) {
+        run(MPI_COMM_WORLD, 4, ec);
+        if (size <= 2 || size % 2 == 0)
+            run(MPI_COMM_WORLD, 2, ec);
+    }
+    run_taskless(MPI_COMM_WORLD);
     int total = 0;
     MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     MPI_Finalize();

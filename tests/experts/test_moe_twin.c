@@ -5,7 +5,8 @@
  * for the output and every gradient, and |c - ref| <= 1e-5 * max(1, |ref|) for the losses.
  * Cases of token routing, of task routing (moe.router: task, with the task embeddings'
  * gradient) and of LIMoE's entropy losses (moe.entropy, over four modalities, two of them
- * under the global term's threshold).
+ * under the global term's threshold), and of expert choice (moe.router: expert_choice, in
+ * training, routing compared E wide, with tokens taken by no expert).
  */
 #include <criterion/criterion.h>
 #include <hdf5.h>
@@ -142,14 +143,18 @@ static void run_case(const char *name)
     x.moe.shared_experts = (int64_t)attr_d(g, "shared_experts");
     x.moe.aux_loss = attr_d(g, "aux_loss");
     x.moe.z_loss = attr_d(g, "z_loss");
-    const bool task_router = attr_or(g, "router", 0.0) != 0.0;
-    x.moe.router = task_router ? OMNI_ROUTER_TASK : OMNI_ROUTER_TOPK;
+    const double router = attr_or(g, "router", 0.0); /* 0 topk, 1 task, 2 expert choice */
+    const bool task_router = router == 1.0, expert_choice = router == 2.0;
+    x.moe.router = task_router     ? OMNI_ROUTER_TASK
+                   : expert_choice ? OMNI_ROUTER_EXPERT_CHOICE
+                                   : OMNI_ROUTER_TOPK;
     x.moe.entropy.local = attr_or(g, "entropy_local", 0.0);
     x.moe.entropy.global = attr_or(g, "entropy_global", 0.0);
     x.moe.entropy.threshold = attr_or(g, "entropy_threshold", 0.0);
     const bool entropy = x.moe.entropy.local > 0.0 || x.moe.entropy.global > 0.0;
     const int64_t n_tasks = task_router ? (int64_t)attr_d(g, "n_tasks") : entropy ? 3 : 0;
-    const int64_t n = (int64_t)attr_d(g, "tokens"), d = x.model.d_model, k = x.moe.top_k;
+    const int64_t n = (int64_t)attr_d(g, "tokens"), d = x.model.d_model;
+    const int64_t k = expert_choice ? x.moe.num_experts : x.moe.top_k; /* routing width */
 
     omni_moe_comm comm;
     omni_moe_comm_local(&comm);
@@ -157,6 +162,8 @@ static void run_case(const char *name)
     cr_assert_eq(omni_moe_create(&m, &x, n, n_tasks, &comm), OMNI_OK, "%s", omni_error_message());
     if (entropy)
         omni_moe_set_task_modality(m, 2, OMNI_MOD_CONTROL);
+    if (expert_choice)
+        omni_moe_set_step(m, 0, 0, true); /* the batch choice is made in training */
     const omni_batch *b = batch_of(g, n, task_router, entropy);
     const char *names[] = {"router_w",  "experts_w1", "experts_w3", "experts_w2",
                            "shared_w1", "shared_w3",  "shared_w2",  "task_emb"};
@@ -276,4 +283,9 @@ Test(experts, twin_task_routing_top2_with_drops)
 Test(experts, twin_entropy_losses_top2_with_drops)
 {
     run_case("entropy_top2_drop");
+}
+
+Test(experts, twin_expert_choice_k2_with_unchosen_tokens)
+{
+    run_case("expert_choice_k2");
 }

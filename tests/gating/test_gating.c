@@ -470,3 +470,92 @@ Test(gating, entropy_losses_match_hand_values_and_the_threshold)
     cr_assert_float_eq(dprobs[0], (float)((log(0.625) + 1.0) / 2.0), 1e-6f);
     omni_router_sums_free(&s);
 }
+
+Test(gating, expert_choice_capacity_over_the_batch)
+{
+    cr_assert_eq(omni_router_choice_capacity(2, 1.0, 10, 4), 5);  /* ceil(5.0) */
+    cr_assert_eq(omni_router_choice_capacity(2, 1.25, 10, 4), 7); /* ceil(6.25) */
+    cr_assert_eq(omni_router_choice_capacity(1, 0.01, 10, 4), 1); /* at least one */
+    cr_assert_eq(omni_router_choice_capacity(4, 2.0, 10, 4), 10); /* at most every token */
+    cr_assert_eq(omni_router_choice_capacity(2, 1.0, 0, 4), 0);
+}
+
+/*
+ * One expert over 7 tokens, capacity 3: scores .2 .9 .5 .9 .1 .5 .5 -> tokens 1 and 3 (.9,
+ * tied: both), then .5 three times: the lowest index, token 2. Capacity 0 takes none and a
+ * capacity above the batch takes all.
+ */
+Test(gating, expert_choice_selects_top_scores_ties_to_the_lower_token)
+{
+    const float score[7] = {.2f, .9f, .5f, .9f, .1f, .5f, .5f};
+    float chosen[7];
+    int64_t heap[7];
+    omni_router_choice_select(chosen, score, 7, 3, heap);
+    const float want[7] = {0, 1, 1, 1, 0, 0, 0};
+    for (int i = 0; i < 7; i++)
+        cr_assert_eq(chosen[i], want[i], "token %d", i);
+    omni_router_choice_select(chosen, score, 7, 4, heap);
+    cr_assert(chosen[5] == 1.0f && chosen[6] == 0.0f);
+    omni_router_choice_select(chosen, score, 7, 0, heap);
+    for (int i = 0; i < 7; i++)
+        cr_assert_eq(chosen[i], 0.0f);
+    omni_router_choice_select(chosen, score, 7, 9, heap);
+    for (int i = 0; i < 7; i++)
+        cr_assert_eq(chosen[i], 1.0f);
+}
+
+/*
+ * Three tokens, three experts: t0 chosen by e0 and e2, t1 by none, t2 by e0. The layout is
+ * E wide (choice c = expert c), slots count each expert's tokens in token order, gates are
+ * the probabilities; the sums count the choices as assigned and kept and t1 as one drop; the
+ * tables put t1's drop at its most probable expert (e1). The fallback picks the top-k logits.
+ */
+Test(gating, expert_choice_layout_sums_tables_and_fallback)
+{
+    const float chosen[9] = {1, 0, 1, 0, 0, 0, 1, 0, 0};
+    const float probs[9] = {.5f, .2f, .3f, .3f, .4f, .3f, .6f, .3f, .1f};
+    const float logits[9] = {0, -1, -.5f, 0, .3f, 0, 1, 0, -1};
+    const float lse[3] = {1, 1, 1};
+    int32_t ex[9], sl[9];
+    float pr[9], g[9];
+    int64_t kept[3];
+    omni_router_choice_layout(ex, sl, pr, g, kept, chosen, probs, 3, 3);
+    const int32_t want_slot[9] = {0, -1, 0, -1, -1, -1, 1, -1, -1};
+    for (int a = 0; a < 9; a++) {
+        cr_assert_eq(ex[a], a % 3);
+        cr_assert_eq(sl[a], want_slot[a], "assignment %d", a);
+        cr_assert_eq(g[a], probs[a]);
+        cr_assert_eq(pr[a], probs[a]);
+    }
+    cr_assert(kept[0] == 2 && kept[1] == 0 && kept[2] == 1);
+
+    omni_router_sums s;
+    cr_assert_eq(omni_router_sums_create(&s, 3, 2, 0), OMNI_OK);
+    omni_router_sums_zero(&s);
+    const int32_t task[3] = {0, 1, 1};
+    omni_router_choice_sums_add(&s, probs, lse, chosen, task, 3);
+    cr_assert(s.assigned[0] == 2 && s.assigned[1] == 0 && s.assigned[2] == 1);
+    cr_assert(s.kept[0] == 2 && s.kept[1] == 0 && s.kept[2] == 1);
+    cr_assert_eq(*s.dropped, 1.0);
+    cr_assert_eq(*s.tokens, 3.0);
+    cr_assert(s.task_assigned[0] == 1 && s.task_assigned[2] == 1 && s.task_assigned[3] == 1);
+    omni_router_sums_free(&s);
+
+    double buf_a[3 * 3 + 2 * 3], buf_b[3 * 3 + 2 * 1];
+    omni_route_table a, b;
+    omni_route_table_bind(&a, buf_a, 3, 3);
+    omni_route_table_bind(&b, buf_b, 1, 3);
+    memset(buf_a, 0, sizeof buf_a);
+    memset(buf_b, 0, sizeof buf_b);
+    const int32_t ga[3] = {0, 1, 2}, gb[3] = {0, 0, 0};
+    omni_route_tables_add_choice(&a, ga, &b, gb, logits, probs, lse, chosen, 3);
+    cr_assert(a.kept[0] == 1 && a.kept[2] == 1 && a.kept[6] == 1);
+    cr_assert_eq(a.dropped[3 + 1], 1.0); /* t1 (group 1): its most probable expert, e1 */
+    cr_assert(b.kept[0] == 2 && b.kept[2] == 1 && b.dropped[1] == 1 && b.tokens[0] == 3);
+
+    float fb[9];
+    omni_router_choice_fallback(fb, logits, 3, 3, 2);
+    const float want_fb[9] = {1, 0, 1, 1, 1, 0, 1, 1, 0}; /* t1: .3 then 0 (tie -> e0) */
+    for (int a2 = 0; a2 < 9; a2++)
+        cr_assert_eq(fb[a2], want_fb[a2], "fallback %d", a2);
+}

@@ -5,8 +5,13 @@
  */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "ops.h"
 
@@ -216,6 +221,221 @@ Test(ops, onednn_products_agree_across_thread_counts)
         cr_assert_float_eq(C1[i], C2[i], 1e-4f * (1.0f + fabsf(C1[i])));
 }
 
+/* A thread that sends SIGUSR2 to the process every 20 microseconds until told to stop. */
+static volatile sig_atomic_t signals_seen;
+static atomic_bool stop_signalling;
+
+static void count_signal(int sig)
+{
+    (void)sig;
+    signals_seen++;
+}
+
+static void *signal_often(void *arg)
+{
+    (void)arg;
+    const struct timespec gap = {0, 20000};
+    while (!atomic_load(&stop_signalling)) {
+        kill(getpid(), SIGUSR2);
+        nanosleep(&gap, NULL);
+    }
+    return NULL;
+}
+
+/*
+ * Signals during oneDNN's products (ops/onednn.c, "Signals"): oneDNN 2.6's sgemm kernels run
+ * with the stack pointer in a heap workspace, and a signal frame written there corrupted
+ * the heap ("corrupted size vs. prev_size" in a free inside dnnl_primitive_execute, within
+ * a second at these shapes before the fix). 20,000 signals to the process while it
+ * multiplies (however long a loaded machine takes to deliver them, up to 30 s), on 1 and 2
+ * threads, with the heap in use: every product equals the one made without signals, the
+ * process survives, and the signals were handled.
+ */
+Test(ops, onednn_products_survive_signals_during_the_kernels)
+{
+    enum { D = 32, F = 64, R = 100 }; /* the tiny test model's expert backward */
+    /* on the heap, as the model's buffers: the signal frame lands on heap chunks */
+    float *x = calloc(R * D, sizeof *x), *h = calloc(R * F, sizeof *h);
+    float *ref = calloc(D * F, sizeof *ref), *dw = calloc(D * F, sizeof *dw);
+    cr_assert(x && h && ref && dw);
+    fill(x, R * D, "x");
+    fill(h, R * F, "h");
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = count_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    cr_assert_eq(sigaction(SIGUSR2, &sa, NULL), 0);
+    cr_assert_eq(omni_gemm_set_backend(OMNI_GEMM_ONEDNN), OMNI_OK, "%s", omni_error_message());
+    for (int threads = 1; threads <= 2; threads++) {
+        omni_gemm_set_threads(threads);
+        omni_matmul(true, false, D, F, R, 1.0f, x, D, h, F, 0.0f, ref, F);
+        signals_seen = 0;
+        atomic_store(&stop_signalling, false);
+        pthread_t killer;
+        cr_assert_eq(pthread_create(&killer, NULL, signal_often, NULL), 0);
+        struct timespec t0, t;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        long products = 0, wrong = 0;
+        do {
+            omni_matmul(true, false, D, F, R, 1.0f, x, D, h, F, 0.0f, dw, F);
+            wrong += memcmp(dw, ref, D * F * sizeof *dw) != 0;
+            free(malloc(3000 + (size_t)(products % 5000))); /* the heap in use meanwhile */
+            products++;
+            clock_gettime(CLOCK_MONOTONIC, &t);
+        } while ((signals_seen < 20000 || products < 100) &&
+                 (double)(t.tv_sec - t0.tv_sec) + 1e-9 * (double)(t.tv_nsec - t0.tv_nsec) < 30.0);
+        atomic_store(&stop_signalling, true);
+        pthread_join(killer, NULL);
+        cr_assert_eq(wrong, 0, "%ld of %ld products changed under signals (%d threads)", wrong,
+                     products, threads);
+        cr_assert_geq(signals_seen, 20000, "only %d signals handled in 30 s (%ld products)",
+                      (int)signals_seen, products);
+    }
+    free(x), free(h), free(ref), free(dw);
+}
+
+/* ---- bf16 (model.precision, ops/bf16.c) ---------------------------------------- */
+
+/* bf16 rounding: nearest even to 8 significant bits (7 stored and the implicit one), so
+ * a relative error of at most u = 2^-8 for normal numbers; ties to even, subnormals to
+ * signed zero, inf kept, NaN kept a NaN; the AVX-512-BF16 path equals the scalar
+ * definition bit for bit. */
+Test(ops, bf16_rounding_is_nearest_even_and_the_vector_path_agrees)
+{
+    cr_assert_eq(omni_bf16_of(1.0f), 0x3f80);
+    cr_assert_eq(omni_bf16_of(1.0f + 0x1p-8f), 0x3f80);            /* tie: down to even */
+    cr_assert_eq(omni_bf16_of(1.0f + 3 * 0x1p-8f), 0x3f82);        /* tie: up to even */
+    cr_assert_eq(omni_bf16_of(1.0f + 0x1p-8f + 0x1p-20f), 0x3f81); /* above the tie */
+    cr_assert_eq(omni_bf16_of(-2.5f), 0xc020);
+    cr_assert_eq(omni_bf16_of(1e-40f), 0x0000);
+    cr_assert_eq(omni_bf16_of(-1e-40f), 0x8000);
+    cr_assert_eq(omni_bf16_of(INFINITY), 0x7f80);
+    cr_assert(isnan(omni_bf16_to_f32(omni_bf16_of(NAN))));
+    cr_assert_eq(omni_bf16_of(3.4e38f), 0x7f80); /* above the largest bf16: inf */
+    enum { n = 4099 };                           /* no multiple of 16 or 32 */
+    static float x[n];
+    static uint16_t v[n];
+    fill(x, n, "bf16");
+    for (int i = 0; i < n; i += 7)
+        x[i] *= ldexpf(1.0f, (i % 200) - 100); /* many exponents */
+    x[5] = 1e-40f, x[6] = -0.0f, x[8] = INFINITY, x[9] = -INFINITY;
+    omni_bf16_round(v, x, n);
+    for (int i = 0; i < n; i++) {
+        cr_assert_eq(v[i], omni_bf16_of(x[i]), "element %d (%a): %#x vs %#x", i, (double)x[i], v[i],
+                     omni_bf16_of(x[i]));
+        if (isfinite(x[i]) && fabsf(x[i]) >= 0x1p-126f)
+            cr_assert(fabs((double)omni_bf16_to_f32(v[i]) - (double)x[i]) <=
+                          0x1p-8 * fabs((double)x[i]),
+                      "element %d rounds too far", i);
+    }
+}
+
+/*
+ * bf16 products against the fp32 definition. With a' = bf16(a), b' = bf16(b) (each within
+ * a relative u = 2^-8 of its input: 8 significant bits), a'b' is exact in fp32 (8 x 8 bits
+ * fit in 24) and within (2u + u^2) |ab| = (2^-7 + 2^-16) |ab| of ab; the fp32 sum of K such
+ * terms adds at most ~1e-6 sqrt(K) of sum |a'b'| (as the fp32 test). So, element by element:
+ *   |C - exact(a, b)|   <= (2^-7 + 2^-16 + 1e-6 sqrt(K)) sum |ab|    (the bf16 bound)
+ *   |C - exact(a', b')| <= 1e-6 sqrt(K) sum |a'b'|                   (only the inputs round)
+ * An fp32 product fails the second (it misses a'b' by the inputs' rounding, ~2^-9 of a
+ * typical term times sqrt(K)); a bf16 path with a wrong transpose, stride, weight copy or
+ * beta fails both. Every transpose case, padded leading dimensions, alpha and beta as the
+ * layers use them, B as an activation and as a weight.
+ */
+Test(ops, bf16_products_round_only_their_inputs)
+{
+    if (!omni_bf16_available())
+        cr_skip_test("this CPU has no avx512_bf16");
+    enum { PAD = 3 };
+    static const int64_t shapes[][3] = {{131, 96, 64}, {67, 300, 129}, {1, 33, 17}, {40, 8, 700}};
+    static const float ab[][2] = {{1.0f, 0.0f}, {1.0f, 1.0f}, {0.125f, 2.0f}};
+    const int64_t cap = 800 * 400;
+    float *A = omni_alloc(cap, sizeof(float), "A"), *B = omni_alloc(cap, sizeof(float), "B");
+    float *C0 = omni_alloc(cap, sizeof(float), "C0"), *C = omni_alloc(cap, sizeof(float), "C");
+    cr_assert(A && B && C0 && C);
+    fill(A, cap, "A");
+    fill(B, cap, "B");
+    fill(C0, cap, "C");
+    cr_assert_eq(omni_gemm_set_precision(OMNI_PREC_BF16), OMNI_OK, "%s", omni_error_message());
+    cr_assert_eq(omni_gemm_set_backend(OMNI_GEMM_OPENBLAS), OMNI_OK); /* bf16 is oneDNN anyway */
+    for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++)
+        for (int c = 0; c < 8; c++)
+            for (size_t v = 0; v < sizeof ab / sizeof ab[0]; v++) {
+                const int64_t M = shapes[sh][0], N = shapes[sh][1], K = shapes[sh][2];
+                const bool ta = c & 1, tb = c & 2, weight = c & 4;
+                const float alpha = ab[v][0], beta = ab[v][1];
+                const int64_t lda = (ta ? M : K) + PAD, ldb = (tb ? K : N) + PAD, ldc = N + PAD;
+                memcpy(C, C0, (size_t)(M * ldc) * sizeof(float));
+                omni_bf16_weights_changed();
+                omni_matmul_mp(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, weight);
+                for (int64_t i = 0; i < M; i++)
+                    for (int64_t j = 0; j < ldc; j++) {
+                        const int64_t at = i * ldc + j;
+                        if (j >= N) {
+                            cr_assert(C[at] == C0[at], "the padding of C was written");
+                            continue;
+                        }
+                        double exact = 0.0, size = 0.0, exact_r = 0.0, size_r = 0.0;
+                        for (int64_t k = 0; k < K; k++) {
+                            float a = ta ? A[k * lda + i] : A[i * lda + k];
+                            float b = tb ? B[j * ldb + k] : B[k * ldb + j];
+                            double ar = omni_bf16_to_f32(omni_bf16_of(a));
+                            double br = omni_bf16_to_f32(omni_bf16_of(b));
+                            exact += (double)a * (double)b, size += fabs((double)a * (double)b);
+                            exact_r += ar * br, size_r += fabs(ar * br);
+                        }
+                        const double cb = (double)beta * (double)C0[at];
+                        exact = (double)alpha * exact + cb, exact_r = (double)alpha * exact_r + cb;
+                        size = fabs((double)alpha) * size + fabs(cb);
+                        size_r = fabs((double)alpha) * size_r + fabs(cb);
+                        const double fp32 = 1e-6 * sqrt((double)K);
+                        const double tol = (0x1p-7 + 0x1p-16 + fp32) * size + 1e-7;
+                        const double tol_r = fp32 * size_r + 1e-7;
+                        cr_assert(fabs((double)C[at] - exact) <= tol &&
+                                      fabs((double)C[at] - exact_r) <= tol_r,
+                                  "%lldx%lldx%lld trans %d/%d weight %d alpha %g beta %g "
+                                  "[%lld,%lld]: %.9g, exact %.9g (tolerance %.3g), of the "
+                                  "rounded inputs %.9g (tolerance %.3g)",
+                                  (long long)M, (long long)N, (long long)K, ta, tb, weight,
+                                  (double)alpha, (double)beta, (long long)i, (long long)j,
+                                  (double)C[at], exact, tol, exact_r, tol_r);
+                    }
+            }
+    omni_free(A), omni_free(B), omni_free(C0), omni_free(C);
+}
+
+/* A weight's bf16 copy is made once and reused until omni_bf16_weights_changed: a product
+ * after the weights changed, without it, still uses the old copy (the contract the model
+ * keeps by calling it at each forward pass); after it, the new weights. In fp32 the mp
+ * products are omni_matmul's, bit for bit. */
+Test(ops, bf16_weight_copies_are_remade_when_the_weights_change)
+{
+    if (!omni_bf16_available())
+        cr_skip_test("this CPU has no avx512_bf16");
+    enum { M = 9, N = 24, K = 40 };
+    static float x[M * K], w[K * N], c1[M * N], c2[M * N], c3[M * N], r[M * N];
+    fill(x, M * K, "x");
+    fill(w, K * N, "w");
+    cr_assert_eq(omni_gemm_set_precision(OMNI_PREC_FP32), OMNI_OK);
+    omni_matmul_forward_mp(c1, x, w, M, K, N, 0.0f);
+    omni_matmul_forward(r, x, w, M, K, N, 0.0f);
+    cr_assert_arr_eq(c1, r, sizeof r);
+    cr_assert_eq(omni_gemm_set_precision(OMNI_PREC_BF16), OMNI_OK);
+    cr_assert_eq(omni_gemm_precision(), OMNI_PREC_BF16);
+    omni_bf16_weights_changed();
+    omni_matmul_forward_mp(c1, x, w, M, K, N, 0.0f);
+    for (int i = 0; i < K * N; i++)
+        w[i] *= 2.0f; /* exact in bf16 too: the product doubles */
+    omni_matmul_forward_mp(c2, x, w, M, K, N, 0.0f);
+    cr_assert_arr_eq(c2, c1, sizeof c1, "the weight copy was remade without being told");
+    omni_bf16_weights_changed();
+    omni_matmul_forward_mp(c3, x, w, M, K, N, 0.0f);
+    for (int i = 0; i < M * N; i++)
+        cr_assert_eq(c3[i], 2.0f * c1[i], "element %d: %g vs 2 x %g", i, (double)c3[i],
+                     (double)c1[i]);
+}
+
 Test(ops, gemm_backend_refuses_one_not_built)
 {
     omni_gemm_backend before = omni_gemm_backend_of();
@@ -245,11 +465,14 @@ Test(ops, gemm_choice_follows_the_setting_then_the_environment)
     cr_assert_eq(setenv("OMNI_GEMM", "auto", 1), 0);
     cr_assert_eq(omni_gemm_choose(OMNI_GEMM_CHOICE_AUTO), OMNI_OK);
     cr_assert_str_neq(omni_gemm_kernel(omni_gemm_backend_of()), "unknown");
-    /* auto with nothing in the environment: OpenBLAS (oneDNN is asked for by name). */
+    /* auto with nothing in the environment: oneDNN where the CPU has AVX-512 (this
+     * machine's oneDNN reports avx512_core or better), OpenBLAS elsewhere. */
     cr_assert_eq(unsetenv("OMNI_GEMM"), 0);
-    cr_assert_eq(omni_gemm_choose(OMNI_GEMM_CHOICE_ONEDNN), OMNI_OK);
+    cr_assert_eq(omni_gemm_choose(OMNI_GEMM_CHOICE_OPENBLAS), OMNI_OK);
     cr_assert_eq(omni_gemm_choose(OMNI_GEMM_CHOICE_AUTO), OMNI_OK);
-    cr_assert_eq(omni_gemm_backend_of(), OMNI_GEMM_OPENBLAS);
+    __builtin_cpu_init();
+    cr_assert_eq(omni_gemm_backend_of(),
+                 __builtin_cpu_supports("avx512f") ? OMNI_GEMM_ONEDNN : OMNI_GEMM_OPENBLAS);
 }
 
 Test(ops, blas_threads_follow_an_explicit_setting)

@@ -21,6 +21,13 @@ values on a 2 x 2 grid), draws its weights here, and writes to one HDF5 file:
                          clipping by the global norm, which bites at every step)
   /<mode>/step_norms     the global gradient norms before clipping
 
+and the same for mode = causal_bf16: model.precision bf16 (issue 19), where each of the
+model's matrix products (patch embeddings, QKV, attention output, FFN, head; not the
+attention scores) multiplies bf16 roundings of its inputs, forward and backward (x W is
+bf16(x) bf16(W); its input gradient bf16(g) bf16(W)^T and its weight gradient
+bf16(x)^T bf16(g)), the sums exact (here float64; the C code sums in float32), all else
+unchanged. bf16 rounding is round-to-nearest-even to 8 significant bits, subnormals to 0.
+
 Root attributes hold the sizes, the loss weights and the optimizer settings. The model
 runs in float64 on the float32 weights. To keep the file small (shuffle + gzip):
 weights are float16-representable values, the rows of the token embedding that the
@@ -50,6 +57,36 @@ OPT = dict(lr=1e-2, min_lr=1e-3, warmup=3, steps=10, beta1=0.9, beta2=0.95, eps=
            weight_decay=0.1, grad_clip=0.05)
 N_STEPS = 10
 K_TOKEN, K_IMAGE, K_AUDIO, K_PAD = 0, 1, 2, 3
+
+
+# ---- bf16 products (model.precision bf16) -----------------------------------------
+BF16 = False  # set while the causal_bf16 mode runs
+
+
+def bf16(t):
+    """Round to bfloat16 (nearest even), as float64; subnormals to signed zero."""
+    f = t.detach().to(torch.float32)
+    f = torch.where(f.abs() < 2.0 ** -126, torch.zeros_like(f) * f.sign(), f)
+    return f.to(torch.bfloat16).to(torch.float64)
+
+
+class Bf16MatMul(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ra, rb = bf16(a), bf16(b)
+        ctx.save_for_backward(ra, rb)
+        return ra @ rb
+
+    @staticmethod
+    def backward(ctx, g):
+        ra, rb = ctx.saved_tensors
+        rg = bf16(g)
+        return rg @ rb.transpose(-1, -2), ra.transpose(-1, -2) @ rg
+
+
+def mm(a, b):
+    """A model product: a @ b, in bf16 mode on bf16 roundings of a, b (and of the gradient)."""
+    return Bf16MatMul.apply(a, b) if BF16 else a @ b
 
 
 # ---- the batch ---------------------------------------------------------------------
@@ -170,25 +207,25 @@ def forward(w, b, n_seq, loss_norm, prefix):
     place = w["embed/row"][torch.tensor(b["patch_row"]).long()] + \
         w["embed/col"][torch.tensor(b["patch_col"]).long()]
     h = is_tok * w["embed/tok"][tokens] \
-        + is_img * (patch[:, :IMG] @ w["embed/img_w"] + w["embed/img_b"] + place) \
-        + is_aud * (patch[:, :AUD] @ w["embed/aud_w"] + w["embed/aud_b"] + place) \
+        + is_img * (mm(patch[:, :IMG], w["embed/img_w"]) + w["embed/img_b"] + place) \
+        + is_aud * (mm(patch[:, :AUD], w["embed/aud_w"]) + w["embed/aud_b"] + place) \
         + w["embed/pos"][torch.tensor(b["pos"]).long()]
     allowed = attention_mask(b, n_seq, prefix).unsqueeze(1)  # [n_seq, 1, T, T]
     hd = D // H
     for l in range(L):
         p = "layers/%02d/" % l
         x = rmsnorm(h, w[p + "attn/norm"])
-        q, k, v = (x @ w[p + "attn/wqkv"]).split(D, dim=-1)
+        q, k, v = mm(x, w[p + "attn/wqkv"]).split(D, dim=-1)
         q, k, v = (t.view(n_seq, T, H, hd).transpose(1, 2) for t in (q, k, v))
         s = (q @ k.transpose(-1, -2)) / math.sqrt(hd)
         s = s.masked_fill(~allowed, float("-inf"))
         y = torch.softmax(s, dim=-1) @ v  # [n_seq, H, T, hd]
         y = y.transpose(1, 2).reshape(n_seq * T, D)
-        h = h + y @ w[p + "attn/wo"]
+        h = h + mm(y, w[p + "attn/wo"])
         x = rmsnorm(h, w[p + "ffn/norm"])
-        a = torch.nn.functional.silu(x @ w[p + "ffn/w1"]) * (x @ w[p + "ffn/w3"])
-        h = h + a @ w[p + "ffn/w2"]
-    logits = rmsnorm(h, w["head/norm"]) @ w["head/w"]
+        a = torch.nn.functional.silu(mm(x, w[p + "ffn/w1"])) * mm(x, w[p + "ffn/w3"])
+        h = h + mm(a, w[p + "ffn/w2"])
+    logits = mm(rmsnorm(h, w["head/norm"]), w["head/w"])
     mask = torch.tensor(b["loss_mask"]).bool()
     tgt = torch.tensor(b["target"]).long()[mask]
     ce = torch.nn.functional.cross_entropy(logits[mask], tgt, reduction="none")
@@ -261,7 +298,9 @@ def main():
         for k, v in b.items():
             put(gb, k, v)
         loss_pos = np.nonzero(b["loss_mask"])[0].astype(np.int32)
-        for mode in ("causal", "prefix"):
+        global BF16
+        for mode in ("causal", "prefix", "causal_bf16"):
+            BF16 = mode.endswith("_bf16")
             r = run(weights, b, n_seq, loss_norm, mode == "prefix")
             g = f.create_group(mode)
             g.create_dataset("logit_index", data=loss_pos)

@@ -24,6 +24,12 @@ Two more cases (issue 14, docs/moe.md):
   entropy losses (moe.entropy) per modality m of the tokens: local_m = mean over its tokens of
   H(p_t); global_m = -H(mean over its tokens of p_t), counted only where H < threshold;
   loss += local_coef * sum_m local_m + global_coef * sum_m global_m.
+  expert choice (moe.router: expert_choice, in training): each expert takes the
+  C = ceil(capacity_factor * k * n / E) tokens with the highest p_t,e (ties: lower token);
+  y_t = sum over the experts that took t of p_t,e * SwiGLU_e(x_t), no renormalisation, a
+  token taken by none gets only the shared experts; decisions are written E wide
+  (experts[t, e] = e, keep[t, e] = taken); aux counts the choices (its coefficient is 0: the
+  config refuses the Switch loss with expert choice), z as for tokens.
 It writes inputs, weights, outputs, both losses, the total, and the gradients of the total
 with respect to x and every weight, computed in float64 from float32 inputs.
 """
@@ -44,6 +50,7 @@ CASES = [
     ("top1_dropless_shared", 1, 0.0, False, 2, "topk", False),
     ("task_top2_drop", 2, 1.0, True, 0, "task", False),
     ("entropy_top2_drop", 2, 1.0, True, 0, "topk", True),
+    ("expert_choice_k2", 2, 0.5, True, 1, "expert_choice", False),
 ]
 TASKS = 3  # task routing: token t is of task TASK_OF[t]; task 2 is absent from the batch
 TASK_OF = [0, 1, 0, 0, 1, 1, 0, 1, 0, 0, 1, 0, 0, 1, 1, 0]
@@ -97,6 +104,9 @@ def run(rng, name, k, cf, normalize, shared, router, entropy):
         logits = x @ wr
     probs = torch.softmax(logits, dim=1)
     lse = torch.logsumexp(logits, dim=1)
+    if router == "expert_choice":
+        return run_expert_choice(x, R, wr, w1, w3, w2, sw1, sw3, sw2, task_emb, task, probs,
+                                 lse, k, cf, normalize, shared)
     top = torch.topk(logits.detach(), k, dim=1)
     experts = top.indices.numpy()
     # decisions must not sit on a knife's edge between float32 and float64
@@ -168,6 +178,53 @@ def run(rng, name, k, cf, normalize, shared, router, entropy):
              "entropy_global": ENT_GLOBAL if entropy else 0.0,
              "entropy_threshold": threshold, "ent_local": ent_local.item(),
              "ent_global": ent_global.item()}
+    return res, attrs
+
+
+def run_expert_choice(x, R, wr, w1, w3, w2, sw1, sw3, sw2, task_emb, task, probs, lse, k, cf,
+                      normalize, shared):
+    capacity = min(N, max(1, math.ceil(cf * k * N / E)))
+    p = probs.detach().numpy()
+    keep = np.zeros((N, E), dtype=bool)
+    for e in range(E):
+        order = sorted(range(N), key=lambda t: (-p[t, e], t))
+        s = [p[t, e] for t in order]
+        assert s[capacity - 1] - s[capacity] > 1e-5, "choice margin too small: change the seed"
+        for t in order[:capacity]:
+            keep[t, e] = True
+    y = torch.zeros(N, D)
+    for t in range(N):
+        for e in range(E):
+            if keep[t, e]:
+                y[t] = y[t] + probs[t, e] * swiglu(x[t:t + 1], w1[e], w3[e], w2[e])[0]
+    for s2 in range(shared):
+        y = y + swiglu(x, sw1[s2], sw3[s2], sw2[s2])
+    f = torch.tensor(keep.sum(axis=0).astype(np.float64) / (k * N))
+    aux = E * (f * probs.mean(dim=0)).sum()
+    z = (lse ** 2).mean()
+    loss = (y * R).sum() + ZL * z  # aux_loss 0 with expert choice
+    loss.backward()
+    out = {"x": x, "R": R, "router_w": wr, "experts_w1": w1, "experts_w3": w3,
+           "experts_w2": w2, "shared_w1": sw1, "shared_w3": sw3, "shared_w2": sw2,
+           "task_emb": task_emb}
+    res = {k2: v.detach().numpy().astype(np.float32) for k2, v in out.items()}
+    for k2, v in out.items():
+        if v.requires_grad:
+            grad = v.grad if v.grad is not None else torch.zeros_like(v)
+            res["d_" + k2] = grad.numpy()
+    res["out"] = y.detach().numpy()
+    res["experts"] = np.tile(np.arange(E, dtype=np.int32), (N, 1))
+    res["keep"] = keep.astype(np.int32)
+    res["task"] = task
+    res["modality"] = np.array([-1] * N, dtype=np.int32)
+    unrouted = int((~keep.any(axis=1)).sum())
+    assert unrouted > 0, "no token left out: change the capacity"
+    attrs = {"top_k": k, "capacity_factor": cf, "normalize_topk": int(normalize),
+             "shared_experts": shared, "num_experts": E, "d_model": D, "expert_ff": FF,
+             "tokens": N, "aux_loss": 0.0, "z_loss": ZL, "aux": aux.item(), "z": z.item(),
+             "loss": loss.item(), "dropped": unrouted, "router": 2, "n_tasks": 0,
+             "entropy_local": 0.0, "entropy_global": 0.0, "entropy_threshold": 0.0,
+             "ent_local": 0.0, "ent_global": 0.0}
     return res, attrs
 
 
