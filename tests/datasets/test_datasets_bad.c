@@ -14,9 +14,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bad_util.h"
 #include "datasets.h"
-
-static char dir[64];
 
 static void setup(void)
 {
@@ -29,65 +28,6 @@ static void teardown(void)
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     cr_assert_eq(system(cmd), 0);
-}
-
-static void put(const char *name, const void *bytes, size_t len)
-{
-    char path[256];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    cr_assert_not_null(f, "cannot write %s", path);
-    cr_assert_eq(fwrite(bytes, 1, len, f), len);
-    fclose(f);
-}
-
-static void put_text(const char *name, const char *text)
-{
-    put(name, text, strlen(text));
-}
-
-/* Run `omnimoe ARGS` in dir; return its exit status, stderr in *err (static). */
-static int run(const char *args, const char **err)
-{
-    static char out[8192];
-    const char *bin = getenv("OMNIMOE");
-    cr_assert_not_null(bin, "OMNIMOE must be set (CTest sets it)");
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s >stdout.txt 2>stderr.txt", dir, bin, args);
-    int rc = system(cmd);
-    char path[256];
-    snprintf(path, sizeof path, "%s/stderr.txt", dir);
-    FILE *f = fopen(path, "r");
-    size_t n = f ? fread(out, 1, sizeof out - 1, f) : 0;
-    out[n] = '\0';
-    if (f)
-        fclose(f);
-    *err = out;
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
-static bool no_output_left(void)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    bool clean = true;
-    while ((e = readdir(d)))
-        if (!strncmp(e->d_name, "out.h5", 6))
-            clean = false;
-    closedir(d);
-    return clean;
-}
-
-/* Build spec.yaml (with `tasks` as its task list) and expect failure naming want1, want2. */
-static void expect_build_fails(const char *spec, const char *want1, const char *want2)
-{
-    put_text("spec.yaml", spec);
-    const char *err;
-    int rc = run("data build spec.yaml --out out.h5", &err);
-    cr_assert_eq(rc, 2, "exit status %d, expected 2; stderr: %s", rc, err);
-    cr_assert(strstr(err, want1), "message lacks \"%s\": %s", want1, err);
-    cr_assert(!want2 || strstr(err, want2), "message lacks \"%s\": %s", want2, err);
-    cr_assert(no_output_left(), "an output file was left behind");
 }
 
 #define QA_SPEC "tasks:\n  - {name: qa, kind: text_to_text, manifest: qa.csv, val_fraction: 0.1}\n"

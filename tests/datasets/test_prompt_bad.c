@@ -1,7 +1,8 @@
 /*
  * datasets, bad input of the OFA and Gato kinds (issue 17), through the omnimoe binary
  * ($OMNIMOE): each must exit with status 2, name the file, the row (or step) and the
- * fault, and leave no output file. (The helpers follow test_datasets_bad.c.)
+ * fault, and leave no output file. (The helpers are
+ * bad_util.h's, shared with test_datasets_bad.c.)
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -12,7 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static char dir[64];
+#include "bad_util.h"
 
 static void setup(void)
 {
@@ -29,16 +30,6 @@ static void teardown(void)
 
 TestSuite(prompt_bad, .init = setup, .fini = teardown);
 
-static void put_text(const char *name, const char *text)
-{
-    char path[256];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    cr_assert_not_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 static void put_pgm(const char *name, int side)
 {
     char path[256];
@@ -49,49 +40,6 @@ static void put_pgm(const char *name, int side)
     for (int i = 0; i < side * side; i++)
         fputc(i * 7 % 256, f);
     fclose(f);
-}
-
-/* Run `omnimoe ARGS` in dir; its exit status, stderr in *err. */
-static int run(const char *args, const char **err)
-{
-    static char out[8192];
-    const char *bin = getenv("OMNIMOE");
-    cr_assert_not_null(bin, "OMNIMOE must be set (CTest sets it)");
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s >stdout.txt 2>stderr.txt", dir, bin, args);
-    int rc = system(cmd);
-    char path[256];
-    snprintf(path, sizeof path, "%s/stderr.txt", dir);
-    FILE *f = fopen(path, "r");
-    size_t n = f ? fread(out, 1, sizeof out - 1, f) : 0;
-    out[n] = '\0';
-    if (f)
-        fclose(f);
-    *err = out;
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
-static bool no_output_left(void)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    bool clean = true;
-    while ((e = readdir(d)))
-        if (!strncmp(e->d_name, "out.h5", 6))
-            clean = false;
-    closedir(d);
-    return clean;
-}
-
-static void expect_build_fails(const char *spec, const char *want1, const char *want2)
-{
-    put_text("spec.yaml", spec);
-    const char *err;
-    int rc = run("data build spec.yaml --out out.h5", &err);
-    cr_assert_eq(rc, 2, "exit status %d, expected 2; stderr: %s", rc, err);
-    cr_assert(strstr(err, want1), "message lacks \"%s\": %s", want1, err);
-    cr_assert(!want2 || strstr(err, want2), "message lacks \"%s\": %s", want2, err);
-    cr_assert(no_output_left(), "an output file was left behind");
 }
 
 #define VQA_SPEC(resize)                                                                           \
