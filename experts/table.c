@@ -34,11 +34,45 @@ static void add(omni_moe *m, int64_t i, const char *part, const omni_tensor *pro
         *off += d.numel;
 }
 
+/*
+ * Add the SwiGLU triple w1, w3, w2 of MoE layer i: of the routed experts (sharded by
+ * expert, this rank's rows lo..hi of n) or of the shared experts (replicated, n of them).
+ */
+static void add_swiglu(omni_moe *m, int64_t i, bool routed, int64_t n, int64_t lo, int64_t hi,
+                       float **views[3], float **grad_views[3], int64_t *off)
+{
+    static const char *const part[2][3] = {{"shared/w1", "shared/w3", "shared/w2"},
+                                           {"experts/w1", "experts/w3", "experts/w2"}};
+    static const char *const meaning[2][3] = {
+        {"[shared, d_model, expert_ff]: SwiGLU gate of each shared expert",
+         "[shared, d_model, expert_ff]: SwiGLU up of each shared expert",
+         "[shared, expert_ff, d_model]: SwiGLU down of each shared expert"},
+        {"[expert, d_model, expert_ff]: SwiGLU gate of each expert",
+         "[expert, d_model, expert_ff]: SwiGLU up of each expert",
+         "[expert, expert_ff, d_model]: SwiGLU down of each expert"}};
+    for (int j = 0; j < 3; j++) {
+        const bool down = j == 2;
+        add(m, i, part[routed][j],
+            &(omni_tensor){.rank = 3,
+                           .dims = {n, down ? m->ff : m->d, down ? m->d : m->ff},
+                           .row_lo = lo,
+                           .row_hi = hi,
+                           .trainable = true,
+                           .decay = true,
+                           .per_expert = true,
+                           .sharded = routed,
+                           .expert_dims = routed ? 1u << 0 : 0,
+                           .init = down ? OMNI_INIT_RESIDUAL : OMNI_INIT_NORMAL,
+                           .meaning = meaning[routed][j]},
+            views[j], grad_views[j], off);
+    }
+}
+
 /* The tensor table: replicated tensors of every layer (router, shared experts), then this
  * rank's routed experts, then the balancing biases (state). */
 omni_status moe_build_table(omni_moe *m)
 {
-    const int64_t d = m->d, E = m->E, ff = m->ff, S = m->S;
+    const int64_t d = m->d, E = m->E, S = m->S;
     int64_t off = 0;
     m->slots = omni_alloc_in(&m->mem, max64(1, 9 * m->n_moe), sizeof *m->slots, "moe tensors");
     if (!m->slots)
@@ -64,78 +98,16 @@ omni_status moe_build_table(omni_moe *m)
                                           "sees (moe.router: task), one row per task of the "
                                           "task table"},
                 &L->temb, &L->dtemb, &off);
-        if (S == 0)
-            continue;
-        add(m, i, "shared/w1",
-            &(omni_tensor){.rank = 3,
-                           .dims = {S, d, ff},
-                           .trainable = true,
-                           .decay = true,
-                           .per_expert = true,
-                           .meaning = "[shared, d_model, expert_ff]: SwiGLU gate of each "
-                                      "shared expert"},
-            &L->sw1, &L->dsw1, &off);
-        add(m, i, "shared/w3",
-            &(omni_tensor){.rank = 3,
-                           .dims = {S, d, ff},
-                           .trainable = true,
-                           .decay = true,
-                           .per_expert = true,
-                           .meaning = "[shared, d_model, expert_ff]: SwiGLU up of each "
-                                      "shared expert"},
-            &L->sw3, &L->dsw3, &off);
-        add(m, i, "shared/w2",
-            &(omni_tensor){.rank = 3,
-                           .dims = {S, ff, d},
-                           .trainable = true,
-                           .decay = true,
-                           .per_expert = true,
-                           .init = OMNI_INIT_RESIDUAL,
-                           .meaning = "[shared, expert_ff, d_model]: SwiGLU down of each "
-                                      "shared expert"},
-            &L->sw2, &L->dsw2, &off);
+        if (S > 0)
+            add_swiglu(m, i, false, S, 0, 0, (float **[]){&L->sw1, &L->sw3, &L->sw2},
+                       (float **[]){&L->dsw1, &L->dsw3, &L->dsw2}, &off);
     }
     m->n_dense = off;
     const int64_t lo = m->e_first, hi = m->e_first + m->e_count;
     for (int64_t i = 0; i < m->n_moe; i++) {
         moe_layer *L = &m->layers[i];
-        add(m, i, "experts/w1",
-            &(omni_tensor){.rank = 3,
-                           .dims = {E, d, ff},
-                           .row_lo = lo,
-                           .row_hi = hi,
-                           .trainable = true,
-                           .decay = true,
-                           .per_expert = true,
-                           .sharded = true,
-                           .expert_dims = 1u << 0,
-                           .meaning = "[expert, d_model, expert_ff]: SwiGLU gate of each expert"},
-            &L->w1, &L->dw1, &off);
-        add(m, i, "experts/w3",
-            &(omni_tensor){.rank = 3,
-                           .dims = {E, d, ff},
-                           .row_lo = lo,
-                           .row_hi = hi,
-                           .trainable = true,
-                           .decay = true,
-                           .per_expert = true,
-                           .sharded = true,
-                           .expert_dims = 1u << 0,
-                           .meaning = "[expert, d_model, expert_ff]: SwiGLU up of each expert"},
-            &L->w3, &L->dw3, &off);
-        add(m, i, "experts/w2",
-            &(omni_tensor){.rank = 3,
-                           .dims = {E, ff, d},
-                           .row_lo = lo,
-                           .row_hi = hi,
-                           .trainable = true,
-                           .decay = true,
-                           .per_expert = true,
-                           .sharded = true,
-                           .expert_dims = 1u << 0,
-                           .init = OMNI_INIT_RESIDUAL,
-                           .meaning = "[expert, expert_ff, d_model]: SwiGLU down of each expert"},
-            &L->w2, &L->dw2, &off);
+        add_swiglu(m, i, true, E, lo, hi, (float **[]){&L->w1, &L->w3, &L->w2},
+                   (float **[]){&L->dw1, &L->dw3, &L->dw2}, &off);
     }
     m->n_params = off;
     for (int64_t i = 0; i < m->n_moe; i++)
