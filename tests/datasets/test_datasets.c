@@ -495,11 +495,14 @@ Test(datasets, reads_the_file_written_by_h5py)
 
 /* ---- the demo, through the demo experiment ----------------------------------- */
 
-Test(datasets, demo_feeds_the_demo_experiment, .timeout = 60)
+/* The demo dataset, made in a new temporary directory (dir; the file's path in out), and a
+ * sampler over it with the demo experiment (configs/demo.yaml, parsed into *x). */
+static omni_sampler *open_demo(char *dir, size_t dir_cap, char *out, size_t out_cap,
+                               omni_experiment *x)
 {
-    char dir[64], out[128], cfg[1024], set[256];
-    temp_dir(dir, sizeof dir);
-    snprintf(out, sizeof out, "%s/demo.h5", dir);
+    char cfg[1024], set[256];
+    temp_dir(dir, dir_cap);
+    snprintf(out, out_cap, "%s/demo.h5", dir);
     cr_assert_eq(omni_data_demo(out, 1, NULL), OMNI_OK, "%s", omni_error_message());
     snprintf(cfg, sizeof cfg, "%s/configs/demo.yaml", source_dir());
     char *text;
@@ -507,12 +510,19 @@ Test(datasets, demo_feeds_the_demo_experiment, .timeout = 60)
     cr_assert_eq(omni_read_file(cfg, &text, &len), OMNI_OK);
     snprintf(set, sizeof set, "data.files=[%s]", out);
     const char *sets[] = {set};
-    omni_experiment x;
-    cr_assert_eq(omni_experiment_parse(&x, text, len, cfg, sets, 1), OMNI_OK, "%s",
+    cr_assert_eq(omni_experiment_parse(x, text, len, cfg, sets, 1), OMNI_OK, "%s",
                  omni_error_message());
     free(text);
     omni_sampler *s;
-    cr_assert_eq(omni_sampler_open(&s, &x), OMNI_OK, "%s", omni_error_message());
+    cr_assert_eq(omni_sampler_open(&s, x), OMNI_OK, "%s", omni_error_message());
+    return s;
+}
+
+Test(datasets, demo_feeds_the_demo_experiment, .timeout = 60)
+{
+    char dir[64], out[128];
+    omni_experiment x;
+    omni_sampler *s = open_demo(dir, sizeof dir, out, sizeof out, &x);
     omni_data_dims d = omni_sampler_dims(s);
     cr_assert_eq(d.n_tasks, 6);
     cr_assert_eq(d.vocab, OMNI_TOK_TASK0 + 6);
@@ -573,22 +583,9 @@ static uint64_t hash_window(uint64_t h, const omni_batch *b, int64_t row)
  * gridworld added): measured on branch ofa with this test, before the merge. */
 Test(datasets, demo_windows_are_those_of_format_1, .timeout = 60)
 {
-    char dir[64], out[128], cfg[1024], set[256];
-    temp_dir(dir, sizeof dir);
-    snprintf(out, sizeof out, "%s/demo.h5", dir);
-    cr_assert_eq(omni_data_demo(out, 1, NULL), OMNI_OK, "%s", omni_error_message());
-    snprintf(cfg, sizeof cfg, "%s/configs/demo.yaml", source_dir());
-    char *text;
-    size_t len;
-    cr_assert_eq(omni_read_file(cfg, &text, &len), OMNI_OK);
-    snprintf(set, sizeof set, "data.files=[%s]", out);
-    const char *sets[] = {set};
+    char dir[64], out[128];
     omni_experiment x;
-    cr_assert_eq(omni_experiment_parse(&x, text, len, cfg, sets, 1), OMNI_OK, "%s",
-                 omni_error_message());
-    free(text);
-    omni_sampler *s;
-    cr_assert_eq(omni_sampler_open(&s, &x), OMNI_OK, "%s", omni_error_message());
+    omni_sampler *s = open_demo(dir, sizeof dir, out, sizeof out, &x);
     omni_data_dims d = omni_sampler_dims(s);
     omni_batch b;
     cr_assert_eq(omni_batch_alloc(&b, x.data.batch, x.model.context, d.image_patch_dim), OMNI_OK);
