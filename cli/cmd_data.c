@@ -1,5 +1,6 @@
-/* omnimoe data: demo, build, info. The work runs on rank 0; every rank agrees on the
- * status, so an mpirun'ed command fails or succeeds as one. */
+/* omnimoe data: demo, build, info. `build` is shared among the ranks (each builds a share
+ * of every task, the file is written collectively); demo and info run on rank 0. Every rank
+ * agrees on the status, so an mpirun'ed command fails or succeeds as one. */
 #include "cli.h"
 
 #include <stdio.h>
@@ -52,8 +53,9 @@ static omni_status parse_args(int argc, char **argv, bool want_pos, const char *
     return OMNI_OK;
 }
 
-static omni_status run(int argc, char **argv)
+static omni_status run(MPI_Comm comm, int argc, char **argv)
 {
+    bool root = omni_log_rank() == 0;
     const char *sub = argv[1], *pos = NULL, *out = NULL;
     long long seed = 1;
     omni_status st;
@@ -73,10 +75,10 @@ static omni_status run(int argc, char **argv)
             return st;
         if (!pos || !out)
             return omni_usage_error(usage, "data build: SPEC.yaml and --out FILE.h5 are required");
-        if (seed >= 0)
+        if (seed >= 0 && root)
             printf("seed %lld (--seed, in place of the spec's)\n", seed);
-        st = omni_data_build(pos, out, seed, stdout);
-        if (!st)
+        st = omni_data_build_shared(comm, pos, out, seed, root ? stdout : NULL);
+        if (!st && root)
             printf("wrote %s\n", out);
         return st;
     }
@@ -110,8 +112,10 @@ omni_status omni_cmd_data(MPI_Comm comm, int argc, char **argv)
             return OMNI_OK;
         }
     omni_status st = OMNI_OK;
-    if (omni_log_rank() == 0)
-        st = run(argc, argv);
+    if (!strcmp(argv[1], "build"))
+        st = run(comm, argc, argv); /* every rank: collective */
+    else if (omni_log_rank() == 0)
+        st = run(comm, argc, argv);
     fflush(stdout);
     int size = 1;
     MPI_Comm_size(comm, &size);

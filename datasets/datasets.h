@@ -258,6 +258,13 @@ void omni_gridworld_render(const omni_gridworld *g, int32_t size, int32_t channe
  * terminal, periodic lines otherwise; NULL: quiet). Not collective. */
 omni_status omni_data_build(const char *spec_path, const char *out_path, int64_t seed,
                             FILE *progress);
+/* The same build shared among the ranks of comm (`mpirun -np N omnimoe data build`): each
+ * rank builds a contiguous share of every task and the file is written collectively through
+ * MPI-IO; its content is that of omni_data_build whatever the number of ranks. A failure on
+ * any rank fails every rank, with the message of the lowest failing rank, and leaves no
+ * output. Progress goes to `progress` on the ranks that pass one (rank 0's share). Collective. */
+omni_status omni_data_build_shared(MPI_Comm comm, const char *spec_path, const char *out_path,
+                                   int64_t seed, FILE *progress);
 /* The demo dataset (shapes, tones, arith, cartpole, shapes_qa, gridworld), deterministic
  * from `seed`. */
 omni_status omni_data_demo(const char *out_path, uint64_t seed, FILE *progress);
