@@ -133,6 +133,9 @@ void ds_sample_buf_free(ds_sample_buf *b);
 omni_status ds_split_open(ds_split_store *s, hid_t g, const char *where, const ds_task *t,
                           ds_cache *cache, const char *path);
 void ds_split_close(ds_split_store *s);
+/* Open again the arrays of a split closed by ds_split_close (its metadata kept), in file f:
+ * an array that is gone or has another length is OMNI_ERR_DATA. */
+omni_status ds_split_reopen(ds_split_store *s, hid_t f, const char *path);
 /* The first of its arrays without a checksum (its name), or NULL. */
 const char *ds_split_unchecked(const ds_split_store *s);
 /* Offsets [lo, hi) of the split. */
@@ -151,6 +154,12 @@ typedef struct {
  * format 1 is refused naming its version). On failure nothing is left open. */
 omni_status ds_store_open(ds_store *s, const char *path, ds_cache *cache);
 void ds_store_close(ds_store *s);
+/* Close the HDF5 file and arrays of an open store, keeping what was read at open (counts,
+ * shapes, the cache's array ids); resume opens them again (a no-op when open). A sampler
+ * keeps at most DS_OPEN_FILES files open this way, whatever the length of data.files. */
+void ds_store_suspend(ds_store *s);
+omni_status ds_store_resume(ds_store *s);
+#define DS_OPEN_FILES 32
 
 /* A streaming writer: the file's groups and arrays at open, samples appended in any order
  * of tasks and splits (each split keeps its order), the attributes of df (which may have

@@ -17,6 +17,7 @@
 typedef struct {
     ds_split_store *split[OMNI_SPLIT_COUNT]; /* its arrays, read in windows */
     const char *path;                        /* its file */
+    int file;                                /* in data.files */
     int64_t first[OMNI_SPLIT_COUNT];         /* its first sample in the task's sample space */
 } s_shard;
 
@@ -32,11 +33,14 @@ typedef struct {
     int64_t *val_start; /* [n_val_windows + 1] first validation sample of each window */
 } s_task;
 
-/* What reading changes: the cache, the sample being packed, the first failure. */
+/* What reading changes: the cache, the sample being packed, the first failure, and which
+ * files are open (at most DS_OPEN_FILES, the least recently used closed first). */
 typedef struct {
     ds_cache *cache;
     ds_sample_buf buf;
     omni_status err;
+    int64_t tick, *used; /* [n_files] last use of each file; 0: closed */
+    int n_open;
 } s_io;
 
 struct omni_sampler {
@@ -67,6 +71,7 @@ void omni_sampler_close(omni_sampler *s)
     if (s->io) {
         ds_sample_buf_free(&s->io->buf);
         ds_cache_free(s->io->cache);
+        free(s->io->used);
         free(s->io);
     }
     free(s->paths);
@@ -92,6 +97,36 @@ const omni_task_info *omni_sampler_task(const omni_sampler *s, int task)
 const omni_tokenization *omni_sampler_tokenization(const omni_sampler *s)
 {
     return &s->tok;
+}
+
+/* Close the least recently used open file when DS_OPEN_FILES are open. */
+static void make_room(const omni_sampler *s)
+{
+    s_io *io = s->io;
+    if (io->n_open < DS_OPEN_FILES)
+        return;
+    int lru = -1;
+    for (int g = 0; g < s->n_files; g++)
+        if (io->used[g] && (lru < 0 || io->used[g] < io->used[lru]))
+            lru = g;
+    ds_store_suspend(&s->files[lru]);
+    io->used[lru] = 0;
+    io->n_open--;
+}
+
+/* File f open for reading: reopened if it was closed (closing the least recently used one). */
+static omni_status ensure_open(const omni_sampler *s, int f)
+{
+    s_io *io = s->io;
+    if (!io->used[f]) {
+        make_room(s);
+        omni_status st = ds_store_resume(&s->files[f]);
+        if (st)
+            return st;
+        io->n_open++;
+    }
+    io->used[f] = ++io->tick;
+    return OMNI_OK;
 }
 
 /* The shard holding sample i of a task's split (binary search over the shards' firsts). */
@@ -151,6 +186,7 @@ static omni_status add_task(omni_sampler *s, int file, const ds_task *t, double 
         return omni_fail(OMNI_ERR_NOMEM, "cannot allocate the sampler");
     st->n_shards = 1;
     st->shards[0].path = s->paths[file];
+    st->shards[0].file = file;
     for (int sp = 0; sp < OMNI_SPLIT_COUNT; sp++)
         st->shards[0].split[sp] = &s->files[file].split[t->index][sp];
     st->token = OMNI_TOK_TASK0 + s->n_tasks;
@@ -218,6 +254,7 @@ static omni_status add_shard(omni_sampler *s, int k, int file, const ds_task *t)
     s_shard *n = &sh[st->n_shards++];
     memset(n, 0, sizeof *n);
     n->path = s->paths[file];
+    n->file = file;
     for (int sp = 0; sp < OMNI_SPLIT_COUNT; sp++)
         n->split[sp] = &s->files[file].split[t->index][sp];
     return OMNI_OK;
@@ -225,6 +262,7 @@ static omni_status add_shard(omni_sampler *s, int k, int file, const ds_task *t)
 
 /* Validation lengths in the task's order, across its shards (i never decreases). */
 typedef struct {
+    const omni_sampler *s;
     const s_task *st;
     int shard;
     val_reader r;
@@ -239,7 +277,8 @@ static omni_status walk_len(val_walk *w, int64_t i, int64_t *len)
         w->r.base = -1;
         w->r.path = sh->path;
     }
-    return val_len(&w->r, i - sh->first[OMNI_SPLIT_VAL], len);
+    omni_status st = ensure_open(w->s, sh->file);
+    return st ? st : val_len(&w->r, i - sh->first[OMNI_SPLIT_VAL], len);
 }
 
 /* A task's sample space (its shards' counts) and its fixed validation windows: whole samples
@@ -262,6 +301,7 @@ static omni_status finish_task(omni_sampler *s, s_task *st)
     if (!st->val_start)
         return omni_fail(OMNI_ERR_NOMEM, "cannot allocate validation windows");
     val_walk vw = {
+        .s = s,
         .st = st,
         .r = {.v = st->shards[0].split[OMNI_SPLIT_VAL], .base = -1, .path = st->shards[0].path}};
     int64_t w = 0, i = 0, len;
@@ -305,7 +345,14 @@ static omni_status read_file(omni_sampler *s, int f)
                                  "list each file once (a task found in several files is one "
                                  "task, their samples one after another)",
                                  f, s->paths[f], g, s->paths[g]);
-    return ds_store_open(&s->files[f], s->paths[f], s->io->cache);
+    s_io *io = s->io;
+    make_room(s);
+    omni_status st = ds_store_open(&s->files[f], s->paths[f], io->cache);
+    if (!st) {
+        io->n_open++;
+        io->used[f] = ++io->tick;
+    }
+    return st;
 }
 
 omni_status omni_sampler_open(omni_sampler **out, const omni_experiment *x)
@@ -329,6 +376,11 @@ omni_status omni_sampler_open(omni_sampler **out, const omni_experiment *x)
     }
     s->io = calloc(1, sizeof *s->io);
     if (!s->io) {
+        st = omni_fail(OMNI_ERR_NOMEM, "cannot allocate the sampler");
+        goto fail;
+    }
+    s->io->used = calloc((size_t)x->data.n_files, sizeof *s->io->used);
+    if (!s->io->used) {
         st = omni_fail(OMNI_ERR_NOMEM, "cannot allocate the sampler");
         goto fail;
     }
@@ -488,7 +540,9 @@ static const ds_pool *read_sample(const omni_sampler *s, int task, omni_split sp
     if (io->err)
         return NULL;
     const s_shard *sh = shard_of(&s->tasks[task], split, i);
-    io->err = ds_split_sample(sh->split[split], i - sh->first[split], &io->buf, sh->path);
+    io->err = ensure_open(s, sh->file);
+    if (!io->err)
+        io->err = ds_split_sample(sh->split[split], i - sh->first[split], &io->buf, sh->path);
     return io->err ? NULL : &io->buf.pool;
 }
 

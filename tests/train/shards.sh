@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A task spanning several shard files (issue 15): the demo dataset cut into 3 shard files —
+# A task spanning several shard files (issue 15): the demo dataset cut into 3 shard files (and
+# into 40, more than a process keeps open) —
 # each task's train and validation samples split into 3 contiguous runs, one per file —
 # trains exactly as the one file does (bit-identical per-step losses, 1 and 2 processes) and
 # evaluates on the same fixed validation windows (identical eval losses): the sampler sees a
@@ -10,15 +11,17 @@
 pyh5=/usr/bin/python3
 "$pyh5" -c 'import h5py' 2>/dev/null || fail "h5py is needed ($pyh5, Debian's python3-h5py)"
 
-"$pyh5" - "$data" <<'PY' || fail "cannot cut the demo into shards"
+# cut K PREFIX: the demo in K shard files PREFIX0.h5 ... (each task's splits in K runs)
+cut() {
+"$pyh5" - "$data" "$1" "$2" <<'PY' || fail "cannot cut the demo into $1 shards"
 import h5py, numpy as np, sys
 def put(g, name, a):
     rows = max(1, min(len(a), 65536 // (a.itemsize * (a.shape[1] if a.ndim == 2 else 1))))
     g.create_dataset(name, data=a, maxshape=(None,) + a.shape[1:], chunks=(rows,) + a.shape[1:],
                      fletcher32=True)
 src = h5py.File(sys.argv[1], "r")
-K = 3
-outs = [h5py.File(f"shard{k}.h5", "w") for k in range(K)]
+K = int(sys.argv[2])
+outs = [h5py.File(f"{sys.argv[3]}{k}.h5", "w") for k in range(K)]
 for o in outs:
     for a, v in src.attrs.items():
         o.attrs[a] = v
@@ -44,14 +47,22 @@ for name, t in src["tasks"].items():
 for o in outs:
     o.close()
 PY
+}
+cut 3 shard
 shards="[shard0.h5, shard1.h5, shard2.h5]"
 for np in 1 2; do
     must_train $np one-np$np --set eval.every=5 --set optim.steps=10
     must_train $np three-np$np --set eval.every=5 --set optim.steps=10 --set "data.files=$shards"
     check same one-np$np/metrics.jsonl three-np$np/metrics.jsonl
 done
-for np in 1 2; do # the same process count: evaluation sums in the same order
-    "$py" - one-np$np/metrics.jsonl three-np$np/metrics.jsonl <<'PY' ||
+# More files than a process keeps open (DS_OPEN_FILES, 32): closed and opened again as read.
+cut 40 many
+many="[$(seq -s ', ' -f 'many%g.h5' 0 39)]"
+must_train 1 forty-np1 --set eval.every=5 --set optim.steps=10 --set "data.files=$many"
+check same one-np1/metrics.jsonl forty-np1/metrics.jsonl
+for run in three-np1 three-np2 forty-np1; do # evaluation sums in the same order: same np
+    np=${run##*-np}
+    "$py" - one-np$np/metrics.jsonl $run/metrics.jsonl <<'PY' ||
 import json, sys
 def evals(p):
     return [{k: v for k, v in o.items() if "time" not in k and not k.endswith("_s")}
@@ -59,7 +70,7 @@ def evals(p):
 a, b = evals(sys.argv[1]), evals(sys.argv[2])
 assert len(a) == 2 and a == b, (a, b)
 PY
-        fail "the validation losses on the shards differ from those on one file ($np processes)"
+        fail "the validation losses of $run differ from those on one file"
 done
 
 expect_fail() { # NAME PATTERN FILES
@@ -87,4 +98,4 @@ with h5py.File("v1.h5", "r+") as f:
     f.attrs["format_version"] = 1
 ' || fail "cannot edit v1.h5"
 expect_fail version "v1.h5: dataset format_version 1 is not read" "[shard0.h5, shard1.h5, v1.h5]"
-echo "ok: one file and its 3 shards train and evaluate alike"
+echo "ok: one file, its 3 shards and its 40 shards train and evaluate alike"
