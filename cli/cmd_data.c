@@ -16,7 +16,8 @@ static const char usage[] =
     "\n"
     "demo   make the demo dataset (shapes, tones, arith, cartpole)\n"
     "build  build a dataset from raw files listed in a spec (--seed: in place of the\n"
-    "       spec's seed, which draws the validation split)\n"
+    "       spec's seed, which draws the validation split); under mpirun the build is\n"
+    "       shared among the ranks and the file written collectively (same content)\n"
     "info   check a dataset file and describe it; --verify also checks every array's\n"
     "       checksums (exit 2 on a mismatch or an array without one)\n"
     "The file format and the spec are described in docs/datasets.md.\n";
