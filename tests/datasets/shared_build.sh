@@ -2,7 +2,7 @@
 # A build shared among MPI ranks (issue 15): `mpirun -np N omnimoe data build` writes the
 # same content as a 1-process build — every dataset's values and every attribute, compared
 # with h5py — for N = 2 and 3, on a spec with a task of each kind (text in three files of
-# different sizes and more than 1 MiB, so that the collective writes take several rounds;
+# different sizes and more than 1 MiB, written in rounds of 1 MiB, so several rounds;
 # manifests of text, images, audio and prompted images; control episodes with vectors and
 # with pictures), each with a validation split. A fault in one rank's share (a missing image,
 # a NaN observation) ends every rank with exit status 2 and that fault's message, and leaves
@@ -68,7 +68,11 @@ tasks:
   - {name: ctrl, kind: control, episodes: ep.h5, val_fraction: 0.2}
   - {name: pix, kind: control, episodes: pix.h5, val_fraction: 0.2}
 EOT
-run() { "$mpiexec" -n "$1" --oversubscribe --bind-to none "$bin" data build "${@:2}"; }
+# 1 MiB per array per round (OMNI_DATA_WRITE_MB; 16 by default): several rounds here.
+run() {
+    OMNI_DATA_WRITE_MB=1 "$mpiexec" -x OMNI_DATA_WRITE_MB -n "$1" --oversubscribe --bind-to none \
+        "$bin" data build "${@:2}"
+}
 "$bin" data build spec.yaml --out one.h5 > one.log 2>&1 || fail "1-process build: $(tail -3 one.log)"
 for n in 2 3; do
   run $n spec.yaml --out np$n.h5 > np$n.log 2>&1 || fail "build on $n ranks: $(tail -5 np$n.log)"
