@@ -11,13 +11,14 @@
 
 static const char usage[] =
     "usage: omnimoe data demo --out FILE.h5 [--seed N]\n"
-    "       omnimoe data build SPEC.yaml --out FILE.h5 [--seed N]\n"
+    "       omnimoe data build SPEC.yaml --out FILE.h5 [--seed N] [--shards]\n"
     "       omnimoe data info FILE.h5 [--verify]\n"
     "\n"
     "demo   make the demo dataset (shapes, tones, arith, cartpole)\n"
     "build  build a dataset from raw files listed in a spec (--seed: in place of the\n"
     "       spec's seed, which draws the validation split); under mpirun the build is\n"
-    "       shared among the ranks and the file written collectively (same content)\n"
+    "       shared among the ranks and the file written collectively (same content);\n"
+    "       --shards: each rank writes its share to FILE-0000r-of-0000N.h5 instead\n"
     "info   check a dataset file and describe it; --verify also checks every array's\n"
     "       checksums (exit 2 on a mismatch or an array without one)\n"
     "The file format and the spec are described in docs/datasets.md.\n";
@@ -27,7 +28,7 @@ static omni_status parse_args(int argc, char **argv, bool want_pos, const char *
                               const char **out, long long *seed, bool *verify)
 {
     for (int i = 2; i < argc; i++) {
-        if (verify && !strcmp(argv[i], "--verify")) {
+        if (verify && !strcmp(argv[i], !strcmp(argv[1], "build") ? "--shards" : "--verify")) {
             *verify = true;
         } else if (!strcmp(argv[i], "--out") || !strcmp(argv[i], "--seed")) {
             if (i + 1 >= argc)
@@ -72,14 +73,22 @@ static omni_status run(MPI_Comm comm, int argc, char **argv)
     }
     if (!strcmp(sub, "build")) {
         seed = -1; /* the spec's, unless --seed */
-        if ((st = parse_args(argc, argv, true, &pos, &out, &seed, NULL)))
+        bool shards = false;
+        if ((st = parse_args(argc, argv, true, &pos, &out, &seed, &shards)))
             return st;
         if (!pos || !out)
             return omni_usage_error(usage, "data build: SPEC.yaml and --out FILE.h5 are required");
         if (seed >= 0 && root)
             printf("seed %lld (--seed, in place of the spec's)\n", seed);
-        st = omni_data_build_shared(comm, pos, out, seed, root ? stdout : NULL);
-        if (!st && root)
+        st = omni_data_build_shared(comm, pos, out, seed, root ? stdout : NULL, shards);
+        int size = 1;
+        MPI_Comm_size(comm, &size);
+        if (!st && root && shards) {
+            size_t n = strlen(out);
+            int stem = (int)(n > 3 && !strcmp(out + n - 3, ".h5") ? n - 3 : n);
+            printf("wrote %d shard file%s: %.*s-%05d-of-%05d.h5 ... %.*s-%05d-of-%05d.h5\n", size,
+                   size == 1 ? "" : "s", stem, out, 0, size, stem, out, size - 1, size);
+        } else if (!st && root)
             printf("wrote %s\n", out);
         return st;
     }

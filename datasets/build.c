@@ -849,7 +849,7 @@ static omni_status sum_i64(builder *b, int64_t *v, int n, int64_t *total, int64_
 static omni_status build_task(builder *b)
 {
     const ds_spec_task *s = b->st;
-    bool shared = b->cw != NULL;
+    bool shared = b->size > 1; /* collective (b->cw) or one shard file per rank (b->w) */
     omni_status st = s->kind == OMNI_KIND_TEXT      ? (text_share(b), OMNI_OK)
                      : s->kind == OMNI_KIND_CONTROL ? control_open(b)
                                                     : manifest_open(b);
@@ -871,10 +871,10 @@ static omni_status build_task(builder *b)
     if (!st)
         st = ds_split_plan_make(&b->plan, b->task->name, total, b->task->val_fraction,
                                 b->spec->seed);
-    if (!st && !shared && b->task->images)
+    if (!st && b->w && b->task->images)
         st = ds_writer_add_patches(b->w, b->task->index, b->task->patch_dim);
     bool begun = false;
-    if (!st && shared) {
+    if (!st && b->cw) {
         memset(&b->mine, 0, sizeof b->mine);
         st = agree(b, run_pass(b, PASS_MEASURE));
         ds_share base = {0}, sum = {0};
@@ -890,6 +890,8 @@ static omni_status build_task(builder *b)
         st = run_pass(b, PASS_EMIT);
     if (!st)
         st = route(b, true);
+    if (b->w && shared) /* one shard file per rank: agree on this task */
+        st = agree(b, st);
     if (begun) {
         st = ds_cwriter_task_end(b->cw, st);
         if (ds_cwriter_peer_failed(b->cw))
@@ -933,7 +935,7 @@ static void report_resized(FILE *out, const char *task, const ds_spec *spec, int
 
 /* The build on the ranks of comm (MPI_COMM_NULL: this process alone, the serial writer). */
 static omni_status build(MPI_Comm comm, const char *spec_path, const char *out_path, int64_t seed,
-                         FILE *progress, bool *peer_failed)
+                         FILE *progress, bool shards, bool *peer_failed)
 {
     int rank = 0, size = 1;
     if (comm != MPI_COMM_NULL) {
@@ -969,7 +971,25 @@ static omni_status build(MPI_Comm comm, const char *spec_path, const char *out_p
     }
     ds_writer *w = NULL;
     ds_cwriter *cw = NULL;
-    if (size > 1) {
+    char shard_path[OMNI_PATH_MAX];
+    if (shards) {
+        /* Rank r of N writes OUT-0000r-of-0000N.h5 (before OUT's .h5, if any) by itself. */
+        size_t n = strlen(out_path);
+        int ext = n > 3 && !strcmp(out_path + n - 3, ".h5") ? 3 : 0;
+        int k = snprintf(shard_path, sizeof shard_path, "%.*s-%05d-of-%05d.h5", (int)(n - ext),
+                         out_path, rank, size);
+        st = k < 0 || (size_t)k >= sizeof shard_path
+                 ? omni_fail(OMNI_ERR_USAGE, "%s: output path too long", out_path)
+                 : ds_writer_open(&w, df, shard_path, spec.deflate);
+        bool mine = st != OMNI_OK;
+        st = (comm != MPI_COMM_NULL && size > 1)
+                 ? agree(&(builder){.comm = comm, .size = size, .peer_failed = peer_failed}, st)
+                 : st;
+        if (st && !mine && w) {
+            ds_writer_close(w, NULL);
+            w = NULL;
+        }
+    } else if (size > 1) {
         st = ds_cwriter_open(&cw, comm, df, out_path, spec.deflate);
         if (!cw) /* nothing to close: agree and stop */
             st = st ? st : OMNI_ERR_NOMEM;
@@ -1013,8 +1033,18 @@ static omni_status build(MPI_Comm comm, const char *spec_path, const char *out_p
             report_resized(progress, t->name, &spec, b.images, b.resized);
     }
     ds_pool_free(&all);
-    if (w)
+    if (w && shards && size > 1) {
+        /* Every shard is complete before any is renamed into place: agree, close, agree. */
+        builder ab = {.comm = comm, .size = size, .peer_failed = peer_failed};
+        st = agree(&ab, st);
+        omni_status c = st ? (ds_writer_close(w, NULL), st) : ds_writer_close(w, df);
+        omni_status all_ok = agree(&ab, c);
+        if (all_ok && !c)
+            remove(shard_path); /* another rank's shard failed: none is left */
+        st = st ? st : all_ok;
+    } else if (w) {
         st = st ? (ds_writer_close(w, NULL), st) : ds_writer_close(w, df);
+    }
     if (cw) {
         omni_status c = ds_cwriter_close(cw, st ? NULL : df);
         st = st ? st : c;
@@ -1028,18 +1058,20 @@ omni_status omni_data_build(const char *spec_path, const char *out_path, int64_t
                             FILE *progress)
 {
     bool peer = false;
-    return build(MPI_COMM_NULL, spec_path, out_path, seed, progress, &peer);
+    return build(MPI_COMM_NULL, spec_path, out_path, seed, progress, false, &peer);
 }
 
 omni_status omni_data_build_shared(MPI_Comm comm, const char *spec_path, const char *out_path,
-                                   int64_t seed, FILE *progress)
+                                   int64_t seed, FILE *progress, bool shards)
 {
     int size = 1;
     MPI_Comm_size(comm, &size);
-    if (size == 1)
+    if (size == 1 && !shards)
         return omni_data_build(spec_path, out_path, seed, progress);
     bool peer = false;
-    omni_status st = build(comm, spec_path, out_path, seed, progress, &peer);
+    omni_status st = build(comm, spec_path, out_path, seed, progress, shards, &peer);
+    if (size == 1)
+        return st;
     /* The message of the lowest rank that failed by itself, on every rank. */
     omni_status agreed = omni_mpi_agree(comm, peer ? OMNI_OK : st);
     return agreed ? agreed : st;

@@ -568,8 +568,6 @@ omni_status ds_store_open(ds_store *s, const char *path, ds_cache *cache)
                     snprintf(df->first_unchecked, sizeof df->first_unchecked, "%s", u);
             }
         }
-        if (!st && t->split[OMNI_SPLIT_TRAIN].n == 0)
-            st = bad(path, "task %s has no training samples", t->name);
     }
     if (st) {
         ds_store_close(s);

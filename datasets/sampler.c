@@ -296,6 +296,11 @@ static omni_status finish_task(omni_sampler *s, s_task *st)
         st->info.n_samples[sp] = n;
         st->info.n_elements[sp] = el;
     }
+    /* A shard may lack training samples of its task (a rank's share of a sharded build),
+     * the task may not. */
+    if (st->info.n_samples[OMNI_SPLIT_TRAIN] == 0)
+        return omni_fail(OMNI_ERR_DATA, "%s%s: task %s has no training samples", st->shards[0].path,
+                         st->n_shards > 1 ? " and its other shards" : "", st->info.name);
     int64_t n_val = st->info.n_samples[OMNI_SPLIT_VAL];
     st->val_start = malloc(sizeof *st->val_start * (size_t)(n_val + 1));
     if (!st->val_start)

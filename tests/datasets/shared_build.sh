@@ -6,7 +6,8 @@
 # manifests of text, images, audio and prompted images; control episodes with vectors and
 # with pictures), each with a validation split. A fault in one rank's share (a missing image,
 # a NaN observation) ends every rank with exit status 2 and that fault's message, and leaves
-# no output and no temporary file.
+# no output and no temporary file. With --shards each rank writes its share to a file of its
+# own: the shards, concatenated split by split, are the 1-process file.
 # Called as: shared_build.sh MPIEXEC, with OMNIMOE and OMNI_SOURCE_DIR set by CTest.
 set -euo pipefail
 mpiexec=${1:?MPIEXEC}
@@ -108,13 +109,45 @@ print("identical content: 1, 2 and 3 processes")
 PY
 "$bin" data info np2.h5 --verify > info.log 2>&1 || fail "data info --verify: $(tail -3 info.log)"
 
+# --shards: each rank writes its share alone; the shards, one after another, are the file.
+for n in 2 3; do
+  run $n spec.yaml --out sh$n.h5 --shards > sh$n.log 2>&1 || fail "sharded build on $n ranks: $(tail -5 sh$n.log)"
+  [[ $(ls sh$n-*-of-0000$n.h5 | wc -l) -eq $n ]] || fail "expected $n shard files: $(ls sh$n*)"
+done
+"$py" - <<'PY' || fail "the shards differ from the 1-process build"
+import h5py, numpy as np
+with h5py.File("one.h5") as a:
+    for n in (2, 3):
+        shards = [h5py.File(f"sh{n}-{k:05d}-of-{n:05d}.h5") for k in range(n)]
+        empty = 0
+        for name in a["tasks"]:
+            for split in ("train", "val"):
+                ref = a[f"tasks/{name}/{split}"]
+                parts = [s[f"tasks/{name}/{split}"] for s in shards]
+                empty += sum(len(p["offsets"]) == 1 for p in parts)
+                for arr, off in (("tokens", "offsets"), ("patches", "patch_offsets")):
+                    if arr not in ref:
+                        continue
+                    got = np.concatenate([p[arr][()] for p in parts])
+                    assert np.array_equal(got, ref[arr][()]), (n, name, split, arr)
+                    ends = np.cumsum([0] + [p[off][-1] for p in parts])
+                    got = np.concatenate([[0]] + [p[off][1:] + e for p, e in zip(parts, ends)])
+                    assert np.array_equal(got, ref[off][()]), (n, name, split, off)
+        for s in shards:
+            assert dict(s.attrs).keys() == dict(a.attrs).keys()
+        print(f"{n} shards: their union is the file ({empty} empty task splits)")
+PY
+for f in sh3-*.h5; do
+  "$bin" data info "$f" --verify > info.log 2>&1 || fail "data info --verify $f: $(tail -3 info.log)"
+done
+
 # Faults in the share of the last rank: exit 2 on every rank, the message, nothing left.
 expect_fault() { # SPEC PATTERN
   local st=0
-  run 2 "$1" --out bad.h5 > bad.log 2>&1 || st=$?
+  run 2 $1 --out bad.h5 > bad.log 2>&1 || st=$?
   [[ $st -eq 2 ]] || fail "$1: exit status $st, expected 2: $(tail -3 bad.log)"
   grep -q -- "$2" bad.log || fail "$1: no message '$2' in: $(cat bad.log)"
-  [[ -z $(ls bad.h5* 2>/dev/null) ]] || fail "$1: output left behind: $(ls bad.h5*)"
+  [[ -z $(ls bad.h5* bad-* 2>/dev/null) ]] || fail "$1: output left behind: $(ls bad.h5* bad-*)"
 }
 sed '$s|^[^,]*|img/gone.png|' images.csv > images_bad.csv
 sed 's|images.csv|images_bad.csv|' spec.yaml > bad_image.yaml
@@ -127,4 +160,5 @@ with h5py.File("ep_bad.h5", "r+") as f:
 '
 sed 's|ep.h5|ep_bad.h5|' spec.yaml > bad_ep.yaml
 expect_fault bad_ep.yaml "ep_bad.h5: observations\[.*\]\[1\] is not finite"
+expect_fault "bad_image.yaml --shards" "images_bad.csv:24: .*gone.png"
 echo "ok: shared builds are identical in content, and fail as one"
