@@ -1,5 +1,6 @@
-/* omnimoe data: demo, build, info. The work runs on rank 0; every rank agrees on the
- * status, so an mpirun'ed command fails or succeeds as one. */
+/* omnimoe data: demo, build, info. `build` is shared among the ranks (each builds a share
+ * of every task, the file is written collectively); demo and info run on rank 0. Every rank
+ * agrees on the status, so an mpirun'ed command fails or succeeds as one. */
 #include "cli.h"
 
 #include <stdio.h>
@@ -10,12 +11,14 @@
 
 static const char usage[] =
     "usage: omnimoe data demo --out FILE.h5 [--seed N]\n"
-    "       omnimoe data build SPEC.yaml --out FILE.h5 [--seed N]\n"
+    "       omnimoe data build SPEC.yaml --out FILE.h5 [--seed N] [--shards]\n"
     "       omnimoe data info FILE.h5 [--verify]\n"
     "\n"
     "demo   make the demo dataset (shapes, tones, arith, cartpole)\n"
     "build  build a dataset from raw files listed in a spec (--seed: in place of the\n"
-    "       spec's seed, which draws the validation split)\n"
+    "       spec's seed, which draws the validation split); under mpirun the build is\n"
+    "       shared among the ranks and the file written collectively (same content);\n"
+    "       --shards: each rank writes its share to FILE-0000r-of-0000N.h5 instead\n"
     "info   check a dataset file and describe it; --verify also checks every array's\n"
     "       checksums (exit 2 on a mismatch or an array without one)\n"
     "The file format and the spec are described in docs/datasets.md.\n";
@@ -25,7 +28,7 @@ static omni_status parse_args(int argc, char **argv, bool want_pos, const char *
                               const char **out, long long *seed, bool *verify)
 {
     for (int i = 2; i < argc; i++) {
-        if (verify && !strcmp(argv[i], "--verify")) {
+        if (verify && !strcmp(argv[i], !strcmp(argv[1], "build") ? "--shards" : "--verify")) {
             *verify = true;
         } else if (!strcmp(argv[i], "--out") || !strcmp(argv[i], "--seed")) {
             if (i + 1 >= argc)
@@ -52,8 +55,9 @@ static omni_status parse_args(int argc, char **argv, bool want_pos, const char *
     return OMNI_OK;
 }
 
-static omni_status run(int argc, char **argv)
+static omni_status run(MPI_Comm comm, int argc, char **argv)
 {
+    bool root = omni_log_rank() == 0;
     const char *sub = argv[1], *pos = NULL, *out = NULL;
     long long seed = 1;
     omni_status st;
@@ -69,14 +73,22 @@ static omni_status run(int argc, char **argv)
     }
     if (!strcmp(sub, "build")) {
         seed = -1; /* the spec's, unless --seed */
-        if ((st = parse_args(argc, argv, true, &pos, &out, &seed, NULL)))
+        bool shards = false;
+        if ((st = parse_args(argc, argv, true, &pos, &out, &seed, &shards)))
             return st;
         if (!pos || !out)
             return omni_usage_error(usage, "data build: SPEC.yaml and --out FILE.h5 are required");
-        if (seed >= 0)
+        if (seed >= 0 && root)
             printf("seed %lld (--seed, in place of the spec's)\n", seed);
-        st = omni_data_build(pos, out, seed, stdout);
-        if (!st)
+        st = omni_data_build_shared(comm, pos, out, seed, root ? stdout : NULL, shards);
+        int size = 1;
+        MPI_Comm_size(comm, &size);
+        if (!st && root && shards) {
+            size_t n = strlen(out);
+            int stem = (int)(n > 3 && !strcmp(out + n - 3, ".h5") ? n - 3 : n);
+            printf("wrote %d shard file%s: %.*s-%05d-of-%05d.h5 ... %.*s-%05d-of-%05d.h5\n", size,
+                   size == 1 ? "" : "s", stem, out, 0, size, stem, out, size - 1, size);
+        } else if (!st && root)
             printf("wrote %s\n", out);
         return st;
     }
@@ -110,8 +122,10 @@ omni_status omni_cmd_data(MPI_Comm comm, int argc, char **argv)
             return OMNI_OK;
         }
     omni_status st = OMNI_OK;
-    if (omni_log_rank() == 0)
-        st = run(argc, argv);
+    if (!strcmp(argv[1], "build"))
+        st = run(comm, argc, argv); /* every rank: collective */
+    else if (omni_log_rank() == 0)
+        st = run(comm, argc, argv);
     fflush(stdout);
     int size = 1;
     MPI_Comm_size(comm, &size);

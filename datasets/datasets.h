@@ -258,6 +258,17 @@ void omni_gridworld_render(const omni_gridworld *g, int32_t size, int32_t channe
  * terminal, periodic lines otherwise; NULL: quiet). Not collective. */
 omni_status omni_data_build(const char *spec_path, const char *out_path, int64_t seed,
                             FILE *progress);
+/* The same build shared among the ranks of comm (`mpirun -np N omnimoe data build`): each
+ * rank builds a contiguous share of every task and the file is written collectively through
+ * MPI-IO; its content is that of omni_data_build whatever the number of ranks. A failure on
+ * any rank fails every rank, with the message of the lowest failing rank, and leaves no
+ * output. Progress goes to `progress` on the ranks that pass one (rank 0's share). `shards`:
+ * no collective write, rank r of N writes its share alone to OUT-0000r-of-0000N.h5 (OUT's .h5
+ * replaced), a shard file of every task; data.files listing the N files in order trains on
+ * the content of the one file (every shard is renamed into place only when all are
+ * complete). Collective. */
+omni_status omni_data_build_shared(MPI_Comm comm, const char *spec_path, const char *out_path,
+                                   int64_t seed, FILE *progress, bool shards);
 /* The demo dataset (shapes, tones, arith, cartpole, shapes_qa, gridworld), deterministic
  * from `seed`. */
 omni_status omni_data_demo(const char *out_path, uint64_t seed, FILE *progress);

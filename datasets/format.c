@@ -492,18 +492,9 @@ static omni_status not_a_dataset(hid_t f, const char *path)
                OMNI_DS_FORMAT);
 }
 
-omni_status ds_store_open(ds_store *s, const char *path, ds_cache *cache)
+/* Open a dataset file read-only with a small metadata cache: a job may open many shards. */
+static hid_t open_h5(const char *path)
 {
-    memset(s, 0, sizeof *s);
-    s->h5 = -1;
-    ds_file *df = &s->meta;
-    snprintf(s->path, sizeof s->path, "%s", path);
-    if (access(path, R_OK) != 0)
-        return bad(path, "cannot open the file (missing or unreadable)");
-    htri_t is = H5Fis_hdf5(path);
-    if (is <= 0)
-        return bad(path, "not an HDF5 file");
-    /* A small metadata cache per file: a job may open many shards. */
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (fapl >= 0) {
         H5AC_cache_config_t mdc = {.version = H5AC__CURR_CACHE_CONFIG_VERSION};
@@ -515,9 +506,24 @@ omni_status ds_store_open(ds_store *s, const char *path, ds_cache *cache)
             H5Pset_mdc_config(fapl, &mdc);
         }
     }
-    s->h5 = H5Fopen(path, H5F_ACC_RDONLY, fapl >= 0 ? fapl : H5P_DEFAULT);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl >= 0 ? fapl : H5P_DEFAULT);
     if (fapl >= 0)
         H5Pclose(fapl);
+    return f;
+}
+
+omni_status ds_store_open(ds_store *s, const char *path, ds_cache *cache)
+{
+    memset(s, 0, sizeof *s);
+    s->h5 = -1;
+    ds_file *df = &s->meta;
+    snprintf(s->path, sizeof s->path, "%s", path);
+    if (access(path, R_OK) != 0)
+        return bad(path, "cannot open the file (missing or unreadable)");
+    htri_t is = H5Fis_hdf5(path);
+    if (is <= 0)
+        return bad(path, "not an HDF5 file");
+    s->h5 = open_h5(path);
     if (s->h5 < 0)
         return bad(path, "cannot open the HDF5 file");
     char fmt[64] = "";
@@ -562,8 +568,6 @@ omni_status ds_store_open(ds_store *s, const char *path, ds_cache *cache)
                     snprintf(df->first_unchecked, sizeof df->first_unchecked, "%s", u);
             }
         }
-        if (!st && t->split[OMNI_SPLIT_TRAIN].n == 0)
-            st = bad(path, "task %s has no training samples", t->name);
     }
     if (st) {
         ds_store_close(s);
@@ -591,6 +595,32 @@ void ds_store_close(ds_store *s)
         for (int sp = 0; sp < OMNI_SPLIT_COUNT; sp++)
             s->meta.tasks[i].split[sp].n = 0; /* no pools behind these counts */
     ds_file_free(&s->meta);
+}
+
+void ds_store_suspend(ds_store *s)
+{
+    for (int i = 0; i < OMNI_MAX_TASKS; i++)
+        for (int sp = 0; sp < OMNI_SPLIT_COUNT; sp++)
+            ds_split_close(&s->split[i][sp]);
+    if (s->h5 >= 0)
+        H5Fclose(s->h5);
+    s->h5 = -1;
+}
+
+omni_status ds_store_resume(ds_store *s)
+{
+    if (s->h5 >= 0)
+        return OMNI_OK;
+    s->h5 = open_h5(s->path);
+    if (s->h5 < 0)
+        return bad(s->path, "cannot open the HDF5 file again (removed or replaced while in use?)");
+    omni_status st = OMNI_OK;
+    for (int i = 0; i < s->meta.n_tasks && !st; i++)
+        for (int sp = 0; sp < OMNI_SPLIT_COUNT && !st; sp++)
+            st = ds_split_reopen(&s->split[i][sp], s->h5, s->path);
+    if (st)
+        ds_store_suspend(s);
+    return st;
 }
 
 omni_status ds_read(const char *path, ds_file *df)

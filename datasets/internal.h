@@ -133,6 +133,9 @@ void ds_sample_buf_free(ds_sample_buf *b);
 omni_status ds_split_open(ds_split_store *s, hid_t g, const char *where, const ds_task *t,
                           ds_cache *cache, const char *path);
 void ds_split_close(ds_split_store *s);
+/* Open again the arrays of a split closed by ds_split_close (its metadata kept), in file f:
+ * an array that is gone or has another length is OMNI_ERR_DATA. */
+omni_status ds_split_reopen(ds_split_store *s, hid_t f, const char *path);
 /* The first of its arrays without a checksum (its name), or NULL. */
 const char *ds_split_unchecked(const ds_split_store *s);
 /* Offsets [lo, hi) of the split. */
@@ -151,6 +154,12 @@ typedef struct {
  * format 1 is refused naming its version). On failure nothing is left open. */
 omni_status ds_store_open(ds_store *s, const char *path, ds_cache *cache);
 void ds_store_close(ds_store *s);
+/* Close the HDF5 file and arrays of an open store, keeping what was read at open (counts,
+ * shapes, the cache's array ids); resume opens them again (a no-op when open). A sampler
+ * keeps at most DS_OPEN_FILES files open this way, whatever the length of data.files. */
+void ds_store_suspend(ds_store *s);
+omni_status ds_store_resume(ds_store *s);
+#define DS_OPEN_FILES 32
 
 /* A streaming writer: the file's groups and arrays at open, samples appended in any order
  * of tasks and splits (each split keeps its order), the attributes of df (which may have
@@ -171,6 +180,31 @@ omni_status ds_writer_add_patches(ds_writer *w, int task, int32_t patch_dim);
 /* Finish (df != NULL: flush, write attributes, rename) or abandon (df == NULL: remove the
  * temporary file). Frees w either way. */
 omni_status ds_writer_close(ds_writer *w, const ds_file *df);
+
+/* What one rank builds of a task, per split: samples, elements and patches (also used for
+ * where its share starts in the file, and for the totals). */
+typedef struct {
+    int64_t n[OMNI_SPLIT_COUNT], n_el[OMNI_SPLIT_COUNT], n_patch[OMNI_SPLIT_COUNT];
+} ds_share;
+
+/* The collective writer of a build shared among ranks (pwrite.c): every call is collective
+ * over comm. Open creates the temporary file and the groups of df's tasks; a task is begun
+ * with this rank's share, where it starts and the totals (its arrays are created at their
+ * final size), its samples appended in order, and ended with this rank's status (the
+ * agreed status is returned: a failure anywhere fails it everywhere). Close writes df's
+ * attributes and renames (df NULL: removes the file), rank 0 doing the file operations. */
+typedef struct ds_cwriter ds_cwriter;
+omni_status ds_cwriter_open(ds_cwriter **w, MPI_Comm comm, const ds_file *df, const char *path,
+                            int deflate);
+omni_status ds_cwriter_task_begin(ds_cwriter *w, int task, int32_t patch_dim, const ds_share *mine,
+                                  const ds_share *base, const ds_share *total);
+omni_status ds_cwriter_append(ds_cwriter *w, omni_split split, const int32_t *tok,
+                              const uint8_t *loss, int64_t n_el, const uint8_t *patch,
+                              int64_t n_patch);
+omni_status ds_cwriter_task_end(ds_cwriter *w, omni_status local);
+/* True when a round agreed on a failure of another rank (not of this one). */
+bool ds_cwriter_peer_failed(const ds_cwriter *w);
+omni_status ds_cwriter_close(ds_cwriter *w, const ds_file *df);
 
 /* Patch geometry of a task kind from the file's attributes. */
 void ds_task_geometry(const ds_file *f, ds_task *t);
@@ -255,10 +289,11 @@ omni_status ds_prompted_row(ds_prompted *p, char **f, int nf, int64_t line, ds_p
 void ds_prompted_close(ds_prompted *p, int64_t *images, int64_t *resized);
 
 /* The `images` of a control episodes file (pixels.c), checked against the T steps of its
- * actions and fitted to the spec's image settings: *patches [T * grid, patch_dim] (free
- * with omni_free), NULL with *has_images false when the file has no `images`. */
+ * actions, and those of steps [lo, hi) read and fitted to the spec's image settings:
+ * *patches [(hi - lo) * grid, patch_dim] (free with omni_free), NULL with *has_images false
+ * when the file has no `images`. lo == hi checks the array and reads nothing. */
 omni_status ds_episode_images(int64_t file, const char *path, const ds_spec *spec, int64_t T,
-                              uint8_t **patches, bool *has_images);
+                              int64_t lo, int64_t hi, uint8_t **patches, bool *has_images);
 
 /* RFC 4180 CSV: calls row(ctx, fields, n_fields, line) for each record. Fields are NUL
  * terminated and may contain commas, quotes and newlines. */

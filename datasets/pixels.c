@@ -44,7 +44,7 @@ omni_status ds_emit_control_steps(ds_pool *pool, int32_t task_tok, int64_t T, in
 }
 
 omni_status ds_episode_images(int64_t file, const char *path, const ds_spec *spec, int64_t T,
-                              uint8_t **patches, bool *has_images)
+                              int64_t lo, int64_t hi, uint8_t **patches, bool *has_images)
 {
     hid_t f = (hid_t)file;
     *patches = NULL;
@@ -90,30 +90,39 @@ omni_status ds_episode_images(int64_t file, const char *path, const ds_spec *spe
         goto out;
     }
     int64_t per = (int64_t)dims[1] * (int64_t)dims[2] * (int64_t)dims[3];
-    if ((double)per * (double)T > 4e9) {
-        st = omni_fail(OMNI_ERR_DATA, "%s: images holds more than 4 GB of pixels", path);
-        goto out;
-    }
     int32_t size = spec->image_size, ch = spec->image_channels, p = spec->image_patch;
     int64_t grid = (int64_t)(size / p) * (size / p), dim = (int64_t)p * p * ch;
-    px = omni_alloc(per * T > 0 ? per * T : 1, 1, "episode images");
-    *patches = omni_alloc(T * grid * dim > 0 ? T * grid * dim : 1, 1, "episode image patches");
+    /* Steps [lo, hi) only: a build reads its episodes a block at a time. */
+    OMNI_ASSERT(lo >= 0 && lo <= hi && hi <= T);
+    int64_t n = hi - lo;
+    px = omni_alloc(per * n > 0 ? per * n : 1, 1, "episode images");
+    *patches = omni_alloc(n * grid * dim > 0 ? n * grid * dim : 1, 1, "episode image patches");
     if (!px || !*patches) {
         st = OMNI_ERR_NOMEM;
         goto out;
     }
-    if (T > 0 && H5Dread(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, px) < 0) {
-        st = omni_fail(OMNI_ERR_DATA, "%s: cannot read images", path);
-        goto out;
+    if (n > 0) {
+        hsize_t start[4] = {(hsize_t)lo, 0, 0, 0},
+                count[4] = {(hsize_t)n, dims[1], dims[2], dims[3]};
+        hid_t ms = H5Screate_simple(rank, count, NULL);
+        bool ok = ms >= 0 &&
+                  H5Sselect_hyperslab(sp, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
+                  H5Dread(d, H5T_NATIVE_UINT8, ms, sp, H5P_DEFAULT, px) >= 0;
+        if (ms >= 0)
+            H5Sclose(ms);
+        if (!ok) {
+            st = omni_fail(OMNI_ERR_DATA, "%s: cannot read images", path);
+            goto out;
+        }
     }
-    for (int64_t t = 0; t < T && !st; t++) {
+    for (int64_t t = 0; t < n && !st; t++) {
         omni_image src = {.h = (int32_t)dims[1],
                           .w = (int32_t)dims[2],
                           .c = (int32_t)dims[3],
                           .px = px + t * per},
                    fit;
         char where[OMNI_PATH_MAX + 32];
-        snprintf(where, sizeof where, "%s: images[%lld]", path, (long long)t);
+        snprintf(where, sizeof where, "%s: images[%lld]", path, (long long)(lo + t));
         if ((st = omni_image_fit(&src, size, ch, spec->image_resize, where, &fit, NULL)))
             break;
         omni_image_patches(&fit, p, *patches + t * grid * dim);

@@ -10,24 +10,37 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+/* One shard of a task: the task's group in one file. */
 typedef struct {
-    omni_task_info info;
-    const ds_task *t;
     ds_split_store *split[OMNI_SPLIT_COUNT]; /* its arrays, read in windows */
     const char *path;                        /* its file */
+    int file;                                /* in data.files */
+    int64_t first[OMNI_SPLIT_COUNT];         /* its first sample in the task's sample space */
+} s_shard;
+
+/* A task: the union of its shards, in data.files order (one sample space per split). */
+typedef struct {
+    omni_task_info info;
+    const ds_task *t; /* the first shard's: kind and geometry (every shard's agree) */
+    s_shard *shards;
+    int n_shards;
     int32_t token;      /* the experiment's <task> token: OMNI_TOK_TASK0 + index */
     uint8_t pos_kind;   /* OMNI_POS_IMAGE or OMNI_POS_AUDIO for patch kinds */
     float lut[256];     /* stored patch byte -> normalised value */
     int64_t *val_start; /* [n_val_windows + 1] first validation sample of each window */
 } s_task;
 
-/* What reading changes: the cache, the sample being packed, the first failure. */
+/* What reading changes: the cache, the sample being packed, the first failure, and which
+ * files are open (at most DS_OPEN_FILES, the least recently used closed first). */
 typedef struct {
     ds_cache *cache;
     ds_sample_buf buf;
     omni_status err;
+    int64_t tick, *used; /* [n_files] last use of each file; 0: closed */
+    int n_open;
 } s_io;
 
 struct omni_sampler {
@@ -48,14 +61,17 @@ void omni_sampler_close(omni_sampler *s)
 {
     if (!s)
         return;
-    for (int i = 0; i < s->n_tasks; i++)
+    for (int i = 0; i < s->n_tasks; i++) {
         free(s->tasks[i].val_start);
+        free(s->tasks[i].shards);
+    }
     for (int f = 0; f < s->n_files; f++)
         ds_store_close(&s->files[f]);
     free(s->files);
     if (s->io) {
         ds_sample_buf_free(&s->io->buf);
         ds_cache_free(s->io->cache);
+        free(s->io->used);
         free(s->io);
     }
     free(s->paths);
@@ -83,7 +99,51 @@ const omni_tokenization *omni_sampler_tokenization(const omni_sampler *s)
     return &s->tok;
 }
 
-/* The lengths of validation samples in order, their offsets read in pieces. */
+/* Close the least recently used open file when DS_OPEN_FILES are open. */
+static void make_room(const omni_sampler *s)
+{
+    s_io *io = s->io;
+    if (io->n_open < DS_OPEN_FILES)
+        return;
+    int lru = -1;
+    for (int g = 0; g < s->n_files; g++)
+        if (io->used[g] && (lru < 0 || io->used[g] < io->used[lru]))
+            lru = g;
+    ds_store_suspend(&s->files[lru]);
+    io->used[lru] = 0;
+    io->n_open--;
+}
+
+/* File f open for reading: reopened if it was closed (closing the least recently used one). */
+static omni_status ensure_open(const omni_sampler *s, int f)
+{
+    s_io *io = s->io;
+    if (!io->used[f]) {
+        make_room(s);
+        omni_status st = ds_store_resume(&s->files[f]);
+        if (st)
+            return st;
+        io->n_open++;
+    }
+    io->used[f] = ++io->tick;
+    return OMNI_OK;
+}
+
+/* The shard holding sample i of a task's split (binary search over the shards' firsts). */
+static const s_shard *shard_of(const s_task *st, omni_split split, int64_t i)
+{
+    int lo = 0, hi = st->n_shards - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (st->shards[mid].first[split] <= i)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return &st->shards[lo];
+}
+
+/* The lengths of validation samples in order, their offsets read in pieces (of one shard). */
 typedef struct {
     ds_split_store *v;
     int64_t off[4097], base;
@@ -121,19 +181,20 @@ static omni_status add_task(omni_sampler *s, int file, const ds_task *t, double 
     s_task *st = &s->tasks[s->n_tasks];
     memset(st, 0, sizeof *st);
     st->t = t;
-    st->path = s->paths[file];
+    st->shards = calloc(1, sizeof *st->shards);
+    if (!st->shards)
+        return omni_fail(OMNI_ERR_NOMEM, "cannot allocate the sampler");
+    st->n_shards = 1;
+    st->shards[0].path = s->paths[file];
+    st->shards[0].file = file;
     for (int sp = 0; sp < OMNI_SPLIT_COUNT; sp++)
-        st->split[sp] = &s->files[file].split[t->index][sp];
+        st->shards[0].split[sp] = &s->files[file].split[t->index][sp];
     st->token = OMNI_TOK_TASK0 + s->n_tasks;
     snprintf(st->info.name, sizeof st->info.name, "%s", t->name);
     st->info.kind = t->kind;
     st->info.file = s->paths[file];
     st->info.weight = weight;
     st->info.loss_weight = loss_weight;
-    for (int sp = 0; sp < OMNI_SPLIT_COUNT; sp++) {
-        st->info.n_samples[sp] = st->split[sp]->n;
-        st->info.n_elements[sp] = st->split[sp]->tok.rows;
-    }
     if (t->patch_dim > 0) {
         st->pos_kind = image ? OMNI_POS_IMAGE : OMNI_POS_AUDIO;
         for (int v = 0; v < 256; v++)
@@ -152,38 +213,120 @@ static omni_status add_task(omni_sampler *s, int file, const ds_task *t, double 
         if (t->cols > s->dims.max_cols)
             s->dims.max_cols = t->cols;
     }
-    /* Fixed validation windows: whole samples packed greedily in file order (their
-     * offsets read in pieces; only the window starts are kept). */
-    ds_split_store *v = st->split[OMNI_SPLIT_VAL];
-    int64_t n_val = v->n;
+    s->n_tasks++;
+    return OMNI_OK;
+}
+
+/* Another shard of task k: the same task name in another file, its samples following those of
+ * the shards before it. Its kind, geometry and image or audio settings must be the first
+ * shard's. */
+static omni_status add_shard(omni_sampler *s, int k, int file, const ds_task *t)
+{
+    s_task *st = &s->tasks[k];
+    const ds_task *a = st->t;
+    const char *first = st->shards[0].path;
+    if (a->kind != t->kind || a->patch_dim != t->patch_dim || a->rows != t->rows ||
+        a->cols != t->cols || a->obs_dim != t->obs_dim || a->act_dim != t->act_dim ||
+        a->discrete != t->discrete || a->images != t->images)
+        return omni_fail(OMNI_ERR_DATA,
+                         "%s: task %s is %s (patches of %d values, %dx%d; obs_dim %d, act_dim "
+                         "%d, discrete %d, images %d) but in %s it is %s (%d values, %dx%d; %d, "
+                         "%d, %d, %d): the shards of a task must hold the same kind of samples",
+                         s->paths[file], t->name, omni_task_kind_name(t->kind), t->patch_dim,
+                         t->rows, t->cols, t->obs_dim, t->act_dim, t->discrete, t->images, first,
+                         omni_task_kind_name(a->kind), a->patch_dim, a->rows, a->cols, a->obs_dim,
+                         a->act_dim, a->discrete, a->images);
+    /* The image and audio settings: checked as the tokenization would take them. */
+    omni_tokenization *probe = malloc(sizeof *probe);
+    if (!probe)
+        return omni_fail(OMNI_ERR_NOMEM, "cannot allocate the sampler");
+    *probe = s->tok;
+    probe->n_tasks = 0;
+    omni_status rc =
+        ds_tokenization_add(probe, &s->files[file].meta, t, s->paths[file], first, first);
+    free(probe);
+    if (rc)
+        return rc;
+    s_shard *sh = realloc(st->shards, sizeof *sh * (size_t)(st->n_shards + 1));
+    if (!sh)
+        return omni_fail(OMNI_ERR_NOMEM, "cannot allocate the sampler");
+    st->shards = sh;
+    s_shard *n = &sh[st->n_shards++];
+    memset(n, 0, sizeof *n);
+    n->path = s->paths[file];
+    n->file = file;
+    for (int sp = 0; sp < OMNI_SPLIT_COUNT; sp++)
+        n->split[sp] = &s->files[file].split[t->index][sp];
+    return OMNI_OK;
+}
+
+/* Validation lengths in the task's order, across its shards (i never decreases). */
+typedef struct {
+    const omni_sampler *s;
+    const s_task *st;
+    int shard;
+    val_reader r;
+} val_walk;
+
+static omni_status walk_len(val_walk *w, int64_t i, int64_t *len)
+{
+    const s_shard *sh = &w->st->shards[w->shard];
+    while (i >= sh->first[OMNI_SPLIT_VAL] + sh->split[OMNI_SPLIT_VAL]->n) {
+        sh = &w->st->shards[++w->shard];
+        w->r.v = sh->split[OMNI_SPLIT_VAL];
+        w->r.base = -1;
+        w->r.path = sh->path;
+    }
+    omni_status st = ensure_open(w->s, sh->file);
+    return st ? st : val_len(&w->r, i - sh->first[OMNI_SPLIT_VAL], len);
+}
+
+/* A task's sample space (its shards' counts) and its fixed validation windows: whole samples
+ * packed greedily in order across the shards (offsets read in pieces; only the window starts
+ * are kept). */
+static omni_status finish_task(omni_sampler *s, s_task *st)
+{
+    for (int sp = 0; sp < OMNI_SPLIT_COUNT; sp++) {
+        int64_t n = 0, el = 0;
+        for (int k = 0; k < st->n_shards; k++) {
+            st->shards[k].first[sp] = n;
+            n += st->shards[k].split[sp]->n;
+            el += st->shards[k].split[sp]->tok.rows;
+        }
+        st->info.n_samples[sp] = n;
+        st->info.n_elements[sp] = el;
+    }
+    /* A shard may lack training samples of its task (a rank's share of a sharded build),
+     * the task may not. */
+    if (st->info.n_samples[OMNI_SPLIT_TRAIN] == 0)
+        return omni_fail(OMNI_ERR_DATA, "%s%s: task %s has no training samples", st->shards[0].path,
+                         st->n_shards > 1 ? " and its other shards" : "", st->info.name);
+    int64_t n_val = st->info.n_samples[OMNI_SPLIT_VAL];
     st->val_start = malloc(sizeof *st->val_start * (size_t)(n_val + 1));
     if (!st->val_start)
         return omni_fail(OMNI_ERR_NOMEM, "cannot allocate validation windows");
-    val_reader vr = {.v = v, .base = -1, .path = s->paths[file]};
+    val_walk vw = {
+        .s = s,
+        .st = st,
+        .r = {.v = st->shards[0].split[OMNI_SPLIT_VAL], .base = -1, .path = st->shards[0].path}};
     int64_t w = 0, i = 0, len;
-    omni_status rc2;
+    omni_status rc2 = OMNI_OK;
     while (i < n_val) {
         st->val_start[w++] = i;
         int64_t used = 0;
         do {
-            if ((rc2 = val_len(&vr, i, &len)))
+            if ((rc2 = walk_len(&vw, i, &len)))
                 return rc2;
             used += len;
             i++;
-        } while (i < n_val && !(rc2 = val_len(&vr, i, &len)) && used + len <= s->context);
+        } while (i < n_val && !(rc2 = walk_len(&vw, i, &len)) && used + len <= s->context);
         if (rc2)
             return rc2;
     }
     st->val_start[w] = n_val;
     st->info.n_val_windows = w;
-    s->n_tasks++;
     return OMNI_OK;
 }
-
-/* What to do about a task name found in two files (two %s: the name). */
-#define SAME_NAME_ADVICE                                                                           \
-    "rename the task in one file (h5py: f.move(\"tasks/%s\", \"tasks/%s_2\")), or build one "      \
-    "with another task name, or leave one file out of data.files"
 
 /* Read data file f of the experiment; a file that is not there is named with its key. */
 static omni_status read_file(omni_sampler *s, int f)
@@ -197,7 +340,24 @@ static omni_status read_file(omni_sampler *s, int f)
                          "to the working directory (%s), not to the experiment file",
                          f, s->paths[f], cwd);
     }
-    return ds_store_open(&s->files[f], s->paths[f], s->io->cache);
+    /* A file listed twice would count its samples twice. */
+    struct stat a, b;
+    if (stat(s->paths[f], &a) == 0)
+        for (int g = 0; g < f; g++)
+            if (stat(s->paths[g], &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+                return omni_fail(OMNI_ERR_DATA,
+                                 "data.files[%d] = %s is the file of data.files[%d] (%s) again: "
+                                 "list each file once (a task found in several files is one "
+                                 "task, their samples one after another)",
+                                 f, s->paths[f], g, s->paths[g]);
+    s_io *io = s->io;
+    make_room(s);
+    omni_status st = ds_store_open(&s->files[f], s->paths[f], io->cache);
+    if (!st) {
+        io->n_open++;
+        io->used[f] = ++io->tick;
+    }
+    return st;
 }
 
 omni_status omni_sampler_open(omni_sampler **out, const omni_experiment *x)
@@ -224,6 +384,11 @@ omni_status omni_sampler_open(omni_sampler **out, const omni_experiment *x)
         st = omni_fail(OMNI_ERR_NOMEM, "cannot allocate the sampler");
         goto fail;
     }
+    s->io->used = calloc((size_t)x->data.n_files, sizeof *s->io->used);
+    if (!s->io->used) {
+        st = omni_fail(OMNI_ERR_NOMEM, "cannot allocate the sampler");
+        goto fail;
+    }
     if ((st = ds_cache_create(&s->io->cache, (size_t)(x->data.cache_mb > 0 ? x->data.cache_mb : 64)
                                                  << 20)))
         goto fail;
@@ -233,19 +398,20 @@ omni_status omni_sampler_open(omni_sampler **out, const omni_experiment *x)
             goto fail;
         s->n_files++;
     }
+    /* Tasks: a name found in several files is one task whose shards are those files' groups,
+     * in data.files order. */
     if (x->data.n_tasks == 0) {
         for (int f = 0; f < s->n_files; f++)
             for (int t = 0; t < s->files[f].meta.n_tasks; t++) {
                 const ds_task *dt = &s->files[f].meta.tasks[t];
-                for (int k = 0; k < s->n_tasks; k++)
-                    if (!strcmp(s->tasks[k].info.name, dt->name)) {
-                        st = omni_fail(OMNI_ERR_DATA,
-                                       "task %s is in both %s and %s; task names must be "
-                                       "unique across data.files: " SAME_NAME_ADVICE,
-                                       dt->name, s->tasks[k].info.file, s->paths[f], dt->name,
-                                       dt->name);
+                int k = 0;
+                while (k < s->n_tasks && strcmp(s->tasks[k].info.name, dt->name))
+                    k++;
+                if (k < s->n_tasks) {
+                    if ((st = add_shard(s, k, f, dt)))
                         goto fail;
-                    }
+                    continue;
+                }
                 if (s->n_tasks == OMNI_MAX_TASKS) {
                     st = omni_fail(OMNI_ERR_DATA, "the data files hold more than %d tasks",
                                    OMNI_MAX_TASKS);
@@ -257,32 +423,30 @@ omni_status omni_sampler_open(omni_sampler **out, const omni_experiment *x)
     } else {
         for (int k = 0; k < x->data.n_tasks; k++) {
             const omni_task_weight *w = &x->data.tasks[k];
-            int found_f = -1, found_t = -1;
+            bool found = false;
             for (int f = 0; f < s->n_files; f++)
-                for (int t = 0; t < s->files[f].meta.n_tasks; t++)
-                    if (!strcmp(s->files[f].meta.tasks[t].name, w->name)) {
-                        if (found_f >= 0) {
-                            st = omni_fail(OMNI_ERR_DATA,
-                                           "task %s of data.tasks is in both %s and %s, "
-                                           "expected one file: " SAME_NAME_ADVICE,
-                                           w->name, s->paths[found_f], s->paths[f], w->name,
-                                           w->name);
-                            goto fail;
-                        }
-                        found_f = f, found_t = t;
-                    }
-            if (found_f < 0) {
+                for (int t = 0; t < s->files[f].meta.n_tasks; t++) {
+                    const ds_task *dt = &s->files[f].meta.tasks[t];
+                    if (strcmp(dt->name, w->name))
+                        continue;
+                    st = found ? add_shard(s, s->n_tasks - 1, f, dt)
+                               : add_task(s, f, dt, w->weight, w->loss_weight);
+                    if (st)
+                        goto fail;
+                    found = true;
+                }
+            if (!found) {
                 st = omni_fail(OMNI_ERR_DATA,
                                "task %s of data.tasks is in none of the data "
                                "files (%s%s)",
                                w->name, s->paths[0], s->n_files > 1 ? ", ..." : "");
                 goto fail;
             }
-            if ((st = add_task(s, found_f, &s->files[found_f].meta.tasks[found_t], w->weight,
-                               w->loss_weight)))
-                goto fail;
         }
     }
+    for (int k = 0; k < s->n_tasks; k++)
+        if ((st = finish_task(s, &s->tasks[k])))
+            goto fail;
     s->dims.n_tasks = s->n_tasks;
     s->dims.vocab = OMNI_TOK_TASK0 + s->n_tasks;
     for (int sp = 0; sp < OMNI_SPLIT_COUNT; sp++) {
@@ -380,8 +544,10 @@ static const ds_pool *read_sample(const omni_sampler *s, int task, omni_split sp
     s_io *io = s->io;
     if (io->err)
         return NULL;
-    const s_task *st = &s->tasks[task];
-    io->err = ds_split_sample(st->split[split], i, &io->buf, st->path);
+    const s_shard *sh = shard_of(&s->tasks[task], split, i);
+    io->err = ensure_open(s, sh->file);
+    if (!io->err)
+        io->err = ds_split_sample(sh->split[split], i - sh->first[split], &io->buf, sh->path);
     return io->err ? NULL : &io->buf.pool;
 }
 

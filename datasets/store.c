@@ -370,6 +370,33 @@ void ds_split_close(ds_split_store *s)
     array_close(&s->patch);
 }
 
+omni_status ds_split_reopen(ds_split_store *s, hid_t f, const char *path)
+{
+    ds_array *a[4] = {&s->off, &s->tok, &s->poff, &s->patch};
+    for (int k = 0; k < 4; k++) {
+        if (!a[k]->file || a[k]->d >= 0)
+            continue; /* never opened (no patches), or open */
+        hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
+        if (dapl >= 0)
+            H5Pset_chunk_cache(dapl, 0, 0, 1.0);
+        a[k]->d = H5Dopen2(f, a[k]->name, dapl >= 0 ? dapl : H5P_DEFAULT);
+        if (dapl >= 0)
+            H5Pclose(dapl);
+        hsize_t dims[2] = {0, 0};
+        hid_t sp = a[k]->d >= 0 ? H5Dget_space(a[k]->d) : -1;
+        if (sp >= 0) {
+            H5Sget_simple_extent_dims(sp, dims, NULL);
+            H5Sclose(sp);
+        }
+        if (a[k]->d < 0 || (int64_t)dims[0] != a[k]->rows)
+            return omni_fail(OMNI_ERR_DATA,
+                             "%s: %s is gone or has changed (%llu rows, expected %lld) since the "
+                             "file was opened",
+                             path, a[k]->name, (unsigned long long)dims[0], (long long)a[k]->rows);
+    }
+    return OMNI_OK;
+}
+
 const char *ds_split_unchecked(const ds_split_store *s)
 {
     const ds_array *a[4] = {&s->off, &s->tok, &s->poff, &s->patch};

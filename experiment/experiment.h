@@ -16,7 +16,7 @@
 
 #include "base.h"
 
-#define OMNI_MAX_FILES 16
+#define OMNI_MAX_FILES 256
 #define OMNI_MAX_TASKS 32
 #define OMNI_NAME_MAX  64
 #define OMNI_PATH_MAX  1024
