@@ -12,8 +12,8 @@
 # Bad values stop the run with exit 2 naming the key.
 . "$(dirname "$0")/lib.sh"
 
-base=(--set data.batch=7 --set optim.steps=4 --set eval.every=4)
-drops=(--set moe.capacity_factor=1.0)
+base=(--set data.batch=7 --set optim.steps=4 --set eval.every=4 --set optim.lr=0.02 --set optim.warmup=0)
+drops=(--set moe.capacity_factor=1.0 --set moe.aux_loss=0.1 --set moe.z_loss=0.01)
 
 # same NAME NP [flags...]: the unsplit run and the given micro-batch sizes (MB, a list)
 # agree.
