@@ -190,7 +190,8 @@ void omni_moe_window(void *ctx, int64_t first_seq);
  * caching what backward needs, and the layer's aux/z losses. backward: din += dF^T dout,
  * including the gradients of the aux/z losses (scaled by their coefficients), gradients
  * accumulated (+=). Collective over the comm (exchanges and one all-reduce of sums).
- * n <= max_tokens; b may be NULL (no per-task statistics). One backward per forward.
+ * n <= max_tokens (max_pass_tokens); b may be NULL (no per-task statistics). One backward
+ * per forward.
  */
 omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *in,
                              const omni_batch *b, int64_t n);
@@ -208,8 +209,9 @@ void omni_moe_layer_losses(const omni_moe *m, int64_t index, double *aux, double
 void omni_moe_layer_entropy(const omni_moe *m, int64_t index, double *local, double *global);
 /* The global routing statistics of one MoE layer's last forward. */
 const omni_router_sums *omni_moe_layer_stats(const omni_moe *m, int64_t index);
-/* The routing of one MoE layer's last forward: expert and slot [n, k] (see gating.h) of its
- * n routed rows, which are the non-padding positions in order (padding is not routed). With
+/* The routing of one MoE layer's last forward (after omni_moe_route: of the routed batch):
+ * expert and slot [n, k] (see gating.h) of its n routed rows, which are the non-padding
+ * positions in order (padding is not routed). With
  * moe.router: expert_choice the rows are E wide ([n, E], omni_router_choice_layout). */
 void omni_moe_layer_routing(const omni_moe *m, int64_t index, const int32_t **expert,
                             const int32_t **slot, int64_t *n);

@@ -833,9 +833,11 @@ const omni_router_sums *omni_moe_layer_stats(const omni_moe *m, int64_t index)
 void omni_moe_layer_routing(const omni_moe *m, int64_t index, const int32_t **expert,
                             const int32_t **slot, int64_t *n)
 {
-    *expert = m->layers[index].expert;
-    *slot = m->layers[index].slot;
-    *n = m->layers[index].na; /* routed rows: padding positions are not routed */
+    const moe_layer *L = &m->layers[index];
+    /* after a route (micro-batches): the whole batch's choices, not the last pass's */
+    *expert = L->forced ? L->rec_expert : L->expert;
+    *slot = L->forced ? L->rec_slot : L->slot;
+    *n = L->forced ? L->route_na : L->na; /* routed rows: padding positions are not routed */
 }
 
 void omni_moe_layer_tables(const omni_moe *m, int64_t index, omni_route_table *by_task,
