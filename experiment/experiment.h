@@ -87,8 +87,9 @@ typedef struct omni_experiment {
         int n_tasks; /* 0: every task of the files, weight 1 */
         omni_task_weight tasks[OMNI_MAX_TASKS];
         double temperature;
-        int64_t batch;    /* sequences in the global batch */
-        int64_t cache_mb; /* MiB of dataset chunks cached per process */
+        int64_t batch;       /* sequences in the global batch */
+        int64_t cache_mb;    /* MiB of dataset chunks cached per process */
+        int64_t micro_batch; /* sequences per forward pass on a rank; 0: its whole share */
     } data;
     struct {
         int64_t steps;

@@ -95,6 +95,9 @@ const field omni_exp_fields[] = {
     {"data", "cache_mb", FT_INT, OFF(data.cache_mb), "64", 1, 1048576,
      "MiB of dataset chunks each process keeps in memory (its read cache; the dataset files "
      "are read in windows, never whole)"},
+    {"data", "micro_batch", FT_INT, OFF(data.micro_batch), "0", 0, 1048576,
+     "sequences per forward pass on each rank; gradients accumulate over the passes to the "
+     "global batch's exact step; 0: the rank's whole share in one pass"},
     {"optim", "steps", FT_INT, OFF(optim.steps), "2000", 1, 1e12, "training steps"},
     {"optim", "lr", FT_FLOAT, OFF(optim.lr), "3.0e-4", 0, 10, "peak learning rate"},
     {"optim", "min_lr", FT_FLOAT, OFF(optim.min_lr), "3.0e-5", 0, 10,

@@ -146,6 +146,15 @@ typedef struct omni_moe omni_moe;
  */
 omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t max_tokens,
                             int64_t n_tasks, const omni_moe_comm *comm);
+/*
+ * The same for micro-batches (data.micro_batch): routing decided over up to
+ * max_route_tokens tokens at once (omni_moe_route), and forward/backward passes of up to
+ * max_pass_tokens tokens, whose expert buffers are sized by it. omni_moe_create is this
+ * with both sizes max_tokens.
+ */
+omni_status omni_moe_create_passes(omni_moe **out, const omni_experiment *x,
+                                   int64_t max_route_tokens, int64_t max_pass_tokens,
+                                   int64_t n_tasks, const omni_moe_comm *comm);
 void omni_moe_free(omni_moe *m);
 /* Parameters by each tensor's rule (omni_tensor_init): router and experts normal(0, 0.02)
  * from the (seed, tensor name, expert index) streams, the experts' W2 scaled by
@@ -157,15 +166,32 @@ int64_t omni_moe_n_layers(const omni_moe *m);
 int64_t omni_moe_layer_index(const omni_moe *m, int64_t layer);
 
 /* Set before a forward: the optimizer step (keys the jitter), the global index of this
- * worker's first token, and whether this is training (jitter on). */
+ * worker's first token, and whether this is training (jitter on). Ends the forced routing
+ * of the last omni_moe_route. */
 void omni_moe_set_step(omni_moe *m, int64_t step, int64_t token_offset, bool training);
+
+/*
+ * Micro-batches (docs/training.md). omni_moe_route decides the routing of block `layer` for
+ * a whole batch b of n tokens (up to max_route_tokens; the rank's share of the global
+ * batch): the choices, the capacity drops, the statistics of the global batch (all-reduced:
+ * collective), the aux/z/entropy losses and the routing tables, as a forward would; it
+ * computes no expert and writes no output. From then on (until omni_moe_set_step) every
+ * forward of that block takes those decisions for its tokens, which are windows
+ * first_seq, first_seq + 1, ... of b (set by omni_moe_window), and its backward takes the
+ * loss gradients with the whole batch's statistics: the passes of b's windows in any split
+ * give the gradient of one pass over b. Both are shaped as omni_ffn_hook's route and window.
+ */
+omni_status omni_moe_route(void *ctx, int64_t layer, const float *in, const omni_batch *b,
+                           int64_t n);
+void omni_moe_window(void *ctx, int64_t first_seq);
 
 /*
  * The model's FFN hook (ctx is the omni_moe). forward: out[n, d] = F(in) of block `layer`,
  * caching what backward needs, and the layer's aux/z losses. backward: din += dF^T dout,
  * including the gradients of the aux/z losses (scaled by their coefficients), gradients
  * accumulated (+=). Collective over the comm (exchanges and one all-reduce of sums).
- * n <= max_tokens; b may be NULL (no per-task statistics). One backward per forward.
+ * n <= max_tokens (max_pass_tokens); b may be NULL (no per-task statistics). One backward
+ * per forward.
  */
 omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *in,
                              const omni_batch *b, int64_t n);
@@ -183,8 +209,9 @@ void omni_moe_layer_losses(const omni_moe *m, int64_t index, double *aux, double
 void omni_moe_layer_entropy(const omni_moe *m, int64_t index, double *local, double *global);
 /* The global routing statistics of one MoE layer's last forward. */
 const omni_router_sums *omni_moe_layer_stats(const omni_moe *m, int64_t index);
-/* The routing of one MoE layer's last forward: expert and slot [n, k] (see gating.h) of its
- * n routed rows, which are the non-padding positions in order (padding is not routed). With
+/* The routing of one MoE layer's last forward (after omni_moe_route: of the routed batch):
+ * expert and slot [n, k] (see gating.h) of its n routed rows, which are the non-padding
+ * positions in order (padding is not routed). With
  * moe.router: expert_choice the rows are E wide ([n, E], omni_router_choice_layout). */
 void omni_moe_layer_routing(const omni_moe *m, int64_t index, const int32_t **expert,
                             const int32_t **slot, int64_t *n);

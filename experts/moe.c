@@ -33,7 +33,15 @@ void omni_moe_timers_reset(omni_moe *m)
 omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t max_tokens,
                             int64_t n_tasks, const omni_moe_comm *comm)
 {
+    return omni_moe_create_passes(out, x, max_tokens, max_tokens, n_tasks, comm);
+}
+
+omni_status omni_moe_create_passes(omni_moe **out, const omni_experiment *x, int64_t max_tokens,
+                                   int64_t max_pass, int64_t n_tasks, const omni_moe_comm *comm)
+{
     *out = NULL;
+    if (max_pass <= 0 || max_pass > max_tokens)
+        max_pass = max_tokens;
     omni_status st = omni_moe_placement_check(x->moe.num_experts, comm->size);
     if (st != OMNI_OK)
         return st;
@@ -49,6 +57,7 @@ omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t ma
     m->S = x->moe.shared_experts;
     m->n_blocks = x->model.n_layers;
     m->max_tokens = max_tokens;
+    m->max_pass = max_pass;
     m->n_tasks = n_tasks;
     m->task_router = x->moe.router == OMNI_ROUTER_TASK;
     m->expert_choice = x->moe.router == OMNI_ROUTER_EXPERT_CHOICE;
@@ -61,13 +70,15 @@ omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t ma
     }
     m->route_len = omni_route_table_len(n_tasks, x->moe.num_experts) +
                    omni_route_table_len(OMNI_MOD_COUNT, x->moe.num_experts);
-    const int64_t d = m->d, E = m->E, k = m->k, kr = m->kr, ff = m->ff, S = m->S, n = max_tokens;
+    /* n: rows that one route decides (routing arrays); np: rows of one pass (experts) */
+    const int64_t d = m->d, E = m->E, k = m->k, kr = m->kr, ff = m->ff, S = m->S, n = max_tokens,
+                  np = max_pass;
     omni_expert_shard(E, comm->size, comm->rank, &m->e_first, &m->e_count);
 
     /* Rows that can reach this rank: from each source at most one row per token and local
      * expert, at most the capacity per local expert. */
     int64_t cap = omni_moe_capacity(k, x->moe.capacity_factor, n, E);
-    int64_t per_src = min64(n * min64(k, m->e_count), m->e_count * min64(cap, n));
+    int64_t per_src = min64(np * min64(k, m->e_count), m->e_count * min64(cap, np));
     int64_t n_src = comm->size > E ? E : comm->size;
     m->max_recv = max64(1, n_src * per_src);
     if (m->expert_choice) {
@@ -77,7 +88,8 @@ omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t ma
         int64_t c = x->moe.capacity_factor > 0.0
                         ? omni_router_choice_capacity(k, x->moe.capacity_factor, T, E)
                         : 0;
-        m->max_recv = max64(max64(1, m->e_count * c), n_src * n * min64(k, m->e_count));
+        m->max_recv = max64(max64(1, m->e_count * min64(c, np * comm->size)),
+                            n_src * np * min64(k, m->e_count));
     }
     const int64_t R = m->max_recv;
 
@@ -118,15 +130,19 @@ omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t ma
         L->prob = omni_alloc_in(&m->mem, n * kr, sizeof(float), "moe cache");
         L->gate = omni_alloc_in(&m->mem, n * kr, sizeof(float), "moe cache");
         L->kept = omni_alloc_in(&m->mem, E, sizeof(int64_t), "moe cache");
+        if (np < n) {
+            L->rec_expert = omni_alloc_in(&m->mem, n * kr, sizeof(int32_t), "moe route record");
+            L->rec_slot = omni_alloc_in(&m->mem, n * kr, sizeof(int32_t), "moe route record");
+        }
         L->xe = omni_alloc_in(&m->mem, R * d, sizeof(float), "moe expert rows");
         L->h1 = omni_alloc_in(&m->mem, R * ff, sizeof(float), "moe expert activations");
         L->h3 = omni_alloc_in(&m->mem, R * ff, sizeof(float), "moe expert activations");
-        L->ret = omni_alloc_in(&m->mem, n * kr * d, sizeof(float), "moe expert outputs");
+        L->ret = omni_alloc_in(&m->mem, np * kr * d, sizeof(float), "moe expert outputs");
         if (S > 0) {
-            L->sh1 = omni_alloc_in(&m->mem, S * n * ff, sizeof(float), "moe shared activations");
-            L->sh3 = omni_alloc_in(&m->mem, S * n * ff, sizeof(float), "moe shared activations");
+            L->sh1 = omni_alloc_in(&m->mem, S * np * ff, sizeof(float), "moe shared activations");
+            L->sh3 = omni_alloc_in(&m->mem, S * np * ff, sizeof(float), "moe shared activations");
         }
-        st = omni_dispatch_plan_create(&L->plan, E, kr, comm->size, comm->rank, n, R);
+        st = omni_dispatch_plan_create(&L->plan, E, kr, comm->size, comm->rank, np, R);
         if (st != OMNI_OK)
             goto out_fail;
         st = omni_router_sums_create(&L->sums, E, n_tasks, m->entropy ? OMNI_MOD_COUNT : 0);
@@ -153,13 +169,13 @@ omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t ma
         omni_route_table_bind(&L->by_mod, L->route + omni_route_table_len(n_tasks, E),
                               OMNI_MOD_COUNT, E);
     }
-    m->send = omni_alloc_in(&m->mem, n * kr * d, sizeof(float), "moe dispatch buffer");
+    m->send = omni_alloc_in(&m->mem, np * kr * d, sizeof(float), "moe dispatch buffer");
     m->recv = omni_alloc_in(&m->mem, R * d, sizeof(float), "moe dispatch buffer");
     m->ye = omni_alloc_in(&m->mem, R * d, sizeof(float), "moe dispatch buffer");
-    m->act = omni_alloc_in(&m->mem, max64(R, n) * ff, sizeof(float), "moe expert scratch");
-    m->dprobs = omni_alloc_in(&m->mem, n * E, sizeof(float), "moe router scratch");
-    m->dlogits = omni_alloc_in(&m->mem, n * E, sizeof(float), "moe router scratch");
-    m->dgate = omni_alloc_in(&m->mem, n * kr, sizeof(float), "moe router scratch");
+    m->act = omni_alloc_in(&m->mem, max64(R, np) * ff, sizeof(float), "moe expert scratch");
+    m->dprobs = omni_alloc_in(&m->mem, np * E, sizeof(float), "moe router scratch");
+    m->dlogits = omni_alloc_in(&m->mem, np * E, sizeof(float), "moe router scratch");
+    m->dgate = omni_alloc_in(&m->mem, np * kr, sizeof(float), "moe router scratch");
     if (m->expert_choice) {
         const int64_t N = comm->size, T = n * N;
         m->ec_cnt = omni_alloc_in(&m->mem, 6 * N, sizeof(int64_t), "moe expert choice");
@@ -170,9 +186,12 @@ omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t ma
         m->ec_chosen = omni_alloc_in(&m->mem, n * E, sizeof(float), "moe expert choice");
         m->ec_heap = omni_alloc_in(&m->mem, T, sizeof(int64_t), "moe expert choice");
     }
-    m->dxr = omni_alloc_in(&m->mem, n * d, sizeof(float), "moe router scratch");
-    m->yc = omni_alloc_in(&m->mem, n * d, sizeof(float), "moe scratch");
-    m->dxc = omni_alloc_in(&m->mem, n * d, sizeof(float), "moe scratch");
+    m->dxr = omni_alloc_in(&m->mem, np * d, sizeof(float), "moe router scratch");
+    m->yc = omni_alloc_in(&m->mem, np * d, sizeof(float), "moe scratch");
+    m->dxc = omni_alloc_in(&m->mem, np * d, sizeof(float), "moe scratch");
+    if (np < n)
+        m->seq_row0 = omni_alloc_in(&m->mem, n / max64(1, x->model.context) + 2, sizeof(int64_t),
+                                    "moe route record");
     m->task_c = omni_alloc_in(&m->mem, n, sizeof(int32_t), "moe scratch");
     if (m->entropy)
         m->ent_scratch = omni_alloc_in(&m->mem, E, sizeof(double), "moe entropy losses");
@@ -237,7 +256,18 @@ void omni_moe_set_step(omni_moe *m, int64_t step, int64_t token_offset, bool tra
 {
     m->step = step;
     m->token_offset = token_offset;
+    m->base_offset = token_offset;
     m->training = training;
+    m->window = 0;
+    for (int64_t i = 0; i < m->n_moe; i++)
+        m->layers[i].forced = false;
+}
+
+void omni_moe_window(void *ctx, int64_t first_seq)
+{
+    omni_moe *m = ctx;
+    m->window = first_seq;
+    m->token_offset = m->base_offset + first_seq * m->x.model.context;
 }
 
 static omni_status exchange(omni_moe *m, const float *send, const int64_t *scount,
@@ -430,24 +460,11 @@ static void task_router_backward(omni_moe *m, moe_layer *L)
         L->dtemb[i] += m->demb[i];
 }
 
-omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *in,
-                             const omni_batch *b, int64_t n)
+/* The routed rows of the n positions of b: every position but padding, compacted into
+ * L->x with their tasks and modalities (L->tok maps row -> position). */
+static void compact_rows(omni_moe *m, moe_layer *L, const float *in, const omni_batch *b, int64_t n)
 {
-    omni_moe *m = ctx;
-    const int64_t d = m->d, E = m->E, k = m->k, kr = m->kr, ff = m->ff;
-    int64_t li = omni_moe_layer_index(m, layer);
-    if (li < 0)
-        return omni_fail(OMNI_ERR_INTERNAL, "moe: block %lld is not an MoE block",
-                         (long long)layer);
-    if (n < 0 || n > m->max_tokens)
-        return omni_fail(OMNI_ERR_INTERNAL, "moe: %lld tokens, buffers hold %lld", (long long)n,
-                         (long long)m->max_tokens);
-    moe_layer *L = &m->layers[li];
-    omni_dispatch_plan *p = &L->plan;
-    omni_status st;
-
-    double t0 = omni_now();
-    /* the routed rows: every position but padding, compacted (L->tok maps row -> position) */
+    const int64_t d = m->d;
     int64_t na = 0;
     for (int64_t t = 0; t < n; t++) {
         if (!routed(b, t))
@@ -460,7 +477,14 @@ omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *
     }
     L->n = n;
     L->na = na;
+}
 
+/* Route L's rows and take the statistics of the global batch: the choices, the capacity
+ * drops, the sums (all-reduced), the losses and the routing tables. Collective. */
+static omni_status route_batch(omni_moe *m, moe_layer *L)
+{
+    const int64_t E = m->E, k = m->k, na = L->na;
+    omni_status st;
     /* route */
     int64_t bad = -1;
     omni_router_sums_zero(&L->sums);
@@ -516,6 +540,109 @@ omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *
     else if (m->training)
         omni_route_tables_add(&L->by_task, m->task_c, &L->by_mod, m->mod_c, L->logits, L->probs,
                               L->lse, L->expert, L->slot, na, k);
+    return OMNI_OK;
+}
+
+/*
+ * The routing of the last omni_moe_route for this pass's rows (windows m->window, ... of
+ * the routed batch): its choices and drops, with the gates of this pass's probabilities
+ * (the same function of them as route_batch's). The statistics, losses and tables stay the
+ * route's: backward takes the loss gradients of the whole batch. Not collective.
+ */
+static omni_status route_forced(omni_moe *m, moe_layer *L)
+{
+    const int64_t E = m->E, kr = m->kr, na = L->na;
+    int64_t r0 = m->window >= 0 && m->window <= m->route_seq ? m->seq_row0[m->window] : -1;
+    if (r0 < 0 || r0 + na > L->route_na)
+        return omni_fail(OMNI_ERR_INTERNAL,
+                         "moe: a pass of %lld rows from window %lld is not inside the routed "
+                         "batch of %lld rows",
+                         (long long)na, (long long)m->window, (long long)L->route_na);
+    if (m->task_router) {
+        int64_t bad;
+        route_by_task(m, L, &bad); /* its rows were checked by the route */
+    } else {
+        router_rows(m, L);
+    }
+    const int32_t *ex = L->rec_expert + r0 * kr, *sl = L->rec_slot + r0 * kr;
+    bool normalize = m->x.moe.normalize_topk && !m->expert_choice;
+    for (int64_t e = 0; e < E; e++)
+        L->kept[e] = 0;
+    for (int64_t t = 0; t < na; t++) {
+        double sum = 0.0;
+        for (int64_t c = 0; c < kr; c++) {
+            int64_t a = t * kr + c;
+            L->expert[a] = ex[a];
+            L->prob[a] = L->probs[t * E + ex[a]];
+            sum += (double)L->prob[a];
+            L->slot[a] = sl[a] >= 0 ? (int32_t)L->kept[ex[a]]++ : -1;
+        }
+        for (int64_t c = 0; c < kr; c++) {
+            int64_t a = t * kr + c;
+            L->gate[a] = normalize ? (float)((double)L->prob[a] / sum) : L->prob[a];
+        }
+    }
+    if (m->entropy)
+        memcpy(L->rmod, m->mod_c, (size_t)na * sizeof(int32_t));
+    return OMNI_OK;
+}
+
+omni_status omni_moe_route(void *ctx, int64_t layer, const float *in, const omni_batch *b,
+                           int64_t n)
+{
+    omni_moe *m = ctx;
+    int64_t li = omni_moe_layer_index(m, layer);
+    if (li < 0 || !b || n != b->n_seq * b->context || n > m->max_tokens || !m->seq_row0)
+        return omni_fail(OMNI_ERR_INTERNAL,
+                         "moe: route of block %lld with %lld tokens (routes hold %lld, passes "
+                         "%lld)",
+                         (long long)layer, (long long)n, (long long)m->max_tokens,
+                         (long long)m->max_pass);
+    moe_layer *L = &m->layers[li];
+    double t0 = omni_now();
+    omni_moe_window(m, 0); /* the whole batch, from its first window */
+    compact_rows(m, L, in, b, n);
+    omni_status st = route_batch(m, L);
+    if (st != OMNI_OK)
+        return st;
+    memcpy(L->rec_expert, L->expert, (size_t)(L->na * m->kr) * sizeof(int32_t));
+    memcpy(L->rec_slot, L->slot, (size_t)(L->na * m->kr) * sizeof(int32_t));
+    L->route_na = L->na;
+    L->forced = true;
+    m->route_seq = b->n_seq;
+    m->seq_row0[0] = 0;
+    for (int64_t q = 0; q < b->n_seq; q++) {
+        int64_t c = 0;
+        for (int64_t t = q * b->context; t < (q + 1) * b->context; t++)
+            c += routed(b, t);
+        m->seq_row0[q + 1] = m->seq_row0[q] + c;
+    }
+    lap(m, OMNI_MOE_T_ROUTE, &t0);
+    return OMNI_OK;
+}
+
+omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *in,
+                             const omni_batch *b, int64_t n)
+{
+    omni_moe *m = ctx;
+    const int64_t d = m->d, E = m->E, kr = m->kr, ff = m->ff;
+    int64_t li = omni_moe_layer_index(m, layer);
+    if (li < 0)
+        return omni_fail(OMNI_ERR_INTERNAL, "moe: block %lld is not an MoE block",
+                         (long long)layer);
+    if (n < 0 || n > m->max_pass)
+        return omni_fail(OMNI_ERR_INTERNAL, "moe: %lld tokens, buffers hold %lld", (long long)n,
+                         (long long)m->max_pass);
+    moe_layer *L = &m->layers[li];
+    omni_dispatch_plan *p = &L->plan;
+    omni_status st;
+
+    double t0 = omni_now();
+    compact_rows(m, L, in, b, n);
+    const int64_t na = L->na;
+    st = L->forced ? route_forced(m, L) : route_batch(m, L);
+    if (st != OMNI_OK)
+        return st;
     lap(m, OMNI_MOE_T_ROUTE, &t0);
 
     /* dispatch, experts, combine */
@@ -554,9 +681,9 @@ omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *
     lap(m, OMNI_MOE_T_MOVE, &t0);
     const int64_t off[2] = {0, na};
     for (int64_t s = 0; s < m->S; s++)
-        omni_experts_forward(m->yc, L->sh1 + s * m->max_tokens * ff,
-                             L->sh3 + s * m->max_tokens * ff, m->act, L->x, L->sw1 + s * d * ff,
-                             L->sw3 + s * d * ff, L->sw2 + s * ff * d, off, 1, d, ff, true);
+        omni_experts_forward(m->yc, L->sh1 + s * m->max_pass * ff, L->sh3 + s * m->max_pass * ff,
+                             m->act, L->x, L->sw1 + s * d * ff, L->sw3 + s * d * ff,
+                             L->sw2 + s * ff * d, off, 1, d, ff, true);
     lap(m, OMNI_MOE_T_SHARED, &t0);
     /* padding positions output 0 */
     if (na < n)
@@ -632,10 +759,10 @@ omni_status omni_moe_backward(void *ctx, int64_t layer, float *din, const float 
     /* shared experts */
     const int64_t off[2] = {0, na};
     for (int64_t s = 0; s < m->S; s++) {
-        omni_experts_backward(
-            m->dxr, L->dsw1 + s * d * ff, L->dsw3 + s * d * ff, L->dsw2 + s * ff * d,
-            L->sh1 + s * m->max_tokens * ff, L->sh3 + s * m->max_tokens * ff, m->act, dy, L->x,
-            L->sw1 + s * d * ff, L->sw3 + s * d * ff, L->sw2 + s * ff * d, off, 1, d, ff);
+        omni_experts_backward(m->dxr, L->dsw1 + s * d * ff, L->dsw3 + s * d * ff,
+                              L->dsw2 + s * ff * d, L->sh1 + s * m->max_pass * ff,
+                              L->sh3 + s * m->max_pass * ff, m->act, dy, L->x, L->sw1 + s * d * ff,
+                              L->sw3 + s * d * ff, L->sw2 + s * ff * d, off, 1, d, ff);
         for (int64_t i = 0; i < na * d; i++)
             dx[i] += m->dxr[i];
     }
@@ -706,9 +833,11 @@ const omni_router_sums *omni_moe_layer_stats(const omni_moe *m, int64_t index)
 void omni_moe_layer_routing(const omni_moe *m, int64_t index, const int32_t **expert,
                             const int32_t **slot, int64_t *n)
 {
-    *expert = m->layers[index].expert;
-    *slot = m->layers[index].slot;
-    *n = m->layers[index].na; /* routed rows: padding positions are not routed */
+    const moe_layer *L = &m->layers[index];
+    /* after a route (micro-batches): the whole batch's choices, not the last pass's */
+    *expert = L->forced ? L->rec_expert : L->expert;
+    *slot = L->forced ? L->rec_slot : L->slot;
+    *n = L->forced ? L->route_na : L->na; /* routed rows: padding positions are not routed */
 }
 
 void omni_moe_layer_tables(const omni_moe *m, int64_t index, omni_route_table *by_task,

@@ -47,6 +47,10 @@ typedef struct {
     double ent_local, ent_global; /* LIMoE's losses of the last forward, unscaled */
     double *route; /* [route_len] this worker's task then modality tables (training only) */
     omni_route_table by_task, by_mod;
+    /* micro-batches: the decisions of the last omni_moe_route, for its route_na rows */
+    bool forced;                    /* forwards take them (until omni_moe_set_step) */
+    int64_t route_na;               /* rows routed by it */
+    int32_t *rec_expert, *rec_slot; /* [max_tokens, kr] its choices; slot < 0: dropped */
 } moe_layer;
 
 /* The layer fields that point at a tensor's values and gradients (NULL: none). */
@@ -95,6 +99,11 @@ struct omni_moe {
     int64_t *assign_scratch;
     int64_t step, token_offset;
     bool training;
+    /* micro-batches: tokens per forward pass (<= max_tokens, which is the most that one
+     * omni_moe_route decides), the route's first token offset, its windows and the routed
+     * rows before each, and the first window of the current pass */
+    int64_t max_pass, base_offset, route_seq, window;
+    int64_t *seq_row0; /* [max_tokens / context + 1] */
     double timer[OMNI_MOE_T_COUNT];
     omni_alloc_list mem; /* every buffer above and of the layers */
 };

@@ -466,6 +466,115 @@ omni_status omni_model_forward(omni_model *m, const omni_batch *b, omni_model_me
     return OMNI_OK;
 }
 
+omni_status omni_model_enable_blockwise(omni_model *m, int64_t max_batch_seq)
+{
+    if (max_batch_seq <= m->max_batch_seq)
+        return OMNI_OK;
+    if (!omni_matmul_fits(max_batch_seq * m->T, m->d))
+        return omni_fail(OMNI_ERR_CONFIG, "model: %lld sequences of %lld positions is too large",
+                         (long long)max_batch_seq, (long long)m->T);
+    const int64_t n = max_batch_seq * m->T * m->d;
+    m->bw_h = omni_alloc_in(&m->mem, n, sizeof(float), "block-by-block activations");
+    m->bw_ln = omni_alloc_in(&m->mem, n, sizeof(float), "block-by-block activations");
+    if (m->mem.failed)
+        return OMNI_ERR_NOMEM;
+    m->max_batch_seq = max_batch_seq;
+    return OMNI_OK;
+}
+
+/* Pass q of the block-by-block forward of b: its windows as a batch, in *first. Passes after
+ * the end of b are empty (every rank makes the same number). */
+static omni_batch blockwise_pass(const omni_model *m, const omni_batch *b, int64_t q,
+                                 int64_t *first)
+{
+    int64_t lo = q * m->max_seq < b->n_seq ? q * m->max_seq : b->n_seq;
+    int64_t hi = lo + m->max_seq < b->n_seq ? lo + m->max_seq : b->n_seq;
+    *first = lo;
+    return omni_batch_windows(b, lo, hi - lo);
+}
+
+omni_status omni_model_forward_blockwise(omni_model *m, const omni_batch *b,
+                                         omni_model_metrics *metrics)
+{
+    if (b->n_seq < 0 || b->n_seq > m->max_batch_seq || b->context != m->T)
+        return omni_fail(OMNI_ERR_INTERNAL,
+                         "model: block-by-block forward of %lld windows, room for %lld",
+                         (long long)b->n_seq, (long long)m->max_batch_seq);
+    if (m->any_moe && !(m->has_moe_hook && m->moe.route && m->moe.window))
+        return omni_fail(OMNI_ERR_INTERNAL,
+                         "model: block-by-block forward without an MoE layer that routes a "
+                         "whole batch");
+    omni_status st;
+    for (int64_t q = 0, first; q * m->max_seq < b->n_seq; q++) {
+        omni_batch pb = blockwise_pass(m, b, q, &first);
+        if ((st = check_batch(m, &pb)))
+            return st;
+    }
+    if (metrics)
+        memset(metrics, 0, sizeof *metrics);
+    const int64_t d = m->d, ff = m->ff, T = m->T, V = m->V;
+    const int64_t n_pass = (m->max_batch_seq + m->max_seq - 1) / m->max_seq;
+    int64_t last_moe = -1;
+    for (int64_t l = 0; l < m->L; l++)
+        if (!m->pl[l].w1)
+            last_moe = l;
+    const int64_t L_run = metrics ? m->L : last_moe + 1;
+    m->last_n_seq = -1;
+    omni_bf16_weights_changed();
+
+    for (int64_t q = 0, first; q < n_pass; q++) {
+        omni_batch pb = blockwise_pass(m, b, q, &first);
+        omni_embed_forward(m->bw_h + first * T * d, &pb, &m->pv, pb.n_seq * T, d, m->img_dim,
+                           m->aud_dim, &m->es);
+    }
+    for (int64_t l = 0; l < L_run; l++) {
+        const omni_block_view *w = &m->pl[l];
+        const block_acts a = acts_of(m, l);
+        for (int64_t q = 0, first; q < n_pass; q++) {
+            omni_batch pb = blockwise_pass(m, b, q, &first);
+            const int64_t N = pb.n_seq * T;
+            float *h = m->bw_h + first * T * d;
+            memcpy(a.h, h, (size_t)(N * d) * sizeof(float));
+            block_front(m, &pb, l, &a);
+            memcpy(h, a.mid, (size_t)(N * d) * sizeof(float));
+            if (w->w1)
+                omni_swiglu_forward(h, a.h1, a.h3, a.ffa, a.ln2, w->w1, w->w3, w->w2, N, d, ff);
+            else
+                memcpy(m->bw_ln + first * T * d, a.ln2, (size_t)(N * d) * sizeof(float));
+        }
+        if (w->w1)
+            continue;
+        /* the MoE block: the whole batch's routing, then its passes with it */
+        if ((st = m->moe.route(m->moe.ctx, l, m->bw_ln, b, b->n_seq * T)))
+            return st;
+        for (int64_t q = 0, first; q < n_pass; q++) {
+            omni_batch pb = blockwise_pass(m, b, q, &first);
+            const int64_t N = pb.n_seq * T;
+            float *h = m->bw_h + first * T * d;
+            m->moe.window(m->moe.ctx, first);
+            if ((st = m->moe.forward(m->moe.ctx, l, m->moe_out, m->bw_ln + first * T * d, &pb, N)))
+                return st;
+            for (int64_t i = 0; i < N * d; i++)
+                h[i] += m->moe_out[i];
+        }
+    }
+    if (!metrics)
+        return OMNI_OK;
+    double total = 0.0;
+    for (int64_t q = 0, first; q < n_pass; q++) {
+        omni_batch pb = blockwise_pass(m, b, q, &first);
+        const int64_t N = pb.n_seq * T;
+        double loss = 0.0;
+        omni_rmsnorm_forward(m->lnf, m->rstdf, m->bw_h + first * T * d, m->pv.out_norm, N, d);
+        omni_matmul_forward_mp(m->logits, m->lnf, m->pv.out_w, N, d, V, 0.0f);
+        omni_xent_forward(&loss, m->probs, m->xent_rows, m->logits, &pb, m->loss_weight, N, V,
+                          metrics);
+        total += loss;
+    }
+    metrics->loss = total;
+    return OMNI_OK;
+}
+
 omni_status omni_model_backward(omni_model *m, const omni_batch *b)
 {
     if (m->last_n_seq != b->n_seq || b->context != m->T)

@@ -58,6 +58,13 @@ typedef struct {
                            const omni_batch *b, int64_t n_tokens);
     omni_status (*backward)(void *ctx, int64_t layer, float *din, const float *dout,
                             const omni_batch *b, int64_t n_tokens);
+    /* Micro-batches (may be NULL when not used): route decides the routing of a whole
+     * batch b at once, without computing the FFN; then every forward and backward takes those
+     * decisions for its tokens, the windows first_seq, ... of b set by window
+     * (omni_moe_route, omni_moe_window). */
+    omni_status (*route)(void *ctx, int64_t layer, const float *in, const omni_batch *b,
+                         int64_t n_tokens);
+    void (*window)(void *ctx, int64_t first_seq);
 } omni_ffn_hook;
 
 /* What one forward pass reports, per task index of the batch (sums over this rank's
@@ -105,6 +112,23 @@ void omni_model_group_range(const omni_model *m, int64_t group, int64_t *first, 
 /* Forward pass over batch b (checked: ids, places and sizes out of range are
  * OMNI_ERR_DATA). Keeps the activations for backward. metrics may be NULL. */
 omni_status omni_model_forward(omni_model *m, const omni_batch *b, omni_model_metrics *metrics);
+/*
+ * Micro-batches (data.micro_batch): make room for forward passes of up to max_batch_seq
+ * windows (the rank's share of the global batch) block by block, in passes of at most the
+ * model's max_seq (two [max_batch_seq * context, d] buffers). Not collective.
+ */
+omni_status omni_model_enable_blockwise(omni_model *m, int64_t max_batch_seq);
+/*
+ * The forward of batch b (up to max_batch_seq windows) one block at a time, each block in
+ * passes of at most max_seq windows, keeping nothing for backward. An MoE block routes the
+ * whole batch first (hook route, collective) and then runs each pass with those decisions
+ * (hook window, forward): afterwards the MoE layers hold the routing of the whole batch for
+ * the training passes that follow. With metrics, also the head and the loss (evaluation);
+ * without, it stops after the last MoE block (the routing pre-pass of a training step).
+ * Every rank calls it with the same number of passes (ceil(max_batch_seq / max_seq)).
+ */
+omni_status omni_model_forward_blockwise(omni_model *m, const omni_batch *b,
+                                         omni_model_metrics *metrics);
 /* Backward pass of the last forward (same batch): gradients accumulate (+=). */
 omni_status omni_model_backward(omni_model *m, const omni_batch *b);
 void omni_model_zero_grad(omni_model *m);

@@ -66,6 +66,11 @@ struct omni_model {
 
     int64_t last_n_seq, last_T; /* shape of the last forward; -1: none */
 
+    /* Block-by-block forward of a whole batch (micro-batches): its residual stream and,
+     * at an MoE block, the FFN's input, for up to max_batch_seq windows */
+    int64_t max_batch_seq; /* 0: not enabled */
+    float *bw_h, *bw_ln;   /* [max_batch_seq * T, d] */
+
     omni_alloc_list mem; /* every buffer above */
 };
 

@@ -66,4 +66,25 @@ typedef struct {
                            denominator), the same on every rank */
 } omni_batch;
 
+/* Windows first .. first + n - 1 of b as a batch of their own (views into b's arrays, the
+ * same loss_norm): a micro-batch. */
+static inline omni_batch omni_batch_windows(const omni_batch *b, int64_t first, int64_t n)
+{
+    const int64_t o = first * b->context;
+    omni_batch v = *b;
+    v.n_seq = n;
+    v.kind = b->kind + o;
+    v.token = b->token + o;
+    v.patch = b->patch ? b->patch + o * b->patch_dim : NULL;
+    v.patch_row = b->patch_row + o;
+    v.patch_col = b->patch_col + o;
+    v.pos = b->pos + o;
+    v.segment = b->segment + o;
+    v.in_prefix = b->in_prefix ? b->in_prefix + o : NULL;
+    v.target = b->target + o;
+    v.loss_mask = b->loss_mask + o;
+    v.task = b->task + o;
+    return v;
+}
+
 #endif /* OMNI_TOKENS_H */

@@ -21,6 +21,11 @@ struct omni_worker {
     omni_data_dims dims;
     int n_tasks;
     int64_t max_seq; /* the largest slice: ceil(batch / size) windows */
+    /* micro-batches (data.micro_batch): windows per forward pass, passes per step (every
+     * rank makes as many), whether a routing pre-pass decides the MoE layers' routing over
+     * the whole slice first, and whether the gradient buckets wait for the last pass */
+    int64_t pass_seq, n_pass;
+    bool prepass, defer_reduce;
     omni_batch batch;
     omni_model *model;
     omni_moe *moe; /* NULL for a dense model */
@@ -76,6 +81,8 @@ static omni_status start_bucket(omni_worker *w, int b)
 static omni_status on_grads_ready(void *ctx, int64_t group)
 {
     omni_worker *w = ctx;
+    if (w->defer_reduce)
+        return OMNI_OK; /* a micro-batch before the last: the gradients still grow */
     double t = omni_now();
     omni_status st;
     if (group == OMNI_GRADS_HEAD)
@@ -176,21 +183,31 @@ static omni_status open_parts(omni_worker *w)
             return st; /* the same on every rank */
     }
     w->max_seq = (x->data.batch + w->size - 1) / w->size;
+    w->pass_seq = x->data.micro_batch > 0 && x->data.micro_batch < w->max_seq ? x->data.micro_batch
+                                                                              : w->max_seq;
+    w->n_pass = (w->max_seq + w->pass_seq - 1) / w->pass_seq;
+    w->prepass = w->n_pass > 1 && has_moe && omni_worker_needs_prepass(x);
     int64_t patch_dim = w->dims.image_patch_dim > w->dims.audio_patch_dim ? w->dims.image_patch_dim
                                                                           : w->dims.audio_patch_dim;
     st = omni_batch_alloc(&w->batch, w->max_seq, x->model.context, patch_dim);
     if (!st)
-        st = omni_model_create(&w->model, x, &w->dims, w->max_seq);
+        st = omni_model_create(&w->model, x, &w->dims, w->pass_seq);
+    if (!st && w->n_pass > 1)
+        st = omni_model_enable_blockwise(w->model, w->max_seq);
     if (!st && has_moe) {
         st = omni_mpi_moe_comm_init(&w->mpi, w->comm, &w->ops);
         if (!st)
-            st = omni_moe_create(&w->moe, x, w->max_seq * x->model.context, w->n_tasks, &w->ops);
+            st = omni_moe_create_passes(&w->moe, x, w->max_seq * x->model.context,
+                                        w->pass_seq * x->model.context, w->n_tasks, &w->ops);
         if (!st) {
             for (int t = 0; t < w->n_tasks; t++)
                 if (omni_sampler_task(w->sampler, t)->kind == OMNI_KIND_CONTROL)
                     omni_moe_set_task_modality(w->moe, t, OMNI_MOD_CONTROL);
-            omni_ffn_hook hook = {
-                .ctx = w->moe, .forward = omni_moe_forward, .backward = omni_moe_backward};
+            omni_ffn_hook hook = {.ctx = w->moe,
+                                  .forward = omni_moe_forward,
+                                  .backward = omni_moe_backward,
+                                  .route = omni_moe_route,
+                                  .window = omni_moe_window};
             omni_model_set_moe(w->model, &hook);
         }
     }
@@ -217,6 +234,14 @@ static omni_status open_parts(omni_worker *w)
     if (!st)
         st = add_buckets(w);
     return omni_mpi_agree(w->comm, st);
+}
+
+bool omni_worker_needs_prepass(const omni_experiment *x)
+{
+    return x->moe.every > 0 &&
+           (x->moe.capacity_factor > 0.0 || x->moe.router == OMNI_ROUTER_EXPERT_CHOICE ||
+            x->moe.aux_loss > 0.0 || x->moe.z_loss > 0.0 || x->moe.bias_rate > 0.0 ||
+            x->moe.entropy.local > 0.0 || x->moe.entropy.global > 0.0);
 }
 
 omni_status omni_worker_create(omni_worker **out, MPI_Comm comm, const omni_experiment *x)
@@ -271,9 +296,10 @@ const omni_tokenization *omni_worker_tokenization(const omni_worker *w)
     return omni_sampler_tokenization(w->sampler);
 }
 
-/* Add this rank's model metrics, and on rank 0 the (already global) router statistics. */
-static void add_metrics(omni_worker *w, const omni_model_metrics *mm, omni_metrics *m,
-                        bool training)
+static void add_routing(omni_worker *w, omni_metrics *m);
+
+/* Add this rank's model metrics, and with routing its routing metrics (add_routing). */
+static void add_metrics(omni_worker *w, const omni_model_metrics *mm, omni_metrics *m, bool routing)
 {
     const omni_batch *b = &w->batch;
     *m->loss += mm->loss;
@@ -286,7 +312,15 @@ static void add_metrics(omni_worker *w, const omni_model_metrics *mm, omni_metri
     for (int64_t p = 0; p < n; p++)
         tokens += b->kind[p] != OMNI_POS_PAD;
     *m->tokens += (double)tokens;
-    if (!training || !w->moe)
+    if (routing)
+        add_routing(w, m);
+}
+
+/* Add this rank's routing tables, and on rank 0 the (already global) router statistics, of
+ * the MoE layers' last forward or route. */
+static void add_routing(omni_worker *w, omni_metrics *m)
+{
+    if (!w->moe)
         return;
     /* This rank's routing tables (local sums): every rank adds, the reduce sums them. */
     for (int l = 0; l < (int)omni_moe_n_layers(w->moe); l++) {
@@ -338,6 +372,64 @@ static omni_status fill_slice(omni_worker *w, omni_split split, int64_t step, in
     *loss_tokens = total;
     b->loss_norm = total > 0 ? total : 1.0;
     return st;
+}
+
+/* Add the metrics of one pass to the step's. */
+static void add_pass(omni_model_metrics *sum, const omni_model_metrics *q)
+{
+    sum->loss += q->loss;
+    for (int t = 0; t < OMNI_MAX_TASKS; t++) {
+        sum->ce_sum[t] += q->ce_sum[t];
+        sum->tokens[t] += q->tokens[t];
+        sum->correct[t] += q->correct[t];
+    }
+}
+
+/*
+ * The forward and backward of the step's slice, accumulating the gradients: one pass, or
+ * with micro-batches n_pass passes of pass_seq windows (empty ones on a rank whose slice is
+ * shorter: MoE exchanges are collective), after the routing pre-pass when the MoE layers
+ * need the whole batch's decisions or statistics. The gradient buckets start during the
+ * last pass's backward. Without a pre-pass the routing metrics are added pass by pass.
+ */
+static omni_status forward_backward(omni_worker *w, omni_metrics *m, omni_model_metrics *mm,
+                                    double *t0)
+{
+    omni_status st;
+    if (w->n_pass == 1) {
+        if ((st = omni_model_forward(w->model, &w->batch, mm)))
+            return st;
+        lap(w, OMNI_WORKER_T_FORWARD, t0);
+        if ((st = omni_model_backward(w->model, &w->batch)))
+            return st;
+        lap(w, OMNI_WORKER_T_BACKWARD, t0);
+        return OMNI_OK;
+    }
+    if (w->prepass && (st = omni_model_forward_blockwise(w->model, &w->batch, NULL)))
+        return st;
+    lap(w, OMNI_WORKER_T_FORWARD, t0);
+    for (int64_t q = 0; q < w->n_pass; q++) {
+        int64_t n = w->batch.n_seq;
+        int64_t lo = q * w->pass_seq < n ? q * w->pass_seq : n;
+        int64_t hi = lo + w->pass_seq < n ? lo + w->pass_seq : n;
+        omni_batch pb = omni_batch_windows(&w->batch, lo, hi - lo);
+        omni_model_metrics qm;
+        if (w->moe)
+            omni_moe_window(w->moe, lo);
+        if ((st = omni_model_forward(w->model, &pb, &qm)))
+            return st;
+        add_pass(mm, &qm);
+        if (w->moe && !w->prepass)
+            add_routing(w, m);
+        lap(w, OMNI_WORKER_T_FORWARD, t0);
+        w->defer_reduce = q + 1 < w->n_pass;
+        st = omni_model_backward(w->model, &pb);
+        w->defer_reduce = false;
+        if (st)
+            return st;
+        lap(w, OMNI_WORKER_T_BACKWARD, t0);
+    }
+    return OMNI_OK;
 }
 
 static omni_status reduce_gradients(omni_worker *w, double *sumsq)
@@ -392,12 +484,8 @@ omni_status omni_worker_train_step(omni_worker *w, int64_t step, int64_t slot_lo
     }
     omni_model_metrics mm;
     memset(&mm, 0, sizeof mm);
-    if ((st = omni_model_forward(w->model, &w->batch, &mm)))
+    if ((st = forward_backward(w, m, &mm, &t0)))
         return st;
-    lap(w, OMNI_WORKER_T_FORWARD, &t0);
-    if ((st = omni_model_backward(w->model, &w->batch)))
-        return st;
-    lap(w, OMNI_WORKER_T_BACKWARD, &t0);
     double dense_sumsq;
     if ((st = reduce_gradients(w, &dense_sumsq)))
         return st;
@@ -431,7 +519,7 @@ omni_status omni_worker_train_step(omni_worker *w, int64_t step, int64_t slot_lo
         omni_moe_update_bias(w->moe);
     }
     lap(w, OMNI_WORKER_T_UPDATE, &t0);
-    add_metrics(w, &mm, m, true);
+    add_metrics(w, &mm, m, !w->moe || w->n_pass == 1 || w->prepass);
     return OMNI_OK;
 }
 
@@ -461,7 +549,8 @@ omni_status omni_worker_eval(omni_worker *w, omni_metrics *m)
                 omni_moe_set_step(w->moe, 0, lo * x->model.context, false);
             omni_model_metrics mm;
             memset(&mm, 0, sizeof mm);
-            st = omni_model_forward(w->model, b, &mm);
+            st = w->n_pass > 1 ? omni_model_forward_blockwise(w->model, b, &mm)
+                               : omni_model_forward(w->model, b, &mm);
             if (!st) {
                 mm.loss = 0; /* eval reports per-task means only */
                 add_metrics(w, &mm, m, false);

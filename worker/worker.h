@@ -113,6 +113,11 @@ typedef struct omni_worker omni_worker;
  * check the expert placement for this number of processes, create the model and its MoE
  * layers for this rank's largest slice, and initialise parameters from the seed.
  */
+/* Whether micro-batches of experiment x need the routing pre-pass: its MoE layers make a
+ * decision (capacity drops, expert choice) or take a loss or bias step from statistics of
+ * the whole batch. Without (a dense model; dropless token or task choice with no aux, z,
+ * entropy or bias term) each pass routes its own tokens, which is the same. */
+bool omni_worker_needs_prepass(const omni_experiment *x);
 omni_status omni_worker_create(omni_worker **w, MPI_Comm comm, const omni_experiment *x);
 void omni_worker_free(omni_worker *w);
 
