@@ -25,4 +25,8 @@ bool omni_onednn_has_bf16(void);
 /* The threads of every product (0: the libraries' default), set by omni_gemm_set_threads. */
 int omni_gemm_threads(void);
 
+/* The SwiGLU gate on its scalar path even where AVX-512 is (tests: the paths agree to the
+ * bit). Not thread-safe: set it between products. */
+void omni_gate_force_scalar(bool on);
+
 #endif /* OMNI_OPS_PRIVATE_H */

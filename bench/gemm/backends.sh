@@ -13,43 +13,14 @@
 # once in a temporary directory. Run it under `flock /work/suite.lock` on a shared machine.
 set -eu
 
-here=$(cd "$(dirname "$0")" && pwd)
-src=$(cd "$here/../.." && pwd)
-build="$src/build"
-repeats=2
-steps=2
-np=1
-threads=1
-config="$src/configs/bench-torch.yaml"
-while [ $# -gt 0 ]; do
-    case "$1" in
-    -b) build=$2; shift 2 ;;
-    -r) repeats=$2; shift 2 ;;
-    -s) steps=$2; shift 2 ;;
-    -c) config=$2; shift 2 ;;
-    -n) np=$2; shift 2 ;;
-    -t) threads=$2; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
-    *) echo "backends.sh: unknown argument $1" >&2; exit 2 ;;
-    esac
-done
+me=backends.sh opts="brscnt" help="2,13"
+repeats=2 steps=2 np=1 threads=1
+. "$(cd "$(dirname "$0")" && pwd)/../lib.sh"
+bench_parse "$@"
+bench_setup omni-backends
+echo "$me: $(basename "$config"), $np process(es) x $threads thread(s), $steps timed" \
+    "steps, $repeats rounds; load $(load)"
 
-bench="$build/bench/train/bench_train"
-omnimoe="$build/cli/omnimoe"
-for f in "$bench" "$omnimoe"; do
-    [ -x "$f" ] || { echo "backends.sh: $f not built (cmake --build $build)" >&2; exit 2; }
-done
-
-tmp=$(mktemp -d /tmp/omni-backends-XXXXXX)
-trap 'rm -rf "$tmp"' EXIT INT TERM
-"$omnimoe" data demo --out "$tmp/demo.h5" >/dev/null
-
-mpi="mpirun --bind-to none"
-[ "$(id -u)" = 0 ] && mpi="$mpi --allow-run-as-root"
-echo "backends.sh: $(basename "$config"), $np process(es) x $threads thread(s), $steps timed" \
-    "steps, $repeats rounds; load $(cut -d' ' -f1-3 /proc/loadavg)"
-
-field() { sed -n "s/^RESULT .* $2=\([^ ]*\).*/\1/p" "$1"; }
 for r in $(seq 1 "$repeats"); do
     for g in openblas onednn; do
         out="$tmp/$g.$r"

@@ -34,6 +34,8 @@
 #include <time.h>
 
 #include "experiment.h"
+#include "experts.h"
+#include "layers.h"
 #include "model.h"
 #include "ops.h"
 
@@ -216,6 +218,111 @@ static double time_one(int way, const shape *s, dnnl_mm *g, dnnl_ctx *x, const f
     return t / reps;
 }
 
+/* The layers whose share of the GEMM rate issue 18 targets, forward and backward as a
+ * training step calls them, in fp32: a dense SwiGLU FFN over all rows (omni_swiglu_forward
+ * and _backward: three products forward, six backward, and the SwiGLU gate) and the
+ * experts of one MoE layer over their rows (omni_experts_forward and _backward, E blocks
+ * of er rows: the same products per expert, the gate, and the gate's recomputation in
+ * backward). Attention's projections and the head are products alone (the table above).
+ * Returns seconds per forward + backward, best of `reps` runs of at least secs / reps
+ * and 2 calls each. */
+typedef struct {
+    float *x, *w1, *w3, *w2, *h1, *h3, *a, *sa, *sd, *dy, *dx, *dw1, *dw3, *dw2, *y;
+    int64_t *off;
+} layer_bufs;
+
+static double time_layer(bool experts, const layer_bufs *b, int64_t rows, int64_t n_exp, int64_t d,
+                         int64_t ff, double secs, int reps)
+{
+    double (*clock)(void) = bench_threads == 1 ? cpu_now : omni_now;
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        int n = 0;
+        double t0 = clock(), t;
+        do {
+            if (experts) {
+                omni_experts_forward(b->y, b->h1, b->h3, b->a, b->x, b->w1, b->w3, b->w2, b->off,
+                                     n_exp, d, ff, false);
+                omni_experts_backward(b->dx, b->dw1, b->dw3, b->dw2, b->h1, b->h3, b->a, b->dy,
+                                      b->x, b->w1, b->w3, b->w2, b->off, n_exp, d, ff);
+            } else {
+                memset(b->y, 0, (size_t)(rows * d) * sizeof(float));
+                omni_swiglu_forward(b->y, b->h1, b->h3, b->a, b->x, b->w1, b->w3, b->w2, rows, d,
+                                    ff);
+                memset(b->dx, 0, (size_t)(rows * d) * sizeof(float));
+                omni_swiglu_backward(b->dx, b->dw1, b->dw3, b->dw2, b->sa, b->sd, b->dy, b->x,
+                                     b->h1, b->h3, b->a, b->w1, b->w3, b->w2, rows, d, ff);
+            }
+            n++;
+            t = clock() - t0;
+        } while (t < secs / reps || n < 2);
+        best = t / n < best ? t / n : best;
+    }
+    return best;
+}
+
+/* Both layers on both backends; prints each rate and its share of the GEMM rate `rm`. */
+static int bench_layers(int64_t N, int64_t d, int64_t ff, int64_t E, int64_t er, int64_t eff,
+                        double rm, double secs, double *dense_share, double *moe_share)
+{
+    const int64_t rows = N > E * er ? N : E * er, f = ff > eff ? ff : eff;
+    const int64_t wsz = (E > 1 ? E : 1) * d * f;
+    layer_bufs b;
+    float **act[] = {&b.x, &b.dy, &b.dx, &b.y};
+    float **hid[] = {&b.h1, &b.h3, &b.a, &b.sa, &b.sd};
+    float **wts[] = {&b.w1, &b.w3, &b.w2, &b.dw1, &b.dw3, &b.dw2};
+    bool ok = true;
+    omni_rng r;
+    omni_rng_init(&r, 3, "bench/gemm/layers", 0);
+    uint64_t at = 0;
+    for (size_t i = 0; i < sizeof act / sizeof act[0]; i++) {
+        ok &= (*act[i] = omni_alloc(rows * d, sizeof(float), "bench")) != NULL;
+        if (*act[i])
+            omni_rng_fill_normal(&r, at, rows * d, 0.0f, 1.0f, *act[i]), at += (uint64_t)(rows * d);
+    }
+    for (size_t i = 0; i < sizeof hid / sizeof hid[0]; i++)
+        ok &= (*hid[i] = omni_alloc(rows * f, sizeof(float), "bench")) != NULL;
+    for (size_t i = 0; i < sizeof wts / sizeof wts[0]; i++) {
+        ok &= (*wts[i] = omni_alloc(wsz, sizeof(float), "bench")) != NULL;
+        if (*wts[i])
+            omni_rng_fill_normal(&r, at, wsz, 0.0f, 0.05f, *wts[i]), at += (uint64_t)wsz;
+    }
+    ok &= (b.off = omni_alloc(E + 1, sizeof(int64_t), "bench")) != NULL;
+    if (!ok)
+        return 1;
+    for (int64_t j = 0; j <= E; j++)
+        b.off[j] = j * er;
+    const double f_dense = 18.0 * (double)N * (double)d * (double)ff;
+    const double f_moe = 18.0 * (double)(E * er) * (double)d * (double)eff;
+    printf("  layers, forward + backward in fp32 (GFLOP/s; share of the GEMM rate %.1f):\n", rm);
+    double best_dense = 0.0, best_moe = 0.0;
+    for (int g = 0; g < OMNI_GEMM_BACKEND_COUNT; g++) {
+        if (omni_gemm_set_backend((omni_gemm_backend)g)) {
+            omni_error_clear();
+            continue;
+        }
+        double td = time_layer(false, &b, N, 1, d, ff, secs, 5);
+        double te = time_layer(true, &b, E * er, E, d, eff, secs, 5);
+        double rd = f_dense / td * 1e-9, re = f_moe / te * 1e-9;
+        printf("    %-8s dense FFN [%lld x %lld x %lld] %.1f = %.0f%%; experts %lld x [%lld x %lld "
+               "x %lld] %.1f = %.0f%%\n",
+               omni_gemm_backend_name((omni_gemm_backend)g), (long long)N, (long long)d,
+               (long long)ff, rd, 100.0 * rd / rm, (long long)E, (long long)er, (long long)d,
+               (long long)eff, re, 100.0 * re / rm);
+        best_dense = rd > best_dense ? rd : best_dense;
+        best_moe = re > best_moe ? re : best_moe;
+    }
+    *dense_share = best_dense / rm, *moe_share = best_moe / rm;
+    for (size_t i = 0; i < sizeof act / sizeof act[0]; i++)
+        omni_free(*act[i]);
+    for (size_t i = 0; i < sizeof hid / sizeof hid[0]; i++)
+        omni_free(*hid[i]);
+    for (size_t i = 0; i < sizeof wts / sizeof wts[0]; i++)
+        omni_free(*wts[i]);
+    omni_free(b.off);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *src = getenv("OMNI_SOURCE_DIR");
@@ -369,9 +476,14 @@ int main(int argc, char **argv)
                "achieved %.0f%% of the bf16 peak (fp32 fastest: %.0f%% of the fp32 peak)\n",
                rh, rh / rm, pf, ph, 100.0 * rh / ph, 100.0 * rm / pf);
     }
+    double share_dense = 0.0, share_moe = 0.0;
+    if (bf16 && omni_gemm_set_precision(OMNI_PREC_FP32))
+        return 1;
+    if (bench_layers(N, d, ff, E, er, eff, rm, secs, &share_dense, &share_moe))
+        return 1;
     printf("RESULT gemm threads=%d openblas=%.2f onednn_exact=%.2f ours=%.2f best=%.2f bf16=%.2f "
-           "peak_fp32=%.2f peak_bf16=%.2f\n",
-           threads, rb, rd, ro, rm, rh, pf, ph);
+           "peak_fp32=%.2f peak_bf16=%.2f dense_layer=%.3f moe_layer=%.3f\n",
+           threads, rb, rd, ro, rm, rh, pf, ph, share_dense, share_moe);
     dnnl_stream_destroy(x.stream);
     dnnl_engine_destroy(x.engine);
     omni_free(A), omni_free(B), omni_free(C);

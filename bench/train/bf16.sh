@@ -11,45 +11,16 @@
 # `flock /work/suite.lock` on a shared machine.
 set -eu
 
-here=$(cd "$(dirname "$0")" && pwd)
-src=$(cd "$here/../.." && pwd)
-build="$src/build"
-repeats=3
-steps=3
-np=2
-threads=1
-config="$src/configs/bench-torch.yaml"
-while [ $# -gt 0 ]; do
-    case "$1" in
-    -b) build=$2; shift 2 ;;
-    -r) repeats=$2; shift 2 ;;
-    -s) steps=$2; shift 2 ;;
-    -c) config=$2; shift 2 ;;
-    -n) np=$2; shift 2 ;;
-    -t) threads=$2; shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
-    *) echo "bf16.sh: unknown argument $1" >&2; exit 2 ;;
-    esac
-done
-
-bench="$build/bench/train/bench_train"
-omnimoe="$build/cli/omnimoe"
-for f in "$bench" "$omnimoe"; do
-    [ -x "$f" ] || { echo "bf16.sh: $f not built (cmake --build $build)" >&2; exit 2; }
-done
+me=bf16.sh opts="brscnt" help="2,11"
+repeats=3 steps=3 np=2 threads=1
+. "$(cd "$(dirname "$0")" && pwd)/../lib.sh"
+bench_parse "$@"
+bench_setup omni-bf16
 "$omnimoe" --version | grep -q "bf16 .*available (" ||
-    { echo "bf16.sh: this machine has no bf16 products (omnimoe --version)" >&2; exit 2; }
+    bench_die "this machine has no bf16 products (omnimoe --version)"
+echo "$me: $(basename "$config"), $np process(es) x $threads thread(s), $steps timed steps," \
+    "$repeats rounds; load $(load)"
 
-tmp=$(mktemp -d /tmp/omni-bf16-XXXXXX)
-trap 'rm -rf "$tmp"' EXIT INT TERM
-"$omnimoe" data demo --out "$tmp/demo.h5" >/dev/null
-
-mpi="mpirun --bind-to none"
-[ "$(id -u)" = 0 ] && mpi="$mpi --allow-run-as-root"
-echo "bf16.sh: $(basename "$config"), $np process(es) x $threads thread(s), $steps timed steps," \
-    "$repeats rounds; load $(cut -d' ' -f1-3 /proc/loadavg)"
-
-field() { sed -n "s/^RESULT .* $2=\([^ ]*\).*/\1/p" "$1"; }
 modes="fp32-openblas fp32-onednn bf16-onednn"
 for r in $(seq 1 "$repeats"); do
     for m in $modes; do

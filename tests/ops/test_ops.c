@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "ops.h"
+#include "ops_private.h"
 
 static void fill(float *p, int64_t n, const char *name)
 {
@@ -120,6 +121,46 @@ Test(ops, swiglu_gate_backward_matches_finite_differences)
     memcpy(g3, h3, sizeof h3);
     omni_swiglu_gate_backward(g1, g3, r, g1, g3, n);
     cr_assert(!memcmp(g1, dh1, sizeof g1) && !memcmp(g3, dh3, sizeof g3));
+}
+
+/* The gate's two paths (AVX-512 where the CPU has it, scalar) agree to the bit on every
+ * element, tails and extremes included, and both are within a few ulp of the gate in
+ * double. */
+Test(ops, swiglu_gate_paths_agree_and_are_accurate)
+{
+    enum { n = 4099 }; /* not a multiple of the 16 lanes */
+    static float h1[n], h3[n], r[n], a[2][n], d1[2][n], d3[2][n];
+    fill(h1, n, "h1");
+    fill(h3, n, "h3");
+    fill(r, n, "r");
+    for (int64_t i = 0; i < n; i++)
+        h1[i] *= i % 3 == 0 ? 30.0f : 3.0f; /* the sigmoid's tails too */
+    static const float special[] = {0.0f,  -0.0f,  1e-30f, -1e-30f, 20.0f,    -20.0f,
+                                    87.0f, -87.0f, 88.5f,  -88.5f,  100.0f,   -100.0f,
+                                    1e30f, -1e30f, 1e-40f, -1e-40f, 0.34657f, -0.34658f};
+    for (size_t i = 0; i < sizeof special / sizeof special[0]; i++)
+        h1[n - 1 - i] = special[i];
+    for (int path = 0; path < 2; path++) {
+        omni_gate_force_scalar(path == 1);
+        omni_swiglu_gate_forward(a[path], h1, h3, n);
+        omni_swiglu_gate_backward(d1[path], d3[path], r, h1, h3, n);
+    }
+    omni_gate_force_scalar(false);
+    cr_assert(!memcmp(a[0], a[1], sizeof a[0]), "forward differs between the two paths");
+    cr_assert(!memcmp(d1[0], d1[1], sizeof d1[0]) && !memcmp(d3[0], d3[1], sizeof d3[0]),
+              "backward differs between the two paths");
+    for (int64_t i = 0; i < n; i++) {
+        const double z = h1[i], u = h3[i], g = r[i], s = 1.0 / (1.0 + exp(-z));
+        const double ya = z * s * u, y1 = g * u * s * (1.0 + z * (1.0 - s)), y3 = g * z * s;
+        /* a few ulp of each factor: 1e-6 relative; plus 1e-35 absolute, since the sigmoid
+         * below z = -88 is e^-88 (3e-39) rather than e^z */
+        cr_assert(fabs((double)a[0][i] - ya) <= 1e-6 * fabs(ya) + 1e-35, "a[%lld] %g vs %g",
+                  (long long)i, (double)a[0][i], ya);
+        cr_assert(fabs((double)d1[0][i] - y1) <= 1e-6 * (fabs(g * u * s) * (1.0 + fabs(z))) + 1e-35,
+                  "dh1[%lld] %g vs %g (z %g)", (long long)i, (double)d1[0][i], y1, z);
+        cr_assert(fabs((double)d3[0][i] - y3) <= 1e-6 * fabs(y3) + 1e-35, "dh3[%lld] %g vs %g",
+                  (long long)i, (double)d3[0][i], y3);
+    }
 }
 
 /*
