@@ -176,16 +176,23 @@ static omni_status routing_read(omni_ckpt *c, const omni_experiment *x,
 }
 
 /* One table: a row per group, experts in columns (EXPERTS_PER_LINE at a time), then the
- * group's tokens and mean routing entropy; a row of drops under a group that dropped. */
+ * group's tokens and mean routing entropy; a row of drops under a group that dropped. The
+ * name column is as wide as the longest name (12 at least): names are never cut. */
 static void print_route_rows(const char *what, int64_t G, int64_t E, const double *load,
                              const double *drop, const double *tokens, const double *entropy,
                              const char *(*name)(const omni_tokenization *, int64_t, char *,
                                                  size_t),
                              const omni_tokenization *tok)
 {
+    int w = 12;
+    for (int64_t g = 0; g < G; g++) {
+        char buf[64];
+        int n = (int)strlen(name(tok, g, buf, sizeof buf));
+        w = n > w ? n : w;
+    }
     for (int64_t e0 = 0; e0 < E; e0 += EXPERTS_PER_LINE) {
         int64_t e1 = e0 + EXPERTS_PER_LINE < E ? e0 + EXPERTS_PER_LINE : E;
-        printf("    %-12s", what);
+        printf("    %-*s", w, what);
         for (int64_t e = e0; e < e1; e++) {
             char head[32];
             snprintf(head, sizeof head, "e%" PRId64, e);
@@ -193,8 +200,8 @@ static void print_route_rows(const char *what, int64_t G, int64_t E, const doubl
         }
         printf(" %8s %8s\n", "tokens", "entropy");
         for (int64_t g = 0; g < G; g++) {
-            char buf[32];
-            printf("    %-12.12s", name(tok, g, buf, sizeof buf));
+            char buf[64];
+            printf("    %-*s", w, name(tok, g, buf, sizeof buf));
             for (int64_t e = e0; e < e1; e++)
                 printf(" %7.1f", load[g * E + e]);
             printf(" %8.1f %8.3f\n", tokens[g], entropy[g]);
@@ -202,7 +209,7 @@ static void print_route_rows(const char *what, int64_t G, int64_t E, const doubl
             for (int64_t e = e0; drop && e < e1; e++)
                 d += drop[g * E + e];
             if (d > 0) {
-                printf("    %-12s", "  dropped");
+                printf("    %-*s", w, "  dropped");
                 for (int64_t e = e0; e < e1; e++)
                     printf(" %7.1f", drop[g * E + e]);
                 printf("\n");

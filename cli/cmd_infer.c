@@ -58,61 +58,81 @@ typedef struct {
     int64_t n;
 } prompt_storage;
 
-/* image_text_to_text, audio_text_to_text: the patches of the image(s) or clip, the prompt
- * bytes and <sep>, as `data build` serializes a sample's input. */
-static omni_status make_prompted(const omni_infer *s, int task, omni_task_kind kind,
-                                 const char *image, const char *audio, const char *text,
-                                 prompt_storage *ps)
+/* The patches of an --image (with `list`, several joined by ';') or an --audio clip into
+ * ps->patches, as `data build` cuts them; *np: how many. */
+static omni_status input_patches(const omni_tokenization *tk, const char *image, const char *audio,
+                                 bool list, prompt_storage *ps, int64_t *np)
 {
-    (void)task;
-    const omni_tokenization *tk = omni_infer_tokenization(s);
-    int64_t T = omni_infer_context(s), np = 0, dim;
     omni_status st;
-    if (kind == OMNI_KIND_IMAGE_TEXT_TO_TEXT) {
-        int32_t side = tk->image_size / tk->image_patch, n_img = 0;
-        int32_t max_images = omni_path_list_count(image);
-        dim = (int64_t)tk->image_patch * tk->image_patch * tk->image_channels;
+    if (image) {
+        int32_t side = tk->image_size / tk->image_patch, n_img = 1;
+        int32_t max_images = list ? omni_path_list_count(image) : 1;
+        int64_t dim = (int64_t)tk->image_patch * tk->image_patch * tk->image_channels;
         if (!(ps->patches =
                   omni_alloc((int64_t)max_images * side * side * dim, 1, "image patches")))
             return OMNI_ERR_NOMEM;
-        st = omni_image_list_patches(image, NULL, tk->image_size, tk->image_channels,
-                                     tk->image_patch, tk->image_resize, max_images, ps->patches,
-                                     &n_img, NULL);
-        if (st)
-            return omni_fail_context(st, "--image: ");
-        np = (int64_t)n_img * side * side;
-    } else {
-        const omni_audio_cfg *a = &tk->audio;
-        np = (int64_t)(a->mels / a->patch) * (a->frames / a->patch);
-        dim = (int64_t)a->patch * a->patch;
-        float *db = omni_alloc((int64_t)a->mels * a->frames, sizeof *db, "spectrogram");
-        uint8_t *bytes = omni_alloc((int64_t)a->mels * a->frames, 1, "spectrogram");
-        ps->patches = omni_alloc(np * dim, 1, "audio patches");
-        omni_logmel *lm = NULL;
-        st = db && bytes && ps->patches ? omni_logmel_create(&lm, a) : OMNI_ERR_NOMEM;
-        if (!st)
-            st = omni_audio_file_patches(audio, a, lm, db, bytes, ps->patches);
-        omni_logmel_free(lm);
-        omni_free(db);
-        omni_free(bytes);
-        if (st)
-            return st;
+        if (list) {
+            st = omni_image_list_patches(image, NULL, tk->image_size, tk->image_channels,
+                                         tk->image_patch, tk->image_resize, max_images, ps->patches,
+                                         &n_img, NULL);
+            if (st)
+                return omni_fail_context(st, "--image: ");
+        } else {
+            st = omni_image_file_patches(image, tk->image_size, tk->image_channels, tk->image_patch,
+                                         tk->image_resize, ps->patches, NULL);
+            if (st)
+                return st;
+        }
+        *np = (int64_t)n_img * side * side;
+        return OMNI_OK;
     }
+    const omni_audio_cfg *a = &tk->audio;
+    *np = (int64_t)(a->mels / a->patch) * (a->frames / a->patch);
+    float *db = omni_alloc((int64_t)a->mels * a->frames, sizeof *db, "spectrogram");
+    uint8_t *bytes = omni_alloc((int64_t)a->mels * a->frames, 1, "spectrogram");
+    ps->patches = omni_alloc(*np * a->patch * a->patch, 1, "audio patches");
+    omni_logmel *lm = NULL;
+    st = db && bytes && ps->patches ? omni_logmel_create(&lm, a) : OMNI_ERR_NOMEM;
+    if (!st)
+        st = omni_audio_file_patches(audio, a, lm, db, bytes, ps->patches);
+    omni_logmel_free(lm);
+    omni_free(db);
+    omni_free(bytes);
+    return st;
+}
+
+/* The prompt's tokens: np patches, the bytes of `text` (NULL: none), and <sep> if `sep`.
+ * The caller has checked that they fit the context of T. */
+static omni_status put_prompt(prompt_storage *ps, int64_t T, int64_t np, const char *text, bool sep)
+{
+    if (!(ps->tok = omni_alloc(T + 1, sizeof *ps->tok, "prompt")))
+        return OMNI_ERR_NOMEM;
+    ps->n = 0;
+    for (int64_t i = 0; i < np; i++)
+        ps->tok[ps->n++] = OMNI_PROMPT_PATCH;
+    for (const char *c = text; c && *c; c++)
+        ps->tok[ps->n++] = (uint8_t)*c; /* every byte is a text token (0..255) */
+    if (sep)
+        ps->tok[ps->n++] = OMNI_TOK_SEP;
+    return OMNI_OK;
+}
+
+/* image_text_to_text, audio_text_to_text: the patches of the image(s) or clip, the prompt
+ * bytes and <sep>, as `data build` serializes a sample's input. */
+static omni_status make_prompted(const omni_infer *s, const char *image, const char *audio,
+                                 const char *text, prompt_storage *ps)
+{
+    int64_t T = omni_infer_context(s), np = 0;
+    omni_status st = input_patches(omni_infer_tokenization(s), image, audio, true, ps, &np);
+    if (st)
+        return st;
     int64_t len = (int64_t)strlen(text);
     if (1 + np + len + 1 > T)
         return omni_fail(OMNI_ERR_DATA,
                          "%lld patches and a prompt of %lld bytes do not fit the model's "
                          "context of %lld positions",
                          (long long)np, (long long)len, (long long)T);
-    if (!(ps->tok = omni_alloc(T + 1, sizeof *ps->tok, "prompt")))
-        return OMNI_ERR_NOMEM;
-    ps->n = 0;
-    for (int64_t i = 0; i < np; i++)
-        ps->tok[ps->n++] = OMNI_PROMPT_PATCH;
-    for (int64_t i = 0; i < len; i++)
-        ps->tok[ps->n++] = (uint8_t)text[i];
-    ps->tok[ps->n++] = OMNI_TOK_SEP;
-    return OMNI_OK;
+    return put_prompt(ps, T, np, text, true);
 }
 
 static omni_status make_prompt(const omni_infer *s, int task, const char *image, const char *audio,
@@ -140,7 +160,7 @@ static omni_status make_prompt(const omni_infer *s, int task, const char *image,
                                     "--text: the prompt is empty (task %s answers a question "
                                     "about its input: ask one)",
                                     name);
-        return make_prompted(s, task, kind, image, audio, text, ps);
+        return make_prompted(s, img ? image : NULL, img ? NULL : audio, text, ps);
     }
     if (text && (image || audio))
         return omni_usage_error(usage_generate,
@@ -151,10 +171,6 @@ static omni_status make_prompt(const omni_infer *s, int task, const char *image,
                                 omni_task_kind_name(kind), want, given ? ", not " : "",
                                 given ? given : "");
     int64_t T = omni_infer_context(s);
-    ps->tok = omni_alloc(T + 1, sizeof *ps->tok, "prompt");
-    if (!ps->tok)
-        return OMNI_ERR_NOMEM;
-    ps->n = 0;
     if (text) {
         int64_t len = (int64_t)strlen(text);
         if (1 + len + (kind == OMNI_KIND_TEXT_TO_TEXT) > T)
@@ -162,46 +178,16 @@ static omni_status make_prompt(const omni_infer *s, int task, const char *image,
                              "--text: %lld bytes do not fit the model's context of %lld "
                              "positions",
                              (long long)len, (long long)T);
-        for (int64_t i = 0; i < len; i++)
-            ps->tok[ps->n++] = (uint8_t)text[i]; /* every byte is a text token (0..255) */
-        if (kind == OMNI_KIND_TEXT_TO_TEXT)
-            ps->tok[ps->n++] = OMNI_TOK_SEP;
-        return OMNI_OK;
+        return put_prompt(ps, T, 0, text, kind == OMNI_KIND_TEXT_TO_TEXT);
     }
-    int64_t np, dim;
-    omni_status st;
-    if (image) {
-        int32_t side = tk->image_size / tk->image_patch;
-        np = (int64_t)side * side;
-        dim = (int64_t)tk->image_patch * tk->image_patch * tk->image_channels;
-        if (!(ps->patches = omni_alloc(np * dim, 1, "image patches")))
-            return OMNI_ERR_NOMEM;
-        st = omni_image_file_patches(image, tk->image_size, tk->image_channels, tk->image_patch,
-                                     tk->image_resize, ps->patches, NULL);
-    } else {
-        const omni_audio_cfg *a = &tk->audio;
-        np = (int64_t)(a->mels / a->patch) * (a->frames / a->patch);
-        dim = (int64_t)a->patch * a->patch;
-        float *db = omni_alloc((int64_t)a->mels * a->frames, sizeof *db, "spectrogram");
-        uint8_t *bytes = omni_alloc((int64_t)a->mels * a->frames, 1, "spectrogram");
-        ps->patches = omni_alloc(np * dim, 1, "audio patches");
-        omni_logmel *lm = NULL;
-        st = db && bytes && ps->patches ? omni_logmel_create(&lm, a) : OMNI_ERR_NOMEM;
-        if (!st)
-            st = omni_audio_file_patches(audio, a, lm, db, bytes, ps->patches);
-        omni_logmel_free(lm);
-        omni_free(db);
-        omni_free(bytes);
-    }
+    int64_t np = 0;
+    omni_status st = input_patches(tk, image, audio, false, ps, &np);
     if (st)
         return st;
     if (1 + np + 1 > T)
         return omni_fail(OMNI_ERR_DATA, "%s: %lld patches do not fit the context of %lld",
                          image ? image : audio, (long long)np, (long long)T);
-    for (int64_t i = 0; i < np; i++)
-        ps->tok[ps->n++] = OMNI_PROMPT_PATCH;
-    ps->tok[ps->n++] = OMNI_TOK_SEP;
-    return OMNI_OK;
+    return put_prompt(ps, T, np, NULL, true);
 }
 
 /* The generated tokens as text: bytes as they are, other tokens as <name>. */

@@ -225,15 +225,16 @@ int64_t omni_cartpole_rollout(uint64_t seed, uint64_t episode, int64_t max_steps
 /* ---- the grid world of the pixel-control demo --------------------------------- */
 
 /*
- * An agent and a goal on a 4 x 4 grid (datasets/gridworld.c), observed only as a picture.
- * Actions 0 up, 1 down, 2 left, 3 right (walls stop the agent). Reaching the goal pays 1
- * and ends the episode; every other step pays -0.1; an episode ends after 20 steps. The
- * goal is the bottom-right cell; the agent starts in any other, drawn from omni_rng keyed
- * by (seed, "gridworld", episode).
+ * An agent and a goal on a 4 x 4 grid (datasets/gridworld.c), observed as a picture, as a
+ * state vector (the agent's row and column), or both. Actions 0 up, 1 down, 2 left,
+ * 3 right (walls stop the agent). Reaching the goal pays 1 and ends the episode; every other
+ * step pays -0.1; an episode ends after 20 steps. The goal is the bottom-right cell; the
+ * agent starts in any other, drawn from omni_rng keyed by (seed, "gridworld", episode).
  */
 #define OMNI_GRIDWORLD_SIDE    4
 #define OMNI_GRIDWORLD_ACTIONS 4
 #define OMNI_GRIDWORLD_STEPS   20
+#define OMNI_GRIDWORLD_OBS     2 /* the state vector: the agent's row and column */
 
 typedef struct {
     int32_t row, col, goal_row, goal_col;
@@ -246,6 +247,9 @@ void omni_gridworld_reset(omni_gridworld *g, uint64_t seed, uint64_t episode);
 double omni_gridworld_step(omni_gridworld *g, int32_t action);
 /* The expert: straight to the goal, columns first. */
 int32_t omni_gridworld_expert(const omni_gridworld *g);
+/* The state vector [OMNI_GRIDWORLD_OBS]: the agent's row and column, each mapped from
+ * 0..3 to -1..1 (-1, -1/3, 1/3, 1: four distinct bins after mu-law). */
+void omni_gridworld_observe(const omni_gridworld *g, float *obs);
 /* The picture: size x size x channels (1 or 3), one cell per size / 4 pixels a side: dark
  * floor, a green goal, a white agent, cells with dark borders. */
 void omni_gridworld_render(const omni_gridworld *g, int32_t size, int32_t channels, uint8_t *px);

@@ -9,6 +9,7 @@
  *                           is it?", "where is it?" separately -> "red", "circle", "top left"
  *   gridworld control       walk to the goal on a 4x4 grid seen as a 32x32 picture (no
  *                           state vector; control from pixels, Gato-style)
+ *   gridworld_vec control   the same episodes seen as the agent's (row, column) instead
  */
 #include "internal.h"
 
@@ -236,33 +237,40 @@ static omni_status demo_cartpole(ds_pool *all, ds_task *t, uint64_t seed, ds_pro
     return st;
 }
 
-/* gridworld: the grid world's expert episodes, each step observed as the 32 x 32 picture of
- * the grid (one patch a cell), with no state vector (control from pixels). */
+/* gridworld, gridworld_vec: the grid world's expert episodes, the same ones for both tasks,
+ * each step observed as the 32 x 32 picture of the grid (one patch a cell) when the task
+ * has images, and as the agent's row and column when it has observations. */
 static omni_status demo_gridworld(ds_pool *all, ds_task *t, uint64_t seed, ds_progress *pr)
 {
     const int32_t size = 32, c = 3, patch = 8;
-    int64_t grid = (int64_t)t->rows * t->cols, dim = t->patch_dim;
+    const int64_t T = OMNI_GRIDWORLD_STEPS;
+    int64_t grid = t->images ? (int64_t)t->rows * t->cols : 0, dim = t->patch_dim;
     uint8_t *px = omni_alloc(size * size * c, 1, "demo picture");
-    uint8_t *patches = omni_alloc(OMNI_GRIDWORLD_STEPS * grid * dim, 1, "demo grid patches");
-    int32_t *act = omni_alloc(OMNI_GRIDWORLD_STEPS, sizeof *act, "demo actions");
-    omni_status st = px && patches && act ? OMNI_OK : OMNI_ERR_NOMEM;
+    uint8_t *patches = grid ? omni_alloc(T * grid * dim, 1, "demo grid patches") : NULL;
+    float *obs = omni_alloc(T * OMNI_GRIDWORLD_OBS, sizeof *obs, "demo observations");
+    int32_t *act = omni_alloc(T, sizeof *act, "demo actions");
+    omni_status st = px && (patches || !grid) && obs && act ? OMNI_OK : OMNI_ERR_NOMEM;
     for (int64_t e = 0; e < DEMO_GRID_EPISODES && !st; e++) {
         omni_gridworld g;
         omni_gridworld_reset(&g, seed ^ 0x9e3779b97f4a7c15ULL, (uint64_t)e);
         int64_t n = 0;
-        while (!g.done && n < OMNI_GRIDWORLD_STEPS) {
-            omni_gridworld_render(&g, size, c, px);
-            omni_image img = {.h = size, .w = size, .c = c, .px = px};
-            omni_image_patches(&img, patch, patches + n * grid * dim);
+        while (!g.done && n < T) {
+            if (grid) {
+                omni_gridworld_render(&g, size, c, px);
+                omni_image img = {.h = size, .w = size, .c = c, .px = px};
+                omni_image_patches(&img, patch, patches + n * grid * dim);
+            }
+            omni_gridworld_observe(&g, obs + n * OMNI_GRIDWORLD_OBS);
             act[n] = omni_gridworld_expert(&g);
             omni_gridworld_step(&g, act[n++]);
         }
         st = ds_emit_control_steps(all, OMNI_TOK_TASK0 + t->index, n, grid, t->patch_dim, patches,
-                                   0, NULL, 1, NULL, act);
+                                   t->obs_dim, t->obs_dim ? obs : NULL, 1, NULL, act);
         ds_progress_update(pr, e + 1, DEMO_GRID_EPISODES);
     }
     omni_free(px);
     omni_free(patches);
+    omni_free(obs);
     omni_free(act);
     return st;
 }
@@ -286,7 +294,8 @@ omni_status omni_data_demo(const char *out_path, uint64_t seed, FILE *progress)
         omni_task_kind kind;
     } tasks[] = {{"shapes", OMNI_KIND_IMAGE_TO_TEXT},         {"tones", OMNI_KIND_AUDIO_TO_TEXT},
                  {"arith", OMNI_KIND_TEXT_TO_TEXT},           {"cartpole", OMNI_KIND_CONTROL},
-                 {"shapes_qa", OMNI_KIND_IMAGE_TEXT_TO_TEXT}, {"gridworld", OMNI_KIND_CONTROL}};
+                 {"shapes_qa", OMNI_KIND_IMAGE_TEXT_TO_TEXT}, {"gridworld", OMNI_KIND_CONTROL},
+                 {"gridworld_vec", OMNI_KIND_CONTROL}};
     omni_status st = OMNI_OK;
     for (int i = 0; i < (int)(sizeof tasks / sizeof tasks[0]) && !st; i++) {
         ds_task *t = &df->tasks[i];
@@ -298,6 +307,8 @@ omni_status omni_data_demo(const char *out_path, uint64_t seed, FILE *progress)
             t->obs_dim = OMNI_CARTPOLE_OBS, t->act_dim = 1, t->discrete = 1;
         if (i == 5)
             t->obs_dim = 0, t->images = 1; /* gridworld: pictures, no state vector */
+        if (i == 6)
+            t->obs_dim = OMNI_GRIDWORLD_OBS; /* gridworld_vec: the state vector */
         ds_task_geometry(df, t);
         df->n_tasks++;
         ds_pool all = {0};
@@ -320,7 +331,7 @@ omni_status omni_data_demo(const char *out_path, uint64_t seed, FILE *progress)
             st = demo_arith(&all, t, seed);
             break;
         default:
-            st = t->images ? demo_gridworld(&all, t, seed, &pr) : demo_cartpole(&all, t, seed, &pr);
+            st = i >= 5 ? demo_gridworld(&all, t, seed, &pr) : demo_cartpole(&all, t, seed, &pr);
         }
         if (st) {
             ds_pool_free(&all);

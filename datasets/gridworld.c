@@ -1,6 +1,7 @@
 /*
- * The grid world of the demo's pixel-control task: an agent and a goal on a 4 x 4 grid,
- * seen only as a picture (one image patch a cell at the demo's 32 x 32, patch 8); the
+ * The grid world of the demo's control tasks: an agent and a goal on a 4 x 4 grid, seen
+ * as a picture (one image patch a cell at the demo's 32 x 32, patch 8: `gridworld`) or as
+ * the agent's row and column (`gridworld_vec`), the same episodes either way; the
  * agent starts in any cell but the goal's, the bottom-right one (a goal that moved each
  * episode asks a tiny model to relate two patches, which 1000 steps of the test's model
  * did not learn); it moves up, down, left or right (walls stop it); reaching the goal pays 1 and
@@ -46,6 +47,13 @@ int32_t omni_gridworld_expert(const omni_gridworld *g)
     if (g->col != g->goal_col)
         return g->col < g->goal_col ? 3 : 2;
     return g->row < g->goal_row ? 1 : 0;
+}
+
+void omni_gridworld_observe(const omni_gridworld *g, float *obs)
+{
+    const float last = (float)(OMNI_GRIDWORLD_SIDE - 1);
+    obs[0] = 2.0f * (float)g->row / last - 1.0f;
+    obs[1] = 2.0f * (float)g->col / last - 1.0f;
 }
 
 void omni_gridworld_render(const omni_gridworld *g, int32_t size, int32_t channels, uint8_t *px)

@@ -435,12 +435,13 @@ omni_status omni_env_open(omni_env **out, const char *what, int32_t obs_dim, int
     omni_status st;
     if (!strcmp(what, OMNI_ENV_GRIDWORLD)) {
         e->builtin = e->grid = true;
-        if (obs_dim != 0 || act_dim != 1 || !discrete) {
+        if ((obs_dim != OMNI_GRIDWORLD_OBS && obs_dim != 0) || act_dim != 1 || !discrete) {
             st = omni_fail(OMNI_ERR_DATA,
-                           "environment 'gridworld' is seen only as a picture and has 1 discrete "
-                           "action; the task has %d observations and %d %s action%s",
-                           (int)obs_dim, (int)act_dim, discrete ? "discrete" : "continuous",
-                           act_dim == 1 ? "" : "s");
+                           "environment 'gridworld' has %d observations (the agent's row and "
+                           "column; or none, for a task that sees only its pictures) and 1 "
+                           "discrete action; the task has %d observations and %d %s action%s",
+                           OMNI_GRIDWORLD_OBS, (int)obs_dim, (int)act_dim,
+                           discrete ? "discrete" : "continuous", act_dim == 1 ? "" : "s");
             goto out_free;
         }
         *out = e;
@@ -494,6 +495,15 @@ const uint8_t *omni_env_image(const omni_env *e)
     return e->img;
 }
 
+/* The built-in grid world's picture when the task sees one, and its state when it has one. */
+static void gridworld_observe(omni_env *e, float *obs)
+{
+    if (e->obs_dim > 0)
+        omni_gridworld_observe(&e->gw, obs);
+    if (e->img)
+        omni_gridworld_render(&e->gw, e->img_size, e->img_channels, e->img);
+}
+
 /* The built-in cart-pole's picture, and its state when the task has one. */
 static void cartpole_observe(omni_env *e, float *obs)
 {
@@ -511,11 +521,11 @@ int32_t omni_env_discrete_actions(const omni_env *e)
 omni_status omni_env_reset(omni_env *e, uint64_t seed, float *obs)
 {
     if (e->grid) {
-        if (!e->img)
-            return omni_fail(OMNI_ERR_DATA, "environment 'gridworld' is seen only as a picture: "
-                                            "its task must be trained on images");
+        if (!e->img && e->obs_dim == 0)
+            return omni_fail(OMNI_ERR_DATA, "environment 'gridworld': the task sees neither "
+                                            "pictures nor the state vector");
         omni_gridworld_reset(&e->gw, seed, 0);
-        omni_gridworld_render(&e->gw, e->img_size, e->img_channels, e->img);
+        gridworld_observe(e, obs);
         return OMNI_OK;
     }
     if (e->builtin) {
@@ -538,7 +548,7 @@ omni_status omni_env_step(omni_env *e, const float *act_f, const int32_t *act_i,
             return omni_fail(OMNI_ERR_INTERNAL, "gridworld: action %d is not 0..3", (int)act_i[0]);
         *reward = omni_gridworld_step(&e->gw, act_i[0]);
         *done = e->gw.done;
-        omni_gridworld_render(&e->gw, e->img_size, e->img_channels, e->img);
+        gridworld_observe(e, obs);
         return OMNI_OK;
     }
     if (e->builtin) {

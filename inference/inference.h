@@ -227,7 +227,7 @@ omni_status omni_infer_exact_match(omni_infer *s, const omni_sampler *sp, int64_
 /* ---- environments (not collective: one process talks to one) ------------------ */
 
 #define OMNI_ENV_CARTPOLE  "cartpole"
-#define OMNI_ENV_GRIDWORLD "gridworld" /* seen only as a picture (datasets.h) */
+#define OMNI_ENV_GRIDWORLD "gridworld" /* a picture, the state vector or both (datasets.h) */
 #define OMNI_ENV_LINE_MAX  (1 << 20)   /* longest reply line accepted, in bytes */
 #define OMNI_ENV_TIMEOUT   30.0        /* default seconds to wait for a reply */
 

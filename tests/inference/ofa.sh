@@ -9,7 +9,9 @@
 #  - control from pixels: a tiny model trained here for 300 steps on the demo's gridworld
 #    (seen only as a picture) gets a mean return over 20 episodes at least 0.3 above a
 #    random policy's, measured here (a fair draw of the four moves in the same grid world,
-#    200 episodes: about -1.2; the expert gets about 0.8), the same on 2 processes;
+#    200 episodes: about -1.2; the expert gets about 0.8), the same on 2 processes; and so
+#    does the same model trained on gridworld_vec (the same episodes seen as the agent's row
+#    and column), played in the same built-in environment;
 #  - act's pixel observations through a child's "image": a good reply works; a missing,
 #    ragged, 2-channel or out-of-range "image" exits 2 naming the episode, step and fault.
 set -u
@@ -64,18 +66,25 @@ two=$(mpi 2 "$bin" generate "$ckpt" --task vqa --image "$img" --text "where?" --
 out=$("$bin" generate "$ckpt" --task vqa --image "$img;$img" --text "where?" 2>&1) ||
   fail "generate with two images: $out"
 
-# ---- control from pixels ----
+# ---- control from pixels, and from the state vector ----
 "$bin" data demo --out "$tmp/demo.h5" > "$tmp/demo.log" 2>&1 || { cat "$tmp/demo.log"; exit 1; }
-"$bin" train "$src/tests/train/tiny.yaml" --set "data.files=[$tmp/demo.h5]" \
-  --set "experiment.out_dir=$tmp/grid" --set "data.tasks={gridworld: 1.0}" \
-  --set model.d_model=64 --set model.n_heads=4 --set model.d_ff=128 --set model.context=64 \
-  --set moe.every=2 --set moe.expert_ff=128 --set data.batch=16 --set optim.steps=300 \
-  --set optim.warmup=30 --set log.every=100 > "$tmp/grid.log" 2>&1 ||
-  { tail -20 "$tmp/grid.log"; exit 1; }
+train_grid() { # TASK OUT_DIR
+  "$bin" train "$src/tests/train/tiny.yaml" --set "data.files=[$tmp/demo.h5]" \
+    --set "experiment.out_dir=$2" --set "data.tasks={$1: 1.0}" \
+    --set model.d_model=64 --set model.n_heads=4 --set model.d_ff=128 --set model.context=64 \
+    --set moe.every=2 --set moe.expert_ff=128 --set data.batch=16 --set optim.steps=300 \
+    --set optim.warmup=30 --set log.every=100 > "$2.log" 2>&1 || { tail -20 "$2.log"; exit 1; }
+}
+train_grid gridworld "$tmp/grid"
 grid=$tmp/grid/ckpt-00000300.h5
 "$bin" act "$grid" --task gridworld --env gridworld --episodes 20 --max-steps 20 \
   --json "$tmp/grid.json" > "$tmp/grid.txt" 2>&1 || { cat "$tmp/grid.txt"; fail "act gridworld"; }
 trained=$(sed -nE 's/.*"mean_return": ([-0-9.e+]+).*/\1/p' "$tmp/grid.json")
+train_grid gridworld_vec "$tmp/gvec"
+"$bin" act "$tmp/gvec/ckpt-00000300.h5" --task gridworld_vec --env gridworld --episodes 20 \
+  --max-steps 20 --json "$tmp/gvec.json" > "$tmp/gvec.txt" 2>&1 ||
+  { cat "$tmp/gvec.txt"; fail "act gridworld_vec"; }
+vector=$(sed -nE 's/.*"mean_return": ([-0-9.e+]+).*/\1/p' "$tmp/gvec.json")
 # the random policy in the same grid world (its rules: datasets/gridworld.c)
 random=$($py - <<'PY'
 import random
@@ -95,9 +104,11 @@ for e in range(200):
 print("%.3f" % (total / 200))
 PY
 )
-echo "gridworld from pixels: mean return ${trained:-?} trained, ${random:-?} random"
+echo "gridworld: mean return ${trained:-?} from pixels, ${vector:-?} from the state vector, ${random:-?} random"
 awk -v t="${trained:--9}" -v r="${random:-9}" 'BEGIN { exit !(t > r + 0.3) }' ||
   fail "pixel control: trained ${trained:-?} does not beat random ${random:-?} by 0.3"
+awk -v t="${vector:--9}" -v r="${random:-9}" 'BEGIN { exit !(t > r + 0.3) }' ||
+  fail "vector control: trained ${vector:-?} does not beat random ${random:-?} by 0.3"
 mpi 2 "$bin" act "$grid" --task gridworld --env gridworld --episodes 20 --max-steps 20 \
   --json "$tmp/grid2.json" > /dev/null 2>&1 || fail "act gridworld on 2 processes"
 cmp -s "$tmp/grid.json" "$tmp/grid2.json" || fail "act gridworld differs on 1 and 2 processes"

@@ -43,8 +43,9 @@ for layer in last["task_expert_load"]:
     for name, row in layer.items():
         print(name, " ".join(f"{v:.1f}" for v in row))' rt/metrics.jsonl)
 got=$(awk '/^    task /{on=1; next} /^    modality /{on=0} on{print $1, $2, $3, $4, $5}' <<<"$out")
-# The demo's six tasks (shapes_qa and gridworld since issue 17).
-[[ $(wc -l <<<"$want") == 12 ]] || fail "expected 6 tasks x 2 layers in metrics.jsonl: $want"
+# The demo file's seven tasks (shapes_qa and gridworld since issue 17, gridworld_vec since
+# its vector-vs-pixel comparison).
+[[ $(wc -l <<<"$want") == 14 ]] || fail "expected 7 tasks x 2 layers in metrics.jsonl: $want"
 [[ "$got" == "$want" ]] || fail "ckpt info task rows:
 $got
 metrics.jsonl:
@@ -80,7 +81,7 @@ with h5py.File(sys.argv[2], "r+") as f:
 PY
 out=$("$bin" ckpt info rt/extra_row.h5 2>&1)
 [[ $? == 2 ]] || fail "ckpt info of a table with an extra task row did not exit 2: $out"
-grep -qF "rt/extra_row.h5: state/coordinator/routing/task_expert_load has 7 task rows, its task table (/tokenization) 6 tasks" <<<"$out" ||
+grep -qF "rt/extra_row.h5: state/coordinator/routing/task_expert_load has 8 task rows, its task table (/tokenization) 7 tasks" <<<"$out" ||
     fail "extra task row: $out"
 
 must_train 1 dense --set moe.every=0 --set optim.steps=2
