@@ -18,6 +18,17 @@
 #include <omp.h>
 #include <string.h>
 
+/*
+ * The tile code is compiled twice, for the baseline x86-64 the build targets (SSE2) and for
+ * AVX-512, and the CPU picks at run time (GCC's target_clones). Both clones run the same
+ * element-by-element operations in the same order: the build is ISO C (-std=c11, so no
+ * contraction of a * b + c into a fused multiply-add), sums over an index are never
+ * vectorised (no -ffast-math) and expf is libm's; so the clones agree to the bit, and the
+ * wider one only does 16 lanes where the other does 4.
+ */
+#define TILE_CODE __attribute__((target_clones("avx512f", "default")))
+#define TILE_STEP static inline __attribute__((always_inline))
+
 #define BQ OMNI_ATTN_TILE /* query rows per tile */
 #define BK OMNI_ATTN_TILE /* keys per tile */
 
@@ -110,8 +121,8 @@ static void tile_keys(const int32_t *lo, const int32_t *hi, int64_t i0, int64_t 
 }
 
 /* dst[c * BK + j] = src[(j0 + j) * ld + c]: a K or V tile, transposed, zero-padded. */
-static void load_transposed(float *dst, const float *src, int64_t ld, int64_t j0, int64_t nj,
-                            int64_t hd)
+TILE_STEP void load_transposed(float *dst, const float *src, int64_t ld, int64_t j0, int64_t nj,
+                               int64_t hd)
 {
     for (int64_t c = 0; c < hd; c++) {
         float *row = dst + c * BK;
@@ -123,8 +134,8 @@ static void load_transposed(float *dst, const float *src, int64_t ld, int64_t j0
 }
 
 /* s[r * BK + j] = scale * q_r . k_j for the nq rows of a tile (kt: K^T tile). */
-static void tile_scores(float *s, const float *q, int64_t ld, const float *kt, int64_t nq,
-                        int64_t hd, float scale)
+TILE_STEP void tile_scores(float *s, const float *q, int64_t ld, const float *kt, int64_t nq,
+                           int64_t hd, float scale)
 {
     for (int64_t r = 0; r < nq; r++) {
         float acc[BK] = {0};
@@ -145,8 +156,8 @@ static void tile_scores(float *s, const float *q, int64_t ld, const float *kt, i
 
 /* Set the masked entries of a score tile to -inf. Rows [i0, i0 + nq), keys [j0, j0 + nk)
  * of window s. */
-static void tile_mask(float *sc, const omni_batch *b, const int32_t *lo, const int32_t *hi,
-                      int64_t s, int64_t i0, int64_t nq, int64_t j0, int64_t nk, bool prefix)
+TILE_STEP void tile_mask(float *sc, const omni_batch *b, const int32_t *lo, const int32_t *hi,
+                         int64_t s, int64_t i0, int64_t nq, int64_t j0, int64_t nk, bool prefix)
 {
     const int64_t o = s * b->context;
     for (int64_t r = 0; r < nq; r++) {
@@ -172,9 +183,9 @@ static void tile_mask(float *sc, const omni_batch *b, const int32_t *lo, const i
 }
 
 /* Forward of one (window, head): out rows of the head's columns, lse [T]. */
-static void head_forward(float *out, float *lse, const float *qkv, const omni_batch *b,
-                         const int32_t *lo, const int32_t *hi, int64_t s, int64_t h, int64_t T,
-                         int64_t d, int64_t hd, bool prefix, float *scratch)
+TILE_CODE static void head_forward(float *out, float *lse, const float *qkv, const omni_batch *b,
+                                   const int32_t *lo, const int32_t *hi, int64_t s, int64_t h,
+                                   int64_t T, int64_t d, int64_t hd, bool prefix, float *scratch)
 {
     const int64_t ld = 3 * d;
     const float scale = 1.0f / sqrtf((float)hd);
@@ -265,10 +276,10 @@ void omni_attention_forward(float *out, float *lse, const float *qkv, const omni
  * Q K^T, Y = P V and D_i = dY_i . Y_i: dV += P^T dY; dP = dY V^T; dS = P (dP - D);
  * dQ += scale dS K; dK += scale dS^T Q. Masked entries have P = 0, so dS = 0 there.
  */
-static void head_backward(float *dqkv, const float *dout, const float *out, const float *qkv,
-                          const float *lse, const omni_batch *b, const int32_t *lo,
-                          const int32_t *hi, int64_t s, int64_t h, int64_t T, int64_t d, int64_t hd,
-                          bool prefix, float *scratch)
+TILE_CODE static void head_backward(float *dqkv, const float *dout, const float *out,
+                                    const float *qkv, const float *lse, const omni_batch *b,
+                                    const int32_t *lo, const int32_t *hi, int64_t s, int64_t h,
+                                    int64_t T, int64_t d, int64_t hd, bool prefix, float *scratch)
 {
     const int64_t ld = 3 * d;
     const float scale = 1.0f / sqrtf((float)hd);
