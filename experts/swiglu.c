@@ -10,12 +10,23 @@
 
 #include "ops.h"
 
+/* The rows of the largest of the n_local blocks. */
+static int64_t largest_block(const int64_t *off, int64_t n_local)
+{
+    int64_t most = 0;
+    for (int64_t j = 0; j < n_local; j++)
+        if (off[j + 1] - off[j] > most)
+            most = off[j + 1] - off[j];
+    return most;
+}
+
 static void forward_bf16(float *y, float *h1, float *h3, const float *x, const float *w1,
                          const float *w3, const float *w2, const int64_t *off, int64_t n_local,
                          int64_t d, int64_t ff, bool accumulate)
 {
     const int64_t rows = off[n_local] - off[0];
     uint16_t *xh = omni_bf16_scratch(OMNI_BF16_SLOT_X, rows * d);
+    uint16_t *ah = omni_bf16_scratch(OMNI_BF16_SLOT_A, largest_block(off, n_local) * ff);
     omni_bf16_round_rows(xh, x + off[0] * d, rows, d, d);
     for (int64_t j = 0; j < n_local; j++) {
         const int64_t r0 = off[j], m = off[j + 1] - off[j];
@@ -26,7 +37,6 @@ static void forward_bf16(float *y, float *h1, float *h3, const float *x, const f
                          omni_bf16_weight(w1 + j * d * ff, d, ff, ff), ff, 0.0f, h1j, ff);
         omni_matmul_bf16(false, false, m, ff, d, 1.0f, xh + (r0 - off[0]) * d, d,
                          omni_bf16_weight(w3 + j * d * ff, d, ff, ff), ff, 0.0f, h3j, ff);
-        uint16_t *ah = omni_bf16_scratch(OMNI_BF16_SLOT_A, m * ff);
         omni_swiglu_gate_forward_bf16(ah, h1j, h3j, m * ff);
         omni_matmul_bf16(false, false, m, d, ff, 1.0f, ah, ff,
                          omni_bf16_weight(w2 + j * ff * d, ff, d, d), d, accumulate ? 1.0f : 0.0f,
@@ -67,6 +77,9 @@ static void backward_bf16(float *dx, float *dw1, float *dw3, float *dw2, const f
     /* x and dy rounded before any dx is written (dx may alias x) */
     uint16_t *xh = omni_bf16_scratch(OMNI_BF16_SLOT_X, rows * d);
     uint16_t *dyh = omni_bf16_scratch(OMNI_BF16_SLOT_DY, rows * d);
+    const int64_t most = largest_block(off, n_local);
+    uint16_t *ah = omni_bf16_scratch(OMNI_BF16_SLOT_A, most * ff);
+    uint16_t *dh = omni_bf16_scratch(OMNI_BF16_SLOT_DH, 2 * most * ff);
     omni_bf16_round_rows(xh, x + off[0] * d, rows, d, d);
     omni_bf16_round_rows(dyh, dy + off[0] * d, rows, d, d);
     for (int64_t j = 0; j < n_local; j++) {
@@ -80,11 +93,10 @@ static void backward_bf16(float *dx, float *dw1, float *dw3, float *dw2, const f
         const uint16_t *w3h = omni_bf16_weight(w3 + j * d * ff, d, ff, ff);
         const uint16_t *w2h = omni_bf16_weight(w2 + j * ff * d, ff, d, d);
         /* dW2 += a^T dy with a recomputed from the kept h1, h3; da = dy W2^T */
-        uint16_t *ah = omni_bf16_scratch(OMNI_BF16_SLOT_A, m * ff);
         omni_swiglu_gate_forward_bf16(ah, h1j, h3j, m * ff);
         omni_matmul_bf16(true, false, ff, d, m, 1.0f, ah, ff, dyj, d, 1.0f, dw2 + j * ff * d, d);
         omni_matmul_bf16(false, true, m, ff, d, 1.0f, dyj, d, w2h, d, 0.0f, da, ff);
-        uint16_t *dh1 = omni_bf16_scratch(OMNI_BF16_SLOT_DH, 2 * m * ff), *dh3 = dh1 + m * ff;
+        uint16_t *dh1 = dh, *dh3 = dh + m * ff;
         omni_swiglu_gate_backward_bf16(dh1, dh3, da, h1j, h3j, m * ff);
         omni_matmul_bf16(true, false, d, ff, m, 1.0f, xj, d, dh1, ff, 1.0f, dw1 + j * d * ff, ff);
         omni_matmul_bf16(true, false, d, ff, m, 1.0f, xj, d, dh3, ff, 1.0f, dw3 + j * d * ff, ff);

@@ -131,15 +131,20 @@ void omni_bf16_weights_changed(void)
     bf.generation++;
 }
 
-/* Scratch of at least n elements (grown, never shrunk); NULL when out of memory. */
+/* Scratch of at least n elements (grown, never shrunk); NULL when out of memory. It grows
+ * by half again at least: the rows of the experts vary from step to step, and a new
+ * allocation (its pages faulted in) for each new largest count would recur for a while. */
 static uint16_t *scratch(uint16_t **buf, int64_t *cap, int64_t n)
 {
     if (n > *cap) {
-        uint16_t *p = omni_alloc(n, sizeof *p, "bf16 products");
+        int64_t grown = *cap + *cap / 2 > n ? *cap + *cap / 2 : n;
+        uint16_t *p = omni_alloc(grown, sizeof *p, "bf16 products");
+        if (!p && grown > n)
+            p = omni_alloc(grown = n, sizeof *p, "bf16 products");
         if (!p)
             return NULL;
         omni_free(*buf);
-        *buf = p, *cap = n;
+        *buf = p, *cap = grown;
     }
     return *buf;
 }
