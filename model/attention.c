@@ -18,8 +18,47 @@
 #include <omp.h>
 #include <string.h>
 
+/*
+ * The tile code is compiled twice, for the baseline x86-64 the build targets (SSE2) and for
+ * AVX-512, and the CPU picks at run time (GCC's target_clones). Both clones run the same
+ * element-by-element operations in the same order: the build is ISO C (-std=c11, so no
+ * contraction of a * b + c into a fused multiply-add), sums over an index are never
+ * vectorised (no -ffast-math) and expf is libm's; so the clones agree to the bit, and the
+ * wider one only does 16 lanes where the other does 4.
+ */
+#define TILE_CODE __attribute__((target_clones("avx512f", "default")))
+#define TILE_STEP static inline __attribute__((always_inline))
+
 #define BQ OMNI_ATTN_TILE /* query rows per tile */
 #define BK OMNI_ATTN_TILE /* keys per tile */
+
+/* 16 sums kept in a register (GCC vector extension: a zmm, or 4 xmm), updated lane by lane
+ * as the scalar loops do (acc[j] = acc[j] + a * x[j]); a row of a tile's BK keys is KV of
+ * them. Where a loop over rows adds into one output row, the vector code keeps 16 columns
+ * of it in a register across the rows (the rows still in order), instead of storing and
+ * reloading it for each row; the head size must then be a multiple of 16. */
+typedef float keys_vec __attribute__((vector_size(4 * 16)));
+_Static_assert(BK % 16 == 0 && BK / 16 <= 8, "a tile's keys are whole vectors of 16, at most 8");
+#define KV (BK / 16)
+
+/* *acc += a * x[0..16) */
+TILE_STEP void add16(keys_vec *acc, float a, const float *x)
+{
+    keys_vec xv;
+    memcpy(&xv, x, sizeof xv);
+    *acc += a * xv;
+}
+
+/* acc[0..KV) += a * x[0..BK) */
+TILE_STEP void keys_update(keys_vec *acc, float a, const float *x)
+{
+#pragma GCC unroll 8 /* whole: acc then lives in registers */
+    for (int v = 0; v < KV; v++) {
+        keys_vec xv;
+        memcpy(&xv, x + 16 * v, sizeof xv);
+        acc[v] += a * xv;
+    }
+}
 
 static bool is_pad(const omni_batch *b, int64_t p)
 {
@@ -110,8 +149,8 @@ static void tile_keys(const int32_t *lo, const int32_t *hi, int64_t i0, int64_t 
 }
 
 /* dst[c * BK + j] = src[(j0 + j) * ld + c]: a K or V tile, transposed, zero-padded. */
-static void load_transposed(float *dst, const float *src, int64_t ld, int64_t j0, int64_t nj,
-                            int64_t hd)
+TILE_STEP void load_transposed(float *dst, const float *src, int64_t ld, int64_t j0, int64_t nj,
+                               int64_t hd)
 {
     for (int64_t c = 0; c < hd; c++) {
         float *row = dst + c * BK;
@@ -123,30 +162,27 @@ static void load_transposed(float *dst, const float *src, int64_t ld, int64_t j0
 }
 
 /* s[r * BK + j] = scale * q_r . k_j for the nq rows of a tile (kt: K^T tile). */
-static void tile_scores(float *s, const float *q, int64_t ld, const float *kt, int64_t nq,
-                        int64_t hd, float scale)
+TILE_STEP void tile_scores(float *s, const float *q, int64_t ld, const float *kt, int64_t nq,
+                           int64_t hd, float scale)
 {
     for (int64_t r = 0; r < nq; r++) {
-        float acc[BK] = {0};
+        keys_vec acc[KV] = {{0}};
         const float *qr = q + r * ld;
-        for (int64_t c = 0; c < hd; c++) {
-            const float a = qr[c];
-            const float *kc = kt + c * BK;
-#pragma omp simd
-            for (int64_t j = 0; j < BK; j++)
-                acc[j] += a * kc[j];
-        }
+        for (int64_t c = 0; c < hd; c++)
+            keys_update(acc, qr[c], kt + c * BK);
         float *sr = s + r * BK;
-#pragma omp simd
-        for (int64_t j = 0; j < BK; j++)
-            sr[j] = scale * acc[j];
+#pragma GCC unroll 8
+        for (int v = 0; v < KV; v++) {
+            const keys_vec sv = scale * acc[v];
+            memcpy(sr + 16 * v, &sv, sizeof sv);
+        }
     }
 }
 
 /* Set the masked entries of a score tile to -inf. Rows [i0, i0 + nq), keys [j0, j0 + nk)
  * of window s. */
-static void tile_mask(float *sc, const omni_batch *b, const int32_t *lo, const int32_t *hi,
-                      int64_t s, int64_t i0, int64_t nq, int64_t j0, int64_t nk, bool prefix)
+TILE_STEP void tile_mask(float *sc, const omni_batch *b, const int32_t *lo, const int32_t *hi,
+                         int64_t s, int64_t i0, int64_t nq, int64_t j0, int64_t nk, bool prefix)
 {
     const int64_t o = s * b->context;
     for (int64_t r = 0; r < nq; r++) {
@@ -172,9 +208,9 @@ static void tile_mask(float *sc, const omni_batch *b, const int32_t *lo, const i
 }
 
 /* Forward of one (window, head): out rows of the head's columns, lse [T]. */
-static void head_forward(float *out, float *lse, const float *qkv, const omni_batch *b,
-                         const int32_t *lo, const int32_t *hi, int64_t s, int64_t h, int64_t T,
-                         int64_t d, int64_t hd, bool prefix, float *scratch)
+TILE_CODE static void head_forward(float *out, float *lse, const float *qkv, const omni_batch *b,
+                                   const int32_t *lo, const int32_t *hi, int64_t s, int64_t h,
+                                   int64_t T, int64_t d, int64_t hd, bool prefix, float *scratch)
 {
     const int64_t ld = 3 * d;
     const float scale = 1.0f / sqrtf((float)hd);
@@ -217,6 +253,17 @@ static void head_forward(float *out, float *lse, const float *qkv, const omni_ba
 #pragma omp simd
                     for (int64_t c = 0; c < hd; c++)
                         ar[c] *= alpha;
+                }
+                if (hd % 16 == 0) {
+                    for (int64_t e = 0; e < hd; e += 16) {
+                        keys_vec a;
+                        memcpy(&a, ar + e, sizeof a);
+                        for (int64_t c = 0; c < nk; c++)
+                            if (row[c] != 0.0f)
+                                add16(&a, row[c], v + (j0 + c) * ld + e);
+                        memcpy(ar + e, &a, sizeof a);
+                    }
+                    continue;
                 }
                 for (int64_t c = 0; c < nk; c++) {
                     const float p = row[c];
@@ -265,10 +312,10 @@ void omni_attention_forward(float *out, float *lse, const float *qkv, const omni
  * Q K^T, Y = P V and D_i = dY_i . Y_i: dV += P^T dY; dP = dY V^T; dS = P (dP - D);
  * dQ += scale dS K; dK += scale dS^T Q. Masked entries have P = 0, so dS = 0 there.
  */
-static void head_backward(float *dqkv, const float *dout, const float *out, const float *qkv,
-                          const float *lse, const omni_batch *b, const int32_t *lo,
-                          const int32_t *hi, int64_t s, int64_t h, int64_t T, int64_t d, int64_t hd,
-                          bool prefix, float *scratch)
+TILE_CODE static void head_backward(float *dqkv, const float *dout, const float *out,
+                                    const float *qkv, const float *lse, const omni_batch *b,
+                                    const int32_t *lo, const int32_t *hi, int64_t s, int64_t h,
+                                    int64_t T, int64_t d, int64_t hd, bool prefix, float *scratch)
 {
     const int64_t ld = 3 * d;
     const float scale = 1.0f / sqrtf((float)hd);
@@ -308,20 +355,32 @@ static void head_backward(float *dqkv, const float *dout, const float *out, cons
                     memset(dr, 0, BK * sizeof(float));
                     continue;
                 }
-                float accp[BK] = {0};
+                keys_vec accv[KV] = {{0}};
                 const float *dyr = dy + (i0 + r) * d;
-                for (int64_t e = 0; e < hd; e++) {
-                    const float a = dyr[e];
-                    const float *vc = vt + e * BK;
-#pragma omp simd
-                    for (int64_t c = 0; c < BK; c++)
-                        accp[c] += a * vc[c];
-                }
+                for (int64_t e = 0; e < hd; e++)
+                    keys_update(accv, dyr[e], vt + e * BK);
+                float accp[BK];
+                memcpy(accp, accv, sizeof accp);
                 for (int64_t c = 0; c < BK; c++)
                     dr[c] = pr[c] * (accp[c] - dd[r]);
             }
             /* dV_j += sum_r P_rj dY_r; dK_j += scale sum_r dS_rj Q_r, r in order */
-            for (int64_t c = 0; c < nk; c++) {
+            for (int64_t c = 0; c < nk && hd % 16 == 0; c++) {
+                float *dvr = dv + (j0 + c) * ld, *dkr = dk + (j0 + c) * ld;
+                for (int64_t e = 0; e < hd; e += 16) {
+                    keys_vec av, ak;
+                    memcpy(&av, dvr + e, sizeof av), memcpy(&ak, dkr + e, sizeof ak);
+                    for (int64_t r = 0; r < nq; r++) {
+                        const float p = sc[r * BK + c], g = scale * dp[r * BK + c];
+                        if (p == 0.0f)
+                            continue;
+                        add16(&av, p, dy + (i0 + r) * d + e);
+                        add16(&ak, g, q + (i0 + r) * ld + e);
+                    }
+                    memcpy(dvr + e, &av, sizeof av), memcpy(dkr + e, &ak, sizeof ak);
+                }
+            }
+            for (int64_t c = 0; c < nk && hd % 16 != 0; c++) {
                 float *dvr = dv + (j0 + c) * ld, *dkr = dk + (j0 + c) * ld;
                 for (int64_t r = 0; r < nq; r++) {
                     const float p = sc[r * BK + c], g = scale * dp[r * BK + c];
@@ -336,7 +395,20 @@ static void head_backward(float *dqkv, const float *dout, const float *out, cons
                 }
             }
             /* dQ_r += scale sum_j dS_rj K_j, j in order */
-            for (int64_t r = 0; r < nq; r++) {
+            for (int64_t r = 0; r < nq && hd % 16 == 0; r++) {
+                float *dqr = dq + (i0 + r) * ld;
+                for (int64_t e = 0; e < hd; e += 16) {
+                    keys_vec aq;
+                    memcpy(&aq, dqr + e, sizeof aq);
+                    for (int64_t c = 0; c < nk; c++) {
+                        const float g = scale * dp[r * BK + c];
+                        if (sc[r * BK + c] != 0.0f)
+                            add16(&aq, g, k + (j0 + c) * ld + e);
+                    }
+                    memcpy(dqr + e, &aq, sizeof aq);
+                }
+            }
+            for (int64_t r = 0; r < nq && hd % 16 != 0; r++) {
                 float *dqr = dq + (i0 + r) * ld;
                 for (int64_t c = 0; c < nk; c++) {
                     const float g = scale * dp[r * BK + c];

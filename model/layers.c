@@ -132,6 +132,31 @@ void omni_rmsnorm_forward(float *out, float *rstd, const float *inp, const float
     }
 }
 
+/* Rows per block of the bf16 norm: computed as the fp32 function computes them, into a
+ * block of fp32 on the thread's stack, then rounded by the vector code. */
+#define NORM_BLOCK 1024
+
+void omni_rmsnorm_forward_bf16(uint16_t *out, float *rstd, const float *inp, const float *g,
+                               int64_t n, int64_t d)
+{
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < n; t++) {
+        const float *x = inp + t * d;
+        float ss = 0.0f;
+        for (int64_t i = 0; i < d; i++)
+            ss += x[i] * x[i];
+        float r = 1.0f / sqrtf(ss / (float)d + OMNI_RMS_EPS);
+        for (int64_t c = 0; c < d; c += NORM_BLOCK) {
+            float o[NORM_BLOCK];
+            const int64_t w = d - c < NORM_BLOCK ? d - c : NORM_BLOCK;
+            for (int64_t i = 0; i < w; i++)
+                o[i] = x[c + i] * r * g[c + i];
+            omni_bf16_round(out + t * d + c, o, w);
+        }
+        rstd[t] = r;
+    }
+}
+
 /* With y = g x r, r = (mean(x^2) + eps)^-1/2:
  * dx_j = r (g_j dy_j - x_j r^2 mean_i(g_i dy_i x_i)), dg_i += dy_i x_i r. */
 void omni_rmsnorm_backward(float *dinp, float *dg, const float *dout, const float *inp,
@@ -192,6 +217,37 @@ void omni_swiglu_backward(float *dinp, float *dw1, float *dw3, float *dw2, float
     omni_swiglu_gate_backward(dh1, da, da, h1, h3, n * ff);
     omni_matmul_backward_mp(dinp, dw1, dh1, inp, w1, n, d, ff);
     omni_matmul_backward_mp(dinp, dw3, da, inp, w3, n, d, ff);
+}
+
+void omni_swiglu_forward_bf16(float *out, float *h1, float *h3, uint16_t *a, const uint16_t *inp,
+                              const float *w1, const float *w3, const float *w2, int64_t n,
+                              int64_t d, int64_t ff)
+{
+    omni_matmul_forward_bf16(h1, inp, w1, n, d, ff, 0.0f);
+    omni_matmul_forward_bf16(h3, inp, w3, n, d, ff, 0.0f);
+    omni_swiglu_gate_forward_bf16(a, h1, h3, n * ff);
+    if (out)
+        omni_matmul_forward_bf16(out, a, w2, n, ff, d, 1.0f);
+}
+
+void omni_swiglu_backward_bf16(float *dinp, float *dw1, float *dw3, float *dw2, uint16_t *scratch_h,
+                               float *scratch_d, const float *dout, const uint16_t *inp,
+                               const float *h1, const float *h3, const uint16_t *a, const float *w1,
+                               const float *w3, const float *w2, int64_t n, int64_t d, int64_t ff)
+{
+    if (n == 0)
+        return;
+    float *da = scratch_d;
+    uint16_t *dh1 = scratch_h, *dh3 = scratch_h + n * ff;
+    /* dout rounded once for both products: dw2 += a^T dout; da = dout W2^T */
+    uint16_t *g = omni_bf16_scratch(OMNI_BF16_SLOT_DY, n * d);
+    omni_bf16_round_rows(g, dout, n, d, d);
+    omni_matmul_bf16(true, false, ff, d, n, 1.0f, a, ff, g, d, 1.0f, dw2, d);
+    omni_matmul_bf16(false, true, n, ff, d, 1.0f, g, d, omni_bf16_weight(w2, ff, d, d), d, 0.0f, da,
+                     ff);
+    omni_swiglu_gate_backward_bf16(dh1, dh3, da, h1, h3, n * ff);
+    omni_matmul_backward_bf16(dinp, dw1, dh1, inp, w1, n, d, ff);
+    omni_matmul_backward_bf16(dinp, dw3, dh3, inp, w3, n, d, ff);
 }
 
 /* ---- cross-entropy ------------------------------------------------------------- */

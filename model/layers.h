@@ -37,6 +37,10 @@ void omni_rmsnorm_forward(float *out, float *rstd, const float *inp, const float
                           int64_t d);
 void omni_rmsnorm_backward(float *dinp, float *dg, const float *dout, const float *inp,
                            const float *g, const float *rstd, int64_t n, int64_t d);
+/* omni_rmsnorm_forward with out in bf16 only (where only products read it): each element
+ * the bf16 rounding of the fp32 function's. */
+void omni_rmsnorm_forward_bf16(uint16_t *out, float *rstd, const float *inp, const float *g,
+                               int64_t n, int64_t d);
 
 /* May position j be seen from position i of window s of batch b? Causal within a
  * segment; with prefix, both ways inside a segment's prefix; padding sees itself. */
@@ -82,6 +86,21 @@ void omni_swiglu_backward(float *dinp, float *dw1, float *dw3, float *dw2, float
                           float *scratch_d, const float *dout, const float *inp, const float *h1,
                           const float *h3, const float *a, const float *w1, const float *w3,
                           const float *w2, int64_t n, int64_t d, int64_t ff);
+
+/*
+ * The same in bf16 (model.precision), with the activations that only products read kept in
+ * bf16: the input inp [n, d] and the gate's output a [n, ff] (h1, h3 stay fp32 for the
+ * gate's backward). Backward rounds dout once for its two products and writes the gate's
+ * two input gradients in bf16 into scratch_h [2 n ff]; scratch_d is [n, ff] fp32. The
+ * results are those of the fp32-input functions in bf16, to the bit.
+ */
+void omni_swiglu_forward_bf16(float *out, float *h1, float *h3, uint16_t *a, const uint16_t *inp,
+                              const float *w1, const float *w3, const float *w2, int64_t n,
+                              int64_t d, int64_t ff);
+void omni_swiglu_backward_bf16(float *dinp, float *dw1, float *dw3, float *dw2, uint16_t *scratch_h,
+                               float *scratch_d, const float *dout, const uint16_t *inp,
+                               const float *h1, const float *h3, const uint16_t *a, const float *w1,
+                               const float *w3, const float *w2, int64_t n, int64_t d, int64_t ff);
 
 /*
  * Cross-entropy of logits [n, V] against b->target where b->loss_mask is 1, each term

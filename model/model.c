@@ -339,12 +339,27 @@ static int64_t dense_index(const omni_model *m, int64_t l)
     return f;
 }
 
-/* Where block l's activations live: its own slot of the per-block buffers, or, with
- * model.recompute, the one slot that every block shares (filled again in backward). */
+/*
+ * Where block l's activations live: its own slot of the per-block buffers, or, with
+ * model.recompute, the one slot that every block shares (filled again in backward).
+ *
+ * In bf16 (model.precision) an activation that only products read is made in bf16 once,
+ * where it is computed, and kept only so (in the first half of its fp32 buffer): the
+ * norms' outputs ln1, ln2 of a dense block and lnf, and the SwiGLU gate's output. The
+ * attention output is read by attention's backward too, so it stays fp32 and its bf16
+ * copy lives in the second half of ln1's buffer. An MoE block's ln2 stays fp32 (the
+ * router's products are fp32; the experts round their rows once).
+ */
 typedef struct {
     float *h, *mid, *ln1, *rstd1, *qkv, *lse, *atty, *ln2, *rstd2;
-    float *h1, *h3, *ffa; /* dense blocks only */
+    float *h1, *h3, *ffa;                 /* dense blocks only */
+    uint16_t *ln1h, *attyh, *ln2h, *ffah; /* bf16: views of ln1 (both), ln2, ffa */
 } block_acts;
+
+static bool bf16_products(void)
+{
+    return omni_gemm_precision() == OMNI_PREC_BF16;
+}
 
 static block_acts acts_of(const omni_model *m, int64_t l)
 {
@@ -359,9 +374,11 @@ static block_acts acts_of(const omni_model *m, int64_t l)
                     .atty = m->atty + s * NM * d,
                     .ln2 = m->ln2 + s * NM * d,
                     .rstd2 = m->rstd2 + s * NM};
+    a.ln1h = (uint16_t *)a.ln1, a.attyh = a.ln1h + NM * d, a.ln2h = (uint16_t *)a.ln2;
     if (m->pl[l].w1) {
         const int64_t f = (m->recompute ? 0 : dense_index(m, l)) * NM * m->ff;
         a.h1 = m->h1 + f, a.h3 = m->h3 + f, a.ffa = m->ffa + f;
+        a.ffah = (uint16_t *)a.ffa;
     }
     return a;
 }
@@ -373,6 +390,19 @@ static void block_front(const omni_model *m, const omni_batch *b, int64_t l, con
 {
     const omni_block_view *w = &m->pl[l];
     const int64_t d = m->d, T = b->context, ns = b->n_seq, N = ns * T;
+    if (bf16_products()) {
+        omni_rmsnorm_forward_bf16(a->ln1h, a->rstd1, a->h, w->attn_norm, N, d);
+        omni_matmul_forward_bf16(a->qkv, a->ln1h, w->wqkv, N, d, 3 * d, 0.0f);
+        omni_attention_forward(a->atty, a->lse, a->qkv, b, ns, T, d, m->H, m->prefix, &m->ws);
+        omni_bf16_round_rows(a->attyh, a->atty, N, d, d);
+        memcpy(a->mid, a->h, (size_t)(N * d) * sizeof(float));
+        omni_matmul_forward_bf16(a->mid, a->attyh, w->wo, N, d, d, 1.0f);
+        if (w->w1)
+            omni_rmsnorm_forward_bf16(a->ln2h, a->rstd2, a->mid, w->ffn_norm, N, d);
+        else
+            omni_rmsnorm_forward(a->ln2, a->rstd2, a->mid, w->ffn_norm, N, d);
+        return;
+    }
     omni_rmsnorm_forward(a->ln1, a->rstd1, a->h, w->attn_norm, N, d);
     omni_matmul_forward_mp(a->qkv, a->ln1, w->wqkv, N, d, 3 * d, 0.0f);
     omni_attention_forward(a->atty, a->lse, a->qkv, b, ns, T, d, m->H, m->prefix, &m->ws);
@@ -438,6 +468,7 @@ omni_status omni_model_forward(omni_model *m, const omni_batch *b, omni_model_me
     const int64_t NM = m->max_seq * m->T; /* stride of the per-layer buffers */
     m->last_n_seq = -1;
     omni_bf16_weights_changed(); /* bf16 copies of the weights: once per forward pass */
+    const bool bf16 = bf16_products();
 
     omni_embed_forward(m->res, b, &m->pv, N, d, m->img_dim, m->aud_dim, &m->es);
     for (int64_t l = 0; l < m->L; l++) {
@@ -446,7 +477,9 @@ omni_status omni_model_forward(omni_model *m, const omni_batch *b, omni_model_me
         float *hn = m->res + (l + 1) * NM * d;
         block_front(m, b, l, &a);
         memcpy(hn, a.mid, (size_t)(N * d) * sizeof(float));
-        if (w->w1) {
+        if (w->w1 && bf16) {
+            omni_swiglu_forward_bf16(hn, a.h1, a.h3, a.ffah, a.ln2h, w->w1, w->w3, w->w2, N, d, ff);
+        } else if (w->w1) {
             omni_swiglu_forward(hn, a.h1, a.h3, a.ffa, a.ln2, w->w1, w->w3, w->w2, N, d, ff);
         } else {
             if ((st = m->moe.forward(m->moe.ctx, l, m->moe_out, a.ln2, b, N)))
@@ -456,8 +489,14 @@ omni_status omni_model_forward(omni_model *m, const omni_batch *b, omni_model_me
                 hn[i] += m->moe_out[i];
         }
     }
-    omni_rmsnorm_forward(m->lnf, m->rstdf, m->res + m->L * NM * d, m->pv.out_norm, N, d);
-    omni_matmul_forward_mp(m->logits, m->lnf, m->pv.out_w, N, d, V, 0.0f);
+    if (bf16) {
+        uint16_t *lnfh = (uint16_t *)m->lnf;
+        omni_rmsnorm_forward_bf16(lnfh, m->rstdf, m->res + m->L * NM * d, m->pv.out_norm, N, d);
+        omni_matmul_forward_bf16(m->logits, lnfh, m->pv.out_w, N, d, V, 0.0f);
+    } else {
+        omni_rmsnorm_forward(m->lnf, m->rstdf, m->res + m->L * NM * d, m->pv.out_norm, N, d);
+        omni_matmul_forward_mp(m->logits, m->lnf, m->pv.out_w, N, d, V, 0.0f);
+    }
     double loss = 0.0;
     omni_xent_forward(&loss, m->probs, m->xent_rows, m->logits, b, m->loss_weight, N, V, metrics);
     if (metrics)
@@ -521,6 +560,7 @@ omni_status omni_model_forward_blockwise(omni_model *m, const omni_batch *b,
     const int64_t L_run = metrics ? m->L : last_moe + 1;
     m->last_n_seq = -1;
     omni_bf16_weights_changed();
+    const bool bf16 = bf16_products();
 
     for (int64_t q = 0, first; q < n_pass; q++) {
         omni_batch pb = blockwise_pass(m, b, q, &first);
@@ -537,7 +577,10 @@ omni_status omni_model_forward_blockwise(omni_model *m, const omni_batch *b,
             memcpy(a.h, h, (size_t)(N * d) * sizeof(float));
             block_front(m, &pb, l, &a);
             memcpy(h, a.mid, (size_t)(N * d) * sizeof(float));
-            if (w->w1)
+            if (w->w1 && bf16)
+                omni_swiglu_forward_bf16(h, a.h1, a.h3, a.ffah, a.ln2h, w->w1, w->w3, w->w2, N, d,
+                                         ff);
+            else if (w->w1)
                 omni_swiglu_forward(h, a.h1, a.h3, a.ffa, a.ln2, w->w1, w->w3, w->w2, N, d, ff);
             else
                 memcpy(m->bw_ln + first * T * d, a.ln2, (size_t)(N * d) * sizeof(float));
@@ -565,14 +608,31 @@ omni_status omni_model_forward_blockwise(omni_model *m, const omni_batch *b,
         omni_batch pb = blockwise_pass(m, b, q, &first);
         const int64_t N = pb.n_seq * T;
         double loss = 0.0;
-        omni_rmsnorm_forward(m->lnf, m->rstdf, m->bw_h + first * T * d, m->pv.out_norm, N, d);
-        omni_matmul_forward_mp(m->logits, m->lnf, m->pv.out_w, N, d, V, 0.0f);
+        if (bf16) {
+            uint16_t *lnfh = (uint16_t *)m->lnf;
+            omni_rmsnorm_forward_bf16(lnfh, m->rstdf, m->bw_h + first * T * d, m->pv.out_norm, N,
+                                      d);
+            omni_matmul_forward_bf16(m->logits, lnfh, m->pv.out_w, N, d, V, 0.0f);
+        } else {
+            omni_rmsnorm_forward(m->lnf, m->rstdf, m->bw_h + first * T * d, m->pv.out_norm, N, d);
+            omni_matmul_forward_mp(m->logits, m->lnf, m->pv.out_w, N, d, V, 0.0f);
+        }
         omni_xent_forward(&loss, m->probs, m->xent_rows, m->logits, &pb, m->loss_weight, N, V,
                           metrics);
         total += loss;
     }
     metrics->loss = total;
     return OMNI_OK;
+}
+
+/* A linear map's backward in bf16 with its input kept in bf16: the gradient dout [n, k]
+ * rounded once, for both products. */
+static void backward_pair_bf16(float *dinp, float *dw, const float *dout, const uint16_t *inp,
+                               const float *w, int64_t n, int64_t in, int64_t k)
+{
+    uint16_t *g = omni_bf16_scratch(OMNI_BF16_SLOT_DY, n * k);
+    omni_bf16_round_rows(g, dout, n, k, k);
+    omni_matmul_backward_bf16(dinp, dw, g, inp, w, n, in, k);
 }
 
 omni_status omni_model_backward(omni_model *m, const omni_batch *b)
@@ -583,12 +643,16 @@ omni_status omni_model_backward(omni_model *m, const omni_batch *b)
     const int64_t d = m->d, ff = m->ff, T = b->context, ns = b->n_seq, N = ns * T, V = m->V;
     const int64_t NM = m->max_seq * m->T;
     const omni_param_view *p = &m->pv, *g = &m->gv;
+    const bool bf16 = bf16_products();
 
     /* the gradient of the logits takes the probabilities' place (they are not needed after) */
     float *dlogits = m->probs;
     omni_xent_backward(dlogits, m->probs, b, m->loss_weight, N, V);
     memset(m->dln, 0, (size_t)(N * d) * sizeof(float));
-    omni_matmul_backward_mp(m->dln, g->out_w, dlogits, m->lnf, p->out_w, N, d, V);
+    if (bf16)
+        backward_pair_bf16(m->dln, g->out_w, dlogits, (const uint16_t *)m->lnf, p->out_w, N, d, V);
+    else
+        omni_matmul_backward_mp(m->dln, g->out_w, dlogits, m->lnf, p->out_w, N, d, V);
     memset(m->dres, 0, (size_t)(N * d) * sizeof(float));
     omni_rmsnorm_backward(m->dres, g->out_norm, m->dln, m->res + m->L * NM * d, p->out_norm,
                           m->rstdf, N, d);
@@ -601,12 +665,19 @@ omni_status omni_model_backward(omni_model *m, const omni_batch *b)
             /* The block's activations again, from its input res[l] (kept); the MoE layer
              * keeps its own, so only a dense FFN's hidden rows are made again. */
             block_front(m, b, l, &a);
-            if (w->w1)
+            if (w->w1 && bf16)
+                omni_swiglu_forward_bf16(NULL, a.h1, a.h3, a.ffah, a.ln2h, w->w1, w->w3, w->w2, N,
+                                         d, ff);
+            else if (w->w1)
                 omni_swiglu_forward(NULL, a.h1, a.h3, a.ffa, a.ln2, w->w1, w->w3, w->w2, N, d, ff);
         }
         /* FFN: dres is d/d(h_{l+1}) and passes through the residual unchanged. */
         memset(m->dln, 0, (size_t)(N * d) * sizeof(float));
-        if (w->w1) {
+        if (w->w1 && bf16) {
+            omni_swiglu_backward_bf16(m->dln, gw->w1, gw->w3, gw->w2, (uint16_t *)m->ffs, m->ffd,
+                                      m->dres, a.ln2h, a.h1, a.h3, a.ffah, w->w1, w->w3, w->w2, N,
+                                      d, ff);
+        } else if (w->w1) {
             omni_swiglu_backward(m->dln, gw->w1, gw->w3, gw->w2, m->ffs, m->ffd, m->dres, a.ln2,
                                  a.h1, a.h3, a.ffa, w->w1, w->w3, w->w2, N, d, ff);
         } else if ((st = m->moe.backward(m->moe.ctx, l, m->dln, m->dres, b, N))) {
@@ -615,12 +686,18 @@ omni_status omni_model_backward(omni_model *m, const omni_batch *b)
         omni_rmsnorm_backward(m->dres, gw->ffn_norm, m->dln, a.mid, w->ffn_norm, a.rstd2, N, d);
         /* Attention: dres is now d/d(mid). */
         memset(m->datty, 0, (size_t)(N * d) * sizeof(float));
-        omni_matmul_backward_mp(m->datty, gw->wo, m->dres, a.atty, w->wo, N, d, d);
+        if (bf16)
+            backward_pair_bf16(m->datty, gw->wo, m->dres, a.attyh, w->wo, N, d, d);
+        else
+            omni_matmul_backward_mp(m->datty, gw->wo, m->dres, a.atty, w->wo, N, d, d);
         memset(m->dqkv, 0, (size_t)(N * 3 * d) * sizeof(float));
         omni_attention_backward(m->dqkv, m->datty, a.atty, a.qkv, a.lse, b, ns, T, d, m->H,
                                 m->prefix, &m->ws);
         memset(m->dln, 0, (size_t)(N * d) * sizeof(float));
-        omni_matmul_backward_mp(m->dln, gw->wqkv, m->dqkv, a.ln1, w->wqkv, N, d, 3 * d);
+        if (bf16)
+            backward_pair_bf16(m->dln, gw->wqkv, m->dqkv, a.ln1h, w->wqkv, N, d, 3 * d);
+        else
+            omni_matmul_backward_mp(m->dln, gw->wqkv, m->dqkv, a.ln1, w->wqkv, N, d, 3 * d);
         omni_rmsnorm_backward(m->dres, gw->attn_norm, m->dln, a.h, w->attn_norm, a.rstd1, N, d);
         if (m->grads_ready && (st = m->grads_ready(m->grads_ready_ctx, l)))
             return st;

@@ -32,6 +32,8 @@ static struct {
     omni_precision precision;
     uint16_t *a, *b; /* scratch of the rounded activations */
     int64_t a_cap, b_cap;
+    uint16_t *slot[OMNI_BF16_SLOT_COUNT]; /* the callers' scratch (omni_bf16_scratch) */
+    int64_t slot_cap[OMNI_BF16_SLOT_COUNT];
     uint64_t generation;
     int n;
     weight_copy w[WEIGHTS_MAX];
@@ -129,15 +131,20 @@ void omni_bf16_weights_changed(void)
     bf.generation++;
 }
 
-/* Scratch of at least n elements (grown, never shrunk); NULL when out of memory. */
+/* Scratch of at least n elements (grown, never shrunk); NULL when out of memory. It grows
+ * by half again at least: the rows of the experts vary from step to step, and a new
+ * allocation (its pages faulted in) for each new largest count would recur for a while. */
 static uint16_t *scratch(uint16_t **buf, int64_t *cap, int64_t n)
 {
     if (n > *cap) {
-        uint16_t *p = omni_alloc(n, sizeof *p, "bf16 products");
+        int64_t grown = *cap + *cap / 2 > n ? *cap + *cap / 2 : n;
+        uint16_t *p = omni_alloc(grown, sizeof *p, "bf16 products");
+        if (!p && grown > n)
+            p = omni_alloc(grown = n, sizeof *p, "bf16 products");
         if (!p)
             return NULL;
         omni_free(*buf);
-        *buf = p, *cap = n;
+        *buf = p, *cap = grown;
     }
     return *buf;
 }
@@ -238,4 +245,61 @@ void omni_matmul_backward_mp(float *dinp, float *dw, const float *dout, const fl
     round_matrix(x, inp, n, in, in); /* dw += inp^T dout */
     omni_onednn_matmul_bf16(true, false, in, k, n, 1.0f, x, in, g, k, 1.0f, dw, k,
                             omni_gemm_threads());
+}
+
+void omni_bf16_round_rows(uint16_t *dst, const float *src, int64_t rows, int64_t cols, int64_t ld)
+{
+    round_matrix(dst, src, rows, cols, ld);
+}
+
+const uint16_t *omni_bf16_weight(const float *w, int64_t rows, int64_t cols, int64_t ld)
+{
+    const uint16_t *copy = weight(w, rows, cols, ld);
+    if (!copy) {
+        omni_log_any_rank(OMNI_LOG_ERROR, "ops: out of memory for a bf16 weight copy");
+        OMNI_ASSERT(copy);
+    }
+    return copy;
+}
+
+uint16_t *omni_bf16_scratch(omni_bf16_slot slot, int64_t n)
+{
+    OMNI_ASSERT((int)slot >= 0 && slot < OMNI_BF16_SLOT_COUNT);
+    uint16_t *p = scratch(&bf.slot[slot], &bf.slot_cap[slot], n > 0 ? n : 1);
+    if (!p) {
+        omni_log_any_rank(OMNI_LOG_ERROR, "ops: out of memory for bf16 activations");
+        OMNI_ASSERT(p);
+    }
+    return p;
+}
+
+void omni_matmul_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                      const uint16_t *A, int64_t lda, const uint16_t *B, int64_t ldb, float beta,
+                      float *C, int64_t ldc)
+{
+    OMNI_ASSERT(bf.precision == OMNI_PREC_BF16);
+    if (M == 0 || N == 0)
+        return;
+    omni_onednn_matmul_bf16(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
+                            omni_gemm_threads());
+}
+
+void omni_matmul_forward_bf16(float *out, const uint16_t *inp, const float *w, int64_t n,
+                              int64_t in, int64_t k, float beta)
+{
+    if (n == 0 || k == 0)
+        return;
+    omni_matmul_bf16(false, false, n, k, in, 1.0f, inp, in, omni_bf16_weight(w, in, k, k), k, beta,
+                     out, k);
+}
+
+void omni_matmul_backward_bf16(float *dinp, float *dw, const uint16_t *dout, const uint16_t *inp,
+                               const float *w, int64_t n, int64_t in, int64_t k)
+{
+    if (n == 0 || in == 0 || k == 0)
+        return;
+    if (dinp) /* dinp += dout W^T, W stored [in, k] */
+        omni_matmul_bf16(false, true, n, in, k, 1.0f, dout, k, omni_bf16_weight(w, in, k, k), k,
+                         1.0f, dinp, in);
+    omni_matmul_bf16(true, false, in, k, n, 1.0f, inp, in, dout, k, 1.0f, dw, k); /* inp^T dout */
 }

@@ -99,11 +99,45 @@ void omni_matmul_forward_mp(float *out, const float *inp, const float *w, int64_
 void omni_matmul_backward_mp(float *dinp, float *dw, const float *dout, const float *inp,
                              const float *w, int64_t n, int64_t in, int64_t k);
 
+/*
+ * Activations rounded once (bf16 precision only). An activation that enters several
+ * products (a norm's output, a gradient entering a backward pair, the SwiGLU gate) is
+ * rounded where it is made, and the products below take it as it is: the result is that of
+ * omni_matmul_mp on the fp32 activation, to the bit, with one rounding instead of one per
+ * product. A bf16 operand has its own leading dimension; weights stay fp32 masters whose
+ * copies omni_bf16_weight returns (made once per omni_bf16_weights_changed).
+ */
+void omni_matmul_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                      const uint16_t *A, int64_t lda, const uint16_t *B, int64_t ldb, float beta,
+                      float *C, int64_t ldc);
+/* The bf16 copy of the weight [rows, cols] at w (leading dimension ld), stored dense. */
+const uint16_t *omni_bf16_weight(const float *w, int64_t rows, int64_t cols, int64_t ld);
+/* omni_matmul_forward_mp and omni_matmul_backward_mp with the activations inp and dout
+ * already rounded (dense, leading dimensions in and k). */
+void omni_matmul_forward_bf16(float *out, const uint16_t *inp, const float *w, int64_t n,
+                              int64_t in, int64_t k, float beta);
+void omni_matmul_backward_bf16(float *dinp, float *dw, const uint16_t *dout, const uint16_t *inp,
+                               const float *w, int64_t n, int64_t in, int64_t k);
+/* Scratch for the rounded activations of a layer that has no buffer of its own for them
+ * (the experts): n elements that stay until the next call for the same slot; it grows to
+ * the largest n asked for and stays (the first step's sizes). */
+typedef enum {
+    OMNI_BF16_SLOT_X = 0, /* a layer's input rows */
+    OMNI_BF16_SLOT_DY,    /* the gradient entering it */
+    OMNI_BF16_SLOT_A,     /* the SwiGLU gate's output */
+    OMNI_BF16_SLOT_DH,    /* the gate's two input gradients, side by side */
+    OMNI_BF16_SLOT_COUNT
+} omni_bf16_slot;
+uint16_t *omni_bf16_scratch(omni_bf16_slot slot, int64_t n);
+
 /* bf16 of f (nearest even; subnormals to signed zero, NaN stays NaN) and back. */
 uint16_t omni_bf16_of(float f);
 float omni_bf16_to_f32(uint16_t h);
 /* dst[i] = omni_bf16_of(src[i]), with AVX-512-BF16 where available. */
 void omni_bf16_round(uint16_t *dst, const float *src, int64_t n);
+/* The [rows, cols] matrix at src (leading dimension ld) rounded into dense dst, on the
+ * OpenMP threads when it is large (no thread count changes it). */
+void omni_bf16_round_rows(uint16_t *dst, const float *src, int64_t rows, int64_t cols, int64_t ld);
 
 /* ---- activations -------------------------------------------------------------- */
 
@@ -122,6 +156,11 @@ void omni_swiglu_gate_forward(float *a, const float *h1, const float *h3, int64_
  */
 void omni_swiglu_gate_backward(float *dh1, float *dh3, const float *da, const float *h1,
                                const float *h3, int64_t n);
+/* The same with bf16 outputs (the inputs of products only): each element computed as the
+ * fp32 functions do, then rounded (omni_bf16_of), in one pass. */
+void omni_swiglu_gate_forward_bf16(uint16_t *a, const float *h1, const float *h3, int64_t n);
+void omni_swiglu_gate_backward_bf16(uint16_t *dh1, uint16_t *dh3, const float *da, const float *h1,
+                                    const float *h3, int64_t n);
 
 /* ---- threads ------------------------------------------------------------------ */
 

@@ -8,7 +8,7 @@
 # drops and statistics); on a dense model; under expert choice (each expert picks over the
 # whole global batch); with jitter, the balancing bias, a shared expert, the entropy losses
 # and model.recompute together; dropless with no batch-level loss (no pre-pass); and across
-# a resume that changes micro_batch.
+# a resume that changes micro_batch; in bf16 (where the CPU has it).
 # Bad values stop the run with exit 2 naming the key.
 . "$(dirname "$0")/lib.sh"
 
@@ -40,6 +40,11 @@ MB="2" same mixed 2 "${drops[@]}" --set moe.jitter=0.1 --set moe.bias_rate=0.01 
     --set moe.shared_experts=1 --set 'moe.entropy={local: 0.05, global: 0.05, threshold: 2.0}' \
     --set model.recompute=true
 MB="1" same dropless 2 --set moe.aux_loss=0 --set moe.z_loss=0
+# bf16 with a dense block (its FFN input and the final norm are kept in bf16 only): the
+# pre-pass and the passes make the products of one pass
+if "$bin" --version | grep -q "bf16 *available"; then
+    MB="2" same bf16 2 "${drops[@]}" --set model.precision=bf16 --set moe.every=2
+fi
 # A checkpoint does not depend on micro_batch: resuming with another gives the same steps.
 must_train 2 leg "${base[@]}" "${drops[@]}" --set data.micro_batch=2 --set checkpoint.every=2
 must_train 2 leg "${base[@]}" "${drops[@]}" --resume leg/ckpt-00000002.h5
