@@ -17,6 +17,11 @@
 #define DS_TOK_ID      0x7fffu   /* tokens: the id bits */
 #define DS_TOK_PATCH   0x7fff    /* tokens: the id of a patch element */
 
+/* Pack k elements (token ids, OMNI_DS_PATCH for a patch, and loss flags) into format 2's
+ * uint16 tokens; an id that does not fit is an internal fault, named with path. */
+omni_status ds_pack_tokens(uint16_t *out, const int32_t *tok, const uint8_t *loss, int64_t k,
+                           const char *path);
+
 /* Samples of one split of one task: ragged arrays with offsets (as in the file). */
 typedef struct {
     int64_t n;      /* samples */

@@ -320,14 +320,8 @@ omni_status ds_cwriter_append(ds_cwriter *w, omni_split split, const int32_t *to
     omni_status st = OMNI_OK;
     for (int64_t j = 0; j < n_el && !st; j += 1024) {
         int64_t k = n_el - j < 1024 ? n_el - j : 1024;
-        for (int64_t q = 0; q < k; q++) {
-            int32_t v = tok[j + q];
-            if (v != OMNI_DS_PATCH && (v < 0 || v >= DS_TOK_PATCH))
-                return omni_fail(OMNI_ERR_INTERNAL, "%s: token %d does not fit format 2", w->path,
-                                 v);
-            buf[q] = (uint16_t)((v == OMNI_DS_PATCH ? DS_TOK_PATCH : (uint16_t)v) |
-                                (loss[j + q] ? DS_TOK_LOSS : 0));
-        }
+        if ((st = ds_pack_tokens(buf, tok + j, loss + j, k, w->path)))
+            return st;
         st = c_append(w, &a[A_TOK], buf, k);
     }
     w->n[split]++;

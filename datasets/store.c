@@ -714,6 +714,19 @@ omni_status ds_writer_add_patches(ds_writer *w, int task, int32_t patch_dim)
     return st;
 }
 
+omni_status ds_pack_tokens(uint16_t *out, const int32_t *tok, const uint8_t *loss, int64_t k,
+                           const char *path)
+{
+    for (int64_t q = 0; q < k; q++) {
+        int32_t v = tok[q];
+        if (v != OMNI_DS_PATCH && (v < 0 || v >= DS_TOK_PATCH))
+            return omni_fail(OMNI_ERR_INTERNAL, "%s: token %d does not fit format 2", path, v);
+        out[q] = (uint16_t)((v == OMNI_DS_PATCH ? DS_TOK_PATCH : (uint16_t)v) |
+                            (loss[q] ? DS_TOK_LOSS : 0));
+    }
+    return OMNI_OK;
+}
+
 omni_status ds_writer_append(ds_writer *w, int task, omni_split split, const int32_t *tok,
                              const uint8_t *loss, int64_t n_el, const uint8_t *patch,
                              int64_t n_patch)
@@ -723,14 +736,8 @@ omni_status ds_writer_append(ds_writer *w, int task, omni_split split, const int
     omni_status st = OMNI_OK;
     for (int64_t j = 0; j < n_el && !st; j += 1024) {
         int64_t k = n_el - j < 1024 ? n_el - j : 1024;
-        for (int64_t q = 0; q < k; q++) {
-            int32_t v = tok[j + q];
-            if (v != OMNI_DS_PATCH && (v < 0 || v >= DS_TOK_PATCH))
-                return omni_fail(OMNI_ERR_INTERNAL, "%s: token %d does not fit format 2", w->path,
-                                 v);
-            buf[q] = (uint16_t)((v == OMNI_DS_PATCH ? DS_TOK_PATCH : (uint16_t)v) |
-                                (loss[j + q] ? DS_TOK_LOSS : 0));
-        }
+        if ((st = ds_pack_tokens(buf, tok + j, loss + j, k, w->path)))
+            return st;
         st = w_append(&ws->tok, buf, k, w->path);
     }
     ws->n++;
