@@ -1109,13 +1109,8 @@ void omni_moe_zero_grad(omni_moe *m)
 
 void omni_moe_grad_sumsq(const omni_moe *m, double *dense, double *experts)
 {
-    double a = 0.0, b = 0.0;
-    for (int64_t i = 0; i < m->n_dense; i++)
-        a += (double)m->grads[i] * (double)m->grads[i];
-    for (int64_t i = m->n_dense; i < m->n_params; i++)
-        b += (double)m->grads[i] * (double)m->grads[i];
-    *dense = a;
-    *experts = b;
+    *dense = omni_sumsq(m->grads, m->n_dense);
+    *experts = omni_sumsq(m->grads + m->n_dense, m->n_params - m->n_dense);
 }
 
 void omni_moe_step(omni_moe *m, const omni_adamw *a)

@@ -175,4 +175,8 @@ void omni_swiglu_gate_backward_bf16(uint16_t *dh1, uint16_t *dh3, const float *d
  */
 omni_status omni_blas_set_threads(const omni_experiment *x, MPI_Comm comm, int *threads);
 
+/* The sum of x[i]^2 in double, in a fixed order (eight interleaved running sums): the
+ * gradient norm's squares. */
+double omni_sumsq(const float *x, int64_t n);
+
 #endif /* OMNI_OPS_H */
