@@ -306,11 +306,10 @@ typedef omni_status (*ds_csv_row_fn)(void *ctx, char **fields, int n_fields, int
 omni_status ds_csv_parse(const char *path, const char *text, size_t len, ds_csv_row_fn row,
                          void *ctx);
 
-/* The tokenization with the layout constants and no task; then the tasks one by one in
- * the model's order. Adding an image or audio task whose file has other image or audio
+/* Onto a tokenization started by omni_tokenization_init, the tasks one by one in the
+ * model's order. Adding an image or audio task whose file has other image or audio
  * settings than the tasks before it fails (OMNI_ERR_DATA naming `path` and `first_image`
  * / `first_audio`, the files of the settings already taken). */
-void ds_tokenization_init(omni_tokenization *t);
 omni_status ds_tokenization_add(omni_tokenization *t, const ds_file *f, const ds_task *dt,
                                 const char *path, const char *first_image, const char *first_audio);
 

@@ -131,6 +131,28 @@ static int64_t chunk_rows_of(size_t row_bytes)
     return r > 0 ? r : 1;
 }
 
+/* Rows [lo, lo + n) of dataset d (rank 1 or 2, row_elems elements a row) read into or
+ * written from buf as mem_type: whether HDF5 did it (the caller says why not). The
+ * memory space has the selection's shape: HDF5 then copies rows, where a 1-D memory
+ * space for a 2-D selection costs it a callback per element. */
+static bool rows_io(hid_t d, int rank, hid_t mem_type, int64_t lo, int64_t n, int64_t row_elems,
+                    void *buf, bool write)
+{
+    hsize_t start[2] = {(hsize_t)lo, 0}, count[2] = {(hsize_t)n, (hsize_t)row_elems};
+    hid_t fs = H5Dget_space(d), ms = H5Screate_simple(rank, count, NULL);
+    bool ok = fs >= 0 && ms >= 0 &&
+              H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0;
+    if (ok && write)
+        ok = H5Dwrite(d, mem_type, ms, fs, H5P_DEFAULT, buf) >= 0;
+    else if (ok)
+        ok = H5Dread(d, mem_type, ms, fs, H5P_DEFAULT, buf) >= 0;
+    if (fs >= 0)
+        H5Sclose(fs);
+    if (ms >= 0)
+        H5Sclose(ms);
+    return ok;
+}
+
 /* Block `block` of array a, from the cache or read from the file. */
 static omni_status get_block(ds_array *a, int64_t block, const uint8_t **data)
 {
@@ -160,18 +182,7 @@ static omni_status get_block(ds_array *a, int64_t block, const uint8_t **data)
     sl->array = -1;
     int64_t lo = block * a->chunk_rows;
     int64_t rows = a->rows - lo < a->chunk_rows ? a->rows - lo : a->chunk_rows;
-    hsize_t start[2] = {(hsize_t)lo, 0}, count[2] = {(hsize_t)rows, (hsize_t)a->row_elems};
-    /* The memory space has the selection's shape: HDF5 then copies rows, where a 1-D
-     * memory space for a 2-D selection costs it a callback per element. */
-    hid_t fs = H5Dget_space(a->d), ms = H5Screate_simple(a->rank, count, NULL);
-    bool ok = fs >= 0 && ms >= 0 &&
-              H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
-              H5Dread(a->d, a->mem_type, ms, fs, H5P_DEFAULT, sl->data) >= 0;
-    if (fs >= 0)
-        H5Sclose(fs);
-    if (ms >= 0)
-        H5Sclose(ms);
-    if (!ok) {
+    if (!rows_io(a->d, a->rank, a->mem_type, lo, rows, a->row_elems, sl->data, false)) {
         char why[512];
         omni_h5_reason(why, sizeof why);
         return omni_fail(OMNI_ERR_DATA,
@@ -565,18 +576,8 @@ static omni_status w_flush(w_array *a, bool all, const char *path)
     if (n == 0)
         return OMNI_OK;
     hsize_t dims[2] = {(hsize_t)(a->rows + n), (hsize_t)a->row_elems};
-    hsize_t start[2] = {(hsize_t)a->rows, 0}, count[2] = {(hsize_t)n, (hsize_t)a->row_elems};
-    bool ok = H5Dset_extent(a->d, dims) >= 0;
-    hid_t fs = ok ? H5Dget_space(a->d) : -1;
-    hid_t ms = H5Screate_simple(a->rank, count, NULL);
-    ok = ok && fs >= 0 && ms >= 0 &&
-         H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
-         H5Dwrite(a->d, a->mem_type, ms, fs, H5P_DEFAULT, a->buf) >= 0;
-    if (fs >= 0)
-        H5Sclose(fs);
-    if (ms >= 0)
-        H5Sclose(ms);
-    if (!ok) {
+    if (H5Dset_extent(a->d, dims) < 0 ||
+        !rows_io(a->d, a->rank, a->mem_type, a->rows, n, a->row_elems, a->buf, true)) {
         char why[512];
         omni_h5_reason(why, sizeof why);
         return omni_fail(OMNI_ERR_IO, "%s: cannot write dataset %s (%s)", path, a->name, why);
