@@ -562,12 +562,7 @@ omni_status ds_store_open(ds_store *s, const char *path, ds_cache *cache)
 
 void ds_store_close(ds_store *s)
 {
-    for (int i = 0; i < OMNI_MAX_TASKS; i++)
-        for (int sp = 0; sp < OMNI_SPLIT_COUNT; sp++)
-            ds_split_close(&s->split[i][sp]);
-    if (s->h5 >= 0)
-        H5Fclose(s->h5);
-    s->h5 = -1;
+    ds_store_suspend(s);
     for (int i = 0; i < s->meta.n_tasks; i++)
         for (int sp = 0; sp < OMNI_SPLIT_COUNT; sp++)
             s->meta.tasks[i].split[sp].n = 0; /* no pools behind these counts */

@@ -95,6 +95,15 @@ omni_status ds_check_pool(const ds_task *t, const ds_pool *p, const char *where,
 
 /* ---- format 2: chunked arrays read in windows (store.c) ---- */
 
+/* Rows per chunk of a sample array whose rows have row_bytes bytes (at least 1). */
+int64_t ds_chunk_rows(size_t row_bytes);
+/* Create sample array `name` in g as format 2 stores it: rows x row_elems of `type` (rank 1
+ * or 2), extendible, in chunks of ds_chunk_rows rows with Fletcher32, shuffled and deflated
+ * when deflate > 0; no_fill: HDF5 writes no fill values (every row will be written). The
+ * dataset, or a negative id (the HDF5 error stack says why). */
+hid_t ds_array_create(hid_t g, const char *name, hid_t type, int rank, int64_t rows,
+                      int64_t row_elems, int deflate, bool no_fill);
+
 /* A block cache of whole chunks (DS_CHUNK_BYTES each) for every array read through it:
  * its memory is fixed at creation, whatever the size of the files. Not thread-safe. */
 typedef struct ds_cache ds_cache;

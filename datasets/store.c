@@ -124,11 +124,33 @@ static void table_remove(ds_cache *c, int64_t s)
 
 /* ---- arrays ------------------------------------------------------------------- */
 
-/* Chunk rows of an array whose rows have row_bytes bytes. */
-static int64_t chunk_rows_of(size_t row_bytes)
+int64_t ds_chunk_rows(size_t row_bytes)
 {
     int64_t r = (int64_t)(DS_CHUNK_BYTES / (row_bytes ? row_bytes : 1));
     return r > 0 ? r : 1;
+}
+
+hid_t ds_array_create(hid_t g, const char *name, hid_t type, int rank, int64_t rows,
+                      int64_t row_elems, int deflate, bool no_fill)
+{
+    size_t row_bytes = H5Tget_size(type) * (size_t)row_elems;
+    hsize_t dims[2] = {(hsize_t)rows, (hsize_t)row_elems},
+            max[2] = {H5S_UNLIMITED, (hsize_t)row_elems};
+    hsize_t chunk[2] = {(hsize_t)ds_chunk_rows(row_bytes), (hsize_t)row_elems};
+    hid_t sp = H5Screate_simple(rank, dims, max);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    bool ok = sp >= 0 && dcpl >= 0 && H5Pset_chunk(dcpl, rank, chunk) >= 0 &&
+              H5Pset_fletcher32(dcpl) >= 0;
+    if (ok && no_fill)
+        ok = H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) >= 0;
+    if (ok && deflate > 0)
+        ok = H5Pset_shuffle(dcpl) >= 0 && H5Pset_deflate(dcpl, (unsigned)deflate) >= 0;
+    hid_t d = ok ? H5Dcreate2(g, name, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT) : -1;
+    if (dcpl >= 0)
+        H5Pclose(dcpl);
+    if (sp >= 0)
+        H5Sclose(sp);
+    return d;
 }
 
 /* Rows [lo, lo + n) of dataset d (rank 1 or 2, row_elems elements a row) read into or
@@ -279,7 +301,7 @@ static omni_status array_open(ds_array *a, hid_t g, const char *where, const cha
     a->mem_type = mem_type;
     /* Blocks of the cache: DS_CHUNK_BYTES of rows, whatever the file's chunks (omnimoe
      * writes chunks of that size, so that one block is one chunk, read and checked once). */
-    a->chunk_rows = chunk_rows_of(esize * (size_t)row_elems);
+    a->chunk_rows = ds_chunk_rows(esize * (size_t)row_elems);
     if (esize * (size_t)row_elems > DS_CHUNK_BYTES) {
         st = omni_fail(OMNI_ERR_DATA, "%s: %s rows have %zu bytes, more than omnimoe reads (%d)",
                        path, a->name, esize * (size_t)row_elems, DS_CHUNK_BYTES);
@@ -547,20 +569,8 @@ static omni_status w_create(w_array *a, hid_t g, const char *name, hid_t type, i
     a->rank = rank;
     a->row_elems = row_elems;
     a->row_bytes = H5Tget_size(type) * (size_t)row_elems;
-    a->chunk_rows = chunk_rows_of(a->row_bytes);
-    hsize_t dims[2] = {0, (hsize_t)row_elems}, max[2] = {H5S_UNLIMITED, (hsize_t)row_elems};
-    hsize_t chunk[2] = {(hsize_t)a->chunk_rows, (hsize_t)row_elems};
-    hid_t sp = H5Screate_simple(rank, dims, max);
-    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    bool ok = sp >= 0 && dcpl >= 0 && H5Pset_chunk(dcpl, rank, chunk) >= 0 &&
-              H5Pset_fletcher32(dcpl) >= 0;
-    if (ok && deflate > 0)
-        ok = H5Pset_shuffle(dcpl) >= 0 && H5Pset_deflate(dcpl, (unsigned)deflate) >= 0;
-    a->d = ok ? H5Dcreate2(g, name, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT) : -1;
-    if (dcpl >= 0)
-        H5Pclose(dcpl);
-    if (sp >= 0)
-        H5Sclose(sp);
+    a->chunk_rows = ds_chunk_rows(a->row_bytes);
+    a->d = ds_array_create(g, name, type, rank, 0, row_elems, deflate, false);
     if (a->d < 0) {
         char why[512];
         omni_h5_reason(why, sizeof why);
