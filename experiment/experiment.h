@@ -100,6 +100,7 @@ typedef struct omni_experiment {
     struct {
         int64_t threads; /* BLAS threads per process; 0 = auto (cores / processes per node) */
         omni_gemm_choice gemm;
+        int64_t shadow; /* experts per MoE layer and pass shared by their busy owner; 0: off */
     } parallel;
     struct {
         int64_t every, keep; /* every 0: only at the end and on signals */

@@ -114,6 +114,9 @@ const field omni_exp_fields[] = {
      "BLAS threads per process; auto: cores of the node / processes on it"},
     {"parallel", "gemm", FT_GEMM, OFF(parallel.gemm), "auto", 0, 0,
      "matrix-product library; auto: oneDNN on AVX-512 CPUs, else OpenBLAS (env OMNI_GEMM)"},
+    {"parallel", "shadow", FT_INT, OFF(parallel.shadow), "2", 0, 1024,
+     "experts per MoE layer and pass whose busy owner shares them: the other ranks compute "
+     "their own rows of them with a copy of the weights (docs/moe.md); 0: off"},
     {"checkpoint", "every", FT_INT, OFF(checkpoint.every), "500", 0, 1e12,
      "steps between checkpoints; 0: only at the end and on SIGTERM/SIGINT"},
     {"checkpoint", "keep", FT_INT, OFF(checkpoint.keep), "3", 1, 1000,

@@ -37,7 +37,7 @@ typedef struct {
 } field;
 
 /* Rows of the key table and sections (checked against the tables in keys.c). */
-#define N_FIELDS   51
+#define N_FIELDS   52
 #define N_SECTIONS 9
 
 extern const field omni_exp_fields[N_FIELDS];

@@ -86,15 +86,18 @@ void omni_dispatch_plan_free(omni_dispatch_plan *p)
 }
 
 void omni_dispatch_plan_send(omni_dispatch_plan *p, const int32_t *expert, const int32_t *slot,
-                             const int64_t *kept, int64_t n)
+                             const int64_t *kept, const bool *local, int64_t n)
 {
     const int64_t E = p->n_experts, N = p->n_ranks, k = p->k;
     /* Experts ascending are destinations ascending (both placements are monotone in e), so
-     * the block of expert e starts after the kept rows of every lower expert. */
+     * the block of expert e starts after the kept rows of every lower expert; the rows that
+     * stay here follow all the sent ones, experts ascending. */
     int64_t start = 0;
     memset(p->send_count, 0, (size_t)N * sizeof(int64_t));
     memset(p->count_msg, 0, (size_t)(N * E) * sizeof(int64_t));
     for (int64_t e = 0; e < E; e++) {
+        if (local && local[e])
+            continue;
         int q = omni_expert_dest(e, E, p->n_ranks, p->rank);
         p->count_msg[(int64_t)q * E + e] = kept[e];
         p->send_count[q] += kept[e];
@@ -105,12 +108,78 @@ void omni_dispatch_plan_send(omni_dispatch_plan *p, const int32_t *expert, const
     }
     p->n_send = start;
     start = 0;
-    for (int64_t e = 0; e < E; e++) {
-        p->expert_start[e] = start;
-        start += kept[e];
-    }
+    for (int pass = 0; pass < 2; pass++)
+        for (int64_t e = 0; e < E; e++)
+            if ((local && local[e]) == (pass == 1)) {
+                p->expert_start[e] = start;
+                start += kept[e];
+            }
+    p->n_local = start - p->n_send;
     for (int64_t a = 0; a < n * k; a++)
         p->pos[a] = slot[a] < 0 ? -1 : (int32_t)(p->expert_start[expert[a]] + slot[a]);
+}
+
+omni_status omni_dispatch_plan_recv_all(omni_dispatch_plan *p, const int64_t *kept_all,
+                                        const bool *shadow)
+{
+    const int64_t E = p->n_experts, N = p->n_ranks;
+    for (int64_t s = 0; s < N; s++)
+        for (int64_t e = 0; e < E; e++) {
+            bool mine = omni_expert_dest(e, E, p->n_ranks, (int)s) == p->rank;
+            bool stays = shadow && shadow[e] && s != p->rank;
+            p->recv_counts[s * E + e] = mine && !stays ? kept_all[s * E + e] : 0;
+        }
+    return omni_dispatch_plan_recv(p);
+}
+
+int64_t omni_shadow_choose(const int64_t *kept_all, int64_t n_experts, int n_ranks,
+                           int64_t max_shadow, int64_t cost_rows, int64_t *load, bool *shadow)
+{
+    const int64_t E = n_experts, N = n_ranks;
+    memset(shadow, 0, (size_t)E * sizeof(bool));
+    for (int64_t r = 0; r < N; r++)
+        load[r] = 0;
+    if (E < N) /* replicated experts: not shadowed */
+        return 0;
+    /* with E >= N an expert's destination is its owner, whoever sends */
+    for (int64_t e = 0; e < E; e++)
+        for (int64_t s = 0; s < N; s++)
+            load[omni_expert_dest(e, E, n_ranks, 0)] += kept_all[s * E + e];
+    int64_t chosen = 0;
+    while (chosen < max_shadow) {
+        int64_t h = 0, most = load[0];
+        for (int64_t r = 1; r < N; r++)
+            if (load[r] > most)
+                h = r, most = load[r];
+        /* the expert of the busiest rank whose sharing lowers the busiest load the most */
+        int64_t best = -1, best_most = most;
+        for (int64_t e = 0; e < E; e++) {
+            if (shadow[e] || omni_expert_dest(e, E, n_ranks, 0) != h)
+                continue;
+            int64_t moved = 0;
+            for (int64_t s = 0; s < N; s++)
+                moved += s == h ? 0 : kept_all[s * E + e];
+            if (moved == 0)
+                continue;
+            int64_t m = load[h] - moved + cost_rows;
+            for (int64_t s = 0; s < N; s++)
+                if (s != h && load[s] + kept_all[s * E + e] + cost_rows > m)
+                    m = load[s] + kept_all[s * E + e] + cost_rows;
+            if (m < best_most)
+                best = e, best_most = m;
+        }
+        if (best < 0)
+            break;
+        shadow[best] = true;
+        chosen++;
+        for (int64_t s = 0; s < N; s++)
+            if (s != h) {
+                load[h] -= kept_all[s * E + best];
+                load[s] += kept_all[s * E + best] + cost_rows;
+            }
+        load[h] += cost_rows;
+    }
+    return chosen;
 }
 
 omni_status omni_dispatch_plan_recv(omni_dispatch_plan *p)

@@ -77,6 +77,7 @@ typedef struct {
     int64_t max_tokens, max_recv;
     /* sender side: from this worker's routing */
     int64_t n_send;        /* rows sent (kept assignments) */
+    int64_t n_local;       /* rows that stay here (shadowed experts), after the sent ones */
     int32_t *pos;          /* [max_tokens * k] row of assignment (t, c) in the send buffer, -1 */
     int64_t *expert_start; /* [E] first send row of expert e */
     int64_t *send_count;   /* [N] rows to rank q */
@@ -97,13 +98,38 @@ omni_status omni_dispatch_plan_create(omni_dispatch_plan *p, int64_t n_experts, 
                                       int n_ranks, int rank, int64_t max_tokens, int64_t max_recv);
 void omni_dispatch_plan_free(omni_dispatch_plan *p);
 /* Sender side from the routing of n tokens: expert/slot [n * k] and kept [E] as given by
- * omni_router_topk / omni_router_assign. Fills pos, send counts and count_msg. */
+ * omni_router_topk / omni_router_assign. Fills pos, send counts and count_msg. The rows of
+ * the experts flagged in local [E] (NULL: none) are not sent: their send-buffer rows
+ * [n_send, n_send + n_local) follow the sent ones, by expert ascending then slot, and
+ * expert_start[e] is where each expert's block begins. */
 void omni_dispatch_plan_send(omni_dispatch_plan *p, const int32_t *expert, const int32_t *slot,
-                             const int64_t *kept, int64_t n);
+                             const int64_t *kept, const bool *local, int64_t n);
 /* Receiver side from recv_counts (which the caller filled by exchanging count_msg with
  * alltoall_counts, E per rank). OMNI_ERR_INTERNAL when a row arrives for an expert that
  * this rank does not hold or more than max_recv rows arrive. */
 omni_status omni_dispatch_plan_recv(omni_dispatch_plan *p);
+
+/* Receiver side without a counts message, from the kept rows of every rank for every expert
+ * (kept_all [N, E], the same on every rank) and the experts shadowed in this pass (shadow
+ * [E], NULL: none), whose rows stay on each sender but their owner's own. Then as
+ * omni_dispatch_plan_recv. */
+omni_status omni_dispatch_plan_recv_all(omni_dispatch_plan *p, const int64_t *kept_all,
+                                        const bool *shadow);
+
+/*
+ * Shadow experts (parallel.shadow; FasterMoE's "shadowing"). When a pass's routing leaves
+ * one rank with more expert rows than the others, every other rank can compute its own rows
+ * of one of that rank's experts itself with a copy of the expert's weights, sent for the
+ * pass, and send back the gradient it made of them. omni_shadow_choose decides which from
+ * the kept rows of every rank for every expert (kept_all [N, E]; placement E >= N): at
+ * most max_shadow experts, greedily, each time the expert of the busiest rank that lowers
+ * the busiest rank's load the most, counting cost_rows of expert rows against every rank
+ * for the copy (its weights in, its gradient out), as long as the busiest load falls.
+ * Deterministic: every rank chooses alike. Flags them in shadow [E], returns how many, and
+ * leaves the rows each rank will compute, with the costs, in load [N].
+ */
+int64_t omni_shadow_choose(const int64_t *kept_all, int64_t n_experts, int n_ranks,
+                           int64_t max_shadow, int64_t cost_rows, int64_t *load, bool *shadow);
 
 /* send[pos(t, c)] = x[t] for every kept assignment. */
 void omni_dispatch_gather(float *send, const float *x, const omni_dispatch_plan *p, int64_t n,
@@ -240,6 +266,17 @@ typedef enum {
 } omni_moe_timer;
 void omni_moe_timers(const omni_moe *m, double out[OMNI_MOE_T_COUNT]);
 void omni_moe_timers_reset(omni_moe *m);
+/* Shadow experts (parallel.shadow) since the last omni_moe_timers_reset: experts shared, and
+ * MoE layer passes that decided (every forward of a layer when shadowing is on). */
+void omni_moe_shadow_counts(const omni_moe *m, int64_t *shared, int64_t *passes);
+/* What one shared expert is counted as, in rows of expert work on every rank (its weights
+ * in, its gradient out): OMNI_SHADOW_COST_ROWS unless set (tests set 0 to share whenever
+ * sharing lowers the busiest load at all). */
+#define OMNI_SHADOW_COST_ROWS 32
+void omni_moe_set_shadow_cost(omni_moe *m, int64_t rows);
+/* The experts that the last forward of one MoE layer shared [E], or NULL when shadowing is
+ * off for this job (one rank, expert choice, replicated experts, parallel.shadow 0). */
+const bool *omni_moe_layer_shadow(const omni_moe *m, int64_t index);
 
 /* The tensor table (tensor.h descriptors, parameters then biases): the replicated tensors
  * of every layer (router, shared experts), then this rank's routed experts (sharded: rows

@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "ops.h"
+
 /* Add the time since *t0 to timer `which` and restart the clock. */
 static void lap(omni_moe *m, omni_moe_timer which, double *t0)
 {
@@ -28,6 +30,23 @@ void omni_moe_timers(const omni_moe *m, double out[OMNI_MOE_T_COUNT])
 void omni_moe_timers_reset(omni_moe *m)
 {
     memset(m->timer, 0, sizeof m->timer);
+    m->shadowed = m->shadow_passes = 0;
+}
+
+void omni_moe_shadow_counts(const omni_moe *m, int64_t *shared, int64_t *passes)
+{
+    *shared = m->shadowed;
+    *passes = m->shadow_passes;
+}
+
+void omni_moe_set_shadow_cost(omni_moe *m, int64_t rows)
+{
+    m->shadow_cost = rows;
+}
+
+const bool *omni_moe_layer_shadow(const omni_moe *m, int64_t index)
+{
+    return m->max_shadow > 0 ? m->layers[index].shadow : NULL;
 }
 
 omni_status omni_moe_create(omni_moe **out, const omni_experiment *x, int64_t max_tokens,
@@ -169,6 +188,35 @@ omni_status omni_moe_create_passes(omni_moe **out, const omni_experiment *x, int
         omni_route_table_bind(&L->by_mod, L->route + omni_route_table_len(n_tasks, E),
                               OMNI_MOD_COUNT, E);
     }
+    /* shadow experts: token choice over E >= N experts on N > 1 ranks. A rank computes at
+     * most max_shadow copies, each of at most one row per token and the capacity. */
+    const int64_t N = comm->size;
+    if (x->parallel.shadow > 0 && N > 1 && E >= N && !m->expert_choice) {
+        const int64_t blk = 3 * d * ff;
+        m->max_shadow = min64(x->parallel.shadow, E);
+        m->shadow_cost = OMNI_SHADOW_COST_ROWS;
+        m->copy_rows = min64(m->max_shadow, E - m->e_count) * min64(cap, np);
+        for (int64_t i = 0; i < m->n_moe; i++) {
+            moe_layer *L = &m->layers[i];
+            L->shadow = omni_alloc_in(&m->mem, E, sizeof(bool), "moe shadow experts");
+            L->copy_e =
+                omni_alloc_in(&m->mem, m->max_shadow, sizeof(int64_t), "moe shadow experts");
+            L->cw = omni_alloc_in(&m->mem, min64(m->max_shadow, E - m->e_count) * blk,
+                                  sizeof(float), "moe shadow expert weights");
+            L->cx = omni_alloc_in(&m->mem, m->copy_rows * d, sizeof(float), "moe shadow rows");
+            L->ch1 = omni_alloc_in(&m->mem, m->copy_rows * ff, sizeof(float), "moe shadow rows");
+            L->ch3 = omni_alloc_in(&m->mem, m->copy_rows * ff, sizeof(float), "moe shadow rows");
+        }
+        m->kept_sum = omni_alloc_in(&m->mem, N * E, sizeof(double), "moe shadow experts");
+        m->kept_all = omni_alloc_in(&m->mem, N * E, sizeof(int64_t), "moe shadow experts");
+        m->rank_load = omni_alloc_in(&m->mem, N, sizeof(int64_t), "moe shadow experts");
+        m->local = omni_alloc_in(&m->mem, E, sizeof(bool), "moe shadow experts");
+        m->ccnt = omni_alloc_in(&m->mem, 4 * N, sizeof(int64_t), "moe shadow experts");
+        m->cbuf =
+            omni_alloc_in(&m->mem, m->max_shadow * blk, sizeof(float), "moe shadow gradients");
+        m->crecv = omni_alloc_in(&m->mem, (N - 1) * min64(m->max_shadow, m->e_count) * blk,
+                                 sizeof(float), "moe shadow gradients");
+    }
     m->send = omni_alloc_in(&m->mem, np * kr * d, sizeof(float), "moe dispatch buffer");
     m->recv = omni_alloc_in(&m->mem, R * d, sizeof(float), "moe dispatch buffer");
     m->ye = omni_alloc_in(&m->mem, R * d, sizeof(float), "moe dispatch buffer");
@@ -177,7 +225,7 @@ omni_status omni_moe_create_passes(omni_moe **out, const omni_experiment *x, int
     m->dlogits = omni_alloc_in(&m->mem, np * E, sizeof(float), "moe router scratch");
     m->dgate = omni_alloc_in(&m->mem, np * kr, sizeof(float), "moe router scratch");
     if (m->expert_choice) {
-        const int64_t N = comm->size, T = n * N;
+        const int64_t T = n * N;
         m->ec_cnt = omni_alloc_in(&m->mem, 6 * N, sizeof(int64_t), "moe expert choice");
         m->ec_send = omni_alloc_in(&m->mem, n * max64(E, N), sizeof(float), "moe expert choice");
         m->ec_recv = omni_alloc_in(&m->mem, m->e_count * T, sizeof(float), "moe expert choice");
@@ -621,6 +669,159 @@ omni_status omni_moe_route(void *ctx, int64_t layer, const float *in, const omni
     return OMNI_OK;
 }
 
+/* The owner of expert e (shadowing runs with E >= N, where it is the destination). */
+static int owner(const omni_moe *m, int64_t e)
+{
+    return omni_expert_dest(e, m->E, m->comm.size, 0);
+}
+
+/* Experts among this rank's own that the last forward of L shared. */
+static int64_t own_shadowed(const omni_moe *m, const moe_layer *L)
+{
+    int64_t c = 0;
+    for (int64_t j = 0; j < m->e_count; j++)
+        c += L->shadow[m->e_first + j];
+    return c;
+}
+
+/*
+ * Shadow experts, forward (collective): the kept rows of every rank (one all-reduce, which
+ * stands in for the counts all-to-all), the experts to share (omni_shadow_choose, alike on
+ * every rank), this rank's copies of them, and their weights from their owners: each owner
+ * sends its shared experts (W1, W3, W2 of each, ascending) to every other rank, so the
+ * copies arrive by owner and then expert ascending, which is expert order.
+ */
+static omni_status shadow_plan(omni_moe *m, moe_layer *L)
+{
+    const int64_t E = m->E, N = m->comm.size, rank = m->comm.rank, d = m->d, ff = m->ff;
+    const int64_t blk = 3 * d * ff;
+    memset(m->kept_sum, 0, (size_t)(N * E) * sizeof(double));
+    for (int64_t e = 0; e < E; e++)
+        m->kept_sum[rank * E + e] = (double)L->kept[e];
+    omni_status st = m->comm.allreduce_sum(m->comm.ctx, m->kept_sum, N * E);
+    if (st != OMNI_OK)
+        return st;
+    for (int64_t i = 0; i < N * E; i++)
+        m->kept_all[i] = (int64_t)m->kept_sum[i];
+    L->n_shadow = omni_shadow_choose(m->kept_all, E, (int)N, m->max_shadow, m->shadow_cost,
+                                     m->rank_load, L->shadow);
+    L->n_copy = 0;
+    for (int64_t e = 0; e < E; e++) {
+        m->local[e] = L->shadow[e] && owner(m, e) != rank;
+        if (m->local[e])
+            L->copy_e[L->n_copy++] = e;
+    }
+    m->shadow_passes++;
+    if (L->n_shadow == 0)
+        return OMNI_OK;
+    m->shadowed += L->n_shadow;
+    int64_t own = 0;
+    for (int64_t j = 0; j < m->e_count; j++) {
+        if (!L->shadow[m->e_first + j])
+            continue;
+        float *b = m->cbuf + own++ * blk;
+        memcpy(b, L->w1 + j * d * ff, (size_t)(d * ff) * sizeof(float));
+        memcpy(b + d * ff, L->w3 + j * d * ff, (size_t)(d * ff) * sizeof(float));
+        memcpy(b + 2 * d * ff, L->w2 + j * ff * d, (size_t)(ff * d) * sizeof(float));
+    }
+    /* Rows of d floats: 3 ff rows an expert. Every destination reads the same block. */
+    int64_t *sc = m->ccnt, *sd = sc + N, *rc = sd + N, *rd = rc + N, at = 0;
+    for (int64_t q = 0; q < N; q++) {
+        int64_t from_q = 0;
+        for (int64_t e = 0; e < E; e++)
+            from_q += L->shadow[e] && owner(m, e) == q;
+        sc[q] = q == rank ? 0 : own * 3 * ff;
+        sd[q] = 0;
+        rc[q] = q == rank ? 0 : from_q * 3 * ff;
+        rd[q] = at;
+        at += rc[q];
+    }
+    st = exchange(m, m->cbuf, sc, sd, L->cw, rc, rd);
+    omni_bf16_weight_changed(L->cw, L->n_copy * blk);
+    return st;
+}
+
+/* The rows of copy j: where they start in the send buffer, and in the copies' buffers. */
+static void copy_rows(const moe_layer *L, int64_t j, int64_t *start, int64_t *r0)
+{
+    *start = L->plan.expert_start[L->copy_e[j]];
+    *r0 = *start - L->plan.n_send;
+}
+
+/* This rank's rows of the shared experts it does not own, through its copies: the inputs
+ * from the send buffer (kept for backward), the outputs where the exchange would have
+ * brought them back. */
+static void shadow_forward(omni_moe *m, moe_layer *L)
+{
+    const int64_t d = m->d, ff = m->ff, blk = 3 * d * ff;
+    for (int64_t j = 0; j < L->n_copy; j++) {
+        int64_t start, r0, c = L->kept[L->copy_e[j]];
+        copy_rows(L, j, &start, &r0);
+        memcpy(L->cx + r0 * d, m->send + start * d, (size_t)(c * d) * sizeof(float));
+        const float *w = L->cw + j * blk;
+        const int64_t off[2] = {0, c};
+        omni_experts_forward(L->ret + start * d, L->ch1 + r0 * ff, L->ch3 + r0 * ff, m->act,
+                             L->cx + r0 * d, w, w + d * ff, w + 2 * d * ff, off, 1, d, ff, false);
+    }
+}
+
+/* Backward of shadow_forward from the rows' output gradients in the send buffer: their
+ * input gradients in their place, the copies' weight gradients in cbuf. */
+static void shadow_backward(omni_moe *m, moe_layer *L)
+{
+    const int64_t d = m->d, ff = m->ff, blk = 3 * d * ff;
+    if (L->n_copy > 0)
+        memset(m->cbuf, 0, (size_t)(L->n_copy * blk) * sizeof(float));
+    for (int64_t j = 0; j < L->n_copy; j++) {
+        int64_t start, r0, c = L->kept[L->copy_e[j]];
+        copy_rows(L, j, &start, &r0);
+        const float *w = L->cw + j * blk;
+        float *g = m->cbuf + j * blk;
+        const int64_t off[2] = {0, c};
+        omni_experts_backward(L->cx + r0 * d, g, g + d * ff, g + 2 * d * ff, L->ch1 + r0 * ff,
+                              L->ch3 + r0 * ff, m->act, m->send + start * d, L->cx + r0 * d, w,
+                              w + d * ff, w + 2 * d * ff, off, 1, d, ff);
+        memcpy(m->send + start * d, L->cx + r0 * d, (size_t)(c * d) * sizeof(float));
+    }
+}
+
+/* The copies' weight gradients to their owners (collective), each owner adding them to its
+ * own, by source rank ascending: the same sum on every run of this world size. */
+static omni_status shadow_gradients(omni_moe *m, moe_layer *L)
+{
+    const int64_t N = m->comm.size, rank = m->comm.rank, d = m->d, ff = m->ff;
+    const int64_t own = own_shadowed(m, L);
+    int64_t *sc = m->ccnt, *sd = sc + N, *rc = sd + N, *rd = rc + N, at = 0, rat = 0;
+    for (int64_t q = 0; q < N; q++) {
+        int64_t to_q = 0;
+        for (int64_t j = 0; j < L->n_copy; j++)
+            to_q += owner(m, L->copy_e[j]) == q;
+        sc[q] = to_q * 3 * ff;
+        sd[q] = at;
+        at += sc[q];
+        rc[q] = q == rank ? 0 : own * 3 * ff;
+        rd[q] = rat;
+        rat += rc[q];
+    }
+    omni_status st = exchange(m, m->cbuf, sc, sd, m->crecv, rc, rd);
+    if (st != OMNI_OK)
+        return st;
+    for (int64_t q = 0; q < N; q++) {
+        if (q == rank)
+            continue;
+        const float *g = m->crecv + rd[q] * d;
+        for (int64_t j = 0; j < m->e_count; j++) {
+            if (!L->shadow[m->e_first + j])
+                continue;
+            float *dw[3] = {L->dw1 + j * d * ff, L->dw3 + j * d * ff, L->dw2 + j * ff * d};
+            for (int part = 0; part < 3; part++, g += d * ff)
+                for (int64_t i = 0; i < d * ff; i++)
+                    dw[part][i] += g[i];
+        }
+    }
+    return OMNI_OK;
+}
+
 omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *in,
                              const omni_batch *b, int64_t n)
 {
@@ -646,13 +847,21 @@ omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *
     lap(m, OMNI_MOE_T_ROUTE, &t0);
 
     /* dispatch, experts, combine */
-    omni_dispatch_plan_send(p, L->expert, L->slot, L->kept, na);
+    if (m->max_shadow > 0) {
+        if ((st = shadow_plan(m, L)) != OMNI_OK)
+            return st;
+        omni_dispatch_plan_send(p, L->expert, L->slot, L->kept, m->local, na);
+        if ((st = omni_dispatch_plan_recv_all(p, m->kept_all, L->shadow)) != OMNI_OK)
+            return st;
+    } else {
+        omni_dispatch_plan_send(p, L->expert, L->slot, L->kept, NULL, na);
+        st = m->comm.alltoall_counts(m->comm.ctx, p->count_msg, p->recv_counts, E);
+        if (st != OMNI_OK)
+            return st;
+        if ((st = omni_dispatch_plan_recv(p)) != OMNI_OK)
+            return st;
+    }
     omni_dispatch_gather(m->send, L->x, p, na, d);
-    st = m->comm.alltoall_counts(m->comm.ctx, p->count_msg, p->recv_counts, E);
-    if (st != OMNI_OK)
-        return st;
-    if ((st = omni_dispatch_plan_recv(p)) != OMNI_OK)
-        return st;
     st = exchange(m, m->send, p->send_count, p->send_displ, m->recv, p->recv_count, p->recv_displ);
     if (st != OMNI_OK)
         return st;
@@ -660,6 +869,8 @@ omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *
     lap(m, OMNI_MOE_T_MOVE, &t0);
     omni_experts_forward(m->ye, L->h1, L->h3, m->act, L->xe, L->w1, L->w3, L->w2, p->expert_off,
                          m->e_count, d, ff, false);
+    if (m->max_shadow > 0)
+        shadow_forward(m, L);
     lap(m, OMNI_MOE_T_EXPERTS, &t0);
     omni_dispatch_from_expert(m->recv, m->ye, p, d);
     st = exchange(m, m->recv, p->recv_count, p->recv_displ, L->ret, p->send_count, p->send_displ);
@@ -740,10 +951,14 @@ omni_status omni_moe_backward(void *ctx, int64_t layer, float *din, const float 
     lap(m, OMNI_MOE_T_MOVE, &t0);
     omni_experts_backward(L->xe, L->dw1, L->dw3, L->dw2, L->h1, L->h3, m->act, m->ye, L->xe, L->w1,
                           L->w3, L->w2, p->expert_off, m->e_count, d, ff);
+    if (m->max_shadow > 0)
+        shadow_backward(m, L);
     lap(m, OMNI_MOE_T_EXPERTS, &t0);
     omni_dispatch_from_expert(m->recv, L->xe, p, d);
     st = exchange(m, m->recv, p->recv_count, p->recv_displ, m->send, p->send_count, p->send_displ);
     if (st != OMNI_OK)
+        return st;
+    if (m->max_shadow > 0 && L->n_shadow > 0 && (st = shadow_gradients(m, L)) != OMNI_OK)
         return st;
     for (int64_t a = 0; a < na * kr; a++) {
         int32_t pos = p->pos[a];
@@ -894,13 +1109,8 @@ void omni_moe_zero_grad(omni_moe *m)
 
 void omni_moe_grad_sumsq(const omni_moe *m, double *dense, double *experts)
 {
-    double a = 0.0, b = 0.0;
-    for (int64_t i = 0; i < m->n_dense; i++)
-        a += (double)m->grads[i] * (double)m->grads[i];
-    for (int64_t i = m->n_dense; i < m->n_params; i++)
-        b += (double)m->grads[i] * (double)m->grads[i];
-    *dense = a;
-    *experts = b;
+    *dense = omni_sumsq(m->grads, m->n_dense);
+    *experts = omni_sumsq(m->grads + m->n_dense, m->n_params - m->n_dense);
 }
 
 void omni_moe_step(omni_moe *m, const omni_adamw *a)

@@ -47,6 +47,14 @@ typedef struct {
     double ent_local, ent_global; /* LIMoE's losses of the last forward, unscaled */
     double *route; /* [route_len] this worker's task then modality tables (training only) */
     omni_route_table by_task, by_mod;
+    /* shadow experts (parallel.shadow) of the last forward: the experts shared [E], how
+     * many, and the copies this rank computed (experts it does not own, ascending): their
+     * weights [n_copy, 3, d * ff] (W1, W3, W2), rows [copy_rows, d] and activations
+     * [copy_rows, ff], kept for backward */
+    bool *shadow;
+    int64_t n_shadow, n_copy;
+    int64_t *copy_e; /* [max_shadow] */
+    float *cw, *cx, *ch1, *ch3;
     /* micro-batches: the decisions of the last omni_moe_route, for its route_na rows */
     bool forced;                    /* forwards take them (until omni_moe_set_step) */
     int64_t route_na;               /* rows routed by it */
@@ -104,6 +112,18 @@ struct omni_moe {
      * rows before each, and the first window of the current pass */
     int64_t max_pass, base_offset, route_seq, window;
     int64_t *seq_row0; /* [max_tokens / context + 1] */
+    /* shadow experts: at most max_shadow per layer and pass (0: off), each counted as
+     * shadow_cost rows of expert work; the kept rows of every rank [N, E] (as all-reduced,
+     * and as counts), the busiest load, a copy's gradient or its owner's weights [max_shadow,
+     * 3, d * ff], an owner's received gradients [(N - 1) max_shadow, 3, d * ff], counts and
+     * displacements [4, N], and what the last passes shared */
+    int64_t max_shadow, shadow_cost, copy_rows;
+    double *kept_sum;
+    int64_t *kept_all, *rank_load;
+    bool *local;
+    float *cbuf, *crecv;
+    int64_t *ccnt;
+    int64_t shadowed, shadow_passes;
     double timer[OMNI_MOE_T_COUNT];
     omni_alloc_list mem; /* every buffer above and of the layers */
 };

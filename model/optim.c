@@ -10,11 +10,7 @@
 
 double omni_model_grad_sumsq(const omni_model *m)
 {
-    double s = 0.0;
-    const float *g = m->grads;
-    for (int64_t i = 0; i < m->n_params; i++)
-        s += (double)g[i] * (double)g[i];
-    return s;
+    return omni_sumsq(m->grads, m->n_params);
 }
 
 double omni_lr_at(const omni_experiment *x, int64_t step)

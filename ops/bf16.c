@@ -131,6 +131,13 @@ void omni_bf16_weights_changed(void)
     bf.generation++;
 }
 
+void omni_bf16_weight_changed(const float *w, int64_t n)
+{
+    for (int i = 0; i < bf.n; i++)
+        if (bf.w[i].src >= w && bf.w[i].src < w + n)
+            bf.w[i].generation = bf.generation - 1;
+}
+
 /* Scratch of at least n elements (grown, never shrunk); NULL when out of memory. It grows
  * by half again at least: the rows of the experts vary from step to step, and a new
  * allocation (its pages faulted in) for each new largest count would recur for a while. */

@@ -93,6 +93,9 @@ void omni_matmul_mp(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
                     int64_t ldc, bool b_is_weight);
 /* The parameters may have changed (an update, a load): bf16 copies are remade on use. */
 void omni_bf16_weights_changed(void);
+/* The n floats at w changed (a buffer that holds different weights from one use to the next,
+ * as the MoE layer's shadow copies): the bf16 copies made from them are remade on use. */
+void omni_bf16_weight_changed(const float *w, int64_t n);
 /* omni_matmul_forward and omni_matmul_backward in the precision set (w a weight). */
 void omni_matmul_forward_mp(float *out, const float *inp, const float *w, int64_t n, int64_t in,
                             int64_t k, float beta);
@@ -171,5 +174,9 @@ void omni_swiglu_gate_backward_bf16(uint16_t *dh1, uint16_t *dh3, const float *d
  * memory, MPI_Comm_split_type SHARED), at least 1. *threads (may be NULL) gets it.
  */
 omni_status omni_blas_set_threads(const omni_experiment *x, MPI_Comm comm, int *threads);
+
+/* The sum of x[i]^2 in double, in a fixed order (eight interleaved running sums): the
+ * gradient norm's squares. */
+double omni_sumsq(const float *x, int64_t n);
 
 #endif /* OMNI_OPS_H */

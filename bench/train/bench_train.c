@@ -4,7 +4,9 @@
  * sampled from real data, on however many processes it is launched with:
  *
  *   mpirun -np N bench_train [EXP.yaml]... [--data FILE.h5] [--steps S] [--warmup W]
- *                            [--windows N] [--set key=value]...
+ *                            [--windows N] [--ranks] [--set key=value]...
+ *
+ * --ranks prints each rank's phases of every timed step on stderr (where a rank waits).
  *
  * Without --data, rank 0 makes the demo dataset (omni_data_demo) in a temporary directory,
  * removed at the end. The experiment's data.files and data.tasks are replaced by that one
@@ -69,11 +71,12 @@ typedef struct {
     const char *data;
     int steps, warmup;
     int64_t windows; /* windows sampled for the sampling rate */
+    bool ranks;      /* each rank's phases of each timed step, on stderr */
 } options;
 
 static const char usage[] =
     "usage: mpirun -np N bench_train [EXP.yaml]... [--data FILE.h5] [--steps S] [--warmup W]\n"
-    "                               [--windows N] [--set key=value]...\n";
+    "                               [--windows N] [--ranks] [--set key=value]...\n";
 
 static omni_status parse_args(int argc, char **argv, options *o)
 {
@@ -92,6 +95,8 @@ static omni_status parse_args(int argc, char **argv, options *o)
             o->warmup = atoi(argv[++i]);
         else if (!strcmp(a, "--windows") && has)
             o->windows = atoll(argv[++i]);
+        else if (!strcmp(a, "--ranks"))
+            o->ranks = true;
         else if (!strcmp(a, "--set") && has && o->n_sets < MAX_SETS)
             o->sets[o->n_sets++] = argv[++i];
         else if (a[0] != '-' && o->n_configs < MAX_CONFIGS)
@@ -157,13 +162,16 @@ static double dense_flops(const omni_experiment *x, int64_t vocab)
 }
 
 /* Per MoE layer, after a step: this rank's routed rows, kept rows sent off-rank (r_out),
- * kept rows other ranks sent here (r_in), dropped and local assignments. */
+ * kept rows other ranks sent here (r_in), dropped and local assignments (including the rows
+ * of shared experts computed here by a copy), and the bytes of shared experts' weights and
+ * gradients this rank sent. */
 typedef struct {
-    double tokens, dropped, local, r_out, r_in, rows_here;
+    double tokens, dropped, local, r_out, r_in, rows_here, shadow_bytes, shared;
 } layer_traffic;
 
 static omni_status traffic(MPI_Comm comm, const omni_moe *moe, int rank, int size,
-                           int64_t n_experts, int64_t k, layer_traffic *out, int n_layers)
+                           int64_t n_experts, int64_t k, double expert_bytes, layer_traffic *out,
+                           int n_layers)
 {
     double *cnt = omni_alloc(2 * (int64_t)size, sizeof(double), "bench counts");
     if (!cnt)
@@ -178,12 +186,23 @@ static omni_status traffic(MPI_Comm comm, const omni_moe *moe, int rank, int siz
         layer_traffic *t = &out[l];
         memset(t, 0, sizeof *t);
         t->tokens = (double)n;
+        /* a shared expert's rows stay on their rank; its owner sends the weights to every
+         * other rank, and each other rank sends back a gradient */
+        const bool *shared = omni_moe_layer_shadow(moe, l);
+        for (int64_t e = 0; shared && e < n_experts; e++) {
+            if (!shared[e])
+                continue;
+            int owner = omni_expert_dest(e, n_experts, size, rank);
+            t->shadow_bytes += (owner == rank ? size - 1 : 1) * expert_bytes;
+            t->shared += 1.0;
+        }
         for (int64_t a = 0; a < n * k; a++) {
             if (slot[a] < 0) {
                 t->dropped += 1.0;
                 continue;
             }
-            cnt[omni_expert_dest(expert[a], n_experts, size, rank)] += 1.0;
+            int q = omni_expert_dest(expert[a], n_experts, size, rank);
+            cnt[shared && shared[expert[a]] ? rank : q] += 1.0;
         }
         t->local = cnt[rank];
         for (int q = 0; q < size; q++)
@@ -305,7 +324,7 @@ static omni_status bench_one(bench *B, const char *path, const char *data)
     double step_t[MAX_STEPS], step_cpu[MAX_STEPS]; /* timed steps: time, lowest CPU/wall */
     double t_best = 1e30, t_sum = 0.0, mpi_sum = 0.0, mpi_max_share = 0.0, bytes_sum = 0.0;
     double formula_sum = 0.0, kept_sum = 0.0, kept_best = 0.0, tokens_sum = 0.0;
-    double dropped_sum = 0.0, local_sum = 0.0, routed_sum = 0.0;
+    double dropped_sum = 0.0, local_sum = 0.0, routed_sum = 0.0, shared_sum = 0.0;
     double cpu_share_mean = 0.0, cpu_share_min = 1e30, rows_max = 0.0, rows_mean = 0.0;
     double gross_layer[MAX_LAYERS] = {0}, formula_layer[MAX_LAYERS] = {0};
     double tm[OMNI_MOE_T_COUNT] = {0}, tw[OMNI_WORKER_T_COUNT] = {0};
@@ -333,8 +352,22 @@ static omni_status bench_one(bench *B, const char *path, const char *data)
         double tmr[OMNI_MOE_T_COUNT], twr[OMNI_WORKER_T_COUNT];
         omni_moe_timers(moe, tmr);
         omni_worker_timers(w, twr);
-        if ((st = traffic(comm, moe, rank, size, E, k, tr, n_layers)))
+        if ((st = traffic(comm, moe, rank, size, E, k, 3.0 * (double)(d * ff) * 4.0, tr, n_layers)))
             break;
+        if (B->o->ranks && timed) {
+            double rows_here = 0.0;
+            for (int l = 0; l < n_layers; l++)
+                rows_here += tr[l].rows_here;
+            fprintf(stderr,
+                    "rank %d step %d: %.0f ms: fill %.0f, forward %.0f, backward %.0f, reduction "
+                    "%.0f, update %.0f; MoE routing %.0f, moving %.0f, experts %.0f (%.0f rows); "
+                    "in MPI %.0f\n",
+                    rank, s, 1e3 * t_rank, 1e3 * twr[OMNI_WORKER_T_FILL],
+                    1e3 * twr[OMNI_WORKER_T_FORWARD], 1e3 * twr[OMNI_WORKER_T_BACKWARD],
+                    1e3 * twr[OMNI_WORKER_T_REDUCE], 1e3 * twr[OMNI_WORKER_T_UPDATE],
+                    1e3 * tmr[OMNI_MOE_T_ROUTE], 1e3 * tmr[OMNI_MOE_T_MOVE],
+                    1e3 * tmr[OMNI_MOE_T_EXPERTS], rows_here, 1e3 * mpi_s);
+        }
         /* kept rows from the global statistics on rank 0, sent to all */
         double kept = 0.0, tokens = *m.tokens;
         for (int64_t i = 0; i < (int64_t)n_layers * n_experts; i++)
@@ -348,9 +381,14 @@ static omni_status bench_one(bench *B, const char *path, const char *data)
             double dropped = all(comm, tr[l].dropped, MPI_SUM);
             double local = all(comm, tr[l].local, MPI_SUM);
             double unit = (double)d * 4.0 * 4.0; /* bytes of one row over the 4 exchanges */
-            double f = (routed * (double)k - dropped - local) * unit;
-            /* the same from the rows each rank actually sends: 2 (r_out + r_in) per rank */
-            double per_rank = 2.0 * (tr[l].r_out + tr[l].r_in) * (double)d * 4.0;
+            /* plus each shared expert's weights out to, and gradients back from, N - 1 ranks */
+            double expert_bytes = 3.0 * (double)(d * ff) * 4.0;
+            double f = (routed * (double)k - dropped - local) * unit +
+                       tr[l].shared * 2.0 * (size - 1) * expert_bytes;
+            /* the same from the rows each rank actually sends: 2 (r_out + r_in) per rank,
+             * and the weights and gradients it sends */
+            double per_rank =
+                2.0 * (tr[l].r_out + tr[l].r_in) * (double)d * 4.0 + tr[l].shadow_bytes;
             double summed = all(comm, per_rank, MPI_SUM);
             if (fabs(summed - f) > 0.5)
                 mismatches++;
@@ -361,6 +399,7 @@ static omni_status bench_one(bench *B, const char *path, const char *data)
                 routed_sum += routed * (double)k;
                 dropped_sum += dropped;
                 local_sum += local;
+                shared_sum += tr[l].shared;
             }
         }
         if (fabs(bytes - formula) > 0.5)
@@ -470,6 +509,10 @@ static omni_status bench_one(bench *B, const char *path, const char *data)
                "(%.0f rows), x %lld B per row\n",
                routed_sum / S * (double)d * 16.0, dropped_sum / S, local_sum / S,
                (long long)(d * 16));
+        printf("      + shared experts (%.2f per MoE layer and step, parallel.shadow %lld) x "
+               "%d ranks x 2 (weights out, gradients back) x %lld B\n",
+               shared_sum / S / n_layers, (long long)x.parallel.shadow, size - 1,
+               (long long)(3 * d * ff * 4));
         for (int l = 0; l < n_layers; l++)
             printf("    MoE layer %d: %.0f bytes sent per step (%.0f per rank) of %.0f gross\n", l,
                    formula_layer[l] / S, formula_layer[l] / S / size, gross_layer[l] / S);

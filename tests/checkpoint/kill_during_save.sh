@@ -57,7 +57,7 @@ if [[ -z "$killed" ]]; then
     try=${OMNI_KILL_TRY:-1}
     ((try < 4)) || fail "no .tmp left in $try tries: every kill came after the save finished"
     echo "try $try: the kill came after the save's last collective step; again"
-    OMNI_KILL_TRY=$((try + 1)) exec "$0" "$@"
+    OMNI_KILL_TRY=$((try + 1)) exec bash "$0" "$@" # the file need not be executable
 fi
 killed=$((10#$killed))
 [[ ! -e "$dir/$(printf 'ckpt-%08d.h5' "$killed")" ]] || fail "step $killed appeared complete"

@@ -70,7 +70,7 @@ static void run(int64_t E, int N, int64_t k, double cf)
         int64_t *scratch = calloc((size_t)omni_router_assign_scratch(s->n, E, k), 8);
         omni_router_assign(s->slot, s->kept, s->expert, s->prob, s->n, E, k, cap, scratch);
         free(scratch);
-        omni_dispatch_plan_send(&s->plan, s->expert, s->slot, s->kept, s->n);
+        omni_dispatch_plan_send(&s->plan, s->expert, s->slot, s->kept, NULL, s->n);
         omni_dispatch_gather(s->send, s->x, &s->plan, s->n, D);
     }
     /* the counts all-to-all: E counts from every rank to every rank */
@@ -209,5 +209,76 @@ Test(experts, dispatch_rejects_rows_for_an_expert_the_rank_does_not_hold)
     memset(p.recv_counts, 0, 8 * sizeof(int64_t));
     p.recv_counts[1 * 4 + 3] = 1; /* rank 1 sends a row for expert 3 to rank 0 */
     cr_assert_eq(omni_dispatch_plan_recv(&p), OMNI_ERR_INTERNAL);
+    omni_dispatch_plan_free(&p);
+}
+
+/* Shadow experts: 2 ranks, experts 0-1 on rank 0 and 2-3 on rank 1; rank 1 sends 30 rows
+ * to expert 0, so rank 0 would compute 55 rows and rank 1 4. */
+static const int64_t skewed[2 * 4] = {10, 10, 1, 1, 30, 5, 1, 1};
+
+Test(experts, shadow_choose_shares_the_busiest_ranks_best_expert)
+{
+    int64_t load[2];
+    bool shadow[4];
+    /* free sharing, one expert: expert 0 (55, 4 -> 25, 34); expert 1 would give 50, 9 */
+    cr_assert_eq(omni_shadow_choose(skewed, 4, 2, 1, 0, load, shadow), 1);
+    cr_assert(shadow[0] && !shadow[1] && !shadow[2] && !shadow[3]);
+    cr_assert_eq(load[0], 25);
+    cr_assert_eq(load[1], 34);
+    /* a cost of 10 rows each: 55 -> 35 and 44, still lower */
+    cr_assert_eq(omni_shadow_choose(skewed, 4, 2, 1, 10, load, shadow), 1);
+    cr_assert_eq(load[0], 35);
+    cr_assert_eq(load[1], 44);
+    /* a cost of 32: every choice raises the busiest load (57, 66): none */
+    cr_assert_eq(omni_shadow_choose(skewed, 4, 2, 4, 32, load, shadow), 0);
+    cr_assert(!shadow[0] && !shadow[1]);
+    cr_assert_eq(load[0], 55);
+    cr_assert_eq(load[1], 4);
+    /* balanced loads: nothing to gain */
+    const int64_t even[2 * 4] = {5, 5, 5, 5, 5, 5, 5, 5};
+    cr_assert_eq(omni_shadow_choose(even, 4, 2, 4, 0, load, shadow), 0);
+    /* replicated experts (N > E): never */
+    const int64_t rep[4 * 2] = {9, 0, 9, 0, 9, 0, 9, 0};
+    int64_t load4[4];
+    cr_assert_eq(omni_shadow_choose(rep, 2, 4, 2, 0, load4, shadow), 0);
+}
+
+Test(experts, shadow_rows_stay_on_the_sender)
+{
+    /* rank 1 of the case above, expert 0 shared: its 30 rows of expert 0 stay, after the 7
+     * rows it sends (5 to expert 1 on rank 0, 2 to its own experts 2 and 3) */
+    omni_dispatch_plan p;
+    cr_assert_eq(omni_dispatch_plan_create(&p, 4, 1, 2, 1, 64, 64), OMNI_OK);
+    int32_t expert[37], slot[37];
+    int64_t kept[4] = {30, 5, 1, 1}, next[4] = {0};
+    for (int i = 0; i < 37; i++) {
+        expert[i] = i < 30 ? 0 : i < 35 ? 1 : i == 35 ? 2 : 3;
+        slot[i] = (int32_t)next[expert[i]]++;
+    }
+    bool shadow[4] = {true, false, false, false};
+    omni_dispatch_plan_send(&p, expert, slot, kept, shadow, 37);
+    cr_assert_eq(p.n_send, 7);
+    cr_assert_eq(p.n_local, 30);
+    cr_assert_eq(p.send_count[0], 5);
+    cr_assert_eq(p.send_count[1], 2);
+    cr_assert_eq(p.count_msg[0 * 4 + 0], 0, "a shared expert's rows are not announced");
+    cr_assert_eq(p.expert_start[1], 0);
+    cr_assert_eq(p.expert_start[0], 7);
+    cr_assert_eq(p.pos[0], 7);
+    cr_assert_eq(p.pos[29], 36);
+    cr_assert_eq(p.pos[30], 0);
+    /* its receive side: its own rows of experts 2 and 3, and rank 0's 1 + 1 */
+    cr_assert_eq(omni_dispatch_plan_recv_all(&p, skewed, shadow), OMNI_OK);
+    cr_assert_eq(p.n_recv, 4);
+    cr_assert_eq(p.recv_count[0], 2);
+    cr_assert_eq(p.recv_count[1], 2);
+    omni_dispatch_plan_free(&p);
+    /* rank 0, the owner: its own 10 rows of expert 0 arrive through the exchange, rank 1's
+     * 30 do not */
+    cr_assert_eq(omni_dispatch_plan_create(&p, 4, 1, 2, 0, 64, 64), OMNI_OK);
+    cr_assert_eq(omni_dispatch_plan_recv_all(&p, skewed, shadow), OMNI_OK);
+    cr_assert_eq(p.recv_count[0], 20);
+    cr_assert_eq(p.recv_count[1], 5);
+    cr_assert_eq(p.expert_off[1] - p.expert_off[0], 10);
     omni_dispatch_plan_free(&p);
 }

@@ -96,13 +96,14 @@ static void setup(omni_experiment *x, int64_t E, bool expert_choice)
     }
 }
 
-static void run(MPI_Comm world, int64_t E, bool expert_choice)
+static void run(MPI_Comm world, int64_t E, bool expert_choice, bool shadow)
 {
     int rank, size;
     MPI_Comm_rank(world, &rank);
     MPI_Comm_size(world, &size);
     omni_experiment x;
     setup(&x, E, expert_choice);
+    x.parallel.shadow = shadow ? E : 0;
     const int64_t n = NT / size, first = rank * n;
 
     float in[NT * D], dout[NT * D], out[NT * D], din[NT * D] = {0};
@@ -118,6 +119,10 @@ static void run(MPI_Comm world, int64_t E, bool expert_choice)
     omni_moe *ref;
     OMNI_ASSERT(omni_moe_create(&ref, &x, NT, 0, &local) == OMNI_OK);
     omni_moe_init_params(ref);
+    /* the shadow case: expert 0 chosen by every token (its balancing bias), so its owner is
+     * the busiest rank */
+    if (shadow)
+        omni_moe_layer_bias(ref, 0)[0] = 1.0f;
     omni_moe_set_step(ref, 4, 0, true);
     OMNI_ASSERT(omni_moe_forward(ref, 1, ref_out, in, NULL, NT) == OMNI_OK);
     /* with 4 experts the case leaves tokens to the residual (with 2, each taking half the
@@ -138,8 +143,25 @@ static void run(MPI_Comm world, int64_t E, bool expert_choice)
     omni_moe *m;
     OMNI_ASSERT(omni_moe_create(&m, &x, n, 0, &mc) == OMNI_OK);
     omni_moe_init_params(m);
+    if (shadow)
+        omni_moe_layer_bias(m, 0)[0] = 1.0f;
+    omni_moe_set_shadow_cost(m, 0);
     omni_moe_set_step(m, 4, first, true);
     omni_status st = omni_moe_forward(m, 1, out, in + first * D, NULL, n);
+    int64_t shared, passes;
+    omni_moe_shadow_counts(m, &shared, &passes);
+    /* with 4 experts the busiest rank holds expert 0 and must share it (with 2 experts of
+     * top 2 every rank has the same load) */
+    if (shadow && size > 1 && E == 4 && (shared < 1 || passes != 1)) {
+        fprintf(stderr, "rank %d: E%lld shadow: %lld experts shared in %lld passes\n", rank,
+                (long long)E, (long long)shared, (long long)passes);
+        failures++;
+    }
+    if (!shadow && passes != 0) {
+        fprintf(stderr, "rank %d: parallel.shadow 0 but %lld passes shared\n", rank,
+                (long long)passes);
+        failures++;
+    }
     omni_moe_zero_grad(m);
     if (st == OMNI_OK)
         st = omni_moe_backward(m, 1, din, dout + first * D, NULL, n);
@@ -148,9 +170,10 @@ static void run(MPI_Comm world, int64_t E, bool expert_choice)
         MPI_Abort(world, 1);
     }
     char what[160];
-    snprintf(what, sizeof what, "%sE%lld out", expert_choice ? "choice " : "", (long long)E);
+    const char *mode = expert_choice ? "choice " : shadow ? "shadow " : "";
+    snprintf(what, sizeof what, "%sE%lld out", mode, (long long)E);
     expect_close(what, rank, out, ref_out + first * D, n * D);
-    snprintf(what, sizeof what, "%sE%lld din", expert_choice ? "choice " : "", (long long)E);
+    snprintf(what, sizeof what, "%sE%lld din", mode, (long long)E);
     expect_close(what, rank, din, ref_din + first * D, n * D);
     double aux, z, raux, rz;
     omni_moe_layer_losses(m, 0, &aux, &z);
@@ -167,8 +190,7 @@ static void run(MPI_Comm world, int64_t E, bool expert_choice)
     omni_moe_buffers(ref, &rp, &rg, &am, &av, &rnp, &rnd);
     OMNI_ASSERT(nd == rnd);
     MPI_Allreduce(MPI_IN_PLACE, g, (int)nd, MPI_FLOAT, MPI_SUM, world);
-    snprintf(what, sizeof what, "%sE%lld replicated grads", expert_choice ? "choice " : "",
-             (long long)E);
+    snprintf(what, sizeof what, "%sE%lld replicated grads", mode, (long long)E);
     expect_close(what, rank, g, rg, nd);
     /* replicas of one expert (processes > experts) sum their gradients */
     MPI_Comm replicas;
@@ -181,8 +203,7 @@ static void run(MPI_Comm world, int64_t E, bool expert_choice)
             continue;
         int64_t per = t->dims[1] * t->dims[2];
         OMNI_ASSERT(strcmp(t->name, rt->name) == 0);
-        snprintf(what, sizeof what, "%sE%lld %s", expert_choice ? "choice " : "", (long long)E,
-                 t->name);
+        snprintf(what, sizeof what, "%sE%lld %s", mode, (long long)E, t->name);
         expect_close(what, rank, p + t->offset, rp + rt->offset + t->row_lo * per, t->numel);
         expect_close(what, rank, g + t->offset, rg + rt->offset + t->row_lo * per, t->numel);
     }
@@ -242,10 +263,14 @@ int main(int argc, char **argv)
     int size;
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     for (int ec = 0; ec < 2; ec++) {
-        run(MPI_COMM_WORLD, 4, ec);
+        run(MPI_COMM_WORLD, 4, ec, false);
         if (size <= 2 || size % 2 == 0)
-            run(MPI_COMM_WORLD, 2, ec);
+            run(MPI_COMM_WORLD, 2, ec, false);
     }
+    /* shadow experts (parallel.shadow), sharing whenever it lowers the busiest load */
+    run(MPI_COMM_WORLD, 4, false, true);
+    if (size <= 2 || size % 2 == 0)
+        run(MPI_COMM_WORLD, 2, false, true);
     run_taskless(MPI_COMM_WORLD);
     int total = 0;
     MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);

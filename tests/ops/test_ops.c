@@ -568,3 +568,21 @@ Test(ops, blas_threads_follow_an_explicit_setting)
     cr_assert_eq(omni_blas_set_threads(&x, MPI_COMM_NULL, &n), OMNI_OK); /* no MPI needed */
     cr_assert_eq(n, 1);
 }
+
+Test(ops, sumsq_is_the_sum_of_squares_for_every_tail_length)
+{
+    float x[67];
+    fill(x, 67, "sumsq");
+    for (int64_t n = 0; n <= 67; n++) {
+        long double ref = 0.0L;
+        for (int64_t i = 0; i < n; i++)
+            ref += (long double)x[i] * (long double)x[i];
+        double got = omni_sumsq(x, n);
+        cr_assert(fabs(got - (double)ref) <= 1e-14 * fmax(1.0, (double)ref),
+                  "n %lld: %.17g, expected %.17Lg", (long long)n, got, ref);
+    }
+    /* the order is fixed: the same numbers give the same bits */
+    cr_assert_eq(omni_sumsq(x, 67), omni_sumsq(x, 67));
+    x[66] = ldexpf(1.0f, 60); /* an element far larger than the rest dominates, in the tail */
+    cr_assert(fabs(omni_sumsq(x, 67) / ldexp(1.0, 120) - 1.0) < 1e-12);
+}
