@@ -160,29 +160,6 @@ static omni_status read_num(hid_t g, const char *where, const char *name, double
     return OMNI_OK;
 }
 
-typedef struct {
-    char names[OMNI_MAX_TASKS][OMNI_NAME_MAX];
-    int n;
-    bool overflow, bad_name;
-} name_list;
-
-static herr_t list_name(hid_t g, const char *name, const H5L_info_t *info, void *data)
-{
-    (void)g;
-    (void)info;
-    name_list *l = data;
-    if (l->n == OMNI_MAX_TASKS) {
-        l->overflow = true;
-        return 1;
-    }
-    if (strlen(name) >= OMNI_NAME_MAX || !omni_valid_name(name)) {
-        l->bad_name = true;
-        return 1;
-    }
-    snprintf(l->names[l->n++], OMNI_NAME_MAX, "%s", name);
-    return 0;
-}
-
 static omni_status read_task(hid_t tasks, const char *name, const omni_tokenization *t,
                              omni_tokenization_task *k, const char *path)
 {
@@ -326,25 +303,26 @@ omni_status ckpt_read_tokenization(hid_t file, const char *path, int64_t version
     hid_t tasks = H5Gopen2(file, TASKS_GROUP, H5P_DEFAULT);
     if (tasks < 0)
         return omni_fail(OMNI_ERR_CKPT, "%s: /%s is not a group", path, TASKS_GROUP);
-    name_list *names = calloc(1, sizeof *names);
+    char(*names)[OMNI_NAME_MAX] = calloc(OMNI_MAX_TASKS, sizeof *names);
     if (!names) {
         H5Gclose(tasks);
         return omni_fail(OMNI_ERR_NOMEM, "%s: out of memory", path);
     }
-    if (H5Literate(tasks, H5_INDEX_NAME, H5_ITER_INC, NULL, list_name, names) < 0)
+    omni_h5_names listed;
+    if (!omni_h5_list_names(tasks, names[0], OMNI_MAX_TASKS, OMNI_NAME_MAX, &listed))
         st = omni_fail(OMNI_ERR_CKPT, "%s: cannot list /%s", path, TASKS_GROUP);
-    else if (names->bad_name)
+    else if (listed.bad_name)
         st = omni_fail(OMNI_ERR_CKPT,
                        "%s: /%s holds a group whose name is not a task name (letters, digits, "
                        "'-', '_', '.')",
                        path, TASKS_GROUP);
-    else if (names->overflow || names->n != t->n_tasks)
+    else if (listed.overflow || listed.n != t->n_tasks)
         st = omni_fail(OMNI_ERR_CKPT, "%s: /%s has %s%d groups, but n_tasks is %d", path,
-                       TASKS_GROUP, names->overflow ? "more than " : "", names->n, t->n_tasks);
+                       TASKS_GROUP, listed.overflow ? "more than " : "", listed.n, t->n_tasks);
     bool seen[OMNI_MAX_TASKS] = {false};
-    for (int i = 0; i < names->n && !st; i++) {
+    for (int i = 0; i < listed.n && !st; i++) {
         omni_tokenization_task k;
-        st = read_task(tasks, names->names[i], t, &k, path);
+        st = read_task(tasks, names[i], t, &k, path);
         if (!st && seen[k.index])
             st = omni_fail(OMNI_ERR_CKPT, "%s: two tasks of /%s have index %d", path, TASKS_GROUP,
                            k.index);

@@ -34,6 +34,11 @@ omni_status omni_parse_int(const char *usage, const char *opt, const char *s, in
                            int64_t hi, int64_t *out);
 omni_status omni_parse_real(const char *usage, const char *opt, const char *s, double lo,
                             double *out);
+/* --help: the usage text on stdout from rank 0; returns OMNI_OK. */
+omni_status omni_usage_help(const char *usage);
+/* getopt_long's '?' as a usage error of command `cmd` ("act"), naming argv[optind - 1]:
+ * "CMD: option --x needs a value" when optopt is set, else "CMD: unknown option '--x'". */
+omni_status omni_option_error(const char *usage, const char *cmd, char **argv);
 /* The usage text recorded with the last usage error, or NULL. */
 const char *omni_usage_pending(void);
 

@@ -10,7 +10,6 @@
 #include <string.h>
 
 #include "inference.h"
-#include "inference.h"
 
 static const char usage[] =
     "usage: omnimoe act CKPT --task NAME --env cartpole|\"COMMAND\" [options]\n"
@@ -65,7 +64,6 @@ omni_status omni_cmd_act(MPI_Comm comm, int argc, char **argv)
         {"seed", required_argument, NULL, 's'},
         {"max-steps", required_argument, NULL, 'm'},
         {"env-timeout", required_argument, NULL, 'w'},
-
         {"json", required_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -105,13 +103,9 @@ omni_status omni_cmd_act(MPI_Comm comm, int argc, char **argv)
             json = optarg;
             break;
         case 'h':
-            if (omni_log_rank() == 0)
-                fputs(usage, stdout);
-            return OMNI_OK;
+            return omni_usage_help(usage);
         default:
-            if (optopt)
-                return omni_usage_error(usage, "act: option %s needs a value", argv[optind - 1]);
-            return omni_usage_error(usage, "act: unknown option '%s'", argv[optind - 1]);
+            return omni_option_error(usage, "act", argv);
         }
         if (st)
             return st;

@@ -416,17 +416,11 @@ omni_status omni_cmd_ckpt(MPI_Comm comm, int argc, char **argv)
 {
     if (argc < 2)
         return omni_usage_error(usage, "ckpt: no subcommand given");
-    if (!strcmp(argv[1], "--help")) {
-        if (omni_log_rank() == 0)
-            fputs(usage, stdout);
-        return OMNI_OK;
-    }
+    if (!strcmp(argv[1], "--help"))
+        return omni_usage_help(usage);
     if (!strcmp(argv[1], "info")) {
-        if (argc == 3 && !strcmp(argv[2], "--help")) {
-            if (omni_log_rank() == 0)
-                fputs(usage, stdout);
-            return OMNI_OK;
-        }
+        if (argc == 3 && !strcmp(argv[2], "--help"))
+            return omni_usage_help(usage);
         const char *path = NULL;
         bool verify = false;
         for (int i = 2; i < argc; i++) {
@@ -445,9 +439,7 @@ omni_status omni_cmd_ckpt(MPI_Comm comm, int argc, char **argv)
         const char *path = NULL, *task = NULL, *out = NULL;
         for (int i = 2; i < argc; i++) {
             if (!strcmp(argv[i], "--help")) {
-                if (omni_log_rank() == 0)
-                    fputs(usage, stdout);
-                return OMNI_OK;
+                return omni_usage_help(usage);
             } else if (!strcmp(argv[i], "--task") && i + 1 < argc) {
                 task = argv[++i];
             } else if (!strcmp(argv[i], "--out") && i + 1 < argc) {

@@ -110,17 +110,11 @@ omni_status omni_cmd_data(MPI_Comm comm, int argc, char **argv)
 {
     if (argc < 2)
         return omni_usage_error(usage, "data: no subcommand given");
-    if (!strcmp(argv[1], "--help")) {
-        if (omni_log_rank() == 0)
-            fputs(usage, stdout);
-        return OMNI_OK;
-    }
+    if (!strcmp(argv[1], "--help"))
+        return omni_usage_help(usage);
     for (int i = 2; i < argc; i++)
-        if (!strcmp(argv[i], "--help")) {
-            if (omni_log_rank() == 0)
-                fputs(usage, stdout);
-            return OMNI_OK;
-        }
+        if (!strcmp(argv[i], "--help"))
+            return omni_usage_help(usage);
     omni_status st = OMNI_OK;
     if (!strcmp(argv[1], "build"))
         st = run(comm, argc, argv); /* every rank: collective */

@@ -280,14 +280,9 @@ omni_status omni_cmd_generate(MPI_Comm comm, int argc, char **argv)
             json = true;
             break;
         case 'h':
-            if (omni_log_rank() == 0)
-                fputs(usage_generate, stdout);
-            return OMNI_OK;
+            return omni_usage_help(usage_generate);
         default:
-            return optopt ? omni_usage_error(usage_generate, "generate: option %s needs a value",
-                                             argv[optind - 1])
-                          : omni_usage_error(usage_generate, "generate: unknown option '%s'",
-                                             argv[optind - 1]);
+            return omni_option_error(usage_generate, "generate", argv);
         }
     }
     if (st)
@@ -400,14 +395,9 @@ omni_status omni_cmd_eval(MPI_Comm comm, int argc, char **argv)
             json = optarg;
             break;
         case 'h':
-            if (omni_log_rank() == 0)
-                fputs(usage_eval, stdout);
-            return OMNI_OK;
+            return omni_usage_help(usage_eval);
         default:
-            return optopt ? omni_usage_error(usage_eval, "eval: option %s needs a value",
-                                             argv[optind - 1])
-                          : omni_usage_error(usage_eval, "eval: unknown option '%s'",
-                                             argv[optind - 1]);
+            return omni_option_error(usage_eval, "eval", argv);
         }
     }
     if (st)

@@ -32,11 +32,8 @@ omni_status omni_cmd_report(MPI_Comm comm, int argc, char **argv)
     int64_t step = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            if (omni_log_rank() == 0)
-                fputs(usage, stdout);
-            return OMNI_OK;
-        }
+        if (!strcmp(a, "--help") || !strcmp(a, "-h"))
+            return omni_usage_help(usage);
         if (!strcmp(a, "--out") || !strcmp(a, "--step")) {
             if (i + 1 >= argc)
                 return omni_usage_error(usage, "report: %s needs a value", a);

@@ -64,14 +64,13 @@ omni_status omni_cmd_train(MPI_Comm comm, int argc, char **argv)
                 omni_experiment_describe(stdout);
             return OMNI_OK;
         case 'h':
-            if (omni_log_rank() == 0)
-                fputs(usage, stdout);
-            return OMNI_OK;
+            return omni_usage_help(usage);
         default:
+            /* names the option in full (--set, --resume) even when it was abbreviated */
             if (optopt)
                 return omni_usage_error(usage, "train: option --%s needs a value",
                                         opts[optopt == 's' ? 0 : 1].name);
-            return omni_usage_error(usage, "train: unknown option '%s'", argv[optind - 1]);
+            return omni_option_error(usage, "train", argv);
         }
     }
     if (optind >= argc)

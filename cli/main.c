@@ -4,6 +4,7 @@
 
 #include <hdf5.h>
 #include <errno.h>
+#include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
@@ -76,6 +77,20 @@ omni_status omni_parse_real(const char *usage, const char *opt, const char *s, d
     return OMNI_OK;
 }
 
+omni_status omni_usage_help(const char *usage)
+{
+    if (omni_log_rank() == 0)
+        fputs(usage, stdout);
+    return OMNI_OK;
+}
+
+omni_status omni_option_error(const char *usage, const char *cmd, char **argv)
+{
+    if (optopt)
+        return omni_usage_error(usage, "%s: option %s needs a value", cmd, argv[optind - 1]);
+    return omni_usage_error(usage, "%s: unknown option '%s'", cmd, argv[optind - 1]);
+}
+
 const char *omni_usage_pending(void)
 {
     return pending_usage;
@@ -131,11 +146,8 @@ static omni_status dispatch(MPI_Comm comm, int argc, char **argv)
     if (argc < 2)
         return omni_usage_error(omni_usage_main, "no command given");
     const char *cmd = argv[1];
-    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
-        if (omni_log_rank() == 0)
-            fputs(omni_usage_main, stdout);
-        return OMNI_OK;
-    }
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help"))
+        return omni_usage_help(omni_usage_main);
     if (!strcmp(cmd, "--version")) {
         if (omni_log_rank() == 0)
             print_version();

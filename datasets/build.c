@@ -279,65 +279,62 @@ static void measure(builder *b, int64_t n_el, int64_t n_patch)
     b->mine.n_patch[sp] += n_patch;
 }
 
-/* Manifests: whether the next sample row is in this rank's share (measuring and emitting). */
-static bool in_share(builder *b)
+/* Manifests: whether this pass does more with the next sample row. Counting counts it
+ * (and does no more); measuring and emitting take the rows of this rank's share. */
+static bool take_row(builder *b)
 {
+    if (b->pass == PASS_COUNT) {
+        b->count++;
+        return false;
+    }
     int64_t i = b->idx++;
     return i >= b->lo && i < b->hi;
 }
 
-static bool is_header(char **f, const char *a, const char *b)
+/* A row of a two-column manifest (columns col0,col1): an error unless it has two
+ * fields; *header when it is line 1 naming the columns, which is no sample. */
+static omni_status two_columns(const builder *b, char **f, int nf, int64_t line, const char *col0,
+                               const char *col1, bool *header)
 {
-    return !strcmp(f[0], a) && !strcmp(f[1], b);
+    if (nf != 2)
+        return omni_fail(OMNI_ERR_DATA, "%s:%lld: %d columns, expected 2 (%s,%s)", b->manifest,
+                         (long long)line, nf, col0, col1);
+    *header = line == 1 && !strcmp(f[0], col0) && !strcmp(f[1], col1);
+    return OMNI_OK;
 }
 
 static omni_status row_text_to_text(void *vctx, char **f, int nf, int64_t line)
 {
     builder *b = vctx;
-    if (nf != 2)
-        return omni_fail(OMNI_ERR_DATA, "%s:%lld: %d columns, expected 2 (input,target)",
-                         b->manifest, (long long)line, nf);
-    if (line == 1 && is_header(f, "input", "target"))
-        return OMNI_OK;
-    if (b->pass == PASS_COUNT) {
-        b->count++;
-        return OMNI_OK;
-    }
-    if (!in_share(b))
-        return OMNI_OK;
+    bool header = false;
+    omni_status st = two_columns(b, f, nf, line, "input", "target", &header);
+    if (st || header || !take_row(b))
+        return st;
     int64_t n_in = (int64_t)strlen(f[0]), n_out = (int64_t)strlen(f[1]);
     if (b->pass == PASS_MEASURE) {
         measure(b, 1 + n_in + 1 + n_out + 1, 0);
         return OMNI_OK;
     }
     ds_progress_update(b->progress, ++b->done, b->rows);
-    omni_status st =
-        ds_emit_text_to_text(b->all, OMNI_TOK_TASK0 + b->task->index, (const uint8_t *)f[0], n_in,
-                             (const uint8_t *)f[1], n_out);
+    st = ds_emit_text_to_text(b->all, OMNI_TOK_TASK0 + b->task->index, (const uint8_t *)f[0], n_in,
+                              (const uint8_t *)f[1], n_out);
     return st ? st : route(b, false);
 }
 
 static omni_status row_media(void *vctx, char **f, int nf, int64_t line)
 {
     builder *b = vctx;
-    if (nf != 2)
-        return omni_fail(OMNI_ERR_DATA, "%s:%lld: %d columns, expected 2 (path,text)", b->manifest,
-                         (long long)line, nf);
-    if (line == 1 && is_header(f, "path", "text"))
-        return OMNI_OK;
-    if (b->pass == PASS_COUNT) {
-        b->count++;
-        return OMNI_OK;
-    }
-    if (!in_share(b))
-        return OMNI_OK;
+    bool header = false;
+    omni_status st = two_columns(b, f, nf, line, "path", "text", &header);
+    if (st || header || !take_row(b))
+        return st;
     int64_t np = (int64_t)b->task->rows * b->task->cols;
     if (b->pass == PASS_MEASURE) {
         measure(b, 1 + np + 1 + (int64_t)strlen(f[1]) + 1, np);
         return OMNI_OK;
     }
     char path[OMNI_PATH_MAX];
-    omni_status st = ds_path_join(b->manifest, f[0], path, sizeof path);
+    st = ds_path_join(b->manifest, f[0], path, sizeof path);
     if (st)
         return st;
     const ds_spec *sp = b->spec;
@@ -364,14 +361,8 @@ static omni_status row_prompted(void *vctx, char **f, int nf, int64_t line)
     builder *b = vctx;
     bool sample = false;
     omni_status st = ds_prompted_row(b->prompted, f, nf, line, NULL, &sample);
-    if (st || !sample)
+    if (st || !sample || !take_row(b))
         return st;
-    if (b->pass == PASS_COUNT) {
-        b->count++;
-        return OMNI_OK;
-    }
-    if (!in_share(b))
-        return OMNI_OK;
     if (b->pass == PASS_MEASURE) {
         int64_t np = (int64_t)b->task->rows * b->task->cols *
                      (omni_kind_image(b->task->kind) ? omni_path_list_count(f[0]) : 1);

@@ -318,6 +318,9 @@ typedef struct {
     omni_tokenization_task tasks[OMNI_MAX_TASKS]; /* by index: tasks[i].index == i */
 } omni_tokenization;
 
+/* The tokenization of this build's layout (OMNI_TOK_*, OMNI_BINS, mu-law) with no task,
+ * no images and no audio: where the sampler starts before it adds each task. */
+void omni_tokenization_init(omni_tokenization *t);
 /* Task `name` of t, or NULL. */
 const omni_tokenization_task *omni_tokenization_find(const omni_tokenization *t, const char *name);
 /*

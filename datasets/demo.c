@@ -75,29 +75,52 @@ static void draw_shape(const omni_rng *r, uint64_t w, omni_image *img, int *colo
         }
 }
 
+/* A picture of the shapes tasks (32 x 32 RGB), its 8 x 8 patches, and what it shows. */
+typedef struct {
+    omni_image img;
+    uint8_t *patches;
+    int colour, shape, place;
+} shape_picture;
+
+static omni_status picture_alloc(shape_picture *p)
+{
+    const int32_t size = 32, c = 3;
+    *p = (shape_picture){.img = {.h = size, .w = size, .c = c}};
+    p->img.px = omni_alloc(size * size * c, 1, "demo image");
+    p->patches = omni_alloc(size * size * c, 1, "demo patches");
+    return p->img.px && p->patches ? OMNI_OK : OMNI_ERR_NOMEM;
+}
+
+static void picture_free(shape_picture *p)
+{
+    omni_free(p->img.px);
+    omni_free(p->patches);
+}
+
+/* Picture i of stream r (words from w on, as draw_shape), and its patches. */
+static void picture_draw(shape_picture *p, const omni_rng *r, uint64_t w)
+{
+    draw_shape(r, w, &p->img, &p->colour, &p->shape, &p->place);
+    omni_image_patches(&p->img, 8, p->patches);
+}
+
 static omni_status demo_shapes(ds_pool *all, ds_task *t, uint64_t seed, ds_progress *pr)
 {
-    const int32_t size = 32, patch = 8, c = 3;
-    omni_image img = {.h = size, .w = size, .c = c};
-    img.px = omni_alloc(size * size * c, 1, "demo image");
-    uint8_t *patches = omni_alloc(size * size * c, 1, "demo patches");
-    omni_status st = img.px && patches ? OMNI_OK : OMNI_ERR_NOMEM;
+    shape_picture p;
+    omni_status st = picture_alloc(&p);
     omni_rng r;
     omni_rng_init(&r, seed, "demo/shapes", 0);
     for (int64_t i = 0; i < DEMO_SHAPES && !st; i++) {
-        int colour, shape, place;
-        draw_shape(&r, (uint64_t)i * 4096, &img, &colour, &shape, &place);
-        omni_image_patches(&img, patch, patches);
+        picture_draw(&p, &r, (uint64_t)i * 4096);
         char caption[64];
-        snprintf(caption, sizeof caption, "%s %s %s", colour_names[colour], shape_names[shape],
-                 place_names[place]);
-        st = ds_emit_patches_to_text(all, OMNI_TOK_TASK0 + t->index, patches, t->rows * t->cols,
+        snprintf(caption, sizeof caption, "%s %s %s", colour_names[p.colour], shape_names[p.shape],
+                 place_names[p.place]);
+        st = ds_emit_patches_to_text(all, OMNI_TOK_TASK0 + t->index, p.patches, t->rows * t->cols,
                                      t->patch_dim, (const uint8_t *)caption,
                                      (int64_t)strlen(caption));
         ds_progress_update(pr, i + 1, DEMO_SHAPES);
     }
-    omni_free(img.px);
-    omni_free(patches);
+    picture_free(&p);
     return st;
 }
 
@@ -110,22 +133,18 @@ static const char *const qa_questions[3] = {"what colour is it?", "what shape is
  * validation asks about pictures never seen in training. Fills t->split directly. */
 static omni_status demo_shapes_qa(ds_task *t, uint64_t seed, ds_progress *pr)
 {
-    const int32_t size = 32, patch = 8, c = 3;
-    omni_image img = {.h = size, .w = size, .c = c};
-    img.px = omni_alloc(size * size * c, 1, "demo image");
-    uint8_t *patches = omni_alloc(size * size * c, 1, "demo patches");
-    omni_status st = img.px && patches ? OMNI_OK : OMNI_ERR_NOMEM;
+    shape_picture p;
+    omni_status st = picture_alloc(&p);
     omni_rng r;
     omni_rng_init(&r, seed, "demo/shapes_qa", 0);
     for (int64_t i = 0; i < DEMO_QA_PICTURES && !st; i++) {
-        int colour, shape, place;
-        draw_shape(&r, (uint64_t)i * 4096, &img, &colour, &shape, &place);
-        omni_image_patches(&img, patch, patches);
+        picture_draw(&p, &r, (uint64_t)i * 4096);
         bool val = omni_rng_uniform(&r, (uint64_t)i * 4096 + 4095) < (float)t->val_fraction;
         ds_pool *pool = &t->split[val ? OMNI_SPLIT_VAL : OMNI_SPLIT_TRAIN];
-        const char *answers[3] = {colour_names[colour], shape_names[shape], place_names[place]};
+        const char *answers[3] = {colour_names[p.colour], shape_names[p.shape],
+                                  place_names[p.place]};
         for (int q = 0; q < 3 && !st; q++)
-            st = ds_emit_prompted(pool, OMNI_TOK_TASK0 + t->index, patches, t->rows * t->cols,
+            st = ds_emit_prompted(pool, OMNI_TOK_TASK0 + t->index, p.patches, t->rows * t->cols,
                                   t->patch_dim, (const uint8_t *)qa_questions[q],
                                   (int64_t)strlen(qa_questions[q]), (const uint8_t *)answers[q],
                                   (int64_t)strlen(answers[q]));
@@ -133,8 +152,7 @@ static omni_status demo_shapes_qa(ds_task *t, uint64_t seed, ds_progress *pr)
     }
     if (!st && t->split[OMNI_SPLIT_TRAIN].n == 0)
         st = omni_fail(OMNI_ERR_INTERNAL, "demo: shapes_qa drew no training picture");
-    omni_free(img.px);
-    omni_free(patches);
+    picture_free(&p);
     return st;
 }
 

@@ -260,30 +260,6 @@ omni_status ds_check_pool(const ds_task *t, const ds_pool *p, const char *where,
     return OMNI_OK;
 }
 
-typedef struct {
-    char names[OMNI_MAX_TASKS + 1][OMNI_NAME_MAX];
-    int n;
-    bool overflow, bad_name;
-} name_list;
-
-static herr_t list_cb(hid_t g, const char *name, const H5L_info_t *info, void *data)
-{
-    (void)g;
-    (void)info;
-    name_list *l = data;
-    if (l->n == OMNI_MAX_TASKS) {
-        l->overflow = true;
-        return 1;
-    }
-    if (strlen(name) >= OMNI_NAME_MAX || !omni_valid_name(name)) {
-        l->bad_name = true;
-        snprintf(l->names[OMNI_MAX_TASKS], OMNI_NAME_MAX, "%.60s", name);
-        return 1;
-    }
-    snprintf(l->names[l->n++], OMNI_NAME_MAX, "%s", name);
-    return 0;
-}
-
 static omni_status read_root(hid_t f, ds_file *df, bool image, bool audio, const char *path)
 {
     omni_status st;
@@ -397,20 +373,21 @@ static omni_status read_tasks(hid_t f, ds_file *df, const char *path)
     hid_t tg = H5Gopen2(f, "tasks", H5P_DEFAULT);
     if (tg < 0)
         return bad(path, "/tasks is not a group");
-    name_list names = {0};
-    if (H5Literate(tg, H5_INDEX_NAME, H5_ITER_INC, NULL, list_cb, &names) < 0) {
+    char names[OMNI_MAX_TASKS][OMNI_NAME_MAX];
+    omni_h5_names listed;
+    if (!omni_h5_list_names(tg, names[0], OMNI_MAX_TASKS, OMNI_NAME_MAX, &listed)) {
         H5Gclose(tg);
         return bad(path, "cannot list /tasks");
     }
-    if (names.bad_name) {
+    if (listed.bad_name) {
         H5Gclose(tg);
         return bad(path, "/tasks/%s: a task name must be letters, digits, '-', '_', '.'",
-                   names.names[OMNI_MAX_TASKS]);
+                   listed.bad);
     }
-    if (names.overflow || names.n != n_tasks) {
+    if (listed.overflow || listed.n != n_tasks) {
         H5Gclose(tg);
         return bad(path, "/tasks has %s%d groups, but attribute /n_tasks = %d",
-                   names.overflow ? "more than " : "", names.n, n_tasks);
+                   listed.overflow ? "more than " : "", listed.n, n_tasks);
     }
     /* Kinds first: the root attributes needed depend on them. */
     ds_task tmp[OMNI_MAX_TASKS];
@@ -418,14 +395,14 @@ static omni_status read_tasks(hid_t f, ds_file *df, const char *path)
     bool seen[OMNI_MAX_TASKS] = {false}, image = false, audio = false;
     for (int i = 0; i < n_tasks && !st; i++) {
         char where[OMNI_NAME_MAX + 16], kind[32];
-        snprintf(where, sizeof where, "/tasks/%s/", names.names[i]);
-        hid_t g = H5Gopen2(tg, names.names[i], H5P_DEFAULT);
+        snprintf(where, sizeof where, "/tasks/%s/", names[i]);
+        hid_t g = H5Gopen2(tg, names[i], H5P_DEFAULT);
         if (g < 0) {
             st = bad(path, "%s is not a group", where);
             break;
         }
         ds_task *t = &tmp[i];
-        snprintf(t->name, sizeof t->name, "%s", names.names[i]);
+        snprintf(t->name, sizeof t->name, "%s", names[i]);
         int32_t idx = 0;
         if (!(st = r_str(g, where, "kind", kind, sizeof kind, path)) &&
             !(st = r_int(g, where, "index", 0, n_tasks - 1, &idx, path))) {
@@ -585,12 +562,7 @@ omni_status ds_store_open(ds_store *s, const char *path, ds_cache *cache)
 
 void ds_store_close(ds_store *s)
 {
-    for (int i = 0; i < OMNI_MAX_TASKS; i++)
-        for (int sp = 0; sp < OMNI_SPLIT_COUNT; sp++)
-            ds_split_close(&s->split[i][sp]);
-    if (s->h5 >= 0)
-        H5Fclose(s->h5);
-    s->h5 = -1;
+    ds_store_suspend(s);
     for (int i = 0; i < s->meta.n_tasks; i++)
         for (int sp = 0; sp < OMNI_SPLIT_COUNT; sp++)
             s->meta.tasks[i].split[sp].n = 0; /* no pools behind these counts */

@@ -65,25 +65,49 @@ static void print_sample(FILE *out, const ds_task *t, const ds_pool *p, int64_t 
     fputc('\n', out);
 }
 
-/* Open a file and read every sample of it (each checked as training would), in windows.
- * On success *sp is open (with its cache in *cache) and *first holds, per task, its train
- * sample 0 (a copy). */
-static omni_status read_all(const char *path, ds_store **sp, ds_cache **cache, ds_file *first)
+/* A dataset file read whole: its store, the store's cache, and per task its train sample
+ * 0 (a copy). */
+typedef struct {
+    ds_store *s;
+    ds_cache *cache;
+    ds_file *first;
+} whole_file;
+
+static void read_close(whole_file *r)
 {
-    omni_status st = ds_cache_create(cache, 16 << 20);
-    if (st)
+    ds_file_free(r->first);
+    free(r->first);
+    ds_store_close(r->s);
+    free(r->s);
+    ds_cache_free(r->cache);
+}
+
+/* Open a file and read every sample of it (each checked as training would), in windows.
+ * On success r holds the open file, for read_close. */
+static omni_status read_all(const char *path, whole_file *r)
+{
+    ds_file *first = calloc(1, sizeof *first);
+    if (!first)
+        return omni_fail(OMNI_ERR_NOMEM, "cannot allocate the dataset");
+    ds_cache *cache;
+    omni_status st = ds_cache_create(&cache, 16 << 20);
+    if (st) {
+        free(first);
         return st;
+    }
     ds_store *s = malloc(sizeof *s);
     if (!s) {
-        ds_cache_free(*cache);
+        ds_cache_free(cache);
+        free(first);
         return omni_fail(OMNI_ERR_NOMEM, "cannot allocate a dataset reader");
     }
-    if ((st = ds_store_open(s, path, *cache))) {
+    if ((st = ds_store_open(s, path, cache))) {
         free(s);
-        ds_cache_free(*cache);
+        ds_cache_free(cache);
+        free(first);
         return st;
     }
-    memset(first, 0, sizeof *first);
+    *r = (whole_file){.s = s, .cache = cache, .first = first};
     ds_sample_buf b = {0};
     for (int i = 0; i < s->meta.n_tasks && !st; i++) {
         ds_task *t = &s->meta.tasks[i];
@@ -99,30 +123,19 @@ static omni_status read_all(const char *path, ds_store **sp, ds_cache **cache, d
         first->n_tasks++;
     }
     ds_sample_buf_free(&b);
-    if (st) {
-        ds_file_free(first);
-        ds_store_close(s);
-        free(s);
-        ds_cache_free(*cache);
-        return st;
-    }
-    *sp = s;
-    return OMNI_OK;
+    if (st)
+        read_close(r);
+    return st;
 }
 
 omni_status omni_data_info(const char *path, FILE *out)
 {
-    ds_file *ex = calloc(1, sizeof *ex);
-    if (!ex)
-        return omni_fail(OMNI_ERR_NOMEM, "cannot allocate the dataset");
-    ds_store *s;
-    ds_cache *cache;
-    omni_status st = read_all(path, &s, &cache, ex);
-    if (st) {
-        free(ex);
+    whole_file r;
+    omni_status st = read_all(path, &r);
+    if (st)
         return st;
-    }
-    const ds_file *f = &s->meta;
+    const ds_store *s = r.s;
+    const ds_file *f = &s->meta, *ex = r.first;
     char seed[48] = "no seed recorded";
     if (f->has_seed)
         snprintf(seed, sizeof seed, "seed %llu", (unsigned long long)f->seed);
@@ -165,33 +178,19 @@ omni_status omni_data_info(const char *path, FILE *out)
         fprintf(out, "):\n");
         print_sample(out, t, &t->split[OMNI_SPLIT_TRAIN], 0);
     }
-    ds_file_free(ex);
-    free(ex);
-    ds_store_close(s);
-    free(s);
-    ds_cache_free(cache);
+    read_close(&r);
     return OMNI_OK;
 }
 
 omni_status omni_data_verify(const char *path, FILE *out)
 {
-    ds_file *ex = calloc(1, sizeof *ex);
-    if (!ex)
-        return omni_fail(OMNI_ERR_NOMEM, "cannot allocate the dataset");
     /* The reader checks every sample it reads; the walk then covers every dataset of the
      * file, including any the reader does not use. */
-    ds_store *s;
-    ds_cache *cache;
-    omni_status st = read_all(path, &s, &cache, ex);
-    if (st) {
-        free(ex);
+    whole_file r;
+    omni_status st = read_all(path, &r);
+    if (st)
         return st;
-    }
-    ds_file_free(ex);
-    free(ex);
-    ds_store_close(s);
-    free(s);
-    ds_cache_free(cache);
+    read_close(&r);
     omni_h5_verify_report rep;
     hid_t h = -1;
     H5E_BEGIN_TRY

@@ -95,6 +95,15 @@ omni_status ds_check_pool(const ds_task *t, const ds_pool *p, const char *where,
 
 /* ---- format 2: chunked arrays read in windows (store.c) ---- */
 
+/* Rows per chunk of a sample array whose rows have row_bytes bytes (at least 1). */
+int64_t ds_chunk_rows(size_t row_bytes);
+/* Create sample array `name` in g as format 2 stores it: rows x row_elems of `type` (rank 1
+ * or 2), extendible, in chunks of ds_chunk_rows rows with Fletcher32, shuffled and deflated
+ * when deflate > 0; no_fill: HDF5 writes no fill values (every row will be written). The
+ * dataset, or a negative id (the HDF5 error stack says why). */
+hid_t ds_array_create(hid_t g, const char *name, hid_t type, int rank, int64_t rows,
+                      int64_t row_elems, int deflate, bool no_fill);
+
 /* A block cache of whole chunks (DS_CHUNK_BYTES each) for every array read through it:
  * its memory is fixed at creation, whatever the size of the files. Not thread-safe. */
 typedef struct ds_cache ds_cache;
@@ -306,11 +315,10 @@ typedef omni_status (*ds_csv_row_fn)(void *ctx, char **fields, int n_fields, int
 omni_status ds_csv_parse(const char *path, const char *text, size_t len, ds_csv_row_fn row,
                          void *ctx);
 
-/* The tokenization with the layout constants and no task; then the tasks one by one in
- * the model's order. Adding an image or audio task whose file has other image or audio
+/* Onto a tokenization started by omni_tokenization_init, the tasks one by one in the
+ * model's order. Adding an image or audio task whose file has other image or audio
  * settings than the tasks before it fails (OMNI_ERR_DATA naming `path` and `first_image`
  * / `first_audio`, the files of the settings already taken). */
-void ds_tokenization_init(omni_tokenization *t);
 omni_status ds_tokenization_add(omni_tokenization *t, const ds_file *f, const ds_task *dt,
                                 const char *path, const char *first_image, const char *first_audio);
 

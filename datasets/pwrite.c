@@ -159,24 +159,11 @@ static omni_status c_create(ds_cwriter *w, c_array *a, hid_t g, const char *name
     a->rank = rank;
     a->row_elems = row_elems;
     a->row_bytes = H5Tget_size(type) * (size_t)row_elems;
-    a->chunk_rows =
-        (int64_t)(DS_CHUNK_BYTES / a->row_bytes) > 0 ? (int64_t)(DS_CHUNK_BYTES / a->row_bytes) : 1;
+    a->chunk_rows = ds_chunk_rows(a->row_bytes);
     a->pos = lo;
     a->end = hi;
-    hsize_t dims[2] = {(hsize_t)rows, (hsize_t)row_elems},
-            max[2] = {H5S_UNLIMITED, (hsize_t)row_elems};
-    hsize_t chunk[2] = {(hsize_t)a->chunk_rows, (hsize_t)row_elems};
-    hid_t sp = H5Screate_simple(rank, dims, max);
-    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    bool ok = sp >= 0 && dcpl >= 0 && H5Pset_chunk(dcpl, rank, chunk) >= 0 &&
-              H5Pset_fletcher32(dcpl) >= 0 && H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) >= 0;
-    if (ok && deflate && w->deflate > 0)
-        ok = H5Pset_shuffle(dcpl) >= 0 && H5Pset_deflate(dcpl, (unsigned)w->deflate) >= 0;
-    a->d = ok ? H5Dcreate2(g, name, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT) : -1;
-    if (dcpl >= 0)
-        H5Pclose(dcpl);
-    if (sp >= 0)
-        H5Sclose(sp);
+    /* every row is written: no fill values */
+    a->d = ds_array_create(g, name, type, rank, rows, row_elems, deflate ? w->deflate : 0, true);
     if (a->d < 0)
         return h5_fail(w->path, "create dataset", name);
     /* cwrite_bytes() of rows (no more than this rank's share), and at least two chunks, so that a

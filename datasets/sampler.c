@@ -368,7 +368,7 @@ omni_status omni_sampler_open(omni_sampler **out, const omni_experiment *x)
     if (!s)
         return omni_fail(OMNI_ERR_NOMEM, "cannot allocate the sampler");
     s->context = x->model.context;
-    ds_tokenization_init(&s->tok);
+    omni_tokenization_init(&s->tok);
     s->files = calloc((size_t)(x->data.n_files ? x->data.n_files : 1), sizeof *s->files);
     s->paths = calloc((size_t)(x->data.n_files ? x->data.n_files : 1), sizeof *s->paths);
     if (!s->files || !s->paths) {

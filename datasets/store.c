@@ -124,11 +124,55 @@ static void table_remove(ds_cache *c, int64_t s)
 
 /* ---- arrays ------------------------------------------------------------------- */
 
-/* Chunk rows of an array whose rows have row_bytes bytes. */
-static int64_t chunk_rows_of(size_t row_bytes)
+int64_t ds_chunk_rows(size_t row_bytes)
 {
     int64_t r = (int64_t)(DS_CHUNK_BYTES / (row_bytes ? row_bytes : 1));
     return r > 0 ? r : 1;
+}
+
+hid_t ds_array_create(hid_t g, const char *name, hid_t type, int rank, int64_t rows,
+                      int64_t row_elems, int deflate, bool no_fill)
+{
+    size_t row_bytes = H5Tget_size(type) * (size_t)row_elems;
+    hsize_t dims[2] = {(hsize_t)rows, (hsize_t)row_elems},
+            max[2] = {H5S_UNLIMITED, (hsize_t)row_elems};
+    hsize_t chunk[2] = {(hsize_t)ds_chunk_rows(row_bytes), (hsize_t)row_elems};
+    hid_t sp = H5Screate_simple(rank, dims, max);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    bool ok = sp >= 0 && dcpl >= 0 && H5Pset_chunk(dcpl, rank, chunk) >= 0 &&
+              H5Pset_fletcher32(dcpl) >= 0;
+    if (ok && no_fill)
+        ok = H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) >= 0;
+    if (ok && deflate > 0)
+        ok = H5Pset_shuffle(dcpl) >= 0 && H5Pset_deflate(dcpl, (unsigned)deflate) >= 0;
+    hid_t d = ok ? H5Dcreate2(g, name, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT) : -1;
+    if (dcpl >= 0)
+        H5Pclose(dcpl);
+    if (sp >= 0)
+        H5Sclose(sp);
+    return d;
+}
+
+/* Rows [lo, lo + n) of dataset d (rank 1 or 2, row_elems elements a row) read into or
+ * written from buf as mem_type: whether HDF5 did it (the caller says why not). The
+ * memory space has the selection's shape: HDF5 then copies rows, where a 1-D memory
+ * space for a 2-D selection costs it a callback per element. */
+static bool rows_io(hid_t d, int rank, hid_t mem_type, int64_t lo, int64_t n, int64_t row_elems,
+                    void *buf, bool write)
+{
+    hsize_t start[2] = {(hsize_t)lo, 0}, count[2] = {(hsize_t)n, (hsize_t)row_elems};
+    hid_t fs = H5Dget_space(d), ms = H5Screate_simple(rank, count, NULL);
+    bool ok = fs >= 0 && ms >= 0 &&
+              H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0;
+    if (ok && write)
+        ok = H5Dwrite(d, mem_type, ms, fs, H5P_DEFAULT, buf) >= 0;
+    else if (ok)
+        ok = H5Dread(d, mem_type, ms, fs, H5P_DEFAULT, buf) >= 0;
+    if (fs >= 0)
+        H5Sclose(fs);
+    if (ms >= 0)
+        H5Sclose(ms);
+    return ok;
 }
 
 /* Block `block` of array a, from the cache or read from the file. */
@@ -160,18 +204,7 @@ static omni_status get_block(ds_array *a, int64_t block, const uint8_t **data)
     sl->array = -1;
     int64_t lo = block * a->chunk_rows;
     int64_t rows = a->rows - lo < a->chunk_rows ? a->rows - lo : a->chunk_rows;
-    hsize_t start[2] = {(hsize_t)lo, 0}, count[2] = {(hsize_t)rows, (hsize_t)a->row_elems};
-    /* The memory space has the selection's shape: HDF5 then copies rows, where a 1-D
-     * memory space for a 2-D selection costs it a callback per element. */
-    hid_t fs = H5Dget_space(a->d), ms = H5Screate_simple(a->rank, count, NULL);
-    bool ok = fs >= 0 && ms >= 0 &&
-              H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
-              H5Dread(a->d, a->mem_type, ms, fs, H5P_DEFAULT, sl->data) >= 0;
-    if (fs >= 0)
-        H5Sclose(fs);
-    if (ms >= 0)
-        H5Sclose(ms);
-    if (!ok) {
+    if (!rows_io(a->d, a->rank, a->mem_type, lo, rows, a->row_elems, sl->data, false)) {
         char why[512];
         omni_h5_reason(why, sizeof why);
         return omni_fail(OMNI_ERR_DATA,
@@ -268,7 +301,7 @@ static omni_status array_open(ds_array *a, hid_t g, const char *where, const cha
     a->mem_type = mem_type;
     /* Blocks of the cache: DS_CHUNK_BYTES of rows, whatever the file's chunks (omnimoe
      * writes chunks of that size, so that one block is one chunk, read and checked once). */
-    a->chunk_rows = chunk_rows_of(esize * (size_t)row_elems);
+    a->chunk_rows = ds_chunk_rows(esize * (size_t)row_elems);
     if (esize * (size_t)row_elems > DS_CHUNK_BYTES) {
         st = omni_fail(OMNI_ERR_DATA, "%s: %s rows have %zu bytes, more than omnimoe reads (%d)",
                        path, a->name, esize * (size_t)row_elems, DS_CHUNK_BYTES);
@@ -536,20 +569,8 @@ static omni_status w_create(w_array *a, hid_t g, const char *name, hid_t type, i
     a->rank = rank;
     a->row_elems = row_elems;
     a->row_bytes = H5Tget_size(type) * (size_t)row_elems;
-    a->chunk_rows = chunk_rows_of(a->row_bytes);
-    hsize_t dims[2] = {0, (hsize_t)row_elems}, max[2] = {H5S_UNLIMITED, (hsize_t)row_elems};
-    hsize_t chunk[2] = {(hsize_t)a->chunk_rows, (hsize_t)row_elems};
-    hid_t sp = H5Screate_simple(rank, dims, max);
-    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    bool ok = sp >= 0 && dcpl >= 0 && H5Pset_chunk(dcpl, rank, chunk) >= 0 &&
-              H5Pset_fletcher32(dcpl) >= 0;
-    if (ok && deflate > 0)
-        ok = H5Pset_shuffle(dcpl) >= 0 && H5Pset_deflate(dcpl, (unsigned)deflate) >= 0;
-    a->d = ok ? H5Dcreate2(g, name, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT) : -1;
-    if (dcpl >= 0)
-        H5Pclose(dcpl);
-    if (sp >= 0)
-        H5Sclose(sp);
+    a->chunk_rows = ds_chunk_rows(a->row_bytes);
+    a->d = ds_array_create(g, name, type, rank, 0, row_elems, deflate, false);
     if (a->d < 0) {
         char why[512];
         omni_h5_reason(why, sizeof why);
@@ -565,18 +586,8 @@ static omni_status w_flush(w_array *a, bool all, const char *path)
     if (n == 0)
         return OMNI_OK;
     hsize_t dims[2] = {(hsize_t)(a->rows + n), (hsize_t)a->row_elems};
-    hsize_t start[2] = {(hsize_t)a->rows, 0}, count[2] = {(hsize_t)n, (hsize_t)a->row_elems};
-    bool ok = H5Dset_extent(a->d, dims) >= 0;
-    hid_t fs = ok ? H5Dget_space(a->d) : -1;
-    hid_t ms = H5Screate_simple(a->rank, count, NULL);
-    ok = ok && fs >= 0 && ms >= 0 &&
-         H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
-         H5Dwrite(a->d, a->mem_type, ms, fs, H5P_DEFAULT, a->buf) >= 0;
-    if (fs >= 0)
-        H5Sclose(fs);
-    if (ms >= 0)
-        H5Sclose(ms);
-    if (!ok) {
+    if (H5Dset_extent(a->d, dims) < 0 ||
+        !rows_io(a->d, a->rank, a->mem_type, a->rows, n, a->row_elems, a->buf, true)) {
         char why[512];
         omni_h5_reason(why, sizeof why);
         return omni_fail(OMNI_ERR_IO, "%s: cannot write dataset %s (%s)", path, a->name, why);

@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
-void ds_tokenization_init(omni_tokenization *t)
+void omni_tokenization_init(omni_tokenization *t)
 {
     memset(t, 0, sizeof *t);
     t->text_vocab = OMNI_TEXT_VOCAB;

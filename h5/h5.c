@@ -48,6 +48,39 @@ bool omni_h5_path_exists(hid_t loc, const char *path)
     }
 }
 
+typedef struct {
+    char *names;
+    int max;
+    size_t len;
+    omni_h5_names *l;
+} name_walk;
+
+static herr_t take_name(hid_t g, const char *name, const H5L_info_t *info, void *data)
+{
+    (void)g;
+    (void)info;
+    name_walk *w = data;
+    omni_h5_names *l = w->l;
+    if (l->n == w->max) {
+        l->overflow = true;
+        return 1;
+    }
+    if (strlen(name) >= w->len || !omni_valid_name(name)) {
+        l->bad_name = true;
+        snprintf(l->bad, sizeof l->bad, "%.60s", name);
+        return 1;
+    }
+    snprintf(w->names + (size_t)l->n++ * w->len, w->len, "%s", name);
+    return 0;
+}
+
+bool omni_h5_list_names(hid_t g, char *names, int max, size_t len, omni_h5_names *l)
+{
+    *l = (omni_h5_names){0};
+    name_walk w = {names, max, len, l};
+    return H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, take_name, &w) >= 0;
+}
+
 /* "/tasks/qa/kind": the attribute's full name, for messages. */
 static void attr_path(hid_t loc, const char *name, char *out, size_t len)
 {

@@ -34,6 +34,20 @@ void omni_h5_reason(char *out, size_t len);
 /* Whether path "a/b/c" exists below `loc`, each link checked in turn. */
 bool omni_h5_path_exists(hid_t loc, const char *path);
 
+/* What omni_h5_list_names found besides the names. */
+typedef struct {
+    int n;         /* names listed */
+    bool overflow; /* the group has more than `max` links */
+    bool bad_name; /* a name too long or not omni_valid_name (base.h) stopped the listing */
+    char bad[64];  /* that name, its first 60 bytes */
+} omni_h5_names;
+
+/* Not collective. The names of the links of group g, in name order, into names[max][len]
+ * (a table of named groups: the tasks of a dataset file or a checkpoint). The listing
+ * stops at the first name past `max` or not a valid name (l says which). False when HDF5
+ * cannot list g. */
+bool omni_h5_list_names(hid_t g, char *names, int max, size_t len, omni_h5_names *l);
+
 /* ---- attributes ---------------------------------------------------------------- */
 
 /* Write a scalar attribute of `loc` (collective in a parallel file, the same value on

@@ -413,6 +413,21 @@ static omni_status send_json(omni_env *e, json_t *msg)
 
 /* ---- the interface ----------------------------------------------------------- */
 
+/* Whether a task of obs_dim observations and act_dim actions fits built-in environment
+ * `name`, which has `obs` observations (`obs_note` says what they are) and one discrete
+ * action; a task that sees pictures may have none. Else OMNI_ERR_DATA saying both. */
+static omni_status builtin_fits(const char *name, int32_t obs, const char *obs_note,
+                                int32_t obs_dim, int32_t act_dim, bool discrete)
+{
+    if ((obs_dim == obs || obs_dim == 0) && act_dim == 1 && discrete)
+        return OMNI_OK;
+    return omni_fail(OMNI_ERR_DATA,
+                     "environment '%s' has %d observations (%s) and 1 discrete action; the task "
+                     "has %d observations and %d %s action%s",
+                     name, (int)obs, obs_note, (int)obs_dim, (int)act_dim,
+                     discrete ? "discrete" : "continuous", act_dim == 1 ? "" : "s");
+}
+
 omni_status omni_env_open(omni_env **out, const char *what, int32_t obs_dim, int32_t act_dim,
                           bool discrete, double timeout)
 {
@@ -433,31 +448,18 @@ omni_status omni_env_open(omni_env **out, const char *what, int32_t obs_dim, int
     snprintf(e->what, sizeof e->what, "%.*s%s", (int)(n < 200 ? n : 200), what,
              n < 200 ? "" : "...");
     omni_status st;
-    if (!strcmp(what, OMNI_ENV_GRIDWORLD)) {
-        e->builtin = e->grid = true;
-        if ((obs_dim != OMNI_GRIDWORLD_OBS && obs_dim != 0) || act_dim != 1 || !discrete) {
-            st = omni_fail(OMNI_ERR_DATA,
-                           "environment 'gridworld' has %d observations (the agent's row and "
-                           "column; or none, for a task that sees only its pictures) and 1 "
-                           "discrete action; the task has %d observations and %d %s action%s",
-                           OMNI_GRIDWORLD_OBS, (int)obs_dim, (int)act_dim,
-                           discrete ? "discrete" : "continuous", act_dim == 1 ? "" : "s");
+    e->grid = !strcmp(what, OMNI_ENV_GRIDWORLD);
+    e->builtin = e->grid || !strcmp(what, OMNI_ENV_CARTPOLE);
+    if (e->builtin) {
+        st = e->grid ? builtin_fits(what, OMNI_GRIDWORLD_OBS,
+                                    "the agent's row and column; or none, for a task that sees "
+                                    "only its pictures",
+                                    obs_dim, act_dim, discrete)
+                     : builtin_fits(what, OMNI_CARTPOLE_OBS,
+                                    "or none, for a task that sees its pictures", obs_dim, act_dim,
+                                    discrete);
+        if (st)
             goto out_free;
-        }
-        *out = e;
-        return OMNI_OK;
-    }
-    if (!strcmp(what, OMNI_ENV_CARTPOLE)) {
-        e->builtin = true;
-        if ((obs_dim != OMNI_CARTPOLE_OBS && obs_dim != 0) || act_dim != 1 || !discrete) {
-            st = omni_fail(OMNI_ERR_DATA,
-                           "environment 'cartpole' has %d observations (or none, for a task "
-                           "that sees its pictures) and 1 discrete action; "
-                           "the task has %d observations and %d %s action%s",
-                           OMNI_CARTPOLE_OBS, (int)obs_dim, (int)act_dim,
-                           discrete ? "discrete" : "continuous", act_dim == 1 ? "" : "s");
-            goto out_free;
-        }
         *out = e;
         return OMNI_OK;
     }

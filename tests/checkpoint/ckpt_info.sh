@@ -2,10 +2,8 @@
 # `omnimoe ckpt info`: a good checkpoint is described (exit 0), bad ones give a message
 # naming the file and the fault (exit 2), usage errors exit 2; on 1 and 2 processes.
 #   ckpt_info.sh MPIEXEC CKPT_MPI DIR      (env OMNIMOE: the omnimoe binary)
-set -u
+. "$(dirname "$0")/../lib/common.sh"
 mpiexec=$1 tool=$2 dir=$3
-flags=(--oversubscribe --bind-to none)
-fail() { echo "FAIL: $*" >&2; exit 1; }
 [[ -x "${OMNIMOE:-}" ]] || fail "OMNIMOE is not set to the omnimoe binary"
 
 # The good and bad files of the bad-input test.

@@ -3,10 +3,8 @@
 # newest complete checkpoint is the one before, that find-latest returns it, that every
 # value of it loads exactly, and that the next save sweeps the leftover .tmp.
 #   kill_during_save.sh MPIEXEC CKPT_MPI DIR
-set -u
+. "$(dirname "$0")/../lib/common.sh"
 mpiexec=$1 tool=$2 dir=$3
-flags=(--oversubscribe --bind-to none)
-fail() { echo "FAIL: $*" >&2; exit 1; }
 
 rm -rf "$dir" && mkdir -p "$dir" || fail "cannot make $dir"
 # Each save pauses 2 s halfway through its data (the checkpoint's fault-injection hook), so

@@ -203,16 +203,7 @@ bool synth_untouched(const synth *s)
 
 void synth_tokenization(omni_tokenization *t)
 {
-    memset(t, 0, sizeof *t);
-    t->text_vocab = OMNI_TEXT_VOCAB;
-    t->bins = OMNI_BINS;
-    t->tok_bin0 = OMNI_TOK_BIN0;
-    t->tok_pad = OMNI_TOK_PAD;
-    t->tok_eos = OMNI_TOK_EOS;
-    t->tok_sep = OMNI_TOK_SEP;
-    t->tok_task0 = OMNI_TOK_TASK0;
-    t->mulaw_mu = (double)OMNI_MULAW_MU;
-    t->mulaw_m = (double)OMNI_MULAW_M;
+    omni_tokenization_init(t);
     t->image_size = 16, t->image_channels = 1, t->image_patch = 4;
     t->image_resize = OMNI_RESIZE_PAD; /* not the default: the checkpoint must keep it */
     t->n_tasks = 2;

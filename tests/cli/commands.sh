@@ -1,11 +1,7 @@
 #!/usr/bin/env bash
 # The omnimoe command: help, version, usage errors and config errors with their exit codes.
-set -u
-bin=${OMNIMOE:?set by CTest}
-src=${OMNI_SOURCE_DIR:?set by CTest}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0; passes=0
+. "$(dirname "$0")/../lib/common.sh"
+make_tmp
 
 # expect CODE PATTERN -- command...: the exit code is CODE and the output matches PATTERN.
 expect() {
@@ -13,11 +9,10 @@ expect() {
   local out rc
   out=$("$@" 2>&1); rc=$?
   if [[ $rc -ne $code ]] || ! grep -qE -- "$pattern" <<<"$out"; then
-    echo "FAIL: $* -> exit $rc (want $code), output:"; echo "$out" | head -20
+    count_fail "$* -> exit $rc (want $code), output:"; echo "$out" | head -20
     echo "  wanted pattern: $pattern"
-    fails=$((fails + 1))
   else
-    passes=$((passes + 1))
+    count_pass
   fi
 }
 

@@ -8,16 +8,15 @@
 # reserve far more address space than they touch, so a limit that would catch a whole
 # load also stops MPI_Init.)
 set -euo pipefail
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
-cd "$dir"
-fail() { echo "FAIL: $*" >&2; exit 1; }
+. "$(dirname "$0")/../lib/common.sh"
+make_tmp
+cd "$tmp"
 # Deterministic text: numbered lines.
 awk 'BEGIN { for (i = 0; i < 40000; i++) printf "line %08d of the small corpus, some words\n", i }' > small.txt
 awk 'BEGIN { for (i = 0; i < 1100000; i++) printf "line %08d of the large corpus, words and words\n", i }' > large.txt
 for n in small large; do
   printf 'tasks:\n  - {name: corpus, kind: text, files: [%s.txt], val_fraction: 0.01}\n' $n > $n.yaml
-  "$OMNIMOE" data build $n.yaml --out $n.h5 > /dev/null
+  "$bin" data build $n.yaml --out $n.h5 > /dev/null
   cat > $n-exp.yaml <<EOT
 experiment: {name: mem, out_dir: out-$n, seed: 1}
 model:      {d_model: 32, n_layers: 2, n_heads: 2, d_ff: 64, context: 64}
@@ -28,7 +27,7 @@ parallel:   {threads: 1}
 log:        {every: 10}
 eval:       {every: 30, batches: 2}
 EOT
-  /usr/bin/time -f "%M" -o $n.rss "$OMNIMOE" train $n-exp.yaml > $n.log 2>&1 ||
+  /usr/bin/time -f "%M" -o $n.rss "$bin" train $n-exp.yaml > $n.log 2>&1 ||
     fail "training on $n.h5: $(tail -3 $n.log)"
   grep -q "^done: 30 steps" $n.log || fail "training on $n.h5 did not finish: $(tail -3 $n.log)"
 done

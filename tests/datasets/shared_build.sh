@@ -10,15 +10,11 @@
 # own: the shards, concatenated split by split, are the 1-process file.
 # Called as: shared_build.sh MPIEXEC, with OMNIMOE and OMNI_SOURCE_DIR set by CTest.
 set -euo pipefail
+. "$(dirname "$0")/../lib/common.sh"
 mpiexec=${1:?MPIEXEC}
-bin=${OMNIMOE:?set by CTest}
-src=${OMNI_SOURCE_DIR:?set by CTest}
-py=/usr/bin/python3
-fail() { echo "FAIL: $*" >&2; exit 1; }
 "$py" -c 'import h5py' 2>/dev/null || fail "h5py is needed ($py, Debian's python3-h5py)"
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
-cd "$dir"
+make_tmp
+cd "$tmp"
 cp -r "$src/tests/data/img" "$src/tests/data/wav" .
 awk 'BEGIN { for (i = 0; i < 30000; i++) printf "line %06d of the first file\n", i }' > a.txt
 awk 'BEGIN { for (i = 0; i < 3000; i++) printf "second %05d\n", i }' > b.txt
@@ -71,8 +67,8 @@ tasks:
 EOT
 # 1 MiB per array per round (OMNI_DATA_WRITE_MB; 16 by default): several rounds here.
 run() {
-    OMNI_DATA_WRITE_MB=1 "$mpiexec" -x OMNI_DATA_WRITE_MB -n "$1" --oversubscribe --bind-to none \
-        "$bin" data build "${@:2}"
+    OMNI_DATA_WRITE_MB=1 "$mpiexec" -x OMNI_DATA_WRITE_MB -n "$1" "${flags[@]}" "$bin" data build \
+        "${@:2}"
 }
 "$bin" data build spec.yaml --out one.h5 > one.log 2>&1 || fail "1-process build: $(tail -3 one.log)"
 for n in 2 3; do

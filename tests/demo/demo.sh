@@ -4,13 +4,10 @@
 # token ~1/30, an arithmetic digit ~1/10, a cart-pole action 1/2; the untrained loss is
 # ln(1287) = 7.2 nats. The thresholds are well under what 160 steps reach (README shows a
 # full run), so that a slower, noisier machine passes and a model that does not learn fails.
-set -u
-bin=${OMNIMOE:?set by CTest}
-src=${OMNI_SOURCE_DIR:?set by CTest}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/../lib/common.sh"
+make_tmp
 "$bin" data demo --out "$tmp/demo.h5" > "$tmp/data.log" 2>&1 || { cat "$tmp/data.log"; exit 1; }
-mpiexec -n 2 --oversubscribe --bind-to none "$bin" train "$src/configs/demo.yaml" \
+mpi 2 "$bin" train "$src/configs/demo.yaml" \
   --set "data.files=[$tmp/demo.h5]" --set "experiment.out_dir=$tmp/run" \
   --set optim.steps=160 --set optim.warmup=20 --set eval.every=0 --set checkpoint.every=0 \
   > "$tmp/train.log" 2>&1
@@ -21,7 +18,6 @@ if [[ $rc -ne 0 ]]; then
 fi
 line=$(grep "^eval step 160 " "$tmp/train.log")
 [[ -n "$line" ]] || { echo "FAIL: no final evaluation line"; exit 1; }
-fails=0; passes=0
 # check TASK MAX_LOSS MIN_ACC
 check() {
   local task=$1 max_loss=$2 min_acc=$3 loss acc
@@ -29,10 +25,9 @@ check() {
   acc=$(sed -nE "s/.* $task loss ([0-9.]+) acc ([0-9.]+).*/\2/p" <<<"$line")
   if [[ -z "$loss" ]] || ! awk -v l="$loss" -v a="$acc" -v ml="$max_loss" -v ma="$min_acc" \
       'BEGIN { exit !(l <= ml && a >= ma) }'; then
-    echo "FAIL: $task: loss ${loss:-?} (want <= $max_loss), accuracy ${acc:-?} (want >= $min_acc)"
-    fails=$((fails + 1))
+    count_fail "$task: loss ${loss:-?} (want <= $max_loss), accuracy ${acc:-?} (want >= $min_acc)"
   else
-    passes=$((passes + 1))
+    count_pass
   fi
 }
 check shapes 1.0 0.60
@@ -45,13 +40,13 @@ check shapes_qa 1.0 0.5
 check gridworld 1.0 0.6
 # configs/demo.yaml plays the cart-pole at each evaluation (eval.env): its mean return is there.
 if grep -qE " cartpole loss [0-9.]+ acc [0-9.]+ return [0-9.]+ \|" <<<"$line"; then
-  passes=$((passes + 1))
+  count_pass
 else
-  echo "FAIL: no cart-pole return in the eval line"; fails=$((fails + 1))
+  count_fail "no cart-pole return in the eval line"
 fi
 # The metrics file has one object per logged step and one evaluation object.
 n=$(grep -c '"step"' "$tmp/run/metrics.jsonl")
-if [[ $n -ne 9 ]]; then echo "FAIL: metrics.jsonl has $n objects, want 8 + 1"; fails=$((fails + 1)); else passes=$((passes + 1)); fi
-[[ -f "$tmp/run/ckpt-00000160.h5" ]] && passes=$((passes + 1)) || { echo "FAIL: no final checkpoint"; fails=$((fails + 1)); }
+if [[ $n -ne 9 ]]; then count_fail "metrics.jsonl has $n objects, want 8 + 1"; else count_pass; fi
+[[ -f "$tmp/run/ckpt-00000160.h5" ]] && count_pass || count_fail "no final checkpoint"
 echo "demo: $passes passed, $fails failed"
 [[ $fails -eq 0 ]]

@@ -9,15 +9,9 @@
 #    binary: a good one gives the returns it pays; every protocol fault exits 2 with a
 #    message naming the episode, the step and the fault, never a hang (one on 2 processes
 #    too); an unknown task and a task not of kind control exit 2 before anything starts.
-set -u
-bin=${OMNIMOE:?set by CTest}
-src=${OMNI_SOURCE_DIR:?set by CTest}
+. "$(dirname "$0")/../lib/common.sh"
 mpiexec=${1:-mpiexec}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-mpi() { "$mpiexec" -n "$1" --oversubscribe --bind-to none "${@:2}"; }
+make_tmp
 env_cmd() { echo "python3 '$src/tests/inference/fault_env.py' $1"; }
 mean() { sed -nE 's/.*"mean_return": ([-0-9.e+]+).*/\1/p' "$1"; }
 
@@ -33,26 +27,26 @@ ckpt=$tmp/run/ckpt-00000300.h5
 
 # trained vs random on the built-in cart-pole
 "$bin" act "$ckpt" --task cartpole --env cartpole --episodes 10 --max-steps 200 \
-  --json "$tmp/trained.json" > "$tmp/trained.txt" 2>&1 || { cat "$tmp/trained.txt"; fail "act"; }
+  --json "$tmp/trained.json" > "$tmp/trained.txt" 2>&1 || { cat "$tmp/trained.txt"; count_fail "act"; }
 trained=$(mean "$tmp/trained.json")
 echo "cart-pole mean return over 10 episodes: trained ${trained:-?} (random ~22)"
 cat "$tmp/trained.txt"
-grep -q "^episode 10: return [0-9.]*, [0-9]* steps$" "$tmp/trained.txt" || fail "episode lines"
-grep -q "^mean return [0-9.]* over 10 episodes$" "$tmp/trained.txt" || fail "mean line"
+grep -q "^episode 10: return [0-9.]*, [0-9]* steps$" "$tmp/trained.txt" || count_fail "episode lines"
+grep -q "^mean return [0-9.]* over 10 episodes$" "$tmp/trained.txt" || count_fail "mean line"
 awk -v t="${trained:-0}" 'BEGIN { exit !(t >= 100) }' ||
-  fail "trained mean return ${trained:-?} is not >= 100 (a random policy gets ~22)"
+  count_fail "trained mean return ${trained:-?} is not >= 100 (a random policy gets ~22)"
 
 # the same on 2 processes (rank 0 talks to the environment, both run the model)
 "$bin" act "$ckpt" --task cartpole --env cartpole --episodes 2 --max-steps 40 --seed 9 \
-  --json "$tmp/np1.json" > /dev/null 2>&1 || fail "act, 1 process"
+  --json "$tmp/np1.json" > /dev/null 2>&1 || count_fail "act, 1 process"
 mpi 2 "$bin" act "$ckpt" --task cartpole --env cartpole --episodes 2 --max-steps 40 --seed 9 \
-  --json "$tmp/np2.json" > "$tmp/np2.txt" 2>&1 || { cat "$tmp/np2.txt"; fail "act, 2 processes"; }
-cmp -s "$tmp/np1.json" "$tmp/np2.json" || { diff "$tmp/np1.json" "$tmp/np2.json"; fail "act differs on 1 and 2 processes"; }
+  --json "$tmp/np2.json" > "$tmp/np2.txt" 2>&1 || { cat "$tmp/np2.txt"; count_fail "act, 2 processes"; }
+cmp -s "$tmp/np1.json" "$tmp/np2.json" || { diff "$tmp/np1.json" "$tmp/np2.json"; count_fail "act differs on 1 and 2 processes"; }
 
 # a well-behaved environment program: 5 steps an episode, reward = the action (0 or 1)
 "$bin" act "$ckpt" --task cartpole --env "$(env_cmd ok)" --episodes 2 --json "$tmp/ok.json" \
-  > "$tmp/ok.txt" 2>&1 || { cat "$tmp/ok.txt"; fail "act with a child environment"; }
-grep -q '"steps": 5' "$tmp/ok.json" || { cat "$tmp/ok.json"; fail "child environment: steps"; }
+  > "$tmp/ok.txt" 2>&1 || { cat "$tmp/ok.txt"; count_fail "act with a child environment"; }
+grep -q '"steps": 5' "$tmp/ok.json" || { cat "$tmp/ok.json"; count_fail "child environment: steps"; }
 
 # faults: exit 2, a message naming the episode, step and fault
 expect2() { # WHAT PATTERN CMD...
@@ -61,7 +55,7 @@ expect2() { # WHAT PATTERN CMD...
   out=$("$@" 2>&1)
   rc=$?
   if [[ $rc -ne 2 ]] || ! grep -qF -- "$pat" <<<"$out"; then
-    fail "$what: exit $rc (want 2), message: $(grep omnimoe: <<<"$out" | head -1) (want '$pat')"
+    count_fail "$what: exit $rc (want 2), message: $(grep omnimoe: <<<"$out" | head -1) (want '$pat')"
   fi
 }
 act=("$bin" act "$ckpt" --task cartpole --episodes 2)

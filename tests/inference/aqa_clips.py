@@ -12,10 +12,10 @@ DIR/answers.txt: one line per clip, "PATH|HIGH|LONG". Deterministic from SEED.
 """
 import math
 import os
-import random
 import struct
-import sys
 import wave
+
+from prompted_inputs import parse_args, write
 
 RATE, SAMPLES = 8000, 1280
 PITCHES = [("low", 300.0), ("mid", 1000.0), ("high", 3000.0)]
@@ -34,10 +34,7 @@ def clip(rnd, hz, share):
 
 
 def main():
-    out, n, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    held_out = "--held-out" in sys.argv[4:]
-    rnd = random.Random(seed)
-    os.makedirs(out, exist_ok=True)
+    out, n, rnd, held_out = parse_args()
     rows = []
     for i in range(n):
         pitch, length = rnd.randrange(3), rnd.randrange(2)
@@ -49,16 +46,7 @@ def main():
             share = rnd.uniform(LENGTHS[length][1], LENGTHS[length][2])
             w.writeframes(clip(rnd, PITCHES[pitch][1], share))
         rows.append((name, PITCHES[pitch][0], LENGTHS[length][0]))
-    if held_out:
-        with open(os.path.join(out, "answers.txt"), "w") as f:
-            for name, high, long_ in rows:
-                f.write("%s|%s|%s\n" % (os.path.join(out, name), high, long_))
-    else:
-        with open(os.path.join(out, "aqa.csv"), "w") as f:
-            f.write("path,prompt,text\n")
-            for name, high, long_ in rows:
-                f.write("%s,how high?,%s\n" % (name, high))
-                f.write("%s,how long?,%s\n" % (name, long_))
+    write(out, held_out, "aqa.csv", ("how high?", "how long?"), rows)
 
 
 main()

@@ -8,15 +8,8 @@
 #  - bad input exits 2 with a message naming the thing and the fault: unknown task, a task
 #    of the wrong kind for the input, a missing image, an undecodable image, an undecodable
 #    WAV, a checkpoint without its tokenization, an eval task the model does not have.
-set -u
-bin=${OMNIMOE:?set by CTest}
-src=${OMNI_SOURCE_DIR:?set by CTest}
-py=/usr/bin/python3
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-mpi() { mpiexec -n "$1" --oversubscribe --bind-to none "${@:2}"; }
+. "$(dirname "$0")/../lib/common.sh"
+make_tmp
 
 "$bin" data demo --out "$tmp/demo.h5" > "$tmp/data.log" 2>&1 || { cat "$tmp/data.log"; exit 1; }
 tiny=(--set "data.files=[$tmp/demo.h5]" --set model.context=48 --set model.d_model=64)
@@ -32,28 +25,28 @@ all=$tmp/all/ckpt-00000002.h5
 
 # captions well above chance, and the same numbers on 1 and 2 processes
 "$bin" eval "$ckpt" "$tmp/demo.h5" --tasks shapes --limit 100 --json "$tmp/e1.json" \
-  > "$tmp/e1.txt" 2>&1 || { cat "$tmp/e1.txt"; fail "eval on 1 process"; }
+  > "$tmp/e1.txt" 2>&1 || { cat "$tmp/e1.txt"; count_fail "eval on 1 process"; }
 mpi 2 "$bin" eval "$ckpt" "$tmp/demo.h5" --tasks shapes --limit 100 --json "$tmp/e2.json" \
-  > "$tmp/e2.txt" 2>&1 || { cat "$tmp/e2.txt"; fail "eval on 2 processes"; }
+  > "$tmp/e2.txt" 2>&1 || { cat "$tmp/e2.txt"; count_fail "eval on 2 processes"; }
 cat "$tmp/e1.txt"
-cmp -s "$tmp/e1.json" "$tmp/e2.json" || { diff "$tmp/e1.json" "$tmp/e2.json"; fail "eval differs on 1 and 2 processes"; }
+cmp -s "$tmp/e1.json" "$tmp/e2.json" || { diff "$tmp/e1.json" "$tmp/e2.json"; count_fail "eval differs on 1 and 2 processes"; }
 em=$(sed -nE 's/.*"shapes": \{.*"exact_match": ([0-9.]+).*/\1/p' "$tmp/e1.json")
-awk -v e="${em:-0}" 'BEGIN { exit !(e >= 0.15) }' || fail "shapes exact match ${em:-?}, want >= 0.15"
-grep -q '"cer": ' "$tmp/e1.json" || fail "no cer in the eval JSON"
+awk -v e="${em:-0}" 'BEGIN { exit !(e >= 0.15) }' || count_fail "shapes exact match ${em:-?}, want >= 0.15"
+grep -q '"cer": ' "$tmp/e1.json" || count_fail "no cer in the eval JSON"
 # every kind on 1 and 2 processes (the untrained model: the numbers only have to agree)
-"$bin" eval "$all" "$tmp/demo.h5" --limit 6 --json "$tmp/a1.json" > /dev/null 2>&1 || fail "eval of every kind"
-mpi 2 "$bin" eval "$all" "$tmp/demo.h5" --limit 6 --json "$tmp/a2.json" > /dev/null 2>&1 || fail "eval of every kind, 2 processes"
-cmp -s "$tmp/a1.json" "$tmp/a2.json" || { diff "$tmp/a1.json" "$tmp/a2.json"; fail "eval of every kind differs on 1 and 2 processes"; }
-grep -q '"action_accuracy"' "$tmp/a1.json" || fail "no action_accuracy for cartpole"
+"$bin" eval "$all" "$tmp/demo.h5" --limit 6 --json "$tmp/a1.json" > /dev/null 2>&1 || count_fail "eval of every kind"
+mpi 2 "$bin" eval "$all" "$tmp/demo.h5" --limit 6 --json "$tmp/a2.json" > /dev/null 2>&1 || count_fail "eval of every kind, 2 processes"
+cmp -s "$tmp/a1.json" "$tmp/a2.json" || { diff "$tmp/a1.json" "$tmp/a2.json"; count_fail "eval of every kind differs on 1 and 2 processes"; }
+grep -q '"action_accuracy"' "$tmp/a1.json" || count_fail "no action_accuracy for cartpole"
 
 # generate from a PNG (any size: resized as data build does), text and JSON
 img=$(ls "$src"/tests/data/img/*.png | head -1)
-out=$("$bin" generate "$ckpt" --task shapes --image "$img" 2>&1) || fail "generate from $img: $out"
-[[ -n "$out" ]] || fail "generate printed nothing"
+out=$("$bin" generate "$ckpt" --task shapes --image "$img" 2>&1) || count_fail "generate from $img: $out"
+[[ -n "$out" ]] || count_fail "generate printed nothing"
 echo "caption of $(basename "$img"): $out"
-out=$(mpi 2 "$bin" generate "$ckpt" --task shapes --image "$img" --json 2>&1) || fail "generate --json on 2 processes: $out"
-grep -q '"tokens": \[' <<<"$out" || fail "generate --json: $out"
-out=$("$bin" generate "$ckpt" --task shapes --image "$img" --beam 3 2>&1) || fail "generate --beam 3: $out"
+out=$(mpi 2 "$bin" generate "$ckpt" --task shapes --image "$img" --json 2>&1) || count_fail "generate --json on 2 processes: $out"
+grep -q '"tokens": \[' <<<"$out" || count_fail "generate --json: $out"
+out=$("$bin" generate "$ckpt" --task shapes --image "$img" --beam 3 2>&1) || count_fail "generate --beam 3: $out"
 
 # bad input: exit 2 and a message naming the thing and the fault
 expect2() { # WHAT PATTERN CMD...
@@ -62,7 +55,7 @@ expect2() { # WHAT PATTERN CMD...
   out=$("$@" 2>&1)
   rc=$?
   if [[ $rc -ne 2 ]] || ! grep -q -- "$pat" <<<"$out"; then
-    fail "$what: exit $rc (want 2), message: $(head -1 <<<"$out") (want '$pat')"
+    count_fail "$what: exit $rc (want 2), message: $(head -1 <<<"$out") (want '$pat')"
   fi
 }
 printf 'not a png' > "$tmp/bad.png"
@@ -102,7 +95,7 @@ with h5py.File(sys.argv[1], "r+") as f:
 EOF
   done
   "$bin" ckpt info "$tmp/error.h5" | grep -q "^images       32x32, 3 channels, patch 8, resize error$" ||
-    fail "ckpt info does not show image.resize: $("$bin" ckpt info "$tmp/error.h5" | grep '^images')"
+    count_fail "ckpt info does not show image.resize: $("$bin" ckpt info "$tmp/error.h5" | grep '^images')"
   expect2 "generate, image.resize error" \
     "$img: image is [0-9]*x[0-9]* (width x height), expected 32x32 (image.size), and image.resize is error" \
     "$bin" generate "$tmp/error.h5" --task shapes --image "$img"
@@ -113,7 +106,7 @@ EOF
     "$tmp/crop.h5: attribute image_resize of /tokenization is \"crop\", expected stretch, pad or error" \
     "$bin" generate "$tmp/crop.h5" --task shapes --image "$img"
 else
-  fail "h5py is not installed for $py (apt-get install python3-h5py)"
+  count_fail "h5py is not installed for $py (apt-get install python3-h5py)"
 fi
 echo "generate/eval: $fails failed"
 [[ $fails -eq 0 ]]

@@ -14,16 +14,9 @@
 #    and column), played in the same built-in environment;
 #  - act's pixel observations through a child's "image": a good reply works; a missing,
 #    ragged, 2-channel or out-of-range "image" exits 2 naming the episode, step and fault.
-set -u
-bin=${OMNIMOE:?set by CTest}
-src=${OMNI_SOURCE_DIR:?set by CTest}
+. "$(dirname "$0")/../lib/common.sh"
 mpiexec=${1:-mpiexec}
-py=/usr/bin/python3
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-mpi() { "$mpiexec" -n "$1" --oversubscribe --bind-to none "${@:2}"; }
+make_tmp
 
 # ---- prompted VQA ----
 $py "$src/tests/inference/vqa_pictures.py" "$tmp/train" 300 1 || exit 1
@@ -42,13 +35,13 @@ SPEC
   { tail -20 "$tmp/train.log"; exit 1; }
 ckpt=$tmp/vqa/ckpt-00000300.h5
 "$bin" eval "$ckpt" "$tmp/vqa.h5" --json "$tmp/e1.json" > "$tmp/e1.txt" 2>&1 ||
-  { cat "$tmp/e1.txt"; fail "eval"; }
+  { cat "$tmp/e1.txt"; count_fail "eval"; }
 mpi 2 "$bin" eval "$ckpt" "$tmp/vqa.h5" --json "$tmp/e2.json" > "$tmp/e2.txt" 2>&1 ||
-  { cat "$tmp/e2.txt"; fail "eval on 2 processes"; }
+  { cat "$tmp/e2.txt"; count_fail "eval on 2 processes"; }
 cat "$tmp/e1.txt"
-cmp -s "$tmp/e1.json" "$tmp/e2.json" || { diff "$tmp/e1.json" "$tmp/e2.json"; fail "eval differs on 1 and 2 processes"; }
+cmp -s "$tmp/e1.json" "$tmp/e2.json" || { diff "$tmp/e1.json" "$tmp/e2.json"; count_fail "eval differs on 1 and 2 processes"; }
 em=$(sed -nE 's/.*"vqa": \{.*"exact_match": ([0-9.]+).*/\1/p' "$tmp/e1.json")
-awk -v e="${em:-0}" 'BEGIN { exit !(e >= 0.8) }' || fail "vqa exact match ${em:-?}, want >= 0.8"
+awk -v e="${em:-0}" 'BEGIN { exit !(e >= 0.8) }' || count_fail "vqa exact match ${em:-?}, want >= 0.8"
 # two questions about each fresh picture: different answers, both right
 right=0
 while IFS='|' read -r img bright where; do
@@ -57,14 +50,14 @@ while IFS='|' read -r img bright where; do
   echo "$(basename "$img"): how bright? -> $a (want $bright); where? -> $b (want $where)"
   [[ "$a" == "$bright" && "$b" == "$where" && "$a" != "$b" ]] && right=$((right + 1))
 done < "$tmp/held/answers.txt"
-[[ $right -ge 9 ]] || fail "both questions answered right for $right of 12 fresh pictures, want >= 9"
+[[ $right -ge 9 ]] || count_fail "both questions answered right for $right of 12 fresh pictures, want >= 9"
 img=$(head -1 "$tmp/held/answers.txt" | cut -d'|' -f1)
 one=$("$bin" generate "$ckpt" --task vqa --image "$img" --text "where?" --json 2>&1)
 two=$(mpi 2 "$bin" generate "$ckpt" --task vqa --image "$img" --text "where?" --json 2>&1)
-[[ "$one" == "$two" ]] || fail "generate differs on 1 and 2 processes: $one / $two"
+[[ "$one" == "$two" ]] || count_fail "generate differs on 1 and 2 processes: $one / $two"
 # several images joined by ';' are one prompt
 out=$("$bin" generate "$ckpt" --task vqa --image "$img;$img" --text "where?" 2>&1) ||
-  fail "generate with two images: $out"
+  count_fail "generate with two images: $out"
 
 # ---- control from pixels, and from the state vector ----
 "$bin" data demo --out "$tmp/demo.h5" > "$tmp/demo.log" 2>&1 || { cat "$tmp/demo.log"; exit 1; }
@@ -78,12 +71,12 @@ train_grid() { # TASK OUT_DIR
 train_grid gridworld "$tmp/grid"
 grid=$tmp/grid/ckpt-00000300.h5
 "$bin" act "$grid" --task gridworld --env gridworld --episodes 20 --max-steps 20 \
-  --json "$tmp/grid.json" > "$tmp/grid.txt" 2>&1 || { cat "$tmp/grid.txt"; fail "act gridworld"; }
+  --json "$tmp/grid.json" > "$tmp/grid.txt" 2>&1 || { cat "$tmp/grid.txt"; count_fail "act gridworld"; }
 trained=$(sed -nE 's/.*"mean_return": ([-0-9.e+]+).*/\1/p' "$tmp/grid.json")
 train_grid gridworld_vec "$tmp/gvec"
 "$bin" act "$tmp/gvec/ckpt-00000300.h5" --task gridworld_vec --env gridworld --episodes 20 \
   --max-steps 20 --json "$tmp/gvec.json" > "$tmp/gvec.txt" 2>&1 ||
-  { cat "$tmp/gvec.txt"; fail "act gridworld_vec"; }
+  { cat "$tmp/gvec.txt"; count_fail "act gridworld_vec"; }
 vector=$(sed -nE 's/.*"mean_return": ([-0-9.e+]+).*/\1/p' "$tmp/gvec.json")
 # the random policy in the same grid world (its rules: datasets/gridworld.c)
 random=$($py - <<'PY'
@@ -106,12 +99,12 @@ PY
 )
 echo "gridworld: mean return ${trained:-?} from pixels, ${vector:-?} from the state vector, ${random:-?} random"
 awk -v t="${trained:--9}" -v r="${random:-9}" 'BEGIN { exit !(t > r + 0.3) }' ||
-  fail "pixel control: trained ${trained:-?} does not beat random ${random:-?} by 0.3"
+  count_fail "pixel control: trained ${trained:-?} does not beat random ${random:-?} by 0.3"
 awk -v t="${vector:--9}" -v r="${random:-9}" 'BEGIN { exit !(t > r + 0.3) }' ||
-  fail "vector control: trained ${vector:-?} does not beat random ${random:-?} by 0.3"
+  count_fail "vector control: trained ${vector:-?} does not beat random ${random:-?} by 0.3"
 mpi 2 "$bin" act "$grid" --task gridworld --env gridworld --episodes 20 --max-steps 20 \
-  --json "$tmp/grid2.json" > /dev/null 2>&1 || fail "act gridworld on 2 processes"
-cmp -s "$tmp/grid.json" "$tmp/grid2.json" || fail "act gridworld differs on 1 and 2 processes"
+  --json "$tmp/grid2.json" > /dev/null 2>&1 || count_fail "act gridworld on 2 processes"
+cmp -s "$tmp/grid.json" "$tmp/grid2.json" || count_fail "act gridworld differs on 1 and 2 processes"
 
 # ---- the protocol's "image" ----
 cat > "$tmp/env.py" <<'PY'
@@ -132,14 +125,14 @@ for line in sys.stdin:
     print(json.dumps(reply), flush=True)
 PY
 out=$("$bin" act "$grid" --task gridworld --env "$py $tmp/env.py good" --episodes 1 2>&1) ||
-  fail "act with a good child env: $out"
-grep -q "mean return 3 " <<<"$out" || fail "good child env: $out"
+  count_fail "act with a good child env: $out"
+grep -q "mean return 3 " <<<"$out" || count_fail "good child env: $out"
 expect2() { # WHAT PATTERN MODE
   local out rc
   out=$("$bin" act "$grid" --task gridworld --env "$py $tmp/env.py $3" --episodes 1 2>&1)
   rc=$?
   if [[ $rc -ne 2 ]] || ! grep -q -- "$2" <<<"$out" || ! grep -q "episode 1, reset" <<<"$out"; then
-    fail "$1: exit $rc (want 2), message: $(head -1 <<<"$out") (want '$2')"
+    count_fail "$1: exit $rc (want 2), message: $(head -1 <<<"$out") (want '$2')"
   fi
 }
 expect2 "no image" 'no "image"' none

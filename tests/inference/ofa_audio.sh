@@ -5,16 +5,9 @@
 # exact match >= 0.8 (chance: 1/3 and 1/2), and the two questions about each of 12 fresh
 # clips (generate --audio --text) right for at least 9 of them (both right by chance: 1 in
 # 6 a clip); eval and generate give the same output on 1 and 2 processes.
-set -u
-bin=${OMNIMOE:?set by CTest}
-src=${OMNI_SOURCE_DIR:?set by CTest}
+. "$(dirname "$0")/../lib/common.sh"
 mpiexec=${1:-mpiexec}
-py=/usr/bin/python3
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-mpi() { "$mpiexec" -n "$1" --oversubscribe --bind-to none "${@:2}"; }
+make_tmp
 
 $py "$src/tests/inference/aqa_clips.py" "$tmp/train" 300 1 || exit 1
 $py "$src/tests/inference/aqa_clips.py" "$tmp/held" 12 2 --held-out || exit 1
@@ -32,14 +25,14 @@ SPEC
   > "$tmp/train.log" 2>&1 || { tail -20 "$tmp/train.log"; exit 1; }
 ckpt=$tmp/aqa/ckpt-00000300.h5
 "$bin" eval "$ckpt" "$tmp/aqa.h5" --json "$tmp/e1.json" > "$tmp/e1.txt" 2>&1 ||
-  { cat "$tmp/e1.txt"; fail "eval"; }
+  { cat "$tmp/e1.txt"; count_fail "eval"; }
 mpi 2 "$bin" eval "$ckpt" "$tmp/aqa.h5" --json "$tmp/e2.json" > "$tmp/e2.txt" 2>&1 ||
-  { cat "$tmp/e2.txt"; fail "eval on 2 processes"; }
+  { cat "$tmp/e2.txt"; count_fail "eval on 2 processes"; }
 cat "$tmp/e1.txt"
 cmp -s "$tmp/e1.json" "$tmp/e2.json" ||
-  { diff "$tmp/e1.json" "$tmp/e2.json"; fail "eval differs on 1 and 2 processes"; }
+  { diff "$tmp/e1.json" "$tmp/e2.json"; count_fail "eval differs on 1 and 2 processes"; }
 em=$(sed -nE 's/.*"aqa": \{.*"exact_match": ([0-9.]+).*/\1/p' "$tmp/e1.json")
-awk -v e="${em:-0}" 'BEGIN { exit !(e >= 0.8) }' || fail "aqa exact match ${em:-?}, want >= 0.8"
+awk -v e="${em:-0}" 'BEGIN { exit !(e >= 0.8) }' || count_fail "aqa exact match ${em:-?}, want >= 0.8"
 # two questions about each fresh clip: both right
 right=0
 while IFS='|' read -r wav high long; do
@@ -48,11 +41,11 @@ while IFS='|' read -r wav high long; do
   echo "$(basename "$wav"): how high? -> $a (want $high); how long? -> $b (want $long)"
   [[ "$a" == "$high" && "$b" == "$long" ]] && right=$((right + 1))
 done < "$tmp/held/answers.txt"
-[[ $right -ge 9 ]] || fail "both questions answered right for $right of 12 fresh clips, want >= 9"
+[[ $right -ge 9 ]] || count_fail "both questions answered right for $right of 12 fresh clips, want >= 9"
 wav=$(head -1 "$tmp/held/answers.txt" | cut -d'|' -f1)
 one=$("$bin" generate "$ckpt" --task aqa --audio "$wav" --text "how long?" --json 2>&1)
 two=$(mpi 2 "$bin" generate "$ckpt" --task aqa --audio "$wav" --text "how long?" --json 2>&1)
-[[ "$one" == "$two" ]] || fail "generate differs on 1 and 2 processes: $one / $two"
+[[ "$one" == "$two" ]] || count_fail "generate differs on 1 and 2 processes: $one / $two"
 
 echo "ofa_audio: $fails failed"
 [[ $fails -eq 0 ]]

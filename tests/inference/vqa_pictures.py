@@ -9,18 +9,15 @@ brightnesses ("dim", "grey", "bright") in one of four quadrants ("top left", ...
 "where?" as two samples; with it, DIR/answers.txt: one line per picture, "PATH|BRIGHT|WHERE".
 """
 import os
-import random
-import sys
+
+from prompted_inputs import parse_args, write
 
 LEVELS = [("dim", 90), ("grey", 160), ("bright", 240)]
 PLACES = ["top left", "top right", "bottom left", "bottom right"]
 
 
 def main():
-    out, n, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    held_out = "--held-out" in sys.argv[4:]
-    rnd = random.Random(seed)
-    os.makedirs(out, exist_ok=True)
+    out, n, rnd, held_out = parse_args()
     rows = []
     for i in range(n):
         level, place = rnd.randrange(3), rnd.randrange(4)
@@ -35,16 +32,7 @@ def main():
         with open(os.path.join(out, name), "wb") as f:
             f.write(b"P5\n8 8\n255\n" + bytes(px))
         rows.append((name, LEVELS[level][0], PLACES[place]))
-    if held_out:
-        with open(os.path.join(out, "answers.txt"), "w") as f:
-            for name, bright, where in rows:
-                f.write("%s|%s|%s\n" % (os.path.join(out, name), bright, where))
-    else:
-        with open(os.path.join(out, "vqa.csv"), "w") as f:
-            f.write("path,prompt,text\n")
-            for name, bright, where in rows:
-                f.write("%s,how bright?,%s\n" % (name, bright))
-                f.write("%s,where?,%s\n" % (name, where))
+    write(out, held_out, "vqa.csv", ("how bright?", "where?"), rows)
 
 
 main()

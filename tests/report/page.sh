@@ -6,12 +6,9 @@
 # leaves no file under --out (nor a temporary one); an old run without routing tables still
 # draws its curves.
 #   page.sh MPIEXEC WORKDIR      (env OMNIMOE, OMNI_SOURCE_DIR; the train_data fixture)
-set -u
+. "$(dirname "$0")/../lib/common.sh"
 mpiexec=$1 work=$2
-bin=${OMNIMOE:?} src=${OMNI_SOURCE_DIR:?}
 data=$OMNI_BINARY_DIR/tests/train/demo.h5
-flags=(--oversubscribe --bind-to none)
-fail() { echo "FAIL: $*" >&2; exit 1; }
 rm -rf "$work" && mkdir -p "$work" && cd "$work" || fail "cannot make $work"
 
 train() { # train NP OUT [--set ...]

@@ -3,9 +3,8 @@
 # that the image is not blank: at least 2% of its pixels drawn and 2000 strongly coloured
 # ones (lines and heatmap cells).
 #   render.sh CHROMIUM PNG_INK PAGE WORKDIR
-set -u
+. "$(dirname "$0")/../lib/common.sh"
 chromium=$1 ink=$2 page=$3 work=$4
-fail() { echo "FAIL: $*" >&2; exit 1; }
 command -v "$chromium" >/dev/null ||
     fail "$chromium not found: apt-get install chromium (scripts/deps --test)"
 [[ -s $page ]] || fail "$page is missing (made by the report_page test)"

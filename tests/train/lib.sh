@@ -1,19 +1,11 @@
 # Shared helpers of the end-to-end training tests (sourced by tests/train/*.sh).
 # Every script is called as: SCRIPT MPIEXEC DATA WORKDIR, with OMNIMOE and OMNI_SOURCE_DIR
 # set by CTest. DATA is the demo dataset made once by the train_data fixture.
-set -u
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh" # bin, src, flags, fail
 mpiexec=${1:?MPIEXEC} data=${2:?DATA} work=${3:?WORKDIR}
-bin=${OMNIMOE:?set by CTest}
-src=${OMNI_SOURCE_DIR:?set by CTest}
 here=$src/tests/train
 exp=$here/tiny.yaml
-py=${OMNI_PYTHON:-python3}
-flags=(--oversubscribe --bind-to none)
-
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
+py=${OMNI_PYTHON:-python3} # CTest's python3 (tests/train/CMakeLists.txt), not common.sh's
 
 rm -rf "$work" && mkdir -p "$work" || fail "cannot make $work"
 cd "$work" || fail "cannot enter $work"
