@@ -29,6 +29,12 @@ static omni_status local_allreduce(void *ctx, double *buf, int64_t n)
     return OMNI_OK;
 }
 
+static omni_status local_reduce(void *ctx, float *buf, int64_t n, int root)
+{
+    (void)ctx, (void)buf, (void)n, (void)root;
+    return OMNI_OK;
+}
+
 void omni_moe_comm_local(omni_moe_comm *c)
 {
     c->ctx = NULL;
@@ -37,4 +43,5 @@ void omni_moe_comm_local(omni_moe_comm *c)
     c->alltoall_counts = local_counts;
     c->alltoallv_rows = local_rows;
     c->allreduce_sum = local_allreduce;
+    c->reduce_sum_to = local_reduce;
 }

@@ -10,7 +10,7 @@
  *  - omni_moe: every MoE layer of a model (router + routed experts + optional shared
  *    experts), their parameters, gradients and AdamW moments, forward and backward behind
  *    the model's FFN hook, with the token exchange behind omni_moe_comm so the distributed
- *    part only supplies an MPI implementation of three calls.
+ *    part only supplies an MPI implementation of four calls.
  *
  * Row order, fixed and tested: a worker's send buffer holds its kept assignments by expert
  * ascending (so by destination rank ascending), within an expert by token ascending. An
@@ -31,7 +31,7 @@
 /* ---- the token exchange ------------------------------------------------------ */
 
 /*
- * What an MoE layer needs from the job. All three calls are collective over the ranks of
+ * What an MoE layer needs from the job. All four calls are collective over the ranks of
  * the expert-parallel group (every rank calls them in the same order). Counts and
  * displacements are in rows; rank q's part of a send buffer starts at send_displ[q].
  */
@@ -47,6 +47,9 @@ typedef struct {
                                   const int64_t *recv_displ, int64_t row_len);
     /* buf[i] = sum over ranks of buf[i], in place. */
     omni_status (*allreduce_sum)(void *ctx, double *buf, int64_t n);
+    /* On rank root, buf[i] = sum over ranks of buf[i] (an MPI_Reduce in place); the other
+     * ranks' buf is left as it was. In a fixed order for a given number of ranks. */
+    omni_status (*reduce_sum_to)(void *ctx, float *buf, int64_t n, int root);
 } omni_moe_comm;
 
 /* The single-process exchange (rank 0 of 1): every call is the identity. */

@@ -212,10 +212,8 @@ omni_status omni_moe_create_passes(omni_moe **out, const omni_experiment *x, int
         m->rank_load = omni_alloc_in(&m->mem, N, sizeof(int64_t), "moe shadow experts");
         m->local = omni_alloc_in(&m->mem, E, sizeof(bool), "moe shadow experts");
         m->ccnt = omni_alloc_in(&m->mem, 4 * N, sizeof(int64_t), "moe shadow experts");
-        m->cbuf =
-            omni_alloc_in(&m->mem, m->max_shadow * blk, sizeof(float), "moe shadow gradients");
-        m->crecv = omni_alloc_in(&m->mem, (N - 1) * min64(m->max_shadow, m->e_count) * blk,
-                                 sizeof(float), "moe shadow gradients");
+        m->cbuf = omni_alloc_in(&m->mem, (m->max_shadow + 1) * blk, sizeof(float),
+                                "moe shadow gradients");
     }
     m->send = omni_alloc_in(&m->mem, np * kr * d, sizeof(float), "moe dispatch buffer");
     m->recv = omni_alloc_in(&m->mem, R * d, sizeof(float), "moe dispatch buffer");
@@ -675,15 +673,6 @@ static int owner(const omni_moe *m, int64_t e)
     return omni_expert_dest(e, m->E, m->comm.size, 0);
 }
 
-/* Experts among this rank's own that the last forward of L shared. */
-static int64_t own_shadowed(const omni_moe *m, const moe_layer *L)
-{
-    int64_t c = 0;
-    for (int64_t j = 0; j < m->e_count; j++)
-        c += L->shadow[m->e_first + j];
-    return c;
-}
-
 /*
  * Shadow experts, forward (collective): the kept rows of every rank (one all-reduce, which
  * stands in for the counts all-to-all), the experts to share (omni_shadow_choose, alike on
@@ -785,39 +774,31 @@ static void shadow_backward(omni_moe *m, moe_layer *L)
     }
 }
 
-/* The copies' weight gradients to their owners (collective), each owner adding them to its
- * own, by source rank ascending: the same sum on every run of this world size. */
+/* The copies' weight gradients to their owners (collective): per shared expert, ascending,
+ * one sum over the ranks to its owner (comm.reduce_sum_to), to which the owner gives zeros;
+ * it adds the sum to its own gradient. The same order on every run of this world size, and
+ * memory for one expert's gradient whatever the number of ranks. */
 static omni_status shadow_gradients(omni_moe *m, moe_layer *L)
 {
-    const int64_t N = m->comm.size, rank = m->comm.rank, d = m->d, ff = m->ff;
-    const int64_t own = own_shadowed(m, L);
-    int64_t *sc = m->ccnt, *sd = sc + N, *rc = sd + N, *rd = rc + N, at = 0, rat = 0;
-    for (int64_t q = 0; q < N; q++) {
-        int64_t to_q = 0;
-        for (int64_t j = 0; j < L->n_copy; j++)
-            to_q += owner(m, L->copy_e[j]) == q;
-        sc[q] = to_q * 3 * ff;
-        sd[q] = at;
-        at += sc[q];
-        rc[q] = q == rank ? 0 : own * 3 * ff;
-        rd[q] = rat;
-        rat += rc[q];
-    }
-    omni_status st = exchange(m, m->cbuf, sc, sd, m->crecv, rc, rd);
-    if (st != OMNI_OK)
-        return st;
-    for (int64_t q = 0; q < N; q++) {
-        if (q == rank)
+    const int64_t rank = m->comm.rank, d = m->d, ff = m->ff, blk = 3 * d * ff;
+    float *sum = m->cbuf + m->max_shadow * blk; /* the owner's block */
+    for (int64_t e = 0, j = 0; e < m->E; e++) {
+        if (!L->shadow[e])
             continue;
-        const float *g = m->crecv + rd[q] * d;
-        for (int64_t j = 0; j < m->e_count; j++) {
-            if (!L->shadow[m->e_first + j])
-                continue;
-            float *dw[3] = {L->dw1 + j * d * ff, L->dw3 + j * d * ff, L->dw2 + j * ff * d};
-            for (int part = 0; part < 3; part++, g += d * ff)
-                for (int64_t i = 0; i < d * ff; i++)
-                    dw[part][i] += g[i];
-        }
+        const int o = owner(m, e);
+        float *g = o == rank ? sum : m->cbuf + j++ * blk;
+        if (o == rank)
+            memset(sum, 0, (size_t)blk * sizeof(float));
+        omni_status st = m->comm.reduce_sum_to(m->comm.ctx, g, blk, o);
+        if (st != OMNI_OK)
+            return st;
+        if (o != rank)
+            continue;
+        const int64_t jl = e - m->e_first;
+        float *dw[3] = {L->dw1 + jl * d * ff, L->dw3 + jl * d * ff, L->dw2 + jl * ff * d};
+        for (int part = 0; part < 3; part++)
+            for (int64_t i = 0; i < d * ff; i++)
+                dw[part][i] += sum[part * d * ff + i];
     }
     return OMNI_OK;
 }

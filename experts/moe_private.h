@@ -114,14 +114,14 @@ struct omni_moe {
     int64_t *seq_row0; /* [max_tokens / context + 1] */
     /* shadow experts: at most max_shadow per layer and pass (0: off), each counted as
      * shadow_cost rows of expert work; the kept rows of every rank [N, E] (as all-reduced,
-     * and as counts), the busiest load, a copy's gradient or its owner's weights [max_shadow,
-     * 3, d * ff], an owner's received gradients [(N - 1) max_shadow, 3, d * ff], counts and
-     * displacements [4, N], and what the last passes shared */
+     * and as counts), the busiest load, the copies' gradients or an owner's weights to send,
+     * then an owner's sum of one gradient [max_shadow + 1, 3, d * ff], the weights'
+     * counts and displacements [4, N], and what the last passes shared */
     int64_t max_shadow, shadow_cost, copy_rows;
     double *kept_sum;
     int64_t *kept_all, *rank_load;
     bool *local;
-    float *cbuf, *crecv;
+    float *cbuf;
     int64_t *ccnt;
     int64_t shadowed, shadow_passes;
     double timer[OMNI_MOE_T_COUNT];

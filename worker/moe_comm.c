@@ -1,6 +1,7 @@
 /* The MPI implementation of the MoE layer's token exchange (experts.h omni_moe_comm):
  * counts by MPI_Alltoall, rows by MPI_Alltoallv over a contiguous row type so that counts
- * stay in rows, statistics by MPI_Allreduce. Time inside MPI is accumulated for the bench. */
+ * stay in rows, statistics by MPI_Allreduce, a shadow expert's gradient by MPI_Reduce. Time inside
+ * MPI is accumulated for the bench. */
 #include "worker.h"
 
 #include <limits.h>
@@ -80,6 +81,22 @@ static omni_status allreduce_sum(void *ctx, double *buf, int64_t n)
     return st;
 }
 
+static omni_status reduce_sum_to(void *ctx, float *buf, int64_t n, int root)
+{
+    omni_mpi_moe_comm *c = ctx;
+    if (n > INT_MAX)
+        return omni_fail(OMNI_ERR_INTERNAL, "shadow expert gradient: %lld values", (long long)n);
+    double t = omni_now();
+    omni_status st = omni_mpi_check(MPI_Reduce(c->rank == root ? MPI_IN_PLACE : buf, buf, (int)n,
+                                               MPI_FLOAT, MPI_SUM, root, c->comm),
+                                    "MPI_Reduce of a shadow expert's gradient");
+    /* a binomial tree: every rank but the root sends its (partial) sum once */
+    if (c->rank != root)
+        c->bytes_sent += (double)n * sizeof(float);
+    c->seconds += omni_now() - t;
+    return st;
+}
+
 omni_status omni_mpi_moe_comm_init(omni_mpi_moe_comm *c, MPI_Comm comm, omni_moe_comm *ops)
 {
     c->comm = comm;
@@ -98,6 +115,7 @@ omni_status omni_mpi_moe_comm_init(omni_mpi_moe_comm *c, MPI_Comm comm, omni_moe
     ops->alltoall_counts = alltoall_counts;
     ops->alltoallv_rows = alltoallv_rows;
     ops->allreduce_sum = allreduce_sum;
+    ops->reduce_sum_to = reduce_sum_to;
     return OMNI_OK;
 }
 

@@ -59,6 +59,16 @@ static omni_status mpi_sum(void *ctx, double *buf, int64_t n)
                           "MPI_Allreduce of MoE sums");
 }
 
+static omni_status mpi_reduce(void *ctx, float *buf, int64_t n, int root)
+{
+    MPI_Comm comm = *(MPI_Comm *)ctx;
+    int rank;
+    MPI_Comm_rank(comm, &rank);
+    return omni_mpi_check(
+        MPI_Reduce(rank == root ? MPI_IN_PLACE : buf, buf, (int)n, MPI_FLOAT, MPI_SUM, root, comm),
+        "MPI_Reduce of MoE gradients");
+}
+
 static int failures;
 
 static void expect_close(const char *what, int rank, const float *a, const float *ref, int64_t n)
@@ -139,7 +149,8 @@ static void run(MPI_Comm world, int64_t E, bool expert_choice, bool shadow)
                         .size = size,
                         .alltoall_counts = mpi_counts,
                         .alltoallv_rows = mpi_rows,
-                        .allreduce_sum = mpi_sum};
+                        .allreduce_sum = mpi_sum,
+                        .reduce_sum_to = mpi_reduce};
     omni_moe *m;
     OMNI_ASSERT(omni_moe_create(&m, &x, n, 0, &mc) == OMNI_OK);
     omni_moe_init_params(m);
@@ -230,7 +241,8 @@ static void run_taskless(MPI_Comm world)
                         .size = size,
                         .alltoall_counts = mpi_counts,
                         .alltoallv_rows = mpi_rows,
-                        .allreduce_sum = mpi_sum};
+                        .allreduce_sum = mpi_sum,
+                        .reduce_sum_to = mpi_reduce};
     omni_moe *m;
     OMNI_ASSERT(omni_moe_create(&m, &x, n, 2, &mc) == OMNI_OK);
     omni_moe_init_params(m);
