@@ -2,8 +2,9 @@
 # World-size invariance (issues 6, 13): the same dropless experiment for 20 steps on 1, 2 and 4
 # processes gives per-step losses (total and per task) that agree to a relative 1e-4 and
 # identical per-expert loads and routing tables (task/modality x expert counts; router
-# probabilities and entropies to 1e-4); so do 4 processes holding 2 experts (each expert replicated
-# on 2 ranks) and 1 process with the same 2 experts.
+# probabilities and entropies to 1e-4), with shadow experts on (the default) and off; so do
+# 4 processes holding 2 experts (each expert replicated on 2 ranks) and 1 process with the
+# same 2 experts.
 #
 # Why 1e-4: the runs differ only in the order of float32 sums (a rank's partial gradient
 # sums, then MPI_Allreduce; the loss normaliser and statistics in double). Each such sum
@@ -19,6 +20,10 @@ done
 check close e4-np1/metrics.jsonl e4-np2/metrics.jsonl --rtol 1e-4
 check close e4-np1/metrics.jsonl e4-np4/metrics.jsonl --rtol 1e-4
 check routing e4-np1/metrics.jsonl
+# The runs above share experts between ranks (parallel.shadow, default 2: ~0.25 experts per
+# layer and step here); without sharing the 2-process run agrees as well.
+must_train 2 e4-np2-noshadow --set parallel.shadow=0
+check close e4-np1/metrics.jsonl e4-np2-noshadow/metrics.jsonl --rtol 1e-4
 
 for np in 1 4; do
     must_train $np e2-np$np --set moe.num_experts=2
