@@ -731,7 +731,7 @@ static omni_status shadow_plan(omni_moe *m, moe_layer *L)
 }
 
 /* The rows of copy j: where they start in the send buffer, and in the copies' buffers. */
-static void copy_rows(const moe_layer *L, int64_t j, int64_t *start, int64_t *r0)
+static void copy_place(const moe_layer *L, int64_t j, int64_t *start, int64_t *r0)
 {
     *start = L->plan.expert_start[L->copy_e[j]];
     *r0 = *start - L->plan.n_send;
@@ -745,7 +745,7 @@ static void shadow_forward(omni_moe *m, moe_layer *L)
     const int64_t d = m->d, ff = m->ff, blk = 3 * d * ff;
     for (int64_t j = 0; j < L->n_copy; j++) {
         int64_t start, r0, c = L->kept[L->copy_e[j]];
-        copy_rows(L, j, &start, &r0);
+        copy_place(L, j, &start, &r0);
         memcpy(L->cx + r0 * d, m->send + start * d, (size_t)(c * d) * sizeof(float));
         const float *w = L->cw + j * blk;
         const int64_t off[2] = {0, c};
@@ -763,7 +763,7 @@ static void shadow_backward(omni_moe *m, moe_layer *L)
         memset(m->cbuf, 0, (size_t)(L->n_copy * blk) * sizeof(float));
     for (int64_t j = 0; j < L->n_copy; j++) {
         int64_t start, r0, c = L->kept[L->copy_e[j]];
-        copy_rows(L, j, &start, &r0);
+        copy_place(L, j, &start, &r0);
         const float *w = L->cw + j * blk;
         float *g = m->cbuf + j * blk;
         const int64_t off[2] = {0, c};
