@@ -85,8 +85,14 @@ void omni_dispatch_plan_free(omni_dispatch_plan *p)
     memset(p, 0, sizeof *p);
 }
 
+/* Expert e's rows stay on this rank: e is shared (shadow) and this rank is not its owner. */
+static bool stays(const omni_dispatch_plan *p, const bool *shadow, int64_t e)
+{
+    return shadow && shadow[e] && omni_expert_dest(e, p->n_experts, p->n_ranks, p->rank) != p->rank;
+}
+
 void omni_dispatch_plan_send(omni_dispatch_plan *p, const int32_t *expert, const int32_t *slot,
-                             const int64_t *kept, const bool *local, int64_t n)
+                             const int64_t *kept, const bool *shadow, int64_t n)
 {
     const int64_t E = p->n_experts, N = p->n_ranks, k = p->k;
     /* Experts ascending are destinations ascending (both placements are monotone in e), so
@@ -96,7 +102,7 @@ void omni_dispatch_plan_send(omni_dispatch_plan *p, const int32_t *expert, const
     memset(p->send_count, 0, (size_t)N * sizeof(int64_t));
     memset(p->count_msg, 0, (size_t)(N * E) * sizeof(int64_t));
     for (int64_t e = 0; e < E; e++) {
-        if (local && local[e])
+        if (stays(p, shadow, e))
             continue;
         int q = omni_expert_dest(e, E, p->n_ranks, p->rank);
         p->count_msg[(int64_t)q * E + e] = kept[e];
@@ -110,7 +116,7 @@ void omni_dispatch_plan_send(omni_dispatch_plan *p, const int32_t *expert, const
     start = 0;
     for (int pass = 0; pass < 2; pass++)
         for (int64_t e = 0; e < E; e++)
-            if ((local && local[e]) == (pass == 1)) {
+            if (stays(p, shadow, e) == (pass == 1)) {
                 p->expert_start[e] = start;
                 start += kept[e];
             }
@@ -126,8 +132,8 @@ omni_status omni_dispatch_plan_recv_all(omni_dispatch_plan *p, const int64_t *ke
     for (int64_t s = 0; s < N; s++)
         for (int64_t e = 0; e < E; e++) {
             bool mine = omni_expert_dest(e, E, p->n_ranks, (int)s) == p->rank;
-            bool stays = shadow && shadow[e] && s != p->rank;
-            p->recv_counts[s * E + e] = mine && !stays ? kept_all[s * E + e] : 0;
+            bool kept_there = shadow && shadow[e] && s != p->rank; /* a copy's rows */
+            p->recv_counts[s * E + e] = mine && !kept_there ? kept_all[s * E + e] : 0;
         }
     return omni_dispatch_plan_recv(p);
 }

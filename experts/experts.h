@@ -102,11 +102,11 @@ omni_status omni_dispatch_plan_create(omni_dispatch_plan *p, int64_t n_experts, 
 void omni_dispatch_plan_free(omni_dispatch_plan *p);
 /* Sender side from the routing of n tokens: expert/slot [n * k] and kept [E] as given by
  * omni_router_topk / omni_router_assign. Fills pos, send counts and count_msg. The rows of
- * the experts flagged in local [E] (NULL: none) are not sent: their send-buffer rows
- * [n_send, n_send + n_local) follow the sent ones, by expert ascending then slot, and
- * expert_start[e] is where each expert's block begins. */
+ * the experts shared in this pass (shadow [E], NULL: none) that this rank does not own are
+ * not sent: their send-buffer rows [n_send, n_send + n_local) follow the sent ones, by
+ * expert ascending then slot, and expert_start[e] is where each expert's block begins. */
 void omni_dispatch_plan_send(omni_dispatch_plan *p, const int32_t *expert, const int32_t *slot,
-                             const int64_t *kept, const bool *local, int64_t n);
+                             const int64_t *kept, const bool *shadow, int64_t n);
 /* Receiver side from recv_counts (which the caller filled by exchanging count_msg with
  * alltoall_counts, E per rank). OMNI_ERR_INTERNAL when a row arrives for an expert that
  * this rank does not hold or more than max_recv rows arrive. */

@@ -210,7 +210,6 @@ omni_status omni_moe_create_passes(omni_moe **out, const omni_experiment *x, int
         m->kept_sum = omni_alloc_in(&m->mem, N * E, sizeof(double), "moe shadow experts");
         m->kept_all = omni_alloc_in(&m->mem, N * E, sizeof(int64_t), "moe shadow experts");
         m->rank_load = omni_alloc_in(&m->mem, N, sizeof(int64_t), "moe shadow experts");
-        m->local = omni_alloc_in(&m->mem, E, sizeof(bool), "moe shadow experts");
         m->ccnt = omni_alloc_in(&m->mem, 4 * N, sizeof(int64_t), "moe shadow experts");
         m->cbuf = omni_alloc_in(&m->mem, (m->max_shadow + 1) * blk, sizeof(float),
                                 "moe shadow gradients");
@@ -695,11 +694,9 @@ static omni_status shadow_plan(omni_moe *m, moe_layer *L)
     L->n_shadow = omni_shadow_choose(m->kept_all, E, (int)N, m->max_shadow, m->shadow_cost,
                                      m->rank_load, L->shadow);
     L->n_copy = 0;
-    for (int64_t e = 0; e < E; e++) {
-        m->local[e] = L->shadow[e] && owner(m, e) != rank;
-        if (m->local[e])
+    for (int64_t e = 0; e < E; e++)
+        if (L->shadow[e] && owner(m, e) != rank)
             L->copy_e[L->n_copy++] = e;
-    }
     m->shadow_passes++;
     if (L->n_shadow == 0)
         return OMNI_OK;
@@ -831,7 +828,7 @@ omni_status omni_moe_forward(void *ctx, int64_t layer, float *out, const float *
     if (m->max_shadow > 0) {
         if ((st = shadow_plan(m, L)) != OMNI_OK)
             return st;
-        omni_dispatch_plan_send(p, L->expert, L->slot, L->kept, m->local, na);
+        omni_dispatch_plan_send(p, L->expert, L->slot, L->kept, L->shadow, na);
         if ((st = omni_dispatch_plan_recv_all(p, m->kept_all, L->shadow)) != OMNI_OK)
             return st;
     } else {

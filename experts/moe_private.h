@@ -120,7 +120,6 @@ struct omni_moe {
     int64_t max_shadow, shadow_cost, copy_rows;
     double *kept_sum;
     int64_t *kept_all, *rank_load;
-    bool *local;
     float *cbuf;
     int64_t *ccnt;
     int64_t shadowed, shadow_passes;
